@@ -1,0 +1,258 @@
+//! EnvironmentRequest: a team asks for an environment of a class for an app.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::GoDuration;
+
+/// A team's request for an environment of a class, for one app. Berth renders it,
+/// commits it to the GitOps repository and reports its lifecycle in status.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "berth.dev",
+    version = "v1alpha1",
+    kind = "EnvironmentRequest",
+    doc = "A team's request for an environment of a class for an app; its lifecycle is in status.",
+    namespaced,
+    shortname = "envreq",
+    category = "berth",
+    status = "EnvironmentRequestStatus",
+    printcolumn(name = "Tenant", type_ = "string", json_path = ".spec.tenant"),
+    printcolumn(name = "Class", type_ = "string", json_path = ".spec.class"),
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Namespace",
+        type_ = "string",
+        json_path = ".status.namespace",
+        description = "The environment's namespace"
+    ),
+    printcolumn(
+        name = "Expires",
+        type_ = "date",
+        json_path = ".status.expiresAt",
+        priority = 1
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+pub struct EnvironmentRequestSpec {
+    /// The tenant (team) asking; must be the tenant that owns this namespace.
+    /// Cannot change after creation.
+    #[schemars(length(min = 1, max = 63))]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("tenant cannot change after creation; create a new request instead"))]
+    pub tenant: String,
+
+    /// The EnvironmentClass to provision, e.g. `preview`. Cannot change after
+    /// creation: request a new environment to move to another class.
+    #[schemars(length(min = 1, max = 63))]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("class cannot change after creation; create a new request of the other class instead"))]
+    pub class: String,
+
+    /// The app Argo CD deploys into the environment.
+    pub app: AppSource,
+
+    /// Cluster (as Argo CD names it) the environment runs on; must be allowed by the class.
+    #[serde(default = "default_cluster")]
+    #[schemars(length(min = 1, max = 253))]
+    pub cluster: String,
+
+    /// How long the environment lives, e.g. `48h`; defaults to the class's `ttl.default`
+    /// and may not exceed its `ttl.max`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl: Option<GoDuration>,
+
+    /// Person or channel accountable for this environment, for people reading it later.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 256))]
+    pub owner: Option<String>,
+
+    /// Approval for classes that require one (see `berth approve`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval: Option<Approval>,
+}
+
+fn default_cluster() -> String {
+    super::environment_class::IN_CLUSTER.to_owned()
+}
+
+/// Where the app's manifests come from.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct AppSource {
+    /// Name of the app, used in the Argo CD Application's name.
+    #[schemars(length(min = 1, max = 53))]
+    #[x_kube(validation = Rule::new("self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$')")
+        .message("app.name must be lowercase letters, digits and '-', starting and ending with a letter or digit"))]
+    pub name: String,
+    /// Git repository holding the app's manifests.
+    #[serde(rename = "repoURL")]
+    #[schemars(length(min = 1, max = 2048))]
+    pub repo_url: String,
+    /// Folder inside the repository.
+    #[serde(default = "default_path")]
+    #[schemars(length(max = 1024))]
+    pub path: String,
+    /// Branch, tag or commit to deploy.
+    #[serde(default = "default_revision")]
+    #[schemars(length(min = 1, max = 256))]
+    pub revision: String,
+}
+
+fn default_path() -> String {
+    ".".to_owned()
+}
+
+fn default_revision() -> String {
+    "HEAD".to_owned()
+}
+
+/// An approval of this request.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Approval {
+    /// Signed approval token issued by Berth for this request's exact spec.
+    #[schemars(length(min = 1, max = 8192))]
+    pub token: String,
+}
+
+impl std::fmt::Debug for Approval {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The token is a bearer credential for this request: never print it.
+        f.debug_struct("Approval")
+            .field("token", &"[redacted]")
+            .finish()
+    }
+}
+
+/// Where an environment is in its lifecycle.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// The class needs an approval the request does not (yet) carry.
+    AwaitingApproval,
+    /// Rendered and being committed, or waiting for Argo CD.
+    Provisioning,
+    /// Committed, synced and matching what was committed.
+    Ready,
+    /// The lifetime ended; the environment was removed from git.
+    Expired,
+    /// Cannot be provisioned as asked; see the conditions for why.
+    Failed,
+}
+
+/// Observed state of an EnvironmentRequest.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct EnvironmentRequestStatus {
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Lifecycle phase.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<Phase>,
+    /// Current state: `Approved`, `Committed`, `Synced`, `InSync` and `Ready`.
+    #[serde(default)]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
+    pub conditions: Vec<Condition>,
+    /// The environment's namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// Where the environment lives in the GitOps repository.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gitops: Option<GitOpsStatus>,
+    /// Sync and health of the environment's Argo CD Application.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sync: Option<SyncStatus>,
+    /// Whether the live objects still match what Berth committed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drift: Option<DriftStatus>,
+    /// Estimated monthly cost of this environment, in whole US dollars.
+    #[serde(
+        default,
+        rename = "estimatedMonthlyCostUSD",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub estimated_monthly_cost_usd: Option<u32>,
+    /// When the environment expires and is removed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<Time>,
+}
+
+/// Where an environment lives in the GitOps repository.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct GitOpsStatus {
+    /// Commit that last changed the environment's folder.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit: Option<String>,
+    /// The environment's folder in the repository.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+}
+
+/// Sync and health of the Argo CD Application, as Argo CD reports them.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct SyncStatus {
+    /// `Synced`, `OutOfSync` or `Unknown`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+    /// `Healthy`, `Progressing`, `Degraded`, `Suspended`, `Missing` or `Unknown`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<String>,
+    /// Git revision Argo CD last synced.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<String>,
+}
+
+/// Drift between what Berth committed and what is live.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct DriftStatus {
+    /// `InSync`, `Drifted` or `Unknown`.
+    pub state: DriftState,
+    /// When the live objects were last compared.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checked_at: Option<Time>,
+    /// Fields whose live value differs from the committed one.
+    #[serde(default)]
+    #[schemars(length(max = 100))]
+    pub differences: Vec<Difference>,
+}
+
+/// Whether live objects match what was committed.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DriftState {
+    /// Every rendered field matches.
+    InSync,
+    /// At least one rendered field differs or an object is missing.
+    Drifted,
+    /// Not compared yet, or the live objects cannot be read.
+    Unknown,
+}
+
+/// One field that differs between the committed and the live object.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Difference {
+    /// The object, as `Kind/namespace/name`.
+    pub resource: String,
+    /// JSON path of the field, e.g. `spec.hard.cpu`.
+    pub field: String,
+    /// Committed value, as JSON; absent when the field should not exist.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub desired: Option<String>,
+    /// Live value, as JSON; absent when the field or object is missing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub live: Option<String>,
+}

@@ -1,0 +1,2 @@
+//! Berth: self-service environments on Kubernetes, committed to GitOps.
+pub mod api;
