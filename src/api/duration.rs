@@ -16,6 +16,16 @@ const WELL_FORMED_RULE: &str = "self.matches('^([0-9]+(ns|us|ms|s|m|h))+$')";
 const WELL_FORMED_MESSAGE: &str =
     "must be a duration of whole numbers with units h, m, s, ms, us or ns, such as 72h or 1h30m";
 
+/// CEL that holds when the duration `shorter` is at most `longer` (both CEL paths).
+/// It only compares well-formed durations, so a malformed one is reported once,
+/// by its own rule, instead of also as a conversion error here.
+pub(crate) fn cel_at_most(shorter: &str, longer: &str) -> String {
+    let pattern = WELL_FORMED_RULE.trim_start_matches("self");
+    format!(
+        "!{shorter}{pattern} || !{longer}{pattern} || duration({shorter}) <= duration({longer})"
+    )
+}
+
 /// A duration such as `72h` or `1h30m` (Go `time.ParseDuration` syntax, without signs or fractions).
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(transparent)]

@@ -158,7 +158,7 @@ pub enum PodSecurityLevel {
 /// Lifetime of environments of a class.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("duration(self.default) <= duration(self.max)")
+#[x_kube(validation = Rule::new(super::duration::cel_at_most("self.default", "self.max"))
     .message("ttl.default must not be longer than ttl.max"))]
 pub struct TtlPolicy {
     /// Lifetime of a request that asks for none, e.g. `72h`.

@@ -3,9 +3,15 @@
 
 pub mod conditions;
 mod duration;
+// clippy reads `#[kube(printcolumn(type_ = "string", ...))]` repeated across
+// columns as duplicated attributes; they are separate columns.
+#[allow(clippy::duplicated_attributes)]
 pub mod environment_class;
+#[allow(clippy::duplicated_attributes)]
 pub mod environment_request;
+#[allow(clippy::duplicated_attributes)]
 pub mod rollout;
+#[allow(clippy::duplicated_attributes)]
 pub mod tenant;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;

@@ -65,7 +65,7 @@ pub struct TenantSpec {
 
     /// People and groups who run the team's environments: they manage requests and
     /// get admin access inside every environment.
-    #[schemars(length(min = 1, max = 64))]
+    #[schemars(length(max = 64))]
     #[x_kube(validation = Rule::new("size(self) > 0").message("a tenant needs at least one owner"))]
     pub owners: Vec<Subject>,
 

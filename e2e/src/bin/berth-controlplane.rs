@@ -1,0 +1,208 @@
+//! `berth-controlplane`: runs a real Kubernetes control plane on loopback for a
+//! person (`just cluster-up` / `just cluster-down`) or for a test binary
+//! (`--watch-pid`: it stops when the test process ends, however it ends).
+
+use std::{
+    path::{Path, PathBuf},
+    process::{ExitCode, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, bail};
+use berth_e2e::{
+    ClusterInfo,
+    controlplane::{self, ControlPlane},
+};
+use clap::{Parser, Subcommand};
+use nix::{errno::Errno, sys::signal::Signal, unistd::Pid};
+
+#[derive(Parser)]
+#[command(about = "A real Kubernetes control plane on loopback for Berth's tests and demo")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Start a control plane and keep it running until stopped.
+    Up {
+        /// Folder for its data, logs, certificates and kubeconfig.
+        #[arg(long, default_value = ".berth/cluster")]
+        dir: PathBuf,
+        /// Stop when the process with this id ends (used by test binaries).
+        #[arg(long)]
+        watch_pid: Option<u32>,
+        /// Start in the background, print how to use it once ready, and return.
+        #[arg(long)]
+        detach: bool,
+    },
+    /// Stop the control plane running in a folder and wait until it is gone.
+    Down {
+        #[arg(long, default_value = ".berth/cluster")]
+        dir: PathBuf,
+    },
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> ExitCode {
+    let result = match Cli::parse().command {
+        Cmd::Up {
+            dir, detach: true, ..
+        } => detach(&dir).await,
+        Cmd::Up {
+            dir,
+            watch_pid,
+            detach: false,
+        } => supervise(&dir, watch_pid).await,
+        Cmd::Down { dir } => down(&dir).await,
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("berth-controlplane: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn alive(pid: u32) -> bool {
+    let Ok(raw) = i32::try_from(pid) else {
+        return false;
+    };
+    // Signal 0 only checks that the process exists.
+    !matches!(
+        nix::sys::signal::kill(Pid::from_raw(raw), None),
+        Err(Errno::ESRCH)
+    )
+}
+
+fn running_supervisor(dir: &Path) -> Option<ClusterInfo> {
+    ClusterInfo::read(dir)
+        .ok()
+        .filter(|info| alive(info.supervisor_pid))
+}
+
+/// Runs the control plane in the foreground until SIGINT/SIGTERM, the watched
+/// process ending, or a control-plane process dying.
+async fn supervise(dir: &Path, watch_pid: Option<u32>) -> Result<()> {
+    if let Some(info) = running_supervisor(dir) {
+        bail!(
+            "a control plane already runs in {} (pid {}); stop it with `just cluster-down`",
+            dir.display(),
+            info.supervisor_pid
+        );
+    }
+    if dir.exists() {
+        std::fs::remove_dir_all(dir)
+            .with_context(|| format!("removing the stale {}", dir.display()))?;
+    }
+    let bin_dir = controlplane::ensure_binaries()?;
+    let mut plane = ControlPlane::start(&bin_dir, dir, std::process::id()).await?;
+
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("SIGTERM handler")?;
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    let reason = loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => break "interrupted".to_owned(),
+            _ = sigterm.recv() => break "asked to stop".to_owned(),
+            _ = tick.tick() => {
+                if let Some(pid) = watch_pid.filter(|pid| !alive(*pid)) {
+                    break format!("watched process {pid} ended");
+                }
+                if let Err(error) = plane.check_alive() {
+                    let _ = plane.stop().await;
+                    return Err(error);
+                }
+            }
+        }
+    };
+    eprintln!("stopping the control plane: {reason}");
+    plane.stop().await
+}
+
+/// Starts a supervisor in its own process group (so the terminal's Ctrl-C does not
+/// reach it) and returns once its control plane is ready.
+async fn detach(dir: &Path) -> Result<()> {
+    if let Some(info) = running_supervisor(dir) {
+        print_usage(&info);
+        return Ok(());
+    }
+    // Build in the foreground so its progress shows in the terminal.
+    controlplane::ensure_binaries()?;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let _ = std::fs::remove_file(ClusterInfo::path_in(dir));
+    let log_path = dir.with_extension("log");
+    let log = std::fs::File::create(&log_path)
+        .with_context(|| format!("creating {}", log_path.display()))?;
+    let mut child =
+        std::process::Command::new(std::env::current_exe().context("locating this program")?)
+            .args(["up", "--dir"])
+            .arg(dir)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().context("duplicating the log handle")?)
+            .stderr(log)
+            .process_group(0)
+            .spawn()
+            .context("starting the supervisor")?;
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        if let Some(info) = running_supervisor(dir) {
+            print_usage(&info);
+            return Ok(());
+        }
+        if let Some(status) = child.try_wait().context("waiting for the supervisor")? {
+            bail!(
+                "the control plane did not start ({status}); see {}:\n{}",
+                log_path.display(),
+                std::fs::read_to_string(&log_path).unwrap_or_default()
+            );
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "the control plane was not ready after 180s; see {}",
+                log_path.display()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+use std::os::unix::process::CommandExt;
+
+fn print_usage(info: &ClusterInfo) {
+    println!(
+        "control plane running at {} (supervisor pid {})",
+        info.server, info.supervisor_pid
+    );
+    println!("point kubectl (v1.34, built with it) at it:");
+    println!("  source {}", info.dir.join("env.sh").display());
+    println!(
+        "users (kubectl --context NAME): admin (system:masters), alice (team-payments), bob (platform-approvers)"
+    );
+    println!("stop it with: just cluster-down");
+}
+
+/// Sends SIGTERM to the supervisor in `dir` and waits for it to finish cleaning up.
+async fn down(dir: &Path) -> Result<()> {
+    let Some(info) = running_supervisor(dir) else {
+        println!("no control plane is running in {}", dir.display());
+        return Ok(());
+    };
+    let pid =
+        Pid::from_raw(i32::try_from(info.supervisor_pid).context("supervisor pid out of range")?);
+    nix::sys::signal::kill(pid, Signal::SIGTERM).context("signalling the supervisor")?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while alive(info.supervisor_pid) {
+        if Instant::now() > deadline {
+            bail!(
+                "the supervisor (pid {}) did not stop within 60s",
+                info.supervisor_pid
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    println!("control plane stopped");
+    Ok(())
+}

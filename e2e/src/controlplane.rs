@@ -1,0 +1,332 @@
+//! Starts and stops a real Kubernetes control plane on loopback: etcd,
+//! kube-apiserver and kube-controller-manager, built from their Go modules by
+//! `e2e/controlplane/build.sh`, in one folder that holds their data, logs,
+//! certificates, tokens and the admin kubeconfig.
+
+use std::{
+    net::TcpListener,
+    path::{Path, PathBuf},
+    process::Stdio,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, bail};
+use nix::{sys::signal::Signal, unistd::Pid};
+use serde::{Deserialize, Serialize};
+use tokio::process::{Child, Command};
+
+use crate::{pki, users};
+
+/// Where a running control plane is and how to talk to it; written to
+/// `cluster.json` in its folder once the apiserver is ready.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ClusterInfo {
+    /// The apiserver's URL, `https://127.0.0.1:<port>`.
+    pub server: String,
+    /// Kubeconfig with one context per test user (`admin` is current).
+    pub kubeconfig: PathBuf,
+    /// Folder holding kubectl and the control-plane binaries.
+    pub bin_dir: PathBuf,
+    /// The control plane's folder.
+    pub dir: PathBuf,
+    /// Process id of whoever supervises the control plane (stops it on SIGTERM).
+    pub supervisor_pid: u32,
+    /// Test users, with tokens, for clients that do not read the kubeconfig.
+    pub users: Vec<users::TestUser>,
+}
+
+impl ClusterInfo {
+    /// File in a control-plane folder that says it is ready and how to reach it.
+    pub fn path_in(dir: &Path) -> PathBuf {
+        dir.join("cluster.json")
+    }
+
+    /// Reads `cluster.json` from a control-plane folder.
+    pub fn read(dir: &Path) -> Result<Self> {
+        let path = Self::path_in(dir);
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
+        serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+    }
+
+    /// The kubectl binary built with the control plane.
+    pub fn kubectl(&self) -> PathBuf {
+        self.bin_dir.join("kubectl")
+    }
+}
+
+/// Builds the control-plane binaries if needed (cached by their pins) and returns
+/// their folder. `BERTH_CONTROLPLANE_BIN` points at prebuilt ones instead.
+pub fn ensure_binaries() -> Result<PathBuf> {
+    if let Some(dir) = std::env::var_os("BERTH_CONTROLPLANE_BIN") {
+        return Ok(PathBuf::from(dir));
+    }
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("controlplane/build.sh");
+    let output = std::process::Command::new(&script)
+        .stderr(Stdio::inherit())
+        .output()
+        .with_context(|| format!("running {}", script.display()))?;
+    if !output.status.success() {
+        bail!(
+            "{} failed ({}); see its output above",
+            script.display(),
+            output.status
+        );
+    }
+    let dir = String::from_utf8(output.stdout).context("build.sh printed a non-UTF-8 path")?;
+    Ok(PathBuf::from(dir.trim()))
+}
+
+/// A running control plane. Dropping it kills the processes; [`ControlPlane::stop`]
+/// stops them gracefully.
+pub struct ControlPlane {
+    pub info: ClusterInfo,
+    processes: Vec<Process>,
+}
+
+struct Process {
+    name: &'static str,
+    child: Child,
+    log: PathBuf,
+}
+
+/// A free TCP port on loopback (the kernel picks it; the listener is closed at once).
+fn free_port() -> Result<u16> {
+    let listener = TcpListener::bind("127.0.0.1:0").context("binding a free loopback port")?;
+    Ok(listener
+        .local_addr()
+        .context("reading the bound port")?
+        .port())
+}
+
+fn spawn(name: &'static str, program: PathBuf, args: Vec<String>, logs: &Path) -> Result<Process> {
+    let log = logs.join(format!("{name}.log"));
+    let file =
+        std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
+    let err = file.try_clone().context("duplicating a log handle")?;
+    let child = Command::new(&program)
+        .args(&args)
+        .stdin(Stdio::null())
+        .stdout(file)
+        .stderr(err)
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("starting {}", program.display()))?;
+    Ok(Process { name, child, log })
+}
+
+/// Last lines of a log, to put in an error when a process dies.
+fn tail(path: &Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+impl ControlPlane {
+    /// Starts etcd, kube-apiserver and kube-controller-manager with their state in
+    /// `dir` (created; must not hold another running control plane) and waits until
+    /// the apiserver answers `/readyz`.
+    pub async fn start(bin_dir: &Path, dir: &Path, supervisor_pid: u32) -> Result<Self> {
+        let started = Instant::now();
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let dir = dir
+            .canonicalize()
+            .context("resolving the control-plane folder")?;
+        let logs = dir.join("logs");
+        std::fs::create_dir_all(&logs).context("creating the logs folder")?;
+        let pki = pki::generate(&dir.join("pki"))?;
+        let (people, controller_manager) = users::generate();
+
+        let token_file = dir.join("tokens.csv");
+        let everyone: Vec<&users::TestUser> = people.iter().chain([&controller_manager]).collect();
+        users::write_token_file(&token_file, &everyone)?;
+
+        let etcd_port = free_port()?;
+        let etcd_peer_port = free_port()?;
+        let apiserver_port = free_port()?;
+        let controller_manager_port = free_port()?;
+        let server = format!("https://127.0.0.1:{apiserver_port}");
+
+        let kubeconfig = dir.join("kubeconfig");
+        users::write_kubeconfig(
+            &kubeconfig,
+            &server,
+            &pki.ca_pem,
+            &people.iter().collect::<Vec<_>>(),
+        )?;
+        let controller_manager_kubeconfig = dir.join("controller-manager.kubeconfig");
+        users::write_kubeconfig(
+            &controller_manager_kubeconfig,
+            &server,
+            &pki.ca_pem,
+            &[&controller_manager],
+        )?;
+
+        let path = |p: &Path| p.display().to_string();
+        let mut processes = Vec::new();
+        processes.push(spawn(
+            "etcd",
+            bin_dir.join("etcd"),
+            vec![
+                format!("--data-dir={}", path(&dir.join("etcd"))),
+                format!("--listen-client-urls=http://127.0.0.1:{etcd_port}"),
+                format!("--advertise-client-urls=http://127.0.0.1:{etcd_port}"),
+                format!("--listen-peer-urls=http://127.0.0.1:{etcd_peer_port}"),
+                format!("--initial-advertise-peer-urls=http://127.0.0.1:{etcd_peer_port}"),
+                format!("--initial-cluster=default=http://127.0.0.1:{etcd_peer_port}"),
+                // A throwaway test store: durability is not worth the fsync latency.
+                "--unsafe-no-fsync".into(),
+                "--log-level=warn".into(),
+            ],
+            &logs,
+        )?);
+        processes.push(spawn(
+            "kube-apiserver",
+            bin_dir.join("kube-apiserver"),
+            vec![
+                format!("--etcd-servers=http://127.0.0.1:{etcd_port}"),
+                format!("--cert-dir={}", path(&dir.join("pki"))),
+                format!("--tls-cert-file={}", path(&pki.serving_cert)),
+                format!("--tls-private-key-file={}", path(&pki.serving_key)),
+                format!("--client-ca-file={}", path(&pki.ca_cert)),
+                format!("--secure-port={apiserver_port}"),
+                "--bind-address=127.0.0.1".into(),
+                "--advertise-address=127.0.0.1".into(),
+                "--service-cluster-ip-range=10.0.0.0/24".into(),
+                "--authorization-mode=RBAC".into(),
+                format!("--token-auth-file={}", path(&token_file)),
+                "--service-account-issuer=https://kubernetes.default.svc.cluster.local".into(),
+                format!(
+                    "--service-account-key-file={}",
+                    path(&pki.service_account_public_key)
+                ),
+                format!(
+                    "--service-account-signing-key-file={}",
+                    path(&pki.service_account_key)
+                ),
+                "--allow-privileged=true".into(),
+            ],
+            &logs,
+        )?);
+
+        let mut plane = ControlPlane {
+            info: ClusterInfo {
+                server,
+                kubeconfig,
+                bin_dir: bin_dir.to_owned(),
+                dir: dir.clone(),
+                supervisor_pid,
+                users: people,
+            },
+            processes,
+        };
+        plane.wait_ready(Duration::from_secs(120)).await?;
+
+        let kcm_config = path(&controller_manager_kubeconfig);
+        let kcm = spawn(
+            "kube-controller-manager",
+            bin_dir.join("kube-controller-manager"),
+            vec![
+                format!("--kubeconfig={kcm_config}"),
+                format!("--authentication-kubeconfig={kcm_config}"),
+                format!("--authorization-kubeconfig={kcm_config}"),
+                format!(
+                    "--service-account-private-key-file={}",
+                    path(&pki.service_account_key)
+                ),
+                format!("--root-ca-file={}", path(&pki.ca_cert)),
+                format!("--cert-dir={}", path(&dir.join("pki/controller-manager"))),
+                format!("--secure-port={controller_manager_port}"),
+                "--bind-address=127.0.0.1".into(),
+                "--leader-elect=false".into(),
+            ],
+            &logs,
+        )?;
+        plane.processes.push(kcm);
+        plane.check_alive()?;
+
+        // For shells: `source <dir>/env.sh` points kubectl at this control plane.
+        let env = format!(
+            "export KUBECONFIG='{}'\nexport PATH='{}':\"$PATH\"\n",
+            plane.info.kubeconfig.display(),
+            plane.info.bin_dir.display()
+        );
+        pki::write_private(&dir.join("env.sh"), &env)?;
+
+        let info_path = ClusterInfo::path_in(&dir);
+        let json = serde_json::to_string_pretty(&plane.info).context("serializing cluster.json")?;
+        pki::write_private(&info_path, &json)?;
+        eprintln!(
+            "control plane ready at {} in {:.1}s",
+            plane.info.server,
+            started.elapsed().as_secs_f64()
+        );
+        Ok(plane)
+    }
+
+    /// Fails with the process's last log lines if any process has exited.
+    pub fn check_alive(&mut self) -> Result<()> {
+        for process in &mut self.processes {
+            if let Some(status) = process
+                .child
+                .try_wait()
+                .context("checking a control-plane process")?
+            {
+                bail!(
+                    "{} exited ({status}); last lines of {}:\n{}",
+                    process.name,
+                    process.log.display(),
+                    tail(&process.log, 30)
+                );
+            }
+        }
+        Ok(())
+    }
+
+    async fn wait_ready(&mut self, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        let client = crate::client_for(&self.info, "admin").await?;
+        loop {
+            self.check_alive()?;
+            let request = http::Request::get("/readyz")
+                .body(Vec::new())
+                .context("building /readyz request")?;
+            match client.request_text(request).await {
+                Ok(body) if body.trim() == "ok" => return Ok(()),
+                Ok(_) | Err(_) if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(250)).await
+                }
+                Ok(body) => bail!("apiserver not ready after {timeout:?}: {body}"),
+                Err(error) => bail!("apiserver not ready after {timeout:?}: {error}"),
+            }
+        }
+    }
+
+    /// Stops every process (controller manager, apiserver, then etcd) with SIGTERM,
+    /// then SIGKILL after a grace period, and removes the folder.
+    pub async fn stop(mut self) -> Result<()> {
+        for process in self.processes.iter_mut().rev() {
+            terminate(process).await;
+        }
+        if std::env::var_os("BERTH_KEEP_CLUSTER_DIR").is_none() {
+            std::fs::remove_dir_all(&self.info.dir)
+                .with_context(|| format!("removing {}", self.info.dir.display()))?;
+        }
+        Ok(())
+    }
+}
+
+async fn terminate(process: &mut Process) {
+    if let Some(id) = process.child.id() {
+        let pid = Pid::from_raw(i32::try_from(id).unwrap_or(i32::MAX));
+        // The process may already be gone; SIGKILL below covers the rest.
+        let _ = nix::sys::signal::kill(pid, Signal::SIGTERM);
+        if tokio::time::timeout(Duration::from_secs(10), process.child.wait())
+            .await
+            .is_ok()
+        {
+            return;
+        }
+    }
+    let _ = process.child.kill().await;
+}

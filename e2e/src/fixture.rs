@@ -1,0 +1,194 @@
+//! The control plane as a test fixture: started once per test binary (by a
+//! `berth-controlplane` supervisor that watches the test process and cleans up
+//! when it ends), shared by every test in it, each test in its own namespace.
+
+use std::{
+    path::PathBuf,
+    process::{Child, Stdio},
+    sync::{Mutex, OnceLock},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, bail};
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::{Api, ObjectMeta, PostParams};
+use rand::{Rng, distr::Alphanumeric};
+
+use crate::{ClusterInfo, repo_root};
+
+/// A running control plane shared by the tests of one binary.
+pub struct Cluster {
+    pub info: ClusterInfo,
+    crds: OnceLock<Result<(), String>>,
+}
+
+/// What a kubectl run printed.
+#[derive(Debug)]
+pub struct KubectlOutput {
+    pub success: bool,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+static SHARED: OnceLock<Result<Cluster, String>> = OnceLock::new();
+// Kept so the handle (and with it the supervisor's pipes) lives as long as the tests.
+static SUPERVISOR: Mutex<Option<Child>> = Mutex::new(None);
+
+impl Cluster {
+    /// The control plane for this test binary, started on first use. Pass
+    /// `env!("CARGO_BIN_EXE_berth-controlplane")`.
+    pub fn shared(supervisor_exe: &str) -> &'static Cluster {
+        let started = SHARED.get_or_init(|| start(supervisor_exe).map_err(|e| format!("{e:#}")));
+        match started {
+            Ok(cluster) => cluster,
+            Err(error) => panic!("the test control plane did not start: {error}"),
+        }
+    }
+
+    /// A kube client as `user` (`admin`, `alice` or `bob`).
+    pub async fn client(&self, user: &str) -> kube::Client {
+        match crate::client_for(&self.info, user).await {
+            Ok(client) => client,
+            Err(error) => panic!("no client for {user}: {error:#}"),
+        }
+    }
+
+    /// Runs kubectl as `user` with `args`, feeding `stdin` if given.
+    pub async fn kubectl(&self, user: &str, args: &[&str], stdin: Option<&str>) -> KubectlOutput {
+        use tokio::io::AsyncWriteExt;
+        let mut command = tokio::process::Command::new(self.info.kubectl());
+        command
+            .env("KUBECONFIG", &self.info.kubeconfig)
+            .arg("--context")
+            .arg(user)
+            .args(args)
+            .stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = command
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run kubectl: {e}"));
+        if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
+            pipe.write_all(input.as_bytes())
+                .await
+                .unwrap_or_else(|e| panic!("cannot feed kubectl: {e}"));
+        }
+        let output = child
+            .wait_with_output()
+            .await
+            .unwrap_or_else(|e| panic!("kubectl did not finish: {e}"));
+        KubectlOutput {
+            success: output.status.success(),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    }
+
+    /// Applies `crds/` once per test binary and waits until every CRD is Established.
+    pub async fn install_crds(&self) {
+        if let Some(result) = self.crds.get() {
+            return result.clone().unwrap_or_else(|e| panic!("{e}"));
+        }
+        let crds = repo_root().join("crds");
+        let crds = crds.to_string_lossy();
+        let apply = self
+            .kubectl("admin", &["apply", "--server-side", "-f", &crds], None)
+            .await;
+        let result = if !apply.success {
+            Err(format!("kubectl apply -f crds/ failed: {}", apply.stderr))
+        } else {
+            let wait = self
+                .kubectl(
+                    "admin",
+                    &[
+                        "wait",
+                        "--for=condition=Established",
+                        "--timeout=60s",
+                        "-f",
+                        &crds,
+                    ],
+                    None,
+                )
+                .await;
+            if wait.success {
+                Ok(())
+            } else {
+                Err(format!("CRDs not Established: {}", wait.stderr))
+            }
+        };
+        let _ = self.crds.set(result.clone());
+        result.unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Creates a namespace named `<prefix>-<random>` for one test and returns its name.
+    pub async fn namespace(&self, prefix: &str) -> String {
+        let suffix: String = rand::rng()
+            .sample_iter(&Alphanumeric)
+            .take(6)
+            .map(char::from)
+            .collect();
+        let name = format!("{prefix}-{}", suffix.to_lowercase());
+        let namespaces: Api<Namespace> = Api::all(self.client("admin").await);
+        let namespace = Namespace {
+            metadata: ObjectMeta {
+                name: Some(name.clone()),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        namespaces
+            .create(&PostParams::default(), &namespace)
+            .await
+            .unwrap_or_else(|e| panic!("cannot create namespace {name}: {e}"));
+        name
+    }
+}
+
+fn start(supervisor_exe: &str) -> Result<Cluster> {
+    let dir = std::env::temp_dir().join(format!("berth-e2e-{}", std::process::id()));
+    let log_path: PathBuf = dir.with_extension("log");
+    let log = std::fs::File::create(&log_path)
+        .with_context(|| format!("creating {}", log_path.display()))?;
+    let mut child = std::process::Command::new(supervisor_exe)
+        .args([
+            "up",
+            "--watch-pid",
+            &std::process::id().to_string(),
+            "--dir",
+        ])
+        .arg(&dir)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().context("duplicating the log handle")?)
+        .stderr(log)
+        .spawn()
+        .with_context(|| format!("starting {supervisor_exe}"))?;
+    // A first run builds Kubernetes from source; later runs start in seconds.
+    let deadline = Instant::now() + Duration::from_secs(1800);
+    let info = loop {
+        if let Ok(info) = ClusterInfo::read(&dir) {
+            break info;
+        }
+        if let Some(status) = child.try_wait().context("waiting for the supervisor")? {
+            let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+            bail!("berth-controlplane exited ({status}):\n{log}");
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "the control plane was not ready in time; see {}",
+                log_path.display()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    if let Ok(mut slot) = SUPERVISOR.lock() {
+        *slot = Some(child);
+    }
+    Ok(Cluster {
+        info,
+        crds: OnceLock::new(),
+    })
+}

@@ -1,0 +1,281 @@
+//! Each CEL rule in the CRDs is enforced by the apiserver itself, with its own
+//! message, and a refused change loses nothing that was stored before.
+
+use serde_yaml::Value;
+
+use crate::{cluster, example, to_yaml};
+
+/// Sets `value` at the dotted `path` (creating maps on the way).
+fn set(doc: &mut Value, path: &str, value: Value) {
+    let mut node = doc;
+    let keys: Vec<&str> = path.split('.').collect();
+    for key in &keys[..keys.len() - 1] {
+        node = node
+            .as_mapping_mut()
+            .and_then(|m| m.get_mut(*key))
+            .unwrap_or_else(|| panic!("{path}: no {key}"));
+    }
+    let last = keys[keys.len() - 1];
+    node.as_mapping_mut()
+        .unwrap_or_else(|| panic!("{path} is not in a map"))
+        .insert(last.into(), value);
+}
+
+fn yaml(text: &str) -> Value {
+    serde_yaml::from_str(text).unwrap_or_else(|e| panic!("bad YAML {text:?}: {e}"))
+}
+
+/// An example renamed (and, for namespaced kinds, moved) so tests do not collide.
+fn example_as(file: &str, name: &str, namespace: &str) -> Value {
+    let mut doc = example(file);
+    set(&mut doc, "metadata.name", name.into());
+    if doc["metadata"].get("namespace").is_some() {
+        set(&mut doc, "metadata.namespace", namespace.into());
+    }
+    doc
+}
+
+struct Refusal<'a> {
+    rule: &'a str,
+    file: &'a str,
+    mutate: fn(&mut Value),
+    message: &'a str,
+}
+
+#[tokio::test]
+async fn create_rules_refuse_with_their_message_and_store_nothing() {
+    let cluster = cluster();
+    cluster.install_crds().await;
+    let namespace = cluster.namespace("cel-create").await;
+    let cases = [
+        Refusal {
+            rule: "class ttl.default <= ttl.max",
+            file: "environmentclass-preview.yaml",
+            mutate: |d| set(d, "spec.ttl", yaml("{default: 200h, max: 168h}")),
+            message: "ttl.default must not be longer than ttl.max",
+        },
+        Refusal {
+            rule: "approval required needs approver groups",
+            file: "environmentclass-production.yaml",
+            mutate: |d| set(d, "spec.approval.approverGroups", yaml("[]")),
+            message: "approval.required needs at least one entry in approval.approverGroups",
+        },
+        Refusal {
+            rule: "class ttl is a well-formed duration",
+            file: "environmentclass-preview.yaml",
+            mutate: |d| set(d, "spec.ttl.default", "3d".into()),
+            message: "spec.ttl.default: Invalid value: \"string\": must be a duration of whole numbers with units h, m, s, ms, us or ns",
+        },
+        Refusal {
+            rule: "request ttl is a well-formed duration",
+            file: "environmentrequest-preview.yaml",
+            mutate: |d| set(d, "spec.ttl", "two days".into()),
+            message: "spec.ttl: Invalid value: \"string\": must be a duration of whole numbers",
+        },
+        Refusal {
+            rule: "app name is a DNS label",
+            file: "environmentrequest-preview.yaml",
+            mutate: |d| set(d, "spec.app.name", "Checkout_App".into()),
+            message: "app.name must be lowercase letters, digits and '-'",
+        },
+        Refusal {
+            rule: "tenant has an owner",
+            file: "tenant-payments.yaml",
+            mutate: |d| set(d, "spec.owners", yaml("[]")),
+            message: "a tenant needs at least one owner",
+        },
+        Refusal {
+            rule: "rollout has a stage",
+            file: "rollout-checkout.yaml",
+            mutate: |d| set(d, "spec.stages", yaml("[]")),
+            message: "a rollout needs at least one stage",
+        },
+        Refusal {
+            rule: "rollout stage names are unique",
+            file: "rollout-checkout.yaml",
+            mutate: |d| {
+                set(
+                    d,
+                    "spec.stages",
+                    yaml("[{name: staging}, {name: prod}, {name: staging}]"),
+                )
+            },
+            message: "stage names must be unique",
+        },
+        Refusal {
+            rule: "freeze window ends after it starts",
+            file: "rollout-checkout.yaml",
+            mutate: |d| {
+                set(
+                    d,
+                    "spec.freezeWindows",
+                    yaml("[{start: '2027-01-04T00:00:00Z', end: '2026-12-20T00:00:00Z'}]"),
+                )
+            },
+            message: "a freeze window must end after it starts",
+        },
+        Refusal {
+            rule: "soak is a well-formed duration",
+            file: "rollout-checkout.yaml",
+            mutate: |d| {
+                set(
+                    d,
+                    "spec.stages",
+                    yaml("[{name: staging, healthGate: {soak: soon}}]"),
+                )
+            },
+            message: "spec.stages[0].healthGate.soak: Invalid value: \"string\": must be a duration",
+        },
+    ];
+    for (index, case) in cases.iter().enumerate() {
+        let name = format!("cel-create-{index}-{namespace}");
+        let mut doc = example_as(case.file, &name, &namespace);
+        (case.mutate)(&mut doc);
+        let refused = cluster
+            .kubectl("admin", &["create", "-f", "-"], Some(&to_yaml(&doc)))
+            .await;
+        assert!(
+            !refused.success,
+            "{}: the apiserver accepted {}",
+            case.rule,
+            to_yaml(&doc)
+        );
+        assert!(
+            refused.stderr.contains(case.message),
+            "{}: expected {:?} in:\n{}",
+            case.rule,
+            case.message,
+            refused.stderr
+        );
+
+        let kind = doc["kind"].as_str().unwrap_or_default().to_lowercase();
+        let lookup = cluster
+            .kubectl(
+                "admin",
+                &[
+                    "get",
+                    &kind,
+                    &name,
+                    "-n",
+                    &namespace,
+                    "--ignore-not-found",
+                    "-o",
+                    "name",
+                ],
+                None,
+            )
+            .await;
+        assert!(
+            lookup.success && lookup.stdout.trim().is_empty(),
+            "{}: a refused object was stored: {}",
+            case.rule,
+            lookup.stdout
+        );
+
+        // The unmutated example is accepted, so the refusal is the rule's doing.
+        let valid = example_as(case.file, &name, &namespace);
+        let accepted = cluster
+            .kubectl(
+                "admin",
+                &["create", "--dry-run=server", "-f", "-"],
+                Some(&to_yaml(&valid)),
+            )
+            .await;
+        assert!(
+            accepted.success,
+            "{}: the valid example was refused: {}",
+            case.rule, accepted.stderr
+        );
+    }
+}
+
+#[tokio::test]
+async fn immutability_rules_refuse_updates_and_keep_the_stored_object() {
+    let cluster = cluster();
+    cluster.install_crds().await;
+    let namespace = cluster.namespace("cel-update").await;
+    let cases = [
+        Refusal {
+            rule: "request class is immutable",
+            file: "environmentrequest-preview.yaml",
+            mutate: |d| set(d, "spec.class", "staging".into()),
+            message: "class cannot change after creation; create a new request of the other class instead",
+        },
+        Refusal {
+            rule: "request tenant is immutable",
+            file: "environmentrequest-preview.yaml",
+            mutate: |d| set(d, "spec.tenant", "search".into()),
+            message: "tenant cannot change after creation; create a new request instead",
+        },
+        Refusal {
+            rule: "tenant requestNamespace cannot change",
+            file: "tenant-payments.yaml",
+            mutate: |d| set(d, "spec.requestNamespace", "payments-two".into()),
+            message: "requestNamespace cannot change once set; create a new Tenant instead",
+        },
+        Refusal {
+            rule: "tenant requestNamespace cannot be unset",
+            file: "tenant-payments.yaml",
+            mutate: |d| {
+                if let Some(spec) = d.get_mut("spec").and_then(Value::as_mapping_mut) {
+                    spec.remove("requestNamespace");
+                }
+            },
+            message: "requestNamespace cannot change once set; create a new Tenant instead",
+        },
+    ];
+    for (index, case) in cases.iter().enumerate() {
+        let name = format!("cel-update-{index}-{namespace}");
+        let original = example_as(case.file, &name, &namespace);
+        let created = cluster
+            .kubectl("admin", &["create", "-f", "-"], Some(&to_yaml(&original)))
+            .await;
+        assert!(created.success, "{}: {}", case.rule, created.stderr);
+        let kind = original["kind"].as_str().unwrap_or_default().to_lowercase();
+        let stored_spec = || async {
+            let got = cluster
+                .kubectl(
+                    "admin",
+                    &[
+                        "get",
+                        &kind,
+                        &name,
+                        "-n",
+                        &namespace,
+                        "-o",
+                        "jsonpath={.spec}",
+                    ],
+                    None,
+                )
+                .await;
+            assert!(got.success, "{}", got.stderr);
+            got.stdout
+        };
+        let before = stored_spec().await;
+
+        let mut changed = original.clone();
+        (case.mutate)(&mut changed);
+        // replace sends the whole object, so a removed field is really removed.
+        let refused = cluster
+            .kubectl("admin", &["replace", "-f", "-"], Some(&to_yaml(&changed)))
+            .await;
+        assert!(
+            !refused.success,
+            "{}: the apiserver accepted the change",
+            case.rule
+        );
+        assert!(
+            refused.stderr.contains(case.message),
+            "{}: expected {:?} in:\n{}",
+            case.rule,
+            case.message,
+            refused.stderr
+        );
+        assert_eq!(
+            stored_spec().await,
+            before,
+            "{}: the refused update changed the stored object",
+            case.rule
+        );
+    }
+}

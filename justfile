@@ -1,0 +1,49 @@
+# Berth's developer commands. `just` lists them.
+
+set shell := ["bash", "-euo", "pipefail", "-c"]
+
+controlplane := "cargo run -q -p berth-e2e --bin berth-controlplane --"
+
+# List the recipes
+default:
+    @just --list
+
+# The whole test suite: lint, unit tests and e2e against a real control plane
+test: lint controlplane
+    cargo test --workspace --locked
+
+# Formatting and clippy, warnings as errors
+lint:
+    cargo fmt --all --check
+    cargo clippy --workspace --all-targets --locked -- -D warnings
+
+# Regenerate crds/ (and the chart's copy) from the Rust types
+crds:
+    cargo run -q --bin berth -- crdgen --out crds
+    cargo run -q --bin berth -- crdgen --out charts/berth/crds
+
+# Build kube-apiserver, kube-controller-manager, kubectl and etcd from their Go modules (cached)
+controlplane:
+    e2e/controlplane/build.sh > /dev/null
+
+# Start a local control plane in the background and print how to use it
+cluster-up:
+    {{controlplane}} up --detach
+
+# Stop the local control plane; leaves no process behind
+cluster-down:
+    {{controlplane}} down
+
+# Show Berth on a local control plane (leaves it running; `just cluster-down` stops it)
+demo:
+    e2e/demo.sh
+
+# For people with Docker: a kind cluster with Berth's CRDs
+kind-up:
+    kind create cluster --name berth --config kind-config.yaml
+    kubectl --context kind-berth apply --server-side -f crds/
+    kubectl --context kind-berth wait --for=condition=Established --timeout=60s -f crds/
+
+# Delete the kind cluster
+kind-down:
+    kind delete cluster --name berth
