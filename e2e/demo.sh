@@ -35,8 +35,8 @@ if kubectl patch environmentrequest checkout-pr-1234 -n payments --type merge -p
 fi
 
 step "Test users are real: alice (team-payments) may not create classes, admin may"
-run kubectl --context alice auth can-i create environmentclasses.berth.dev || true
-run kubectl --context admin auth can-i create environmentclasses.berth.dev
+run kubectl --context alice auth can-i create environmentclasses.berth.dev -A || true
+run kubectl --context admin auth can-i create environmentclasses.berth.dev -A
 
 cat <<MSG
 

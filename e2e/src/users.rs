@@ -100,7 +100,7 @@ pub fn write_kubeconfig(
         "users": users.iter().map(|u| serde_json::json!({ "name": u.name, "user": { "token": u.token } })).collect::<Vec<_>>(),
         "contexts": users.iter().map(|u| serde_json::json!({
             "name": u.name,
-            "context": { "cluster": "berth-local", "user": u.name, "namespace": "default" },
+            "context": { "cluster": "berth-local", "user": u.name },
         })).collect::<Vec<_>>(),
         "current-context": first.name,
     });
