@@ -1,0 +1,19 @@
+//! Labels and annotations Berth puts on what it renders, so it can find those
+//! objects again (drift, cleanup) and people can see where they came from.
+
+/// The tenant an object belongs to.
+pub const TENANT: &str = "berth.dev/tenant";
+/// The environment (its namespace name) an object belongs to.
+pub const ENVIRONMENT: &str = "berth.dev/environment";
+/// The EnvironmentClass the environment was rendered from.
+pub const CLASS: &str = "berth.dev/class";
+/// Standard marker of the tool that manages an object.
+pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
+/// Value of [`MANAGED_BY`] on everything Berth renders.
+pub const MANAGER: &str = "berth";
+
+/// The EnvironmentRequest (`namespace/name`) an object was rendered for.
+pub const REQUEST_ANNOTATION: &str = "berth.dev/request";
+
+/// Pod Security Admission's enforced level.
+pub const POD_SECURITY_ENFORCE: &str = "pod-security.kubernetes.io/enforce";
