@@ -1,0 +1,173 @@
+//! The writer thread: one owner of the clone, fed over a channel, batching changes.
+//!
+//! `git2::Repository` is not `Sync` and libgit2 calls block (disk, network), so the
+//! repository lives on one dedicated OS thread and never on a tokio worker. The thread
+//! runs a small current-thread runtime only to wait on its channel with a timeout;
+//! the git work itself blocks that thread alone. Async callers talk to it through a
+//! bounded tokio mpsc channel and get answers on oneshot channels.
+
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::{Instant, sleep_until};
+
+use super::change::Change;
+use super::config::WriterConfig;
+use super::error::Error;
+use super::metrics::GitOpsMetrics;
+use super::publish::{CommitOutcome, Engine};
+
+/// Most changes in one batch; a full batch is committed without waiting for the window.
+const MAX_BATCH: usize = 500;
+/// Requests that may queue while the writer is busy before callers wait to send.
+const CHANNEL_CAPACITY: usize = 1024;
+
+pub(crate) type Reply<T> = oneshot::Sender<Result<T, Error>>;
+/// Resolves once the writer thread has opened the clone (or failed to).
+pub(crate) type Ready = oneshot::Receiver<Result<(), Error>>;
+
+/// What callers can ask of the writer thread.
+pub(crate) enum Request {
+    /// Apply a change (batched) and answer with the commit that holds it.
+    Change {
+        change: Change,
+        reply: Reply<CommitOutcome>,
+    },
+    /// Fetch now and report whether the remote is usable.
+    CheckRemote { reply: Reply<()> },
+    /// Publish what is queued or owed, then stop.
+    Shutdown { reply: Reply<()> },
+}
+
+/// Starts the writer thread. The returned receiver resolves once the local clone is
+/// open (or failed to open); the remote is contacted only afterwards.
+pub(crate) fn spawn(config: WriterConfig, metrics: GitOpsMetrics) -> Result<(mpsc::Sender<Request>, Ready), Error> {
+    let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
+    let (ready_tx, ready_rx) = oneshot::channel();
+    std::thread::Builder::new()
+        .name("berth-gitops-writer".to_owned())
+        .spawn(move || thread_main(config, metrics, rx, ready_tx))
+        .map_err(|source| Error::Spawn { source: source.into() })?;
+    Ok((tx, ready_rx))
+}
+
+fn thread_main(
+    config: WriterConfig,
+    metrics: GitOpsMetrics,
+    rx: mpsc::Receiver<Request>,
+    ready: oneshot::Sender<Result<(), Error>>,
+) {
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_time().build() {
+        Ok(runtime) => runtime,
+        Err(source) => {
+            let _ = ready.send(Err(Error::Spawn { source: source.into() }));
+            return;
+        }
+    };
+    let window = config.batch_window;
+    let retry_interval = config.retry.pending_retry_interval;
+    let remote = config.remote_display();
+    let mut engine = match Engine::open(config, metrics) {
+        Ok(engine) => engine,
+        Err(e) => {
+            let _ = ready.send(Err(e));
+            return;
+        }
+    };
+    let _ = ready.send(Ok(()));
+    // Startup does not wait for the remote: an unreachable remote is reported here and
+    // retried with every batch, so the operator can start while git is down.
+    match engine.check_remote() {
+        Ok(()) => tracing::info!(%remote, "gitops writer ready"),
+        Err(e) => {
+            tracing::warn!(error = %e, "gitops remote not reachable at startup; will retry with the first change")
+        }
+    }
+    let stop = runtime.block_on(run(&mut engine, rx, window, retry_interval));
+    // Release the repository before answering, so a successor can open it at once.
+    drop(engine);
+    if let Some((reply, result)) = stop {
+        let _ = reply.send(result);
+    }
+    tracing::info!(%remote, "gitops writer stopped");
+}
+
+/// The batching loop. Returns the shutdown reply (if asked to shut down) and the
+/// result of the final flush.
+async fn run(
+    engine: &mut Engine,
+    mut rx: mpsc::Receiver<Request>,
+    window: Duration,
+    retry_interval: Duration,
+) -> Option<(Reply<()>, Result<(), Error>)> {
+    let mut batch: Vec<(Change, Reply<CommitOutcome>)> = Vec::new();
+    let mut deadline: Option<Instant> = None;
+    let mut retry_at: Option<Instant> = None;
+    loop {
+        let idle = Instant::now() + Duration::from_secs(3600);
+        tokio::select! {
+            biased;
+            () = sleep_until(deadline.unwrap_or(idle)), if deadline.is_some() => {
+                deadline = None;
+                let _ = flush(engine, &mut batch);
+                retry_at = next_retry(engine, retry_interval);
+            }
+            () = sleep_until(retry_at.unwrap_or(idle)), if retry_at.is_some() && batch.is_empty() => {
+                // Owed changes from a failed batch, retried although nobody asked again.
+                let _ = engine.publish(Vec::new());
+                retry_at = next_retry(engine, retry_interval);
+            }
+            request = rx.recv() => match request {
+                Some(Request::Change { change, reply }) => {
+                    if batch.is_empty() {
+                        deadline = Some(Instant::now() + window);
+                    }
+                    batch.push((change, reply));
+                    if batch.len() >= MAX_BATCH {
+                        deadline = Some(Instant::now());
+                    }
+                }
+                Some(Request::CheckRemote { reply }) => {
+                    let _ = reply.send(engine.check_remote());
+                }
+                Some(Request::Shutdown { reply }) => {
+                    let result = final_flush(engine, &mut batch);
+                    return Some((reply, result));
+                }
+                None => {
+                    // Every handle is gone: publish what is left, then stop.
+                    let _ = final_flush(engine, &mut batch);
+                    return None;
+                }
+            },
+        }
+    }
+}
+
+fn next_retry(engine: &Engine, interval: Duration) -> Option<Instant> {
+    engine.has_pending().then(|| Instant::now() + interval)
+}
+
+/// Publishes the batch and answers every waiter with the same result.
+fn flush(engine: &mut Engine, batch: &mut Vec<(Change, Reply<CommitOutcome>)>) -> Result<(), Error> {
+    if batch.is_empty() {
+        return Ok(());
+    }
+    let (changes, replies): (Vec<_>, Vec<_>) = std::mem::take(batch).into_iter().unzip();
+    let result = engine.publish(changes);
+    for reply in replies {
+        let _ = reply.send(result.clone());
+    }
+    result.map(drop)
+}
+
+/// Publishes the queued batch, or else whatever a failed batch left owed.
+fn final_flush(engine: &mut Engine, batch: &mut Vec<(Change, Reply<CommitOutcome>)>) -> Result<(), Error> {
+    if !batch.is_empty() {
+        flush(engine, batch)
+    } else if engine.has_pending() {
+        engine.publish(Vec::new()).map(drop)
+    } else {
+        Ok(())
+    }
+}

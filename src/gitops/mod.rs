@@ -1,0 +1,175 @@
+//! The GitOps writer: the one owner of Berth's clone of the GitOps repository.
+//!
+//! Reconcilers ask "make folder P hold exactly these files" ([`WriterHandle::put`]) or
+//! "remove P" ([`WriterHandle::remove`]) and await the commit that holds the result.
+//! Everything else is the writer's business:
+//!
+//! - **One owner.** A dedicated thread owns the `git2::Repository` (it is not `Sync`,
+//!   and libgit2 blocks); async callers talk to it over a channel. Run one writer per
+//!   repository and branch (leader election does that across replicas): parallel
+//!   writers to one repository corrupt each other.
+//! - **Batching.** Changes arriving within [`WriterConfig::batch_window`] of the first
+//!   one become one commit; later changes to the same folder win. Every waiter gets the
+//!   batch's commit id.
+//! - **Idempotent.** Changes are declarative and applied to the freshly fetched remote
+//!   head; if the tree does not change, no commit is made and the current head is
+//!   returned, so a restarted operator re-sending its whole state commits nothing.
+//! - **Audit trail.** Messages list every folder changed, with `Berth-Request: ns/name`
+//!   and `Berth-Generation: N` trailers, one pair per request (see [`message`]).
+//! - **Push.** Fast-forward only, never forced. When someone else pushed first
+//!   (non-fast-forward, "fetch first", "cannot lock ref", "incorrect old value"), the
+//!   writer fetches, re-applies the batch on the new head and pushes again, with
+//!   exponential backoff up to [`RetryPolicy::max_push_attempts`]. Network failures
+//!   are retried the same way; auth, certificate and hook rejections are not.
+//!   Failures are counted by kind in [`GitOpsMetrics`]. For `file://` remotes the
+//!   writer does not use libgit2's local transport for pushing (it writes the remote
+//!   ref without checking the old value, losing a concurrent push): it copies the new
+//!   objects and moves the ref with a compare-and-swap under git's ref lock.
+//! - **Nothing lost.** Changes of a batch that could not be pushed stay owed: they ride
+//!   along with the next batch and are retried on their own every
+//!   [`RetryPolicy::pending_retry_interval`]. Their callers got an error and will
+//!   usually requeue; since changes are declarative, applying them twice is harmless.
+//!   Owed changes live in memory only; after a restart the reconcilers re-send state.
+//!   A batch the server rejects (hook, protected branch) is dropped instead, so it
+//!   cannot poison later batches.
+//! - **Modes.** [`PushMode::Direct`] pushes to the watched branch.
+//!   [`PushMode::PullRequest`] pushes each batch to a promotion branch
+//!   `<prefix><digest>` (digest of the batch's content, so a retry or restart finds the
+//!   same branch) based on the watched branch. **Opening the pull request is not done
+//!   here**: a provider hook (GitHub, GitLab, …) watching for `<prefix>*` branches, or a
+//!   caller using [`CommitOutcome::branch`], opens it.
+//! - **Secrets.** Credentials come from files ([`Credentials::token_from_file`],
+//!   [`Credentials::ssh_key_from_files`]); URLs carrying credentials are refused;
+//!   [`Secret`] prints `[redacted]`; every git message is redacted (URL userinfo and
+//!   known secret values) before it becomes an [`Error`].
+//! - **Disposable clone.** The clone (`<workdir>/repo.git`) is bare, with nothing
+//!   checked out, and only a cache of the remote: it is checked at start and deleted and
+//!   re-created when damaged (or when a local git error shows up mid-batch). git2 0.21
+//!   does not expose libgit2's `GIT_OPT_ENABLE_FSYNC_GITDIR` (only via `unsafe`), so
+//!   the clone sets `core.fsyncObjectFiles` (objects, refs) and re-cloning covers the
+//!   rest.
+//! - **Startup.** [`Writer::spawn`] returns once the local clone is usable; it does not
+//!   wait for the remote. An unreachable remote is logged (URL redacted) and retried
+//!   with each batch; [`WriterHandle::check_remote`] reports it on demand (readiness).
+//!
+//! Layout: `clusters/<cluster>/tenants/<tenant>/<request>/<file>.yaml`, see [`layout`].
+//!
+//! Not handled here: libgit2 network timeouts (git2 exposes them only through `unsafe`
+//! calls; a hung connection stalls the writer thread), custom CA or `known_hosts`
+//! files (libgit2 uses the system store and `~/.ssh/known_hosts`), and re-reading
+//! rotated secret files (read once at start).
+
+mod actor;
+mod change;
+mod config;
+mod credentials;
+mod error;
+pub mod layout;
+pub mod message;
+mod metrics;
+mod publish;
+mod redact;
+mod remote;
+mod repo;
+mod tree;
+
+use std::collections::BTreeMap;
+
+use tokio::sync::{mpsc, oneshot};
+
+pub use config::{PushMode, RetryPolicy, WriterConfig};
+pub use credentials::{Credentials, Secret};
+pub use error::{Error, FailureKind, GitFailure, GitOp};
+pub use layout::{LayoutError, RepoPath, environment_path};
+pub use message::ChangeReason;
+pub use metrics::GitOpsMetrics;
+pub use publish::{CommitId, CommitOutcome};
+pub use redact::redact_userinfo;
+
+use actor::Request;
+use change::{Change, Operation};
+
+/// Starts GitOps writers.
+#[derive(Debug)]
+pub struct Writer;
+
+impl Writer {
+    /// Validates `config`, opens (or re-creates) the local clone on the writer thread
+    /// and returns a handle. Does not wait for the remote; see the module docs.
+    pub async fn spawn(config: WriterConfig, metrics: GitOpsMetrics) -> Result<WriterHandle, Error> {
+        config.validate()?;
+        let (tx, ready) = actor::spawn(config, metrics)?;
+        ready.await.map_err(|_| Error::Stopped)??;
+        Ok(WriterHandle { tx })
+    }
+}
+
+/// A cheap, cloneable handle to a running writer.
+#[derive(Debug, Clone)]
+pub struct WriterHandle {
+    tx: mpsc::Sender<Request>,
+}
+
+impl WriterHandle {
+    /// Makes folder `path` hold exactly `files` (name → content); files not listed are
+    /// removed. An empty `files` removes the folder. Returns once the batch holding
+    /// this change is on the remote (or failed).
+    pub async fn put(
+        &self,
+        path: RepoPath,
+        files: BTreeMap<String, Vec<u8>>,
+        reason: ChangeReason,
+    ) -> Result<CommitOutcome, Error> {
+        for name in files.keys() {
+            layout::validate_file_name(name).map_err(|source| Error::InvalidFile {
+                path: path.clone(),
+                name: name.clone(),
+                source,
+            })?;
+        }
+        self.submit(Change {
+            path,
+            operation: Operation::Put(files),
+            reason,
+        })
+        .await
+    }
+
+    /// Removes folder `path` and prunes parents that become empty. Removing a folder
+    /// that does not exist succeeds without a commit.
+    pub async fn remove(&self, path: RepoPath, reason: ChangeReason) -> Result<CommitOutcome, Error> {
+        self.submit(Change {
+            path,
+            operation: Operation::Remove,
+            reason,
+        })
+        .await
+    }
+
+    /// Fetches from the remote now: `Ok` when it is reachable with the configured
+    /// credentials. Suitable for a readiness check or a clear startup error.
+    pub async fn check_remote(&self) -> Result<(), Error> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Request::CheckRemote { reply }).await?;
+        answer.await.map_err(|_| Error::Stopped)?
+    }
+
+    /// Publishes what is queued (and anything still owed from failed batches), then
+    /// stops the writer and releases the clone. Other handles then get
+    /// [`Error::Stopped`]. The error is the final publish's, if it failed.
+    pub async fn shutdown(self) -> Result<(), Error> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Request::Shutdown { reply }).await?;
+        answer.await.map_err(|_| Error::Stopped)?
+    }
+
+    async fn submit(&self, change: Change) -> Result<CommitOutcome, Error> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Request::Change { change, reply }).await?;
+        answer.await.map_err(|_| Error::Stopped)?
+    }
+
+    async fn send(&self, request: Request) -> Result<(), Error> {
+        self.tx.send(request).await.map_err(|_| Error::Stopped)
+    }
+}

@@ -1,0 +1,324 @@
+//! Turning owed changes into a pushed commit: fetch, apply, commit, push, and on a
+//! race fetch again and re-apply on top of what others pushed.
+//!
+//! Runs on the writer thread only; every call here may block on disk or network.
+
+use std::fmt;
+use std::time::Instant;
+
+use git2::{Oid, Repository};
+
+use super::change::{Change, ChangeSet};
+use super::config::{PushMode, WriterConfig};
+use super::error::{Error, ErrorContext, FailureKind, GitFailure, GitOp};
+use super::message::commit_message;
+use super::metrics::{BatchOutcome, GitOpsMetrics};
+use super::remote::{RemoteAccess, tracking_ref};
+use super::{repo, tree};
+
+/// A commit id (40 hex digits).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct CommitId(String);
+
+impl CommitId {
+    /// The id as hex.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<Oid> for CommitId {
+    fn from(oid: Oid) -> Self {
+        Self(oid.to_string())
+    }
+}
+
+impl fmt::Display for CommitId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// What a put or remove achieved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommitOutcome {
+    /// The commit that holds the change: the new commit, or the existing head when
+    /// nothing had to change.
+    pub commit: CommitId,
+    /// The branch that commit is on: the watched branch, or in pull-request mode the
+    /// promotion branch (the watched branch when the change is already there).
+    pub branch: String,
+    /// Whether this batch pushed a new commit.
+    pub created: bool,
+}
+
+/// The writer's git state: the clone, the changes owed to the remote, the config.
+pub(crate) struct Engine {
+    config: WriterConfig,
+    ctx: ErrorContext,
+    metrics: GitOpsMetrics,
+    /// `None` after the clone was found damaged; re-created before the next attempt.
+    repo: Option<Repository>,
+    /// Changes accepted but not yet on the remote; kept across failed batches.
+    pending: ChangeSet,
+}
+
+impl Engine {
+    /// Opens (or creates) the local clone. Does not touch the network.
+    pub(crate) fn open(config: WriterConfig, metrics: GitOpsMetrics) -> Result<Self, Error> {
+        let ctx = ErrorContext {
+            remote: config.remote_display(),
+            branch: config.branch.clone(),
+            redactor: config.credentials.redactor(),
+            clone_dir: repo::clone_path(&config.workdir).to_string_lossy().into_owned(),
+        };
+        let (repo, _fresh) = repo::open_or_create(&config.workdir, &ctx.remote, &config.branch, &ctx)?;
+        Ok(Self {
+            config,
+            ctx,
+            metrics,
+            repo: Some(repo),
+            pending: ChangeSet::default(),
+        })
+    }
+
+    /// Whether changes are waiting for a retry.
+    pub(crate) fn has_pending(&self) -> bool {
+        !self.pending.is_empty()
+    }
+
+    /// Fetches the watched branch: proves the remote is reachable with these
+    /// credentials and warms the clone.
+    pub(crate) fn check_remote(&mut self) -> Result<(), Error> {
+        let result = self.ensure_repo().and_then(|()| {
+            let repo = self.repo.as_ref().ok_or_else(missing_clone)?;
+            self.access().fetch(repo, &[self.config.branch.as_str()]).map(drop)
+        });
+        result.map_err(|failure| {
+            if failure.kind == FailureKind::Local {
+                self.discard_clone();
+            }
+            self.ctx.error(failure)
+        })
+    }
+
+    /// Adds `incoming` to the owed changes and publishes all of them in one commit,
+    /// retrying within the configured bounds. On failure the changes stay owed.
+    pub(crate) fn publish(&mut self, incoming: Vec<Change>) -> Result<CommitOutcome, Error> {
+        let received = incoming.len();
+        self.pending.extend(incoming);
+        self.metrics.pending(self.pending.len());
+        let started = Instant::now();
+        let result = self.publish_pending();
+        let outcome = match &result {
+            Ok(o) if o.created => BatchOutcome::Committed,
+            Ok(_) => BatchOutcome::Unchanged,
+            Err(_) => BatchOutcome::Failed,
+        };
+        self.metrics.batch(outcome, received, started.elapsed().as_secs_f64());
+        match &result {
+            Ok(o) => {
+                tracing::info!(
+                    commit = %o.commit, branch = %o.branch, created = o.created,
+                    changes = self.pending.len(), "gitops batch published"
+                );
+                self.pending.clear();
+            }
+            Err(e) if e.failure_kind() == Some(FailureKind::Rejected) => {
+                // The server refused this content (hook, protected path): keeping it
+                // would poison every later batch. Callers got the error and requeue.
+                tracing::warn!(error = %e, dropped = self.pending.len(), "gitops batch rejected by the remote");
+                self.pending.clear();
+            }
+            Err(e) => tracing::warn!(
+                error = %e, owed = self.pending.len(),
+                "gitops batch not published; changes kept for retry"
+            ),
+        }
+        self.metrics.pending(self.pending.len());
+        result
+    }
+
+    fn publish_pending(&mut self) -> Result<CommitOutcome, Error> {
+        let policy = self.config.retry.clone();
+        let mut last = None;
+        for attempt in 1..=policy.max_push_attempts {
+            let wait = policy.backoff(attempt);
+            if !wait.is_zero() {
+                std::thread::sleep(wait);
+            }
+            self.metrics.attempt();
+            match self.attempt() {
+                Ok(outcome) => return Ok(outcome),
+                Err(failure) => {
+                    self.metrics.failure(failure.kind);
+                    tracing::debug!(attempt, error = %failure, "gitops publish attempt failed");
+                    if failure.kind == FailureKind::Local {
+                        self.discard_clone();
+                    }
+                    if !failure.kind.is_retryable() {
+                        return Err(self.ctx.error(failure));
+                    }
+                    last = Some(failure);
+                }
+            }
+        }
+        Err(Error::PushGaveUp {
+            remote: self.ctx.remote.clone(),
+            branch: self.ctx.branch.clone(),
+            attempts: policy.max_push_attempts,
+            last: last.unwrap_or_else(missing_clone),
+        })
+    }
+
+    /// One try: fetch, apply the owed changes on the remote head, commit if the tree
+    /// changed, push fast-forward only.
+    fn attempt(&mut self) -> Result<CommitOutcome, GitFailure> {
+        self.ensure_repo()?;
+        let repo = self.repo.as_ref().ok_or_else(missing_clone)?;
+        let access = self.access();
+        let target = self.config.branch.as_str();
+        let changes = self.pending.changes();
+        let author = (&self.config.author_name, &self.config.author_email);
+        let ctx = &self.ctx;
+        let local_fail = |op: GitOp| move |e: git2::Error| ctx.failure(op, &e);
+
+        let promotion = match &self.config.mode {
+            PushMode::Direct => None,
+            PushMode::PullRequest { branch_prefix } => Some(format!("{branch_prefix}{}", self.pending.short_digest())),
+        };
+        let mut branches = vec![target];
+        branches.extend(promotion.as_deref());
+        let heads = access.fetch(repo, &branches)?;
+        let target_head = heads.first().copied().flatten();
+
+        let (tree, base_tree) = apply_on(repo, target_head, changes).map_err(local_fail(GitOp::BuildTree))?;
+        if let Some(head) = target_head
+            && base_tree == Some(tree)
+        {
+            return Ok(unchanged(head, target));
+        }
+        // `expected` is the remote value the push replaces (compare-and-swap).
+        let (branch, parent, expected, tree) = match promotion.as_deref() {
+            None => (target, target_head, target_head, tree),
+            Some(promo) => match heads.get(1).copied().flatten() {
+                Some(promo_head) => {
+                    let (promo_tree, promo_base) =
+                        apply_on(repo, Some(promo_head), changes).map_err(local_fail(GitOp::BuildTree))?;
+                    if promo_base == Some(promo_tree) {
+                        return Ok(unchanged(promo_head, promo));
+                    }
+                    (promo, Some(promo_head), Some(promo_head), promo_tree)
+                }
+                None => (promo, target_head, None, tree),
+            },
+        };
+        let commit = write_commit(repo, author, tree, parent, changes).map_err(local_fail(GitOp::Commit))?;
+        let local = format!("refs/heads/{branch}");
+        repo.reference(&local, commit, true, "berth: commit")
+            .map_err(local_fail(GitOp::UpdateRef))?;
+        access.push(repo, &local, commit, expected)?;
+        if promotion.is_some() {
+            // Promotion branches live on the remote; keep the clone small.
+            for name in [local, tracking_ref(branch)] {
+                if let Ok(mut reference) = repo.find_reference(&name) {
+                    reference.delete().map_err(local_fail(GitOp::UpdateRef))?;
+                }
+            }
+        } else {
+            repo.reference(&tracking_ref(branch), commit, true, "berth: push")
+                .map_err(local_fail(GitOp::UpdateRef))?;
+        }
+        self.metrics.commit();
+        Ok(CommitOutcome {
+            commit: commit.into(),
+            branch: branch.to_owned(),
+            created: true,
+        })
+    }
+
+    fn access(&self) -> RemoteAccess<'_> {
+        RemoteAccess {
+            url: &self.config.remote_url,
+            credentials: &self.config.credentials,
+            ctx: &self.ctx,
+        }
+    }
+
+    /// Drops the damaged clone; the next attempt creates a fresh one.
+    fn discard_clone(&mut self) {
+        self.repo = None;
+        let path = repo::clone_path(&self.config.workdir);
+        if let Err(e) = repo::discard(&path) {
+            tracing::warn!(error = %e, "cannot delete damaged gitops clone");
+        }
+    }
+
+    fn ensure_repo(&mut self) -> Result<(), GitFailure> {
+        if self.repo.is_some() {
+            return Ok(());
+        }
+        match repo::open_or_create(&self.config.workdir, &self.ctx.remote, &self.config.branch, &self.ctx) {
+            Ok((repo, _)) => {
+                self.metrics.reclone();
+                tracing::info!("gitops clone re-created");
+                self.repo = Some(repo);
+                Ok(())
+            }
+            Err(e) => Err(GitFailure {
+                op: GitOp::Init,
+                kind: FailureKind::Local,
+                message: self.ctx.redactor.redact(&error_chain(&e)),
+            }),
+        }
+    }
+}
+
+fn unchanged(head: Oid, branch: &str) -> CommitOutcome {
+    CommitOutcome {
+        commit: head.into(),
+        branch: branch.to_owned(),
+        created: false,
+    }
+}
+
+/// Applies `changes` on the tree of `commit`; returns the new tree and the old one.
+fn apply_on(repo: &Repository, commit: Option<Oid>, changes: &[Change]) -> Result<(Oid, Option<Oid>), git2::Error> {
+    let base_tree = commit.map(|id| repo.find_commit(id).map(|c| c.tree_id())).transpose()?;
+    let tree = tree::apply(repo, base_tree, changes)?;
+    Ok((tree, base_tree))
+}
+
+fn write_commit(
+    repo: &Repository,
+    (name, email): (&String, &String),
+    tree: Oid,
+    parent: Option<Oid>,
+    changes: &[Change],
+) -> Result<Oid, git2::Error> {
+    let signature = git2::Signature::now(name, email)?;
+    let tree = repo.find_tree(tree)?;
+    let parent = parent.map(|id| repo.find_commit(id)).transpose()?;
+    let parents: Vec<&git2::Commit<'_>> = parent.iter().collect();
+    repo.commit(None, &signature, &signature, &commit_message(changes), &tree, &parents)
+}
+
+fn missing_clone() -> GitFailure {
+    GitFailure {
+        op: GitOp::Open,
+        kind: FailureKind::Local,
+        message: "no usable local clone".to_owned(),
+    }
+}
+
+/// An error and its sources on one line.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

@@ -1,0 +1,164 @@
+//! The local clone: a bare repository the writer owns and may throw away.
+//!
+//! The remote is the source of truth and every batch is built on a freshly fetched
+//! remote head, so the clone is only a cache of objects. That is why a damaged clone
+//! (crash without fsync, garbled `HEAD`, missing objects) is deleted and created again
+//! instead of repaired. git2 0.21 does not expose libgit2's `GIT_OPT_ENABLE_FSYNC_GITDIR`
+//! (reaching it through libgit2-sys needs `unsafe`, which this crate forbids), so the
+//! clone sets `core.fsyncObjectFiles`, which libgit2 honours for loose objects, packs it
+//! writes and references; fetched packs are not synced, and re-cloning covers that gap.
+//!
+//! The clone is bare and nothing is checked out: trees are built from objects (see
+//! [`super::tree`]), so there is no index or working tree to drift or re-hash.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use git2::{Repository, RepositoryInitOptions};
+
+use super::error::{Error, ErrorContext, GitOp};
+
+/// Name of the clone directory inside the writer's workdir. Only this directory is
+/// ever deleted, so a mistyped workdir cannot cost more than a clone.
+pub(crate) const CLONE_DIR: &str = "repo.git";
+/// Config key recording which remote the clone belongs to.
+const REMOTE_KEY: &str = "berth.remote";
+
+/// Where the clone lives.
+pub(crate) fn clone_path(workdir: &Path) -> PathBuf {
+    workdir.join(CLONE_DIR)
+}
+
+/// Opens the clone at `<workdir>/repo.git` if it is healthy and belongs to `remote`;
+/// otherwise deletes it and creates an empty one. Returns whether it was re-created.
+pub(crate) fn open_or_create(
+    workdir: &Path,
+    remote: &str,
+    branch: &str,
+    ctx: &ErrorContext,
+) -> Result<(Repository, bool), Error> {
+    let path = clone_path(workdir);
+    std::fs::create_dir_all(workdir).map_err(|source| Error::Workdir {
+        path: workdir.to_owned(),
+        source: Arc::new(source),
+    })?;
+    if path.exists() {
+        match open_verified(&path, remote, branch) {
+            Ok(repo) => return Ok((repo, false)),
+            Err(reason) => {
+                let reason = ctx.redactor.redact(&reason);
+                tracing::warn!(path = %path.display(), %reason, "discarding damaged or foreign gitops clone");
+                discard(&path)?;
+            }
+        }
+    }
+    create(&path, remote, branch, ctx).map(|repo| (repo, true))
+}
+
+/// Deletes the clone directory (or a file squatting its name).
+pub(crate) fn discard(path: &Path) -> Result<(), Error> {
+    let result = if path.is_dir() {
+        std::fs::remove_dir_all(path)
+    } else {
+        std::fs::remove_file(path)
+    };
+    match result {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(Error::Workdir {
+            path: path.to_owned(),
+            source: Arc::new(source),
+        }),
+    }
+}
+
+/// Opens and checks the clone; the error is a reason for the log.
+fn open_verified(path: &Path, remote: &str, branch: &str) -> Result<Repository, String> {
+    let repo = Repository::open_bare(path).map_err(|e| format!("cannot open: {}", e.message()))?;
+    if !repo.is_bare() {
+        return Err("not a bare repository".to_owned());
+    }
+    let config = repo
+        .config()
+        .map_err(|e| format!("cannot read config: {}", e.message()))?;
+    match config.get_string(REMOTE_KEY) {
+        Ok(recorded) if recorded == remote => {}
+        Ok(_) => return Err("clone belongs to another remote".to_owned()),
+        Err(e) => return Err(format!("no {REMOTE_KEY} recorded: {}", e.message())),
+    }
+    let head = repo
+        .find_reference("HEAD")
+        .map_err(|e| format!("HEAD unreadable: {}", e.message()))?;
+    let expected = format!("refs/heads/{branch}");
+    match head.symbolic_target() {
+        Ok(Some(target)) if target == expected => {}
+        _ => return Err("HEAD does not point at the configured branch".to_owned()),
+    }
+    let references = repo
+        .references()
+        .map_err(|e| format!("cannot list references: {}", e.message()))?;
+    for reference in references {
+        let reference = reference.map_err(|e| format!("unreadable reference: {}", e.message()))?;
+        let commit = reference
+            .peel_to_commit()
+            .map_err(|e| format!("reference points at a missing commit: {}", e.message()))?;
+        commit
+            .tree()
+            .map_err(|e| format!("commit {} has no readable tree: {}", commit.id(), e.message()))?;
+    }
+    drop((config, head));
+    Ok(repo)
+}
+
+/// Creates an empty bare clone whose `HEAD` names `branch`.
+fn create(path: &Path, remote: &str, branch: &str, ctx: &ErrorContext) -> Result<Repository, Error> {
+    let mut options = RepositoryInitOptions::new();
+    options.bare(true).initial_head(branch);
+    let repo = Repository::init_opts(path, &options).map_err(|e| ctx.git(GitOp::Init, &e))?;
+    {
+        let mut config = repo.config().map_err(|e| ctx.git(GitOp::Init, &e))?;
+        config
+            .set_bool("core.fsyncObjectFiles", true)
+            .and_then(|()| config.set_str(REMOTE_KEY, remote))
+            .map_err(|e| ctx.git(GitOp::Init, &e))?;
+    }
+    drop(repo);
+    // Re-open so the object database and refdb pick up the fsync setting.
+    Repository::open_bare(path).map_err(|e| ctx.git(GitOp::Open, &e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gitops::redact::Redactor;
+
+    fn ctx() -> ErrorContext {
+        ErrorContext {
+            remote: "file:///r".into(),
+            branch: "main".into(),
+            redactor: Redactor::default(),
+            clone_dir: String::new(),
+        }
+    }
+
+    #[test]
+    fn creates_then_reopens_then_replaces_damaged_clone() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (repo, fresh) = open_or_create(dir.path(), "file:///r", "main", &ctx()).expect("create");
+        assert!(fresh);
+        assert!(
+            repo.config()
+                .expect("config")
+                .get_bool("core.fsyncObjectFiles")
+                .expect("set")
+        );
+        drop(repo);
+        let (_repo, fresh) = open_or_create(dir.path(), "file:///r", "main", &ctx()).expect("open");
+        assert!(!fresh, "a healthy clone is reused");
+        std::fs::write(clone_path(dir.path()).join("HEAD"), "garbage\n").expect("write");
+        let (_repo, fresh) = open_or_create(dir.path(), "file:///r", "main", &ctx()).expect("reclone");
+        assert!(fresh, "a garbled HEAD means a fresh clone");
+        let (_repo, fresh) = open_or_create(dir.path(), "file:///other", "main", &ctx()).expect("reclone");
+        assert!(fresh, "a clone of another remote is replaced");
+    }
+}

@@ -1,0 +1,201 @@
+//! Applying declarative changes to a tree with `git2::TreeBuilder`.
+//!
+//! Trees are built from the previous commit's tree, touching only the folders on the
+//! way to a changed path: a commit costs O(changed paths × depth), not O(repository).
+//! `index.add_all` would hash every file and writing a tree from the index reads the
+//! whole tree on every commit (a lesson from peers). No working tree is checked out.
+
+use std::collections::BTreeMap;
+
+use git2::{FileMode, ObjectType, Oid, Repository};
+
+use super::change::{Change, Operation};
+
+/// What a folder becomes before the changes below it are applied.
+enum Replacement<'a> {
+    Files(&'a BTreeMap<String, Vec<u8>>),
+    Remove,
+}
+
+/// The changes as a trie over path segments; each modified folder is written once.
+#[derive(Default)]
+struct Node<'a> {
+    replace: Option<Replacement<'a>>,
+    children: BTreeMap<&'a str, Node<'a>>,
+}
+
+impl<'a> Node<'a> {
+    fn insert(&mut self, change: &'a Change) {
+        let mut node = self;
+        for segment in change.path.segments() {
+            node = node.children.entry(segment).or_default();
+        }
+        node.replace = Some(match &change.operation {
+            Operation::Put(files) => Replacement::Files(files),
+            Operation::Remove => Replacement::Remove,
+        });
+        // A later change to a folder overrides earlier changes below it.
+        node.children.clear();
+    }
+}
+
+/// Applies `changes` in order on top of the tree `base` (`None`: empty repository)
+/// and returns the new root tree id. Folders that end up empty are pruned.
+pub(crate) fn apply(repo: &Repository, base: Option<Oid>, changes: &[Change]) -> Result<Oid, git2::Error> {
+    let mut root = Node::default();
+    for change in changes {
+        root.insert(change);
+    }
+    match build(repo, &root, base)? {
+        Some(id) => Ok(id),
+        None => repo.treebuilder(None)?.write(),
+    }
+}
+
+/// Builds the folder for `node` starting from `base`; `None` means "no folder" (empty).
+fn build(repo: &Repository, node: &Node<'_>, base: Option<Oid>) -> Result<Option<Oid>, git2::Error> {
+    let start = match &node.replace {
+        None => base,
+        Some(Replacement::Remove) => None,
+        Some(Replacement::Files(files)) => write_files(repo, files)?,
+    };
+    if node.children.is_empty() {
+        return Ok(start);
+    }
+    let start_tree = start.map(|id| repo.find_tree(id)).transpose()?;
+    let mut builder = repo.treebuilder(start_tree.as_ref())?;
+    for (name, child) in &node.children {
+        let child_base = builder
+            .get(name)?
+            .filter(|entry| entry.kind() == Some(ObjectType::Tree))
+            .map(|entry| entry.id());
+        match build(repo, child, child_base)? {
+            Some(id) => {
+                builder.insert(name, id, FileMode::Tree.into())?;
+            }
+            None => {
+                if builder.get(name)?.is_some() {
+                    builder.remove(name)?;
+                }
+            }
+        }
+    }
+    if builder.is_empty() {
+        Ok(None)
+    } else {
+        builder.write().map(Some)
+    }
+}
+
+/// Writes a flat folder of regular files; `None` when there are no files (git has no
+/// empty folders).
+fn write_files(repo: &Repository, files: &BTreeMap<String, Vec<u8>>) -> Result<Option<Oid>, git2::Error> {
+    if files.is_empty() {
+        return Ok(None);
+    }
+    let mut builder = repo.treebuilder(None)?;
+    for (name, content) in files {
+        let blob = repo.blob(content)?;
+        builder.insert(name, blob, FileMode::Blob.into())?;
+    }
+    builder.write().map(Some)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gitops::layout::RepoPath;
+    use crate::gitops::message::ChangeReason;
+
+    fn put(path: &str, files: &[(&str, &str)]) -> Change {
+        Change {
+            path: RepoPath::parse(path).expect("valid"),
+            operation: Operation::Put(
+                files
+                    .iter()
+                    .map(|(n, c)| ((*n).to_owned(), c.as_bytes().to_vec()))
+                    .collect(),
+            ),
+            reason: ChangeReason::new("ns/r", None, ""),
+        }
+    }
+
+    fn remove(path: &str) -> Change {
+        Change {
+            path: RepoPath::parse(path).expect("valid"),
+            operation: Operation::Remove,
+            reason: ChangeReason::new("ns/r", None, ""),
+        }
+    }
+
+    fn files(repo: &Repository, tree: Oid) -> Vec<String> {
+        let tree = repo.find_tree(tree).expect("tree");
+        let mut out = Vec::new();
+        tree.walk(git2::TreeWalkMode::PreOrder, |dir, entry| {
+            if entry.kind() == Some(ObjectType::Blob) {
+                out.push(format!("{dir}{}", entry.name().unwrap_or("?")));
+            }
+            git2::TreeWalkResult::Ok
+        })
+        .expect("walk");
+        out
+    }
+
+    #[test]
+    fn put_replaces_the_folder_and_remove_prunes_parents() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let repo = Repository::init_bare(dir.path()).expect("init");
+        let t1 = apply(
+            &repo,
+            None,
+            &[
+                put("c/x/t/a", &[("one.yaml", "1"), ("two.yaml", "2")]),
+                put("c/x/t/b", &[("one.yaml", "1")]),
+                put("c/y/t/c", &[("one.yaml", "1")]),
+            ],
+        )
+        .expect("apply");
+        assert_eq!(
+            files(&repo, t1),
+            [
+                "c/x/t/a/one.yaml",
+                "c/x/t/a/two.yaml",
+                "c/x/t/b/one.yaml",
+                "c/y/t/c/one.yaml"
+            ]
+        );
+        let t2 = apply(&repo, Some(t1), &[put("c/x/t/a", &[("three.yaml", "3")])]).expect("apply");
+        assert_eq!(
+            files(&repo, t2),
+            ["c/x/t/a/three.yaml", "c/x/t/b/one.yaml", "c/y/t/c/one.yaml"]
+        );
+        let t3 = apply(&repo, Some(t2), &[remove("c/y/t/c")]).expect("apply");
+        assert_eq!(files(&repo, t3), ["c/x/t/a/three.yaml", "c/x/t/b/one.yaml"]);
+        let root = repo.find_tree(t3).expect("tree");
+        let c = repo.find_tree(root.get_name("c").expect("c").id()).expect("tree");
+        assert!(c.get_name("y").is_none(), "empty parents are pruned");
+    }
+
+    #[test]
+    fn same_content_gives_the_same_tree() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let repo = Repository::init_bare(dir.path()).expect("init");
+        let change = put("a/b", &[("f.yaml", "x")]);
+        let t1 = apply(&repo, None, std::slice::from_ref(&change)).expect("apply");
+        let t2 = apply(&repo, Some(t1), &[change]).expect("apply");
+        assert_eq!(t1, t2);
+        let t3 = apply(&repo, Some(t1), &[remove("not/there")]).expect("apply");
+        assert_eq!(t1, t3);
+    }
+
+    #[test]
+    fn removing_everything_gives_the_empty_tree() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let repo = Repository::init_bare(dir.path()).expect("init");
+        let t1 = apply(&repo, None, &[put("a/b", &[("f.yaml", "x")])]).expect("apply");
+        let t2 = apply(&repo, Some(t1), &[remove("a/b")]).expect("apply");
+        assert_eq!(repo.find_tree(t2).expect("tree").len(), 0);
+        let t3 = apply(&repo, Some(t1), &[put("a/b", &[])]).expect("apply");
+        assert_eq!(t2, t3, "a put without files removes the folder");
+    }
+}
