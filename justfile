@@ -47,3 +47,11 @@ kind-up:
 # Delete the kind cluster
 kind-down:
     kind delete cluster --name berth
+
+# Every benchmark; reports land in target/bench/
+bench: bench-gitops
+
+# GitOps writer: commit time as the repository grows, and a 100-environment batch
+bench-gitops:
+    cargo bench --bench gitops -- target/bench/gitops.md
+    @cat target/bench/gitops.md

@@ -20,11 +20,7 @@ fn assert_fresh(folder: &str) {
     }
     let on_disk: Vec<_> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("cannot list {}: {e}", dir.display()))
-        .filter_map(|entry| {
-            entry
-                .ok()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-        })
+        .filter_map(|entry| entry.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
         .collect();
     for file in &on_disk {
         assert!(

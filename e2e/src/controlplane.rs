@@ -44,8 +44,7 @@ impl ClusterInfo {
     /// Reads `cluster.json` from a control-plane folder.
     pub fn read(dir: &Path) -> Result<Self> {
         let path = Self::path_in(dir);
-        let text = std::fs::read_to_string(&path)
-            .with_context(|| format!("reading {}", path.display()))?;
+        let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
         serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
     }
 
@@ -61,20 +60,7 @@ pub fn ensure_binaries() -> Result<PathBuf> {
     if let Some(dir) = std::env::var_os("BERTH_CONTROLPLANE_BIN") {
         return Ok(PathBuf::from(dir));
     }
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("controlplane/build.sh");
-    let output = std::process::Command::new(&script)
-        .stderr(Stdio::inherit())
-        .output()
-        .with_context(|| format!("running {}", script.display()))?;
-    if !output.status.success() {
-        bail!(
-            "{} failed ({}); see its output above",
-            script.display(),
-            output.status
-        );
-    }
-    let dir = String::from_utf8(output.stdout).context("build.sh printed a non-UTF-8 path")?;
-    Ok(PathBuf::from(dir.trim()))
+    crate::path_printed_by(&Path::new(env!("CARGO_MANIFEST_DIR")).join("controlplane/build.sh"))
 }
 
 /// A running control plane. Dropping it kills the processes; [`ControlPlane::stop`]
@@ -93,16 +79,12 @@ struct Process {
 /// A free TCP port on loopback (the kernel picks it; the listener is closed at once).
 fn free_port() -> Result<u16> {
     let listener = TcpListener::bind("127.0.0.1:0").context("binding a free loopback port")?;
-    Ok(listener
-        .local_addr()
-        .context("reading the bound port")?
-        .port())
+    Ok(listener.local_addr().context("reading the bound port")?.port())
 }
 
 fn spawn(name: &'static str, program: PathBuf, args: Vec<String>, logs: &Path) -> Result<Process> {
     let log = logs.join(format!("{name}.log"));
-    let file =
-        std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
+    let file = std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
     let err = file.try_clone().context("duplicating a log handle")?;
     let child = Command::new(&program)
         .args(&args)
@@ -129,9 +111,7 @@ impl ControlPlane {
     pub async fn start(bin_dir: &Path, dir: &Path, supervisor_pid: u32) -> Result<Self> {
         let started = Instant::now();
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        let dir = dir
-            .canonicalize()
-            .context("resolving the control-plane folder")?;
+        let dir = dir.canonicalize().context("resolving the control-plane folder")?;
         let logs = dir.join("logs");
         std::fs::create_dir_all(&logs).context("creating the logs folder")?;
         let pki = pki::generate(&dir.join("pki"))?;
@@ -148,12 +128,7 @@ impl ControlPlane {
         let server = format!("https://127.0.0.1:{apiserver_port}");
 
         let kubeconfig = dir.join("kubeconfig");
-        users::write_kubeconfig(
-            &kubeconfig,
-            &server,
-            &pki.ca_pem,
-            &people.iter().collect::<Vec<_>>(),
-        )?;
+        users::write_kubeconfig(&kubeconfig, &server, &pki.ca_pem, &people.iter().collect::<Vec<_>>())?;
         let controller_manager_kubeconfig = dir.join("controller-manager.kubeconfig");
         users::write_kubeconfig(
             &controller_manager_kubeconfig,
@@ -196,14 +171,8 @@ impl ControlPlane {
                 "--authorization-mode=RBAC".into(),
                 format!("--token-auth-file={}", path(&token_file)),
                 "--service-account-issuer=https://kubernetes.default.svc.cluster.local".into(),
-                format!(
-                    "--service-account-key-file={}",
-                    path(&pki.service_account_public_key)
-                ),
-                format!(
-                    "--service-account-signing-key-file={}",
-                    path(&pki.service_account_key)
-                ),
+                format!("--service-account-key-file={}", path(&pki.service_account_public_key)),
+                format!("--service-account-signing-key-file={}", path(&pki.service_account_key)),
                 "--allow-privileged=true".into(),
             ],
             &logs,
@@ -230,10 +199,7 @@ impl ControlPlane {
                 format!("--kubeconfig={kcm_config}"),
                 format!("--authentication-kubeconfig={kcm_config}"),
                 format!("--authorization-kubeconfig={kcm_config}"),
-                format!(
-                    "--service-account-private-key-file={}",
-                    path(&pki.service_account_key)
-                ),
+                format!("--service-account-private-key-file={}", path(&pki.service_account_key)),
                 format!("--root-ca-file={}", path(&pki.ca_cert)),
                 format!("--cert-dir={}", path(&dir.join("pki/controller-manager"))),
                 format!("--secure-port={controller_manager_port}"),
@@ -267,11 +233,7 @@ impl ControlPlane {
     /// Fails with the process's last log lines if any process has exited.
     pub fn check_alive(&mut self) -> Result<()> {
         for process in &mut self.processes {
-            if let Some(status) = process
-                .child
-                .try_wait()
-                .context("checking a control-plane process")?
-            {
+            if let Some(status) = process.child.try_wait().context("checking a control-plane process")? {
                 bail!(
                     "{} exited ({status}); last lines of {}:\n{}",
                     process.name,
@@ -293,9 +255,7 @@ impl ControlPlane {
                 .context("building /readyz request")?;
             match client.request_text(request).await {
                 Ok(body) if body.trim() == "ok" => return Ok(()),
-                Ok(_) | Err(_) if Instant::now() < deadline => {
-                    tokio::time::sleep(Duration::from_millis(250)).await
-                }
+                Ok(_) | Err(_) if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(250)).await,
                 Ok(body) => bail!("apiserver not ready after {timeout:?}: {body}"),
                 Err(error) => bail!("apiserver not ready after {timeout:?}: {error}"),
             }
@@ -309,8 +269,7 @@ impl ControlPlane {
             terminate(process).await;
         }
         if std::env::var_os("BERTH_KEEP_CLUSTER_DIR").is_none() {
-            std::fs::remove_dir_all(&self.info.dir)
-                .with_context(|| format!("removing {}", self.info.dir.display()))?;
+            std::fs::remove_dir_all(&self.info.dir).with_context(|| format!("removing {}", self.info.dir.display()))?;
         }
         Ok(())
     }

@@ -20,6 +20,7 @@ use crate::{ClusterInfo, repo_root};
 pub struct Cluster {
     pub info: ClusterInfo,
     crds: OnceLock<Result<(), String>>,
+    argocd_crds: OnceLock<Result<(), String>>,
 }
 
 /// What a kubectl run printed.
@@ -62,16 +63,10 @@ impl Cluster {
             .arg("--context")
             .arg(user)
             .args(args)
-            .stdin(if stdin.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
+            .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        let mut child = command
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot run kubectl: {e}"));
+        let mut child = command.spawn().unwrap_or_else(|e| panic!("cannot run kubectl: {e}"));
         if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
             pipe.write_all(input.as_bytes())
                 .await
@@ -88,31 +83,53 @@ impl Cluster {
         }
     }
 
-    /// Applies `crds/` once per test binary and waits until every CRD is Established.
+    /// Applies Berth's `crds/` once per test binary and waits until every CRD is Established.
     pub async fn install_crds(&self) {
-        if let Some(result) = self.crds.get() {
+        let crds = repo_root().join("crds");
+        self.install_once(&self.crds, &[crds]).await;
+    }
+
+    /// Applies Argo CD's own Application and AppProject CRDs (from the Argo CD Go
+    /// module pinned in `e2e/controlplane/argocd`) and creates the `argocd` namespace.
+    pub async fn install_argocd_crds(&self) {
+        if self.argocd_crds.get().is_none() {
+            let created = self.kubectl("admin", &["create", "namespace", "argocd"], None).await;
+            assert!(
+                created.success || created.stderr.contains("AlreadyExists"),
+                "{}",
+                created.stderr
+            );
+        }
+        let dir = argocd_crds_dir().unwrap_or_else(|e| panic!("{e:#}"));
+        let files = [dir.join("application-crd.yaml"), dir.join("appproject-crd.yaml")];
+        self.install_once(&self.argocd_crds, &files).await;
+    }
+
+    /// Server-side applies `paths` once per test binary and waits until they are Established.
+    async fn install_once(&self, done: &OnceLock<Result<(), String>>, paths: &[PathBuf]) {
+        if let Some(result) = done.get() {
             return result.clone().unwrap_or_else(|e| panic!("{e}"));
         }
-        let crds = repo_root().join("crds");
-        let crds = crds.to_string_lossy();
+        let files: Vec<String> = paths
+            .iter()
+            .flat_map(|p| ["-f".to_owned(), p.to_string_lossy().into_owned()])
+            .collect();
+        let with = |verb: &[&'static str]| {
+            verb.iter()
+                .map(|s| (*s).to_owned())
+                .chain(files.clone())
+                .collect::<Vec<_>>()
+        };
+        let apply = with(&["apply", "--server-side"]);
         let apply = self
-            .kubectl("admin", &["apply", "--server-side", "-f", &crds], None)
+            .kubectl("admin", &apply.iter().map(String::as_str).collect::<Vec<_>>(), None)
             .await;
         let result = if !apply.success {
-            Err(format!("kubectl apply -f crds/ failed: {}", apply.stderr))
+            Err(format!("kubectl apply of {paths:?} failed: {}", apply.stderr))
         } else {
+            let wait = with(&["wait", "--for=condition=Established", "--timeout=60s"]);
             let wait = self
-                .kubectl(
-                    "admin",
-                    &[
-                        "wait",
-                        "--for=condition=Established",
-                        "--timeout=60s",
-                        "-f",
-                        &crds,
-                    ],
-                    None,
-                )
+                .kubectl("admin", &wait.iter().map(String::as_str).collect::<Vec<_>>(), None)
                 .await;
             if wait.success {
                 Ok(())
@@ -120,17 +137,13 @@ impl Cluster {
                 Err(format!("CRDs not Established: {}", wait.stderr))
             }
         };
-        let _ = self.crds.set(result.clone());
+        let _ = done.set(result.clone());
         result.unwrap_or_else(|e| panic!("{e}"))
     }
 
     /// Creates a namespace named `<prefix>-<random>` for one test and returns its name.
     pub async fn namespace(&self, prefix: &str) -> String {
-        let suffix: String = rand::rng()
-            .sample_iter(&Alphanumeric)
-            .take(6)
-            .map(char::from)
-            .collect();
+        let suffix: String = rand::rng().sample_iter(&Alphanumeric).take(6).map(char::from).collect();
         let name = format!("{prefix}-{}", suffix.to_lowercase());
         let namespaces: Api<Namespace> = Api::all(self.client("admin").await);
         let namespace = Namespace {
@@ -148,18 +161,17 @@ impl Cluster {
     }
 }
 
+/// Folder of Argo CD's CRD manifests, from `e2e/controlplane/argocd-crds.sh`.
+fn argocd_crds_dir() -> Result<PathBuf> {
+    crate::path_printed_by(&repo_root().join("e2e/controlplane/argocd-crds.sh"))
+}
+
 fn start(supervisor_exe: &str) -> Result<Cluster> {
     let dir = std::env::temp_dir().join(format!("berth-e2e-{}", std::process::id()));
     let log_path: PathBuf = dir.with_extension("log");
-    let log = std::fs::File::create(&log_path)
-        .with_context(|| format!("creating {}", log_path.display()))?;
+    let log = std::fs::File::create(&log_path).with_context(|| format!("creating {}", log_path.display()))?;
     let mut child = std::process::Command::new(supervisor_exe)
-        .args([
-            "up",
-            "--watch-pid",
-            &std::process::id().to_string(),
-            "--dir",
-        ])
+        .args(["up", "--watch-pid", &std::process::id().to_string(), "--dir"])
         .arg(&dir)
         .stdin(Stdio::null())
         .stdout(log.try_clone().context("duplicating the log handle")?)
@@ -177,10 +189,7 @@ fn start(supervisor_exe: &str) -> Result<Cluster> {
             bail!("berth-controlplane exited ({status}):\n{log}");
         }
         if Instant::now() > deadline {
-            bail!(
-                "the control plane was not ready in time; see {}",
-                log_path.display()
-            );
+            bail!("the control plane was not ready in time; see {}", log_path.display());
         }
         std::thread::sleep(Duration::from_millis(100));
     };
@@ -190,5 +199,6 @@ fn start(supervisor_exe: &str) -> Result<Cluster> {
     Ok(Cluster {
         info,
         crds: OnceLock::new(),
+        argocd_crds: OnceLock::new(),
     })
 }

@@ -21,10 +21,24 @@ pub fn repo_root() -> PathBuf {
         .unwrap_or_default()
 }
 
+/// Runs one of the `e2e/controlplane` scripts, which print a path on stdout (their
+/// progress goes to stderr, shown as it happens), and returns that path.
+pub(crate) fn path_printed_by(script: &Path) -> Result<PathBuf> {
+    let output = std::process::Command::new(script)
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .with_context(|| format!("running {}", script.display()))?;
+    if !output.status.success() {
+        anyhow::bail!("{} failed ({}); see its output above", script.display(), output.status);
+    }
+    let printed =
+        String::from_utf8(output.stdout).with_context(|| format!("{} printed a non-UTF-8 path", script.display()))?;
+    Ok(PathBuf::from(printed.trim()))
+}
+
 /// A kube client authenticated as one of the test users (`admin`, `alice`, `bob`).
 pub async fn client_for(info: &ClusterInfo, user: &str) -> Result<kube::Client> {
-    let kubeconfig =
-        kube::config::Kubeconfig::read_from(&info.kubeconfig).context("reading the kubeconfig")?;
+    let kubeconfig = kube::config::Kubeconfig::read_from(&info.kubeconfig).context("reading the kubeconfig")?;
     let options = kube::config::KubeConfigOptions {
         context: Some(user.to_owned()),
         ..Default::default()

@@ -4,9 +4,7 @@
 use std::{fs, net::IpAddr, path::Path};
 
 use anyhow::{Context, Result};
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType,
-};
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType};
 
 /// PEM files written into the control plane's `pki/` folder.
 pub struct Pki {
@@ -26,18 +24,14 @@ pub fn generate(dir: &Path) -> Result<Pki> {
 
     let ca_key = KeyPair::generate().context("generating the CA key")?;
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).context("CA parameters")?;
-    ca_params
-        .distinguished_name
-        .push(DnType::CommonName, "berth-local-ca");
+    ca_params.distinguished_name.push(DnType::CommonName, "berth-local-ca");
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     ca_params.key_usages = vec![
         KeyUsagePurpose::KeyCertSign,
         KeyUsagePurpose::CrlSign,
         KeyUsagePurpose::DigitalSignature,
     ];
-    let ca_cert = ca_params
-        .self_signed(&ca_key)
-        .context("self-signing the CA")?;
+    let ca_cert = ca_params.self_signed(&ca_key).context("self-signing the CA")?;
     let ca = Issuer::new(ca_params, ca_key);
 
     let serving_key = KeyPair::generate().context("generating the serving key")?;
@@ -54,9 +48,7 @@ pub fn generate(dir: &Path) -> Result<Pki> {
     serving
         .subject_alt_names
         .push(SanType::IpAddress(IpAddr::from([10, 0, 0, 1])));
-    serving
-        .distinguished_name
-        .push(DnType::CommonName, "kube-apiserver");
+    serving.distinguished_name.push(DnType::CommonName, "kube-apiserver");
     let serving_cert = serving
         .signed_by(&serving_key, &ca)
         .context("signing the serving certificate")?;
@@ -74,15 +66,9 @@ pub fn generate(dir: &Path) -> Result<Pki> {
     write_private(&pki.ca_cert, &pki.ca_pem)?;
     write_private(&pki.serving_cert, &serving_cert.pem())?;
     write_private(&pki.serving_key, &serving_key.serialize_pem())?;
-    write_private(
-        &pki.service_account_key,
-        &service_account_key.serialize_pem(),
-    )?;
+    write_private(&pki.service_account_key, &service_account_key.serialize_pem())?;
     // The apiserver reads verification keys only as public keys.
-    write_private(
-        &pki.service_account_public_key,
-        &service_account_key.public_key_pem(),
-    )?;
+    write_private(&pki.service_account_public_key, &service_account_key.public_key_pem())?;
     Ok(pki)
 }
 

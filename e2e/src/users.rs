@@ -65,31 +65,16 @@ pub fn generate() -> (Vec<TestUser>, TestUser) {
 pub fn write_token_file(path: &Path, users: &[&TestUser]) -> Result<()> {
     let lines: Vec<String> = users
         .iter()
-        .map(|u| {
-            format!(
-                "{},{},{},\"{}\"",
-                u.token,
-                u.name,
-                u.name,
-                u.groups.join(",")
-            )
-        })
+        .map(|u| format!("{},{},{},\"{}\"", u.token, u.name, u.name, u.groups.join(",")))
         .collect();
     write_private(path, &(lines.join("\n") + "\n"))
 }
 
 /// Writes a kubeconfig with one context per user (named after the user); the
 /// first user's context is current.
-pub fn write_kubeconfig(
-    path: &Path,
-    server: &str,
-    ca_pem: &str,
-    users: &[&TestUser],
-) -> Result<()> {
+pub fn write_kubeconfig(path: &Path, server: &str, ca_pem: &str, users: &[&TestUser]) -> Result<()> {
     use base64::{Engine, engine::general_purpose::STANDARD};
-    let first = users
-        .first()
-        .context("a kubeconfig needs at least one user")?;
+    let first = users.first().context("a kubeconfig needs at least one user")?;
     let config = serde_json::json!({
         "apiVersion": "v1",
         "kind": "Config",

@@ -67,11 +67,7 @@ pub struct Observation<'a> {
 /// `lastTransitionTime` becomes `now` only when the status changes (or the type is
 /// new); reason, message and generation always take the new values. Returns whether
 /// anything changed, so callers can skip a status write.
-pub fn set_condition(
-    conditions: &mut Vec<Condition>,
-    observation: Observation<'_>,
-    now: &Time,
-) -> bool {
+pub fn set_condition(conditions: &mut Vec<Condition>, observation: Observation<'_>, now: &Time) -> bool {
     let status = observation.status.as_str();
     match conditions.iter_mut().find(|c| c.type_ == observation.type_) {
         Some(existing) => {
@@ -119,11 +115,7 @@ mod tests {
         Time(Timestamp::from_second(seconds).expect("valid timestamp"))
     }
 
-    fn ready(
-        status: ConditionStatus,
-        reason: &'static str,
-        generation: i64,
-    ) -> Observation<'static> {
+    fn ready(status: ConditionStatus, reason: &'static str, generation: i64) -> Observation<'static> {
         Observation {
             type_: types::READY,
             status,
@@ -157,11 +149,7 @@ mod tests {
             ready(ConditionStatus::False, "Provisioning", 1),
             &at(10),
         );
-        let changed = set_condition(
-            &mut conditions,
-            ready(ConditionStatus::False, "Committing", 2),
-            &at(20),
-        );
+        let changed = set_condition(&mut conditions, ready(ConditionStatus::False, "Committing", 2), &at(20));
         assert!(changed, "reason and generation changed");
         assert_eq!(conditions[0].last_transition_time, at(10));
         assert_eq!(conditions[0].reason, "Committing");
@@ -176,11 +164,7 @@ mod tests {
             ready(ConditionStatus::False, "Provisioning", 1),
             &at(10),
         );
-        set_condition(
-            &mut conditions,
-            ready(ConditionStatus::True, "Ready", 1),
-            &at(30),
-        );
+        set_condition(&mut conditions, ready(ConditionStatus::True, "Ready", 1), &at(30));
         assert_eq!(conditions.len(), 1, "same type is replaced, not appended");
         assert_eq!(conditions[0].status, "True");
         assert_eq!(conditions[0].last_transition_time, at(30));
@@ -189,11 +173,7 @@ mod tests {
     #[test]
     fn reports_no_change_for_an_identical_observation() {
         let mut conditions = Vec::new();
-        set_condition(
-            &mut conditions,
-            ready(ConditionStatus::True, "Ready", 3),
-            &at(10),
-        );
+        set_condition(&mut conditions, ready(ConditionStatus::True, "Ready", 3), &at(10));
         let snapshot = conditions.clone();
         assert!(!set_condition(
             &mut conditions,
@@ -206,11 +186,7 @@ mod tests {
     #[test]
     fn keeps_other_types_untouched() {
         let mut conditions = Vec::new();
-        set_condition(
-            &mut conditions,
-            ready(ConditionStatus::True, "Ready", 1),
-            &at(10),
-        );
+        set_condition(&mut conditions, ready(ConditionStatus::True, "Ready", 1), &at(10));
         let approved = Observation {
             type_: types::APPROVED,
             status: ConditionStatus::True,
@@ -232,11 +208,7 @@ mod tests {
     #[test]
     fn unknown_is_not_true() {
         let mut conditions = Vec::new();
-        set_condition(
-            &mut conditions,
-            ready(ConditionStatus::Unknown, "Pending", 1),
-            &at(1),
-        );
+        set_condition(&mut conditions, ready(ConditionStatus::Unknown, "Pending", 1), &at(1));
         assert!(!is_true(&conditions, types::READY));
         assert_eq!(ConditionStatus::from(true), ConditionStatus::True);
         assert_eq!(ConditionStatus::from(false), ConditionStatus::False);

@@ -21,9 +21,7 @@ const WELL_FORMED_MESSAGE: &str =
 /// by its own rule, instead of also as a conversion error here.
 pub(crate) fn cel_at_most(shorter: &str, longer: &str) -> String {
     let pattern = WELL_FORMED_RULE.trim_start_matches("self");
-    format!(
-        "!{shorter}{pattern} || !{longer}{pattern} || duration({shorter}) <= duration({longer})"
-    )
+    format!("!{shorter}{pattern} || !{longer}{pattern} || duration({shorter}) <= duration({longer})")
 }
 
 /// A duration such as `72h` or `1h30m` (Go `time.ParseDuration` syntax, without signs or fractions).
@@ -46,9 +44,7 @@ impl GoDuration {
 
     /// The value of the duration.
     pub fn parse(&self) -> Result<std::time::Duration, InvalidDuration> {
-        parse_go_duration(&self.0).ok_or_else(|| InvalidDuration {
-            text: self.0.clone(),
-        })
+        parse_go_duration(&self.0).ok_or_else(|| InvalidDuration { text: self.0.clone() })
     }
 }
 
@@ -56,9 +52,7 @@ impl FromStr for GoDuration {
     type Err = InvalidDuration;
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
-        parse_go_duration(text).ok_or_else(|| InvalidDuration {
-            text: text.to_owned(),
-        })?;
+        parse_go_duration(text).ok_or_else(|| InvalidDuration { text: text.to_owned() })?;
         Ok(Self(text.to_owned()))
     }
 }
@@ -174,19 +168,13 @@ mod tests {
     fn schema_carries_the_cel_rule_and_a_length_bound() {
         let schema = schemars::schema_for!(GoDuration);
         let value = serde_json::to_value(&schema).expect("schema serializes");
-        assert_eq!(
-            value["x-kubernetes-validations"][0]["rule"],
-            WELL_FORMED_RULE
-        );
+        assert_eq!(value["x-kubernetes-validations"][0]["rule"], WELL_FORMED_RULE);
         assert_eq!(value["maxLength"], 32);
     }
 
     #[test]
     fn serializes_as_the_original_string() {
         let parsed: GoDuration = serde_json::from_str("\"1h30m\"").expect("valid duration");
-        assert_eq!(
-            serde_json::to_string(&parsed).expect("serializes"),
-            "\"1h30m\""
-        );
+        assert_eq!(serde_json::to_string(&parsed).expect("serializes"), "\"1h30m\"");
     }
 }

@@ -45,11 +45,7 @@ use super::GoDuration;
         json_path = ".status.environments",
         description = "Environments of this class"
     ),
-    printcolumn(
-        name = "Age",
-        type_ = "date",
-        json_path = ".metadata.creationTimestamp"
-    )
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[serde(rename_all = "camelCase")]
 pub struct EnvironmentClassSpec {

@@ -33,17 +33,8 @@ use super::GoDuration;
         json_path = ".status.namespace",
         description = "The environment's namespace"
     ),
-    printcolumn(
-        name = "Expires",
-        type_ = "date",
-        json_path = ".status.expiresAt",
-        priority = 1
-    ),
-    printcolumn(
-        name = "Age",
-        type_ = "date",
-        json_path = ".metadata.creationTimestamp"
-    )
+    printcolumn(name = "Expires", type_ = "date", json_path = ".status.expiresAt", priority = 1),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[serde(rename_all = "camelCase")]
 pub struct EnvironmentRequestSpec {
@@ -129,9 +120,7 @@ pub struct Approval {
 impl std::fmt::Debug for Approval {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // The token is a bearer credential for this request: never print it.
-        f.debug_struct("Approval")
-            .field("token", &"[redacted]")
-            .finish()
+        f.debug_struct("Approval").field("token", &"[redacted]").finish()
     }
 }
 
@@ -177,11 +166,7 @@ pub struct EnvironmentRequestStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub drift: Option<DriftStatus>,
     /// Estimated monthly cost of this environment, in whole US dollars.
-    #[serde(
-        default,
-        rename = "estimatedMonthlyCostUSD",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, rename = "estimatedMonthlyCostUSD", skip_serializing_if = "Option::is_none")]
     pub estimated_monthly_cost_usd: Option<u32>,
     /// When the environment expires and is removed.
     #[serde(default, skip_serializing_if = "Option::is_none")]

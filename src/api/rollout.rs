@@ -23,11 +23,7 @@ use super::GoDuration;
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
     printcolumn(name = "Stage", type_ = "string", json_path = ".status.currentStage"),
     printcolumn(name = "Paused", type_ = "boolean", json_path = ".spec.paused"),
-    printcolumn(
-        name = "Age",
-        type_ = "date",
-        json_path = ".metadata.creationTimestamp"
-    )
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[serde(rename_all = "camelCase")]
 pub struct RolloutSpec {

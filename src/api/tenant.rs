@@ -48,11 +48,7 @@ use serde::{Deserialize, Serialize};
         type_ = "string",
         json_path = ".status.conditions[?(@.type==\"Ready\")].status"
     ),
-    printcolumn(
-        name = "Age",
-        type_ = "date",
-        json_path = ".metadata.creationTimestamp"
-    )
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("!has(oldSelf.requestNamespace) || (has(self.requestNamespace) && self.requestNamespace == oldSelf.requestNamespace)")
@@ -102,9 +98,7 @@ pub struct Subject {
 }
 
 /// Whether a subject is one user or a group.
-#[derive(
-    JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord,
-)]
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum SubjectKind {
     /// One user.
     User,
@@ -121,11 +115,7 @@ pub struct Budget {
     #[schemars(schema_with = "super::resource_list_schema")]
     pub quota: BTreeMap<String, Quantity>,
     /// Sum of the environments' estimated monthly cost may not exceed this, in whole US dollars.
-    #[serde(
-        default,
-        rename = "monthlyCostUSD",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, rename = "monthlyCostUSD", skip_serializing_if = "Option::is_none")]
     pub monthly_cost_usd: Option<u32>,
     /// The most environments the tenant may have at once.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -47,9 +47,7 @@ enum Cmd {
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
     let result = match Cli::parse().command {
-        Cmd::Up {
-            dir, detach: true, ..
-        } => detach(&dir).await,
+        Cmd::Up { dir, detach: true, .. } => detach(&dir).await,
         Cmd::Up {
             dir,
             watch_pid,
@@ -71,16 +69,11 @@ fn alive(pid: u32) -> bool {
         return false;
     };
     // Signal 0 only checks that the process exists.
-    !matches!(
-        nix::sys::signal::kill(Pid::from_raw(raw), None),
-        Err(Errno::ESRCH)
-    )
+    !matches!(nix::sys::signal::kill(Pid::from_raw(raw), None), Err(Errno::ESRCH))
 }
 
 fn running_supervisor(dir: &Path) -> Option<ClusterInfo> {
-    ClusterInfo::read(dir)
-        .ok()
-        .filter(|info| alive(info.supervisor_pid))
+    ClusterInfo::read(dir).ok().filter(|info| alive(info.supervisor_pid))
 }
 
 /// Runs the control plane in the foreground until SIGINT/SIGTERM, the watched
@@ -94,14 +87,13 @@ async fn supervise(dir: &Path, watch_pid: Option<u32>) -> Result<()> {
         );
     }
     if dir.exists() {
-        std::fs::remove_dir_all(dir)
-            .with_context(|| format!("removing the stale {}", dir.display()))?;
+        std::fs::remove_dir_all(dir).with_context(|| format!("removing the stale {}", dir.display()))?;
     }
     let bin_dir = controlplane::ensure_binaries()?;
     let mut plane = ControlPlane::start(&bin_dir, dir, std::process::id()).await?;
 
-    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .context("SIGTERM handler")?;
+    let mut sigterm =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).context("SIGTERM handler")?;
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     let reason = loop {
         tokio::select! {
@@ -119,7 +111,13 @@ async fn supervise(dir: &Path, watch_pid: Option<u32>) -> Result<()> {
         }
     };
     eprintln!("stopping the control plane: {reason}");
-    plane.stop().await
+    plane.stop().await?;
+    // A test binary's supervisor logs next to the folder; once stopped cleanly the log
+    // has served its purpose (startup failures are reported with it beforehand).
+    if watch_pid.is_some() {
+        let _ = std::fs::remove_file(dir.with_extension("log"));
+    }
+    Ok(())
 }
 
 /// Starts a supervisor in its own process group (so the terminal's Ctrl-C does not
@@ -134,18 +132,16 @@ async fn detach(dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let _ = std::fs::remove_file(ClusterInfo::path_in(dir));
     let log_path = dir.with_extension("log");
-    let log = std::fs::File::create(&log_path)
-        .with_context(|| format!("creating {}", log_path.display()))?;
-    let mut child =
-        std::process::Command::new(std::env::current_exe().context("locating this program")?)
-            .args(["up", "--dir"])
-            .arg(dir)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().context("duplicating the log handle")?)
-            .stderr(log)
-            .process_group(0)
-            .spawn()
-            .context("starting the supervisor")?;
+    let log = std::fs::File::create(&log_path).with_context(|| format!("creating {}", log_path.display()))?;
+    let mut child = std::process::Command::new(std::env::current_exe().context("locating this program")?)
+        .args(["up", "--dir"])
+        .arg(dir)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().context("duplicating the log handle")?)
+        .stderr(log)
+        .process_group(0)
+        .spawn()
+        .context("starting the supervisor")?;
     let deadline = Instant::now() + Duration::from_secs(180);
     loop {
         if let Some(info) = running_supervisor(dir) {
@@ -160,10 +156,7 @@ async fn detach(dir: &Path) -> Result<()> {
             );
         }
         if Instant::now() > deadline {
-            bail!(
-                "the control plane was not ready after 180s; see {}",
-                log_path.display()
-            );
+            bail!("the control plane was not ready after 180s; see {}", log_path.display());
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -178,9 +171,7 @@ fn print_usage(info: &ClusterInfo) {
     );
     println!("point kubectl (v1.34, built with it) at it:");
     println!("  source {}", info.dir.join("env.sh").display());
-    println!(
-        "users (kubectl --context NAME): admin (system:masters), alice (team-payments), bob (platform-approvers)"
-    );
+    println!("users (kubectl --context NAME): admin (system:masters), alice (team-payments), bob (platform-approvers)");
     println!("stop it with: just cluster-down");
 }
 
@@ -190,16 +181,12 @@ async fn down(dir: &Path) -> Result<()> {
         println!("no control plane is running in {}", dir.display());
         return Ok(());
     };
-    let pid =
-        Pid::from_raw(i32::try_from(info.supervisor_pid).context("supervisor pid out of range")?);
+    let pid = Pid::from_raw(i32::try_from(info.supervisor_pid).context("supervisor pid out of range")?);
     nix::sys::signal::kill(pid, Signal::SIGTERM).context("signalling the supervisor")?;
     let deadline = Instant::now() + Duration::from_secs(60);
     while alive(info.supervisor_pid) {
         if Instant::now() > deadline {
-            bail!(
-                "the supervisor (pid {}) did not stop within 60s",
-                info.supervisor_pid
-            );
+            bail!("the supervisor (pid {}) did not stop within 60s", info.supervisor_pid);
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }

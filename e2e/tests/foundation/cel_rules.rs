@@ -117,13 +117,7 @@ async fn create_rules_refuse_with_their_message_and_store_nothing() {
         Refusal {
             rule: "soak is a well-formed duration",
             file: "rollout-checkout.yaml",
-            mutate: |d| {
-                set(
-                    d,
-                    "spec.stages",
-                    yaml("[{name: staging, healthGate: {soak: soon}}]"),
-                )
-            },
+            mutate: |d| set(d, "spec.stages", yaml("[{name: staging, healthGate: {soak: soon}}]")),
             message: "spec.stages[0].healthGate.soak: Invalid value: \"string\": must be a duration",
         },
     ];
@@ -236,15 +230,7 @@ async fn immutability_rules_refuse_updates_and_keep_the_stored_object() {
             let got = cluster
                 .kubectl(
                     "admin",
-                    &[
-                        "get",
-                        &kind,
-                        &name,
-                        "-n",
-                        &namespace,
-                        "-o",
-                        "jsonpath={.spec}",
-                    ],
+                    &["get", &kind, &name, "-n", &namespace, "-o", "jsonpath={.spec}"],
                     None,
                 )
                 .await;
@@ -259,11 +245,7 @@ async fn immutability_rules_refuse_updates_and_keep_the_stored_object() {
         let refused = cluster
             .kubectl("admin", &["replace", "-f", "-"], Some(&to_yaml(&changed)))
             .await;
-        assert!(
-            !refused.success,
-            "{}: the apiserver accepted the change",
-            case.rule
-        );
+        assert!(!refused.success, "{}: the apiserver accepted the change", case.rule);
         assert!(
             refused.stderr.contains(case.message),
             "{}: expected {:?} in:\n{}",

@@ -46,11 +46,7 @@ async fn every_example_is_accepted_and_reads_back_into_the_rust_types() {
     let examples = berth_e2e::repo_root().join("examples");
     let examples = examples.to_string_lossy();
     let dry_run = cluster
-        .kubectl(
-            "admin",
-            &["create", "--dry-run=server", "-f", &examples],
-            None,
-        )
+        .kubectl("admin", &["create", "--dry-run=server", "-f", &examples], None)
         .await;
     assert!(
         dry_run.success,
@@ -64,9 +60,7 @@ async fn every_example_is_accepted_and_reads_back_into_the_rust_types() {
         dry_run.stdout
     );
 
-    let create = cluster
-        .kubectl("admin", &["create", "-f", &examples], None)
-        .await;
+    let create = cluster.kubectl("admin", &["create", "-f", &examples], None).await;
     assert!(create.success, "an example was refused: {}", create.stderr);
 
     let client = cluster.client("admin").await;
@@ -79,10 +73,7 @@ async fn every_example_is_accepted_and_reads_back_into_the_rust_types() {
         .map(|c| c.name_any())
         .collect();
     for class in ["preview", "staging", "production"] {
-        assert!(
-            classes.contains(&class.to_owned()),
-            "{class} missing from {classes:?}"
-        );
+        assert!(classes.contains(&class.to_owned()), "{class} missing from {classes:?}");
     }
     let production = Api::<EnvironmentClass>::all(client.clone())
         .get("production")
@@ -93,10 +84,7 @@ async fn every_example_is_accepted_and_reads_back_into_the_rust_types() {
         production.spec.approval.approver_groups,
         vec!["platform-approvers".to_owned()]
     );
-    assert_eq!(
-        production.spec.ttl, None,
-        "production environments do not expire"
-    );
+    assert_eq!(production.spec.ttl, None, "production environments do not expire");
 
     let tenant = Api::<Tenant>::all(client.clone())
         .get("payments")
@@ -105,28 +93,17 @@ async fn every_example_is_accepted_and_reads_back_into_the_rust_types() {
     assert_eq!(tenant.spec.budget.monthly_cost_usd, Some(5000));
 
     let requests = Api::<EnvironmentRequest>::namespaced(client.clone(), "payments");
-    let preview = requests
-        .get("checkout-pr-1234")
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    let preview = requests.get("checkout-pr-1234").await.unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(preview.spec.class, "preview");
     assert_eq!(preview.spec.ttl.as_ref().map(|t| t.as_str()), Some("48h"));
-    let staging = requests
-        .get("checkout-staging")
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    let staging = requests.get("checkout-staging").await.unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(staging.spec.app.revision, "v1.8.0");
 
     let rollout = Api::<Rollout>::namespaced(client, "payments")
         .get("checkout-v1-9-0")
         .await
         .unwrap_or_else(|e| panic!("{e}"));
-    let stages: Vec<&str> = rollout
-        .spec
-        .stages
-        .iter()
-        .map(|s| s.name.as_str())
-        .collect();
+    let stages: Vec<&str> = rollout.spec.stages.iter().map(|s| s.name.as_str()).collect();
     assert_eq!(stages, ["staging", "production"]);
 }
 
@@ -165,17 +142,11 @@ spec:
   stages: [{{name: all}}]
 "
     );
-    let created = cluster
-        .kubectl("admin", &["create", "-f", "-"], Some(&objects))
-        .await;
+    let created = cluster.kubectl("admin", &["create", "-f", "-"], Some(&objects)).await;
     assert!(created.success, "{}", created.stderr);
 
     let listed = cluster
-        .kubectl(
-            "admin",
-            &["get", "berth", "-n", &namespace, "-o", "name"],
-            None,
-        )
+        .kubectl("admin", &["get", "berth", "-n", &namespace, "-o", "name"], None)
         .await;
     assert!(listed.success, "{}", listed.stderr);
     for expected in [
@@ -204,23 +175,11 @@ spec:
         .collect();
     assert_eq!(
         header,
-        [
-            "NAME",
-            "TENANT",
-            "CLASS",
-            "PHASE",
-            "READY",
-            "NAMESPACE",
-            "AGE"
-        ],
+        ["NAME", "TENANT", "CLASS", "PHASE", "READY", "NAMESPACE", "AGE"],
         "{}",
         table.stdout
     );
-    assert!(
-        table.stdout.contains(&format!("listed-{suffix}")),
-        "{}",
-        table.stdout
-    );
+    assert!(table.stdout.contains(&format!("listed-{suffix}")), "{}", table.stdout);
 }
 
 #[tokio::test]

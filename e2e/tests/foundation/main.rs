@@ -15,8 +15,7 @@ fn cluster() -> &'static Cluster {
 /// Reads a file from `examples/` as YAML.
 fn example(name: &str) -> serde_yaml::Value {
     let path = berth_e2e::repo_root().join("examples").join(name);
-    let text = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
     serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("{} is not YAML: {e}", path.display()))
 }
 

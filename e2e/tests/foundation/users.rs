@@ -18,15 +18,10 @@ async fn users_authenticate_with_their_groups() {
         ("bob", "platform-approvers"),
     ] {
         let whoami = cluster
-            .kubectl(
-                user,
-                &["auth", "whoami", "-o", "jsonpath={.status.userInfo}"],
-                None,
-            )
+            .kubectl(user, &["auth", "whoami", "-o", "jsonpath={.status.userInfo}"], None)
             .await;
         assert!(whoami.success, "{user}: {}", whoami.stderr);
-        let info: serde_json::Value =
-            serde_json::from_str(&whoami.stdout).unwrap_or_else(|e| panic!("{user}: {e}"));
+        let info: serde_json::Value = serde_json::from_str(&whoami.stdout).unwrap_or_else(|e| panic!("{user}: {e}"));
         assert_eq!(info["username"], user);
         let groups = info["groups"].as_array().cloned().unwrap_or_default();
         assert!(
@@ -52,13 +47,8 @@ spec:
 "
     );
 
-    let denied = cluster
-        .kubectl("alice", &["create", "-f", "-"], Some(&request))
-        .await;
-    assert!(
-        !denied.success,
-        "alice created a request without any binding"
-    );
+    let denied = cluster.kubectl("alice", &["create", "-f", "-"], Some(&request)).await;
+    assert!(!denied.success, "alice created a request without any binding");
     assert!(
         denied.stderr.contains("forbidden") && denied.stderr.contains("User \"alice\""),
         "expected an RBAC denial for alice: {}",
@@ -99,13 +89,9 @@ subjects:
   - {{apiGroup: rbac.authorization.k8s.io, kind: Group, name: team-payments}}
 "
     );
-    let bound = cluster
-        .kubectl("admin", &["create", "-f", "-"], Some(&binding))
-        .await;
+    let bound = cluster.kubectl("admin", &["create", "-f", "-"], Some(&binding)).await;
     assert!(bound.success, "{}", bound.stderr);
-    let allowed = cluster
-        .kubectl("alice", &["create", "-f", "-"], Some(&request))
-        .await;
+    let allowed = cluster.kubectl("alice", &["create", "-f", "-"], Some(&request)).await;
     assert!(
         allowed.success,
         "alice's group binding did not let her create: {}",
@@ -113,11 +99,7 @@ subjects:
     );
     // bob is in another group: still denied.
     let bob = cluster
-        .kubectl(
-            "bob",
-            &["get", "environmentrequests", "-n", &namespace],
-            None,
-        )
+        .kubectl("bob", &["get", "environmentrequests", "-n", &namespace], None)
         .await;
     assert!(
         !bob.success && bob.stderr.contains("forbidden"),
@@ -133,24 +115,13 @@ async fn deleted_namespaces_disappear_because_the_controller_manager_runs() {
     let filled = cluster
         .kubectl(
             "admin",
-            &[
-                "create",
-                "configmap",
-                "payload",
-                "-n",
-                &namespace,
-                "--from-literal=k=v",
-            ],
+            &["create", "configmap", "payload", "-n", &namespace, "--from-literal=k=v"],
             None,
         )
         .await;
     assert!(filled.success, "{}", filled.stderr);
     let deleted = cluster
-        .kubectl(
-            "admin",
-            &["delete", "namespace", &namespace, "--wait=false"],
-            None,
-        )
+        .kubectl("admin", &["delete", "namespace", &namespace, "--wait=false"], None)
         .await;
     assert!(deleted.success, "{}", deleted.stderr);
 
@@ -159,13 +130,8 @@ async fn deleted_namespaces_disappear_because_the_controller_manager_runs() {
     loop {
         match namespaces.get_opt(&namespace).await {
             Ok(None) => break,
-            Ok(Some(_)) if Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(250)).await
-            }
-            Ok(Some(ns)) => panic!(
-                "namespace {namespace} still present after 90s: {:?}",
-                ns.status
-            ),
+            Ok(Some(_)) if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(250)).await,
+            Ok(Some(ns)) => panic!("namespace {namespace} still present after 90s: {:?}", ns.status),
             Err(error) => panic!("cannot read namespace {namespace}: {error}"),
         }
     }
