@@ -25,10 +25,7 @@ fn environment_files() -> BTreeMap<String, Vec<u8>> {
     let tenant = serde_yaml::from_str(&read("tenant-payments.yaml")).expect("tenant");
     let request = serde_yaml::from_str(&read("environmentrequest-preview.yaml")).expect("request");
     let env = render(&class, &tenant, &request, &RenderOptions::default()).expect("renders");
-    env.files
-        .into_iter()
-        .map(|(name, yaml)| (name, yaml.into_bytes()))
-        .collect()
+    env.files.into_iter().map(|(name, yaml)| (name, yaml.into_bytes())).collect()
 }
 
 async fn writer(dir: &Path, remote: &Path, batch_window: Duration) -> WriterHandle {
@@ -46,11 +43,7 @@ async fn put_many(writer: &WriterHandle, files: &BTreeMap<String, Vec<u8>>, star
         async move {
             let path = environment_path("in-cluster", "bench", &format!("env-{i:05}")).expect("path");
             writer
-                .put(
-                    path,
-                    files,
-                    ChangeReason::new(format!("bench/env-{i:05}"), Some(1), "bench"),
-                )
+                .put(path, files, ChangeReason::new(format!("bench/env-{i:05}"), Some(1), "bench"))
                 .await
                 .expect("put")
         }
@@ -73,10 +66,8 @@ fn ms(d: Duration) -> String {
 
 #[tokio::main]
 async fn main() {
-    let report_path = std::env::args()
-        .skip(1)
-        .find(|a| !a.starts_with('-'))
-        .unwrap_or_else(|| "target/bench/gitops.md".to_owned());
+    let report_path =
+        std::env::args().skip(1).find(|a| !a.starts_with('-')).unwrap_or_else(|| "target/bench/gitops.md".to_owned());
     let files = environment_files();
     let mut report = String::from("# GitOps writer benchmark\n\n");
     report.push_str(&format!(

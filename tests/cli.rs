@@ -19,10 +19,7 @@ fn render_prints_every_file_with_its_repository_path() {
     let out = berth(&["render", "-f", "examples"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let stdout = text(&out.stdout);
-    assert!(
-        stdout.contains("# clusters/prod-eu-west-1/tenants/payments/checkout-prod/application.yaml\n"),
-        "{stdout}"
-    );
+    assert!(stdout.contains("# clusters/prod-eu-west-1/tenants/payments/checkout-prod/application.yaml\n"), "{stdout}");
     assert!(stdout.contains("kind: NetworkPolicy"));
 }
 
@@ -32,32 +29,20 @@ fn render_out_then_diff_round_trips_and_diff_exits_1_on_change() {
     let dir = checkout.path().to_string_lossy().into_owned();
     let out = berth(&["render", "-f", "examples", "--out", &dir]);
     assert!(out.status.success(), "{}", text(&out.stderr));
-    assert!(
-        Path::new(&dir)
-            .join("clusters/in-cluster/tenants/payments/checkout-pr-1234/namespace.yaml")
-            .is_file()
-    );
+    assert!(Path::new(&dir).join("clusters/in-cluster/tenants/payments/checkout-pr-1234/namespace.yaml").is_file());
 
     let same = berth(&["diff", "-f", "examples", "--gitops", &dir]);
     assert_eq!(same.status.code(), Some(0), "{}", text(&same.stdout));
     assert!(same.stdout.is_empty());
 
     let file = Path::new(&dir).join("clusters/in-cluster/tenants/payments/checkout-pr-1234/namespace.yaml");
-    let edited = std::fs::read_to_string(&file)
-        .expect("read")
-        .replace("enforce: baseline", "enforce: privileged");
+    let edited = std::fs::read_to_string(&file).expect("read").replace("enforce: baseline", "enforce: privileged");
     std::fs::write(&file, edited).expect("write");
     let changed = berth(&["diff", "-f", "examples", "--gitops", &dir]);
     assert_eq!(changed.status.code(), Some(1));
     let diff = text(&changed.stdout);
-    assert!(
-        diff.contains("-    pod-security.kubernetes.io/enforce: privileged"),
-        "{diff}"
-    );
-    assert!(
-        diff.contains("+    pod-security.kubernetes.io/enforce: baseline"),
-        "{diff}"
-    );
+    assert!(diff.contains("-    pod-security.kubernetes.io/enforce: privileged"), "{diff}");
+    assert!(diff.contains("+    pod-security.kubernetes.io/enforce: baseline"), "{diff}");
 }
 
 #[test]

@@ -19,12 +19,7 @@ use tempfile::TempDir;
 /// Runs git in `dir`; panics with stderr on failure.
 fn git(dir: &Path, args: &[&str]) -> String {
     let out = git_cmd(dir, args).output().expect("run git");
-    assert!(
-        out.status.success(),
-        "git {args:?} in {}: {}",
-        dir.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "git {args:?} in {}: {}", dir.display(), String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
@@ -53,10 +48,7 @@ impl Fixture {
     fn new() -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let remote = dir.path().join("remote.git");
-        git(
-            dir.path(),
-            &["init", "--quiet", "--bare", "--initial-branch=main", "remote.git"],
-        );
+        git(dir.path(), &["init", "--quiet", "--bare", "--initial-branch=main", "remote.git"]);
         let url = format!("file://{}", remote.display());
         Self { dir, remote, url }
     }
@@ -95,10 +87,7 @@ impl Fixture {
     }
 
     fn files(&self, rev: &str) -> BTreeSet<String> {
-        git(&self.remote, &["ls-tree", "-r", "--name-only", rev])
-            .lines()
-            .map(str::to_owned)
-            .collect()
+        git(&self.remote, &["ls-tree", "-r", "--name-only", rev]).lines().map(str::to_owned).collect()
     }
 
     fn show(&self, rev: &str, path: &str) -> String {
@@ -114,14 +103,8 @@ impl Fixture {
     }
 
     fn fsck_clean(&self) {
-        let out = git_cmd(&self.remote, &["fsck", "--strict", "--no-dangling"])
-            .output()
-            .expect("fsck");
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let out = git_cmd(&self.remote, &["fsck", "--strict", "--no-dangling"]).output().expect("fsck");
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
         assert!(out.status.success() && text.trim().is_empty(), "git fsck: {text}");
     }
 }
@@ -147,14 +130,8 @@ fn env(tenant: &str, request: &str) -> RepoPath {
 
 fn manifests(request: &str, version: u32) -> BTreeMap<String, Vec<u8>> {
     BTreeMap::from([
-        (
-            "namespace.yaml".to_owned(),
-            format!("kind: Namespace\nname: {request}\n").into_bytes(),
-        ),
-        (
-            "resourcequota.yaml".to_owned(),
-            format!("kind: ResourceQuota\nversion: {version}\n").into_bytes(),
-        ),
+        ("namespace.yaml".to_owned(), format!("kind: Namespace\nname: {request}\n").into_bytes()),
+        ("resourcequota.yaml".to_owned(), format!("kind: ResourceQuota\nversion: {version}\n").into_bytes()),
     ])
 }
 
@@ -164,11 +141,7 @@ fn reason(request: &str, generation: i64) -> ChangeReason {
 
 async fn put(handle: &WriterHandle, tenant: &str, request: &str, version: u32) -> CommitOutcome {
     handle
-        .put(
-            env(tenant, request),
-            manifests(request, version),
-            reason(request, i64::from(version)),
-        )
+        .put(env(tenant, request), manifests(request, version), reason(request, i64::from(version)))
         .await
         .expect("put")
 }
@@ -216,10 +189,7 @@ async fn put_lands_as_one_commit_with_files_and_trailers() {
     assert_eq!(trailers, "Berth-Request: team-a/web\nBerth-Generation: 3");
     let subject = git(&fx.remote, &["log", "-1", "--format=%s", "main"]);
     assert_eq!(subject, "berth: update clusters/dev/tenants/team-a/web");
-    assert_eq!(
-        git(&fx.remote, &["log", "-1", "--format=%an <%ae>", "main"]),
-        "Berth <berth@berth.dev>"
-    );
+    assert_eq!(git(&fx.remote, &["log", "-1", "--format=%an <%ae>", "main"]), "Berth <berth@berth.dev>");
     assert_eq!(metric(&registry, "berth_gitops_commits_total"), 1.0);
     writer.shutdown().await.expect("shutdown");
     fx.fsck_clean();
@@ -247,16 +217,9 @@ async fn concurrent_puts_within_the_window_make_one_commit() {
     assert_eq!(commits.len(), 1, "every waiter gets the same commit: {commits:?}");
     assert_eq!(fx.commit_count("main"), 1);
     assert_eq!(fx.head("main").as_ref(), commits.first());
-    let folders: BTreeSet<_> = fx
-        .files("main")
-        .iter()
-        .filter_map(|f| f.split('/').nth(4).map(str::to_owned))
-        .collect();
+    let folders: BTreeSet<_> = fx.files("main").iter().filter_map(|f| f.split('/').nth(4).map(str::to_owned)).collect();
     assert_eq!(folders.len(), 20, "{folders:?}");
-    let requests = git(
-        &fx.remote,
-        &["log", "-1", "--format=%(trailers:key=Berth-Request,valueonly)", "main"],
-    );
+    let requests = git(&fx.remote, &["log", "-1", "--format=%(trailers:key=Berth-Request,valueonly)", "main"]);
     assert_eq!(requests.lines().count(), 20, "{requests}");
     let body = git(&fx.remote, &["log", "-1", "--format=%B", "main"]);
     assert!(body.starts_with("berth: update 20 environment folders"), "{body}");
@@ -274,10 +237,7 @@ async fn same_content_again_makes_no_commit_even_after_restart() {
     assert!(first.created);
     assert!(!again.created);
     assert_eq!(again.commit, first.commit);
-    assert_eq!(
-        metric(&registry, "berth_gitops_batches_total{outcome=\"unchanged\"}"),
-        1.0
-    );
+    assert_eq!(metric(&registry, "berth_gitops_batches_total{outcome=\"unchanged\"}"), 1.0);
     writer.shutdown().await.expect("shutdown");
 
     // Restart on the same working copy.
@@ -304,10 +264,7 @@ async fn remove_deletes_the_folder_and_prunes_empty_parents() {
     put(&writer, "team-d", "web", 1).await;
     put(&writer, "team-d", "api", 1).await;
     let other = environment_path("prod", "team-e", "db").expect("valid");
-    writer
-        .put(other.clone(), manifests("db", 1), reason("db", 1))
-        .await
-        .expect("put");
+    writer.put(other.clone(), manifests("db", 1), reason("db", 1)).await.expect("put");
     let api_before = fx.show("main", "clusters/dev/tenants/team-d/api/namespace.yaml");
 
     let removed = writer.remove(other, reason("db", 2)).await.expect("remove");
@@ -319,10 +276,7 @@ async fn remove_deletes_the_folder_and_prunes_empty_parents() {
     let subject = git(&fx.remote, &["log", "-1", "--format=%s", "main"]);
     assert_eq!(subject, "berth: remove clusters/prod/tenants/team-e/db");
 
-    writer
-        .remove(env("team-d", "web"), reason("web", 2))
-        .await
-        .expect("remove");
+    writer.remove(env("team-d", "web"), reason("web", 2)).await.expect("remove");
     let files = fx.files("main");
     assert_eq!(
         files,
@@ -331,16 +285,10 @@ async fn remove_deletes_the_folder_and_prunes_empty_parents() {
             "clusters/dev/tenants/team-d/api/resourcequota.yaml".to_owned(),
         ])
     );
-    assert_eq!(
-        fx.show("main", "clusters/dev/tenants/team-d/api/namespace.yaml"),
-        api_before
-    );
+    assert_eq!(fx.show("main", "clusters/dev/tenants/team-d/api/namespace.yaml"), api_before);
 
     let count = fx.commit_count("main");
-    let noop = writer
-        .remove(env("team-d", "gone"), reason("gone", 1))
-        .await
-        .expect("remove");
+    let noop = writer.remove(env("team-d", "gone"), reason("gone", 1)).await.expect("remove");
     assert!(!noop.created, "removing a missing folder commits nothing");
     assert_eq!(fx.commit_count("main"), count);
     writer.shutdown().await.expect("shutdown");
@@ -352,19 +300,10 @@ async fn put_replaces_the_whole_folder() {
     let (writer, _) = start(fx.config("w")).await;
     put(&writer, "team-f", "web", 1).await;
     let files = BTreeMap::from([("application.yaml".to_owned(), b"kind: Application\n".to_vec())]);
-    writer
-        .put(env("team-f", "web"), files, reason("web", 2))
-        .await
-        .expect("put");
-    assert_eq!(
-        fx.files("main"),
-        BTreeSet::from(["clusters/dev/tenants/team-f/web/application.yaml".to_owned()])
-    );
+    writer.put(env("team-f", "web"), files, reason("web", 2)).await.expect("put");
+    assert_eq!(fx.files("main"), BTreeSet::from(["clusters/dev/tenants/team-f/web/application.yaml".to_owned()]));
     let bad = BTreeMap::from([("../escape.yaml".to_owned(), Vec::new())]);
-    let err = writer
-        .put(env("team-f", "web"), bad, reason("web", 3))
-        .await
-        .expect_err("invalid name");
+    let err = writer.put(env("team-f", "web"), bad, reason("web", 3)).await.expect_err("invalid name");
     assert!(matches!(err, Error::InvalidFile { .. }), "{err:?}");
     writer.shutdown().await.expect("shutdown");
 }
@@ -412,10 +351,7 @@ async fn external_pusher_and_writer_both_survive() {
     let files = fx.files("main");
     for i in 0..12 {
         assert!(files.contains(&format!("external/{i}.txt")), "{files:?}");
-        assert!(
-            files.contains(&format!("clusters/dev/tenants/team-g/env-{i}/namespace.yaml")),
-            "{files:?}"
-        );
+        assert!(files.contains(&format!("clusters/dev/tenants/team-g/env-{i}/namespace.yaml")), "{files:?}");
     }
     assert!(files.contains("README.md"));
     fx.fsck_clean();
@@ -429,10 +365,7 @@ struct Daemon {
 
 impl Daemon {
     fn start(fx: &Fixture) -> Self {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port();
+        let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port();
         let base = fx.dir.path().to_str().expect("utf-8 path");
         // Run git-daemon itself, not `git daemon`: killing the `git` wrapper would
         // leave the daemon running.
@@ -456,10 +389,7 @@ impl Daemon {
             assert!(started.elapsed() < Duration::from_secs(10), "git daemon did not start");
             std::thread::sleep(Duration::from_millis(20));
         }
-        Self {
-            child,
-            url: format!("git://127.0.0.1:{port}/remote.git"),
-        }
+        Self { child, url: format!("git://127.0.0.1:{port}/remote.git") }
     }
 }
 
@@ -494,10 +424,7 @@ async fn push_race_is_fetched_and_reapplied_without_force() {
     let hook = fx.remote.join("hooks/pre-receive");
     std::fs::write(&hook, RACING_PRE_RECEIVE).expect("hook");
     git(&fx.remote, &["config", "receive.denyNonFastForwards", "true"]);
-    std::process::Command::new("chmod")
-        .args(["+x", hook.to_str().expect("utf-8")])
-        .status()
-        .expect("chmod");
+    std::process::Command::new("chmod").args(["+x", hook.to_str().expect("utf-8")]).status().expect("chmod");
     let daemon = Daemon::start(&fx);
     let mut config = fx.config("w");
     config.remote_url = daemon.url.clone();
@@ -514,16 +441,8 @@ async fn push_race_is_fetched_and_reapplied_without_force() {
     assert_eq!(fx.commit_count("main"), 3, "seed, racer, one berth commit");
     let files = fx.files("main");
     assert!(files.contains("external/race.txt"), "{files:?}");
-    assert!(
-        files.contains("clusters/dev/tenants/team-h/web/namespace.yaml"),
-        "{files:?}"
-    );
-    assert!(
-        metric(
-            &registry,
-            "berth_gitops_push_failures_total{reason=\"non_fast_forward\"}"
-        ) >= 1.0
-    );
+    assert!(files.contains("clusters/dev/tenants/team-h/web/namespace.yaml"), "{files:?}");
+    assert!(metric(&registry, "berth_gitops_push_failures_total{reason=\"non_fast_forward\"}") >= 1.0);
     writer.shutdown().await.expect("shutdown");
     drop(daemon);
     fx.fsck_clean();
@@ -537,10 +456,8 @@ async fn remote_down_then_back_loses_nothing() {
 
     let away = fx.dir.path().join("remote-away.git");
     std::fs::rename(&fx.remote, &away).expect("take remote away");
-    let err = writer
-        .put(env("team-i", "two"), manifests("two", 1), reason("two", 1))
-        .await
-        .expect_err("remote is down");
+    let err =
+        writer.put(env("team-i", "two"), manifests("two", 1), reason("two", 1)).await.expect_err("remote is down");
     let text = err.to_string();
     assert!(matches!(err, Error::PushGaveUp { attempts: 4, .. }), "{err:?}");
     assert!(text.contains(&fx.url), "names the remote: {text}");
@@ -554,17 +471,12 @@ async fn remote_down_then_back_loses_nothing() {
     std::fs::rename(&away, &fx.remote).expect("bring remote back");
     // Nobody asks again: the owed change is retried on its own.
     wait_until("the owed change to land", Duration::from_secs(20), || {
-        fx.files("main")
-            .contains("clusters/dev/tenants/team-i/two/namespace.yaml")
+        fx.files("main").contains("clusters/dev/tenants/team-i/two/namespace.yaml")
     })
     .await;
     assert_eq!(metric(&registry, "berth_gitops_pending_changes"), 0.0);
     put(&writer, "team-i", "three", 1).await;
-    let folders: BTreeSet<_> = fx
-        .files("main")
-        .iter()
-        .filter_map(|f| f.split('/').nth(4).map(str::to_owned))
-        .collect();
+    let folders: BTreeSet<_> = fx.files("main").iter().filter_map(|f| f.split('/').nth(4).map(str::to_owned)).collect();
     assert_eq!(folders, BTreeSet::from(["one", "two", "three"].map(String::from)));
     assert_eq!(fx.commit_count("main"), 3);
     writer.shutdown().await.expect("shutdown");
@@ -587,37 +499,21 @@ async fn restart_mid_stream_neither_duplicates_nor_loses() {
     tokio::time::sleep(Duration::from_millis(10)).await;
     writer.shutdown().await.expect("shutdown flushes");
     created += usize::from(pending.await.expect("task").created);
-    assert!(
-        fx.files("main")
-            .contains("clusters/dev/tenants/team-j/c/namespace.yaml")
-    );
+    assert!(fx.files("main").contains("clusters/dev/tenants/team-j/c/namespace.yaml"));
 
     let (writer, _) = start(fx.config("w")).await;
     let b_again = put(&writer, "team-j", "b", 1).await;
     assert!(!b_again.created, "re-sent state commits nothing");
     created += usize::from(put(&writer, "team-j", "d", 1).await.created);
-    created += usize::from(
-        writer
-            .remove(env("team-j", "a"), reason("a", 2))
-            .await
-            .expect("remove")
-            .created,
-    );
+    created += usize::from(writer.remove(env("team-j", "a"), reason("a", 2)).await.expect("remove").created);
     writer.shutdown().await.expect("shutdown");
 
     assert_eq!(fx.commit_count("main"), created, "one commit per change, no duplicates");
-    let folders: BTreeSet<_> = fx
-        .files("main")
-        .iter()
-        .filter_map(|f| f.split('/').nth(4).map(str::to_owned))
-        .collect();
+    let folders: BTreeSet<_> = fx.files("main").iter().filter_map(|f| f.split('/').nth(4).map(str::to_owned)).collect();
     assert_eq!(folders, BTreeSet::from(["b", "c", "d"].map(String::from)));
     fx.fsck_clean();
     let clone = fx.workdir("w").join("repo.git");
-    assert!(
-        git_ok(&clone, &["fsck", "--no-dangling"]),
-        "the writer's clone is sound too"
-    );
+    assert!(git_ok(&clone, &["fsck", "--no-dangling"]), "the writer's clone is sound too");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -633,11 +529,7 @@ async fn damaged_or_missing_working_copy_is_recloned() {
     let (writer, registry) = start(fx.config("w")).await;
     put(&writer, "team-k", "b", 1).await;
     writer.shutdown().await.expect("shutdown");
-    assert_eq!(
-        metric(&registry, "berth_gitops_reclones_total"),
-        0.0,
-        "re-created at open, not mid-run"
-    );
+    assert_eq!(metric(&registry, "berth_gitops_reclones_total"), 0.0, "re-created at open, not mid-run");
 
     // A corrupted loose object: the commit the clone's refs point at.
     let head = fx.head("main").expect("main");
@@ -662,11 +554,7 @@ async fn damaged_or_missing_working_copy_is_recloned() {
     assert!(!again.created);
     writer.shutdown().await.expect("shutdown");
 
-    let folders: BTreeSet<_> = fx
-        .files("main")
-        .iter()
-        .filter_map(|f| f.split('/').nth(4).map(str::to_owned))
-        .collect();
+    let folders: BTreeSet<_> = fx.files("main").iter().filter_map(|f| f.split('/').nth(4).map(str::to_owned)).collect();
     assert_eq!(folders, BTreeSet::from(["a", "b", "c", "d", "e"].map(String::from)));
     assert_eq!(fx.commit_count("main"), 5);
     fx.fsck_clean();
@@ -684,14 +572,8 @@ async fn damage_found_mid_run_triggers_a_reclone() {
     assert!(outcome.created);
     assert!(metric(&registry, "berth_gitops_reclones_total") >= 1.0);
     writer.shutdown().await.expect("shutdown");
-    assert!(
-        fx.files("main")
-            .contains("clusters/dev/tenants/team-l/b/namespace.yaml")
-    );
-    assert!(
-        fx.files("main")
-            .contains("clusters/dev/tenants/team-l/a/namespace.yaml")
-    );
+    assert!(fx.files("main").contains("clusters/dev/tenants/team-l/b/namespace.yaml"));
+    assert!(fx.files("main").contains("clusters/dev/tenants/team-l/a/namespace.yaml"));
 }
 
 const TOKEN: &str = "ghp_TOPSECRET_test_token_9f8e7d";
@@ -710,10 +592,7 @@ async fn secrets_never_reach_errors_or_debug_output() {
         .expect_err("credentials in url");
     assert!(!err.to_string().contains(TOKEN), "{err}");
     assert!(!format!("{err:?}").contains(TOKEN), "{err:?}");
-    assert!(
-        err.to_string().contains("https://[redacted]@127.0.0.1:1/repo.git"),
-        "{err}"
-    );
+    assert!(err.to_string().contains("https://[redacted]@127.0.0.1:1/repo.git"), "{err}");
 
     // A token from a file, against a remote that is not there.
     let token_file = fx.dir.path().join("token");
@@ -734,10 +613,7 @@ async fn secrets_never_reach_errors_or_debug_output() {
         assert!(!text.contains(TOKEN), "{text}");
         assert!(text.contains("https://127.0.0.1:1/repo.git"), "{text}");
     }
-    let err = writer
-        .put(env("team-m", "web"), manifests("web", 1), reason("web", 1))
-        .await
-        .expect_err("push fails");
+    let err = writer.put(env("team-m", "web"), manifests("web", 1), reason("web", 1)).await.expect_err("push fails");
     for text in [err.to_string(), format!("{err:?}")] {
         assert!(!text.contains(TOKEN), "{text}");
     }
@@ -772,9 +648,7 @@ async fn pull_request_mode_pushes_a_promotion_branch_only() {
     let fx = Fixture::new();
     let seed = fx.seed();
     let mut config = fx.config("w");
-    config.mode = PushMode::PullRequest {
-        branch_prefix: "berth/".to_owned(),
-    };
+    config.mode = PushMode::PullRequest { branch_prefix: "berth/".to_owned() };
     let (writer, _) = start(config).await;
 
     let outcome = put(&writer, "team-n", "web", 1).await;
@@ -785,26 +659,14 @@ async fn pull_request_mode_pushes_a_promotion_branch_only() {
     let promo = fx.head(&outcome.branch).expect("promotion branch pushed");
     assert_eq!(promo, outcome.commit.as_str());
     assert_eq!(git(&fx.remote, &["rev-parse", &format!("{promo}^")]), seed);
-    assert!(
-        fx.files(&promo)
-            .contains("clusters/dev/tenants/team-n/web/namespace.yaml")
-    );
-    let trailers = git(
-        &fx.remote,
-        &["log", "-1", "--format=%(trailers:key=Berth-Request,valueonly)", &promo],
-    );
+    assert!(fx.files(&promo).contains("clusters/dev/tenants/team-n/web/namespace.yaml"));
+    let trailers = git(&fx.remote, &["log", "-1", "--format=%(trailers:key=Berth-Request,valueonly)", &promo]);
     assert_eq!(trailers, "team/web");
 
     // The same change again finds its branch and pushes nothing new.
     let again = put(&writer, "team-n", "web", 1).await;
     assert!(!again.created);
-    assert_eq!(
-        again,
-        CommitOutcome {
-            created: false,
-            ..outcome.clone()
-        }
-    );
+    assert_eq!(again, CommitOutcome { created: false, ..outcome.clone() });
 
     // A different change gets a different branch.
     let other = put(&writer, "team-n", "api", 1).await;

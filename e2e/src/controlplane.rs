@@ -130,12 +130,7 @@ impl ControlPlane {
         let kubeconfig = dir.join("kubeconfig");
         users::write_kubeconfig(&kubeconfig, &server, &pki.ca_pem, &people.iter().collect::<Vec<_>>())?;
         let controller_manager_kubeconfig = dir.join("controller-manager.kubeconfig");
-        users::write_kubeconfig(
-            &controller_manager_kubeconfig,
-            &server,
-            &pki.ca_pem,
-            &[&controller_manager],
-        )?;
+        users::write_kubeconfig(&controller_manager_kubeconfig, &server, &pki.ca_pem, &[&controller_manager])?;
 
         let path = |p: &Path| p.display().to_string();
         let mut processes = Vec::new();
@@ -222,11 +217,7 @@ impl ControlPlane {
         let info_path = ClusterInfo::path_in(&dir);
         let json = serde_json::to_string_pretty(&plane.info).context("serializing cluster.json")?;
         pki::write_private(&info_path, &json)?;
-        eprintln!(
-            "control plane ready at {} in {:.1}s",
-            plane.info.server,
-            started.elapsed().as_secs_f64()
-        );
+        eprintln!("control plane ready at {} in {:.1}s", plane.info.server, started.elapsed().as_secs_f64());
         Ok(plane)
     }
 
@@ -250,9 +241,7 @@ impl ControlPlane {
         let client = crate::client_for(&self.info, "admin").await?;
         loop {
             self.check_alive()?;
-            let request = http::Request::get("/readyz")
-                .body(Vec::new())
-                .context("building /readyz request")?;
+            let request = http::Request::get("/readyz").body(Vec::new()).context("building /readyz request")?;
             match client.request_text(request).await {
                 Ok(body) if body.trim() == "ok" => return Ok(()),
                 Ok(_) | Err(_) if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(250)).await,
@@ -280,10 +269,7 @@ async fn terminate(process: &mut Process) {
         let pid = Pid::from_raw(i32::try_from(id).unwrap_or(i32::MAX));
         // The process may already be gone; SIGKILL below covers the rest.
         let _ = nix::sys::signal::kill(pid, Signal::SIGTERM);
-        if tokio::time::timeout(Duration::from_secs(10), process.child.wait())
-            .await
-            .is_ok()
-        {
+        if tokio::time::timeout(Duration::from_secs(10), process.child.wait()).await.is_ok() {
             return;
         }
     }

@@ -68,14 +68,9 @@ impl Cluster {
             .stderr(Stdio::piped());
         let mut child = command.spawn().unwrap_or_else(|e| panic!("cannot run kubectl: {e}"));
         if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
-            pipe.write_all(input.as_bytes())
-                .await
-                .unwrap_or_else(|e| panic!("cannot feed kubectl: {e}"));
+            pipe.write_all(input.as_bytes()).await.unwrap_or_else(|e| panic!("cannot feed kubectl: {e}"));
         }
-        let output = child
-            .wait_with_output()
-            .await
-            .unwrap_or_else(|e| panic!("kubectl did not finish: {e}"));
+        let output = child.wait_with_output().await.unwrap_or_else(|e| panic!("kubectl did not finish: {e}"));
         KubectlOutput {
             success: output.status.success(),
             stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
@@ -94,11 +89,7 @@ impl Cluster {
     pub async fn install_argocd_crds(&self) {
         if self.argocd_crds.get().is_none() {
             let created = self.kubectl("admin", &["create", "namespace", "argocd"], None).await;
-            assert!(
-                created.success || created.stderr.contains("AlreadyExists"),
-                "{}",
-                created.stderr
-            );
+            assert!(created.success || created.stderr.contains("AlreadyExists"), "{}", created.stderr);
         }
         let dir = argocd_crds_dir().unwrap_or_else(|e| panic!("{e:#}"));
         let files = [dir.join("application-crd.yaml"), dir.join("appproject-crd.yaml")];
@@ -110,32 +101,18 @@ impl Cluster {
         if let Some(result) = done.get() {
             return result.clone().unwrap_or_else(|e| panic!("{e}"));
         }
-        let files: Vec<String> = paths
-            .iter()
-            .flat_map(|p| ["-f".to_owned(), p.to_string_lossy().into_owned()])
-            .collect();
-        let with = |verb: &[&'static str]| {
-            verb.iter()
-                .map(|s| (*s).to_owned())
-                .chain(files.clone())
-                .collect::<Vec<_>>()
-        };
+        let files: Vec<String> =
+            paths.iter().flat_map(|p| ["-f".to_owned(), p.to_string_lossy().into_owned()]).collect();
+        let with =
+            |verb: &[&'static str]| verb.iter().map(|s| (*s).to_owned()).chain(files.clone()).collect::<Vec<_>>();
         let apply = with(&["apply", "--server-side"]);
-        let apply = self
-            .kubectl("admin", &apply.iter().map(String::as_str).collect::<Vec<_>>(), None)
-            .await;
+        let apply = self.kubectl("admin", &apply.iter().map(String::as_str).collect::<Vec<_>>(), None).await;
         let result = if !apply.success {
             Err(format!("kubectl apply of {paths:?} failed: {}", apply.stderr))
         } else {
             let wait = with(&["wait", "--for=condition=Established", "--timeout=60s"]);
-            let wait = self
-                .kubectl("admin", &wait.iter().map(String::as_str).collect::<Vec<_>>(), None)
-                .await;
-            if wait.success {
-                Ok(())
-            } else {
-                Err(format!("CRDs not Established: {}", wait.stderr))
-            }
+            let wait = self.kubectl("admin", &wait.iter().map(String::as_str).collect::<Vec<_>>(), None).await;
+            if wait.success { Ok(()) } else { Err(format!("CRDs not Established: {}", wait.stderr)) }
         };
         let _ = done.set(result.clone());
         result.unwrap_or_else(|e| panic!("{e}"))
@@ -146,13 +123,8 @@ impl Cluster {
         let suffix: String = rand::rng().sample_iter(&Alphanumeric).take(6).map(char::from).collect();
         let name = format!("{prefix}-{}", suffix.to_lowercase());
         let namespaces: Api<Namespace> = Api::all(self.client("admin").await);
-        let namespace = Namespace {
-            metadata: ObjectMeta {
-                name: Some(name.clone()),
-                ..Default::default()
-            },
-            ..Default::default()
-        };
+        let namespace =
+            Namespace { metadata: ObjectMeta { name: Some(name.clone()), ..Default::default() }, ..Default::default() };
         namespaces
             .create(&PostParams::default(), &namespace)
             .await
@@ -196,9 +168,5 @@ fn start(supervisor_exe: &str) -> Result<Cluster> {
     if let Ok(mut slot) = SUPERVISOR.lock() {
         *slot = Some(child);
     }
-    Ok(Cluster {
-        info,
-        crds: OnceLock::new(),
-        argocd_crds: OnceLock::new(),
-    })
+    Ok(Cluster { info, crds: OnceLock::new(), argocd_crds: OnceLock::new() })
 }

@@ -26,11 +26,8 @@ pub fn generate(dir: &Path) -> Result<Pki> {
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).context("CA parameters")?;
     ca_params.distinguished_name.push(DnType::CommonName, "berth-local-ca");
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::CrlSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
+    ca_params.key_usages =
+        vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
     let ca_cert = ca_params.self_signed(&ca_key).context("self-signing the CA")?;
     let ca = Issuer::new(ca_params, ca_key);
 
@@ -42,16 +39,10 @@ pub fn generate(dir: &Path) -> Result<Pki> {
         "kubernetes.default.svc".to_owned(),
     ])
     .context("serving certificate parameters")?;
-    serving
-        .subject_alt_names
-        .push(SanType::IpAddress(IpAddr::from([127, 0, 0, 1])));
-    serving
-        .subject_alt_names
-        .push(SanType::IpAddress(IpAddr::from([10, 0, 0, 1])));
+    serving.subject_alt_names.push(SanType::IpAddress(IpAddr::from([127, 0, 0, 1])));
+    serving.subject_alt_names.push(SanType::IpAddress(IpAddr::from([10, 0, 0, 1])));
     serving.distinguished_name.push(DnType::CommonName, "kube-apiserver");
-    let serving_cert = serving
-        .signed_by(&serving_key, &ca)
-        .context("signing the serving certificate")?;
+    let serving_cert = serving.signed_by(&serving_key, &ca).context("signing the serving certificate")?;
 
     let service_account_key = KeyPair::generate().context("generating the service-account key")?;
 
@@ -83,6 +74,5 @@ pub fn write_private(path: &Path, contents: &str) -> Result<()> {
         .mode(0o600)
         .open(path)
         .with_context(|| format!("creating {}", path.display()))?;
-    file.write_all(contents.as_bytes())
-        .with_context(|| format!("writing {}", path.display()))
+    file.write_all(contents.as_bytes()).with_context(|| format!("writing {}", path.display()))
 }

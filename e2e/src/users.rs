@@ -41,32 +41,19 @@ impl std::fmt::Debug for TestUser {
 }
 
 fn new_user((name, groups): (&str, &[&str])) -> TestUser {
-    let token = rand::rng()
-        .sample_iter(&Alphanumeric)
-        .take(40)
-        .map(char::from)
-        .collect();
-    TestUser {
-        name: name.to_owned(),
-        groups: groups.iter().map(|g| (*g).to_owned()).collect(),
-        token,
-    }
+    let token = rand::rng().sample_iter(&Alphanumeric).take(40).map(char::from).collect();
+    TestUser { name: name.to_owned(), groups: groups.iter().map(|g| (*g).to_owned()).collect(), token }
 }
 
 /// Fresh tokens for every user in [`USERS`], plus the controller manager's.
 pub fn generate() -> (Vec<TestUser>, TestUser) {
-    (
-        USERS.iter().copied().map(new_user).collect(),
-        new_user(CONTROLLER_MANAGER),
-    )
+    (USERS.iter().copied().map(new_user).collect(), new_user(CONTROLLER_MANAGER))
 }
 
 /// Writes the apiserver's static token file: `token,user,uid,"group1,group2"`.
 pub fn write_token_file(path: &Path, users: &[&TestUser]) -> Result<()> {
-    let lines: Vec<String> = users
-        .iter()
-        .map(|u| format!("{},{},{},\"{}\"", u.token, u.name, u.name, u.groups.join(",")))
-        .collect();
+    let lines: Vec<String> =
+        users.iter().map(|u| format!("{},{},{},\"{}\"", u.token, u.name, u.name, u.groups.join(","))).collect();
     write_private(path, &(lines.join("\n") + "\n"))
 }
 

@@ -25,6 +25,29 @@ pub mod types {
     pub const VALID: &str = "Valid";
 }
 
+/// Reasons Berth gives in conditions and events (CamelCase, machine-readable).
+pub mod reasons {
+    pub const NOT_REQUIRED: &str = "NotRequired";
+    pub const APPROVAL_REQUIRED: &str = "ApprovalRequired";
+    pub const COMMITTED: &str = "Committed";
+    pub const NOT_COMMITTED: &str = "NotCommitted";
+    pub const CLASS_NOT_FOUND: &str = "ClassNotFound";
+    pub const TENANT_NOT_FOUND: &str = "TenantNotFound";
+    pub const NOT_TENANT_NAMESPACE: &str = "NotTenantNamespace";
+    pub const INVALID_REQUEST: &str = "InvalidRequest";
+    pub const OVER_BUDGET: &str = "OverBudget";
+    pub const WITHIN_BUDGET: &str = "WithinBudget";
+    pub const EXPIRED: &str = "Expired";
+    pub const SYNCED: &str = "Synced";
+    pub const NOT_SYNCED: &str = "NotSynced";
+    pub const ARGOCD_NOT_INSTALLED: &str = "ArgoCDNotInstalled";
+    pub const READY: &str = "Ready";
+    pub const PROVISIONING: &str = "Provisioning";
+    pub const NAMESPACE_READY: &str = "NamespaceReady";
+    pub const VALID: &str = "Valid";
+    pub const INVALID: &str = "Invalid";
+}
+
 /// The three statuses a condition can have.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ConditionStatus {
@@ -128,11 +151,7 @@ mod tests {
     #[test]
     fn adds_a_new_condition_with_the_current_time() {
         let mut conditions = Vec::new();
-        assert!(set_condition(
-            &mut conditions,
-            ready(ConditionStatus::False, "Provisioning", 1),
-            &at(10)
-        ));
+        assert!(set_condition(&mut conditions, ready(ConditionStatus::False, "Provisioning", 1), &at(10)));
         assert_eq!(conditions.len(), 1);
         assert_eq!(conditions[0].type_, "Ready");
         assert_eq!(conditions[0].status, "False");
@@ -144,11 +163,7 @@ mod tests {
     #[test]
     fn keeps_transition_time_when_status_is_unchanged() {
         let mut conditions = Vec::new();
-        set_condition(
-            &mut conditions,
-            ready(ConditionStatus::False, "Provisioning", 1),
-            &at(10),
-        );
+        set_condition(&mut conditions, ready(ConditionStatus::False, "Provisioning", 1), &at(10));
         let changed = set_condition(&mut conditions, ready(ConditionStatus::False, "Committing", 2), &at(20));
         assert!(changed, "reason and generation changed");
         assert_eq!(conditions[0].last_transition_time, at(10));
@@ -159,11 +174,7 @@ mod tests {
     #[test]
     fn moves_transition_time_when_status_changes() {
         let mut conditions = Vec::new();
-        set_condition(
-            &mut conditions,
-            ready(ConditionStatus::False, "Provisioning", 1),
-            &at(10),
-        );
+        set_condition(&mut conditions, ready(ConditionStatus::False, "Provisioning", 1), &at(10));
         set_condition(&mut conditions, ready(ConditionStatus::True, "Ready", 1), &at(30));
         assert_eq!(conditions.len(), 1, "same type is replaced, not appended");
         assert_eq!(conditions[0].status, "True");
@@ -175,11 +186,7 @@ mod tests {
         let mut conditions = Vec::new();
         set_condition(&mut conditions, ready(ConditionStatus::True, "Ready", 3), &at(10));
         let snapshot = conditions.clone();
-        assert!(!set_condition(
-            &mut conditions,
-            ready(ConditionStatus::True, "Ready", 3),
-            &at(99)
-        ));
+        assert!(!set_condition(&mut conditions, ready(ConditionStatus::True, "Ready", 3), &at(99)));
         assert_eq!(conditions, snapshot);
     }
 
@@ -199,10 +206,7 @@ mod tests {
         assert!(is_true(&conditions, types::READY));
         assert!(is_true(&conditions, types::APPROVED));
         assert!(!is_true(&conditions, types::SYNCED));
-        assert_eq!(
-            find(&conditions, types::READY).map(|c| &c.last_transition_time),
-            Some(&at(10))
-        );
+        assert_eq!(find(&conditions, types::READY).map(|c| &c.last_transition_time), Some(&at(10)));
     }
 
     #[test]

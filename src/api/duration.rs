@@ -108,10 +108,8 @@ fn parse_go_duration(text: &str) -> Option<std::time::Duration> {
         let amount: u128 = rest[..digits].parse().ok()?;
         rest = &rest[digits..];
         // Longest unit first so "ms" is not read as "m" followed by "s".
-        let (unit, nanos_per_unit) = UNITS
-            .iter()
-            .filter(|(unit, _)| rest.starts_with(unit))
-            .max_by_key(|(unit, _)| unit.len())?;
+        let (unit, nanos_per_unit) =
+            UNITS.iter().filter(|(unit, _)| rest.starts_with(unit)).max_by_key(|(unit, _)| unit.len())?;
         rest = &rest[unit.len()..];
         total_nanos = total_nanos.checked_add(amount.checked_mul(*nanos_per_unit)?)?;
     }
@@ -147,18 +145,7 @@ mod tests {
 
     #[test]
     fn rejects_malformed_durations_with_the_text_in_the_error() {
-        for text in [
-            "",
-            "3d",
-            "h",
-            "10",
-            "-5m",
-            "1.5h",
-            "5 m",
-            "1h 30m",
-            "m5",
-            "99999999999999999999999h",
-        ] {
+        for text in ["", "3d", "h", "10", "-5m", "1.5h", "5 m", "1h 30m", "m5", "99999999999999999999999h"] {
             let err = text.parse::<GoDuration>().expect_err(text);
             assert!(err.to_string().contains(&format!("{text:?}")), "{err}");
         }

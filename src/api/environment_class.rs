@@ -193,10 +193,7 @@ pub struct ArgoCdPolicy {
 
 impl Default for ArgoCdPolicy {
     fn default() -> Self {
-        Self {
-            project: default_project(),
-            sync_policy: SyncPolicy::default(),
-        }
+        Self { project: default_project(), sync_policy: SyncPolicy::default() }
     }
 }
 

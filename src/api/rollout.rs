@@ -106,11 +106,7 @@ pub struct HealthGate {
 
 impl Default for HealthGate {
     fn default() -> Self {
-        Self {
-            require_synced: true,
-            require_no_drift: true,
-            soak: None,
-        }
+        Self { require_synced: true, require_no_drift: true, soak: None }
     }
 }
 

@@ -21,24 +21,11 @@ pub enum InputError {
     #[error("cannot read {path}: {source}")]
     Read { path: PathBuf, source: std::io::Error },
     #[error("{path}: document {index} is not valid YAML: {source}")]
-    Yaml {
-        path: PathBuf,
-        index: usize,
-        source: serde_yaml::Error,
-    },
+    Yaml { path: PathBuf, index: usize, source: serde_yaml::Error },
     #[error("{path}: document {index} is not a valid {kind}: {source}")]
-    Object {
-        path: PathBuf,
-        index: usize,
-        kind: String,
-        source: serde_yaml::Error,
-    },
+    Object { path: PathBuf, index: usize, kind: String, source: serde_yaml::Error },
     #[error("request {request} names {what} {name:?}, which is not in the given files")]
-    Missing {
-        request: String,
-        what: &'static str,
-        name: String,
-    },
+    Missing { request: String, what: &'static str, name: String },
 }
 
 #[derive(Deserialize)]
@@ -63,10 +50,8 @@ impl Inputs {
     }
 
     fn read_file(&mut self, path: &Path) -> Result<(), InputError> {
-        let text = std::fs::read_to_string(path).map_err(|source| InputError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
+        let text =
+            std::fs::read_to_string(path).map_err(|source| InputError::Read { path: path.to_owned(), source })?;
         for (index, document) in serde_yaml::Deserializer::from_str(&text).enumerate() {
             let index = index + 1;
             let value = serde_yaml::Value::deserialize(document).map_err(|source| InputError::Yaml {
@@ -85,12 +70,7 @@ impl Inputs {
             if meta.api_version != "berth.dev/v1alpha1" {
                 continue;
             }
-            let object = |source| InputError::Object {
-                path: path.to_owned(),
-                index,
-                kind: meta.kind.clone(),
-                source,
-            };
+            let object = |source| InputError::Object { path: path.to_owned(), index, kind: meta.kind.clone(), source };
             match meta.kind.as_str() {
                 "EnvironmentClass" => self.classes.push(serde_yaml::from_value(value).map_err(object)?),
                 "Tenant" => self.tenants.push(serde_yaml::from_value(value).map_err(object)?),
@@ -107,33 +87,20 @@ impl Inputs {
         request: &EnvironmentRequest,
     ) -> Result<(&EnvironmentClass, &Tenant), InputError> {
         let key = || format!("{}/{}", request.namespace().unwrap_or_default(), request.name_any());
-        let class = self
-            .classes
-            .iter()
-            .find(|c| c.name_any() == request.spec.class)
-            .ok_or_else(|| InputError::Missing {
-                request: key(),
-                what: "EnvironmentClass",
-                name: request.spec.class.clone(),
-            })?;
+        let class = self.classes.iter().find(|c| c.name_any() == request.spec.class).ok_or_else(|| {
+            InputError::Missing { request: key(), what: "EnvironmentClass", name: request.spec.class.clone() }
+        })?;
         let tenant = self
             .tenants
             .iter()
             .find(|t| t.name_any() == request.spec.tenant)
-            .ok_or_else(|| InputError::Missing {
-                request: key(),
-                what: "Tenant",
-                name: request.spec.tenant.clone(),
-            })?;
+            .ok_or_else(|| InputError::Missing { request: key(), what: "Tenant", name: request.spec.tenant.clone() })?;
         Ok((class, tenant))
     }
 }
 
 fn yaml_files(path: &Path) -> Result<Vec<PathBuf>, InputError> {
-    let read_err = |source| InputError::Read {
-        path: path.to_owned(),
-        source,
-    };
+    let read_err = |source| InputError::Read { path: path.to_owned(), source };
     if !path.is_dir() {
         // A missing file is reported by the read itself, with its path.
         return Ok(vec![path.to_owned()]);

@@ -22,15 +22,9 @@ pub enum CliError {
     #[error(transparent)]
     Input(#[from] InputError),
     #[error("request {request}: {source}")]
-    Render {
-        request: String,
-        source: render::RenderError,
-    },
+    Render { request: String, source: render::RenderError },
     #[error("request {request}: {source}")]
-    Layout {
-        request: String,
-        source: layout::LayoutError,
-    },
+    Layout { request: String, source: layout::LayoutError },
     #[error("cannot write {path}: {source}")]
     Write { path: PathBuf, source: std::io::Error },
     #[error("cannot read {path}: {source}")]
@@ -48,16 +42,10 @@ pub fn rendered_tree(inputs: &Inputs, options: &RenderOptions) -> Result<BTreeMa
     for request in &inputs.requests {
         let key = format!("{}/{}", request.namespace().unwrap_or_default(), request.name_any());
         let (class, tenant) = inputs.class_and_tenant_for(request)?;
-        let environment = render::render(class, tenant, request, options).map_err(|source| CliError::Render {
-            request: key.clone(),
-            source,
-        })?;
-        let folder = layout::environment_path(&environment.cluster, &environment.tenant, &request.name_any()).map_err(
-            |source| CliError::Layout {
-                request: key.clone(),
-                source,
-            },
-        )?;
+        let environment = render::render(class, tenant, request, options)
+            .map_err(|source| CliError::Render { request: key.clone(), source })?;
+        let folder = layout::environment_path(&environment.cluster, &environment.tenant, &request.name_any())
+            .map_err(|source| CliError::Layout { request: key.clone(), source })?;
         for (file, yaml) in environment.files {
             tree.insert(format!("{folder}/{file}"), yaml);
         }
@@ -76,15 +64,9 @@ pub fn write_tree(tree: &BTreeMap<String, String>, dir: &Path) -> Result<(), Cli
     for (path, yaml) in tree {
         let target = dir.join(path);
         if let Some(parent) = target.parent() {
-            std::fs::create_dir_all(parent).map_err(|source| CliError::Write {
-                path: parent.to_owned(),
-                source,
-            })?;
+            std::fs::create_dir_all(parent).map_err(|source| CliError::Write { path: parent.to_owned(), source })?;
         }
-        std::fs::write(&target, yaml).map_err(|source| CliError::Write {
-            path: target.clone(),
-            source,
-        })?;
+        std::fs::write(&target, yaml).map_err(|source| CliError::Write { path: target.clone(), source })?;
     }
     Ok(())
 }
@@ -94,10 +76,7 @@ pub fn write_tree(tree: &BTreeMap<String, String>, dir: &Path) -> Result<(), Cli
 /// folders included). Empty when the checkout already matches.
 pub fn diff_tree(tree: &BTreeMap<String, String>, checkout: &Path) -> Result<String, CliError> {
     let mut paths: BTreeMap<String, ()> = tree.keys().map(|p| (p.clone(), ())).collect();
-    let folders: Vec<&str> = tree
-        .keys()
-        .filter_map(|p| p.rsplit_once('/').map(|(folder, _)| folder))
-        .collect();
+    let folders: Vec<&str> = tree.keys().filter_map(|p| p.rsplit_once('/').map(|(folder, _)| folder)).collect();
     for folder in folders {
         let dir = checkout.join(folder);
         let Ok(entries) = std::fs::read_dir(&dir) else { continue };
@@ -113,21 +92,14 @@ pub fn diff_tree(tree: &BTreeMap<String, String>, checkout: &Path) -> Result<Str
             Ok(text) => text,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
             Err(source) => {
-                return Err(CliError::ReadCheckout {
-                    path: checkout.join(path),
-                    source,
-                });
+                return Err(CliError::ReadCheckout { path: checkout.join(path), source });
             }
         };
         let desired = tree.get(path).map(String::as_str).unwrap_or_default();
         if current != desired {
             let diff = similar::TextDiff::from_lines(current.as_str(), desired);
             out.push_str(
-                &diff
-                    .unified_diff()
-                    .context_radius(3)
-                    .header(&format!("a/{path}"), &format!("b/{path}"))
-                    .to_string(),
+                &diff.unified_diff().context_radius(3).header(&format!("a/{path}"), &format!("b/{path}")).to_string(),
             );
         }
     }

@@ -29,10 +29,7 @@ pub(crate) type Ready = oneshot::Receiver<Result<(), Error>>;
 /// What callers can ask of the writer thread.
 pub(crate) enum Request {
     /// Apply a change (batched) and answer with the commit that holds it.
-    Change {
-        change: Change,
-        reply: Reply<CommitOutcome>,
-    },
+    Change { change: Change, reply: Reply<CommitOutcome> },
     /// Fetch now and report whether the remote is usable.
     CheckRemote { reply: Reply<()> },
     /// Publish what is queued or owed, then stop.

@@ -53,10 +53,7 @@ impl RetryPolicy {
             return Duration::ZERO;
         }
         let factor = 1u32.checked_shl(attempt.saturating_sub(2)).unwrap_or(u32::MAX);
-        self.initial_backoff
-            .checked_mul(factor)
-            .unwrap_or(self.max_backoff)
-            .min(self.max_backoff)
+        self.initial_backoff.checked_mul(factor).unwrap_or(self.max_backoff).min(self.max_backoff)
     }
 }
 
@@ -121,10 +118,7 @@ impl WriterConfig {
             ));
         }
         if matches!(self.credentials, Credentials::Token { .. }) && lower.starts_with("http://") {
-            return invalid(format!(
-                "refusing to send a token over plain http to {}",
-                self.remote_display()
-            ));
+            return invalid(format!("refusing to send a token over plain http to {}", self.remote_display()));
         }
         if !git2::Reference::is_valid_name(&format!("refs/heads/{}", self.branch)) {
             return invalid(format!("branch {:?} is not a valid branch name", self.branch));
@@ -132,9 +126,7 @@ impl WriterConfig {
         if let PushMode::PullRequest { branch_prefix } = &self.mode {
             let example = format!("refs/heads/{branch_prefix}0123abcd");
             if !git2::Reference::is_valid_name(&example) {
-                return invalid(format!(
-                    "promotion branch prefix {branch_prefix:?} does not give valid branch names"
-                ));
+                return invalid(format!("promotion branch prefix {branch_prefix:?} does not give valid branch names"));
             }
         }
         if self.retry.max_push_attempts == 0 {
@@ -199,10 +191,7 @@ mod tests {
     #[test]
     fn token_over_plain_http_is_refused() {
         let mut c = config("http://example.com/r.git");
-        c.credentials = Credentials::Token {
-            username: "u".into(),
-            token: Secret::new("t"),
-        };
+        c.credentials = Credentials::Token { username: "u".into(), token: Secret::new("t") };
         assert!(c.validate().is_err());
     }
 
@@ -212,13 +201,9 @@ mod tests {
         c.branch = "bad..name".into();
         assert!(c.validate().is_err());
         c.branch = "main".into();
-        c.mode = PushMode::PullRequest {
-            branch_prefix: "berth/".into(),
-        };
+        c.mode = PushMode::PullRequest { branch_prefix: "berth/".into() };
         assert!(c.validate().is_ok());
-        c.mode = PushMode::PullRequest {
-            branch_prefix: "bad ~prefix".into(),
-        };
+        c.mode = PushMode::PullRequest { branch_prefix: "bad ~prefix".into() };
         assert!(c.validate().is_err());
     }
 

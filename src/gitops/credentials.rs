@@ -24,18 +24,11 @@ impl Secret {
     /// Reads a secret from a file, dropping one trailing newline (`echo` adds one,
     /// Kubernetes Secrets usually do not).
     pub fn from_file(path: &Path) -> Result<Self, Error> {
-        let raw = std::fs::read_to_string(path).map_err(|source| Error::ReadSecret {
-            path: path.to_owned(),
-            source: Arc::new(source),
-        })?;
-        let value = raw
-            .strip_suffix("\r\n")
-            .or_else(|| raw.strip_suffix('\n'))
-            .unwrap_or(&raw);
+        let raw = std::fs::read_to_string(path)
+            .map_err(|source| Error::ReadSecret { path: path.to_owned(), source: Arc::new(source) })?;
+        let value = raw.strip_suffix("\r\n").or_else(|| raw.strip_suffix('\n')).unwrap_or(&raw);
         if value.is_empty() {
-            return Err(Error::InvalidConfig {
-                reason: format!("secret file {} is empty", path.display()),
-            });
+            return Err(Error::InvalidConfig { reason: format!("secret file {} is empty", path.display()) });
         }
         Ok(Self(value.to_owned()))
     }
@@ -80,10 +73,7 @@ pub enum Credentials {
 impl Credentials {
     /// Token credentials with the token read from `token_file` (`*_TOKEN_FILE`).
     pub fn token_from_file(username: impl Into<String>, token_file: &Path) -> Result<Self, Error> {
-        Ok(Self::Token {
-            username: username.into(),
-            token: Secret::from_file(token_file)?,
-        })
+        Ok(Self::Token { username: username.into(), token: Secret::from_file(token_file)? })
     }
 
     /// SSH key credentials; the passphrase, if any, is read from `passphrase_file`
@@ -95,10 +85,7 @@ impl Credentials {
             });
         }
         let passphrase = passphrase_file.map(Secret::from_file).transpose()?;
-        Ok(Self::SshKey {
-            private_key,
-            passphrase,
-        })
+        Ok(Self::SshKey { private_key, passphrase })
     }
 
     /// A redactor that knows every secret value held here.
@@ -106,9 +93,7 @@ impl Credentials {
         match self {
             Self::None | Self::SshKey { passphrase: None, .. } => Redactor::default(),
             Self::Token { token, .. } => Redactor::new([token.expose()]),
-            Self::SshKey {
-                passphrase: Some(p), ..
-            } => Redactor::new([p.expose()]),
+            Self::SshKey { passphrase: Some(p), .. } => Redactor::new([p.expose()]),
         }
     }
 
@@ -119,22 +104,15 @@ impl Credentials {
         allowed: git2::CredentialType,
     ) -> Result<git2::Cred, git2::Error> {
         match self {
-            Self::None => Err(git2::Error::from_str(
-                "the remote asked for credentials but none are configured",
-            )),
+            Self::None => Err(git2::Error::from_str("the remote asked for credentials but none are configured")),
             Self::Token { username, token } => {
                 if allowed.contains(git2::CredentialType::USER_PASS_PLAINTEXT) {
                     git2::Cred::userpass_plaintext(username, token.expose())
                 } else {
-                    Err(git2::Error::from_str(
-                        "the remote does not accept token (user/password) credentials",
-                    ))
+                    Err(git2::Error::from_str("the remote does not accept token (user/password) credentials"))
                 }
             }
-            Self::SshKey {
-                private_key,
-                passphrase,
-            } => {
+            Self::SshKey { private_key, passphrase } => {
                 let user = username_from_url.unwrap_or("git");
                 if allowed.contains(git2::CredentialType::SSH_KEY) {
                     git2::Cred::ssh_key(user, None, private_key, passphrase.as_ref().map(Secret::expose))
@@ -174,17 +152,11 @@ mod tests {
 
     #[test]
     fn debug_never_prints_secrets() {
-        let creds = Credentials::Token {
-            username: "x-access-token".into(),
-            token: Secret::new("ghp_SUPERSECRET"),
-        };
+        let creds = Credentials::Token { username: "x-access-token".into(), token: Secret::new("ghp_SUPERSECRET") };
         let debug = format!("{creds:?}");
         assert!(!debug.contains("SUPERSECRET"), "{debug}");
         assert!(debug.contains("[redacted]"), "{debug}");
-        let ssh = Credentials::SshKey {
-            private_key: "/k".into(),
-            passphrase: Some(Secret::new("hunter2hunter2")),
-        };
+        let ssh = Credentials::SshKey { private_key: "/k".into(), passphrase: Some(Secret::new("hunter2hunter2")) };
         assert!(!format!("{ssh:?}").contains("hunter2"));
     }
 
@@ -203,10 +175,7 @@ mod tests {
 
     #[test]
     fn redactor_knows_the_token() {
-        let creds = Credentials::Token {
-            username: "u".into(),
-            token: Secret::new("TOKENVALUE"),
-        };
+        let creds = Credentials::Token { username: "u".into(), token: Secret::new("TOKENVALUE") };
         assert_eq!(creds.redactor().redact("bad TOKENVALUE"), "bad [redacted]");
     }
 }

@@ -95,15 +95,8 @@ impl FailureKind {
     }
 
     /// Every kind, for pre-registering metric label values.
-    pub(crate) const ALL: [FailureKind; 7] = [
-        Self::NonFastForward,
-        Self::Rejected,
-        Self::Network,
-        Self::Auth,
-        Self::Certificate,
-        Self::Local,
-        Self::Other,
-    ];
+    pub(crate) const ALL: [FailureKind; 7] =
+        [Self::NonFastForward, Self::Rejected, Self::Network, Self::Auth, Self::Certificate, Self::Local, Self::Other];
 }
 
 impl fmt::Display for FailureKind {
@@ -153,16 +146,9 @@ impl GitFailure {
     /// A push the server answered with a per-reference status (a rejection).
     pub(crate) fn rejected(reference: &str, status: &str, redactor: &Redactor) -> Self {
         let message = redactor.redact(&format!("{reference}: {status}"));
-        let kind = if mentions_non_fast_forward(&message) {
-            FailureKind::NonFastForward
-        } else {
-            FailureKind::Rejected
-        };
-        Self {
-            op: GitOp::Push,
-            kind,
-            message,
-        }
+        let kind =
+            if mentions_non_fast_forward(&message) { FailureKind::NonFastForward } else { FailureKind::Rejected };
+        Self { op: GitOp::Push, kind, message }
     }
 }
 
@@ -182,16 +168,9 @@ fn classify(op: GitOp, code: git2::ErrorCode, class: git2::ErrorClass, message: 
     if code == E::Certificate {
         return FailureKind::Certificate;
     }
-    let local_class = matches!(
-        class,
-        C::Odb | C::Object | C::Zlib | C::Indexer | C::Tree | C::Index | C::Filesystem
-    );
+    let local_class = matches!(class, C::Odb | C::Object | C::Zlib | C::Indexer | C::Tree | C::Index | C::Filesystem);
     if op.is_remote() {
-        if local_class {
-            FailureKind::Local
-        } else {
-            FailureKind::Network
-        }
+        if local_class { FailureKind::Local } else { FailureKind::Network }
     } else if local_class || matches!(class, C::Reference | C::Repository | C::Os | C::Config) {
         FailureKind::Local
     } else {
@@ -318,11 +297,7 @@ impl ErrorContext {
 
     /// Wraps a failure into the public error.
     pub(crate) fn error(&self, failure: GitFailure) -> Error {
-        Error::Git {
-            remote: self.remote.clone(),
-            branch: self.branch.clone(),
-            failure,
-        }
+        Error::Git { remote: self.remote.clone(), branch: self.branch.clone(), failure }
     }
 
     /// Shorthand for `error(failure(op, err))`.
@@ -368,10 +343,7 @@ mod tests {
 
         let mut nff = git2::Error::from_str("cannot push non-fastforwardable reference");
         nff.set_code(git2::ErrorCode::NotFastForward);
-        assert_eq!(
-            GitFailure::from_git(GitOp::Push, &nff, &r).kind,
-            FailureKind::NonFastForward
-        );
+        assert_eq!(GitFailure::from_git(GitOp::Push, &nff, &r).kind, FailureKind::NonFastForward);
 
         let mut auth = git2::Error::from_str("too many redirects or authentication replays");
         auth.set_code(git2::ErrorCode::Auth);
@@ -381,10 +353,7 @@ mod tests {
 
         let mut odb = git2::Error::from_str("object not found");
         odb.set_class(git2::ErrorClass::Odb);
-        assert_eq!(
-            GitFailure::from_git(GitOp::BuildTree, &odb, &r).kind,
-            FailureKind::Local
-        );
+        assert_eq!(GitFailure::from_git(GitOp::BuildTree, &odb, &r).kind, FailureKind::Local);
     }
 
     #[test]
@@ -393,11 +362,7 @@ mod tests {
             remote: "file:///r.git".into(),
             branch: "main".into(),
             attempts: 3,
-            last: GitFailure {
-                op: GitOp::Push,
-                kind: FailureKind::Network,
-                message: "could not read".into(),
-            },
+            last: GitFailure { op: GitOp::Push, kind: FailureKind::Network, message: "could not read".into() },
         };
         let text = err.to_string();
         assert_eq!(

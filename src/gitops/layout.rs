@@ -147,9 +147,8 @@ pub fn environment_path(cluster: &str, tenant: &str, request: &str) -> Result<Re
 /// with a letter or digit, no `..`, at most 253 characters (Kubernetes names fit).
 pub fn validate_segment(what: &'static str, value: &str) -> Result<(), LayoutError> {
     check_common(what, value, MAX_SEGMENT_LEN)?;
-    if let Some(character) = value
-        .chars()
-        .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '.' | '_')))
+    if let Some(character) =
+        value.chars().find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '.' | '_')))
     {
         return Err(LayoutError::BadCharacter {
             what,
@@ -166,10 +165,7 @@ pub fn validate_segment(what: &'static str, value: &str) -> Result<(), LayoutErr
 pub fn validate_file_name(name: &str) -> Result<(), LayoutError> {
     let what = "file name";
     check_common(what, name, MAX_FILE_NAME_LEN)?;
-    if let Some(character) = name
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_')))
-    {
+    if let Some(character) = name.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_'))) {
         return Err(LayoutError::BadCharacter {
             what,
             value: name.to_owned(),
@@ -185,29 +181,16 @@ fn check_common(what: &'static str, value: &str, max: usize) -> Result<(), Layou
         return Err(LayoutError::Empty { what });
     }
     if value.len() > max {
-        return Err(LayoutError::TooLong {
-            what,
-            value: value.to_owned(),
-            max,
-        });
+        return Err(LayoutError::TooLong { what, value: value.to_owned(), max });
     }
     if value.contains('/') {
-        return Err(LayoutError::Slash {
-            what,
-            value: value.to_owned(),
-        });
+        return Err(LayoutError::Slash { what, value: value.to_owned() });
     }
     if value.contains("..") {
-        return Err(LayoutError::DotDot {
-            what,
-            value: value.to_owned(),
-        });
+        return Err(LayoutError::DotDot { what, value: value.to_owned() });
     }
     if !value.starts_with(|c: char| c.is_ascii_alphanumeric()) {
-        return Err(LayoutError::BadStart {
-            what,
-            value: value.to_owned(),
-        });
+        return Err(LayoutError::BadStart { what, value: value.to_owned() });
     }
     Ok(())
 }
@@ -244,10 +227,7 @@ mod tests {
             );
         }
         let long = "a".repeat(254);
-        assert!(matches!(
-            environment_path("c", "t", &long),
-            Err(LayoutError::TooLong { .. })
-        ));
+        assert!(matches!(environment_path("c", "t", &long), Err(LayoutError::TooLong { .. })));
     }
 
     #[test]

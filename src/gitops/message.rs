@@ -25,11 +25,7 @@ pub struct ChangeReason {
 impl ChangeReason {
     /// Convenience constructor.
     pub fn new(request: impl Into<String>, generation: Option<i64>, summary: impl Into<String>) -> Self {
-        Self {
-            request: request.into(),
-            generation,
-            summary: summary.into(),
-        }
+        Self { request: request.into(), generation, summary: summary.into() }
     }
 }
 
@@ -167,15 +163,9 @@ mod tests {
             change("c/b", Operation::Remove, "ns/b", None, ""),
             change("c/c", Operation::Put(BTreeMap::new()), "ns/a", Some(1), "y"),
         ]);
-        assert!(
-            msg.starts_with("berth: update 2, remove 1 environment folders\n\n"),
-            "{msg}"
-        );
+        assert!(msg.starts_with("berth: update 2, remove 1 environment folders\n\n"), "{msg}");
         assert!(msg.contains("- remove c/b [ns/b]\n"), "{msg}");
-        assert!(
-            msg.ends_with("\n\nBerth-Request: ns/a\nBerth-Generation: 1\nBerth-Request: ns/b\n"),
-            "{msg}"
-        );
+        assert!(msg.ends_with("\n\nBerth-Request: ns/a\nBerth-Generation: 1\nBerth-Request: ns/b\n"), "{msg}");
         assert_eq!(msg.matches("Berth-Request: ns/a").count(), 1);
     }
 

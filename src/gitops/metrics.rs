@@ -52,10 +52,7 @@ impl GitOpsMetrics {
                 "Attempts to publish a batch (fetch, apply, commit, push)",
             )?,
             push_failures: IntCounterVec::new(
-                Opts::new(
-                    "berth_gitops_push_failures_total",
-                    "Failed publish attempts, by failure kind",
-                ),
+                Opts::new("berth_gitops_push_failures_total", "Failed publish attempts, by failure kind"),
                 &["reason"],
             )?,
             batch_size: Histogram::with_opts(
@@ -133,14 +130,8 @@ mod tests {
         let metrics = GitOpsMetrics::register(&registry).expect("register");
         metrics.failure(FailureKind::Network);
         let families = registry.gather();
-        let failures = families
-            .iter()
-            .find(|f| f.name() == "berth_gitops_push_failures_total")
-            .expect("family");
+        let failures = families.iter().find(|f| f.name() == "berth_gitops_push_failures_total").expect("family");
         assert_eq!(failures.get_metric().len(), FailureKind::ALL.len());
-        assert!(
-            GitOpsMetrics::register(&registry).is_err(),
-            "double registration is an error"
-        );
+        assert!(GitOpsMetrics::register(&registry).is_err(), "double registration is an error");
     }
 }

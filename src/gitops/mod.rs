@@ -127,23 +127,13 @@ impl WriterHandle {
                 source,
             })?;
         }
-        self.submit(Change {
-            path,
-            operation: Operation::Put(files),
-            reason,
-        })
-        .await
+        self.submit(Change { path, operation: Operation::Put(files), reason }).await
     }
 
     /// Removes folder `path` and prunes parents that become empty. Removing a folder
     /// that does not exist succeeds without a commit.
     pub async fn remove(&self, path: RepoPath, reason: ChangeReason) -> Result<CommitOutcome, Error> {
-        self.submit(Change {
-            path,
-            operation: Operation::Remove,
-            reason,
-        })
-        .await
+        self.submit(Change { path, operation: Operation::Remove, reason }).await
     }
 
     /// Fetches from the remote now: `Ok` when it is reachable with the configured

@@ -73,13 +73,7 @@ impl Engine {
             clone_dir: repo::clone_path(&config.workdir).to_string_lossy().into_owned(),
         };
         let (repo, _fresh) = repo::open_or_create(&config.workdir, &ctx.remote, &config.branch, &ctx)?;
-        Ok(Self {
-            config,
-            ctx,
-            metrics,
-            repo: Some(repo),
-            pending: ChangeSet::default(),
-        })
+        Ok(Self { config, ctx, metrics, repo: Some(repo), pending: ChangeSet::default() })
     }
 
     /// Whether changes are waiting for a retry.
@@ -215,8 +209,7 @@ impl Engine {
         };
         let commit = write_commit(repo, author, tree, parent, changes).map_err(local_fail(GitOp::Commit))?;
         let local = format!("refs/heads/{branch}");
-        repo.reference(&local, commit, true, "berth: commit")
-            .map_err(local_fail(GitOp::UpdateRef))?;
+        repo.reference(&local, commit, true, "berth: commit").map_err(local_fail(GitOp::UpdateRef))?;
         access.push(repo, &local, commit, expected)?;
         if promotion.is_some() {
             // Promotion branches live on the remote; keep the clone small.
@@ -226,23 +219,14 @@ impl Engine {
                 }
             }
         } else {
-            repo.reference(&tracking_ref(branch), commit, true, "berth: push")
-                .map_err(local_fail(GitOp::UpdateRef))?;
+            repo.reference(&tracking_ref(branch), commit, true, "berth: push").map_err(local_fail(GitOp::UpdateRef))?;
         }
         self.metrics.commit();
-        Ok(CommitOutcome {
-            commit: commit.into(),
-            branch: branch.to_owned(),
-            created: true,
-        })
+        Ok(CommitOutcome { commit: commit.into(), branch: branch.to_owned(), created: true })
     }
 
     fn access(&self) -> RemoteAccess<'_> {
-        RemoteAccess {
-            url: &self.config.remote_url,
-            credentials: &self.config.credentials,
-            ctx: &self.ctx,
-        }
+        RemoteAccess { url: &self.config.remote_url, credentials: &self.config.credentials, ctx: &self.ctx }
     }
 
     /// Drops the damaged clone; the next attempt creates a fresh one.
@@ -275,11 +259,7 @@ impl Engine {
 }
 
 fn unchanged(head: Oid, branch: &str) -> CommitOutcome {
-    CommitOutcome {
-        commit: head.into(),
-        branch: branch.to_owned(),
-        created: false,
-    }
+    CommitOutcome { commit: head.into(), branch: branch.to_owned(), created: false }
 }
 
 /// Applies `changes` on the tree of `commit`; returns the new tree and the old one.
@@ -304,11 +284,7 @@ fn write_commit(
 }
 
 fn missing_clone() -> GitFailure {
-    GitFailure {
-        op: GitOp::Open,
-        kind: FailureKind::Local,
-        message: "no usable local clone".to_owned(),
-    }
+    GitFailure { op: GitOp::Open, kind: FailureKind::Local, message: "no usable local clone".to_owned() }
 }
 
 /// An error and its sources on one line.

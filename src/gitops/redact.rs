@@ -15,9 +15,7 @@ pub struct Redactor {
 
 impl std::fmt::Debug for Redactor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Redactor")
-            .field("secrets", &self.secrets.len())
-            .finish()
+        f.debug_struct("Redactor").field("secrets", &self.secrets.len()).finish()
     }
 }
 

@@ -32,10 +32,7 @@ impl RemoteAccess<'_> {
         let mut remote = repo.remote_anonymous(self.url).map_err(fail)?;
         // `+` on fetch only moves our tracking refs to whatever the remote has; we
         // never force anything onto the remote.
-        let refspecs: Vec<String> = branches
-            .iter()
-            .map(|b| format!("+refs/heads/{b}:{}", tracking_ref(b)))
-            .collect();
+        let refspecs: Vec<String> = branches.iter().map(|b| format!("+refs/heads/{b}:{}", tracking_ref(b))).collect();
         let mut options = FetchOptions::new();
         options
             .remote_callbacks(callbacks(self.credentials))
@@ -43,12 +40,8 @@ impl RemoteAccess<'_> {
             .update_fetchhead(false);
         remote.fetch(&refspecs, Some(&mut options), None).map_err(fail)?;
         // The advertisement stays readable after the fetch disconnected.
-        let advertised: Vec<(String, Oid)> = remote
-            .list()
-            .map_err(fail)?
-            .iter()
-            .map(|head| (head.name().to_owned(), head.oid()))
-            .collect();
+        let advertised: Vec<(String, Oid)> =
+            remote.list().map_err(fail)?.iter().map(|head| (head.name().to_owned(), head.oid())).collect();
         let mut heads = Vec::with_capacity(branches.len());
         for branch in branches {
             let name = format!("refs/heads/{branch}");
@@ -127,7 +120,7 @@ impl RemoteAccess<'_> {
     ) -> Result<(), GitFailure> {
         let fail = |e: git2::Error| self.ctx.failure(GitOp::Push, &e);
         let target = Repository::open(path).map_err(fail)?;
-        copy_missing_objects(repo, &target, commit).map_err(fail)?;
+        copy_missing_objects(repo, &target, commit, expected).map_err(fail)?;
         let updated = match expected {
             Some(old) => target.reference_matching(reference, commit, true, old, "berth: push"),
             None => target.reference(reference, commit, false, "berth: push"),
@@ -157,48 +150,70 @@ fn local_path(url: &str) -> Option<&Path> {
     }
 }
 
-/// Copies `commit` and the trees and blobs it introduces into `target`, skipping
-/// every object (and whole subtree) `target` already has: O(changed paths). Parents are
-/// not copied; they are the remote head the commit was built on. If they are missing
-/// the remote moved on, and the compare-and-swap that follows fails.
-fn copy_missing_objects(source: &Repository, target: &Repository, commit: Oid) -> Result<(), git2::Error> {
+/// Copies `commit` and the trees and blobs it introduces into `target`: O(changed
+/// paths). Parents are not copied; they are the remote head the commit was built on.
+/// If they are missing the remote moved on, and the compare-and-swap that follows fails.
+///
+/// With `base` (the remote head the commit replaces, so everything reachable from it
+/// is on the remote) only entries whose id differs from the base tree's entry of the
+/// same name are visited: a folder with 10,000 environments costs one in-memory pass
+/// over its entries instead of 10,000 existence checks (each a `stat` for loose objects).
+fn copy_missing_objects(
+    source: &Repository,
+    target: &Repository,
+    commit: Oid,
+    base: Option<Oid>,
+) -> Result<(), git2::Error> {
     let from = source.odb()?;
     let to = target.odb()?;
     if to.exists(commit) {
         return Ok(());
     }
     let tree = source.find_commit(commit)?.tree_id();
-    let mut stack = vec![(tree, false)];
-    // Depth-first; a tree is written after its entries, so the remote never holds a
-    // tree whose children are missing.
-    while let Some((tree, children_done)) = stack.pop() {
-        if to.exists(tree) {
+    let base_tree = match base {
+        Some(base) => source.find_commit(base).ok().map(|c| c.tree_id()),
+        None => None,
+    };
+    copy_tree(source, &from, &to, tree, base_tree)?;
+    copy_object(&from, &to, commit)
+}
+
+/// Copies `tree` and what it holds that `base` (the same folder on the remote) does
+/// not; entries are written before the tree, so the remote never holds a tree whose
+/// children are missing.
+fn copy_tree(
+    source: &Repository,
+    from: &git2::Odb<'_>,
+    to: &git2::Odb<'_>,
+    tree: Oid,
+    base: Option<Oid>,
+) -> Result<(), git2::Error> {
+    if base == Some(tree) || to.exists(tree) {
+        return Ok(());
+    }
+    let base_tree = match base {
+        Some(id) => source.find_tree(id).ok(),
+        None => None,
+    };
+    for entry in source.find_tree(tree)?.iter() {
+        let name = entry.name_bytes();
+        let old = base_tree.as_ref().and_then(|b| b.get_name_bytes(name)).map(|e| e.id());
+        if old == Some(entry.id()) {
             continue;
         }
-        if children_done {
-            copy_object(&from, &to, tree)?;
-            continue;
-        }
-        stack.push((tree, true));
-        for entry in source.find_tree(tree)?.iter() {
-            match entry.kind() {
-                Some(ObjectType::Tree) => stack.push((entry.id(), false)),
-                Some(ObjectType::Blob) if !to.exists(entry.id()) => copy_object(&from, &to, entry.id())?,
-                _ => {}
-            }
+        match entry.kind() {
+            Some(ObjectType::Tree) => copy_tree(source, from, to, entry.id(), old)?,
+            Some(ObjectType::Blob) if !to.exists(entry.id()) => copy_object(from, to, entry.id())?,
+            _ => {}
         }
     }
-    copy_object(&from, &to, commit)
+    copy_object(from, to, tree)
 }
 
 fn copy_object(from: &git2::Odb<'_>, to: &git2::Odb<'_>, id: Oid) -> Result<(), git2::Error> {
     let object = from.read(id)?;
     let written = to.write(object.kind(), object.data())?;
-    if written == id {
-        Ok(())
-    } else {
-        Err(git2::Error::from_str("object copied to the remote changed its id"))
-    }
+    if written == id { Ok(()) } else { Err(git2::Error::from_str("object copied to the remote changed its id")) }
 }
 
 #[cfg(test)]
@@ -229,29 +244,19 @@ mod tests {
             redactor: crate::gitops::redact::Redactor::default(),
             clone_dir: String::new(),
         };
-        let access = RemoteAccess {
-            url: &url,
-            credentials: &Credentials::None,
-            ctx: &ctx,
-        };
+        let access = RemoteAccess { url: &url, credentials: &Credentials::None, ctx: &ctx };
         let first = commit_in(&source, b"1", None);
         access.push(&source, "refs/heads/main", first, None).expect("create");
         assert_eq!(target.refname_to_id("refs/heads/main").expect("ref"), first);
-        let again = access
-            .push(&source, "refs/heads/main", first, None)
-            .expect_err("exists");
+        let again = access.push(&source, "refs/heads/main", first, None).expect_err("exists");
         assert_eq!(again.kind, FailureKind::NonFastForward);
 
         let second = commit_in(&source, b"2", Some(first));
         let stale = commit_in(&source, b"other", None);
-        let lost = access
-            .push(&source, "refs/heads/main", second, Some(stale))
-            .expect_err("stale");
+        let lost = access.push(&source, "refs/heads/main", second, Some(stale)).expect_err("stale");
         assert_eq!(lost.kind, FailureKind::NonFastForward);
         assert_eq!(target.refname_to_id("refs/heads/main").expect("ref"), first);
-        access
-            .push(&source, "refs/heads/main", second, Some(first))
-            .expect("fast-forward");
+        access.push(&source, "refs/heads/main", second, Some(first)).expect("fast-forward");
         assert_eq!(target.refname_to_id("refs/heads/main").expect("ref"), second);
         assert!(target.find_commit(second).expect("copied").tree().is_ok());
     }

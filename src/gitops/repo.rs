@@ -38,10 +38,8 @@ pub(crate) fn open_or_create(
     ctx: &ErrorContext,
 ) -> Result<(Repository, bool), Error> {
     let path = clone_path(workdir);
-    std::fs::create_dir_all(workdir).map_err(|source| Error::Workdir {
-        path: workdir.to_owned(),
-        source: Arc::new(source),
-    })?;
+    std::fs::create_dir_all(workdir)
+        .map_err(|source| Error::Workdir { path: workdir.to_owned(), source: Arc::new(source) })?;
     if path.exists() {
         match open_verified(&path, remote, branch) {
             Ok(repo) => return Ok((repo, false)),
@@ -57,18 +55,11 @@ pub(crate) fn open_or_create(
 
 /// Deletes the clone directory (or a file squatting its name).
 pub(crate) fn discard(path: &Path) -> Result<(), Error> {
-    let result = if path.is_dir() {
-        std::fs::remove_dir_all(path)
-    } else {
-        std::fs::remove_file(path)
-    };
+    let result = if path.is_dir() { std::fs::remove_dir_all(path) } else { std::fs::remove_file(path) };
     match result {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(source) => Err(Error::Workdir {
-            path: path.to_owned(),
-            source: Arc::new(source),
-        }),
+        Err(source) => Err(Error::Workdir { path: path.to_owned(), source: Arc::new(source) }),
     }
 }
 
@@ -78,33 +69,24 @@ fn open_verified(path: &Path, remote: &str, branch: &str) -> Result<Repository, 
     if !repo.is_bare() {
         return Err("not a bare repository".to_owned());
     }
-    let config = repo
-        .config()
-        .map_err(|e| format!("cannot read config: {}", e.message()))?;
+    let config = repo.config().map_err(|e| format!("cannot read config: {}", e.message()))?;
     match config.get_string(REMOTE_KEY) {
         Ok(recorded) if recorded == remote => {}
         Ok(_) => return Err("clone belongs to another remote".to_owned()),
         Err(e) => return Err(format!("no {REMOTE_KEY} recorded: {}", e.message())),
     }
-    let head = repo
-        .find_reference("HEAD")
-        .map_err(|e| format!("HEAD unreadable: {}", e.message()))?;
+    let head = repo.find_reference("HEAD").map_err(|e| format!("HEAD unreadable: {}", e.message()))?;
     let expected = format!("refs/heads/{branch}");
     match head.symbolic_target() {
         Ok(Some(target)) if target == expected => {}
         _ => return Err("HEAD does not point at the configured branch".to_owned()),
     }
-    let references = repo
-        .references()
-        .map_err(|e| format!("cannot list references: {}", e.message()))?;
+    let references = repo.references().map_err(|e| format!("cannot list references: {}", e.message()))?;
     for reference in references {
         let reference = reference.map_err(|e| format!("unreadable reference: {}", e.message()))?;
-        let commit = reference
-            .peel_to_commit()
-            .map_err(|e| format!("reference points at a missing commit: {}", e.message()))?;
-        commit
-            .tree()
-            .map_err(|e| format!("commit {} has no readable tree: {}", commit.id(), e.message()))?;
+        let commit =
+            reference.peel_to_commit().map_err(|e| format!("reference points at a missing commit: {}", e.message()))?;
+        commit.tree().map_err(|e| format!("commit {} has no readable tree: {}", commit.id(), e.message()))?;
     }
     drop((config, head));
     Ok(repo)
@@ -146,12 +128,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let (repo, fresh) = open_or_create(dir.path(), "file:///r", "main", &ctx()).expect("create");
         assert!(fresh);
-        assert!(
-            repo.config()
-                .expect("config")
-                .get_bool("core.fsyncObjectFiles")
-                .expect("set")
-        );
+        assert!(repo.config().expect("config").get_bool("core.fsyncObjectFiles").expect("set"));
         drop(repo);
         let (_repo, fresh) = open_or_create(dir.path(), "file:///r", "main", &ctx()).expect("open");
         assert!(!fresh, "a healthy clone is reused");

@@ -65,10 +65,8 @@ fn build(repo: &Repository, node: &Node<'_>, base: Option<Oid>) -> Result<Option
     let start_tree = start.map(|id| repo.find_tree(id)).transpose()?;
     let mut builder = repo.treebuilder(start_tree.as_ref())?;
     for (name, child) in &node.children {
-        let child_base = builder
-            .get(name)?
-            .filter(|entry| entry.kind() == Some(ObjectType::Tree))
-            .map(|entry| entry.id());
+        let child_base =
+            builder.get(name)?.filter(|entry| entry.kind() == Some(ObjectType::Tree)).map(|entry| entry.id());
         match build(repo, child, child_base)? {
             Some(id) => {
                 builder.insert(name, id, FileMode::Tree.into())?;
@@ -80,11 +78,7 @@ fn build(repo: &Repository, node: &Node<'_>, base: Option<Oid>) -> Result<Option
             }
         }
     }
-    if builder.is_empty() {
-        Ok(None)
-    } else {
-        builder.write().map(Some)
-    }
+    if builder.is_empty() { Ok(None) } else { builder.write().map(Some) }
 }
 
 /// Writes a flat folder of regular files; `None` when there are no files (git has no
@@ -110,12 +104,7 @@ mod tests {
     fn put(path: &str, files: &[(&str, &str)]) -> Change {
         Change {
             path: RepoPath::parse(path).expect("valid"),
-            operation: Operation::Put(
-                files
-                    .iter()
-                    .map(|(n, c)| ((*n).to_owned(), c.as_bytes().to_vec()))
-                    .collect(),
-            ),
+            operation: Operation::Put(files.iter().map(|(n, c)| ((*n).to_owned(), c.as_bytes().to_vec())).collect()),
             reason: ChangeReason::new("ns/r", None, ""),
         }
     }
@@ -155,20 +144,9 @@ mod tests {
             ],
         )
         .expect("apply");
-        assert_eq!(
-            files(&repo, t1),
-            [
-                "c/x/t/a/one.yaml",
-                "c/x/t/a/two.yaml",
-                "c/x/t/b/one.yaml",
-                "c/y/t/c/one.yaml"
-            ]
-        );
+        assert_eq!(files(&repo, t1), ["c/x/t/a/one.yaml", "c/x/t/a/two.yaml", "c/x/t/b/one.yaml", "c/y/t/c/one.yaml"]);
         let t2 = apply(&repo, Some(t1), &[put("c/x/t/a", &[("three.yaml", "3")])]).expect("apply");
-        assert_eq!(
-            files(&repo, t2),
-            ["c/x/t/a/three.yaml", "c/x/t/b/one.yaml", "c/y/t/c/one.yaml"]
-        );
+        assert_eq!(files(&repo, t2), ["c/x/t/a/three.yaml", "c/x/t/b/one.yaml", "c/y/t/c/one.yaml"]);
         let t3 = apply(&repo, Some(t2), &[remove("c/y/t/c")]).expect("apply");
         assert_eq!(files(&repo, t3), ["c/x/t/a/three.yaml", "c/x/t/b/one.yaml"]);
         let root = repo.find_tree(t3).expect("tree");

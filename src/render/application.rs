@@ -60,10 +60,7 @@ pub(super) fn application(env: &Checked<'_>, options: &RenderOptions) -> Applica
     let argocd = &env.class.spec.argocd;
     let app = &env.request.spec.app;
     let sync_policy = argocd.sync_policy.automated.then_some(SyncPolicy {
-        automated: Automated {
-            prune: argocd.sync_policy.prune,
-            self_heal: argocd.sync_policy.self_heal,
-        },
+        automated: Automated { prune: argocd.sync_policy.prune, self_heal: argocd.sync_policy.self_heal },
     });
     // Named after the environment: unique, and at most 63 characters.
     let mut metadata = metadata(env, &env.namespace, Some(&options.argocd_namespace));
@@ -81,10 +78,7 @@ pub(super) fn application(env: &Checked<'_>, options: &RenderOptions) -> Applica
                 path: app.path.clone(),
                 target_revision: app.revision.clone(),
             },
-            destination: Destination {
-                name: env.request.spec.cluster.clone(),
-                namespace: env.namespace.clone(),
-            },
+            destination: Destination { name: env.request.spec.cluster.clone(), namespace: env.namespace.clone() },
             sync_policy,
         },
     }

@@ -22,9 +22,7 @@ pub struct RenderOptions {
 
 impl Default for RenderOptions {
     fn default() -> Self {
-        Self {
-            argocd_namespace: "argocd".to_owned(),
-        }
+        Self { argocd_namespace: "argocd".to_owned() }
     }
 }
 
@@ -53,35 +51,15 @@ pub enum RenderError {
     #[error("request asks for class {requested:?} but was rendered with class {actual:?}")]
     ClassMismatch { requested: String, actual: String },
     #[error("tenant {tenant:?} may not use class {class:?}; its allowed classes are {allowed:?}")]
-    ClassNotAllowed {
-        tenant: String,
-        class: String,
-        allowed: Vec<String>,
-    },
+    ClassNotAllowed { tenant: String, class: String, allowed: Vec<String> },
     #[error("class {class:?} does not run on cluster {cluster:?}; pick one of {allowed:?}")]
-    ClusterNotAllowed {
-        class: String,
-        cluster: String,
-        allowed: Vec<String>,
-    },
+    ClusterNotAllowed { class: String, cluster: String, allowed: Vec<String> },
     #[error("ttl {requested} is longer than class {class:?} allows ({max}); ask for {max} or less")]
-    TtlOverMax {
-        class: String,
-        requested: String,
-        max: String,
-    },
+    TtlOverMax { class: String, requested: String, max: String },
     #[error("{field} is not a valid duration: {source}")]
-    Duration {
-        field: &'static str,
-        source: InvalidDuration,
-    },
+    Duration { field: &'static str, source: InvalidDuration },
     #[error("{what} {name:?} is {len} characters; at most {max} fit")]
-    NameTooLong {
-        what: &'static str,
-        name: String,
-        len: usize,
-        max: usize,
-    },
+    NameTooLong { what: &'static str, name: String, len: usize, max: usize },
     #[error("cannot serialize {file}: {message}")]
     Serialize { file: &'static str, message: String },
 }
@@ -104,25 +82,13 @@ pub fn render(
 ) -> Result<Environment, RenderError> {
     let checked = check(class, tenant, request)?;
     let mut files = BTreeMap::new();
-    files.insert(
-        "namespace.yaml".to_owned(),
-        to_yaml("namespace.yaml", &[objects::namespace(&checked)])?,
-    );
-    files.insert(
-        "resourcequota.yaml".to_owned(),
-        to_yaml("resourcequota.yaml", &[objects::resource_quota(&checked)])?,
-    );
+    files.insert("namespace.yaml".to_owned(), to_yaml("namespace.yaml", &[objects::namespace(&checked)])?);
+    files.insert("resourcequota.yaml".to_owned(), to_yaml("resourcequota.yaml", &[objects::resource_quota(&checked)])?);
     if let Some(limits) = objects::limit_range(&checked) {
         files.insert("limitrange.yaml".to_owned(), to_yaml("limitrange.yaml", &[limits])?);
     }
-    files.insert(
-        "networkpolicy.yaml".to_owned(),
-        to_yaml("networkpolicy.yaml", &[objects::network_policy(&checked)])?,
-    );
-    files.insert(
-        "rolebindings.yaml".to_owned(),
-        to_yaml("rolebindings.yaml", &objects::role_bindings(&checked))?,
-    );
+    files.insert("networkpolicy.yaml".to_owned(), to_yaml("networkpolicy.yaml", &[objects::network_policy(&checked)])?);
+    files.insert("rolebindings.yaml".to_owned(), to_yaml("rolebindings.yaml", &objects::role_bindings(&checked))?);
     let app = application::application(&checked, options);
     files.insert("application.yaml".to_owned(), to_yaml("application.yaml", &[app])?);
     Ok(Environment {
@@ -143,16 +109,10 @@ fn check<'a>(
     let (class_name, tenant_name) = (class.name_any(), tenant.name_any());
     let spec = &request.spec;
     if spec.tenant != tenant_name {
-        return Err(RenderError::TenantMismatch {
-            requested: spec.tenant.clone(),
-            actual: tenant_name,
-        });
+        return Err(RenderError::TenantMismatch { requested: spec.tenant.clone(), actual: tenant_name });
     }
     if spec.class != class_name {
-        return Err(RenderError::ClassMismatch {
-            requested: spec.class.clone(),
-            actual: class_name,
-        });
+        return Err(RenderError::ClassMismatch { requested: spec.class.clone(), actual: class_name });
     }
     if !tenant.spec.allowed_classes.contains(&class_name) {
         return Err(RenderError::ClassNotAllowed {
@@ -212,10 +172,7 @@ fn effective_ttl(class: &EnvironmentClass, request: &EnvironmentRequest) -> Resu
 /// YAML documents joined by `---`, each serialized from its typed object.
 fn to_yaml<T: Serialize>(file: &'static str, documents: &[T]) -> Result<String, RenderError> {
     let rendered: Result<Vec<String>, _> = documents.iter().map(serde_yaml::to_string).collect();
-    let rendered = rendered.map_err(|e| RenderError::Serialize {
-        file,
-        message: e.to_string(),
-    })?;
+    let rendered = rendered.map_err(|e| RenderError::Serialize { file, message: e.to_string() })?;
     Ok(rendered.join("---\n"))
 }
 

@@ -20,11 +20,7 @@ pub fn environment_namespace(tenant: &str, request: &str) -> String {
     let readable = sanitize(&format!("{tenant}-{request}"));
     let room = MAX_DNS_LABEL - HASH_LEN - 1;
     let prefix = readable[..readable.len().min(room)].trim_end_matches('-');
-    if prefix.is_empty() {
-        format!("env-{hash}")
-    } else {
-        format!("{prefix}-{hash}")
-    }
+    if prefix.is_empty() { format!("env-{hash}") } else { format!("{prefix}-{hash}") }
 }
 
 /// Lowercase ASCII letters and digits kept, runs of anything else become one `-`,
@@ -46,9 +42,7 @@ fn sanitize(text: &str) -> String {
 pub fn is_dns_label(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= MAX_DNS_LABEL
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !name.starts_with('-')
         && !name.ends_with('-')
 }
@@ -67,10 +61,7 @@ mod tests {
 
     #[test]
     fn the_same_input_gives_the_same_name() {
-        assert_eq!(
-            environment_namespace("payments", "web"),
-            environment_namespace("payments", "web")
-        );
+        assert_eq!(environment_namespace("payments", "web"), environment_namespace("payments", "web"));
     }
 
     #[test]

@@ -33,11 +33,7 @@ pub(super) fn environment_labels(env: &Checked<'_>) -> BTreeMap<String, String> 
 
 /// Metadata for an object named `name`, in the environment's namespace when namespaced.
 pub(super) fn metadata(env: &Checked<'_>, name: &str, namespace: Option<&str>) -> ObjectMeta {
-    let request = format!(
-        "{}/{}",
-        env.request.namespace().unwrap_or_default(),
-        env.request.name_any()
-    );
+    let request = format!("{}/{}", env.request.namespace().unwrap_or_default(), env.request.name_any());
     ObjectMeta {
         name: Some(name.to_owned()),
         namespace: namespace.map(str::to_owned),
@@ -57,19 +53,13 @@ pub(super) fn namespace(env: &Checked<'_>) -> Namespace {
         };
         labels.insert(labels::POD_SECURITY_ENFORCE.to_owned(), level.to_owned());
     }
-    Namespace {
-        metadata: meta,
-        ..Namespace::default()
-    }
+    Namespace { metadata: meta, ..Namespace::default() }
 }
 
 pub(super) fn resource_quota(env: &Checked<'_>) -> ResourceQuota {
     ResourceQuota {
         metadata: metadata(env, "berth-quota", Some(&env.namespace)),
-        spec: Some(ResourceQuotaSpec {
-            hard: Some(env.class.spec.quota.clone()),
-            ..ResourceQuotaSpec::default()
-        }),
+        spec: Some(ResourceQuotaSpec { hard: Some(env.class.spec.quota.clone()), ..ResourceQuotaSpec::default() }),
         ..ResourceQuota::default()
     }
 }

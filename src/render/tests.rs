@@ -52,22 +52,13 @@ fn assert_golden(case: &str, env: &Environment) {
     assert_eq!(rendered, on_disk, "{case}: rendered files differ from the golden set");
     for (file, yaml) in &env.files {
         let golden = std::fs::read_to_string(dir.join(file)).expect("read golden file");
-        assert_eq!(
-            yaml, &golden,
-            "{case}/{file} differs from its golden file (BERTH_UPDATE_GOLDEN=1 to accept)"
-        );
+        assert_eq!(yaml, &golden, "{case}/{file} differs from its golden file (BERTH_UPDATE_GOLDEN=1 to accept)");
     }
 }
 
 #[test]
 fn golden_preview() {
-    let env = render(
-        &class("preview"),
-        &payments(),
-        &request("preview"),
-        &RenderOptions::default(),
-    )
-    .expect("renders");
+    let env = render(&class("preview"), &payments(), &request("preview"), &RenderOptions::default()).expect("renders");
     assert_golden("preview", &env);
     assert_eq!(env.ttl, Some(Duration::from_secs(48 * 3600)), "the request's ttl wins");
     assert_eq!(env.estimated_monthly_cost_usd, 40);
@@ -75,31 +66,16 @@ fn golden_preview() {
 
 #[test]
 fn golden_staging() {
-    let env = render(
-        &class("staging"),
-        &payments(),
-        &request("staging"),
-        &RenderOptions::default(),
-    )
-    .expect("renders");
+    let env = render(&class("staging"), &payments(), &request("staging"), &RenderOptions::default()).expect("renders");
     assert_golden("staging", &env);
-    assert_eq!(
-        env.ttl,
-        Some(Duration::from_secs(720 * 3600)),
-        "the class default applies"
-    );
+    assert_eq!(env.ttl, Some(Duration::from_secs(720 * 3600)), "the class default applies");
     assert_eq!(env.cluster, "staging-eu-west-1");
 }
 
 #[test]
 fn golden_production() {
-    let env = render(
-        &class("production"),
-        &payments(),
-        &request("production"),
-        &RenderOptions::default(),
-    )
-    .expect("renders");
+    let env =
+        render(&class("production"), &payments(), &request("production"), &RenderOptions::default()).expect("renders");
     assert_golden("production", &env);
     assert_eq!(env.ttl, None, "production does not expire");
     assert!(!env.files.is_empty());
@@ -116,24 +92,14 @@ fn rendering_is_deterministic() {
 
 #[test]
 fn every_object_carries_the_labels_berth_finds_it_by() {
-    let env = render(
-        &class("preview"),
-        &payments(),
-        &request("preview"),
-        &RenderOptions::default(),
-    )
-    .expect("renders");
+    let env = render(&class("preview"), &payments(), &request("preview"), &RenderOptions::default()).expect("renders");
     let mut objects = 0;
     for (file, yaml) in &env.files {
         for document in serde_yaml::Deserializer::from_str(yaml) {
             let object = serde_yaml::Value::deserialize(document).expect("valid YAML");
             let found = &object["metadata"]["labels"];
             assert_eq!(found[labels::TENANT].as_str(), Some("payments"), "{file}");
-            assert_eq!(
-                found[labels::ENVIRONMENT].as_str(),
-                Some(env.namespace.as_str()),
-                "{file}"
-            );
+            assert_eq!(found[labels::ENVIRONMENT].as_str(), Some(env.namespace.as_str()), "{file}");
             assert_eq!(found[labels::CLASS].as_str(), Some("preview"), "{file}");
             assert_eq!(found[labels::MANAGED_BY].as_str(), Some("berth"), "{file}");
             assert_eq!(
@@ -144,35 +110,21 @@ fn every_object_carries_the_labels_berth_finds_it_by() {
             objects += 1;
         }
     }
-    assert_eq!(
-        objects, 7,
-        "namespace, quota, limits, policy, two bindings, application"
-    );
+    assert_eq!(objects, 7, "namespace, quota, limits, policy, two bindings, application");
 }
 
 #[test]
 fn network_policy_follows_the_class_mode() {
-    let preview = render(
-        &class("preview"),
-        &payments(),
-        &request("preview"),
-        &RenderOptions::default(),
-    )
-    .expect("renders");
+    let preview =
+        render(&class("preview"), &payments(), &request("preview"), &RenderOptions::default()).expect("renders");
     let allow: serde_yaml::Value = serde_yaml::from_str(&preview.files["networkpolicy.yaml"]).expect("yaml");
-    assert_eq!(
-        allow["spec"]["ingress"][0]["from"][0]["podSelector"],
-        serde_yaml::Value::Mapping(Default::default())
-    );
+    assert_eq!(allow["spec"]["ingress"][0]["from"][0]["podSelector"], serde_yaml::Value::Mapping(Default::default()));
 
     let mut deny_class = class("preview");
     deny_class.spec.network_policy = crate::api::environment_class::NetworkPolicyMode::DefaultDeny;
     let denied = render(&deny_class, &payments(), &request("preview"), &RenderOptions::default()).expect("renders");
     let deny: serde_yaml::Value = serde_yaml::from_str(&denied.files["networkpolicy.yaml"]).expect("yaml");
-    assert!(
-        deny["spec"].get("ingress").is_none(),
-        "default deny has no ingress rules"
-    );
+    assert!(deny["spec"].get("ingress").is_none(), "default deny has no ingress rules");
     assert_eq!(deny["spec"]["policyTypes"][0].as_str(), Some("Ingress"));
 }
 
@@ -180,18 +132,9 @@ fn network_policy_follows_the_class_mode() {
 fn members_binding_only_when_the_tenant_has_members() {
     let mut tenant = payments();
     tenant.spec.members.clear();
-    let env = render(
-        &class("preview"),
-        &tenant,
-        &request("preview"),
-        &RenderOptions::default(),
-    )
-    .expect("renders");
+    let env = render(&class("preview"), &tenant, &request("preview"), &RenderOptions::default()).expect("renders");
     let bindings = &env.files["rolebindings.yaml"];
-    assert!(
-        bindings.contains("berth-owners") && !bindings.contains("berth-members"),
-        "{bindings}"
-    );
+    assert!(bindings.contains("berth-owners") && !bindings.contains("berth-members"), "{bindings}");
 }
 
 #[test]
@@ -204,16 +147,11 @@ fn no_limit_range_file_when_the_class_sets_no_defaults() {
 
 #[test]
 fn application_points_at_the_app_and_the_environment() {
-    let options = RenderOptions {
-        argocd_namespace: "gitops".to_owned(),
-    };
+    let options = RenderOptions { argocd_namespace: "gitops".to_owned() };
     let env = render(&class("production"), &payments(), &request("production"), &options).expect("renders");
     let app: serde_yaml::Value = serde_yaml::from_str(&env.files["application.yaml"]).expect("yaml");
     assert_eq!(app["metadata"]["namespace"].as_str(), Some("gitops"));
-    assert_eq!(
-        app["spec"]["destination"]["namespace"].as_str(),
-        Some(env.namespace.as_str())
-    );
+    assert_eq!(app["spec"]["destination"]["namespace"].as_str(), Some(env.namespace.as_str()));
     assert_eq!(app["spec"]["destination"]["name"].as_str(), Some("prod-eu-west-1"));
     assert_eq!(app["spec"]["source"]["targetRevision"].as_str(), Some("v1.8.0"));
     assert_eq!(app["spec"]["syncPolicy"]["automated"]["prune"].as_bool(), Some(false));
@@ -228,10 +166,7 @@ fn class_not_allowed_for_the_tenant() {
     let mut tenant = payments();
     tenant.spec.allowed_classes = vec!["preview".to_owned()];
     let err = render_err(&class("production"), &tenant, &request("production"));
-    assert!(
-        matches!(&err, RenderError::ClassNotAllowed { class, .. } if class == "production"),
-        "{err}"
-    );
+    assert!(matches!(&err, RenderError::ClassNotAllowed { class, .. } if class == "production"), "{err}");
     assert!(err.to_string().contains("allowed classes are [\"preview\"]"), "{err}");
 }
 
@@ -240,14 +175,8 @@ fn cluster_not_allowed_by_the_class() {
     let mut req = request("production");
     req.spec.cluster = "in-cluster".to_owned();
     let err = render_err(&class("production"), &payments(), &req);
-    assert!(
-        matches!(&err, RenderError::ClusterNotAllowed { cluster, .. } if cluster == "in-cluster"),
-        "{err}"
-    );
-    assert!(
-        err.to_string().contains("prod-eu-west-1"),
-        "the message lists the allowed clusters: {err}"
-    );
+    assert!(matches!(&err, RenderError::ClusterNotAllowed { cluster, .. } if cluster == "in-cluster"), "{err}");
+    assert!(err.to_string().contains("prod-eu-west-1"), "the message lists the allowed clusters: {err}");
 }
 
 #[test]
@@ -255,18 +184,8 @@ fn ttl_over_the_class_max() {
     let mut req = request("preview");
     req.spec.ttl = Some("200h".parse::<GoDuration>().expect("valid"));
     let err = render_err(&class("preview"), &payments(), &req);
-    assert_eq!(
-        err,
-        RenderError::TtlOverMax {
-            class: "preview".into(),
-            requested: "200h".into(),
-            max: "168h".into()
-        }
-    );
-    assert_eq!(
-        err.to_string(),
-        "ttl 200h is longer than class \"preview\" allows (168h); ask for 168h or less"
-    );
+    assert_eq!(err, RenderError::TtlOverMax { class: "preview".into(), requested: "200h".into(), max: "168h".into() });
+    assert_eq!(err.to_string(), "ttl 200h is longer than class \"preview\" allows (168h); ask for 168h or less");
 }
 
 #[test]
@@ -286,28 +205,14 @@ fn names_too_long_for_labels() {
     let mut req = request("preview");
     req.spec.tenant = long;
     let err = render_err(&class("preview"), &tenant, &req);
-    assert!(
-        matches!(
-            err,
-            RenderError::NameTooLong {
-                what: "tenant name",
-                len: 64,
-                max: 63,
-                ..
-            }
-        ),
-        "{err}"
-    );
+    assert!(matches!(err, RenderError::NameTooLong { what: "tenant name", len: 64, max: 63, .. }), "{err}");
 }
 
 #[test]
 fn mismatched_tenant_or_class() {
     let mut req = request("preview");
     req.spec.tenant = "search".to_owned();
-    assert!(matches!(
-        render_err(&class("preview"), &payments(), &req),
-        RenderError::TenantMismatch { .. }
-    ));
+    assert!(matches!(render_err(&class("preview"), &payments(), &req), RenderError::TenantMismatch { .. }));
     let err = render_err(&class("staging"), &payments(), &request("preview"));
     assert!(matches!(err, RenderError::ClassMismatch { .. }), "{err}");
 }
@@ -315,17 +220,8 @@ fn mismatched_tenant_or_class() {
 #[test]
 fn subjects_become_rbac_subjects_of_the_right_kind() {
     let mut tenant = payments();
-    tenant.spec.owners = vec![Subject {
-        kind: crate::api::tenant::SubjectKind::Group,
-        name: "payments-leads".into(),
-    }];
-    let env = render(
-        &class("preview"),
-        &tenant,
-        &request("preview"),
-        &RenderOptions::default(),
-    )
-    .expect("renders");
+    tenant.spec.owners = vec![Subject { kind: crate::api::tenant::SubjectKind::Group, name: "payments-leads".into() }];
+    let env = render(&class("preview"), &tenant, &request("preview"), &RenderOptions::default()).expect("renders");
     let owners: serde_yaml::Value = serde_yaml::Deserializer::from_str(&env.files["rolebindings.yaml"])
         .next()
         .map(serde_yaml::Value::deserialize)

@@ -48,11 +48,7 @@ enum Cmd {
 async fn main() -> ExitCode {
     let result = match Cli::parse().command {
         Cmd::Up { dir, detach: true, .. } => detach(&dir).await,
-        Cmd::Up {
-            dir,
-            watch_pid,
-            detach: false,
-        } => supervise(&dir, watch_pid).await,
+        Cmd::Up { dir, watch_pid, detach: false } => supervise(&dir, watch_pid).await,
         Cmd::Down { dir } => down(&dir).await,
     };
     match result {
@@ -165,10 +161,7 @@ async fn detach(dir: &Path) -> Result<()> {
 use std::os::unix::process::CommandExt;
 
 fn print_usage(info: &ClusterInfo) {
-    println!(
-        "control plane running at {} (supervisor pid {})",
-        info.server, info.supervisor_pid
-    );
+    println!("control plane running at {} (supervisor pid {})", info.server, info.supervisor_pid);
     println!("point kubectl (v1.34, built with it) at it:");
     println!("  source {}", info.dir.join("env.sh").display());
     println!("users (kubectl --context NAME): admin (system:masters), alice (team-payments), bob (platform-approvers)");

@@ -10,15 +10,10 @@ fn set(doc: &mut Value, path: &str, value: Value) {
     let mut node = doc;
     let keys: Vec<&str> = path.split('.').collect();
     for key in &keys[..keys.len() - 1] {
-        node = node
-            .as_mapping_mut()
-            .and_then(|m| m.get_mut(*key))
-            .unwrap_or_else(|| panic!("{path}: no {key}"));
+        node = node.as_mapping_mut().and_then(|m| m.get_mut(*key)).unwrap_or_else(|| panic!("{path}: no {key}"));
     }
     let last = keys[keys.len() - 1];
-    node.as_mapping_mut()
-        .unwrap_or_else(|| panic!("{path} is not in a map"))
-        .insert(last.into(), value);
+    node.as_mapping_mut().unwrap_or_else(|| panic!("{path} is not in a map")).insert(last.into(), value);
 }
 
 fn yaml(text: &str) -> Value {
@@ -93,24 +88,14 @@ async fn create_rules_refuse_with_their_message_and_store_nothing() {
         Refusal {
             rule: "rollout stage names are unique",
             file: "rollout-checkout.yaml",
-            mutate: |d| {
-                set(
-                    d,
-                    "spec.stages",
-                    yaml("[{name: staging}, {name: prod}, {name: staging}]"),
-                )
-            },
+            mutate: |d| set(d, "spec.stages", yaml("[{name: staging}, {name: prod}, {name: staging}]")),
             message: "stage names must be unique",
         },
         Refusal {
             rule: "freeze window ends after it starts",
             file: "rollout-checkout.yaml",
             mutate: |d| {
-                set(
-                    d,
-                    "spec.freezeWindows",
-                    yaml("[{start: '2027-01-04T00:00:00Z', end: '2026-12-20T00:00:00Z'}]"),
-                )
+                set(d, "spec.freezeWindows", yaml("[{start: '2027-01-04T00:00:00Z', end: '2026-12-20T00:00:00Z'}]"))
             },
             message: "a freeze window must end after it starts",
         },
@@ -125,15 +110,8 @@ async fn create_rules_refuse_with_their_message_and_store_nothing() {
         let name = format!("cel-create-{index}-{namespace}");
         let mut doc = example_as(case.file, &name, &namespace);
         (case.mutate)(&mut doc);
-        let refused = cluster
-            .kubectl("admin", &["create", "-f", "-"], Some(&to_yaml(&doc)))
-            .await;
-        assert!(
-            !refused.success,
-            "{}: the apiserver accepted {}",
-            case.rule,
-            to_yaml(&doc)
-        );
+        let refused = cluster.kubectl("admin", &["create", "-f", "-"], Some(&to_yaml(&doc))).await;
+        assert!(!refused.success, "{}: the apiserver accepted {}", case.rule, to_yaml(&doc));
         assert!(
             refused.stderr.contains(case.message),
             "{}: expected {:?} in:\n{}",
@@ -144,20 +122,7 @@ async fn create_rules_refuse_with_their_message_and_store_nothing() {
 
         let kind = doc["kind"].as_str().unwrap_or_default().to_lowercase();
         let lookup = cluster
-            .kubectl(
-                "admin",
-                &[
-                    "get",
-                    &kind,
-                    &name,
-                    "-n",
-                    &namespace,
-                    "--ignore-not-found",
-                    "-o",
-                    "name",
-                ],
-                None,
-            )
+            .kubectl("admin", &["get", &kind, &name, "-n", &namespace, "--ignore-not-found", "-o", "name"], None)
             .await;
         assert!(
             lookup.success && lookup.stdout.trim().is_empty(),
@@ -168,18 +133,9 @@ async fn create_rules_refuse_with_their_message_and_store_nothing() {
 
         // The unmutated example is accepted, so the refusal is the rule's doing.
         let valid = example_as(case.file, &name, &namespace);
-        let accepted = cluster
-            .kubectl(
-                "admin",
-                &["create", "--dry-run=server", "-f", "-"],
-                Some(&to_yaml(&valid)),
-            )
-            .await;
-        assert!(
-            accepted.success,
-            "{}: the valid example was refused: {}",
-            case.rule, accepted.stderr
-        );
+        let accepted =
+            cluster.kubectl("admin", &["create", "--dry-run=server", "-f", "-"], Some(&to_yaml(&valid))).await;
+        assert!(accepted.success, "{}: the valid example was refused: {}", case.rule, accepted.stderr);
     }
 }
 
@@ -221,18 +177,12 @@ async fn immutability_rules_refuse_updates_and_keep_the_stored_object() {
     for (index, case) in cases.iter().enumerate() {
         let name = format!("cel-update-{index}-{namespace}");
         let original = example_as(case.file, &name, &namespace);
-        let created = cluster
-            .kubectl("admin", &["create", "-f", "-"], Some(&to_yaml(&original)))
-            .await;
+        let created = cluster.kubectl("admin", &["create", "-f", "-"], Some(&to_yaml(&original))).await;
         assert!(created.success, "{}: {}", case.rule, created.stderr);
         let kind = original["kind"].as_str().unwrap_or_default().to_lowercase();
         let stored_spec = || async {
             let got = cluster
-                .kubectl(
-                    "admin",
-                    &["get", &kind, &name, "-n", &namespace, "-o", "jsonpath={.spec}"],
-                    None,
-                )
+                .kubectl("admin", &["get", &kind, &name, "-n", &namespace, "-o", "jsonpath={.spec}"], None)
                 .await;
             assert!(got.success, "{}", got.stderr);
             got.stdout
@@ -242,9 +192,7 @@ async fn immutability_rules_refuse_updates_and_keep_the_stored_object() {
         let mut changed = original.clone();
         (case.mutate)(&mut changed);
         // replace sends the whole object, so a removed field is really removed.
-        let refused = cluster
-            .kubectl("admin", &["replace", "-f", "-"], Some(&to_yaml(&changed)))
-            .await;
+        let refused = cluster.kubectl("admin", &["replace", "-f", "-"], Some(&to_yaml(&changed))).await;
         assert!(!refused.success, "{}: the apiserver accepted the change", case.rule);
         assert!(
             refused.stderr.contains(case.message),
@@ -253,11 +201,6 @@ async fn immutability_rules_refuse_updates_and_keep_the_stored_object() {
             case.message,
             refused.stderr
         );
-        assert_eq!(
-            stored_spec().await,
-            before,
-            "{}: the refused update changed the stored object",
-            case.rule
-        );
+        assert_eq!(stored_spec().await, before, "{}: the refused update changed the stored object", case.rule);
     }
 }

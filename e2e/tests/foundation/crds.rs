@@ -13,10 +13,7 @@ async fn every_crd_is_established() {
     let crds: Api<CustomResourceDefinition> = Api::all(cluster.client("admin").await);
     for (_, generated) in berth::api::crds() {
         let name = generated.metadata.name.clone().unwrap_or_default();
-        let live = crds
-            .get(&name)
-            .await
-            .unwrap_or_else(|e| panic!("{name} not installed: {e}"));
+        let live = crds.get(&name).await.unwrap_or_else(|e| panic!("{name} not installed: {e}"));
         let established = live
             .status
             .and_then(|s| s.conditions)
@@ -24,11 +21,7 @@ async fn every_crd_is_established() {
             .into_iter()
             .any(|c| c.type_ == "Established" && c.status == "True");
         assert!(established, "{name} is not Established");
-        assert_eq!(
-            live.spec.names.categories,
-            Some(vec!["berth".to_owned()]),
-            "{name} is in category berth"
-        );
+        assert_eq!(live.spec.names.categories, Some(vec!["berth".to_owned()]), "{name} is in category berth");
     }
 }
 
@@ -38,27 +31,14 @@ async fn every_example_is_accepted_and_reads_back_into_the_rust_types() {
     cluster.install_crds().await;
     // The examples live in the tenant's request namespace, which the Tenant
     // controller creates; at this tier the test creates it.
-    let create_ns = cluster
-        .kubectl("admin", &["create", "namespace", "payments"], None)
-        .await;
+    let create_ns = cluster.kubectl("admin", &["create", "namespace", "payments"], None).await;
     assert!(create_ns.success, "{}", create_ns.stderr);
 
     let examples = berth_e2e::repo_root().join("examples");
     let examples = examples.to_string_lossy();
-    let dry_run = cluster
-        .kubectl("admin", &["create", "--dry-run=server", "-f", &examples], None)
-        .await;
-    assert!(
-        dry_run.success,
-        "server-side dry run refused an example: {}",
-        dry_run.stderr
-    );
-    assert_eq!(
-        dry_run.stdout.matches("(server dry run)").count(),
-        8,
-        "{}",
-        dry_run.stdout
-    );
+    let dry_run = cluster.kubectl("admin", &["create", "--dry-run=server", "-f", &examples], None).await;
+    assert!(dry_run.success, "server-side dry run refused an example: {}", dry_run.stderr);
+    assert_eq!(dry_run.stdout.matches("(server dry run)").count(), 8, "{}", dry_run.stdout);
 
     let create = cluster.kubectl("admin", &["create", "-f", &examples], None).await;
     assert!(create.success, "an example was refused: {}", create.stderr);
@@ -80,16 +60,10 @@ async fn every_example_is_accepted_and_reads_back_into_the_rust_types() {
         .await
         .unwrap_or_else(|e| panic!("cannot read production: {e}"));
     assert!(production.spec.approval.required);
-    assert_eq!(
-        production.spec.approval.approver_groups,
-        vec!["platform-approvers".to_owned()]
-    );
+    assert_eq!(production.spec.approval.approver_groups, vec!["platform-approvers".to_owned()]);
     assert_eq!(production.spec.ttl, None, "production environments do not expire");
 
-    let tenant = Api::<Tenant>::all(client.clone())
-        .get("payments")
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    let tenant = Api::<Tenant>::all(client.clone()).get("payments").await.unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(tenant.spec.budget.monthly_cost_usd, Some(5000));
 
     let requests = Api::<EnvironmentRequest>::namespaced(client.clone(), "payments");
@@ -99,10 +73,8 @@ async fn every_example_is_accepted_and_reads_back_into_the_rust_types() {
     let staging = requests.get("checkout-staging").await.unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(staging.spec.app.revision, "v1.8.0");
 
-    let rollout = Api::<Rollout>::namespaced(client, "payments")
-        .get("checkout-v1-9-0")
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    let rollout =
+        Api::<Rollout>::namespaced(client, "payments").get("checkout-v1-9-0").await.unwrap_or_else(|e| panic!("{e}"));
     let stages: Vec<&str> = rollout.spec.stages.iter().map(|s| s.name.as_str()).collect();
     assert_eq!(stages, ["staging", "production"]);
 }
@@ -145,9 +117,7 @@ spec:
     let created = cluster.kubectl("admin", &["create", "-f", "-"], Some(&objects)).await;
     assert!(created.success, "{}", created.stderr);
 
-    let listed = cluster
-        .kubectl("admin", &["get", "berth", "-n", &namespace, "-o", "name"], None)
-        .await;
+    let listed = cluster.kubectl("admin", &["get", "berth", "-n", &namespace, "-o", "name"], None).await;
     assert!(listed.success, "{}", listed.stderr);
     for expected in [
         format!("environmentclass.berth.dev/listed-{suffix}"),
@@ -163,22 +133,9 @@ spec:
     }
 
     // The request's printer columns come first in a person's view.
-    let table = cluster
-        .kubectl("admin", &["get", "envreq", "-n", &namespace], None)
-        .await;
-    let header: Vec<&str> = table
-        .stdout
-        .lines()
-        .next()
-        .unwrap_or_default()
-        .split_whitespace()
-        .collect();
-    assert_eq!(
-        header,
-        ["NAME", "TENANT", "CLASS", "PHASE", "READY", "NAMESPACE", "AGE"],
-        "{}",
-        table.stdout
-    );
+    let table = cluster.kubectl("admin", &["get", "envreq", "-n", &namespace], None).await;
+    let header: Vec<&str> = table.stdout.lines().next().unwrap_or_default().split_whitespace().collect();
+    assert_eq!(header, ["NAME", "TENANT", "CLASS", "PHASE", "READY", "NAMESPACE", "AGE"], "{}", table.stdout);
     assert!(table.stdout.contains(&format!("listed-{suffix}")), "{}", table.stdout);
 }
 
@@ -186,9 +143,7 @@ spec:
 async fn kubectl_explain_shows_the_field_docs() {
     let cluster = cluster();
     cluster.install_crds().await;
-    let explained = cluster
-        .kubectl("admin", &["explain", "environmentrequest.spec"], None)
-        .await;
+    let explained = cluster.kubectl("admin", &["explain", "environmentrequest.spec"], None).await;
     assert!(explained.success, "{}", explained.stderr);
     for doc in [
         "The EnvironmentClass to provision",
@@ -197,24 +152,8 @@ async fn kubectl_explain_shows_the_field_docs() {
         "How long the environment lives",
         "Approval for classes that require one",
     ] {
-        assert!(
-            explained.stdout.contains(doc),
-            "`kubectl explain` lacks {doc:?}:\n{}",
-            explained.stdout
-        );
+        assert!(explained.stdout.contains(doc), "`kubectl explain` lacks {doc:?}:\n{}", explained.stdout);
     }
-    let nested = cluster
-        .kubectl(
-            "admin",
-            &["explain", "environmentclass.spec.approval.approverGroups"],
-            None,
-        )
-        .await;
-    assert!(
-        nested
-            .stdout
-            .contains("Groups whose members may approve requests of this class"),
-        "{}",
-        nested.stdout
-    );
+    let nested = cluster.kubectl("admin", &["explain", "environmentclass.spec.approval.approverGroups"], None).await;
+    assert!(nested.stdout.contains("Groups whose members may approve requests of this class"), "{}", nested.stdout);
 }

@@ -12,22 +12,13 @@ use crate::cluster;
 #[tokio::test]
 async fn users_authenticate_with_their_groups() {
     let cluster = cluster();
-    for (user, group) in [
-        ("admin", "system:masters"),
-        ("alice", "team-payments"),
-        ("bob", "platform-approvers"),
-    ] {
-        let whoami = cluster
-            .kubectl(user, &["auth", "whoami", "-o", "jsonpath={.status.userInfo}"], None)
-            .await;
+    for (user, group) in [("admin", "system:masters"), ("alice", "team-payments"), ("bob", "platform-approvers")] {
+        let whoami = cluster.kubectl(user, &["auth", "whoami", "-o", "jsonpath={.status.userInfo}"], None).await;
         assert!(whoami.success, "{user}: {}", whoami.stderr);
         let info: serde_json::Value = serde_json::from_str(&whoami.stdout).unwrap_or_else(|e| panic!("{user}: {e}"));
         assert_eq!(info["username"], user);
         let groups = info["groups"].as_array().cloned().unwrap_or_default();
-        assert!(
-            groups.iter().any(|g| g == group),
-            "{user} lacks group {group}: {groups:?}"
-        );
+        assert!(groups.iter().any(|g| g == group), "{user} lacks group {group}: {groups:?}");
     }
 }
 
@@ -54,21 +45,9 @@ spec:
         "expected an RBAC denial for alice: {}",
         denied.stderr
     );
-    let cannot = cluster
-        .kubectl(
-            "alice",
-            &["auth", "can-i", "create", "environmentclasses.berth.dev"],
-            None,
-        )
-        .await;
+    let cannot = cluster.kubectl("alice", &["auth", "can-i", "create", "environmentclasses.berth.dev"], None).await;
     assert_eq!(cannot.stdout.trim(), "no");
-    let admin_can = cluster
-        .kubectl(
-            "admin",
-            &["auth", "can-i", "create", "environmentclasses.berth.dev"],
-            None,
-        )
-        .await;
+    let admin_can = cluster.kubectl("admin", &["auth", "can-i", "create", "environmentclasses.berth.dev"], None).await;
     assert_eq!(admin_can.stdout.trim(), "yes");
 
     // Bind alice's *group* (not her user) and the same request goes through.
@@ -92,20 +71,10 @@ subjects:
     let bound = cluster.kubectl("admin", &["create", "-f", "-"], Some(&binding)).await;
     assert!(bound.success, "{}", bound.stderr);
     let allowed = cluster.kubectl("alice", &["create", "-f", "-"], Some(&request)).await;
-    assert!(
-        allowed.success,
-        "alice's group binding did not let her create: {}",
-        allowed.stderr
-    );
+    assert!(allowed.success, "alice's group binding did not let her create: {}", allowed.stderr);
     // bob is in another group: still denied.
-    let bob = cluster
-        .kubectl("bob", &["get", "environmentrequests", "-n", &namespace], None)
-        .await;
-    assert!(
-        !bob.success && bob.stderr.contains("forbidden"),
-        "bob should be denied: {}",
-        bob.stdout
-    );
+    let bob = cluster.kubectl("bob", &["get", "environmentrequests", "-n", &namespace], None).await;
+    assert!(!bob.success && bob.stderr.contains("forbidden"), "bob should be denied: {}", bob.stdout);
 }
 
 #[tokio::test]
@@ -113,16 +82,10 @@ async fn deleted_namespaces_disappear_because_the_controller_manager_runs() {
     let cluster = cluster();
     let namespace = cluster.namespace("deleted").await;
     let filled = cluster
-        .kubectl(
-            "admin",
-            &["create", "configmap", "payload", "-n", &namespace, "--from-literal=k=v"],
-            None,
-        )
+        .kubectl("admin", &["create", "configmap", "payload", "-n", &namespace, "--from-literal=k=v"], None)
         .await;
     assert!(filled.success, "{}", filled.stderr);
-    let deleted = cluster
-        .kubectl("admin", &["delete", "namespace", &namespace, "--wait=false"], None)
-        .await;
+    let deleted = cluster.kubectl("admin", &["delete", "namespace", &namespace, "--wait=false"], None).await;
     assert!(deleted.success, "{}", deleted.stderr);
 
     let namespaces: Api<Namespace> = Api::all(cluster.client("admin").await);

@@ -32,20 +32,11 @@ async fn the_apiserver_accepts_every_rendered_object_of_every_example_class() {
 
         // Namespaced objects need their namespace to exist, even for a dry run.
         let namespace = &env.files["namespace.yaml"];
-        let dry = cluster
-            .kubectl(
-                "admin",
-                &["apply", "--server-side", "--dry-run=server", "-f", "-"],
-                Some(namespace),
-            )
-            .await;
+        let dry =
+            cluster.kubectl("admin", &["apply", "--server-side", "--dry-run=server", "-f", "-"], Some(namespace)).await;
         assert!(dry.success, "{class_name}: namespace.yaml refused: {}", dry.stderr);
         let created = cluster
-            .kubectl(
-                "admin",
-                &["apply", "--server-side", "--field-manager=berth", "-f", "-"],
-                Some(namespace),
-            )
+            .kubectl("admin", &["apply", "--server-side", "--field-manager=berth", "-f", "-"], Some(namespace))
             .await;
         assert!(created.success, "{class_name}: {}", created.stderr);
 
@@ -53,43 +44,20 @@ async fn the_apiserver_accepts_every_rendered_object_of_every_example_class() {
             let dry = cluster
                 .kubectl(
                     "admin",
-                    &[
-                        "apply",
-                        "--server-side",
-                        "--dry-run=server",
-                        "--field-manager=berth",
-                        "-f",
-                        "-",
-                    ],
+                    &["apply", "--server-side", "--dry-run=server", "--field-manager=berth", "-f", "-"],
                     Some(yaml),
                 )
                 .await;
-            assert!(
-                dry.success,
-                "{class_name}/{file} refused by server-side dry run: {}\n{yaml}",
-                dry.stderr
-            );
+            assert!(dry.success, "{class_name}/{file} refused by server-side dry run: {}\n{yaml}", dry.stderr);
         }
         let all: Vec<&str> = env.files.values().map(String::as_str).collect();
         let applied = cluster
-            .kubectl(
-                "admin",
-                &["apply", "--server-side", "--field-manager=berth", "-f", "-"],
-                Some(&all.join("---\n")),
-            )
+            .kubectl("admin", &["apply", "--server-side", "--field-manager=berth", "-f", "-"], Some(&all.join("---\n")))
             .await;
         assert!(applied.success, "{class_name}: {}", applied.stderr);
         let expected_objects: usize = all.iter().map(|yaml| yaml.split("---\n").count()).sum();
-        let applied_lines = applied
-            .stdout
-            .lines()
-            .filter(|l| l.contains("serverside-applied"))
-            .count();
-        assert_eq!(
-            applied_lines, expected_objects,
-            "{class_name}: every object applied:\n{}",
-            applied.stdout
-        );
+        let applied_lines = applied.stdout.lines().filter(|l| l.contains("serverside-applied")).count();
+        assert_eq!(applied_lines, expected_objects, "{class_name}: every object applied:\n{}", applied.stdout);
 
         // What the apiserver stored is what was rendered, as a person would check.
         let quota = cluster
@@ -107,11 +75,7 @@ async fn the_apiserver_accepts_every_rendered_object_of_every_example_class() {
                 None,
             )
             .await;
-        assert_eq!(
-            quota.stdout, class.spec.quota["requests.cpu"].0,
-            "{class_name}: {}",
-            quota.stderr
-        );
+        assert_eq!(quota.stdout, class.spec.quota["requests.cpu"].0, "{class_name}: {}", quota.stderr);
         let app = cluster
             .kubectl(
                 "admin",

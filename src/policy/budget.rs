@@ -1,0 +1,194 @@
+//! The tenant budget guard: which of a tenant's environments fit its count and
+//! cost budget, decided the same way by every reconcile, however many run at once.
+//!
+//! Admission alone cannot stop three concurrent requests that together overrun a
+//! budget: each is checked against a state without the others. So the decision is
+//! a pure function of the tenant's whole set of requests: environments already
+//! provisioned count first, then pending ones in creation order (name breaks ties),
+//! each admitted only if it still fits. Concurrent reconciles that read the same
+//! set reach the same answer; one that misses a request only misses a later one.
+
+use std::cmp::Ordering;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+use crate::api::tenant::Budget;
+
+/// One environment as the budget sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Claim {
+    /// Request name (unique within the tenant's namespace).
+    pub name: String,
+    /// When the request was created; orders pending claims.
+    pub created: Option<Time>,
+    /// Already provisioned (committed): it holds budget whatever the order.
+    pub provisioned: bool,
+    /// Estimated monthly cost, whole US dollars.
+    pub monthly_cost_usd: u32,
+}
+
+/// Why an environment does not fit the tenant's budget. Messages name the limit
+/// and what to change.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum BudgetExceeded {
+    #[error(
+        "tenant {tenant:?} already has {current} of its {max} environments; delete one or raise spec.budget.maxEnvironments"
+    )]
+    Count { tenant: String, current: u32, max: u32 },
+    #[error(
+        "tenant {tenant:?} would spend ${total} a month with this environment (${adding}); its budget is ${budget}; delete an environment or raise spec.budget.monthlyCostUSD"
+    )]
+    Cost { tenant: String, total: u64, adding: u32, budget: u32 },
+}
+
+/// Totals of the claims a budget admitted.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub environments: u32,
+    pub monthly_cost_usd: u64,
+}
+
+impl Usage {
+    fn with(&self, claim: &Claim) -> Usage {
+        Usage {
+            environments: self.environments + 1,
+            monthly_cost_usd: self.monthly_cost_usd + u64::from(claim.monthly_cost_usd),
+        }
+    }
+}
+
+/// Checks whether `claim` fits on top of `usage`.
+pub fn fits(tenant: &str, budget: &Budget, usage: &Usage, claim: &Claim) -> Result<(), BudgetExceeded> {
+    let after = usage.with(claim);
+    if let Some(max) = budget.max_environments
+        && after.environments > max
+    {
+        return Err(BudgetExceeded::Count { tenant: tenant.to_owned(), current: usage.environments, max });
+    }
+    if let Some(limit) = budget.monthly_cost_usd
+        && after.monthly_cost_usd > u64::from(limit)
+    {
+        return Err(BudgetExceeded::Cost {
+            tenant: tenant.to_owned(),
+            total: after.monthly_cost_usd,
+            adding: claim.monthly_cost_usd,
+            budget: limit,
+        });
+    }
+    Ok(())
+}
+
+/// A claim's name and whether it fits.
+pub type Decision = (String, Result<(), BudgetExceeded>);
+
+/// Provisioned claims first, then pending ones oldest first, ties by name.
+fn admission_order(a: &Claim, b: &Claim) -> Ordering {
+    b.provisioned
+        .cmp(&a.provisioned)
+        .then_with(|| a.created.as_ref().map(|t| t.0).cmp(&b.created.as_ref().map(|t| t.0)))
+        .then_with(|| a.name.cmp(&b.name))
+}
+
+/// The decision for every claim of a tenant, in admission order, and the usage of
+/// those admitted. Provisioned claims are always admitted (they already exist);
+/// if they alone overrun a budget that was lowered, new ones simply do not fit.
+pub fn decide(tenant: &str, budget: &Budget, claims: &[Claim]) -> (Vec<Decision>, Usage) {
+    let mut ordered: Vec<&Claim> = claims.iter().collect();
+    ordered.sort_by(|a, b| admission_order(a, b));
+    let mut usage = Usage::default();
+    let mut decisions = Vec::with_capacity(ordered.len());
+    for claim in ordered {
+        let decision = if claim.provisioned { Ok(()) } else { fits(tenant, budget, &usage, claim) };
+        if decision.is_ok() {
+            usage = usage.with(claim);
+        }
+        decisions.push((claim.name.clone(), decision));
+    }
+    (decisions, usage)
+}
+
+/// The decision for the claim named `name` (which must be among `claims`).
+pub fn decide_for(tenant: &str, budget: &Budget, claims: &[Claim], name: &str) -> Option<Result<(), BudgetExceeded>> {
+    decide(tenant, budget, claims).0.into_iter().find(|(n, _)| n == name).map(|(_, decision)| decision)
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::jiff::Timestamp;
+
+    use super::*;
+
+    fn claim(name: &str, second: i64, provisioned: bool, cost: u32) -> Claim {
+        Claim {
+            name: name.to_owned(),
+            created: Some(Time(Timestamp::from_second(second).expect("valid"))),
+            provisioned,
+            monthly_cost_usd: cost,
+        }
+    }
+
+    fn budget(max: Option<u32>, cost: Option<u32>) -> Budget {
+        Budget { max_environments: max, monthly_cost_usd: cost, ..Budget::default() }
+    }
+
+    #[test]
+    fn no_budget_admits_everything() {
+        let claims = [claim("a", 1, false, 500), claim("b", 2, false, 500)];
+        let (decisions, usage) = decide("t", &Budget::default(), &claims);
+        assert!(decisions.iter().all(|(_, d)| d.is_ok()));
+        assert_eq!(usage, Usage { environments: 2, monthly_cost_usd: 1000 });
+    }
+
+    #[test]
+    fn concurrent_requests_overrunning_the_cost_budget_admit_the_oldest_that_fit() {
+        // Three requests of $400 against $1000: the first two fit, the third does not.
+        let claims = [claim("c", 3, false, 400), claim("a", 1, false, 400), claim("b", 2, false, 400)];
+        let (decisions, usage) = decide("payments", &budget(None, Some(1000)), &claims);
+        let admitted: Vec<&str> = decisions.iter().filter(|(_, d)| d.is_ok()).map(|(n, _)| n.as_str()).collect();
+        assert_eq!(admitted, ["a", "b"]);
+        assert_eq!(usage.monthly_cost_usd, 800);
+        let refused = decide_for("payments", &budget(None, Some(1000)), &claims, "c").expect("c decided");
+        assert_eq!(
+            refused,
+            Err(BudgetExceeded::Cost { tenant: "payments".into(), total: 1200, adding: 400, budget: 1000 })
+        );
+    }
+
+    #[test]
+    fn every_order_of_the_same_set_reaches_the_same_decisions() {
+        let claims = vec![claim("a", 1, false, 300), claim("b", 1, false, 300), claim("c", 2, false, 300)];
+        let expected = decide("t", &budget(Some(2), None), &claims).0;
+        let mut reversed = claims.clone();
+        reversed.reverse();
+        assert_eq!(decide("t", &budget(Some(2), None), &reversed).0, expected);
+        // Same creation second: the name breaks the tie.
+        assert!(expected[0].1.is_ok() && expected[0].0 == "a");
+        assert!(matches!(expected[2].1, Err(BudgetExceeded::Count { current: 2, max: 2, .. })));
+    }
+
+    #[test]
+    fn provisioned_environments_hold_their_budget_before_older_pending_ones() {
+        let claims = [claim("old-pending", 1, false, 600), claim("new-provisioned", 5, true, 600)];
+        let decisions = decide("t", &budget(None, Some(1000)), &claims).0;
+        assert_eq!(decisions[0], ("new-provisioned".to_owned(), Ok(())));
+        assert!(decisions[1].1.is_err(), "the pending one no longer fits");
+    }
+
+    #[test]
+    fn a_lowered_budget_keeps_provisioned_environments_and_blocks_new_ones() {
+        let claims = [claim("a", 1, true, 700), claim("b", 2, true, 700), claim("new", 3, false, 10)];
+        let (decisions, usage) = decide("t", &budget(None, Some(1000)), &claims);
+        assert!(decisions[0].1.is_ok() && decisions[1].1.is_ok());
+        assert!(decisions[2].1.is_err());
+        assert_eq!(usage.monthly_cost_usd, 1400);
+    }
+
+    #[test]
+    fn messages_say_what_to_change() {
+        let count = BudgetExceeded::Count { tenant: "payments".into(), current: 3, max: 3 };
+        assert_eq!(
+            count.to_string(),
+            "tenant \"payments\" already has 3 of its 3 environments; delete one or raise spec.budget.maxEnvironments"
+        );
+    }
+}
