@@ -1,6 +1,11 @@
 //! Berth: self-service environments on Kubernetes, committed to GitOps.
 pub mod api;
 pub mod cli;
+pub mod controller;
+pub mod drift;
 pub mod gitops;
 pub mod labels;
+pub mod operator;
+pub mod policy;
 pub mod render;
+pub mod telemetry;

@@ -4,6 +4,7 @@
 
 pub mod controlplane;
 pub mod fixture;
+pub mod operator;
 pub mod pki;
 pub mod users;
 
@@ -15,10 +16,7 @@ pub use controlplane::ClusterInfo;
 
 /// The repository root (holds `crds/` and `examples/`).
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_default()
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
 }
 
 /// Runs one of the `e2e/controlplane` scripts, which print a path on stdout (their
@@ -39,10 +37,7 @@ pub(crate) fn path_printed_by(script: &Path) -> Result<PathBuf> {
 /// A kube client authenticated as one of the test users (`admin`, `alice`, `bob`).
 pub async fn client_for(info: &ClusterInfo, user: &str) -> Result<kube::Client> {
     let kubeconfig = kube::config::Kubeconfig::read_from(&info.kubeconfig).context("reading the kubeconfig")?;
-    let options = kube::config::KubeConfigOptions {
-        context: Some(user.to_owned()),
-        ..Default::default()
-    };
+    let options = kube::config::KubeConfigOptions { context: Some(user.to_owned()), ..Default::default() };
     let config = kube::Config::from_custom_kubeconfig(kubeconfig, &options)
         .await
         .with_context(|| format!("loading the kubeconfig context {user}"))?;

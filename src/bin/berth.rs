@@ -4,16 +4,14 @@ use std::{path::PathBuf, process::ExitCode};
 
 use berth::{
     cli::{self, Inputs},
+    operator::RunArgs,
     render::RenderOptions,
+    telemetry::{TracingConfig, init_tracing},
 };
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(
-    name = "berth",
-    version,
-    about = "Self-service environments on Kubernetes, committed to GitOps"
-)]
+#[command(name = "berth", version, about = "Self-service environments on Kubernetes, committed to GitOps")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -21,6 +19,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the operator: the controllers, the GitOps writer and /metrics /healthz /readyz.
+    Run(Box<RunArgs>),
     /// Write Berth's CustomResourceDefinitions as YAML files (one per kind).
     Crdgen {
         /// Folder to write into; prints all of them to stdout when absent.
@@ -60,15 +60,14 @@ struct InputArgs {
 impl InputArgs {
     fn tree(&self) -> Result<std::collections::BTreeMap<String, String>, String> {
         let inputs = Inputs::read(&self.files).map_err(|e| e.to_string())?;
-        let options = RenderOptions {
-            argocd_namespace: self.argocd_namespace.clone(),
-        };
+        let options = RenderOptions { argocd_namespace: self.argocd_namespace.clone() };
         cli::rendered_tree(&inputs, &options).map_err(|e| e.to_string())
     }
 }
 
 fn main() -> ExitCode {
     let result = match Cli::parse().command {
+        Command::Run(args) => run(*args).map(|()| ExitCode::SUCCESS),
         Command::Crdgen { out } => crdgen(out).map(|()| ExitCode::SUCCESS),
         Command::Render { inputs, out } => render(&inputs, out).map(|()| ExitCode::SUCCESS),
         Command::Diff { inputs, gitops } => diff(&inputs, &gitops),
@@ -76,6 +75,15 @@ fn main() -> ExitCode {
     result.unwrap_or_else(|message| {
         eprintln!("berth: {message}");
         ExitCode::from(2)
+    })
+}
+
+fn run(args: RunArgs) -> Result<(), String> {
+    let runtime = tokio::runtime::Runtime::new().map_err(|e| format!("cannot start the async runtime: {e}"))?;
+    runtime.block_on(async {
+        let config = TracingConfig::from_env().map_err(|e| e.to_string())?;
+        let _guard = init_tracing(config).map_err(|e| e.to_string())?;
+        berth::operator::run(args).await.map_err(|e| e.to_string())
     })
 }
 

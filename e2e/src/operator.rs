@@ -1,0 +1,104 @@
+//! Runs `berth run` (the real binary) against a test control plane, with a bare
+//! git repository on disk as the GitOps remote.
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+use anyhow::{Context, Result, bail};
+
+use crate::ClusterInfo;
+
+/// The `berth` binary next to this test binary (`cargo test --workspace` builds it).
+pub fn berth_binary() -> Result<PathBuf> {
+    let exe = std::env::current_exe().context("locating the test binary")?;
+    // target/<profile>/deps/<test> -> target/<profile>/berth
+    let profile_dir = exe.parent().and_then(Path::parent).context("test binary outside target/")?;
+    let berth = profile_dir.join("berth");
+    if !berth.is_file() {
+        bail!("{} not found; build it first (`cargo build --bin berth`; `just test` does)", berth.display());
+    }
+    Ok(berth)
+}
+
+/// A running operator; killed on drop.
+pub struct Operator {
+    child: Child,
+    /// The GitOps remote (a bare repository).
+    pub remote: PathBuf,
+    /// Where its log goes.
+    pub log: PathBuf,
+    /// `http://127.0.0.1:<port>` of its /metrics /healthz /readyz.
+    pub telemetry: String,
+    workdir: PathBuf,
+    kubeconfig: PathBuf,
+}
+
+impl Operator {
+    /// Starts `berth run` as the cluster admin, pushing to the bare repository `remote`
+    /// (created if missing), with its clone and log under `dir`.
+    pub fn start(cluster: &ClusterInfo, dir: &Path, remote: &Path) -> Result<Self> {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        if !remote.exists() {
+            git2::Repository::init_opts(remote, git2::RepositoryInitOptions::new().bare(true).initial_head("main"))
+                .with_context(|| format!("creating the bare remote {}", remote.display()))?;
+        }
+        let mut operator = Operator {
+            child: Command::new("true").spawn().context("placeholder")?,
+            remote: remote.to_owned(),
+            log: dir.join("operator.log"),
+            telemetry: String::new(),
+            workdir: dir.join("gitops-clone"),
+            kubeconfig: cluster.kubeconfig.clone(),
+        };
+        operator.spawn()?;
+        Ok(operator)
+    }
+
+    fn spawn(&mut self) -> Result<()> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).context("free port")?.port();
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).context("operator log")?;
+        self.child = Command::new(berth_binary()?)
+            .arg("run")
+            .env("KUBECONFIG", &self.kubeconfig)
+            .env("BERTH_GITOPS_REMOTE", format!("file://{}", self.remote.display()))
+            .env("BERTH_GITOPS_WORKDIR", &self.workdir)
+            .env("BERTH_GITOPS_BATCH_WINDOW_MS", "200")
+            .env("BERTH_LISTEN", format!("127.0.0.1:{port}"))
+            .env("BERTH_LOG_FORMAT", "text")
+            .env("RUST_LOG", "info,kube=warn")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().context("log handle")?)
+            .stderr(log)
+            .spawn()
+            .context("starting berth run")?;
+        self.telemetry = format!("http://127.0.0.1:{port}");
+        Ok(())
+    }
+
+    /// SIGKILL, as a crash would; the next [`Operator::restart`] starts a new process.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts the operator again on the same remote and clone.
+    pub fn restart(&mut self) -> Result<()> {
+        self.kill();
+        std::thread::sleep(Duration::from_millis(100));
+        self.spawn()
+    }
+
+    /// The operator's log so far, for failure messages.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

@@ -1,0 +1,42 @@
+//! What can go wrong in a reconcile, and whether retrying can help.
+
+use crate::gitops;
+
+/// A reconcile failure. Problems with the object itself (bad class, over budget)
+/// are not errors: they go to status, and the reconcile succeeds.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot read {what}: {source}")]
+    Read { what: String, source: kube::Error },
+    #[error("cannot apply {what}: {source}")]
+    Apply { what: String, source: kube::Error },
+    #[error("cannot update the status of {what}: {source}")]
+    Status { what: String, source: kube::Error },
+    #[error("cannot commit {path}: {source}")]
+    Commit { path: String, source: gitops::Error },
+    #[error("cannot remove {path} from git: {source}")]
+    Remove { path: String, source: gitops::Error },
+    #[error("finalizer: {0}")]
+    Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
+    #[error("object has no {0}")]
+    Incomplete(&'static str),
+}
+
+impl Error {
+    /// Whether trying again later can succeed (network, conflicts, the git remote).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Read { source, .. } | Self::Apply { source, .. } | Self::Status { source, .. } => {
+                !matches!(source, kube::Error::Api(status) if status.code == 400 || status.code == 422)
+            }
+            Self::Commit { source, .. } | Self::Remove { source, .. } => source.is_transient(),
+            Self::Finalizer(inner) => match inner.as_ref() {
+                kube::runtime::finalizer::Error::ApplyFailed(e) | kube::runtime::finalizer::Error::CleanupFailed(e) => {
+                    e.is_transient()
+                }
+                _ => true,
+            },
+            Self::Incomplete(_) => false,
+        }
+    }
+}

@@ -1,0 +1,151 @@
+//! The kube-runtime controllers: one reconciler per kind, sharing a [`Context`].
+//! Each reconcile reads top to bottom: gather (I/O) → decide (pure) → commit or
+//! apply (I/O) → status.
+
+mod class;
+mod context;
+mod error;
+pub mod request;
+pub mod tenant;
+
+use std::{future::Future, sync::Arc, time::Duration};
+
+use futures::StreamExt;
+use kube::{
+    Api, Resource, ResourceExt,
+    api::ListParams,
+    runtime::{
+        Controller,
+        controller::Action,
+        reflector::{ObjectRef, store::Store},
+        watcher,
+    },
+};
+
+pub use context::{Context, FIELD_MANAGER, FINALIZER};
+pub use error::Error;
+
+use crate::{
+    api::{EnvironmentClass, EnvironmentRequest, Tenant},
+    telemetry::{Controller as Kind, Outcome, ReadinessCheck},
+};
+
+/// Requeue after a transient error (network, conflict, git remote down).
+const TRANSIENT_RETRY: Duration = Duration::from_secs(5);
+/// Requeue after a permanent error: only a change will help, but look again later.
+const PERMANENT_RETRY: Duration = Duration::from_secs(300);
+
+fn error_policy<K>(_object: Arc<K>, error: &Error, _ctx: Arc<Context>) -> Action {
+    if error.is_transient() { Action::requeue(TRANSIENT_RETRY) } else { Action::requeue(PERMANENT_RETRY) }
+}
+
+/// Wraps a reconciler with its metrics timer and tracing span.
+async fn instrumented<K, F, Fut>(kind: Kind, object: Arc<K>, ctx: Arc<Context>, reconcile: F) -> Result<Action, Error>
+where
+    K: Resource,
+    F: FnOnce(Arc<K>, Arc<Context>) -> Fut,
+    Fut: Future<Output = Result<Action, Error>>,
+{
+    let key = match object.meta().namespace.as_deref() {
+        Some(ns) => format!("{ns}/{}", object.meta().name.as_deref().unwrap_or_default()),
+        None => object.meta().name.clone().unwrap_or_default(),
+    };
+    let span = tracing::info_span!("reconcile", controller = kind.as_str(), object = %key);
+    let timer = ctx.metrics.reconcile_timer(kind);
+    let result = tracing::Instrument::instrument(reconcile(object, ctx.clone()), span.clone()).await;
+    let outcome = match &result {
+        Ok(_) => Outcome::Success,
+        Err(e) if e.is_transient() => Outcome::ErrorTransient,
+        Err(_) => Outcome::ErrorPermanent,
+    };
+    if let Err(error) = &result {
+        span.in_scope(|| tracing::warn!(%error, "reconcile failed"));
+    }
+    timer.finish(outcome);
+    result
+}
+
+/// Writes `status` of `object` with server-side apply under Berth's field manager.
+/// Callers skip the call when the status did not change (no write, no watch event).
+async fn apply_status<K>(api: &Api<K>, object: &K, status: &impl serde::Serialize) -> Result<(), Error>
+where
+    K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let name = object.meta().name.clone().unwrap_or_default();
+    let patch = serde_json::json!({ "apiVersion": K::api_version(&()), "kind": K::kind(&()), "status": status });
+    api.patch_status(&name, &kube::api::PatchParams::apply(FIELD_MANAGER).force(), &kube::api::Patch::Apply(&patch))
+        .await
+        .map_err(|source| Error::Status { what: format!("{} {name}", K::kind(&())), source })?;
+    Ok(())
+}
+
+/// Requests of the changed tenant or class, from the request controller's cache.
+fn requests_where(
+    store: &Store<EnvironmentRequest>,
+    matches: impl Fn(&EnvironmentRequest) -> bool,
+) -> Vec<ObjectRef<EnvironmentRequest>> {
+    store.state().iter().filter(|r| matches(r)).map(|r| ObjectRef::from_obj(r.as_ref())).collect()
+}
+
+/// Runs the Tenant, EnvironmentClass and EnvironmentRequest controllers until
+/// `shutdown` completes; reconciles in flight finish first.
+pub async fn run(
+    ctx: Arc<Context>,
+    caches_synced: ReadinessCheck,
+    shutdown: impl Future<Output = ()> + Send + Sync + Clone + 'static,
+) {
+    let client = ctx.client.clone();
+    let requests = Controller::new(Api::<EnvironmentRequest>::all(client.clone()), watcher::Config::default());
+    let store = requests.store();
+    // Ready once the watched kinds can be listed (CRDs installed, RBAC in place).
+    // (`Store::wait_until_ready` on the controller's own store never resolved here.)
+    let lister = client.clone();
+    tokio::spawn(async move {
+        let one = ListParams::default().limit(1);
+        let (requests, classes, tenants) = (
+            Api::<EnvironmentRequest>::all(lister.clone()),
+            Api::<EnvironmentClass>::all(lister.clone()),
+            Api::<Tenant>::all(lister),
+        );
+        loop {
+            let listed = tokio::try_join!(requests.list(&one), classes.list(&one), tenants.list(&one));
+            match listed {
+                Ok(_) => {
+                    caches_synced.set(true);
+                    break;
+                }
+                Err(error) => tracing::warn!(%error, "cannot list Berth's kinds yet"),
+            }
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        }
+    });
+    let (by_class, by_tenant) = (store.clone(), store);
+    let requests = requests
+        .watches(Api::<EnvironmentClass>::all(client.clone()), watcher::Config::default(), move |class| {
+            requests_where(&by_class, |r| r.spec.class == class.name_any())
+        })
+        .watches(Api::<Tenant>::all(client.clone()), watcher::Config::default(), move |tenant| {
+            requests_where(&by_tenant, |r| r.spec.tenant == tenant.name_any())
+        })
+        .graceful_shutdown_on(shutdown.clone())
+        .run(|o, c| instrumented(Kind::EnvironmentRequest, o, c, request::reconcile), error_policy, ctx.clone())
+        .for_each(|_| async {});
+
+    let tenants = Controller::new(Api::<Tenant>::all(client.clone()), watcher::Config::default())
+        .watches(Api::<EnvironmentRequest>::all(client.clone()), watcher::Config::default(), |request| {
+            [ObjectRef::new(&request.spec.tenant)]
+        })
+        .graceful_shutdown_on(shutdown.clone())
+        .run(|o, c| instrumented(Kind::Tenant, o, c, tenant::reconcile), error_policy, ctx.clone())
+        .for_each(|_| async {});
+
+    let classes = Controller::new(Api::<EnvironmentClass>::all(client.clone()), watcher::Config::default())
+        .watches(Api::<EnvironmentRequest>::all(client), watcher::Config::default(), |request| {
+            [ObjectRef::new(&request.spec.class)]
+        })
+        .graceful_shutdown_on(shutdown)
+        .run(|o, c| instrumented(Kind::EnvironmentClass, o, c, class::reconcile), error_policy, ctx)
+        .for_each(|_| async {});
+
+    futures::join!(requests, tenants, classes);
+}

@@ -1,0 +1,315 @@
+//! EnvironmentRequest controller: approval gate → budget guard → render → commit
+//! → status, TTL expiry, and a finalizer that removes the folder from git first.
+
+mod status;
+
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
+
+use k8s_openapi::{
+    api::core::v1::Namespace,
+    apimachinery::pkg::apis::meta::v1::Time,
+    jiff::{SignedDuration, Timestamp},
+};
+use kube::{
+    Api, Resource, ResourceExt,
+    api::ListParams,
+    runtime::{
+        controller::Action,
+        events::{Event, EventType},
+        finalizer::{self, finalizer},
+    },
+};
+
+pub use status::{Committed, Finding, next_status};
+
+use super::{Context, Error, context::FINALIZER};
+use crate::{
+    api::{
+        EnvironmentClass, EnvironmentRequest, Tenant,
+        environment_request::{EnvironmentRequestStatus, Phase},
+    },
+    gitops::{ChangeReason, RepoPath, environment_path},
+    labels,
+    policy::budget::{self, Claim},
+    render,
+};
+
+/// How often a settled request is looked at again when nothing changes.
+const RESYNC: Duration = Duration::from_secs(300);
+
+/// `namespace/name`, as trailers and messages name a request.
+fn key(request: &EnvironmentRequest) -> String {
+    format!("{}/{}", request.namespace().unwrap_or_default(), request.name_any())
+}
+
+/// Reconciles one request (entry point for the kube-runtime Controller).
+pub async fn reconcile(request: Arc<EnvironmentRequest>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let namespace = request.namespace().ok_or(Error::Incomplete("namespace"))?;
+    let api: Api<EnvironmentRequest> = Api::namespaced(ctx.client.clone(), &namespace);
+    finalizer(&api, FINALIZER, request, |event| async {
+        match event {
+            finalizer::Event::Apply(request) => apply(&request, &ctx).await,
+            finalizer::Event::Cleanup(request) => cleanup(&request, &ctx).await,
+        }
+    })
+    .await
+    .map_err(|e| Error::Finalizer(Box::new(e)))
+}
+
+/// The request's folder in the GitOps repository.
+fn folder(request: &EnvironmentRequest) -> Result<RepoPath, String> {
+    environment_path(&request.spec.cluster, &request.spec.tenant, &request.name_any()).map_err(|e| e.to_string())
+}
+
+async fn apply(request: &EnvironmentRequest, ctx: &Context) -> Result<Action, Error> {
+    if is_provisioned(request) && class_change_pending(request, ctx).await? {
+        // The class controller re-renders all of the class's environments in one batch;
+        // this request catches up once the class status says that is done.
+        return Ok(Action::requeue(Duration::from_secs(2)));
+    }
+    let finding = assess(request, ctx).await?;
+    let requeue = match &finding {
+        Finding::Committed(Committed { expires_at: Some(at), .. }) => until(at).min(RESYNC),
+        Finding::Expired { .. } => Duration::from_secs(3600),
+        _ => RESYNC,
+    };
+    write_status(request, ctx, &finding).await?;
+    Ok(Action::requeue(requeue))
+}
+
+/// Time from now until `at` (zero when past), for requeueing at expiry.
+fn until(at: &Time) -> Duration {
+    let left = at.0.duration_since(Timestamp::now());
+    Duration::try_from(left).unwrap_or(Duration::ZERO) + Duration::from_millis(200)
+}
+
+/// Gathers what the request depends on and acts on it: the steps of the lifecycle.
+async fn assess(request: &EnvironmentRequest, ctx: &Context) -> Result<Finding, Error> {
+    let spec = &request.spec;
+    let Some(class) =
+        get_opt(Api::<EnvironmentClass>::all(ctx.client.clone()), &spec.class, "EnvironmentClass").await?
+    else {
+        return Ok(Finding::ClassMissing { class: spec.class.clone() });
+    };
+    let Some(tenant) = get_opt(Api::<Tenant>::all(ctx.client.clone()), &spec.tenant, "Tenant").await? else {
+        return Ok(Finding::TenantMissing { tenant: spec.tenant.clone() });
+    };
+    let namespace = request.namespace().unwrap_or_default();
+    let ns = get_opt(Api::<Namespace>::all(ctx.client.clone()), &namespace, "Namespace").await?;
+    let owner = ns.as_ref().and_then(|ns| ns.labels().get(labels::TENANT).cloned());
+    if owner.as_deref() != Some(spec.tenant.as_str()) {
+        return Ok(Finding::NotTenantNamespace { tenant: spec.tenant.clone(), namespace });
+    }
+    let path = folder(request).map_err(|_| Error::Incomplete("valid GitOps path"))?;
+
+    if let Some(expired) = expired_at(request, &class)
+        && expired <= Timestamp::now()
+    {
+        remove(ctx, &path, request, "expired").await?;
+        return Ok(Finding::Expired { path: path.to_string() });
+    }
+    if request.status.as_ref().and_then(|s| s.phase) == Some(Phase::Expired) {
+        return Ok(Finding::Expired { path: path.to_string() });
+    }
+    // Approval tokens are verified by the admission webhook (later issue); until a
+    // token can be verified here too, a class that needs approval is never provisioned.
+    if class.spec.approval.required {
+        return Ok(Finding::AwaitingApproval {
+            class: class.name_any(),
+            approver_groups: class.spec.approval.approver_groups.clone(),
+        });
+    }
+    if let Err(e) = render::render(&class, &tenant, request, &ctx.render) {
+        return Ok(Finding::Invalid { message: e.to_string() });
+    }
+    // A provisioned environment already holds its budget (the guard admits it first),
+    // so only new ones pay for the fresh list.
+    if !is_provisioned(request)
+        && let Some(Err(exceeded)) = budget_decision(request, &tenant, ctx).await?
+    {
+        return Ok(Finding::OverBudget { message: exceeded.to_string() });
+    }
+    let (environment, commit, path) = match commit_environment(request, &class, &tenant, ctx).await? {
+        Ok(done) => done,
+        Err(e) => return Ok(Finding::Invalid { message: e.to_string() }),
+    };
+    Ok(Finding::Committed(Committed {
+        namespace: environment.namespace,
+        commit,
+        path,
+        monthly_cost_usd: environment.estimated_monthly_cost_usd,
+        expires_at: expired_at(request, &class).map(Time),
+        sync: None,
+    }))
+}
+
+/// Whether the request's class changed and the class controller has not yet
+/// re-rendered its environments (its status lags its generation).
+async fn class_change_pending(request: &EnvironmentRequest, ctx: &Context) -> Result<bool, Error> {
+    let class =
+        get_opt(Api::<EnvironmentClass>::all(ctx.client.clone()), &request.spec.class, "EnvironmentClass").await?;
+    Ok(class.is_some_and(|c| c.status.as_ref().and_then(|s| s.observed_generation) != c.metadata.generation))
+}
+
+/// Renders and commits one environment. `Ok(Err(_))` when rendering refuses it.
+pub(crate) async fn commit_environment(
+    request: &EnvironmentRequest,
+    class: &EnvironmentClass,
+    tenant: &Tenant,
+    ctx: &Context,
+) -> Result<Result<(render::Environment, String, String), render::RenderError>, Error> {
+    let environment = match render::render(class, tenant, request, &ctx.render) {
+        Ok(environment) => environment,
+        Err(e) => return Ok(Err(e)),
+    };
+    let path = folder(request).map_err(|_| Error::Incomplete("valid GitOps path"))?;
+    let files = environment.files.iter().map(|(name, yaml)| (name.clone(), yaml.clone().into_bytes())).collect();
+    let summary = format!(
+        "render {} ({} generation {})",
+        key(request),
+        class.name_any(),
+        class.metadata.generation.unwrap_or_default()
+    );
+    let reason = ChangeReason::new(key(request), request.metadata.generation, summary);
+    let outcome = ctx
+        .writer
+        .put(path.clone(), files, reason)
+        .await
+        .map_err(|source| Error::Commit { path: path.to_string(), source })?;
+    Ok(Ok((environment, outcome.commit.as_str().to_owned(), path.to_string())))
+}
+
+/// When the request's environment expires: creation plus its TTL (or the class default).
+fn expired_at(request: &EnvironmentRequest, class: &EnvironmentClass) -> Option<Timestamp> {
+    let ttl = match (&request.spec.ttl, &class.spec.ttl) {
+        (Some(ttl), _) => ttl.parse().ok()?,
+        (None, Some(policy)) => policy.default.parse().ok()?,
+        (None, None) => return None,
+    };
+    let created = request.metadata.creation_timestamp.as_ref()?.0;
+    created.checked_add(SignedDuration::try_from(ttl).ok()?).ok()
+}
+
+/// The budget guard over a fresh (quorum) list of the tenant's requests, so
+/// concurrent reconciles see each other. `None` when the request is not a claim.
+async fn budget_decision(
+    request: &EnvironmentRequest,
+    tenant: &Tenant,
+    ctx: &Context,
+) -> Result<Option<Result<(), budget::BudgetExceeded>>, Error> {
+    let namespace = request.namespace().unwrap_or_default();
+    let requests = Api::<EnvironmentRequest>::namespaced(ctx.client.clone(), &namespace)
+        .list(&ListParams::default())
+        .await
+        .map_err(|source| Error::Read { what: format!("EnvironmentRequests in {namespace}"), source })?;
+    let classes = Api::<EnvironmentClass>::all(ctx.client.clone())
+        .list(&ListParams::default())
+        .await
+        .map_err(|source| Error::Read { what: "EnvironmentClasses".to_owned(), source })?;
+    let cost: BTreeMap<String, u32> =
+        classes.items.iter().map(|c| (c.name_any(), c.spec.estimated_monthly_cost_usd)).collect();
+    let claims: Vec<Claim> = requests
+        .items
+        .iter()
+        .filter(|r| r.spec.tenant == tenant.name_any() && is_claim(r, &classes.items))
+        .map(|r| Claim {
+            name: r.name_any(),
+            created: r.metadata.creation_timestamp.clone(),
+            provisioned: is_provisioned(r),
+            monthly_cost_usd: cost.get(&r.spec.class).copied().unwrap_or_default(),
+        })
+        .collect();
+    Ok(budget::decide_for(&tenant.name_any(), &tenant.spec.budget, &claims, &request.name_any()))
+}
+
+/// Whether a request holds or wants budget: alive, and of a class it can be provisioned in.
+fn is_claim(request: &EnvironmentRequest, classes: &[EnvironmentClass]) -> bool {
+    let phase = request.status.as_ref().and_then(|s| s.phase);
+    let failed_for_other_reasons = phase == Some(Phase::Failed) && !over_budget(request);
+    let needs_approval = classes.iter().any(|c| c.name_any() == request.spec.class && c.spec.approval.required);
+    request.meta().deletion_timestamp.is_none()
+        && phase != Some(Phase::Expired)
+        && !failed_for_other_reasons
+        && !needs_approval
+        && classes.iter().any(|c| c.name_any() == request.spec.class)
+}
+
+fn over_budget(request: &EnvironmentRequest) -> bool {
+    request.status.as_ref().is_some_and(|s| {
+        crate::api::conditions::find(&s.conditions, crate::api::conditions::types::READY)
+            .is_some_and(|c| c.reason == crate::api::conditions::reasons::OVER_BUDGET)
+    })
+}
+
+pub(crate) fn is_provisioned(request: &EnvironmentRequest) -> bool {
+    request.status.as_ref().is_some_and(|s| {
+        matches!(s.phase, Some(Phase::Provisioning | Phase::Ready))
+            && s.gitops.as_ref().is_some_and(|g| g.commit.is_some())
+    })
+}
+
+async fn remove(ctx: &Context, path: &RepoPath, request: &EnvironmentRequest, why: &str) -> Result<(), Error> {
+    let reason =
+        ChangeReason::new(key(request), request.metadata.generation, format!("remove {} ({why})", key(request)));
+    ctx.writer.remove(path.clone(), reason).await.map_err(|source| Error::Remove { path: path.to_string(), source })?;
+    Ok(())
+}
+
+/// Deletion: the folder leaves git before the finalizer goes. An unreachable remote
+/// fails the cleanup, which keeps the finalizer and retries.
+async fn cleanup(request: &EnvironmentRequest, ctx: &Context) -> Result<Action, Error> {
+    if let Ok(path) = folder(request) {
+        remove(ctx, &path, request, "deleted").await?;
+        publish(ctx, request, EventType::Normal, "Removed", format!("removed {path} from git")).await;
+    }
+    Ok(Action::await_change())
+}
+
+async fn get_opt<K>(api: Api<K>, name: &str, kind: &str) -> Result<Option<K>, Error>
+where
+    K: Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    api.get_opt(name).await.map_err(|source| Error::Read { what: format!("{kind} {name}"), source })
+}
+
+async fn write_status(request: &EnvironmentRequest, ctx: &Context, finding: &Finding) -> Result<(), Error> {
+    let old = request.status.clone().unwrap_or_default();
+    let now = Time(Timestamp::now());
+    let new = next_status(&old, request.metadata.generation, finding, &now);
+    if new == old {
+        return Ok(());
+    }
+    if new.phase != old.phase {
+        let (type_, reason) = match new.phase {
+            Some(Phase::Failed) => (EventType::Warning, "Failed"),
+            Some(Phase::AwaitingApproval) => (EventType::Warning, "AwaitingApproval"),
+            Some(Phase::Provisioning) => (EventType::Normal, "Provisioning"),
+            Some(Phase::Ready) => (EventType::Normal, "Ready"),
+            Some(Phase::Expired) => (EventType::Normal, "Expired"),
+            None => (EventType::Normal, "Updated"),
+        };
+        let message = crate::api::conditions::find(&new.conditions, crate::api::conditions::types::READY)
+            .map(|c| c.message.clone())
+            .unwrap_or_default();
+        publish(ctx, request, type_, reason, message).await;
+    }
+    patch_status(request, ctx, &new).await
+}
+
+async fn patch_status(
+    request: &EnvironmentRequest,
+    ctx: &Context,
+    status: &EnvironmentRequestStatus,
+) -> Result<(), Error> {
+    let api: Api<EnvironmentRequest> = Api::namespaced(ctx.client.clone(), &request.namespace().unwrap_or_default());
+    super::apply_status(&api, request, status).await
+}
+
+/// Events are best effort: a failed event never fails a reconcile.
+async fn publish(ctx: &Context, request: &EnvironmentRequest, type_: EventType, reason: &str, note: String) {
+    let event =
+        Event { type_, reason: reason.to_owned(), note: Some(note), action: "Reconcile".to_owned(), secondary: None };
+    if let Err(e) = ctx.recorder.publish(&event, &request.object_ref(&())).await {
+        tracing::warn!(error = %e, request = %key(request), "cannot publish event");
+    }
+}

@@ -1,0 +1,255 @@
+//! The status an EnvironmentRequest should have, given what the reconcile found
+//! (pure: no I/O, so every lifecycle step is unit-tested).
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+use crate::api::{
+    conditions::{ConditionStatus, Observation, reasons, set_condition, types},
+    environment_request::{EnvironmentRequestStatus, GitOpsStatus, Phase, SyncStatus},
+};
+
+/// What the reconcile found, in lifecycle order.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Finding {
+    /// The class the request names does not exist.
+    ClassMissing { class: String },
+    /// The tenant the request names does not exist.
+    TenantMissing { tenant: String },
+    /// The request's namespace does not belong to the tenant it names.
+    NotTenantNamespace { tenant: String, namespace: String },
+    /// The class needs an approval the request does not carry.
+    AwaitingApproval { class: String, approver_groups: Vec<String> },
+    /// Rendering refused the combination (class not allowed, TTL over max, …).
+    Invalid { message: String },
+    /// The tenant's budget has no room for it.
+    OverBudget { message: String },
+    /// Rendered and committed.
+    Committed(Committed),
+    /// Its lifetime ended and its folder is gone from git.
+    Expired { path: String },
+}
+
+/// Facts about a committed environment.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Committed {
+    pub namespace: String,
+    pub commit: String,
+    pub path: String,
+    pub monthly_cost_usd: u32,
+    pub expires_at: Option<Time>,
+    /// The Argo CD Application's sync and health; `None` when Argo CD is not installed.
+    pub sync: Option<SyncStatus>,
+}
+
+impl Committed {
+    fn synced(&self) -> Option<bool> {
+        self.sync.as_ref().map(|s| s.status.as_deref() == Some("Synced") && s.health.as_deref() == Some("Healthy"))
+    }
+}
+
+/// The new status: phase, conditions (transition times kept when unchanged) and
+/// the fields the finding carries. Fields it does not speak about are kept.
+pub fn next_status(
+    old: &EnvironmentRequestStatus,
+    generation: Option<i64>,
+    finding: &Finding,
+    now: &Time,
+) -> EnvironmentRequestStatus {
+    let mut status = old.clone();
+    status.observed_generation = generation;
+    let mut set = |type_: &'static str, state: ConditionStatus, reason: &'static str, message: String| {
+        set_condition(
+            &mut status.conditions,
+            Observation { type_, status: state, reason, message, observed_generation: generation },
+            now,
+        );
+    };
+    use ConditionStatus::{False, True, Unknown};
+    let (phase, ready_reason, ready_message) = match finding {
+        Finding::ClassMissing { class } => {
+            let message =
+                format!("EnvironmentClass {class:?} does not exist; ask the platform team or pick another class");
+            (Phase::Failed, reasons::CLASS_NOT_FOUND, message)
+        }
+        Finding::TenantMissing { tenant } => {
+            (Phase::Failed, reasons::TENANT_NOT_FOUND, format!("Tenant {tenant:?} does not exist"))
+        }
+        Finding::NotTenantNamespace { tenant, namespace } => (
+            Phase::Failed,
+            reasons::NOT_TENANT_NAMESPACE,
+            format!(
+                "namespace {namespace:?} does not belong to tenant {tenant:?}; create the request in the tenant's request namespace"
+            ),
+        ),
+        Finding::AwaitingApproval { class, approver_groups } => {
+            let message = format!(
+                "class {class:?} needs an approval from a member of {approver_groups:?} who is not the creator; get one with `berth approve` and set spec.approval.token"
+            );
+            set(types::APPROVED, False, reasons::APPROVAL_REQUIRED, message.clone());
+            (Phase::AwaitingApproval, reasons::APPROVAL_REQUIRED, message)
+        }
+        Finding::Invalid { message } => (Phase::Failed, reasons::INVALID_REQUEST, message.clone()),
+        Finding::OverBudget { message } => {
+            set(types::COMMITTED, False, reasons::OVER_BUDGET, message.clone());
+            (Phase::Failed, reasons::OVER_BUDGET, message.clone())
+        }
+        Finding::Committed(committed) => {
+            status.namespace = Some(committed.namespace.clone());
+            status.gitops =
+                Some(GitOpsStatus { commit: Some(committed.commit.clone()), path: Some(committed.path.clone()) });
+            status.estimated_monthly_cost_usd = Some(committed.monthly_cost_usd);
+            status.expires_at = committed.expires_at.clone();
+            status.sync = committed.sync.clone();
+            set(
+                types::COMMITTED,
+                True,
+                reasons::COMMITTED,
+                format!("{} holds commit {}", committed.path, committed.commit),
+            );
+            match committed.synced() {
+                None => {
+                    let message = "Argo CD's Application CRD is not installed; nothing reports sync".to_owned();
+                    set(types::SYNCED, Unknown, reasons::ARGOCD_NOT_INSTALLED, message);
+                    (Phase::Ready, reasons::READY, "committed; Argo CD is not installed to report sync".to_owned())
+                }
+                Some(true) => {
+                    set(types::SYNCED, True, reasons::SYNCED, "Argo CD reports Synced and Healthy".to_owned());
+                    (Phase::Ready, reasons::READY, "committed, synced and healthy".to_owned())
+                }
+                Some(false) => {
+                    let sync = committed.sync.clone().unwrap_or_default();
+                    let message = format!(
+                        "Argo CD reports {} and {}",
+                        sync.status.as_deref().unwrap_or("Unknown"),
+                        sync.health.as_deref().unwrap_or("Unknown")
+                    );
+                    set(types::SYNCED, False, reasons::NOT_SYNCED, message.clone());
+                    (Phase::Provisioning, reasons::PROVISIONING, message)
+                }
+            }
+        }
+        Finding::Expired { path } => {
+            status.gitops = Some(GitOpsStatus { commit: None, path: Some(path.clone()) });
+            set(
+                types::COMMITTED,
+                False,
+                reasons::EXPIRED,
+                format!("{path} was removed from git when the environment expired"),
+            );
+            (Phase::Expired, reasons::EXPIRED, "the environment's lifetime ended".to_owned())
+        }
+    };
+    if !matches!(finding, Finding::AwaitingApproval { .. }) {
+        set(types::APPROVED, True, reasons::NOT_REQUIRED, "no approval needed, or a valid one is present".to_owned());
+    }
+    set(types::READY, (phase == Phase::Ready).into(), ready_reason, ready_message);
+    status.phase = Some(phase);
+    status
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::jiff::Timestamp;
+
+    use super::*;
+    use crate::api::conditions::{find, is_true};
+
+    fn at(second: i64) -> Time {
+        Time(Timestamp::from_second(second).expect("valid"))
+    }
+
+    fn committed(sync: Option<(&str, &str)>) -> Finding {
+        Finding::Committed(Committed {
+            namespace: "payments-web-1234abcd".into(),
+            commit: "abc123".into(),
+            path: "clusters/in-cluster/tenants/payments/web".into(),
+            monthly_cost_usd: 40,
+            expires_at: Some(at(1000)),
+            sync: sync.map(|(s, h)| SyncStatus { status: Some(s.into()), health: Some(h.into()), revision: None }),
+        })
+    }
+
+    #[test]
+    fn committed_without_argocd_is_ready_and_says_why_sync_is_unknown() {
+        let status = next_status(&Default::default(), Some(1), &committed(None), &at(10));
+        assert_eq!(status.phase, Some(Phase::Ready));
+        assert!(is_true(&status.conditions, types::READY));
+        assert!(is_true(&status.conditions, types::COMMITTED));
+        assert_eq!(
+            find(&status.conditions, types::SYNCED).map(|c| c.reason.as_str()),
+            Some(reasons::ARGOCD_NOT_INSTALLED)
+        );
+        assert_eq!(status.gitops.as_ref().and_then(|g| g.commit.as_deref()), Some("abc123"));
+        assert_eq!(status.estimated_monthly_cost_usd, Some(40));
+        assert_eq!(status.expires_at, Some(at(1000)));
+    }
+
+    #[test]
+    fn committed_but_not_synced_is_provisioning_until_argocd_reports_healthy() {
+        let provisioning =
+            next_status(&Default::default(), Some(1), &committed(Some(("OutOfSync", "Missing"))), &at(10));
+        assert_eq!(provisioning.phase, Some(Phase::Provisioning));
+        assert!(!is_true(&provisioning.conditions, types::READY));
+        let ready = next_status(&provisioning, Some(1), &committed(Some(("Synced", "Healthy"))), &at(20));
+        assert_eq!(ready.phase, Some(Phase::Ready));
+        assert_eq!(find(&ready.conditions, types::READY).map(|c| c.last_transition_time.clone()), Some(at(20)));
+        assert_eq!(
+            find(&ready.conditions, types::COMMITTED).map(|c| c.last_transition_time.clone()),
+            Some(at(10)),
+            "Committed did not change, so its transition time stays"
+        );
+    }
+
+    #[test]
+    fn the_same_finding_twice_gives_the_same_status() {
+        let first = next_status(&Default::default(), Some(2), &committed(None), &at(10));
+        assert_eq!(next_status(&first, Some(2), &committed(None), &at(99)), first);
+    }
+
+    #[test]
+    fn awaiting_approval_names_the_groups_and_the_command() {
+        let finding = Finding::AwaitingApproval {
+            class: "production".into(),
+            approver_groups: vec!["platform-approvers".into()],
+        };
+        let status = next_status(&Default::default(), Some(1), &finding, &at(1));
+        assert_eq!(status.phase, Some(Phase::AwaitingApproval));
+        let approved = find(&status.conditions, types::APPROVED).expect("Approved condition");
+        assert_eq!(approved.status, "False");
+        assert!(approved.message.contains("platform-approvers") && approved.message.contains("berth approve"));
+        assert!(status.gitops.is_none(), "nothing was committed");
+    }
+
+    #[test]
+    fn over_budget_fails_with_the_budget_message() {
+        let finding = Finding::OverBudget { message: "tenant \"payments\" would spend $1200".into() };
+        let status = next_status(&Default::default(), Some(1), &finding, &at(1));
+        assert_eq!(status.phase, Some(Phase::Failed));
+        let ready = find(&status.conditions, types::READY).expect("Ready");
+        assert_eq!((ready.reason.as_str(), ready.status.as_str()), (reasons::OVER_BUDGET, "False"));
+        assert!(ready.message.contains("$1200"));
+    }
+
+    #[test]
+    fn expiry_keeps_the_path_and_drops_the_commit() {
+        let ready = next_status(&Default::default(), Some(1), &committed(None), &at(10));
+        let expired = next_status(&ready, Some(1), &Finding::Expired { path: "clusters/x".into() }, &at(2000));
+        assert_eq!(expired.phase, Some(Phase::Expired));
+        assert_eq!(expired.gitops, Some(GitOpsStatus { commit: None, path: Some("clusters/x".into()) }));
+        assert!(!is_true(&expired.conditions, types::COMMITTED));
+        assert!(!is_true(&expired.conditions, types::READY));
+    }
+
+    #[test]
+    fn missing_class_and_wrong_namespace_are_failures_a_person_can_act_on() {
+        let missing = next_status(&Default::default(), None, &Finding::ClassMissing { class: "gold".into() }, &at(1));
+        assert_eq!(missing.phase, Some(Phase::Failed));
+        assert!(find(&missing.conditions, types::READY).is_some_and(|c| c.message.contains("\"gold\" does not exist")));
+        let finding = Finding::NotTenantNamespace { tenant: "payments".into(), namespace: "default".into() };
+        let wrong = next_status(&Default::default(), None, &finding, &at(1));
+        assert_eq!(
+            find(&wrong.conditions, types::READY).map(|c| c.reason.as_str()),
+            Some(reasons::NOT_TENANT_NAMESPACE)
+        );
+    }
+}

@@ -1,0 +1,163 @@
+//! `berth run`: wires telemetry, the GitOps writer and the controllers together,
+//! serves /metrics /healthz /readyz, and on SIGTERM/SIGINT stops the controllers
+//! and flushes pending commits before exiting.
+
+use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
+
+use futures::FutureExt;
+use kube::{
+    Client,
+    runtime::events::{Recorder, Reporter},
+};
+
+use crate::{
+    controller::{self, Context},
+    gitops::{self, Credentials, GitOpsMetrics, PushMode, Writer, WriterConfig},
+    render::RenderOptions,
+    telemetry::{self, Metrics, Readiness, ServerState},
+};
+
+/// Settings of `berth run`; every one can come from the environment, and every
+/// secret from a file.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RunArgs {
+    /// GitOps repository Argo CD watches (https://, ssh:// or file://; no credentials in it).
+    #[arg(long, env = "BERTH_GITOPS_REMOTE")]
+    pub gitops_remote: String,
+    /// Branch Argo CD watches.
+    #[arg(long, env = "BERTH_GITOPS_BRANCH", default_value = "main")]
+    pub gitops_branch: String,
+    /// Folder for Berth's clone of the repository (disposable).
+    #[arg(long, env = "BERTH_GITOPS_WORKDIR", default_value = "/var/lib/berth/gitops")]
+    pub gitops_workdir: PathBuf,
+    /// Push straight to the branch (`direct`) or to a promotion branch per change (`pull-request`).
+    #[arg(long, env = "BERTH_GITOPS_MODE", default_value = "direct", value_parser = ["direct", "pull-request"])]
+    pub gitops_mode: String,
+    /// Prefix of promotion branches in pull-request mode.
+    #[arg(long, env = "BERTH_GITOPS_BRANCH_PREFIX", default_value = "berth/")]
+    pub gitops_branch_prefix: String,
+    /// User name sent with the https token.
+    #[arg(long, env = "BERTH_GITOPS_USERNAME", default_value = "berth")]
+    pub gitops_username: String,
+    /// File holding the https token.
+    #[arg(long, env = "BERTH_GITOPS_TOKEN_FILE")]
+    pub gitops_token_file: Option<PathBuf>,
+    /// File holding the ssh private key.
+    #[arg(long, env = "BERTH_GITOPS_SSH_KEY_FILE")]
+    pub gitops_ssh_key_file: Option<PathBuf>,
+    /// File holding the ssh key's passphrase.
+    #[arg(long, env = "BERTH_GITOPS_SSH_PASSPHRASE_FILE")]
+    pub gitops_ssh_passphrase_file: Option<PathBuf>,
+    /// How long changes are collected into one commit, in milliseconds.
+    #[arg(long, env = "BERTH_GITOPS_BATCH_WINDOW_MS", default_value_t = 200)]
+    pub gitops_batch_window_ms: u64,
+    /// Namespace Argo CD watches for Applications.
+    #[arg(long, env = "BERTH_ARGOCD_NAMESPACE", default_value = "argocd")]
+    pub argocd_namespace: String,
+    /// Address for /metrics, /healthz and /readyz.
+    #[arg(long, env = "BERTH_LISTEN", default_value = "0.0.0.0:8080")]
+    pub listen: SocketAddr,
+}
+
+/// Why `berth run` could not start or stopped badly.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("telemetry: {0}")]
+    Telemetry(#[from] telemetry::Error),
+    #[error("gitops: {0}")]
+    GitOps(#[from] gitops::Error),
+    #[error("cannot reach the Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("cannot register gitops metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+}
+
+impl RunArgs {
+    fn writer_config(&self) -> Result<WriterConfig, gitops::Error> {
+        let mut config = WriterConfig::new(&self.gitops_workdir, &self.gitops_remote, &self.gitops_branch);
+        config.batch_window = Duration::from_millis(self.gitops_batch_window_ms);
+        if self.gitops_mode == "pull-request" {
+            config.mode = PushMode::PullRequest { branch_prefix: self.gitops_branch_prefix.clone() };
+        }
+        config.credentials = match (&self.gitops_token_file, &self.gitops_ssh_key_file) {
+            (Some(token), _) => Credentials::token_from_file(self.gitops_username.clone(), token)?,
+            (None, Some(key)) => {
+                Credentials::ssh_key_from_files(key.clone(), self.gitops_ssh_passphrase_file.as_deref())?
+            }
+            (None, None) => Credentials::None,
+        };
+        Ok(config)
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = terminate => {}
+    }
+}
+
+/// Runs the operator until SIGTERM/SIGINT.
+pub async fn run(args: RunArgs) -> Result<(), RunError> {
+    let metrics = Metrics::new()?;
+    let readiness = Readiness::new();
+    let caches = readiness.check("caches-synced");
+    let remote = readiness.check("gitops-remote");
+
+    let writer = Writer::spawn(args.writer_config()?, GitOpsMetrics::register(metrics.registry())?).await?;
+    let client = Client::try_default().await?;
+    let argocd_installed = argocd_installed(&client).await;
+    if !argocd_installed {
+        tracing::warn!("Argo CD's Application CRD is not installed; requests become Ready once committed");
+    }
+    let reporter = Reporter { controller: "berth".to_owned(), instance: std::env::var("POD_NAME").ok() };
+    let ctx = Arc::new(Context {
+        recorder: Recorder::new(client.clone(), reporter),
+        client,
+        metrics: metrics.clone(),
+        writer: writer.clone(),
+        render: RenderOptions { argocd_namespace: args.argocd_namespace.clone() },
+        argocd_installed,
+    });
+
+    let shutdown = shutdown_signal().shared();
+    let server = tokio::spawn(telemetry::serve(args.listen, ServerState { metrics, readiness }, shutdown.clone()));
+    let remote_probe = tokio::spawn(probe_remote(writer.clone(), remote));
+    controller::run(ctx, caches, shutdown).await;
+    remote_probe.abort();
+
+    tracing::info!("controllers stopped; flushing pending commits");
+    writer.shutdown().await?;
+    match server.await {
+        Ok(result) => result?,
+        Err(e) => tracing::warn!(error = %e, "telemetry server task ended abnormally"),
+    }
+    Ok(())
+}
+
+/// Keeps the `gitops-remote` readiness check current.
+async fn probe_remote(writer: gitops::WriterHandle, check: telemetry::ReadinessCheck) {
+    loop {
+        let reachable = writer.check_remote().await;
+        if let Err(e) = &reachable {
+            tracing::warn!(error = %e, "gitops remote not reachable");
+        }
+        check.set(reachable.is_ok());
+        tokio::time::sleep(Duration::from_secs(if check.is_ready() { 30 } else { 5 })).await;
+    }
+}
+
+async fn argocd_installed(client: &Client) -> bool {
+    let crds: kube::Api<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> =
+        kube::Api::all(client.clone());
+    matches!(crds.get_opt("applications.argoproj.io").await, Ok(Some(_)))
+}
