@@ -36,12 +36,13 @@ async fn writer(dir: &Path, remote: &Path, batch_window: Duration) -> WriterHand
 }
 
 /// Puts `count` environments named `env-<start>..` concurrently; returns how many commits they took.
-async fn put_many(writer: &WriterHandle, files: &BTreeMap<String, Vec<u8>>, start: usize, count: usize) -> usize {
+async fn put_many(writer: &WriterHandle, files: &BTreeMap<String, Vec<u8>>, start: usize, count: usize, tenants: usize) -> usize {
     let puts = (start..start + count).map(|i| {
         let writer = writer.clone();
         let files = files.clone();
         async move {
-            let path = environment_path("in-cluster", "bench", &format!("env-{i:05}")).expect("path");
+            let tenant = format!("tenant-{:03}", i % tenants);
+            let path = environment_path("in-cluster", &tenant, &format!("env-{i:05}")).expect("path");
             writer
                 .put(path, files, ChangeReason::new(format!("bench/env-{i:05}"), Some(1), "bench"))
                 .await
@@ -76,9 +77,9 @@ async fn main() {
         files.len(),
         files.values().map(Vec::len).sum::<usize>()
     ));
-    report.push_str("| environments already in the repo | commit+push 1 environment p50 (ms) | p90 (ms) | max (ms) | samples |\n|---|---|---|---|---|\n");
+    report.push_str("| environments already in the repo | tenants they belong to | commit+push 1 environment p50 (ms) | p90 (ms) | max (ms) | samples |\n|---|---|---|---|---|---|\n");
 
-    for existing in [100usize, 1_000, 10_000] {
+    for (existing, tenants) in [(100usize, 1usize), (1_000, 1), (10_000, 1), (10_000, 100)] {
         let dir = tempfile::tempdir().expect("tempdir");
         let remote = dir.path().join("remote.git");
         git2::Repository::init_bare(&remote).expect("bare remote");
@@ -87,7 +88,7 @@ async fn main() {
         let mut seeded = 0;
         while seeded < existing {
             let chunk = (existing - seeded).min(1_000);
-            put_many(&seeder, &files, seeded, chunk).await;
+            put_many(&seeder, &files, seeded, chunk, tenants).await;
             seeded += chunk;
         }
         seeder.shutdown().await.expect("seeder stops");
@@ -96,14 +97,14 @@ async fn main() {
         let mut samples = Vec::new();
         for i in 0..30 {
             let started = Instant::now();
-            let commits = put_many(&single, &files, existing + i, 1).await;
+            let commits = put_many(&single, &files, existing + i, 1, tenants).await;
             samples.push(started.elapsed());
             assert_eq!(commits, 1);
         }
         single.shutdown().await.expect("writer stops");
         samples.sort();
         let line = format!(
-            "| {existing} | {} | {} | {} | {} |\n",
+            "| {existing} | {tenants} | {} | {} | {} | {} |\n",
             ms(percentile(&samples, 0.5)),
             ms(percentile(&samples, 0.9)),
             ms(percentile(&samples, 1.0)),
@@ -117,9 +118,9 @@ async fn main() {
     let remote = dir.path().join("remote.git");
     git2::Repository::init_bare(&remote).expect("bare remote");
     let batch = writer(dir.path(), &remote, Duration::from_millis(200)).await;
-    put_many(&batch, &files, 0, 1_000).await;
+    put_many(&batch, &files, 0, 1_000, 10).await;
     let started = Instant::now();
-    let commits = put_many(&batch, &files, 1_000, 100).await;
+    let commits = put_many(&batch, &files, 1_000, 100, 10).await;
     let elapsed = started.elapsed();
     batch.shutdown().await.expect("writer stops");
     let line = format!(

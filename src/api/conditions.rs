@@ -46,6 +46,9 @@ pub mod reasons {
     pub const NAMESPACE_READY: &str = "NamespaceReady";
     pub const VALID: &str = "Valid";
     pub const INVALID: &str = "Invalid";
+    pub const IN_SYNC: &str = "InSync";
+    pub const DRIFTED: &str = "Drifted";
+    pub const DRIFT_UNKNOWN: &str = "DriftUnknown";
 }
 
 /// The three statuses a condition can have.

@@ -25,8 +25,15 @@ use kube::{
 pub use context::{Context, FIELD_MANAGER, FINALIZER};
 pub use error::Error;
 
+use k8s_openapi::api::{
+    core::v1::{LimitRange, Namespace, ResourceQuota},
+    networking::v1::NetworkPolicy,
+    rbac::v1::RoleBinding,
+};
+
 use crate::{
     api::{EnvironmentClass, EnvironmentRequest, Tenant},
+    labels,
     telemetry::{Controller as Kind, Outcome, ReadinessCheck},
 };
 
@@ -79,6 +86,17 @@ where
     Ok(())
 }
 
+/// Only what Berth renders (by label), so the caches stay small.
+fn rendered() -> watcher::Config {
+    watcher::Config::default().labels(&format!("{}={}", labels::MANAGED_BY, labels::MANAGER))
+}
+
+/// The request a rendered object belongs to, from its `berth.dev/request` annotation.
+fn request_of<K: Resource>(object: K) -> Option<ObjectRef<EnvironmentRequest>> {
+    let (namespace, name) = object.meta().annotations.as_ref()?.get(labels::REQUEST_ANNOTATION)?.split_once('/')?;
+    Some(ObjectRef::new(name).within(namespace))
+}
+
 /// Requests of the changed tenant or class, from the request controller's cache.
 fn requests_where(
     store: &Store<EnvironmentRequest>,
@@ -127,6 +145,13 @@ pub async fn run(
         .watches(Api::<Tenant>::all(client.clone()), watcher::Config::default(), move |tenant| {
             requests_where(&by_tenant, |r| r.spec.tenant == tenant.name_any())
         })
+        // Drift is driven by watches: a change to any object Berth rendered
+        // reconciles the request it was rendered for.
+        .watches(Api::<Namespace>::all(client.clone()), rendered(), request_of)
+        .watches(Api::<ResourceQuota>::all(client.clone()), rendered(), request_of)
+        .watches(Api::<LimitRange>::all(client.clone()), rendered(), request_of)
+        .watches(Api::<NetworkPolicy>::all(client.clone()), rendered(), request_of)
+        .watches(Api::<RoleBinding>::all(client.clone()), rendered(), request_of)
         .graceful_shutdown_on(shutdown.clone())
         .run(|o, c| instrumented(Kind::EnvironmentRequest, o, c, request::reconcile), error_policy, ctx.clone())
         .for_each(|_| async {});

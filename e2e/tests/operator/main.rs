@@ -1,6 +1,7 @@
 //! The operator end to end on a real control plane (tier 2): `berth run` against
 //! the loopback apiserver, committing to a bare git repository.
 
+mod drift;
 mod lifecycle;
 
 use std::{

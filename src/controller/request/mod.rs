@@ -1,6 +1,7 @@
 //! EnvironmentRequest controller: approval gate → budget guard → render → commit
 //! → status, TTL expiry, and a finalizer that removes the folder from git first.
 
+mod live;
 mod status;
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
@@ -140,6 +141,9 @@ async fn assess(request: &EnvironmentRequest, ctx: &Context) -> Result<Finding, 
         monthly_cost_usd: environment.estimated_monthly_cost_usd,
         expires_at: expired_at(request, &class).map(Time),
         sync: None,
+        drift: Some(
+            live::drift(&environment.files, request.status.as_ref().and_then(|s| s.drift.as_ref()), ctx).await?,
+        ),
     }))
 }
 

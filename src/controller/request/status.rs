@@ -5,7 +5,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use crate::api::{
     conditions::{ConditionStatus, Observation, reasons, set_condition, types},
-    environment_request::{EnvironmentRequestStatus, GitOpsStatus, Phase, SyncStatus},
+    environment_request::{DriftState, DriftStatus, EnvironmentRequestStatus, GitOpsStatus, Phase, SyncStatus},
 };
 
 /// What the reconcile found, in lifecycle order.
@@ -39,6 +39,8 @@ pub struct Committed {
     pub expires_at: Option<Time>,
     /// The Argo CD Application's sync and health; `None` when Argo CD is not installed.
     pub sync: Option<SyncStatus>,
+    /// Live objects compared with the commit; `None` when not compared.
+    pub drift: Option<DriftStatus>,
 }
 
 impl Committed {
@@ -106,6 +108,23 @@ pub fn next_status(
                 reasons::COMMITTED,
                 format!("{} holds commit {}", committed.path, committed.commit),
             );
+            if let Some(drift) = &committed.drift {
+                status.drift = Some(drift.clone());
+                let (state, reason, message) = match drift.state {
+                    DriftState::InSync => (True, reasons::IN_SYNC, "live objects match the commit".to_owned()),
+                    DriftState::Drifted => {
+                        let fields: Vec<String> =
+                            drift.differences.iter().take(3).map(|d| format!("{} {}", d.resource, d.field)).collect();
+                        let message =
+                            format!("{} difference(s) from the commit: {}", drift.differences.len(), fields.join(", "));
+                        (False, reasons::DRIFTED, message)
+                    }
+                    DriftState::Unknown => {
+                        (Unknown, reasons::DRIFT_UNKNOWN, "live objects could not be compared".to_owned())
+                    }
+                };
+                set(types::IN_SYNC, state, reason, message);
+            }
             match committed.synced() {
                 None => {
                     let message = "Argo CD's Application CRD is not installed; nothing reports sync".to_owned();
@@ -166,6 +185,7 @@ mod tests {
             monthly_cost_usd: 40,
             expires_at: Some(at(1000)),
             sync: sync.map(|(s, h)| SyncStatus { status: Some(s.into()), health: Some(h.into()), revision: None }),
+            drift: None,
         })
     }
 
@@ -198,6 +218,32 @@ mod tests {
             Some(at(10)),
             "Committed did not change, so its transition time stays"
         );
+    }
+
+    #[test]
+    fn drift_sets_in_sync_and_lists_the_first_fields() {
+        use crate::api::environment_request::Difference;
+        let Finding::Committed(mut facts) = committed(None) else { unreachable!("committed() builds Committed") };
+        facts.drift = Some(DriftStatus {
+            state: DriftState::Drifted,
+            checked_at: Some(at(5)),
+            differences: vec![Difference {
+                resource: "ResourceQuota/ns/berth-quota".into(),
+                field: "spec.hard.pods".into(),
+                desired: Some("\"10\"".into()),
+                live: Some("\"99\"".into()),
+            }],
+        });
+        let status = next_status(&Default::default(), Some(1), &Finding::Committed(facts.clone()), &at(10));
+        let in_sync = find(&status.conditions, types::IN_SYNC).expect("InSync");
+        assert_eq!((in_sync.status.as_str(), in_sync.reason.as_str()), ("False", reasons::DRIFTED));
+        assert!(in_sync.message.contains("ResourceQuota/ns/berth-quota spec.hard.pods"), "{}", in_sync.message);
+        assert!(is_true(&status.conditions, types::READY), "drift is reported, it does not unready the environment");
+
+        facts.drift = Some(DriftStatus { state: DriftState::InSync, checked_at: Some(at(20)), differences: vec![] });
+        let fixed = next_status(&status, Some(1), &Finding::Committed(facts), &at(20));
+        assert!(is_true(&fixed.conditions, types::IN_SYNC));
+        assert_eq!(fixed.drift.map(|d| d.state), Some(DriftState::InSync));
     }
 
     #[test]
