@@ -36,7 +36,13 @@ async fn writer(dir: &Path, remote: &Path, batch_window: Duration) -> WriterHand
 }
 
 /// Puts `count` environments named `env-<start>..` concurrently; returns how many commits they took.
-async fn put_many(writer: &WriterHandle, files: &BTreeMap<String, Vec<u8>>, start: usize, count: usize, tenants: usize) -> usize {
+async fn put_many(
+    writer: &WriterHandle,
+    files: &BTreeMap<String, Vec<u8>>,
+    start: usize,
+    count: usize,
+    tenants: usize,
+) -> usize {
     let puts = (start..start + count).map(|i| {
         let writer = writer.clone();
         let files = files.clone();

@@ -1,0 +1,172 @@
+//! Helpers shared by the operator e2e binaries (included with `#[path]`).
+
+#![allow(dead_code)]
+
+use std::{
+    collections::BTreeMap,
+    future::Future,
+    path::Path,
+    sync::{Mutex, OnceLock},
+    time::{Duration, Instant},
+};
+
+use berth::api::{EnvironmentRequest, environment_request::Phase};
+use berth_e2e::{fixture::Cluster, operator::Operator};
+use kube::Api;
+use rand::{Rng, distr::Alphanumeric};
+
+pub fn cluster() -> &'static Cluster {
+    Cluster::shared(env!("CARGO_BIN_EXE_berth-controlplane"))
+}
+
+pub static OPERATOR: OnceLock<Mutex<Operator>> = OnceLock::new();
+
+/// The operator shared by this binary's tests (started once, after the CRDs).
+pub async fn operator() -> &'static Mutex<Operator> {
+    let cluster = cluster();
+    cluster.install_crds().await;
+    OPERATOR.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("berth-operator-e2e-{}", std::process::id()));
+        let operator = Operator::start(&cluster.info, &dir, &dir.join("remote.git"))
+            .unwrap_or_else(|e| panic!("operator did not start: {e:#}"));
+        Mutex::new(operator)
+    })
+}
+
+pub fn remote() -> std::path::PathBuf {
+    OPERATOR.get().map(|o| o.lock().unwrap_or_else(|e| e.into_inner()).remote.clone()).unwrap_or_default()
+}
+
+pub fn operator_log() -> String {
+    OPERATOR.get().map(|o| o.lock().unwrap_or_else(|e| e.into_inner()).log_text()).unwrap_or_default()
+}
+
+/// A short random suffix so tests' cluster-scoped objects do not collide.
+pub fn suffix() -> String {
+    rand::rng().sample_iter(&Alphanumeric).take(5).map(char::from).collect::<String>().to_lowercase()
+}
+
+/// Polls `check` until it returns `Some`, or panics after `timeout` with the operator's log.
+pub async fn wait_for<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        if Instant::now() > deadline {
+            let log = operator_log();
+            let tail: Vec<&str> = log.lines().rev().take(40).collect();
+            panic!("timed out after {timeout:?} waiting for {what}; operator log (newest first):\n{}", tail.join("\n"));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Waits until the request reaches `phase` and returns it.
+pub async fn wait_phase(namespace: &str, name: &str, phase: Phase, timeout: Duration) -> EnvironmentRequest {
+    let api: Api<EnvironmentRequest> = Api::namespaced(cluster().client("admin").await, namespace);
+    wait_for(timeout, &format!("{namespace}/{name} to be {phase:?}"), || {
+        let api = api.clone();
+        async move {
+            let request = api.get_opt(name).await.ok().flatten()?;
+            (request.status.as_ref()?.phase == Some(phase)).then_some(request)
+        }
+    })
+    .await
+}
+
+/// Files under `folder` at the head of `main` in the bare remote; `None` when absent.
+pub fn files_at_head(remote: &Path, folder: &str) -> Option<BTreeMap<String, String>> {
+    let repo = git2::Repository::open_bare(remote).ok()?;
+    let head = repo.find_reference("refs/heads/main").ok()?.peel_to_commit().ok()?;
+    let tree = head.tree().ok()?.get_path(Path::new(folder)).ok()?.to_object(&repo).ok()?.peel_to_tree().ok()?;
+    let mut files = BTreeMap::new();
+    for entry in tree.iter() {
+        let blob = entry.to_object(&repo).ok()?.peel_to_blob().ok()?;
+        files.insert(entry.name().ok()?.to_owned(), String::from_utf8_lossy(blob.content()).into_owned());
+    }
+    Some(files)
+}
+
+/// Commit ids on `main` from the head back to (excluding) `since`.
+pub fn commits_since(remote: &Path, since: &str) -> Vec<String> {
+    let Ok(repo) = git2::Repository::open_bare(remote) else {
+        return Vec::new();
+    };
+    let Ok(mut walk) = repo.revwalk() else {
+        return Vec::new();
+    };
+    let _ = walk.push_ref("refs/heads/main");
+    if let Ok(oid) = git2::Oid::from_str(since) {
+        let _ = walk.hide(oid);
+    }
+    walk.filter_map(Result::ok).map(|oid| oid.to_string()).collect()
+}
+
+/// Applies YAML as admin and panics with kubectl's message when refused.
+pub async fn kubectl_apply(yaml: &str) {
+    let out = cluster().kubectl("admin", &["apply", "-f", "-"], Some(yaml)).await;
+    assert!(out.success, "kubectl apply refused:\n{}\n{yaml}", out.stderr);
+}
+
+/// A class `name` costing `cost` a month with the given TTL policy (YAML fragment).
+pub fn class_yaml(name: &str, cost: u32, ttl: &str) -> String {
+    format!(
+        "apiVersion: berth.dev/v1alpha1
+kind: EnvironmentClass
+metadata: {{name: {name}}}
+spec:
+  quota: {{requests.cpu: '2', pods: '10'}}
+  networkPolicy: AllowSameNamespace
+  estimatedMonthlyCostUSD: {cost}
+  {ttl}
+"
+    )
+}
+
+/// A tenant `name` (request namespace `name`) allowed `classes`, with a budget fragment.
+pub fn tenant_yaml(name: &str, classes: &[&str], budget: &str) -> String {
+    format!(
+        "apiVersion: berth.dev/v1alpha1
+kind: Tenant
+metadata: {{name: {name}}}
+spec:
+  owners: [{{kind: User, name: alice}}]
+  members: [{{kind: Group, name: team-payments}}]
+  allowedClasses: {classes:?}
+  requestNamespace: {name}
+  budget: {budget}
+"
+    )
+}
+
+pub fn request_yaml(namespace: &str, name: &str, tenant: &str, class: &str, extra: &str) -> String {
+    format!(
+        "apiVersion: berth.dev/v1alpha1
+kind: EnvironmentRequest
+metadata: {{name: {name}, namespace: {namespace}}}
+spec:
+  tenant: {tenant}
+  class: {class}
+  app: {{name: web, repoURL: https://git.example.com/web.git, path: deploy, revision: v1}}
+  {extra}
+"
+    )
+}
+
+/// Waits for the tenant's request namespace (the Tenant controller creates it).
+pub async fn wait_tenant_namespace(tenant: &str) {
+    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(cluster().client("admin").await);
+    wait_for(Duration::from_secs(30), &format!("namespace of tenant {tenant}"), || {
+        let namespaces = namespaces.clone();
+        async move {
+            let ns = namespaces.get_opt(tenant).await.ok().flatten()?;
+            (ns.metadata.labels?.get("berth.dev/tenant")? == tenant).then_some(())
+        }
+    })
+    .await;
+}

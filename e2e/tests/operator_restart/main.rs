@@ -1,0 +1,63 @@
+//! The operator killed with SIGKILL in the middle of a burst of requests, then
+//! restarted: every request ends Ready, each folder is in git exactly once, and
+//! the remote is consistent. Its own binary, so the kill disturbs no other test.
+
+#[path = "../operator/common.rs"]
+mod common;
+
+use std::time::Duration;
+
+use berth::api::{EnvironmentRequest, environment_request::Phase};
+use common::*;
+use kube::Api;
+
+#[tokio::test]
+async fn a_sigkill_mid_burst_loses_and_duplicates_nothing() {
+    operator().await;
+    let (tenant, class) = (format!("tn-{}", suffix()), format!("burst-{}", suffix()));
+    kubectl_apply(&class_yaml(&class, 1, "")).await;
+    kubectl_apply(&tenant_yaml(&tenant, &[&class], "{}")).await;
+    wait_tenant_namespace(&tenant).await;
+
+    let names: Vec<String> = (0..20).map(|i| format!("env-{i:02}")).collect();
+    let burst: Vec<String> = names.iter().map(|n| request_yaml(&tenant, n, &tenant, &class, "")).collect();
+    kubectl_apply(&burst.join("---\n")).await;
+    // Mid-burst: some requests are committed, some are in the writer's batch, some untouched.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    {
+        let mut operator = operator().await.lock().unwrap_or_else(|e| e.into_inner());
+        operator.restart().unwrap_or_else(|e| panic!("restart: {e:#}"));
+    }
+
+    for name in &names {
+        wait_phase(&tenant, name, Phase::Ready, Duration::from_secs(90)).await;
+    }
+    let repo = git2::Repository::open_bare(remote()).unwrap_or_else(|e| panic!("{e}"));
+    let head = repo.find_reference("refs/heads/main").and_then(|r| r.peel_to_tree()).unwrap_or_else(|e| panic!("{e}"));
+    let tenant_tree = head
+        .get_path(std::path::Path::new(&format!("clusters/in-cluster/tenants/{tenant}")))
+        .and_then(|e| e.to_object(&repo))
+        .and_then(|o| o.peel_to_tree())
+        .unwrap_or_else(|e| panic!("tenant folder missing: {e}"));
+    let mut folders: Vec<String> = tenant_tree.iter().filter_map(|e| e.name().ok().map(str::to_owned)).collect();
+    folders.sort();
+    assert_eq!(folders, names, "exactly one folder per request");
+
+    // Every request's status names a commit that is on main.
+    let requests: Api<EnvironmentRequest> = Api::namespaced(cluster().client("admin").await, &tenant);
+    for request in requests.list(&Default::default()).await.unwrap_or_else(|e| panic!("{e}")).items {
+        let commit = request.status.and_then(|s| s.gitops).and_then(|g| g.commit).unwrap_or_default();
+        let oid = git2::Oid::from_str(&commit).unwrap_or_else(|e| panic!("{commit:?}: {e}"));
+        assert!(repo.find_commit(oid).is_ok(), "status commit {commit} is not in the remote");
+    }
+
+    let fsck = std::process::Command::new("git")
+        .args(["--git-dir"])
+        .arg(remote())
+        .args(["fsck", "--full", "--strict"])
+        .output()
+        .unwrap_or_else(|e| panic!("git fsck: {e}"));
+    assert!(fsck.status.success(), "git fsck: {}", String::from_utf8_lossy(&fsck.stderr));
+    let log = operator_log();
+    assert!(log.matches("gitops writer ready").count() >= 2, "the operator really restarted:\n{log}");
+}
