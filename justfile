@@ -30,8 +30,9 @@ controlplane:
 cluster-up:
     {{controlplane}} up --detach
 
-# Stop the local control plane; leaves no process behind
+# Stop the local control plane (and the demo's operator); leaves no process behind
 cluster-down:
+    -@[ -f .berth/operator.pid ] && kill "$(cat .berth/operator.pid)" 2>/dev/null; rm -f .berth/operator.pid
     {{controlplane}} down
 
 # Show Berth on a local control plane (leaves it running; `just cluster-down` stops it)

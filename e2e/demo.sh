@@ -16,11 +16,50 @@ step "Install Berth's CRDs"
 run kubectl apply --server-side -f crds/
 run kubectl wait --for=condition=Established --timeout=60s -f crds/
 
-step "A tenant's request namespace (the Tenant controller will create it; by hand for now)"
-kubectl create namespace payments --dry-run=client -o yaml | kubectl label --local -f - berth.dev/tenant=payments -o yaml | kubectl apply -f -
+step "Start the operator (berth run), committing to a local bare GitOps repository"
+cargo build -q --bin berth
+if [[ -f .berth/operator.pid ]] && kill -0 "$(cat .berth/operator.pid)" 2>/dev/null; then
+  kill "$(cat .berth/operator.pid)"; sleep 1
+fi
+rm -rf .berth/gitops-remote.git .berth/gitops-clone
+git init -q --bare --initial-branch=main .berth/gitops-remote.git
+BERTH_GITOPS_REMOTE="file://$PWD/.berth/gitops-remote.git" BERTH_GITOPS_WORKDIR="$PWD/.berth/gitops-clone" \
+  BERTH_LISTEN=127.0.0.1:18080 BERTH_LOG_FORMAT=text nohup target/debug/berth run > .berth/operator.log 2>&1 &
+echo $! > .berth/operator.pid
+for _ in $(seq 50); do curl -sf 127.0.0.1:18080/readyz >/dev/null && break; sleep 0.2; done
+run curl -s 127.0.0.1:18080/readyz; echo
 
-step "Apply the examples: three classes, a tenant, three requests and a rollout"
-run kubectl apply -f examples/
+step "Platform team: three classes and the payments tenant (Berth creates its namespace and RBAC)"
+run kubectl apply -f examples/environmentclass-preview.yaml -f examples/environmentclass-staging.yaml \
+  -f examples/environmentclass-production.yaml -f examples/tenant-payments.yaml
+for _ in $(seq 50); do kubectl get namespace payments >/dev/null 2>&1 && break; sleep 0.2; done
+run kubectl get namespace payments --show-labels
+run kubectl --context alice auth can-i create environmentrequests.berth.dev -n payments
+
+step "Alice asks for environments: preview and production"
+run kubectl --context alice apply -f examples/environmentrequest-preview.yaml -f examples/environmentrequest-production.yaml
+run kubectl wait --for=jsonpath='{.status.phase}'=Ready environmentrequest/checkout-pr-1234 -n payments --timeout=60s
+run kubectl get berth -A
+
+run kubectl apply -f examples/rollout-checkout.yaml   # Rollouts are stored; their controller comes later
+
+step "What Berth committed to the GitOps repository"
+run git --git-dir .berth/gitops-remote.git log --stat -1 main
+
+step "Production needs an approval: it waits, and says from whom"
+run kubectl get environmentrequest checkout-prod -n payments \
+  -o jsonpath='{.status.conditions[?(@.type=="Approved")].message}'; echo
+
+step "Drift: apply the committed folder (Argo CD's job), then edit the live quota by hand"
+folder="clusters/in-cluster/tenants/payments/checkout-pr-1234"
+git --git-dir .berth/gitops-remote.git show "main:$folder/namespace.yaml" | kubectl apply -f -
+for file in resourcequota limitrange networkpolicy rolebindings; do
+  git --git-dir .berth/gitops-remote.git show "main:$folder/$file.yaml" | kubectl apply -f -
+done
+env_ns="$(kubectl get environmentrequest checkout-pr-1234 -n payments -o jsonpath='{.status.namespace}')"
+run kubectl patch resourcequota berth-quota -n "$env_ns" --type merge -p '{"spec":{"hard":{"pods":"99"}}}'
+sleep 2
+run kubectl get environmentrequest checkout-pr-1234 -n payments -o jsonpath='{.status.drift}'; echo
 
 step "Everything Berth knows, in one list"
 run kubectl get berth -A
@@ -34,14 +73,11 @@ if kubectl patch environmentrequest checkout-pr-1234 -n payments --type merge -p
   exit 1
 fi
 
-step "Test users are real: alice (team-payments) may not create classes, admin may"
-run kubectl --context alice auth can-i create environmentclasses.berth.dev -A || true
-run kubectl --context admin auth can-i create environmentclasses.berth.dev -A
-
 cat <<MSG
 
-The control plane is still running. To use it from your shell:
+The control plane and the operator are still running (operator log: .berth/operator.log,
+metrics: curl 127.0.0.1:18080/metrics). The GitOps repository is .berth/gitops-remote.git. To use it from your shell:
   source .berth/cluster/env.sh
   kubectl get berth -A
-Stop it with: just cluster-down
+Stop both with: just cluster-down
 MSG

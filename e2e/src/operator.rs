@@ -7,9 +7,18 @@ use std::{
     time::Duration,
 };
 
+use std::os::unix::process::CommandExt;
+
 use anyhow::{Context, Result, bail};
 
 use crate::ClusterInfo;
+
+/// Runs `berth run` ($2) until it exits or the test process ($1) is gone.
+const WATCHDOG: &str = r#""$2" run &
+child=$!
+while kill -0 "$1" 2>/dev/null && kill -0 "$child" 2>/dev/null; do sleep 0.5; done
+kill -9 "$child" 2>/dev/null
+wait"#;
 
 /// The `berth` binary next to this test binary (`cargo test --workspace` builds it).
 pub fn berth_binary() -> Result<PathBuf> {
@@ -60,8 +69,12 @@ impl Operator {
     fn spawn(&mut self) -> Result<()> {
         let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).context("free port")?.port();
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).context("operator log")?;
-        self.child = Command::new(berth_binary()?)
-            .arg("run")
+        // A static operator is never dropped, so a watchdog ends it when the test
+        // process ends; both live in their own process group, which `kill` takes down.
+        self.child = Command::new("bash")
+            .args(["-c", WATCHDOG, "berth-operator", &std::process::id().to_string()])
+            .arg(berth_binary()?)
+            .process_group(0)
             .env("KUBECONFIG", &self.kubeconfig)
             .env("BERTH_GITOPS_REMOTE", format!("file://{}", self.remote.display()))
             .env("BERTH_GITOPS_WORKDIR", &self.workdir)
@@ -78,9 +91,12 @@ impl Operator {
         Ok(())
     }
 
-    /// SIGKILL, as a crash would; the next [`Operator::restart`] starts a new process.
+    /// SIGKILL to the operator and its watchdog, as a crash would; the next
+    /// [`Operator::restart`] starts a new process.
     pub fn kill(&mut self) {
-        let _ = self.child.kill();
+        if let Ok(pid) = i32::try_from(self.child.id()) {
+            let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+        }
         let _ = self.child.wait();
     }
 
