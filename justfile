@@ -43,7 +43,7 @@ demo:
 kind-up:
     kind create cluster --name berth --config kind-config.yaml
     kubectl --context kind-berth apply --server-side -f crds/
-    kubectl --context kind-berth wait --for=condition=Established --timeout=60s -f crds/
+    for _ in $(seq 20); do kubectl --context kind-berth wait --for=condition=Established --timeout=60s -f crds/ && break; sleep 0.5; done
 
 # Delete the kind cluster
 kind-down:

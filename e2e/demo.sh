@@ -14,7 +14,8 @@ source .berth/cluster/env.sh
 
 step "Install Berth's CRDs"
 run kubectl apply --server-side -f crds/
-run kubectl wait --for=condition=Established --timeout=60s -f crds/
+# A just-created CRD may not have conditions yet; kubectl wait then errors instead of waiting.
+for _ in $(seq 20); do kubectl wait --for=condition=Established --timeout=60s -f crds/ 2>/dev/null && break; sleep 0.25; done
 
 step "Start the operator (berth run), committing to a local bare GitOps repository"
 cargo build -q --bin berth

@@ -111,8 +111,21 @@ impl Cluster {
             Err(format!("kubectl apply of {paths:?} failed: {}", apply.stderr))
         } else {
             let wait = with(&["wait", "--for=condition=Established", "--timeout=60s"]);
-            let wait = self.kubectl("admin", &wait.iter().map(String::as_str).collect::<Vec<_>>(), None).await;
-            if wait.success { Ok(()) } else { Err(format!("CRDs not Established: {}", wait.stderr)) }
+            let wait: Vec<&str> = wait.iter().map(String::as_str).collect();
+            // A CRD created a moment ago may have no conditions yet, which kubectl wait
+            // reports as an error instead of waiting; ask again briefly.
+            let mut attempts = 0;
+            loop {
+                let waited = self.kubectl("admin", &wait, None).await;
+                attempts += 1;
+                if waited.success {
+                    break Ok(());
+                }
+                if attempts >= 20 || !waited.stderr.contains("accessor error") {
+                    break Err(format!("CRDs not Established: {}", waited.stderr));
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+            }
         };
         let _ = done.set(result.clone());
         result.unwrap_or_else(|e| panic!("{e}"))

@@ -86,6 +86,29 @@ where
     Ok(())
 }
 
+/// Keeps the environments-by-phase/class and drifted-environments gauges current,
+/// from the request controller's cache (no API calls).
+async fn report_environments(store: Store<EnvironmentRequest>, metrics: crate::telemetry::Metrics) {
+    loop {
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        let mut counts: std::collections::BTreeMap<(String, String), i64> = std::collections::BTreeMap::new();
+        let mut drifted = 0;
+        for request in store.state() {
+            let status = request.status.as_ref();
+            let phase = status.and_then(|s| s.phase).map(|p| format!("{p:?}")).unwrap_or_else(|| "Pending".to_owned());
+            *counts.entry((phase, request.spec.class.clone())).or_default() += 1;
+            if status
+                .and_then(|s| s.drift.as_ref())
+                .is_some_and(|d| d.state == crate::api::environment_request::DriftState::Drifted)
+            {
+                drifted += 1;
+            }
+        }
+        metrics.set_environments(&counts);
+        metrics.set_drifted_environments(drifted);
+    }
+}
+
 /// Only what Berth renders (by label), so the caches stay small.
 fn rendered() -> watcher::Config {
     watcher::Config::default().labels(&format!("{}={}", labels::MANAGED_BY, labels::MANAGER))
@@ -137,6 +160,7 @@ pub async fn run(
             tokio::time::sleep(Duration::from_secs(2)).await;
         }
     });
+    tokio::spawn(report_environments(store.clone(), ctx.metrics.clone()));
     let (by_class, by_tenant) = (store.clone(), store);
     let requests = requests
         .watches(Api::<EnvironmentClass>::all(client.clone()), watcher::Config::default(), move |class| {
@@ -152,7 +176,16 @@ pub async fn run(
         .watches(Api::<LimitRange>::all(client.clone()), rendered(), request_of)
         .watches(Api::<NetworkPolicy>::all(client.clone()), rendered(), request_of)
         .watches(Api::<RoleBinding>::all(client.clone()), rendered(), request_of)
-        .graceful_shutdown_on(shutdown.clone())
+        .graceful_shutdown_on(shutdown.clone());
+    // Argo CD's Applications report sync and health; watched only when installed.
+    let requests = if ctx.argocd_installed {
+        let resource = request::live::application_resource();
+        let applications = Api::<kube::api::DynamicObject>::all_with(client.clone(), &resource);
+        requests.watches_with(applications, resource, rendered(), request_of)
+    } else {
+        requests
+    };
+    let requests = requests
         .run(|o, c| instrumented(Kind::EnvironmentRequest, o, c, request::reconcile), error_policy, ctx.clone())
         .for_each(|_| async {});
 

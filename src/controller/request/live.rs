@@ -11,7 +11,7 @@ use kube::{
 };
 
 use crate::{
-    api::environment_request::{DriftState, DriftStatus},
+    api::environment_request::{DriftState, DriftStatus, SyncStatus},
     controller::{Context, Error},
     drift,
 };
@@ -27,6 +27,40 @@ fn plural(kind: &str) -> Option<&'static str> {
         "Application" => "applications",
         _ => return None,
     })
+}
+
+/// Argo CD's Application resource (argoproj.io/v1alpha1).
+pub fn application_resource() -> ApiResource {
+    ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("argoproj.io", "v1alpha1", "Application"), "applications")
+}
+
+/// The sync and health Argo CD reports on the environment's Application, or `None`
+/// when Argo CD is not installed. An Application Argo CD has not created yet reads
+/// as `Unknown` / `Missing`.
+pub async fn sync_status(namespace: &str, ctx: &Context) -> Result<Option<SyncStatus>, Error> {
+    if !ctx.argocd_installed {
+        return Ok(None);
+    }
+    let api: Api<DynamicObject> =
+        Api::namespaced_with(ctx.client.clone(), &ctx.render.argocd_namespace, &application_resource());
+    let app = api.get_opt(namespace).await.map_err(|source| Error::Read {
+        what: format!("Application {}/{namespace}", ctx.render.argocd_namespace),
+        source,
+    })?;
+    let Some(app) = app else {
+        return Ok(Some(SyncStatus {
+            status: Some("Unknown".to_owned()),
+            health: Some("Missing".to_owned()),
+            revision: None,
+        }));
+    };
+    let status = &app.data["status"];
+    let text = |value: &serde_json::Value| value.as_str().map(str::to_owned);
+    Ok(Some(SyncStatus {
+        status: text(&status["sync"]["status"]).or(Some("Unknown".to_owned())),
+        health: text(&status["health"]["status"]).or(Some("Unknown".to_owned())),
+        revision: text(&status["sync"]["revision"]),
+    }))
 }
 
 /// Compares the environment's rendered `files` with what is live. Argo CD's

@@ -1,7 +1,7 @@
 //! EnvironmentRequest controller: approval gate → budget guard → render → commit
 //! → status, TTL expiry, and a finalizer that removes the folder from git first.
 
-mod live;
+pub(crate) mod live;
 mod status;
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
@@ -135,12 +135,12 @@ async fn assess(request: &EnvironmentRequest, ctx: &Context) -> Result<Finding, 
         Err(e) => return Ok(Finding::Invalid { message: e.to_string() }),
     };
     Ok(Finding::Committed(Committed {
-        namespace: environment.namespace,
+        namespace: environment.namespace.clone(),
         commit,
         path,
         monthly_cost_usd: environment.estimated_monthly_cost_usd,
         expires_at: expired_at(request, &class).map(Time),
-        sync: None,
+        sync: live::sync_status(&environment.namespace, ctx).await?,
         drift: Some(
             live::drift(&environment.files, request.status.as_ref().and_then(|s| s.drift.as_ref()), ctx).await?,
         ),

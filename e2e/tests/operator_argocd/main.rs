@@ -1,0 +1,70 @@
+//! With Argo CD's CRDs installed, a committed environment is Provisioning until
+//! its Application reports Synced and Healthy; Berth mirrors that into status.
+//! (Argo CD's controllers are tier 3; here the test plays their part on the
+//! Application, which is exactly the API Berth reads.)
+
+#[path = "../operator/common.rs"]
+mod common;
+
+use std::time::Duration;
+
+use berth::api::{
+    conditions::{find, is_true, types},
+    environment_request::Phase,
+};
+use common::*;
+
+#[tokio::test]
+async fn ready_follows_the_applications_sync_and_health() {
+    cluster().install_crds().await;
+    // Installed before the operator starts: it checks for Argo CD at startup.
+    cluster().install_argocd_crds().await;
+    operator().await;
+    let (tenant, class) = (format!("tn-{}", suffix()), format!("argo-{}", suffix()));
+    kubectl_apply(&class_yaml(&class, 5, "")).await;
+    kubectl_apply(&tenant_yaml(&tenant, &[&class], "{}")).await;
+    wait_tenant_namespace(&tenant).await;
+    kubectl_apply(&request_yaml(&tenant, "svc", &tenant, &class, "")).await;
+
+    // Committed, but Argo CD has not created the Application yet.
+    let provisioning = wait_phase(&tenant, "svc", Phase::Provisioning, Duration::from_secs(60)).await;
+    let status = provisioning.status.unwrap_or_default();
+    assert!(is_true(&status.conditions, types::COMMITTED));
+    assert_eq!(status.sync.as_ref().and_then(|s| s.health.as_deref()), Some("Missing"));
+    let env_ns = status.namespace.unwrap_or_default();
+
+    // The root app applies the committed Application; Argo CD then syncs it.
+    let path = status.gitops.and_then(|g| g.path).unwrap_or_default();
+    let files = files_at_head(&remote(), &path).unwrap_or_else(|| panic!("{path} not committed"));
+    kubectl_apply(&files["application.yaml"]).await;
+    let synced = r#"{"status":{"sync":{"status":"Synced","revision":"0123abcd"},"health":{"status":"Healthy"}}}"#;
+    let patched = cluster()
+        .kubectl(
+            "admin",
+            &["patch", "applications.argoproj.io", &env_ns, "-n", "argocd", "--type", "merge", "-p", synced],
+            None,
+        )
+        .await;
+    assert!(patched.success, "{}", patched.stderr);
+
+    let ready = wait_phase(&tenant, "svc", Phase::Ready, Duration::from_secs(30)).await;
+    let status = ready.status.unwrap_or_default();
+    let sync = status.sync.clone().unwrap_or_default();
+    assert_eq!((sync.status.as_deref(), sync.health.as_deref()), (Some("Synced"), Some("Healthy")));
+    assert_eq!(sync.revision.as_deref(), Some("0123abcd"));
+    assert!(is_true(&status.conditions, types::SYNCED));
+
+    // Degraded again: Ready goes back to False with Argo CD's words.
+    let degraded = r#"{"status":{"health":{"status":"Degraded"}}}"#;
+    let patched = cluster()
+        .kubectl(
+            "admin",
+            &["patch", "applications.argoproj.io", &env_ns, "-n", "argocd", "--type", "merge", "-p", degraded],
+            None,
+        )
+        .await;
+    assert!(patched.success, "{}", patched.stderr);
+    let back = wait_phase(&tenant, "svc", Phase::Provisioning, Duration::from_secs(30)).await;
+    let conditions = back.status.unwrap_or_default().conditions;
+    assert!(find(&conditions, types::SYNCED).is_some_and(|c| c.status == "False" && c.message.contains("Degraded")));
+}
