@@ -19,14 +19,17 @@ use kube::{
 use serde::Serialize;
 
 use super::{Context, Error, context::FIELD_MANAGER};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+
 use crate::{
     api::{
-        EnvironmentRequest, Tenant,
+        EnvironmentClass, EnvironmentRequest, Tenant,
         conditions::{ConditionStatus, Observation, reasons, set_condition, types},
         environment_request::Phase,
         tenant::{SubjectKind, TenantStatus, Usage},
     },
     labels,
+    policy::budget,
 };
 
 /// Role members get in the request namespace: ask for environments and follow them.
@@ -55,7 +58,19 @@ pub async fn reconcile(tenant: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action,
         .filter(|r| matches!(r.status.as_ref().and_then(|s| s.phase), Some(Phase::Provisioning | Phase::Ready)))
         .collect();
     let cost: u64 = live.iter().filter_map(|r| r.status.as_ref()?.estimated_monthly_cost_usd).map(u64::from).sum();
-    let status = next_status(&tenant, &namespace, live.len(), cost);
+    let classes = Api::<EnvironmentClass>::all(ctx.client.clone())
+        .list(&ListParams::default())
+        .await
+        .map_err(|source| Error::Read { what: "EnvironmentClasses".to_owned(), source })?;
+    let mut quota = budget::Amounts::new();
+    for request in &live {
+        if let Some(class) = classes.items.iter().find(|c| c.name_any() == request.spec.class) {
+            for (resource, amount) in budget::amounts(&class.spec.quota) {
+                *quota.entry(resource).or_default() += amount;
+            }
+        }
+    }
+    let status = next_status(&tenant, &namespace, live.len(), cost, &quota);
     if tenant.status.as_ref() != Some(&status) {
         super::apply_status(&Api::<Tenant>::all(ctx.client.clone()), tenant.as_ref(), &status).await?;
     }
@@ -63,14 +78,23 @@ pub async fn reconcile(tenant: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action,
 }
 
 /// Status from what the tenant has (pure; transition times kept when unchanged).
-fn next_status(tenant: &Tenant, namespace: &str, environments: usize, cost: u64) -> TenantStatus {
+fn next_status(
+    tenant: &Tenant,
+    namespace: &str,
+    environments: usize,
+    cost: u64,
+    quota: &budget::Amounts,
+) -> TenantStatus {
     let mut status = tenant.status.clone().unwrap_or_default();
     let generation = tenant.metadata.generation;
     let now = Time(Timestamp::now());
     status.observed_generation = generation;
     status.request_namespace = Some(namespace.to_owned());
     status.environments = u32::try_from(environments).unwrap_or(u32::MAX);
-    status.usage = Usage { monthly_cost_usd: u32::try_from(cost).unwrap_or(u32::MAX), ..Usage::default() };
+    status.usage = Usage {
+        monthly_cost_usd: u32::try_from(cost).unwrap_or(u32::MAX),
+        quota: quota.iter().map(|(resource, amount)| (resource.clone(), Quantity(budget::display(*amount)))).collect(),
+    };
     set_condition(
         &mut status.conditions,
         Observation {
@@ -85,6 +109,10 @@ fn next_status(tenant: &Tenant, namespace: &str, environments: usize, cost: u64)
     let budget = &tenant.spec.budget;
     let over_cost = budget.monthly_cost_usd.is_some_and(|limit| cost > u64::from(limit));
     let over_count = budget.max_environments.is_some_and(|max| environments > max as usize);
+    let over_quota = budget::amounts(&budget.quota)
+        .iter()
+        .any(|(resource, limit)| quota.get(resource).is_some_and(|used| used > limit));
+    let over_cost = over_cost || over_quota;
     let message = format!(
         "{environments} environments{}, ${cost} a month{}",
         budget.max_environments.map(|m| format!(" of {m}")).unwrap_or_default(),

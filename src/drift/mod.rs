@@ -8,7 +8,7 @@
 
 mod diff;
 mod objects;
-mod quantity;
+pub(crate) mod quantity;
 #[cfg(test)]
 mod tests;
 

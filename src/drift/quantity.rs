@@ -60,6 +60,23 @@ impl Quantity {
         }
     }
 
+    /// The value in thousandths (Kubernetes' own resolution), rounded up like the
+    /// apiserver rounds sub-milli values; `None` when it does not fit an `i128`.
+    pub(crate) fn millis(&self) -> Option<i128> {
+        let mut value: i128 = 0;
+        for digit in &self.digits {
+            value = value.checked_mul(10)?.checked_add(i128::from(*digit))?;
+        }
+        let shift = self.exponent.checked_add(3)?;
+        if shift >= 0 {
+            value = value.checked_mul(10i128.checked_pow(u32::try_from(shift).ok()?)?)?;
+        } else {
+            let divisor = 10i128.checked_pow(u32::try_from(-shift).ok()?)?;
+            value = value / divisor + i128::from(value % divisor != 0);
+        }
+        Some(if self.negative { -value } else { value })
+    }
+
     fn normalised(negative: bool, mut digits: Vec<u8>, mut exponent: i64) -> Self {
         let leading = digits.iter().take_while(|d| **d == 0).count();
         digits.drain(..leading);
@@ -207,5 +224,20 @@ mod tests {
         assert_eq!(Quantity::from_json(&float), Quantity::parse("500m"));
         assert_eq!(Quantity::from_json(&serde_json::json!("8Gi")), Quantity::parse("8192Mi"));
         assert_eq!(Quantity::from_json(&serde_json::json!(true)), None);
+    }
+
+    #[test]
+    fn millis_are_exact_and_round_sub_milli_values_up() {
+        for (text, millis) in [
+            ("2", 2000),
+            ("500m", 500),
+            ("0.5", 500),
+            ("1Gi", 1_073_741_824_000),
+            ("1k", 1_000_000),
+            ("1u", 1),
+            ("-1", -1000),
+        ] {
+            assert_eq!(Quantity::parse(text).and_then(|q| q.millis()), Some(millis), "{text}");
+        }
     }
 }

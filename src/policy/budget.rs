@@ -8,11 +8,39 @@
 //! each admitted only if it still fits. Concurrent reconciles that read the same
 //! set reach the same answer; one that misses a request only misses a later one.
 
-use std::cmp::Ordering;
+use std::{cmp::Ordering, collections::BTreeMap};
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::apimachinery::pkg::{api::resource::Quantity, apis::meta::v1::Time};
 
-use crate::api::tenant::Budget;
+use crate::{api::tenant::Budget, drift::quantity};
+
+/// Resource name → amount in thousandths (exact; see [`quantity`]).
+pub type Amounts = BTreeMap<String, i128>;
+
+/// A ResourceQuota `hard` map as exact amounts; unparseable values count as zero
+/// (the CRD schema and the apiserver reject them before they get here).
+pub fn amounts(hard: &BTreeMap<String, Quantity>) -> Amounts {
+    hard.iter()
+        .map(|(name, q)| (name.clone(), quantity::Quantity::parse(&q.0).and_then(|q| q.millis()).unwrap_or(0)))
+        .collect()
+}
+
+/// An amount written back as a quantity: whole numbers plain (or in Gi/Mi when
+/// exact), fractions in milli.
+pub fn display(millis: i128) -> String {
+    const GI: i128 = 1 << 30;
+    const MI: i128 = 1 << 20;
+    if millis % 1000 != 0 {
+        return format!("{millis}m");
+    }
+    let whole = millis / 1000;
+    match whole {
+        0 => "0".to_owned(),
+        w if w % GI == 0 => format!("{}Gi", w / GI),
+        w if w % MI == 0 => format!("{}Mi", w / MI),
+        w => w.to_string(),
+    }
+}
 
 /// One environment as the budget sees it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -25,6 +53,8 @@ pub struct Claim {
     pub provisioned: bool,
     /// Estimated monthly cost, whole US dollars.
     pub monthly_cost_usd: u32,
+    /// The environment's ResourceQuota `hard` values (its class's quota).
+    pub quota: Amounts,
 }
 
 /// Why an environment does not fit the tenant's budget. Messages name the limit
@@ -39,6 +69,10 @@ pub enum BudgetExceeded {
         "tenant {tenant:?} would spend ${total} a month with this environment (${adding}); its budget is ${budget}; delete an environment or raise spec.budget.monthlyCostUSD"
     )]
     Cost { tenant: String, total: u64, adding: u32, budget: u32 },
+    #[error(
+        "tenant {tenant:?} would reserve {total} of {resource} with this environment ({adding}); its budget is {budget}; delete an environment or raise spec.budget.quota"
+    )]
+    Quota { tenant: String, resource: String, total: String, adding: String, budget: String },
 }
 
 /// Totals of the claims a budget admitted.
@@ -46,13 +80,19 @@ pub enum BudgetExceeded {
 pub struct Usage {
     pub environments: u32,
     pub monthly_cost_usd: u64,
+    pub quota: Amounts,
 }
 
 impl Usage {
     fn with(&self, claim: &Claim) -> Usage {
+        let mut quota = self.quota.clone();
+        for (resource, amount) in &claim.quota {
+            *quota.entry(resource.clone()).or_default() += amount;
+        }
         Usage {
             environments: self.environments + 1,
             monthly_cost_usd: self.monthly_cost_usd + u64::from(claim.monthly_cost_usd),
+            quota,
         }
     }
 }
@@ -74,6 +114,18 @@ pub fn fits(tenant: &str, budget: &Budget, usage: &Usage, claim: &Claim) -> Resu
             adding: claim.monthly_cost_usd,
             budget: limit,
         });
+    }
+    for (resource, limit) in amounts(&budget.quota) {
+        let total = after.quota.get(&resource).copied().unwrap_or(0);
+        if total > limit {
+            return Err(BudgetExceeded::Quota {
+                tenant: tenant.to_owned(),
+                total: display(total),
+                adding: display(claim.quota.get(&resource).copied().unwrap_or(0)),
+                budget: display(limit),
+                resource,
+            });
+        }
     }
     Ok(())
 }
@@ -124,6 +176,7 @@ mod tests {
             created: Some(Time(Timestamp::from_second(second).expect("valid"))),
             provisioned,
             monthly_cost_usd: cost,
+            quota: Amounts::new(),
         }
     }
 
@@ -136,7 +189,7 @@ mod tests {
         let claims = [claim("a", 1, false, 500), claim("b", 2, false, 500)];
         let (decisions, usage) = decide("t", &Budget::default(), &claims);
         assert!(decisions.iter().all(|(_, d)| d.is_ok()));
-        assert_eq!(usage, Usage { environments: 2, monthly_cost_usd: 1000 });
+        assert_eq!((usage.environments, usage.monthly_cost_usd), (2, 1000));
     }
 
     #[test]
@@ -190,5 +243,41 @@ mod tests {
             count.to_string(),
             "tenant \"payments\" already has 3 of its 3 environments; delete one or raise spec.budget.maxEnvironments"
         );
+    }
+
+    #[test]
+    fn quota_budgets_add_up_exact_quantities() {
+        let hard = |cpu: &str, memory: &str| {
+            amounts(&BTreeMap::from([
+                ("requests.cpu".to_owned(), Quantity(cpu.to_owned())),
+                ("requests.memory".to_owned(), Quantity(memory.to_owned())),
+            ]))
+        };
+        let mut a = claim("a", 1, false, 0);
+        a.quota = hard("1500m", "4Gi");
+        let mut b = claim("b", 2, false, 0);
+        b.quota = hard("1.5", "4096Mi");
+        let mut c = claim("c", 3, false, 0);
+        c.quota = hard("500m", "1Gi");
+        let budget = Budget {
+            quota: BTreeMap::from([
+                ("requests.cpu".to_owned(), Quantity("3".to_owned())),
+                ("requests.memory".to_owned(), Quantity("8Gi".to_owned())),
+            ]),
+            ..Budget::default()
+        };
+        let (decisions, usage) = decide("t", &budget, &[a, b, c]);
+        assert!(decisions[0].1.is_ok() && decisions[1].1.is_ok(), "1.5 + 1.5 cpu and 4Gi + 4Gi fit exactly");
+        assert_eq!(
+            decisions[2].1,
+            Err(BudgetExceeded::Quota {
+                tenant: "t".into(),
+                resource: "requests.cpu".into(),
+                total: "3500m".into(),
+                adding: "500m".into(),
+                budget: "3".into(),
+            })
+        );
+        assert_eq!(usage.quota.get("requests.memory").copied().map(display), Some("8Gi".to_owned()));
     }
 }

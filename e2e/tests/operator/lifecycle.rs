@@ -229,3 +229,37 @@ async fn a_class_change_re_renders_its_environments_in_one_commit() {
         .collect();
     assert_eq!(ours.len(), 1, "the class change re-rendered its three environments in one commit: {ours:?}");
 }
+
+#[tokio::test]
+async fn a_quota_budget_stops_the_environment_that_would_reserve_too_much_cpu() {
+    operator().await;
+    let (tenant, class) = (format!("tn-{}", suffix()), format!("cpu-{}", suffix()));
+    // Each environment reserves requests.cpu: '2' (class_yaml); the tenant may reserve 3.
+    kubectl_apply(&class_yaml(&class, 1, "")).await;
+    kubectl_apply(&tenant_yaml(&tenant, &[&class], "{quota: {requests.cpu: '3'}}")).await;
+    wait_tenant_namespace(&tenant).await;
+    kubectl_apply(&request_yaml(&tenant, "first", &tenant, &class, "")).await;
+    wait_phase(&tenant, "first", Phase::Ready, Duration::from_secs(60)).await;
+    kubectl_apply(&request_yaml(&tenant, "second", &tenant, &class, "")).await;
+    let refused = wait_phase(&tenant, "second", Phase::Failed, Duration::from_secs(60)).await;
+    let ready =
+        find(&refused.status.unwrap_or_default().conditions, types::READY).cloned().unwrap_or_else(|| panic!("Ready"));
+    assert_eq!(ready.reason, "OverBudget");
+    assert!(
+        ready.message.contains("4 of requests.cpu") && ready.message.contains("its budget is 3"),
+        "{}",
+        ready.message
+    );
+
+    let tenants: Api<Tenant> = Api::all(cluster().client("admin").await);
+    let usage = wait_for(Duration::from_secs(30), "tenant usage", || {
+        let tenants = tenants.clone();
+        let tenant = tenant.clone();
+        async move {
+            let usage = tenants.get(&tenant).await.ok()?.status?.usage;
+            (usage.quota.get("requests.cpu").map(|q| q.0.as_str()) == Some("2")).then_some(usage)
+        }
+    })
+    .await;
+    assert_eq!(usage.monthly_cost_usd, 1);
+}

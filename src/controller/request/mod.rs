@@ -212,6 +212,8 @@ async fn budget_decision(
         .map_err(|source| Error::Read { what: "EnvironmentClasses".to_owned(), source })?;
     let cost: BTreeMap<String, u32> =
         classes.items.iter().map(|c| (c.name_any(), c.spec.estimated_monthly_cost_usd)).collect();
+    let quota: BTreeMap<String, budget::Amounts> =
+        classes.items.iter().map(|c| (c.name_any(), budget::amounts(&c.spec.quota))).collect();
     let claims: Vec<Claim> = requests
         .items
         .iter()
@@ -221,6 +223,7 @@ async fn budget_decision(
             created: r.metadata.creation_timestamp.clone(),
             provisioned: is_provisioned(r),
             monthly_cost_usd: cost.get(&r.spec.class).copied().unwrap_or_default(),
+            quota: quota.get(&r.spec.class).cloned().unwrap_or_default(),
         })
         .collect();
     Ok(budget::decide_for(&tenant.name_any(), &tenant.spec.budget, &claims, &request.name_any()))
