@@ -50,7 +50,13 @@ kind-down:
     kind delete cluster --name berth
 
 # Every benchmark; reports land in target/bench/
-bench: bench-gitops
+bench: bench-gitops bench-operator
+
+# Operator on the loopback control plane: latency, burst of 1,000 vs raw create rate, commits, peak RSS
+bench-operator:
+    cargo build --release --bin berth
+    cargo bench -p berth-e2e --bench operator -- "$PWD/target/bench/operator.md"
+    @cat target/bench/operator.md
 
 # GitOps writer: commit time as the repository grows, and a 100-environment batch
 bench-gitops:

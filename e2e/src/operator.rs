@@ -43,12 +43,18 @@ pub struct Operator {
     pub telemetry: String,
     workdir: PathBuf,
     kubeconfig: PathBuf,
+    batch_window_ms: u64,
 }
 
 impl Operator {
     /// Starts `berth run` as the cluster admin, pushing to the bare repository `remote`
     /// (created if missing), with its clone and log under `dir`.
     pub fn start(cluster: &ClusterInfo, dir: &Path, remote: &Path) -> Result<Self> {
+        Self::start_with_window(cluster, dir, remote, 200)
+    }
+
+    /// Like [`Operator::start`] with the GitOps batch window given in milliseconds.
+    pub fn start_with_window(cluster: &ClusterInfo, dir: &Path, remote: &Path, batch_window_ms: u64) -> Result<Self> {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         if !remote.exists() {
             git2::Repository::init_opts(remote, git2::RepositoryInitOptions::new().bare(true).initial_head("main"))
@@ -61,6 +67,7 @@ impl Operator {
             telemetry: String::new(),
             workdir: dir.join("gitops-clone"),
             kubeconfig: cluster.kubeconfig.clone(),
+            batch_window_ms,
         };
         operator.spawn()?;
         Ok(operator)
@@ -78,7 +85,7 @@ impl Operator {
             .env("KUBECONFIG", &self.kubeconfig)
             .env("BERTH_GITOPS_REMOTE", format!("file://{}", self.remote.display()))
             .env("BERTH_GITOPS_WORKDIR", &self.workdir)
-            .env("BERTH_GITOPS_BATCH_WINDOW_MS", "200")
+            .env("BERTH_GITOPS_BATCH_WINDOW_MS", self.batch_window_ms.to_string())
             .env("BERTH_LISTEN", format!("127.0.0.1:{port}"))
             .env("BERTH_LOG_FORMAT", "text")
             .env("RUST_LOG", "info,kube=warn")
@@ -105,6 +112,12 @@ impl Operator {
         self.kill();
         std::thread::sleep(Duration::from_millis(100));
         self.spawn()
+    }
+
+    /// Process id of `berth run` itself (the watchdog's child), for memory readings.
+    pub fn berth_pid(&self) -> Option<u32> {
+        let children = std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", self.child.id())).ok()?;
+        children.split_whitespace().next()?.parse().ok()
     }
 
     /// The operator's log so far, for failure messages.
