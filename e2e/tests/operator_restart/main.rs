@@ -1,6 +1,7 @@
 //! The operator killed with SIGKILL in the middle of a burst of requests, then
 //! restarted: every request ends Ready, each folder is in git exactly once, and
-//! the remote is consistent. Its own binary, so the kill disturbs no other test.
+//! the remote is consistent; and a deletion while the remote is down waits for it.
+//! Its own binary, so neither disturbs the other suites.
 
 #[path = "../operator/common.rs"]
 mod common;
@@ -11,8 +12,12 @@ use berth::api::{EnvironmentRequest, environment_request::Phase};
 use common::*;
 use kube::Api;
 
+/// These tests take the operator or its remote away, so they run one at a time.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 #[tokio::test]
 async fn a_sigkill_mid_burst_loses_and_duplicates_nothing() {
+    let _serial = SERIAL.lock().await;
     operator().await;
     let (tenant, class) = (format!("tn-{}", suffix()), format!("burst-{}", suffix()));
     kubectl_apply(&class_yaml(&class, 1, "")).await;
@@ -60,4 +65,36 @@ async fn a_sigkill_mid_burst_loses_and_duplicates_nothing() {
     assert!(fsck.status.success(), "git fsck: {}", String::from_utf8_lossy(&fsck.stderr));
     let log = operator_log();
     assert!(log.matches("gitops writer ready").count() >= 2, "the operator really restarted:\n{log}");
+}
+
+#[tokio::test]
+async fn deleting_while_the_remote_is_down_waits_and_cleans_up_once_it_is_back() {
+    let _serial = SERIAL.lock().await;
+    operator().await;
+    let (tenant, class) = (format!("tn-{}", suffix()), format!("down-{}", suffix()));
+    kubectl_apply(&class_yaml(&class, 1, "")).await;
+    kubectl_apply(&tenant_yaml(&tenant, &[&class], "{}")).await;
+    wait_tenant_namespace(&tenant).await;
+    kubectl_apply(&request_yaml(&tenant, "gone", &tenant, &class, "")).await;
+    let ready = wait_phase(&tenant, "gone", Phase::Ready, Duration::from_secs(60)).await;
+    let path = ready.status.and_then(|s| s.gitops).and_then(|g| g.path).unwrap_or_default();
+
+    // Take the remote away, then delete the request.
+    let parked = remote().with_extension("parked");
+    std::fs::rename(remote(), &parked).unwrap_or_else(|e| panic!("{e}"));
+    let requests: Api<EnvironmentRequest> = Api::namespaced(cluster().client("admin").await, &tenant);
+    requests.delete("gone", &Default::default()).await.unwrap_or_else(|e| panic!("{e}"));
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let waiting = requests.get_opt("gone").await.unwrap_or_else(|e| panic!("{e}"));
+    let finalizers = waiting.map(|r| r.metadata.finalizers.unwrap_or_default()).unwrap_or_default();
+    assert_eq!(finalizers, ["berth.dev/gitops-cleanup"], "the request waits for its cleanup while git is down");
+
+    // Remote back: the folder leaves git and the request goes.
+    std::fs::rename(&parked, remote()).unwrap_or_else(|e| panic!("{e}"));
+    wait_for(Duration::from_secs(60), "the request to be gone", || {
+        let requests = requests.clone();
+        async move { requests.get_opt("gone").await.ok().and_then(|r| r.is_none().then_some(())) }
+    })
+    .await;
+    assert!(files_at_head(&remote(), &path).is_none(), "{path} still in git");
 }
