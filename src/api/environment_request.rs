@@ -50,8 +50,10 @@ pub struct EnvironmentRequestSpec {
     pub app: AppSource,
 
     /// Cluster (as Argo CD names it) the environment runs on; must be allowed by the class.
+    /// Cannot change after creation.
     #[serde(default = "default_cluster")]
     #[schemars(length(min = 1, max = 253))]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("cluster cannot change after creation; create a new request on the other cluster instead"))]
     pub cluster: String,
 
     /// How long the environment lives, e.g. `48h`; defaults to the class's `ttl.default`
@@ -82,9 +84,12 @@ pub struct AppSource {
     #[x_kube(validation = Rule::new("self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$')")
         .message("app.name must be lowercase letters, digits and '-', starting and ending with a letter or digit"))]
     pub name: String,
-    /// Git repository holding the app's manifests.
+    /// Git repository holding the app's manifests. No credentials in it: Argo CD's
+    /// repository credentials hold those.
     #[serde(rename = "repoURL")]
     #[schemars(length(min = 1, max = 2048))]
+    #[x_kube(validation = Rule::new("!self.matches('^[a-zA-Z][a-zA-Z0-9+.-]*://[^/]*@') || self.startsWith('ssh://')")
+        .message("repoURL must not carry credentials (user:token@); configure repository credentials in Argo CD instead"))]
     pub repo_url: String,
     /// Folder inside the repository.
     #[serde(default = "default_path")]

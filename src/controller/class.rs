@@ -38,7 +38,17 @@ pub fn problems(class: &EnvironmentClass) -> Vec<String> {
 async fn rerender(class: &EnvironmentClass, requests: &[EnvironmentRequest], ctx: &Context) -> Result<(), Error> {
     let tenants: Api<Tenant> = Api::all(ctx.client.clone());
     let mut renders = Vec::new();
-    for request in requests.iter().filter(|r| r.spec.class == class.name_any() && request::is_provisioned(r)) {
+    // A class that now needs approval keeps its environments as they are: nothing
+    // unapproved is (re)provisioned.
+    if class.spec.approval.required {
+        return Ok(());
+    }
+    let expired = |r: &EnvironmentRequest| {
+        r.status.as_ref().and_then(|s| s.phase) == Some(crate::api::environment_request::Phase::Expired)
+    };
+    for request in
+        requests.iter().filter(|r| r.spec.class == class.name_any() && request::is_provisioned(r) && !expired(r))
+    {
         let Some(tenant) = tenants
             .get_opt(&request.spec.tenant)
             .await

@@ -73,6 +73,8 @@ pub enum BudgetExceeded {
         "tenant {tenant:?} would reserve {total} of {resource} with this environment ({adding}); its budget is {budget}; delete an environment or raise spec.budget.quota"
     )]
     Quota { tenant: String, resource: String, total: String, adding: String, budget: String },
+    #[error("request {request:?} was not yet visible when the budget was checked; it is checked again shortly")]
+    NotListed { request: String },
 }
 
 /// Totals of the claims a budget admitted.

@@ -74,6 +74,12 @@ async fn create_rules_refuse_with_their_message_and_store_nothing() {
             message: "app.name must be lowercase letters, digits and '-'",
         },
         Refusal {
+            rule: "repoURL carries no credentials",
+            file: "environmentrequest-preview.yaml",
+            mutate: |d| set(d, "spec.app.repoURL", "https://bot:s3cret@git.example.com/payments/checkout.git".into()),
+            message: "repoURL must not carry credentials (user:token@)",
+        },
+        Refusal {
             rule: "tenant has an owner",
             file: "tenant-payments.yaml",
             mutate: |d| set(d, "spec.owners", yaml("[]")),
@@ -156,6 +162,12 @@ async fn immutability_rules_refuse_updates_and_keep_the_stored_object() {
             file: "environmentrequest-preview.yaml",
             mutate: |d| set(d, "spec.tenant", "search".into()),
             message: "tenant cannot change after creation; create a new request instead",
+        },
+        Refusal {
+            rule: "request cluster is immutable",
+            file: "environmentrequest-preview.yaml",
+            mutate: |d| set(d, "spec.cluster", "staging-eu-west-1".into()),
+            message: "cluster cannot change after creation; create a new request on the other cluster instead",
         },
         Refusal {
             rule: "tenant requestNamespace cannot change",

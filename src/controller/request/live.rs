@@ -68,10 +68,18 @@ pub async fn sync_status(namespace: &str, ctx: &Context) -> Result<Option<SyncSt
 /// `checkedAt` moves only when the result changes, so an unchanged environment
 /// writes no status (no reconcile spin).
 pub async fn drift(
+    cluster: &str,
     files: &BTreeMap<String, String>,
     old: Option<&DriftStatus>,
     ctx: &Context,
 ) -> Result<DriftStatus, Error> {
+    // Berth reads its own cluster only; other clusters' objects are out of its sight.
+    if cluster != crate::api::environment_class::IN_CLUSTER {
+        return Ok(unknown(
+            format!("cluster {cluster:?} is not the one Berth runs in; drift is not checked there"),
+            old,
+        ));
+    }
     let desired = match drift::desired_objects(files) {
         Ok(desired) => desired,
         Err(e) => return Ok(unknown(format!("cannot read the rendered files: {e}"), old)),
@@ -90,7 +98,11 @@ pub async fn drift(
             Some(ns) => Api::namespaced_with(ctx.client.clone(), ns, &resource),
             None => Api::all_with(ctx.client.clone(), &resource),
         };
-        let found = api.get_opt(&key.name).await.map_err(|source| Error::Read { what: key.to_string(), source })?;
+        // One unreadable kind (RBAC, a missing CRD) makes drift Unknown, not the reconcile fail.
+        let found = match api.get_opt(&key.name).await {
+            Ok(found) => found,
+            Err(e) => return Ok(unknown(format!("cannot read {key}: {e}"), old)),
+        };
         if let Some(found) = found {
             live.push(serde_json::to_value(found).unwrap_or_default());
         }

@@ -57,6 +57,11 @@ pub async fn reconcile(request: Arc<EnvironmentRequest>, ctx: Arc<Context>) -> R
     .map_err(|e| Error::Finalizer(Box::new(e)))
 }
 
+/// The folder Berth committed for this request, as recorded in its status.
+fn committed_path(request: &EnvironmentRequest) -> Option<String> {
+    request.status.as_ref()?.gitops.as_ref()?.path.clone()
+}
+
 /// The request's folder in the GitOps repository.
 fn folder(request: &EnvironmentRequest) -> Result<RepoPath, String> {
     environment_path(&request.spec.cluster, &request.spec.tenant, &request.name_any()).map_err(|e| e.to_string())
@@ -87,6 +92,21 @@ fn until(at: &Time) -> Duration {
 /// Gathers what the request depends on and acts on it: the steps of the lifecycle.
 async fn assess(request: &EnvironmentRequest, ctx: &Context) -> Result<Finding, Error> {
     let spec = &request.spec;
+    // Expiry comes first and uses what was recorded at commit time, so neither a
+    // missing class nor an edited TTL keeps an environment alive past its end.
+    let status = request.status.clone().unwrap_or_default();
+    if status.phase == Some(Phase::Expired) {
+        return Ok(Finding::Expired { path: committed_path(request).unwrap_or_default() });
+    }
+    if let Some(at) = &status.expires_at
+        && at.0 <= Timestamp::now()
+    {
+        let path = committed_path(request).unwrap_or_default();
+        if let Ok(folder) = RepoPath::parse(&path) {
+            remove(ctx, &folder, request, "expired").await?;
+        }
+        return Ok(Finding::Expired { path });
+    }
     let Some(class) =
         get_opt(Api::<EnvironmentClass>::all(ctx.client.clone()), &spec.class, "EnvironmentClass").await?
     else {
@@ -101,16 +121,8 @@ async fn assess(request: &EnvironmentRequest, ctx: &Context) -> Result<Finding, 
     if owner.as_deref() != Some(spec.tenant.as_str()) {
         return Ok(Finding::NotTenantNamespace { tenant: spec.tenant.clone(), namespace });
     }
-    let path = folder(request).map_err(|_| Error::Incomplete("valid GitOps path"))?;
-
-    if let Some(expired) = expired_at(request, &class)
-        && expired <= Timestamp::now()
-    {
-        remove(ctx, &path, request, "expired").await?;
-        return Ok(Finding::Expired { path: path.to_string() });
-    }
-    if request.status.as_ref().and_then(|s| s.phase) == Some(Phase::Expired) {
-        return Ok(Finding::Expired { path: path.to_string() });
+    if let Err(message) = folder(request) {
+        return Ok(Finding::Invalid { message });
     }
     // Approval tokens are verified by the admission webhook (later issue); until a
     // token can be verified here too, a class that needs approval is never provisioned.
@@ -142,7 +154,13 @@ async fn assess(request: &EnvironmentRequest, ctx: &Context) -> Result<Finding, 
         expires_at: expired_at(request, &class).map(Time),
         sync: live::sync_status(&environment.namespace, ctx).await?,
         drift: Some(
-            live::drift(&environment.files, request.status.as_ref().and_then(|s| s.drift.as_ref()), ctx).await?,
+            live::drift(
+                &request.spec.cluster,
+                &environment.files,
+                request.status.as_ref().and_then(|s| s.drift.as_ref()),
+                ctx,
+            )
+            .await?,
         ),
     }))
 }
@@ -217,7 +235,10 @@ async fn budget_decision(
     let claims: Vec<Claim> = requests
         .items
         .iter()
-        .filter(|r| r.spec.tenant == tenant.name_any() && is_claim(r, &classes.items))
+        // The request being decided is always a claim, whatever its last status said.
+        .filter(|r| {
+            r.spec.tenant == tenant.name_any() && (r.name_any() == request.name_any() || is_claim(r, &classes.items))
+        })
         .map(|r| Claim {
             name: r.name_any(),
             created: r.metadata.creation_timestamp.clone(),
@@ -226,7 +247,12 @@ async fn budget_decision(
             quota: quota.get(&r.spec.class).cloned().unwrap_or_default(),
         })
         .collect();
-    Ok(budget::decide_for(&tenant.name_any(), &tenant.spec.budget, &claims, &request.name_any()))
+    // Not among the listed claims (created after the list?) counts as not fitting; the
+    // next reconcile decides again.
+    Ok(Some(
+        budget::decide_for(&tenant.name_any(), &tenant.spec.budget, &claims, &request.name_any())
+            .unwrap_or(Err(budget::BudgetExceeded::NotListed { request: request.name_any() })),
+    ))
 }
 
 /// Whether a request holds or wants budget: alive, and of a class it can be provisioned in.
@@ -237,7 +263,7 @@ fn is_claim(request: &EnvironmentRequest, classes: &[EnvironmentClass]) -> bool 
     request.meta().deletion_timestamp.is_none()
         && phase != Some(Phase::Expired)
         && !failed_for_other_reasons
-        && !needs_approval
+        && (!needs_approval || is_provisioned(request))
         && classes.iter().any(|c| c.name_any() == request.spec.class)
 }
 
@@ -249,6 +275,9 @@ fn over_budget(request: &EnvironmentRequest) -> bool {
 }
 
 pub(crate) fn is_provisioned(request: &EnvironmentRequest) -> bool {
+    if request.meta().deletion_timestamp.is_some() {
+        return false;
+    }
     request.status.as_ref().is_some_and(|s| {
         matches!(s.phase, Some(Phase::Provisioning | Phase::Ready))
             && s.gitops.as_ref().is_some_and(|g| g.commit.is_some())
@@ -265,7 +294,9 @@ async fn remove(ctx: &Context, path: &RepoPath, request: &EnvironmentRequest, wh
 /// Deletion: the folder leaves git before the finalizer goes. An unreachable remote
 /// fails the cleanup, which keeps the finalizer and retries.
 async fn cleanup(request: &EnvironmentRequest, ctx: &Context) -> Result<Action, Error> {
-    if let Ok(path) = folder(request) {
+    // Only the folder Berth recorded committing for this request: never a path
+    // recomputed from a spec that may name another tenant.
+    if let Some(path) = committed_path(request).and_then(|p| RepoPath::parse(&p).ok()) {
         remove(ctx, &path, request, "deleted").await?;
         publish(ctx, request, EventType::Normal, "Removed", format!("removed {path} from git")).await;
     }

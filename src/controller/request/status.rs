@@ -149,6 +149,9 @@ pub fn next_status(
         }
         Finding::Expired { path } => {
             status.gitops = Some(GitOpsStatus { commit: None, path: Some(path.clone()) });
+            // Nothing is deployed any more: no sync or drift to report.
+            status.sync = None;
+            status.drift = None;
             set(
                 types::COMMITTED,
                 False,
@@ -162,6 +165,9 @@ pub fn next_status(
         set(types::APPROVED, True, reasons::NOT_REQUIRED, "no approval needed, or a valid one is present".to_owned());
     }
     set(types::READY, (phase == Phase::Ready).into(), ready_reason, ready_message);
+    if phase == Phase::Expired {
+        status.conditions.retain(|c| c.type_ != types::SYNCED && c.type_ != types::IN_SYNC);
+    }
     status.phase = Some(phase);
     status
 }
