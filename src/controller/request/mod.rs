@@ -136,8 +136,11 @@ async fn assess(request: &EnvironmentRequest, ctx: &Context) -> Result<Finding, 
         return Ok(Finding::Invalid { message: e.to_string() });
     }
     // A provisioned environment already holds its budget (the guard admits it first),
-    // so only new ones pay for the fresh list.
-    if !is_provisioned(request)
+    // so only new ones of a tenant that has a budget pay for the fresh list.
+    let budget = &tenant.spec.budget;
+    let has_budget = budget.max_environments.is_some() || budget.monthly_cost_usd.is_some() || !budget.quota.is_empty();
+    if has_budget
+        && !is_provisioned(request)
         && let Some(Err(exceeded)) = budget_decision(request, &tenant, ctx).await?
     {
         return Ok(Finding::OverBudget { message: exceeded.to_string() });
