@@ -127,6 +127,7 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         writer: writer.clone(),
         render: RenderOptions { argocd_namespace: args.argocd_namespace.clone() },
         argocd_installed,
+        committed: Default::default(),
     });
 
     let shutdown = shutdown_signal().shared();

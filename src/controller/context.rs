@@ -10,6 +10,42 @@ pub const FIELD_MANAGER: &str = "berth";
 /// Finalizer that keeps a request until its folder is gone from git.
 pub const FINALIZER: &str = "berth.dev/gitops-cleanup";
 
+/// What was last committed for each GitOps folder, so a reconcile whose rendering
+/// has not changed skips the writer (no fetch, no batch window). Entries age out,
+/// so a folder changed in git by hand is put right again within [`COMMITTED_TTL`].
+#[derive(Default)]
+pub struct CommittedFolders {
+    folders: std::sync::Mutex<std::collections::HashMap<String, Remembered>>,
+}
+
+struct Remembered {
+    digest: [u8; 32],
+    commit: String,
+    at: std::time::Instant,
+}
+
+/// How long a remembered commit spares the writer.
+pub const COMMITTED_TTL: std::time::Duration = std::time::Duration::from_secs(600);
+
+impl CommittedFolders {
+    /// The commit holding `path` exactly as `digest` describes, if that was recent.
+    pub fn current(&self, path: &str, digest: &[u8; 32]) -> Option<String> {
+        let folders = self.folders.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        folders.get(path).filter(|r| &r.digest == digest && r.at.elapsed() < COMMITTED_TTL).map(|r| r.commit.clone())
+    }
+
+    /// Records that `commit` holds `path` as `digest` describes.
+    pub fn remember(&self, path: &str, digest: [u8; 32], commit: String) {
+        let mut folders = self.folders.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        folders.insert(path.to_owned(), Remembered { digest, commit, at: std::time::Instant::now() });
+    }
+
+    pub fn forget(&self, path: &str) {
+        let mut folders = self.folders.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        folders.remove(path);
+    }
+}
+
 /// Shared by all reconciles; no globals.
 pub struct Context {
     pub client: Client,
@@ -19,4 +55,6 @@ pub struct Context {
     pub render: RenderOptions,
     /// Whether Argo CD's Application CRD is installed (checked at start).
     pub argocd_installed: bool,
+    /// What this process last committed per folder.
+    pub committed: CommittedFolders,
 }

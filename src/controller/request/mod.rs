@@ -188,6 +188,10 @@ pub(crate) async fn commit_environment(
         Err(e) => return Ok(Err(e)),
     };
     let path = folder(request).map_err(|_| Error::Incomplete("valid GitOps path"))?;
+    let digest = files_digest(&environment.files);
+    if let Some(commit) = ctx.committed.current(path.as_str(), &digest) {
+        return Ok(Ok((environment, commit, path.to_string())));
+    }
     let files = environment.files.iter().map(|(name, yaml)| (name.clone(), yaml.clone().into_bytes())).collect();
     let summary = format!(
         "render {} ({} generation {})",
@@ -201,7 +205,26 @@ pub(crate) async fn commit_environment(
         .put(path.clone(), files, reason)
         .await
         .map_err(|source| Error::Commit { path: path.to_string(), source })?;
-    Ok(Ok((environment, outcome.commit.as_str().to_owned(), path.to_string())))
+    // A commit that holds the folder as rendered: the new one, or the current head
+    // when the tree did not change. Remembered, so the next unchanged rendering
+    // reports the same commit without touching git.
+    let commit = outcome.commit.as_str().to_owned();
+    ctx.committed.remember(path.as_str(), digest, commit.clone());
+    Ok(Ok((environment, commit, path.to_string())))
+}
+
+/// SHA-256 over the rendered files (names and contents), to recognise a rendering
+/// that was already committed.
+fn files_digest(files: &BTreeMap<String, String>) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    let mut hasher = Sha256::new();
+    for (name, yaml) in files {
+        hasher.update((name.len() as u64).to_le_bytes());
+        hasher.update(name.as_bytes());
+        hasher.update((yaml.len() as u64).to_le_bytes());
+        hasher.update(yaml.as_bytes());
+    }
+    hasher.finalize().into()
 }
 
 /// When the request's environment expires: creation plus its TTL (or the class default).
@@ -291,6 +314,7 @@ async fn remove(ctx: &Context, path: &RepoPath, request: &EnvironmentRequest, wh
     let reason =
         ChangeReason::new(key(request), request.metadata.generation, format!("remove {} ({why})", key(request)));
     ctx.writer.remove(path.clone(), reason).await.map_err(|source| Error::Remove { path: path.to_string(), source })?;
+    ctx.committed.forget(path.as_str());
     Ok(())
 }
 
