@@ -128,6 +128,7 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         render: RenderOptions { argocd_namespace: args.argocd_namespace.clone() },
         argocd_installed,
         committed: Default::default(),
+        requests: Default::default(),
     });
 
     let shutdown = shutdown_signal().shared();

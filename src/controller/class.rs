@@ -6,7 +6,7 @@
 use std::{sync::Arc, time::Duration};
 
 use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
-use kube::{Api, ResourceExt, api::ListParams, runtime::controller::Action};
+use kube::{Api, ResourceExt, runtime::controller::Action};
 
 use super::{Context, Error, request};
 use crate::api::{
@@ -70,15 +70,11 @@ async fn rerender(class: &EnvironmentClass, requests: &[EnvironmentRequest], ctx
 }
 
 pub async fn reconcile(class: Arc<EnvironmentClass>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let requests = Api::<EnvironmentRequest>::all(ctx.client.clone())
-        .list(&ListParams::default())
-        .await
-        .map_err(|source| Error::Read { what: "EnvironmentRequests".to_owned(), source })?;
+    let requests: Vec<EnvironmentRequest> = ctx.all_requests().await?.iter().map(|r| r.as_ref().clone()).collect();
     if class.status.as_ref().and_then(|s| s.observed_generation) != class.metadata.generation {
-        rerender(&class, &requests.items, &ctx).await?;
+        rerender(&class, &requests, &ctx).await?;
     }
     let environments = requests
-        .items
         .iter()
         .filter(|r| r.spec.class == class.name_any())
         .filter(|r| matches!(r.status.as_ref().and_then(|s| s.phase), Some(Phase::Provisioning | Phase::Ready)))

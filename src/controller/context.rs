@@ -57,4 +57,22 @@ pub struct Context {
     pub argocd_installed: bool,
     /// What this process last committed per folder.
     pub committed: CommittedFolders,
+    /// The request controller's cache, once it runs: tenant and class reconciles
+    /// read it instead of listing every request on every request change.
+    pub requests: std::sync::OnceLock<kube::runtime::reflector::Store<crate::api::EnvironmentRequest>>,
+}
+
+impl Context {
+    /// Every EnvironmentRequest, from the request controller's cache once it runs
+    /// (its reflector lists before the first reconcile), else from the API.
+    pub async fn all_requests(&self) -> Result<Vec<std::sync::Arc<crate::api::EnvironmentRequest>>, super::Error> {
+        if let Some(store) = self.requests.get() {
+            return Ok(store.state());
+        }
+        let list = kube::Api::<crate::api::EnvironmentRequest>::all(self.client.clone())
+            .list(&Default::default())
+            .await
+            .map_err(|source| super::Error::Read { what: "EnvironmentRequests".to_owned(), source })?;
+        Ok(list.items.into_iter().map(std::sync::Arc::new).collect())
+    }
 }

@@ -138,6 +138,7 @@ pub async fn run(
     let client = ctx.client.clone();
     let requests = Controller::new(Api::<EnvironmentRequest>::all(client.clone()), watcher::Config::default());
     let store = requests.store();
+    let _ = ctx.requests.set(store.clone());
     // Ready once the watched kinds can be listed (CRDs installed, RBAC in place).
     // (`Store::wait_until_ready` on the controller's own store never resolved here.)
     let lister = client.clone();

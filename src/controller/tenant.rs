@@ -47,14 +47,11 @@ pub async fn reconcile(tenant: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action,
     apply_namespace(&tenant, &namespace, &ctx).await?;
     apply_rbac(&tenant, &namespace, &ctx).await?;
 
-    let requests = Api::<EnvironmentRequest>::namespaced(ctx.client.clone(), &namespace)
-        .list(&ListParams::default())
-        .await
-        .map_err(|source| Error::Read { what: format!("EnvironmentRequests in {namespace}"), source })?;
+    let requests = ctx.all_requests().await?;
     let live: Vec<&EnvironmentRequest> = requests
-        .items
         .iter()
-        .filter(|r| r.spec.tenant == tenant.name_any())
+        .map(AsRef::as_ref)
+        .filter(|r| r.spec.tenant == tenant.name_any() && r.metadata.namespace.as_deref() == Some(namespace.as_str()))
         .filter(|r| matches!(r.status.as_ref().and_then(|s| s.phase), Some(Phase::Provisioning | Phase::Ready)))
         .collect();
     let cost: u64 = live.iter().filter_map(|r| r.status.as_ref()?.estimated_monthly_cost_usd).map(u64::from).sum();
