@@ -86,6 +86,20 @@ where
     Ok(())
 }
 
+/// Generations seen per object name: a watch event passes only when the object is
+/// new or its spec changed (`metadata.generation` moved), not on status updates.
+#[derive(Default)]
+struct SeenGenerations(std::sync::Mutex<std::collections::HashMap<String, Option<i64>>>);
+
+impl SeenGenerations {
+    fn changed<K: Resource>(&self, object: &K) -> bool {
+        let name = object.meta().name.clone().unwrap_or_default();
+        let generation = object.meta().generation;
+        let mut seen = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        seen.insert(name, generation) != Some(generation)
+    }
+}
+
 /// Keeps the environments-by-phase/class and drifted-environments gauges current,
 /// from the request controller's cache (no API calls).
 async fn report_environments(store: Store<EnvironmentRequest>, metrics: crate::telemetry::Metrics) {
@@ -163,11 +177,19 @@ pub async fn run(
     });
     tokio::spawn(report_environments(store.clone(), ctx.metrics.clone()));
     let (by_class, by_tenant) = (store.clone(), store);
+    let (class_specs, tenant_specs) = (SeenGenerations::default(), SeenGenerations::default());
     let requests = requests
         .watches(Api::<EnvironmentClass>::all(client.clone()), watcher::Config::default(), move |class| {
+            // Status updates (environment counts) must not re-reconcile every request.
+            if !class_specs.changed(&class) {
+                return Vec::new();
+            }
             requests_where(&by_class, |r| r.spec.class == class.name_any())
         })
         .watches(Api::<Tenant>::all(client.clone()), watcher::Config::default(), move |tenant| {
+            if !tenant_specs.changed(&tenant) {
+                return Vec::new();
+            }
             requests_where(&by_tenant, |r| r.spec.tenant == tenant.name_any())
         })
         // Drift is driven by watches: a change to any object Berth rendered
