@@ -24,6 +24,14 @@ async fn wait_drift(namespace: &str, name: &str, state: DriftState) -> DriftStat
     .await
 }
 
+/// Edits the live quota by hand, as a person with kubectl would.
+async fn set_live_pods(namespace: &str, pods: &str) {
+    let patch = format!(r#"{{"spec":{{"hard":{{"pods":"{pods}"}}}}}}"#);
+    let args = ["patch", "resourcequota", "berth-quota", "-n", namespace, "--type", "merge", "-p", &patch];
+    let out = cluster().kubectl("admin", &args, None).await;
+    assert!(out.success, "{}", out.stderr);
+}
+
 #[tokio::test]
 async fn editing_a_live_quota_is_reported_as_drift_and_fixing_it_clears_it() {
     operator().await;
@@ -53,24 +61,7 @@ async fn editing_a_live_quota_is_reported_as_drift_and_fixing_it_clears_it() {
     let in_sync = wait_drift(&tenant, "app", DriftState::InSync).await;
     assert!(in_sync.differences.is_empty());
 
-    let edit = cluster()
-        .kubectl(
-            "admin",
-            &[
-                "patch",
-                "resourcequota",
-                "berth-quota",
-                "-n",
-                &env_ns,
-                "--type",
-                "merge",
-                "-p",
-                r#"{"spec":{"hard":{"pods":"99"}}}"#,
-            ],
-            None,
-        )
-        .await;
-    assert!(edit.success, "{}", edit.stderr);
+    set_live_pods(&env_ns, "99").await;
     let drifted = wait_drift(&tenant, "app", DriftState::Drifted).await;
     let difference =
         drifted.differences.iter().find(|d| d.field == "spec.hard.pods").unwrap_or_else(|| panic!("{drifted:?}"));
@@ -80,23 +71,6 @@ async fn editing_a_live_quota_is_reported_as_drift_and_fixing_it_clears_it() {
     let conditions = api.get("app").await.ok().and_then(|r| r.status).map(|s| s.conditions).unwrap_or_default();
     assert_eq!(find(&conditions, types::IN_SYNC).map(|c| c.status.as_str()), Some("False"));
 
-    let fix = cluster()
-        .kubectl(
-            "admin",
-            &[
-                "patch",
-                "resourcequota",
-                "berth-quota",
-                "-n",
-                &env_ns,
-                "--type",
-                "merge",
-                "-p",
-                r#"{"spec":{"hard":{"pods":"10"}}}"#,
-            ],
-            None,
-        )
-        .await;
-    assert!(fix.success, "{}", fix.stderr);
+    set_live_pods(&env_ns, "10").await;
     wait_drift(&tenant, "app", DriftState::InSync).await;
 }
