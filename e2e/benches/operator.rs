@@ -16,20 +16,14 @@ use kube::{
     api::{ListParams, PostParams},
 };
 
+#[path = "../tests/operator/common.rs"]
+mod common;
+
 const CONCURRENCY: usize = 32;
 
+/// The same request the operator e2e suites create, typed for the kube client.
 fn request(namespace: &str, name: &str, tenant: &str, class: &str) -> EnvironmentRequest {
-    let yaml = format!(
-        "apiVersion: berth.dev/v1alpha1
-kind: EnvironmentRequest
-metadata: {{name: {name}, namespace: {namespace}}}
-spec:
-  tenant: {tenant}
-  class: {class}
-  app: {{name: web, repoURL: https://git.example.com/web.git}}
-"
-    );
-    serde_yaml::from_str(&yaml).expect("request yaml")
+    serde_yaml::from_str(&common::request_yaml(namespace, name, tenant, class, "")).expect("request yaml")
 }
 
 async fn setup(cluster: &Cluster, tenant: &str, class: &str) {

@@ -14,6 +14,13 @@ use berth::api::{
 };
 use common::*;
 
+/// Writes the Application's status as Argo CD's application controller would.
+async fn report_as_argocd(application: &str, status: &str) {
+    let args = ["patch", "applications.argoproj.io", application, "-n", "argocd", "--type", "merge", "-p", status];
+    let patched = cluster().kubectl("admin", &args, None).await;
+    assert!(patched.success, "{}", patched.stderr);
+}
+
 #[tokio::test]
 async fn ready_follows_the_applications_sync_and_health() {
     cluster().install_crds().await;
@@ -38,14 +45,7 @@ async fn ready_follows_the_applications_sync_and_health() {
     let files = files_at_head(&remote(), &path).unwrap_or_else(|| panic!("{path} not committed"));
     kubectl_apply(&files["application.yaml"]).await;
     let synced = r#"{"status":{"sync":{"status":"Synced","revision":"0123abcd"},"health":{"status":"Healthy"}}}"#;
-    let patched = cluster()
-        .kubectl(
-            "admin",
-            &["patch", "applications.argoproj.io", &env_ns, "-n", "argocd", "--type", "merge", "-p", synced],
-            None,
-        )
-        .await;
-    assert!(patched.success, "{}", patched.stderr);
+    report_as_argocd(&env_ns, synced).await;
 
     let ready = wait_phase(&tenant, "svc", Phase::Ready, Duration::from_secs(30)).await;
     let status = ready.status.unwrap_or_default();
@@ -56,14 +56,7 @@ async fn ready_follows_the_applications_sync_and_health() {
 
     // Degraded again: Ready goes back to False with Argo CD's words.
     let degraded = r#"{"status":{"health":{"status":"Degraded"}}}"#;
-    let patched = cluster()
-        .kubectl(
-            "admin",
-            &["patch", "applications.argoproj.io", &env_ns, "-n", "argocd", "--type", "merge", "-p", degraded],
-            None,
-        )
-        .await;
-    assert!(patched.success, "{}", patched.stderr);
+    report_as_argocd(&env_ns, degraded).await;
     let back = wait_phase(&tenant, "svc", Phase::Provisioning, Duration::from_secs(30)).await;
     let conditions = back.status.unwrap_or_default().conditions;
     assert!(find(&conditions, types::SYNCED).is_some_and(|c| c.status == "False" && c.message.contains("Degraded")));
