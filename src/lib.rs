@@ -1,5 +1,7 @@
 //! Berth: self-service environments on Kubernetes, committed to GitOps.
 pub mod api;
+pub mod approval;
+pub mod auth;
 pub mod cli;
 pub mod controller;
 pub mod drift;
@@ -9,3 +11,4 @@ pub mod operator;
 pub mod policy;
 pub mod render;
 pub mod telemetry;
+pub mod webhook;

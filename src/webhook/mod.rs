@@ -1,0 +1,1 @@
+//! The admission webhook and auth API, served over HTTPS.
