@@ -15,5 +15,9 @@ pub const MANAGER: &str = "berth";
 /// The EnvironmentRequest (`namespace/name`) an object was rendered for.
 pub const REQUEST_ANNOTATION: &str = "berth.dev/request";
 
+/// Who created an EnvironmentRequest, recorded by Berth's mutating webhook from the
+/// apiserver's authenticated user (never from the object), for the four-eyes rule.
+pub const CREATED_BY_ANNOTATION: &str = "berth.dev/created-by";
+
 /// Pod Security Admission's enforced level.
 pub const POD_SECURITY_ENFORCE: &str = "pod-security.kubernetes.io/enforce";

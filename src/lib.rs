@@ -11,4 +11,6 @@ pub mod operator;
 pub mod policy;
 pub mod render;
 pub mod telemetry;
+#[cfg(test)]
+mod test_support;
 pub mod webhook;

@@ -15,6 +15,7 @@ use crate::{
     gitops::{self, Credentials, GitOpsMetrics, PushMode, Writer, WriterConfig},
     render::RenderOptions,
     telemetry::{self, Metrics, Readiness, ServerState},
+    webhook::{self, WebhookArgs},
 };
 
 /// Settings of `berth run`; every one can come from the environment, and every
@@ -57,6 +58,9 @@ pub struct RunArgs {
     /// Address for /metrics, /healthz and /readyz.
     #[arg(long, env = "BERTH_LISTEN", default_value = "0.0.0.0:8080")]
     pub listen: SocketAddr,
+    /// Admission webhook, approvals and auth API.
+    #[command(flatten)]
+    pub webhook: WebhookArgs,
 }
 
 /// Why `berth run` could not start or stopped badly.
@@ -70,6 +74,10 @@ pub enum RunError {
     Kube(#[from] kube::Error),
     #[error("cannot register gitops metrics: {0}")]
     Metrics(#[from] prometheus::Error),
+    #[error("webhook: {0}")]
+    Webhook(#[from] webhook::settings::SettingsError),
+    #[error("webhook server: {0}")]
+    WebhookServer(std::io::Error),
 }
 
 impl RunArgs {
@@ -109,6 +117,8 @@ async fn shutdown_signal() {
 /// Runs the operator until SIGTERM/SIGINT.
 pub async fn run(args: RunArgs) -> Result<(), RunError> {
     let metrics = Metrics::new()?;
+    // Built first: a bad key file should stop Berth before it touches git or the cluster.
+    let approvals = args.webhook.verifier()?.map(Arc::new);
     let readiness = Readiness::new();
     let caches = readiness.check("caches-synced");
     let remote = readiness.check("gitops-remote");
@@ -129,16 +139,27 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         argocd_installed,
         committed: Default::default(),
         requests: Default::default(),
+        approvals: approvals.clone(),
     });
 
     let shutdown = shutdown_signal().shared();
+    let metrics_registry = metrics.registry().clone();
     let server = tokio::spawn(telemetry::serve(args.listen, ServerState { metrics, readiness }, shutdown.clone()));
+    let start =
+        webhook::settings::Start { client: ctx.client.clone(), verifier: approvals, registry: metrics_registry };
+    let webhook = webhook::settings::start(&args.webhook, start, shutdown.clone()).await?;
     let remote_probe = tokio::spawn(probe_remote(writer.clone(), remote));
     controller::run(ctx, caches, shutdown).await;
     remote_probe.abort();
 
     tracing::info!("controllers stopped; flushing pending commits");
     writer.shutdown().await?;
+    if let Some(webhook) = webhook {
+        match webhook.await {
+            Ok(result) => result.map_err(RunError::WebhookServer)?,
+            Err(e) => tracing::warn!(error = %e, "webhook server task ended abnormally"),
+        }
+    }
     match server.await {
         Ok(result) => result?,
         Err(e) => tracing::warn!(error = %e, "telemetry server task ended abnormally"),

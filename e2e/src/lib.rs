@@ -7,6 +7,7 @@ pub mod fixture;
 pub mod operator;
 pub mod pki;
 pub mod users;
+pub mod webhook;
 
 use std::path::{Path, PathBuf};
 

@@ -44,6 +44,8 @@ pub struct Operator {
     workdir: PathBuf,
     kubeconfig: PathBuf,
     batch_window_ms: u64,
+    /// More settings for `berth run` (e.g. the webhook's), kept across restarts.
+    env: Vec<(String, String)>,
 }
 
 impl Operator {
@@ -55,6 +57,17 @@ impl Operator {
 
     /// Like [`Operator::start`] with the GitOps batch window given in milliseconds.
     pub fn start_with_window(cluster: &ClusterInfo, dir: &Path, remote: &Path, batch_window_ms: u64) -> Result<Self> {
+        Self::start_with_env(cluster, dir, remote, batch_window_ms, Vec::new())
+    }
+
+    /// Like [`Operator::start_with_window`] with more environment settings for `berth run`.
+    pub fn start_with_env(
+        cluster: &ClusterInfo,
+        dir: &Path,
+        remote: &Path,
+        batch_window_ms: u64,
+        env: Vec<(String, String)>,
+    ) -> Result<Self> {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         if !remote.exists() {
             git2::Repository::init_opts(remote, git2::RepositoryInitOptions::new().bare(true).initial_head("main"))
@@ -68,6 +81,7 @@ impl Operator {
             workdir: dir.join("gitops-clone"),
             kubeconfig: cluster.kubeconfig.clone(),
             batch_window_ms,
+            env,
         };
         operator.spawn()?;
         Ok(operator)
@@ -89,6 +103,7 @@ impl Operator {
             .env("BERTH_LISTEN", format!("127.0.0.1:{port}"))
             .env("BERTH_LOG_FORMAT", "text")
             .env("RUST_LOG", "info,kube=warn")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log.try_clone().context("log handle")?)
             .stderr(log)

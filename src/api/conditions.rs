@@ -29,6 +29,9 @@ pub mod types {
 pub mod reasons {
     pub const NOT_REQUIRED: &str = "NotRequired";
     pub const APPROVAL_REQUIRED: &str = "ApprovalRequired";
+    pub const APPROVAL_REJECTED: &str = "ApprovalRejected";
+    pub const CREATOR_UNKNOWN: &str = "CreatorUnknown";
+    pub const APPROVED: &str = "Approved";
     pub const COMMITTED: &str = "Committed";
     pub const NOT_COMMITTED: &str = "NotCommitted";
     pub const CLASS_NOT_FOUND: &str = "ClassNotFound";

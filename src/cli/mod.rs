@@ -1,6 +1,9 @@
 //! `berth render` and `berth diff`: what Berth would commit for some objects,
 //! and how that differs from a GitOps checkout — for review before it happens.
 
+pub mod approve;
+pub mod dev;
+pub mod https;
 mod inputs;
 
 use std::{

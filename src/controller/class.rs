@@ -46,8 +46,9 @@ async fn rerender(class: &EnvironmentClass, requests: &[EnvironmentRequest], ctx
     let expired = |r: &EnvironmentRequest| {
         r.status.as_ref().and_then(|s| s.phase) == Some(crate::api::environment_request::Phase::Expired)
     };
-    for request in
-        requests.iter().filter(|r| r.spec.class == class.name_any() && request::is_provisioned(r) && !expired(r))
+    for request in requests
+        .iter()
+        .filter(|r| r.spec.class == class.name_any() && crate::policy::budget::is_provisioned(r) && !expired(r))
     {
         let Some(tenant) = tenants
             .get_opt(&request.spec.tenant)

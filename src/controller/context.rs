@@ -60,6 +60,9 @@ pub struct Context {
     /// The request controller's cache, once it runs: tenant and class reconciles
     /// read it instead of listing every request on every request change.
     pub requests: std::sync::OnceLock<kube::runtime::reflector::Store<crate::api::EnvironmentRequest>>,
+    /// Verifies approval tokens; `None` when no approval keys are configured, and
+    /// then no request of a class that needs approval is provisioned.
+    pub approvals: Option<std::sync::Arc<crate::approval::Verifier>>,
 }
 
 impl Context {

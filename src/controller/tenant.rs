@@ -37,10 +37,7 @@ const REQUESTER_ROLE: &str = "berth-requester";
 /// Role owners get there: everything about the team's requests.
 const MANAGER_ROLE: &str = "berth-manager";
 
-/// The namespace where a tenant's people create EnvironmentRequests.
-pub fn request_namespace(tenant: &Tenant) -> String {
-    tenant.spec.request_namespace.clone().unwrap_or_else(|| tenant.name_any())
-}
+pub use crate::policy::request::request_namespace;
 
 pub async fn reconcile(tenant: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action, Error> {
     let namespace = request_namespace(&tenant);

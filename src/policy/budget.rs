@@ -12,7 +12,17 @@ use std::{cmp::Ordering, collections::BTreeMap};
 
 use k8s_openapi::apimachinery::pkg::{api::resource::Quantity, apis::meta::v1::Time};
 
-use crate::{api::tenant::Budget, drift::quantity};
+use kube::{Resource, ResourceExt};
+
+use crate::{
+    api::{
+        EnvironmentClass, EnvironmentRequest,
+        conditions::{self, reasons, types},
+        environment_request::Phase,
+        tenant::Budget,
+    },
+    drift::quantity,
+};
 
 /// Resource name → amount in thousandths (exact; see [`quantity`]).
 pub type Amounts = BTreeMap<String, i128>;
@@ -75,6 +85,89 @@ pub enum BudgetExceeded {
     Quota { tenant: String, resource: String, total: String, adding: String, budget: String },
     #[error("request {request:?} was not yet visible when the budget was checked; it is checked again shortly")]
     NotListed { request: String },
+}
+
+/// What one environment of a class costs the tenant.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ClassTerms {
+    /// Estimated monthly cost, whole US dollars.
+    pub monthly_cost_usd: u32,
+    /// Quota each environment reserves.
+    pub quota: Amounts,
+    /// Environments of the class are provisioned only with an approval.
+    pub approval_required: bool,
+}
+
+/// Every class's terms by name, from whatever list the caller holds.
+pub fn class_terms<'a>(classes: impl IntoIterator<Item = &'a EnvironmentClass>) -> BTreeMap<String, ClassTerms> {
+    classes
+        .into_iter()
+        .map(|c| {
+            let terms = ClassTerms {
+                monthly_cost_usd: c.spec.estimated_monthly_cost_usd,
+                quota: amounts(&c.spec.quota),
+                approval_required: c.spec.approval.required,
+            };
+            (c.name_any(), terms)
+        })
+        .collect()
+}
+
+/// Whether the request holds a committed environment (and so its budget).
+pub fn is_provisioned(request: &EnvironmentRequest) -> bool {
+    if request.meta().deletion_timestamp.is_some() {
+        return false;
+    }
+    request.status.as_ref().is_some_and(|s| {
+        matches!(s.phase, Some(Phase::Provisioning | Phase::Ready))
+            && s.gitops.as_ref().is_some_and(|g| g.commit.is_some())
+    })
+}
+
+/// Whether the request's last status said it did not fit the budget.
+fn over_budget(request: &EnvironmentRequest) -> bool {
+    request.status.as_ref().is_some_and(|s| {
+        conditions::find(&s.conditions, types::READY).is_some_and(|c| c.reason == reasons::OVER_BUDGET)
+    })
+}
+
+/// Whether a request competes for its tenant's budget: alive, of an existing class,
+/// not failed for a reason other than the budget (which it may fit later), and, for
+/// approval classes, only once provisioned (an unapproved one never gets budget).
+fn is_claim(request: &EnvironmentRequest, classes: &BTreeMap<String, ClassTerms>) -> bool {
+    let phase = request.status.as_ref().and_then(|s| s.phase);
+    let failed_for_other_reasons = phase == Some(Phase::Failed) && !over_budget(request);
+    let Some(terms) = classes.get(&request.spec.class) else {
+        return false;
+    };
+    request.meta().deletion_timestamp.is_none()
+        && phase != Some(Phase::Expired)
+        && !failed_for_other_reasons
+        && (!terms.approval_required || is_provisioned(request))
+}
+
+/// The claims on `tenant`'s budget among `requests`. The request named `deciding`
+/// is always a claim, whatever its last status said: it is the one being decided.
+pub fn claims<'a>(
+    tenant: &str,
+    requests: impl IntoIterator<Item = &'a EnvironmentRequest>,
+    classes: &BTreeMap<String, ClassTerms>,
+    deciding: &str,
+) -> Vec<Claim> {
+    requests
+        .into_iter()
+        .filter(|r| r.spec.tenant == tenant && (r.name_any() == deciding || is_claim(r, classes)))
+        .map(|r| {
+            let terms = classes.get(&r.spec.class).cloned().unwrap_or_default();
+            Claim {
+                name: r.name_any(),
+                created: r.metadata.creation_timestamp.clone(),
+                provisioned: is_provisioned(r),
+                monthly_cost_usd: terms.monthly_cost_usd,
+                quota: terms.quota,
+            }
+        })
+        .collect()
 }
 
 /// Totals of the claims a budget admitted.

@@ -1,4 +1,6 @@
-//! Pure policy rules shared by the controllers and (later) the admission webhook:
+//! Pure policy rules shared by the controllers and the admission webhook:
 //! one implementation, two callers.
 
 pub mod budget;
+pub mod references;
+pub mod request;

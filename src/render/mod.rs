@@ -101,6 +101,12 @@ pub fn render(
     })
 }
 
+/// Checks that `request` can be rendered with `class` and `tenant` (tenant and class
+/// names, allowed class and cluster, TTL) without rendering it: admission's view.
+pub fn validate(class: &EnvironmentClass, tenant: &Tenant, request: &EnvironmentRequest) -> Result<(), RenderError> {
+    check(class, tenant, request).map(|_| ())
+}
+
 fn check<'a>(
     class: &'a EnvironmentClass,
     tenant: &'a Tenant,

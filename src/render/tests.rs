@@ -3,8 +3,6 @@
 
 use std::path::{Path, PathBuf};
 
-use serde::de::DeserializeOwned;
-
 use super::*;
 use crate::{
     api::{GoDuration, tenant::Subject},
@@ -15,23 +13,7 @@ fn repo_file(relative: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(relative)
 }
 
-fn example<T: DeserializeOwned>(name: &str) -> T {
-    let path = repo_file(&format!("examples/{name}"));
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
-
-fn class(name: &str) -> EnvironmentClass {
-    example(&format!("environmentclass-{name}.yaml"))
-}
-
-fn payments() -> Tenant {
-    example("tenant-payments.yaml")
-}
-
-fn request(name: &str) -> EnvironmentRequest {
-    example(&format!("environmentrequest-{name}.yaml"))
-}
+use crate::test_support::{class, payments, request};
 
 /// Compares with `tests/golden/render/<case>/`; `BERTH_UPDATE_GOLDEN=1` rewrites them.
 fn assert_golden(case: &str, env: &Environment) {

@@ -7,7 +7,6 @@ mod status;
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use k8s_openapi::{
-    api::core::v1::Namespace,
     apimachinery::pkg::apis::meta::v1::Time,
     jiff::{SignedDuration, Timestamp},
 };
@@ -29,9 +28,13 @@ use crate::{
         EnvironmentClass, EnvironmentRequest, Tenant,
         environment_request::{EnvironmentRequestStatus, Phase},
     },
+    approval::Rejection,
     gitops::{ChangeReason, RepoPath, environment_path},
-    labels,
-    policy::budget::{self, Claim},
+    policy::{
+        self,
+        budget::{self, is_provisioned},
+        request::Denial,
+    },
     render,
 };
 
@@ -107,54 +110,45 @@ async fn assess(request: &EnvironmentRequest, ctx: &Context) -> Result<Finding, 
         }
         return Ok(Finding::Expired { path });
     }
-    let Some(class) =
-        get_opt(Api::<EnvironmentClass>::all(ctx.client.clone()), &spec.class, "EnvironmentClass").await?
-    else {
-        return Ok(Finding::ClassMissing { class: spec.class.clone() });
+    let class = get_opt(Api::<EnvironmentClass>::all(ctx.client.clone()), &spec.class, "EnvironmentClass").await?;
+    let tenant = get_opt(Api::<Tenant>::all(ctx.client.clone()), &spec.tenant, "Tenant").await?;
+    // The same rules admission applies, so a request that slipped past the webhook
+    // (installed later, or down with failurePolicy changed) is still held to them.
+    let (tenant, class) = match policy::request::check(request, tenant.as_ref(), class.as_ref()) {
+        Ok(found) => found,
+        Err(denial) => return Ok(Finding::Denied(denial)),
     };
-    let Some(tenant) = get_opt(Api::<Tenant>::all(ctx.client.clone()), &spec.tenant, "Tenant").await? else {
-        return Ok(Finding::TenantMissing { tenant: spec.tenant.clone() });
-    };
-    let namespace = request.namespace().unwrap_or_default();
-    let ns = get_opt(Api::<Namespace>::all(ctx.client.clone()), &namespace, "Namespace").await?;
-    let owner = ns.as_ref().and_then(|ns| ns.labels().get(labels::TENANT).cloned());
-    if owner.as_deref() != Some(spec.tenant.as_str()) {
-        return Ok(Finding::NotTenantNamespace { tenant: spec.tenant.clone(), namespace });
-    }
     if let Err(message) = folder(request) {
-        return Ok(Finding::Invalid { message });
+        return Ok(Finding::Denied(Denial::Invalid(message)));
     }
-    // Approval tokens are verified by the admission webhook (later issue); until a
-    // token can be verified here too, a class that needs approval is never provisioned.
-    if class.spec.approval.required {
-        return Ok(Finding::AwaitingApproval {
-            class: class.name_any(),
-            approver_groups: class.spec.approval.approver_groups.clone(),
-        });
-    }
-    if let Err(e) = render::render(&class, &tenant, request, &ctx.render) {
-        return Ok(Finding::Invalid { message: e.to_string() });
-    }
+    let approval = match policy::request::check_approval(request, class, ctx.approvals.as_deref(), Timestamp::now()) {
+        // A provisioned environment keeps running when its token later expires: the
+        // approval was for creating it; a spec change is re-checked by admission.
+        Err(Denial::ApprovalRejected { rejection: Rejection::Expired { .. }, .. }) if is_provisioned(request) => None,
+        Err(denial) => return Ok(Finding::Denied(denial)),
+        Ok(approval) => approval,
+    };
     // A provisioned environment already holds its budget (the guard admits it first),
     // so only new ones of a tenant that has a budget pay for the fresh list.
     let budget = &tenant.spec.budget;
     let has_budget = budget.max_environments.is_some() || budget.monthly_cost_usd.is_some() || !budget.quota.is_empty();
     if has_budget
         && !is_provisioned(request)
-        && let Some(Err(exceeded)) = budget_decision(request, &tenant, ctx).await?
+        && let Some(Err(exceeded)) = budget_decision(request, tenant, ctx).await?
     {
-        return Ok(Finding::OverBudget { message: exceeded.to_string() });
+        return Ok(Finding::Denied(Denial::OverBudget(exceeded)));
     }
-    let (environment, commit, path) = match commit_environment(request, &class, &tenant, ctx).await? {
+    let (environment, commit, path) = match commit_environment(request, class, tenant, ctx).await? {
         Ok(done) => done,
-        Err(e) => return Ok(Finding::Invalid { message: e.to_string() }),
+        Err(e) => return Ok(Finding::Denied(Denial::Invalid(e.to_string()))),
     };
     Ok(Finding::Committed(Committed {
         namespace: environment.namespace.clone(),
         commit,
         path,
         monthly_cost_usd: environment.estimated_monthly_cost_usd,
-        expires_at: expired_at(request, &class).map(Time),
+        expires_at: expired_at(request, class).map(Time),
+        approved_by: approval.map(|a| a.approver),
         sync: live::sync_status(&environment.namespace, ctx).await?,
         drift: Some(
             live::drift(
@@ -254,60 +248,14 @@ async fn budget_decision(
         .list(&ListParams::default())
         .await
         .map_err(|source| Error::Read { what: "EnvironmentClasses".to_owned(), source })?;
-    let cost: BTreeMap<String, u32> =
-        classes.items.iter().map(|c| (c.name_any(), c.spec.estimated_monthly_cost_usd)).collect();
-    let quota: BTreeMap<String, budget::Amounts> =
-        classes.items.iter().map(|c| (c.name_any(), budget::amounts(&c.spec.quota))).collect();
-    let claims: Vec<Claim> = requests
-        .items
-        .iter()
-        // The request being decided is always a claim, whatever its last status said.
-        .filter(|r| {
-            r.spec.tenant == tenant.name_any() && (r.name_any() == request.name_any() || is_claim(r, &classes.items))
-        })
-        .map(|r| Claim {
-            name: r.name_any(),
-            created: r.metadata.creation_timestamp.clone(),
-            provisioned: is_provisioned(r),
-            monthly_cost_usd: cost.get(&r.spec.class).copied().unwrap_or_default(),
-            quota: quota.get(&r.spec.class).cloned().unwrap_or_default(),
-        })
-        .collect();
+    let terms = budget::class_terms(&classes.items);
+    let claims = budget::claims(&tenant.name_any(), &requests.items, &terms, &request.name_any());
     // Not among the listed claims (created after the list?) counts as not fitting; the
     // next reconcile decides again.
     Ok(Some(
         budget::decide_for(&tenant.name_any(), &tenant.spec.budget, &claims, &request.name_any())
             .unwrap_or(Err(budget::BudgetExceeded::NotListed { request: request.name_any() })),
     ))
-}
-
-/// Whether a request holds or wants budget: alive, and of a class it can be provisioned in.
-fn is_claim(request: &EnvironmentRequest, classes: &[EnvironmentClass]) -> bool {
-    let phase = request.status.as_ref().and_then(|s| s.phase);
-    let failed_for_other_reasons = phase == Some(Phase::Failed) && !over_budget(request);
-    let needs_approval = classes.iter().any(|c| c.name_any() == request.spec.class && c.spec.approval.required);
-    request.meta().deletion_timestamp.is_none()
-        && phase != Some(Phase::Expired)
-        && !failed_for_other_reasons
-        && (!needs_approval || is_provisioned(request))
-        && classes.iter().any(|c| c.name_any() == request.spec.class)
-}
-
-fn over_budget(request: &EnvironmentRequest) -> bool {
-    request.status.as_ref().is_some_and(|s| {
-        crate::api::conditions::find(&s.conditions, crate::api::conditions::types::READY)
-            .is_some_and(|c| c.reason == crate::api::conditions::reasons::OVER_BUDGET)
-    })
-}
-
-pub(crate) fn is_provisioned(request: &EnvironmentRequest) -> bool {
-    if request.meta().deletion_timestamp.is_some() {
-        return false;
-    }
-    request.status.as_ref().is_some_and(|s| {
-        matches!(s.phase, Some(Phase::Provisioning | Phase::Ready))
-            && s.gitops.as_ref().is_some_and(|g| g.commit.is_some())
-    })
 }
 
 async fn remove(ctx: &Context, path: &RepoPath, request: &EnvironmentRequest, why: &str) -> Result<(), Error> {

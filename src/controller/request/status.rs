@@ -3,26 +3,19 @@
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-use crate::api::{
-    conditions::{ConditionStatus, Observation, reasons, set_condition, types},
-    environment_request::{DriftState, DriftStatus, EnvironmentRequestStatus, GitOpsStatus, Phase, SyncStatus},
+use crate::{
+    api::{
+        conditions::{ConditionStatus, Observation, reasons, set_condition, types},
+        environment_request::{DriftState, DriftStatus, EnvironmentRequestStatus, GitOpsStatus, Phase, SyncStatus},
+    },
+    policy::request::Denial,
 };
 
 /// What the reconcile found, in lifecycle order.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Finding {
-    /// The class the request names does not exist.
-    ClassMissing { class: String },
-    /// The tenant the request names does not exist.
-    TenantMissing { tenant: String },
-    /// The request's namespace does not belong to the tenant it names.
-    NotTenantNamespace { tenant: String, namespace: String },
-    /// The class needs an approval the request does not carry.
-    AwaitingApproval { class: String, approver_groups: Vec<String> },
-    /// Rendering refused the combination (class not allowed, TTL over max, …).
-    Invalid { message: String },
-    /// The tenant's budget has no room for it.
-    OverBudget { message: String },
+    /// Policy says no (tenancy, class, approval, budget, …): the shared rules' verdict.
+    Denied(Denial),
     /// Rendered and committed.
     Committed(Committed),
     /// Its lifetime ended and its folder is gone from git.
@@ -37,6 +30,8 @@ pub struct Committed {
     pub path: String,
     pub monthly_cost_usd: u32,
     pub expires_at: Option<Time>,
+    /// Who approved it, when its class needs an approval.
+    pub approved_by: Option<String>,
     /// The Argo CD Application's sync and health; `None` when Argo CD is not installed.
     pub sync: Option<SyncStatus>,
     /// Live objects compared with the commit; `None` when not compared.
@@ -68,32 +63,18 @@ pub fn next_status(
     };
     use ConditionStatus::{False, True, Unknown};
     let (phase, ready_reason, ready_message) = match finding {
-        Finding::ClassMissing { class } => {
-            let message =
-                format!("EnvironmentClass {class:?} does not exist; ask the platform team or pick another class");
-            (Phase::Failed, reasons::CLASS_NOT_FOUND, message)
-        }
-        Finding::TenantMissing { tenant } => {
-            (Phase::Failed, reasons::TENANT_NOT_FOUND, format!("Tenant {tenant:?} does not exist"))
-        }
-        Finding::NotTenantNamespace { tenant, namespace } => (
-            Phase::Failed,
-            reasons::NOT_TENANT_NAMESPACE,
-            format!(
-                "namespace {namespace:?} does not belong to tenant {tenant:?}; create the request in the tenant's request namespace"
-            ),
-        ),
-        Finding::AwaitingApproval { class, approver_groups } => {
-            let message = format!(
-                "class {class:?} needs an approval from a member of {approver_groups:?} who is not the creator; get one with `berth approve` and set spec.approval.token"
-            );
-            set(types::APPROVED, False, reasons::APPROVAL_REQUIRED, message.clone());
-            (Phase::AwaitingApproval, reasons::APPROVAL_REQUIRED, message)
-        }
-        Finding::Invalid { message } => (Phase::Failed, reasons::INVALID_REQUEST, message.clone()),
-        Finding::OverBudget { message } => {
-            set(types::COMMITTED, False, reasons::OVER_BUDGET, message.clone());
-            (Phase::Failed, reasons::OVER_BUDGET, message.clone())
+        Finding::Denied(denial) => {
+            let message = denial.to_string();
+            let phase = if denial.is_about_approval() {
+                set(types::APPROVED, False, denial.reason(), message.clone());
+                Phase::AwaitingApproval
+            } else {
+                if matches!(denial, Denial::OverBudget(_)) {
+                    set(types::COMMITTED, False, reasons::OVER_BUDGET, message.clone());
+                }
+                Phase::Failed
+            };
+            (phase, denial.reason(), message)
         }
         Finding::Committed(committed) => {
             status.namespace = Some(committed.namespace.clone());
@@ -102,6 +83,9 @@ pub fn next_status(
             status.estimated_monthly_cost_usd = Some(committed.monthly_cost_usd);
             status.expires_at = committed.expires_at.clone();
             status.sync = committed.sync.clone();
+            if let Some(approver) = &committed.approved_by {
+                set(types::APPROVED, True, reasons::APPROVED, format!("approved by {approver}"));
+            }
             set(
                 types::COMMITTED,
                 True,
@@ -161,7 +145,12 @@ pub fn next_status(
             (Phase::Expired, reasons::EXPIRED, "the environment's lifetime ended".to_owned())
         }
     };
-    if !matches!(finding, Finding::AwaitingApproval { .. }) {
+    let approval_decided = match finding {
+        Finding::Denied(denial) => denial.is_about_approval(),
+        Finding::Committed(committed) => committed.approved_by.is_some(),
+        Finding::Expired { .. } => false,
+    };
+    if !approval_decided {
         set(types::APPROVED, True, reasons::NOT_REQUIRED, "no approval needed, or a valid one is present".to_owned());
     }
     set(types::READY, (phase == Phase::Ready).into(), ready_reason, ready_message);
@@ -190,6 +179,7 @@ mod tests {
             path: "clusters/in-cluster/tenants/payments/web".into(),
             monthly_cost_usd: 40,
             expires_at: Some(at(1000)),
+            approved_by: None,
             sync: sync.map(|(s, h)| SyncStatus { status: Some(s.into()), health: Some(h.into()), revision: None }),
             drift: None,
         })
@@ -260,10 +250,12 @@ mod tests {
 
     #[test]
     fn awaiting_approval_names_the_groups_and_the_command() {
-        let finding = Finding::AwaitingApproval {
+        let finding = Finding::Denied(Denial::ApprovalMissing {
             class: "production".into(),
-            approver_groups: vec!["platform-approvers".into()],
-        };
+            groups: vec!["platform-approvers".into()],
+            namespace: "payments".into(),
+            name: "web".into(),
+        });
         let status = next_status(&Default::default(), Some(1), &finding, &at(1));
         assert_eq!(status.phase, Some(Phase::AwaitingApproval));
         let approved = find(&status.conditions, types::APPROVED).expect("Approved condition");
@@ -274,7 +266,13 @@ mod tests {
 
     #[test]
     fn over_budget_fails_with_the_budget_message() {
-        let finding = Finding::OverBudget { message: "tenant \"payments\" would spend $1200".into() };
+        let exceeded = crate::policy::budget::BudgetExceeded::Cost {
+            tenant: "payments".into(),
+            total: 1200,
+            adding: 400,
+            budget: 1000,
+        };
+        let finding = Finding::Denied(Denial::OverBudget(exceeded));
         let status = next_status(&Default::default(), Some(1), &finding, &at(1));
         assert_eq!(status.phase, Some(Phase::Failed));
         let ready = find(&status.conditions, types::READY).expect("Ready");
@@ -294,10 +292,15 @@ mod tests {
 
     #[test]
     fn missing_class_and_wrong_namespace_are_failures_a_person_can_act_on() {
-        let missing = next_status(&Default::default(), None, &Finding::ClassMissing { class: "gold".into() }, &at(1));
+        let missing = Finding::Denied(Denial::ClassMissing { class: "gold".into() });
+        let missing = next_status(&Default::default(), None, &missing, &at(1));
         assert_eq!(missing.phase, Some(Phase::Failed));
         assert!(find(&missing.conditions, types::READY).is_some_and(|c| c.message.contains("\"gold\" does not exist")));
-        let finding = Finding::NotTenantNamespace { tenant: "payments".into(), namespace: "default".into() };
+        let finding = Finding::Denied(Denial::NotTenantNamespace {
+            tenant: "payments".into(),
+            namespace: "default".into(),
+            expected: "payments".into(),
+        });
         let wrong = next_status(&Default::default(), None, &finding, &at(1));
         assert_eq!(
             find(&wrong.conditions, types::READY).map(|c| c.reason.as_str()),

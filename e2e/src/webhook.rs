@@ -1,0 +1,130 @@
+//! Berth's admission webhook on the local control plane, set up the way a user
+//! would with the `berth` binary: `berth dev-credentials` for certificates and keys,
+//! `berth run` with the webhook flags, `berth webhook-config | kubectl apply -f -`.
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, bail};
+
+use crate::{
+    fixture::Cluster,
+    operator::{Operator, berth_binary},
+};
+
+/// Files and addresses of a webhook-enabled operator.
+#[derive(Clone, Debug)]
+pub struct WebhookSetup {
+    /// Folder `berth dev-credentials` wrote into.
+    pub credentials: PathBuf,
+    /// `https://127.0.0.1:<port>`.
+    pub url: String,
+}
+
+impl WebhookSetup {
+    /// The CA that signed the serving certificate.
+    pub fn ca(&self) -> PathBuf {
+        self.credentials.join("ca.crt")
+    }
+
+    /// `berth run` settings for the webhook, approvals and the auth API.
+    pub fn env(&self, port: u16) -> Vec<(String, String)> {
+        let file = |name: &str| self.credentials.join(name).display().to_string();
+        vec![
+            ("BERTH_WEBHOOK_LISTEN".into(), format!("127.0.0.1:{port}")),
+            ("BERTH_WEBHOOK_CERT_FILE".into(), file("tls.crt")),
+            ("BERTH_WEBHOOK_KEY_FILE".into(), file("tls.key")),
+            ("BERTH_APPROVAL_SIGNING_KEY_FILE".into(), file("approval-signing.pem")),
+            ("BERTH_AUTH_HS256_SECRET_FILE".into(), file("auth-hs256.secret")),
+        ]
+    }
+}
+
+fn berth(args: &[&str]) -> Result<String> {
+    let out = Command::new(berth_binary()?).args(args).output().context("running berth")?;
+    if !out.status.success() {
+        bail!("berth {} failed: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
+    }
+    String::from_utf8(out.stdout).context("berth printed non-UTF-8")
+}
+
+/// Starts `berth run` with its webhook in `dir` and registers the webhook with the
+/// cluster; returns once the apiserver gets answers from it.
+pub async fn start_operator(cluster: &Cluster, dir: &Path) -> Result<(Operator, WebhookSetup)> {
+    let credentials = dir.join("credentials");
+    berth(&["dev-credentials", "--out", &credentials.display().to_string(), "--host", "127.0.0.1"])?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).context("free port")?.port();
+    let setup = WebhookSetup { credentials, url: format!("https://127.0.0.1:{port}") };
+    let operator = Operator::start_with_env(&cluster.info, dir, &dir.join("remote.git"), 200, setup.env(port))?;
+    register(cluster, &setup).await?;
+    wait_until_answering(cluster, &operator).await?;
+    Ok((operator, setup))
+}
+
+/// `berth webhook-config --url … --ca-file … | kubectl apply -f -`.
+pub async fn register(cluster: &Cluster, setup: &WebhookSetup) -> Result<()> {
+    let yaml = berth(&["webhook-config", "--url", &setup.url, "--ca-file", &setup.ca().display().to_string()])?;
+    let out = cluster.kubectl("admin", &["apply", "-f", "-"], Some(&yaml)).await;
+    if !out.success {
+        bail!("registering the webhook failed: {}", out.stderr);
+    }
+    Ok(())
+}
+
+/// Waits until a server-side dry run of a Tenant gets through the webhook.
+pub async fn wait_until_answering(cluster: &Cluster, operator: &Operator) -> Result<()> {
+    let probe = "apiVersion: berth.dev/v1alpha1
+kind: Tenant
+metadata: {name: webhook-probe}
+spec:
+  owners: [{kind: User, name: admin}]
+";
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let out = cluster.kubectl("admin", &["apply", "--dry-run=server", "-f", "-"], Some(probe)).await;
+        if out.success {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("the webhook never answered: {}\noperator log:\n{}", out.stderr, operator.log_text());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// `berth token` for a user of the local cluster, written to a file for `berth approve`.
+pub fn bearer_token_file(setup: &WebhookSetup, user: &str, groups: &[&str], roles: &[&str]) -> Result<PathBuf> {
+    let secret = setup.credentials.join("auth-hs256.secret").display().to_string();
+    let mut args = vec!["token", "--secret-file", &secret, "--subject", user];
+    for group in groups {
+        args.extend(["--group", group]);
+    }
+    for role in roles {
+        args.extend(["--role", role]);
+    }
+    let token = berth(&args)?;
+    let path = setup.credentials.join(format!("{user}.token"));
+    std::fs::write(&path, token.trim()).with_context(|| format!("writing {}", path.display()))?;
+    Ok(path)
+}
+
+/// Runs `berth approve` with `args` as the holder of `token_file`; stdout on success,
+/// stderr on failure.
+pub fn approve(setup: &WebhookSetup, token_file: &Path, args: &[&str]) -> Result<String, String> {
+    let binary = berth_binary().map_err(|e| e.to_string())?;
+    let out = Command::new(binary)
+        .arg("approve")
+        .args(["--server", &setup.url, "--ca-file", &setup.ca().display().to_string()])
+        .args(["--token-file", &token_file.display().to_string()])
+        .args(args)
+        .output()
+        .map_err(|e| e.to_string())?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}

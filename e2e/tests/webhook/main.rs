@@ -1,0 +1,209 @@
+//! The admission webhook on a real apiserver: what policy forbids is refused at
+//! `kubectl apply`, with the message a person reads; approvals go round trip through
+//! `berth approve`; the creator is recorded from the authenticated user.
+
+#[path = "../operator/common.rs"]
+mod common;
+
+use std::{sync::Mutex, time::Duration};
+
+use berth::api::{EnvironmentRequest, conditions, environment_request::Phase};
+use berth_e2e::webhook::{self, WebhookSetup};
+use common::*;
+use kube::{Api, ResourceExt};
+use tokio::sync::OnceCell;
+
+static SETUP: OnceCell<WebhookSetup> = OnceCell::const_new();
+
+/// The webhook-enabled operator shared by this binary's tests.
+async fn berth() -> &'static WebhookSetup {
+    SETUP
+        .get_or_init(|| async {
+            let cluster = cluster();
+            cluster.install_crds().await;
+            let dir = std::env::temp_dir().join(format!("berth-webhook-e2e-{}", std::process::id()));
+            let (operator, setup) =
+                webhook::start_operator(cluster, &dir).await.unwrap_or_else(|e| panic!("webhook did not start: {e:#}"));
+            if OPERATOR.set(Mutex::new(operator)).is_err() {
+                panic!("another operator already runs in this test binary");
+            }
+            setup
+        })
+        .await
+}
+
+/// A class of `name` that needs an approval from platform-approvers.
+fn approval_class_yaml(name: &str) -> String {
+    class_yaml(
+        name,
+        100,
+        "ttl: {default: 24h, max: 48h}\n  approval: {required: true, approverGroups: [platform-approvers]}",
+    )
+}
+
+/// Tenant `name` whose members are team-payments and, when `bob_member`, bob too.
+async fn tenant(name: &str, classes: &[&str], budget: &str, bob_member: bool) {
+    let mut yaml = tenant_yaml(name, classes, budget);
+    if bob_member {
+        yaml = yaml.replace(
+            "members: [{kind: Group, name: team-payments}]",
+            "members: [{kind: Group, name: team-payments}, {kind: User, name: bob}]",
+        );
+    }
+    kubectl_apply(&yaml).await;
+    wait_tenant_namespace(name).await;
+    // The tenant controller binds its people right after labelling the namespace.
+    wait_for(Duration::from_secs(30), "alice's RoleBinding", || async move {
+        let out =
+            cluster().kubectl("alice", &["auth", "can-i", "create", "environmentrequests", "-n", name], None).await;
+        out.success.then_some(())
+    })
+    .await;
+}
+
+async fn apply_as(user: &str, yaml: &str) -> Result<(), String> {
+    let out = cluster().kubectl(user, &["apply", "-f", "-"], Some(yaml)).await;
+    if out.success { Ok(()) } else { Err(out.stderr) }
+}
+
+fn write(dir: &std::path::Path, name: &str, yaml: &str) -> std::path::PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, yaml).expect("write request file");
+    path
+}
+
+#[tokio::test]
+async fn a_request_of_an_approval_class_needs_an_approver_who_is_not_its_creator() {
+    let setup = berth().await;
+    let (name, class) = (format!("tn-{}", suffix()), format!("prod-{}", suffix()));
+    kubectl_apply(&approval_class_yaml(&class)).await;
+    tenant(&name, &[&class], "{}", false).await;
+    let request = request_yaml(&name, "checkout", &name, &class, "");
+    let file = write(&setup.credentials, &format!("{name}-checkout.yaml"), &request);
+
+    // Without an approval: refused by the apiserver, naming the approvers and the command.
+    let refused = apply_as("alice", &request).await.expect_err("an unapproved request must be refused");
+    assert!(refused.contains("denied the request"), "{refused}");
+    assert!(refused.contains("needs an approval from a member of [\"platform-approvers\"]"), "{refused}");
+    assert!(refused.contains("berth approve"), "{refused}");
+
+    // alice is no approver: the auth API says so.
+    let alice = webhook::bearer_token_file(setup, "alice", &["team-payments"], &["requester"]).expect("token");
+    let denied =
+        webhook::approve(setup, &alice, &["-f", &file.display().to_string()]).expect_err("alice may not approve");
+    assert!(denied.contains("403") && denied.contains("approver"), "{denied}");
+
+    // bob approves; alice applies what `berth approve -o yaml` printed.
+    let bob = webhook::bearer_token_file(setup, "bob", &["platform-approvers"], &["approver"]).expect("token");
+    let approved =
+        webhook::approve(setup, &bob, &["-f", &file.display().to_string(), "-o", "yaml"]).expect("bob approves");
+    assert!(approved.contains("approval:") && approved.contains("token:"), "{approved}");
+    apply_as("alice", &approved).await.expect("the approved request is admitted");
+
+    // The controller checks the approval too and provisions it.
+    let ready = wait_phase(&name, "checkout", Phase::Ready, Duration::from_secs(60)).await;
+    assert_eq!(ready.annotations().get("berth.dev/created-by").map(String::as_str), Some("alice"));
+    let status = ready.status.expect("status");
+    let approval = conditions::find(&status.conditions, conditions::types::APPROVED).expect("Approved condition");
+    assert_eq!((approval.status.as_str(), approval.message.as_str()), ("True", "approved by bob"));
+
+    // Changing the spec afterwards voids the approval.
+    let changed = approved.replace("revision: v1", "revision: v2");
+    assert_ne!(changed, approved);
+    let refused = apply_as("alice", &changed).await.expect_err("a changed spec needs a new approval");
+    assert!(refused.contains("the spec changed after it was approved"), "{refused}");
+}
+
+#[tokio::test]
+async fn the_creator_cannot_approve_their_own_request() {
+    let setup = berth().await;
+    let (name, class) = (format!("tn-{}", suffix()), format!("prod-{}", suffix()));
+    kubectl_apply(&approval_class_yaml(&class)).await;
+    tenant(&name, &[&class], "{}", true).await;
+    let request = request_yaml(&name, "self", &name, &class, "");
+    let file = write(&setup.credentials, &format!("{name}-self.yaml"), &request);
+    let bob = webhook::bearer_token_file(setup, "bob", &["platform-approvers"], &["approver"]).expect("token");
+    let approved =
+        webhook::approve(setup, &bob, &["-f", &file.display().to_string(), "-o", "yaml"]).expect("token issued");
+    // bob applies the request he approved: four eyes says no.
+    let refused = apply_as("bob", &approved).await.expect_err("self-approval must be refused");
+    assert!(refused.contains("approver \"bob\" created this request"), "{refused}");
+    let api: Api<EnvironmentRequest> = Api::namespaced(cluster().client("admin").await, &name);
+    assert!(api.get_opt("self").await.expect("get").is_none(), "nothing was stored");
+}
+
+#[tokio::test]
+async fn tenancy_class_ttl_and_budget_are_enforced_at_the_apiserver() {
+    berth().await;
+    let (payments, search, class) =
+        (format!("tn-{}", suffix()), format!("tn-{}", suffix()), format!("small-{}", suffix()));
+    kubectl_apply(&class_yaml(&class, 100, "ttl: {default: 24h, max: 48h}")).await;
+    tenant(&payments, &[&class], "{maxEnvironments: 1}", false).await;
+    tenant(&search, &[], "{}", false).await;
+
+    // Naming another tenant from this tenant's namespace.
+    let spoofed = request_yaml(&payments, "spoof", &search, &class, "");
+    let refused = apply_as("alice", &spoofed).await.expect_err("tenant spoofing");
+    assert!(refused.contains(&format!("is not tenant \"{search}\"'s request namespace")), "{refused}");
+
+    // A class the tenant may not use.
+    let disallowed = request_yaml(&search, "web", &search, &class, "");
+    let refused = apply_as("alice", &disallowed).await.expect_err("disallowed class");
+    assert!(refused.contains(&format!("may not use class \"{class}\"")), "{refused}");
+
+    // A TTL over the class's maximum.
+    let long = request_yaml(&payments, "long", &payments, &class, "ttl: 72h");
+    let refused = apply_as("alice", &long).await.expect_err("ttl over max");
+    assert!(refused.contains("ttl 72h is longer than class"), "{refused}");
+
+    // The budget: one environment fits, the second does not.
+    apply_as("alice", &request_yaml(&payments, "first", &payments, &class, "")).await.expect("first fits");
+    let refused = apply_as("alice", &request_yaml(&payments, "second", &payments, &class, ""))
+        .await
+        .expect_err("second overruns the budget");
+    assert!(refused.contains("already has 1 of its 1 environments"), "{refused}");
+
+    // A class with environments cannot be deleted.
+    let out = cluster().kubectl("admin", &["delete", "environmentclass", &class], None).await;
+    assert!(!out.success && out.stderr.contains("still has 1 environment(s)"), "{}", out.stderr);
+}
+
+#[tokio::test]
+async fn the_creator_is_recorded_from_the_authenticated_user_and_cannot_be_rewritten() {
+    berth().await;
+    let (name, class) = (format!("tn-{}", suffix()), format!("small-{}", suffix()));
+    kubectl_apply(&class_yaml(&class, 1, "")).await;
+    tenant(&name, &[&class], "{}", false).await;
+    let forged = request_yaml(&name, "forged", &name, &class, "")
+        .replace("metadata: {name: forged,", "metadata: {annotations: {berth.dev/created-by: bob}, name: forged,");
+    apply_as("alice", &forged).await.expect("admitted");
+    let api: Api<EnvironmentRequest> = Api::namespaced(cluster().client("admin").await, &name);
+    let stored = api.get("forged").await.expect("stored");
+    assert_eq!(stored.annotations().get("berth.dev/created-by").map(String::as_str), Some("alice"));
+
+    let out = cluster()
+        .kubectl(
+            "alice",
+            &["annotate", "--overwrite", "-n", &name, "environmentrequest", "forged", "berth.dev/created-by=bob"],
+            None,
+        )
+        .await;
+    assert!(out.success, "{}", out.stderr);
+    let stored = api.get("forged").await.expect("stored");
+    assert_eq!(stored.annotations().get("berth.dev/created-by").map(String::as_str), Some("alice"));
+}
+
+#[tokio::test]
+async fn tenants_cannot_take_a_system_namespace_or_another_tenants() {
+    berth().await;
+    let name = format!("tn-{}", suffix());
+    tenant(&name, &[], "{}", false).await;
+    let copycat = tenant_yaml(&format!("{name}-2"), &[], "{}")
+        .replace(&format!("requestNamespace: {name}-2"), &format!("requestNamespace: {name}"));
+    let out = cluster().kubectl("admin", &["apply", "-f", "-"], Some(&copycat)).await;
+    assert!(!out.success && out.stderr.contains(&format!("already belongs to tenant \"{name}\"")), "{}", out.stderr);
+    let system = tenant_yaml(&format!("{name}-3"), &[], "{}")
+        .replace(&format!("requestNamespace: {name}-3"), "requestNamespace: kube-system");
+    let out = cluster().kubectl("admin", &["apply", "-f", "-"], Some(&system)).await;
+    assert!(!out.success && out.stderr.contains("\"kube-system\" is reserved"), "{}", out.stderr);
+}

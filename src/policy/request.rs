@@ -1,0 +1,145 @@
+//! What an EnvironmentRequest must satisfy before it is provisioned: the tenant owns
+//! its namespace, the class exists and is allowed, the cluster and TTL fit the class,
+//! an approval when the class needs one, and the tenant's budget. Pure: the admission
+//! webhook calls it with its caches, the request controller with what it read.
+
+use k8s_openapi::jiff::Timestamp;
+use kube::ResourceExt;
+
+use super::budget::BudgetExceeded;
+use crate::{
+    api::{EnvironmentClass, EnvironmentRequest, Tenant, conditions::reasons},
+    approval::{Rejection, Target, VerifiedApproval, Verifier},
+    labels, render,
+};
+
+/// Why a request may not be provisioned. Every message says what to do about it.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+pub enum Denial {
+    #[error("tenant {tenant:?} does not exist; ask the platform team to create it, or fix spec.tenant")]
+    TenantMissing { tenant: String },
+    #[error(
+        "namespace {namespace:?} is not tenant {tenant:?}'s request namespace; create the request in {expected:?}, or name the tenant that owns {namespace:?}"
+    )]
+    NotTenantNamespace { tenant: String, namespace: String, expected: String },
+    #[error(
+        "EnvironmentClass {class:?} does not exist; `kubectl get environmentclasses` lists the classes you can pick"
+    )]
+    ClassMissing { class: String },
+    #[error("{0}")]
+    Invalid(String),
+    #[error(
+        "class {class:?} needs an approval from a member of {groups:?}: ask one of them to run `berth approve -f <this file>` (or `berth approve -n {namespace} {name}`) and put the token in spec.approval.token"
+    )]
+    ApprovalMissing { class: String, groups: Vec<String>, namespace: String, name: String },
+    #[error(
+        "the approval in spec.approval.token is not valid: {rejection} (class {class:?} needs one from {groups:?})"
+    )]
+    ApprovalRejected { class: String, groups: Vec<String>, rejection: Rejection },
+    #[error(
+        "class {class:?} needs an approval, but the request's creator was not recorded (annotation {annotation}); install Berth's admission webhook so the four-eyes rule can be checked"
+    )]
+    CreatorUnknown { class: String, annotation: &'static str },
+    #[error("{0}")]
+    OverBudget(BudgetExceeded),
+}
+
+impl Denial {
+    /// Short stable code, for condition reasons, audit logs and metrics.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Denial::TenantMissing { .. } => reasons::TENANT_NOT_FOUND,
+            Denial::NotTenantNamespace { .. } => reasons::NOT_TENANT_NAMESPACE,
+            Denial::ClassMissing { .. } => reasons::CLASS_NOT_FOUND,
+            Denial::Invalid(_) => reasons::INVALID_REQUEST,
+            Denial::ApprovalMissing { .. } => reasons::APPROVAL_REQUIRED,
+            Denial::ApprovalRejected { .. } => reasons::APPROVAL_REJECTED,
+            Denial::CreatorUnknown { .. } => reasons::CREATOR_UNKNOWN,
+            Denial::OverBudget(_) => reasons::OVER_BUDGET,
+        }
+    }
+
+    /// Whether an approval (a missing or an invalid one) is what stands in the way.
+    pub fn is_about_approval(&self) -> bool {
+        matches!(self, Denial::ApprovalMissing { .. } | Denial::ApprovalRejected { .. } | Denial::CreatorUnknown { .. })
+    }
+}
+
+/// The namespace where `tenant`'s people create requests.
+pub fn request_namespace(tenant: &Tenant) -> String {
+    tenant.spec.request_namespace.clone().unwrap_or_else(|| tenant.name_any())
+}
+
+/// Who created the request, as admission recorded it (never what the author wrote:
+/// the mutating webhook overwrites the annotation).
+pub fn creator(request: &EnvironmentRequest) -> Option<&str> {
+    request.annotations().get(labels::CREATED_BY_ANNOTATION).map(String::as_str)
+}
+
+/// Checks everything about `request` that needs its tenant and class, except
+/// approval and budget: tenancy, existence, allowed class, cluster and TTL (the
+/// same checks rendering makes, so admission and rendering cannot disagree).
+pub fn check<'a>(
+    request: &EnvironmentRequest,
+    tenant: Option<&'a Tenant>,
+    class: Option<&'a EnvironmentClass>,
+) -> Result<(&'a Tenant, &'a EnvironmentClass), Denial> {
+    let spec = &request.spec;
+    let Some(tenant) = tenant else {
+        return Err(Denial::TenantMissing { tenant: spec.tenant.clone() });
+    };
+    let namespace = request.namespace().unwrap_or_default();
+    let expected = request_namespace(tenant);
+    if namespace != expected {
+        return Err(Denial::NotTenantNamespace { tenant: spec.tenant.clone(), namespace, expected });
+    }
+    let Some(class) = class else {
+        return Err(Denial::ClassMissing { class: spec.class.clone() });
+    };
+    render::validate(class, tenant, request).map_err(|e| Denial::Invalid(e.to_string()))?;
+    Ok((tenant, class))
+}
+
+/// Whether the request carries a valid approval, when its class needs one.
+/// `Ok(None)`: the class needs none. Without a verifier (no keys configured) no
+/// approval can be valid, so approval classes are refused.
+pub fn check_approval(
+    request: &EnvironmentRequest,
+    class: &EnvironmentClass,
+    verifier: Option<&Verifier>,
+    now: Timestamp,
+) -> Result<Option<VerifiedApproval>, Denial> {
+    let policy = &class.spec.approval;
+    if !policy.required {
+        return Ok(None);
+    }
+    let (namespace, name) = (request.namespace().unwrap_or_default(), request.name_any());
+    let groups = policy.approver_groups.clone();
+    let missing = || Denial::ApprovalMissing {
+        class: class.name_any(),
+        groups: groups.clone(),
+        namespace: namespace.clone(),
+        name: name.clone(),
+    };
+    let Some(approval) = &request.spec.approval else {
+        return Err(missing());
+    };
+    let Some(verifier) = verifier else {
+        return Err(missing());
+    };
+    let Some(creator) = creator(request) else {
+        return Err(Denial::CreatorUnknown { class: class.name_any(), annotation: labels::CREATED_BY_ANNOTATION });
+    };
+    let target = Target {
+        namespace: &namespace,
+        name: &name,
+        spec: &request.spec,
+        approver_groups: &policy.approver_groups,
+        creator: Some(creator),
+    };
+    verifier.verify(&approval.token, &target, now).map(Some).map_err(|rejection| Denial::ApprovalRejected {
+        class: class.name_any(),
+        groups,
+        rejection,
+    })
+}

@@ -1,0 +1,254 @@
+//! Admission decisions: one AdmissionRequest and a read-only view of the cluster in,
+//! an AdmissionResponse out. No I/O here; the rules come from [`crate::policy`].
+
+use std::sync::Arc;
+
+use k8s_openapi::jiff::Timestamp;
+use kube::{
+    Resource, ResourceExt,
+    core::{
+        DynamicObject,
+        admission::{AdmissionRequest, AdmissionResponse, Operation},
+    },
+};
+use serde::de::DeserializeOwned;
+
+use crate::{
+    api::{EnvironmentClass, EnvironmentRequest, Rollout, Tenant},
+    approval::Verifier,
+    labels,
+    policy::{
+        budget,
+        references::{self, Conflict},
+        request::{self, Denial},
+    },
+};
+
+/// What admission may read about the cluster: the webhook's caches in production,
+/// plain lists in tests.
+pub trait View {
+    fn tenant(&self, name: &str) -> Option<Arc<Tenant>>;
+    fn class(&self, name: &str) -> Option<Arc<EnvironmentClass>>;
+    fn tenants(&self) -> Vec<Arc<Tenant>>;
+    fn classes(&self) -> Vec<Arc<EnvironmentClass>>;
+    fn requests(&self) -> Vec<Arc<EnvironmentRequest>>;
+}
+
+/// Keys and clock admission checks approvals with.
+pub struct Checks<'a> {
+    pub verifier: Option<&'a Verifier>,
+    pub now: Timestamp,
+}
+
+/// The kinds Berth admits, by the resource (plural) in the webhook's path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    EnvironmentRequest,
+    Tenant,
+    EnvironmentClass,
+    Rollout,
+}
+
+impl Kind {
+    /// From the plural resource name, as in `/validate/environmentrequests`.
+    pub fn from_plural(plural: &str) -> Option<Kind> {
+        match plural {
+            "environmentrequests" => Some(Kind::EnvironmentRequest),
+            "tenants" => Some(Kind::Tenant),
+            "environmentclasses" => Some(Kind::EnvironmentClass),
+            "rollouts" => Some(Kind::Rollout),
+            _ => None,
+        }
+    }
+
+    /// The plural resource name.
+    pub fn plural(self) -> &'static str {
+        match self {
+            Kind::EnvironmentRequest => "environmentrequests",
+            Kind::Tenant => "tenants",
+            Kind::EnvironmentClass => "environmentclasses",
+            Kind::Rollout => "rollouts",
+        }
+    }
+}
+
+/// An object of the review as Berth's type. `Err` carries the message for a denial:
+/// the apiserver validated the schema already, so this only fails on a broken review.
+fn typed<K: DeserializeOwned>(object: Option<&DynamicObject>, which: &str) -> Result<Option<K>, String> {
+    object
+        .map(|o| serde_json::to_value(o).and_then(serde_json::from_value::<K>))
+        .transpose()
+        .map_err(|e| format!("cannot read the review's {which} as a Berth object: {e}"))
+}
+
+/// Decides a validating review.
+pub fn validate(
+    req: &AdmissionRequest<DynamicObject>,
+    kind: Kind,
+    view: &(impl View + ?Sized),
+    checks: &Checks,
+) -> AdmissionResponse {
+    let response = AdmissionResponse::from(req);
+    let verdict = match kind {
+        Kind::EnvironmentRequest => validate_request(req, view, checks).map(|()| Vec::new()),
+        Kind::Tenant => validate_tenant(req, view),
+        Kind::EnvironmentClass => validate_class(req, view).map(|()| Vec::new()),
+        Kind::Rollout => validate_rollout(req, view).map(|()| Vec::new()),
+    };
+    match verdict {
+        Ok(warnings) if warnings.is_empty() => response,
+        Ok(warnings) => {
+            let mut response = response;
+            response.warnings = Some(warnings);
+            response
+        }
+        Err(message) => response.deny(message),
+    }
+}
+
+fn validate_request(
+    req: &AdmissionRequest<DynamicObject>,
+    view: &(impl View + ?Sized),
+    checks: &Checks,
+) -> Result<(), String> {
+    let Some(new) = typed::<EnvironmentRequest>(req.object.as_ref(), "object")? else {
+        return Ok(()); // DELETE and CONNECT carry no object; nothing to check.
+    };
+    let old = typed::<EnvironmentRequest>(req.old_object.as_ref(), "oldObject")?;
+    if req.operation == Operation::Update {
+        if new.meta().deletion_timestamp.is_some() {
+            return Ok(()); // Never stand in the way of a deletion (finalizer removal).
+        }
+        if let Some(old) = &old
+            && old.spec == new.spec
+        {
+            return Ok(()); // Metadata only (labels, finalizers): what was admitted holds.
+        }
+    }
+    let tenant = view.tenant(&new.spec.tenant);
+    let class = view.class(&new.spec.class);
+    let (tenant, class) = request::check(&new, tenant.as_deref(), class.as_deref()).map_err(|d| d.to_string())?;
+    // On UPDATE the digest covers the new spec, so any spec change needs a new approval.
+    request::check_approval(&new, class, checks.verifier, checks.now).map_err(|d| d.to_string())?;
+    if req.operation == Operation::Create {
+        check_budget(&new, tenant, view).map_err(|d| d.to_string())?;
+    }
+    Ok(())
+}
+
+/// The tenant's budget with this new request added, as the controller will decide it
+/// (the controller repeats the check, which also settles concurrent creations).
+fn check_budget(new: &EnvironmentRequest, tenant: &Tenant, view: &(impl View + ?Sized)) -> Result<(), Denial> {
+    let spec_budget = &tenant.spec.budget;
+    if spec_budget.max_environments.is_none() && spec_budget.monthly_cost_usd.is_none() && spec_budget.quota.is_empty()
+    {
+        return Ok(());
+    }
+    let namespace = new.namespace().unwrap_or_default();
+    let mut requests: Vec<Arc<EnvironmentRequest>> =
+        view.requests().into_iter().filter(|r| r.namespace().as_deref() == Some(namespace.as_str())).collect();
+    let name = new.name_any();
+    requests.retain(|r| r.name_any() != name);
+    let classes = view.classes();
+    let terms = budget::class_terms(classes.iter().map(AsRef::as_ref));
+    let claims = budget::claims(
+        &tenant.name_any(),
+        requests.iter().map(AsRef::as_ref).chain(std::iter::once(new)),
+        &terms,
+        &name,
+    );
+    match budget::decide_for(&tenant.name_any(), spec_budget, &claims, &name) {
+        Some(Err(exceeded)) => Err(Denial::OverBudget(exceeded)),
+        _ => Ok(()),
+    }
+}
+
+fn validate_tenant(req: &AdmissionRequest<DynamicObject>, view: &(impl View + ?Sized)) -> Result<Vec<String>, String> {
+    if req.operation == Operation::Delete {
+        let requests = view.requests();
+        let users = requests.iter().map(AsRef::as_ref).filter(|r| r.spec.tenant == req.name);
+        references::check_unused("Tenant", &req.name, users).map_err(|c| c.to_string())?;
+        return Ok(Vec::new());
+    }
+    let Some(tenant) = typed::<Tenant>(req.object.as_ref(), "object")? else {
+        return Ok(Vec::new());
+    };
+    if tenant.meta().deletion_timestamp.is_some() {
+        return Ok(Vec::new());
+    }
+    references::check_tenant_namespace(&tenant, &view.tenants()).map_err(|c| c.to_string())?;
+    let unknown = references::unknown_classes(&tenant, |name| view.class(name).is_some());
+    Ok(unknown
+        .into_iter()
+        .map(|class| format!("allowed class {class:?} does not exist yet; requests of it are refused until it does"))
+        .collect())
+}
+
+fn validate_class(req: &AdmissionRequest<DynamicObject>, view: &(impl View + ?Sized)) -> Result<(), String> {
+    if req.operation != Operation::Delete {
+        return Ok(()); // The CRD's CEL rules cover a class on its own.
+    }
+    let requests = view.requests();
+    let users = requests.iter().map(AsRef::as_ref).filter(|r| r.spec.class == req.name);
+    references::check_unused("EnvironmentClass", &req.name, users).map_err(|c| c.to_string())
+}
+
+fn validate_rollout(req: &AdmissionRequest<DynamicObject>, view: &(impl View + ?Sized)) -> Result<(), String> {
+    let Some(rollout) = typed::<Rollout>(req.object.as_ref(), "object")? else {
+        return Ok(());
+    };
+    if rollout.meta().deletion_timestamp.is_some() {
+        return Ok(());
+    }
+    let namespace = req.namespace.clone().or_else(|| rollout.namespace()).unwrap_or_default();
+    let tenants = view.tenants();
+    let owner = references::owner_of(&namespace, &tenants);
+    let mut rollout = rollout;
+    rollout.metadata.namespace = Some(namespace);
+    references::check_rollout(&rollout, owner).map_err(|c: Conflict| c.to_string())
+}
+
+/// Decides a mutating review of an EnvironmentRequest: records who created it from
+/// the apiserver's authenticated user, and keeps that record on every update.
+pub fn mutate(req: &AdmissionRequest<DynamicObject>) -> AdmissionResponse {
+    let response = AdmissionResponse::from(req);
+    let Some(object) = &req.object else {
+        return response;
+    };
+    let recorded = match req.operation {
+        Operation::Create => req.user_info.username.clone(),
+        // Whatever creation recorded (nothing for requests older than the webhook).
+        Operation::Update => {
+            req.old_object.as_ref().and_then(|old| old.annotations().get(labels::CREATED_BY_ANNOTATION).cloned())
+        }
+        _ => return response,
+    };
+    let current = object.annotations().get(labels::CREATED_BY_ANNOTATION).cloned();
+    if current == recorded {
+        return response;
+    }
+    let patch = creator_patch(object.metadata.annotations.is_some(), current.is_some(), recorded.as_deref());
+    match response.clone().with_patch(patch) {
+        Ok(patched) => patched,
+        Err(e) => response.deny(format!("cannot record the creator: {e}")),
+    }
+}
+
+/// JSON patch setting (or removing) the creator annotation.
+fn creator_patch(has_annotations: bool, has_creator: bool, creator: Option<&str>) -> json_patch::Patch {
+    use json_patch::{AddOperation, PatchOperation, RemoveOperation, jsonptr::PointerBuf};
+    let annotation = PointerBuf::from_tokens(["metadata", "annotations", labels::CREATED_BY_ANNOTATION]);
+    let operation = match (creator, has_annotations) {
+        (None, _) if has_creator => PatchOperation::Remove(RemoveOperation { path: annotation }),
+        (None, _) => return json_patch::Patch(Vec::new()),
+        (Some(user), true) => PatchOperation::Add(AddOperation { path: annotation, value: user.into() }),
+        (Some(user), false) => PatchOperation::Add(AddOperation {
+            path: PointerBuf::from_tokens(["metadata", "annotations"]),
+            value: serde_json::json!({ labels::CREATED_BY_ANNOTATION: user }),
+        }),
+    };
+    json_patch::Patch(vec![operation])
+}
+
+#[cfg(test)]
+mod tests;

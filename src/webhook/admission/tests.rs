@@ -1,0 +1,365 @@
+//! Admission decisions against an in-memory view: every rule, with the message a
+//! person reads at `kubectl apply`.
+
+use std::{sync::Arc, time::Duration};
+
+use k8s_openapi::jiff::Timestamp;
+use kube::core::admission::AdmissionResponse;
+use serde_json::{Value, json};
+
+use super::*;
+use crate::{
+    api::environment_request::{Approval, EnvironmentRequestStatus, GitOpsStatus, Phase},
+    approval::{Approver, Issuer, RequestRef, SigningKey, VerificationKeys, generate_ed25519},
+    test_support::{class, payments, request},
+    webhook::parse_review,
+};
+
+#[derive(Default)]
+struct Cluster {
+    tenants: Vec<Arc<Tenant>>,
+    classes: Vec<Arc<EnvironmentClass>>,
+    requests: Vec<Arc<EnvironmentRequest>>,
+}
+
+impl View for Cluster {
+    fn tenant(&self, name: &str) -> Option<Arc<Tenant>> {
+        self.tenants.iter().find(|t| t.name_any() == name).cloned()
+    }
+    fn class(&self, name: &str) -> Option<Arc<EnvironmentClass>> {
+        self.classes.iter().find(|c| c.name_any() == name).cloned()
+    }
+    fn tenants(&self) -> Vec<Arc<Tenant>> {
+        self.tenants.clone()
+    }
+    fn classes(&self) -> Vec<Arc<EnvironmentClass>> {
+        self.classes.clone()
+    }
+    fn requests(&self) -> Vec<Arc<EnvironmentRequest>> {
+        self.requests.clone()
+    }
+}
+
+fn cluster() -> Cluster {
+    Cluster {
+        tenants: vec![Arc::new(payments())],
+        classes: ["preview", "staging", "production"].iter().map(|c| Arc::new(class(c))).collect(),
+        requests: vec![],
+    }
+}
+
+struct Keys {
+    issuer: Issuer,
+    verifier: Verifier,
+}
+
+fn keys() -> Keys {
+    let (private, public) = generate_ed25519().expect("keys");
+    let signing = SigningKey::from_pem(private.as_bytes()).expect("signing key");
+    let issuer = Issuer::new(signing, "berth".into(), "berth.dev/approvals".into(), Duration::from_secs(3600));
+    let verifier = Verifier::new(
+        VerificationKeys::from_pems(&[public.as_bytes()]).expect("verification keys"),
+        "berth".into(),
+        "berth.dev/approvals".into(),
+    );
+    Keys { issuer, verifier }
+}
+
+fn now() -> Timestamp {
+    Timestamp::from_second(1_800_000_000).expect("valid")
+}
+
+fn approve(keys: &Keys, request: &EnvironmentRequest, approver: &str, at: Timestamp) -> String {
+    let approver = Approver { subject: approver.into(), groups: vec!["platform-approvers".into()] };
+    let target = RequestRef { namespace: request.namespace().unwrap_or_default(), name: request.name_any() };
+    keys.issuer.issue(&approver, &target, &request.spec, at).expect("issue")
+}
+
+fn with_creator(mut request: EnvironmentRequest, creator: &str) -> EnvironmentRequest {
+    request.annotations_mut().insert(labels::CREATED_BY_ANNOTATION.into(), creator.into());
+    request
+}
+
+/// An AdmissionRequest as the apiserver sends it (through the same parser).
+fn review(
+    operation: &str,
+    resource: &str,
+    object: Option<Value>,
+    old: Option<Value>,
+) -> AdmissionRequest<DynamicObject> {
+    let source = object.as_ref().or(old.as_ref()).expect("an object");
+    let body = json!({
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": {
+            "uid": "705ab4f5-6393-11e8-b7cc-42010a800002",
+            "kind": {"group": "berth.dev", "version": "v1alpha1", "kind": source["kind"]},
+            "resource": {"group": "berth.dev", "version": "v1alpha1", "resource": resource},
+            "name": source["metadata"]["name"],
+            "namespace": source["metadata"]["namespace"],
+            "operation": operation,
+            "userInfo": {"username": "alice", "groups": ["team-payments", "system:authenticated"]},
+            "object": object,
+            "oldObject": old,
+            "dryRun": false
+        }
+    });
+    parse_review(&serde_json::to_vec(&body).expect("json")).expect("a valid review")
+}
+
+fn value<T: serde::Serialize>(object: &T) -> Value {
+    serde_json::to_value(object).expect("json")
+}
+
+fn decide(cluster: &Cluster, keys: Option<&Keys>, req: &AdmissionRequest<DynamicObject>) -> AdmissionResponse {
+    let kind = Kind::from_plural(&req.resource.resource).expect("a Berth resource");
+    validate(req, kind, cluster, &Checks { verifier: keys.map(|k| &k.verifier), now: now() })
+}
+
+fn create(cluster: &Cluster, keys: Option<&Keys>, request: &EnvironmentRequest) -> AdmissionResponse {
+    decide(cluster, keys, &review("CREATE", "environmentrequests", Some(value(request)), None))
+}
+
+fn denied(response: &AdmissionResponse) -> &str {
+    assert!(!response.allowed, "expected a denial");
+    &response.result.message
+}
+
+#[test]
+fn a_preview_request_in_its_tenants_namespace_is_admitted() {
+    let response = create(&cluster(), None, &request("preview"));
+    assert!(response.allowed, "{}", response.result.message);
+}
+
+#[test]
+fn naming_another_tenant_from_this_namespace_is_refused() {
+    let mut cluster = cluster();
+    let mut other = payments();
+    other.metadata.name = Some("search".into());
+    other.spec.request_namespace = Some("search".into());
+    cluster.tenants.push(Arc::new(other));
+    let mut spoofed = request("preview");
+    spoofed.spec.tenant = "search".into();
+    let message = create(&cluster, None, &spoofed).result.message;
+    assert!(message.contains("is not tenant \"search\"'s request namespace"), "{message}");
+    assert!(message.contains("\"search\""), "{message}");
+}
+
+#[test]
+fn a_class_the_tenant_may_not_use_is_refused_with_the_allowed_list() {
+    let mut cluster = cluster();
+    let mut tenant = payments();
+    tenant.spec.allowed_classes = vec!["staging".into()];
+    cluster.tenants = vec![Arc::new(tenant)];
+    let response = create(&cluster, None, &request("preview"));
+    let message = denied(&response);
+    assert!(message.contains("may not use class \"preview\"") && message.contains("[\"staging\"]"), "{message}");
+}
+
+#[test]
+fn a_missing_class_ttl_over_max_and_a_foreign_cluster_are_refused() {
+    let mut missing = request("preview");
+    missing.spec.class = "gold".into();
+    let mut tenant = payments();
+    tenant.spec.allowed_classes.push("gold".into());
+    let cluster = Cluster { tenants: vec![Arc::new(tenant)], ..cluster() };
+    assert!(denied(&create(&cluster, None, &missing)).contains("EnvironmentClass \"gold\" does not exist"));
+
+    let mut long = request("preview");
+    long.spec.ttl = Some("400h".parse().expect("duration"));
+    assert!(denied(&create(&cluster, None, &long)).contains("ttl 400h is longer than class \"preview\" allows (168h)"));
+
+    let mut elsewhere = request("preview");
+    elsewhere.spec.cluster = "prod-eu-west-1".into();
+    assert!(denied(&create(&cluster, None, &elsewhere)).contains("does not run on cluster \"prod-eu-west-1\""));
+}
+
+fn provisioned(name: &str, class: &str) -> Arc<EnvironmentRequest> {
+    let mut existing = request("preview");
+    existing.metadata.name = Some(name.into());
+    existing.spec.class = class.into();
+    existing.status = Some(EnvironmentRequestStatus {
+        phase: Some(Phase::Ready),
+        gitops: Some(GitOpsStatus { commit: Some("abc".into()), path: None }),
+        ..Default::default()
+    });
+    Arc::new(existing)
+}
+
+#[test]
+fn a_request_that_would_overrun_the_cost_budget_is_refused_with_the_figures() {
+    let mut cluster = cluster();
+    // Two staging environments already hold budget; the tenant allows $5000.
+    let mut tenant = payments();
+    tenant.spec.budget.monthly_cost_usd = Some(100);
+    cluster.tenants = vec![Arc::new(tenant)];
+    cluster.requests = vec![provisioned("a", "preview"), provisioned("b", "preview")];
+    let message = create(&cluster, None, &request("preview")).result.message;
+    assert!(message.contains("would spend $120 a month") && message.contains("budget is $100"), "{message}");
+
+    // Room for one more when only one exists; requests of other namespaces do not count.
+    let mut elsewhere = provisioned("c", "preview");
+    Arc::make_mut(&mut elsewhere).metadata.namespace = Some("search".into());
+    cluster.requests = vec![provisioned("a", "preview"), elsewhere];
+    assert!(create(&cluster, None, &request("preview")).allowed);
+}
+
+#[test]
+fn production_without_an_approval_names_the_approver_groups_and_the_command() {
+    let keys = keys();
+    let response = create(&cluster(), Some(&keys), &with_creator(request("production"), "alice"));
+    let message = denied(&response);
+    assert!(message.contains("needs an approval from a member of [\"platform-approvers\"]"), "{message}");
+    assert!(message.contains("berth approve"), "{message}");
+}
+
+#[test]
+fn production_approved_by_someone_else_in_the_group_is_admitted() {
+    let keys = keys();
+    let mut prod = with_creator(request("production"), "alice");
+    prod.spec.approval = Some(Approval { token: approve(&keys, &prod, "bob", now()) });
+    let response = create(&cluster(), Some(&keys), &prod);
+    assert!(response.allowed, "{}", response.result.message);
+}
+
+#[test]
+fn the_creator_cannot_approve_their_own_request() {
+    let keys = keys();
+    let mut prod = with_creator(request("production"), "bob");
+    prod.spec.approval = Some(Approval { token: approve(&keys, &prod, "bob", now()) });
+    let message = create(&cluster(), Some(&keys), &prod).result.message;
+    assert!(message.contains("approver \"bob\" created this request"), "{message}");
+}
+
+#[test]
+fn without_configured_keys_no_approval_is_valid() {
+    let keys = keys();
+    let mut prod = with_creator(request("production"), "alice");
+    prod.spec.approval = Some(Approval { token: approve(&keys, &prod, "bob", now()) });
+    assert!(denied(&create(&cluster(), None, &prod)).contains("needs an approval"));
+}
+
+#[test]
+fn changing_the_spec_after_approval_is_refused_but_metadata_changes_are_not() {
+    let keys = keys();
+    let mut approved = with_creator(request("production"), "alice");
+    approved.spec.approval = Some(Approval { token: approve(&keys, &approved, "bob", now()) });
+    let cluster = cluster();
+
+    let mut changed = approved.clone();
+    changed.spec.app.revision = "v1.9.0".into();
+    let update = review("UPDATE", "environmentrequests", Some(value(&changed)), Some(value(&approved)));
+    let message = decide(&cluster, Some(&keys), &update).result.message;
+    assert!(message.contains("the spec changed after it was approved"), "{message}");
+
+    // A label or finalizer change does not need a fresh approval, even after the token
+    // expired; neither does a deletion.
+    let mut labelled = approved.clone();
+    labelled.labels_mut().insert("team".into(), "checkout".into());
+    let update = review("UPDATE", "environmentrequests", Some(value(&labelled)), Some(value(&approved)));
+    let later = Checks { verifier: Some(&keys.verifier), now: Timestamp::from_second(1_900_000_000).expect("valid") };
+    assert!(validate(&update, Kind::EnvironmentRequest, &cluster, &later).allowed);
+}
+
+#[test]
+fn an_expired_approval_is_refused_at_creation() {
+    let keys = keys();
+    let mut prod = with_creator(request("production"), "alice");
+    let two_hours_ago = Timestamp::from_second(now().as_second() - 7200).expect("valid");
+    prod.spec.approval = Some(Approval { token: approve(&keys, &prod, "bob", two_hours_ago) });
+    let message = create(&cluster(), Some(&keys), &prod).result.message;
+    assert!(message.contains("expired"), "{message}");
+}
+
+#[test]
+fn the_creator_is_recorded_from_the_authenticated_user_not_the_object() {
+    let mut forged = request("preview");
+    forged.annotations_mut().insert(labels::CREATED_BY_ANNOTATION.into(), "bob".into());
+    let response = mutate(&review("CREATE", "environmentrequests", Some(value(&forged)), None));
+    let patch: Value = serde_json::from_slice(response.patch.as_deref().expect("a patch")).expect("json");
+    assert_eq!(patch, json!([{"op": "add", "path": "/metadata/annotations/berth.dev~1created-by", "value": "alice"}]));
+
+    let bare = request("preview");
+    let response = mutate(&review("CREATE", "environmentrequests", Some(value(&bare)), None));
+    let patch: Value = serde_json::from_slice(response.patch.as_deref().expect("a patch")).expect("json");
+    assert_eq!(
+        patch,
+        json!([{"op": "add", "path": "/metadata/annotations", "value": {"berth.dev/created-by": "alice"}}])
+    );
+}
+
+#[test]
+fn an_update_keeps_the_recorded_creator() {
+    let old = with_creator(request("preview"), "carol");
+    let mut new = old.clone();
+    new.annotations_mut().insert(labels::CREATED_BY_ANNOTATION.into(), "alice".into());
+    let response = mutate(&review("UPDATE", "environmentrequests", Some(value(&new)), Some(value(&old))));
+    let patch: Value = serde_json::from_slice(response.patch.as_deref().expect("a patch")).expect("json");
+    assert_eq!(patch[0]["value"], json!("carol"));
+
+    // Unchanged: no patch at all.
+    let response = mutate(&review("UPDATE", "environmentrequests", Some(value(&old)), Some(value(&old))));
+    assert!(response.allowed && response.patch.is_none());
+}
+
+#[test]
+fn tenants_cannot_take_a_system_namespace_or_another_tenants() {
+    let cluster = cluster();
+    let mut system = payments();
+    system.metadata.name = Some("ops".into());
+    system.spec.request_namespace = Some("kube-system".into());
+    let response = decide(&cluster, None, &review("CREATE", "tenants", Some(value(&system)), None));
+    assert!(denied(&response).contains("\"kube-system\" is reserved"));
+
+    let mut copycat = payments();
+    copycat.metadata.name = Some("payments-2".into());
+    let response = decide(&cluster, None, &review("CREATE", "tenants", Some(value(&copycat)), None));
+    assert!(denied(&response).contains("already belongs to tenant \"payments\""));
+
+    // Updating the tenant that owns it is fine; an unknown allowed class is a warning.
+    let mut updated = payments();
+    updated.spec.allowed_classes.push("gold".into());
+    let response =
+        decide(&cluster, None, &review("UPDATE", "tenants", Some(value(&updated)), Some(value(&payments()))));
+    assert!(response.allowed, "{}", response.result.message);
+    assert_eq!(response.warnings.map(|w| w.len()), Some(1));
+}
+
+#[test]
+fn classes_and_tenants_in_use_cannot_be_deleted() {
+    let mut cluster = cluster();
+    cluster.requests = vec![provisioned("a", "preview")];
+    let delete = review("DELETE", "environmentclasses", None, Some(value(&class("preview"))));
+    let message = decide(&cluster, None, &delete).result.message;
+    assert!(message.contains("EnvironmentClass \"preview\" still has 1 environment(s) (payments/a)"), "{message}");
+    let unused = review("DELETE", "environmentclasses", None, Some(value(&class("staging"))));
+    assert!(decide(&cluster, None, &unused).allowed);
+    let tenant = review("DELETE", "tenants", None, Some(value(&payments())));
+    assert!(denied(&decide(&cluster, None, &tenant)).contains("Tenant \"payments\" still has 1"));
+}
+
+#[test]
+fn rollouts_must_live_in_a_tenant_namespace_and_use_allowed_classes() {
+    let cluster = cluster();
+    let rollout: Rollout = crate::test_support::example("rollout-checkout.yaml");
+    let response = decide(&cluster, None, &review("CREATE", "rollouts", Some(value(&rollout)), None));
+    assert!(response.allowed, "{}", response.result.message);
+
+    let mut elsewhere = rollout.clone();
+    elsewhere.metadata.namespace = Some("default".into());
+    let response = decide(&cluster, None, &review("CREATE", "rollouts", Some(value(&elsewhere)), None));
+    assert!(denied(&response).contains("\"default\" is none"));
+
+    let mut gold = rollout;
+    gold.spec.stages[0].classes = vec!["gold".into()];
+    let response = decide(&cluster, None, &review("CREATE", "rollouts", Some(value(&gold)), None));
+    assert!(denied(&response).contains("promotes to class \"gold\""));
+}
+
+#[test]
+fn malformed_reviews_are_errors_not_panics() {
+    for body in [&b""[..], b"{", b"[]", b"{\"kind\":\"AdmissionReview\"}", b"{\"request\":{\"uid\":1}}", &[0xff, 0xfe]]
+    {
+        assert!(parse_review(body).is_err(), "{:?}", String::from_utf8_lossy(body));
+    }
+}

@@ -1,0 +1,158 @@
+//! `POST /v1/approvals`: an approver proves who they are with a bearer token and
+//! gets a signed approval for one request's exact spec. Every decision is written
+//! to the audit log (target `berth::audit`): who, which request, allowed or not,
+//! why — never a token.
+
+use axum::{
+    Json,
+    extract::State,
+    http::{HeaderMap, StatusCode, header},
+    response::{IntoResponse, Response},
+};
+use k8s_openapi::jiff::Timestamp;
+use kube::ResourceExt;
+use serde::{Deserialize, Serialize};
+
+use super::server::WebhookState;
+use crate::{
+    api::environment_request::EnvironmentRequestSpec,
+    approval::{Approver, RequestRef, digest::spec_digest},
+    auth::{Caller, Role},
+    policy::request::creator,
+};
+
+/// What the caller wants approved: the request as it will be (or was) applied.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ApprovalRequest {
+    /// The request's namespace.
+    pub namespace: String,
+    /// The request's name.
+    pub name: String,
+    /// Its spec; the approval covers exactly this (its `approval` field aside).
+    pub spec: EnvironmentRequestSpec,
+}
+
+/// A granted approval.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ApprovalGranted {
+    /// The token to put in `spec.approval.token`.
+    pub token: String,
+    /// Who approved.
+    pub approver: String,
+    /// Digest of the approved spec.
+    pub digest: String,
+}
+
+/// A refusal, as JSON: a stable reason code and a sentence for people.
+#[derive(Debug, Deserialize, Serialize)]
+pub struct ApiError {
+    /// Machine-readable reason, e.g. `NotAnApprover`.
+    pub reason: String,
+    /// What went wrong and what to do.
+    pub message: String,
+}
+
+fn refuse(status: StatusCode, reason: &str, message: String) -> Response {
+    (status, Json(ApiError { reason: reason.to_owned(), message })).into_response()
+}
+
+/// One audit record per decision.
+fn audit(caller: Option<&Caller>, target: &str, allowed: bool, reason: &str, message: &str) {
+    tracing::info!(
+        target: "berth::audit",
+        action = "approve",
+        caller = caller.map(|c| c.subject.as_str()).unwrap_or("<unauthenticated>"),
+        groups = ?caller.map(|c| c.groups.clone()).unwrap_or_default(),
+        request = target,
+        allowed,
+        reason,
+        message,
+        "approval decision"
+    );
+}
+
+/// The handler.
+pub async fn create(State(state): State<WebhookState>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
+    let (Some(bearer), Some(issuer)) = (&state.bearer, &state.issuer) else {
+        let message = "approvals are not configured on this Berth (no signing key or no caller authentication)";
+        audit(None, "-", false, "NotConfigured", message);
+        return refuse(StatusCode::SERVICE_UNAVAILABLE, "NotConfigured", message.to_owned());
+    };
+    let now = Timestamp::now();
+    let authorization = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    let caller = match bearer.authenticate(authorization, now) {
+        Ok(caller) => caller,
+        Err(e) => {
+            audit(None, "-", false, e.reason(), &e.to_string());
+            return refuse(StatusCode::UNAUTHORIZED, e.reason(), e.to_string());
+        }
+    };
+    let asked: ApprovalRequest = match serde_json::from_slice(&body) {
+        Ok(asked) => asked,
+        Err(e) => {
+            let message = format!("body must be {{namespace, name, spec}} of an EnvironmentRequest: {e}");
+            audit(Some(&caller), "-", false, "BadRequest", &message);
+            return refuse(StatusCode::BAD_REQUEST, "BadRequest", message);
+        }
+    };
+    let target = format!("{}/{}", asked.namespace, asked.name);
+    let refused = |status, reason: &str, message: String| {
+        audit(Some(&caller), &target, false, reason, &message);
+        refuse(status, reason, message)
+    };
+    if !caller.has_role(Role::Approver) {
+        let message = format!(
+            "{} has roles {:?}; approving needs the approver (or admin) role",
+            caller.subject,
+            caller.roles.iter().map(ToString::to_string).collect::<Vec<_>>()
+        );
+        return refused(StatusCode::FORBIDDEN, "NotAnApprover", message);
+    }
+    let Some(class) = state.view.class(&asked.spec.class) else {
+        let message = format!("EnvironmentClass {:?} does not exist", asked.spec.class);
+        return refused(StatusCode::UNPROCESSABLE_ENTITY, "ClassNotFound", message);
+    };
+    let policy = &class.spec.approval;
+    if !policy.required {
+        let message = format!("class {:?} does not need an approval; apply the request as it is", class.name_any());
+        return refused(StatusCode::UNPROCESSABLE_ENTITY, "ApprovalNotRequired", message);
+    }
+    if !caller.groups.iter().any(|g| policy.approver_groups.contains(g)) {
+        let message = format!(
+            "{} is in groups {:?}, none of which approves class {:?} (approver groups: {:?})",
+            caller.subject,
+            caller.groups,
+            class.name_any(),
+            policy.approver_groups
+        );
+        return refused(StatusCode::FORBIDDEN, "NotInApproverGroups", message);
+    }
+    // Four eyes: when the request already exists, its recorded creator may not approve
+    // it. (For a request not yet applied, admission makes the same check.)
+    let existing = state
+        .view
+        .requests()
+        .into_iter()
+        .find(|r| r.namespace().as_deref() == Some(asked.namespace.as_str()) && r.name_any() == asked.name);
+    if let Some(existing) = existing
+        && creator(&existing) == Some(caller.subject.as_str())
+    {
+        let message = format!(
+            "{} created {target} and cannot approve it; someone else in {:?} must",
+            caller.subject, policy.approver_groups
+        );
+        return refused(StatusCode::FORBIDDEN, "SelfApproval", message);
+    }
+    let approver = Approver { subject: caller.subject.clone(), groups: caller.groups.clone() };
+    let request = RequestRef { namespace: asked.namespace.clone(), name: asked.name.clone() };
+    match issuer.issue(&approver, &request, &asked.spec, now) {
+        Ok(token) => {
+            audit(Some(&caller), &target, true, "Approved", "approval issued");
+            let granted = ApprovalGranted { token, approver: caller.subject.clone(), digest: spec_digest(&asked.spec) };
+            (StatusCode::OK, Json(granted)).into_response()
+        }
+        Err(e) => refused(StatusCode::INTERNAL_SERVER_ERROR, "SigningFailed", e.to_string()),
+    }
+}

@@ -1,0 +1,124 @@
+//! The HTTP surface: admission endpoints for the apiserver and the auth API for
+//! people, on one HTTPS listener.
+//!
+//! - `POST /validate/{resource}` — validating AdmissionReview v1 for Berth's kinds
+//! - `POST /mutate/environmentrequests` — records the creator
+//! - `POST /v1/approvals` — an approver asks Berth to sign an approval
+//! - `GET /healthz`
+
+use std::{sync::Arc, time::Instant};
+
+use axum::{
+    Router,
+    body::Bytes,
+    extract::{Path, State},
+    http::{StatusCode, header},
+    response::{IntoResponse, Response},
+    routing::{get, post},
+};
+use k8s_openapi::jiff::Timestamp;
+use kube::core::{
+    DynamicObject,
+    admission::{AdmissionRequest, AdmissionResponse, AdmissionReview},
+};
+
+use super::{
+    admission::{self, Checks, Kind, View},
+    approvals,
+    metrics::WebhookMetrics,
+};
+use crate::{
+    approval::{Issuer, Verifier},
+    auth::BearerVerifier,
+};
+
+/// Largest review or approval body accepted. The apiserver caps objects at ~1.5 MiB;
+/// an AdmissionReview carries the object twice on UPDATE.
+const MAX_BODY: usize = 4 * 1024 * 1024;
+
+/// Everything the handlers need.
+#[derive(Clone)]
+pub struct WebhookState {
+    /// What admission reads about the cluster.
+    pub view: Arc<dyn View + Send + Sync>,
+    /// Verifies approval tokens; `None` refuses every approval class.
+    pub verifier: Option<Arc<Verifier>>,
+    /// Signs approvals; `None` turns `POST /v1/approvals` off (503).
+    pub issuer: Option<Arc<Issuer>>,
+    /// Authenticates callers of the auth API; `None` turns it off (503).
+    pub bearer: Option<Arc<BearerVerifier>>,
+    /// Admission counters and latency.
+    pub metrics: Option<WebhookMetrics>,
+}
+
+/// The webhook's routes.
+pub fn router(state: WebhookState) -> Router {
+    Router::new()
+        .route("/validate/{resource}", post(validate))
+        .route("/mutate/environmentrequests", post(mutate))
+        .route("/v1/approvals", post(approvals::create))
+        .route("/healthz", get(|| async { "ok" }))
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
+        .with_state(state)
+}
+
+/// A review the handler could not read: 400 with a reason, so a broken client (or a
+/// fuzzer) gets an answer and nothing else happens.
+fn bad_review(message: impl Into<String>) -> Response {
+    (StatusCode::BAD_REQUEST, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], message.into()).into_response()
+}
+
+/// Parses an AdmissionReview v1 body into its request.
+pub fn parse_review(body: &[u8]) -> Result<AdmissionRequest<DynamicObject>, String> {
+    let review: AdmissionReview<DynamicObject> =
+        serde_json::from_slice(body).map_err(|e| format!("body is not an AdmissionReview: {e}"))?;
+    review.try_into().map_err(|_| "AdmissionReview has no request".to_owned())
+}
+
+fn review_response(response: AdmissionResponse) -> Response {
+    match serde_json::to_vec(&response.into_review()) {
+        Ok(body) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("cannot encode the review: {e}")).into_response(),
+    }
+}
+
+async fn validate(State(state): State<WebhookState>, Path(resource): Path<String>, body: Bytes) -> Response {
+    let Some(kind) = Kind::from_plural(&resource) else {
+        return (StatusCode::NOT_FOUND, format!("Berth does not admit {resource:?}")).into_response();
+    };
+    let started = Instant::now();
+    let req = match parse_review(&body) {
+        Ok(req) => req,
+        Err(message) => return bad_review(message),
+    };
+    let checks = Checks { verifier: state.verifier.as_deref(), now: Timestamp::now() };
+    let response = admission::validate(&req, kind, state.view.as_ref(), &checks);
+    if !response.allowed {
+        tracing::info!(
+            target: "berth::audit",
+            kind = kind.plural(),
+            operation = ?req.operation,
+            object = %format!("{}/{}", req.namespace.as_deref().unwrap_or(""), req.name),
+            user = req.user_info.username.as_deref().unwrap_or(""),
+            reason = %response.result.message,
+            "admission denied"
+        );
+    }
+    if let Some(metrics) = &state.metrics {
+        metrics.observe(kind.plural(), &req.operation, response.allowed, started.elapsed());
+    }
+    review_response(response)
+}
+
+async fn mutate(State(state): State<WebhookState>, body: Bytes) -> Response {
+    let started = Instant::now();
+    let req = match parse_review(&body) {
+        Ok(req) => req,
+        Err(message) => return bad_review(message),
+    };
+    let response = admission::mutate(&req);
+    if let Some(metrics) = &state.metrics {
+        metrics.observe("environmentrequests-mutate", &req.operation, response.allowed, started.elapsed());
+    }
+    review_response(response)
+}
