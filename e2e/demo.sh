@@ -17,18 +17,29 @@ run kubectl apply --server-side -f crds/
 # A just-created CRD may not have conditions yet; kubectl wait then errors instead of waiting.
 for _ in $(seq 20); do kubectl wait --for=condition=Established --timeout=60s -f crds/ 2>/dev/null && break; sleep 0.25; done
 
-step "Start the operator (berth run), committing to a local bare GitOps repository"
+step "Start the operator (berth run) with its admission webhook, committing to a local bare GitOps repository"
 cargo build -q --bin berth
+berth=target/debug/berth
+run $berth dev-credentials --out .berth/webhook --host 127.0.0.1
 if [[ -f .berth/operator.pid ]] && kill -0 "$(cat .berth/operator.pid)" 2>/dev/null; then
   kill "$(cat .berth/operator.pid)"; sleep 1
 fi
 rm -rf .berth/gitops-remote.git .berth/gitops-clone
 git init -q --bare --initial-branch=main .berth/gitops-remote.git
 BERTH_GITOPS_REMOTE="file://$PWD/.berth/gitops-remote.git" BERTH_GITOPS_WORKDIR="$PWD/.berth/gitops-clone" \
-  BERTH_LISTEN=127.0.0.1:18080 BERTH_LOG_FORMAT=text nohup target/debug/berth run > .berth/operator.log 2>&1 &
+  BERTH_LISTEN=127.0.0.1:18080 BERTH_LOG_FORMAT=text \
+  BERTH_WEBHOOK_LISTEN=127.0.0.1:18443 \
+  BERTH_WEBHOOK_CERT_FILE=.berth/webhook/tls.crt BERTH_WEBHOOK_KEY_FILE=.berth/webhook/tls.key \
+  BERTH_APPROVAL_SIGNING_KEY_FILE=.berth/webhook/approval-signing.pem \
+  BERTH_AUTH_HS256_SECRET_FILE=.berth/webhook/auth-hs256.secret \
+  nohup $berth run > .berth/operator.log 2>&1 &
 echo $! > .berth/operator.pid
 for _ in $(seq 50); do curl -sf 127.0.0.1:18080/readyz >/dev/null && break; sleep 0.2; done
 run curl -s 127.0.0.1:18080/readyz; echo
+
+step "Register the webhook with the apiserver (failurePolicy Fail, only Berth's kinds)"
+$berth webhook-config --url https://127.0.0.1:18443 --ca-file .berth/webhook/ca.crt | run kubectl apply -f -
+for _ in $(seq 50); do curl -sf --cacert .berth/webhook/ca.crt https://127.0.0.1:18443/healthz >/dev/null && break; sleep 0.2; done
 
 step "Platform team: three classes and the payments tenant (Berth creates its namespace and RBAC)"
 run kubectl apply -f examples/environmentclass-preview.yaml -f examples/environmentclass-staging.yaml \
@@ -37,19 +48,37 @@ for _ in $(seq 50); do kubectl get namespace payments >/dev/null 2>&1 && break; 
 run kubectl get namespace payments --show-labels
 run kubectl --context alice auth can-i create environmentrequests.berth.dev -n payments
 
-step "Alice asks for environments: preview and production"
-run kubectl --context alice apply -f examples/environmentrequest-preview.yaml -f examples/environmentrequest-production.yaml
+step "Alice asks for a preview environment"
+run kubectl --context alice apply -f examples/environmentrequest-preview.yaml
 run kubectl wait --for=jsonpath='{.status.phase}'=Ready environmentrequest/checkout-pr-1234 -n payments --timeout=60s
+run kubectl get environmentrequest checkout-pr-1234 -n payments -o jsonpath='{.metadata.annotations}'; echo
+
+step "Alice asks for production: the apiserver refuses it without an approval"
+if kubectl --context alice apply -f examples/environmentrequest-production.yaml; then
+  echo "unexpected: an unapproved production request was admitted" >&2
+  exit 1
+fi
+
+step "Alice cannot approve it herself; bob, a platform approver, can"
+$berth token --secret-file .berth/webhook/auth-hs256.secret --subject alice --group team-payments --role requester > .berth/webhook/alice.token
+$berth token --secret-file .berth/webhook/auth-hs256.secret --subject bob --group platform-approvers --role approver > .berth/webhook/bob.token
+export BERTH_URL=https://127.0.0.1:18443 BERTH_CA_FILE=.berth/webhook/ca.crt
+if BERTH_TOKEN_FILE=.berth/webhook/alice.token $berth approve -f examples/environmentrequest-production.yaml; then
+  echo "unexpected: alice approved" >&2
+  exit 1
+fi
+printf '$ BERTH_TOKEN_FILE=.berth/webhook/bob.token berth approve -f examples/environmentrequest-production.yaml -o yaml > .berth/checkout-prod.yaml\n'
+BERTH_TOKEN_FILE=.berth/webhook/bob.token $berth approve -f examples/environmentrequest-production.yaml -o yaml > .berth/checkout-prod.yaml
+run kubectl --context alice apply -f .berth/checkout-prod.yaml
+run kubectl wait --for=jsonpath='{.status.phase}'=Ready environmentrequest/checkout-prod -n payments --timeout=60s
+run kubectl get environmentrequest checkout-prod -n payments \
+  -o jsonpath='{.status.conditions[?(@.type=="Approved")].message}'; echo
 run kubectl get berth -A
 
 run kubectl apply -f examples/rollout-checkout.yaml   # Rollouts are stored; their controller comes later
 
 step "What Berth committed to the GitOps repository"
 run git --git-dir .berth/gitops-remote.git log --stat -1 main
-
-step "Production needs an approval: it waits, and says from whom"
-run kubectl get environmentrequest checkout-prod -n payments \
-  -o jsonpath='{.status.conditions[?(@.type=="Approved")].message}'; echo
 
 step "Drift: apply the committed folder (Argo CD's job), then edit the live quota by hand"
 folder="clusters/in-cluster/tenants/payments/checkout-pr-1234"
@@ -77,7 +106,7 @@ fi
 cat <<MSG
 
 The control plane and the operator are still running (operator log: .berth/operator.log,
-metrics: curl 127.0.0.1:18080/metrics). The GitOps repository is .berth/gitops-remote.git. To use it from your shell:
+metrics: curl 127.0.0.1:18080/metrics, webhook and auth API: https://127.0.0.1:18443). The GitOps repository is .berth/gitops-remote.git. To use it from your shell:
   source .berth/cluster/env.sh
   kubectl get berth -A
 Stop both with: just cluster-down
