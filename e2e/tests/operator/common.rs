@@ -170,3 +170,15 @@ pub async fn wait_tenant_namespace(tenant: &str) {
     })
     .await;
 }
+
+/// Waits until the tenant's members can work in its namespace (the Tenant controller
+/// binds them right after labelling it).
+pub async fn wait_tenant_members(tenant: &str) {
+    wait_tenant_namespace(tenant).await;
+    wait_for(Duration::from_secs(30), &format!("alice's RoleBinding in {tenant}"), || async move {
+        let out =
+            cluster().kubectl("alice", &["auth", "can-i", "create", "environmentrequests", "-n", tenant], None).await;
+        out.success.then_some(())
+    })
+    .await;
+}

@@ -51,14 +51,7 @@ async fn tenant(name: &str, classes: &[&str], budget: &str, bob_member: bool) {
         );
     }
     kubectl_apply(&yaml).await;
-    wait_tenant_namespace(name).await;
-    // The tenant controller binds its people right after labelling the namespace.
-    wait_for(Duration::from_secs(30), "alice's RoleBinding", || async move {
-        let out =
-            cluster().kubectl("alice", &["auth", "can-i", "create", "environmentrequests", "-n", name], None).await;
-        out.success.then_some(())
-    })
-    .await;
+    wait_tenant_members(name).await;
 }
 
 async fn apply_as(user: &str, yaml: &str) -> Result<(), String> {

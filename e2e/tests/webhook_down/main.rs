@@ -20,7 +20,7 @@ async fn berth_kinds_fail_closed_and_nothing_else_is_affected() {
     let (tenant, class) = (format!("tn-{}", suffix()), format!("small-{}", suffix()));
     kubectl_apply(&class_yaml(&class, 1, "")).await;
     kubectl_apply(&tenant_yaml(&tenant, &[&class], "{}")).await;
-    wait_tenant_namespace(&tenant).await;
+    wait_tenant_members(&tenant).await;
 
     operator.lock().unwrap_or_else(|e| e.into_inner()).kill();
 
