@@ -49,7 +49,8 @@ pub struct RunArgs {
     /// File holding the ssh key's passphrase.
     #[arg(long, env = "BERTH_GITOPS_SSH_PASSPHRASE_FILE")]
     pub gitops_ssh_passphrase_file: Option<PathBuf>,
-    /// How long changes are collected into one commit, in milliseconds.
+    /// How long changes are collected into one commit under load, in milliseconds (a
+    /// lone change is committed after a 10 ms settle).
     #[arg(long, env = "BERTH_GITOPS_BATCH_WINDOW_MS", default_value_t = 200)]
     pub gitops_batch_window_ms: u64,
     /// Namespace Argo CD watches for Applications.

@@ -19,6 +19,18 @@ use super::publish::{CommitOutcome, Engine};
 
 /// Most changes in one batch; a full batch is committed without waiting for the window.
 const MAX_BATCH: usize = 500;
+
+/// How long a change that finds the writer quiet waits for company. The window is
+/// for load: a lone change (the last batch held one change, or the writer has been
+/// idle for a while) is committed after this short pause instead, so one request
+/// costs one quick commit and a burst still collects into window-sized batches.
+const SETTLE: Duration = Duration::from_millis(10);
+
+/// When the next batch closes, for a change that opens it.
+fn batch_deadline(now: Instant, window: Duration, last_batch: usize, last_flush: Option<Instant>) -> Instant {
+    let idle = last_flush.is_none_or(|at| now.duration_since(at) >= window * 5);
+    if last_batch <= 1 || idle { now + SETTLE.min(window) } else { now + window }
+}
 /// Requests that may queue while the writer is busy before callers wait to send.
 const CHANNEL_CAPACITY: usize = 1024;
 
@@ -100,13 +112,18 @@ async fn run(
     let mut batch: Vec<(Change, Reply<CommitOutcome>)> = Vec::new();
     let mut deadline: Option<Instant> = None;
     let mut retry_at: Option<Instant> = None;
+    // Size and end of the last batch: what tells load from a lone change.
+    let mut last_batch = 0;
+    let mut last_flush: Option<Instant> = None;
     loop {
         let idle = Instant::now() + Duration::from_secs(3600);
         tokio::select! {
             biased;
             () = sleep_until(deadline.unwrap_or(idle)), if deadline.is_some() => {
                 deadline = None;
+                last_batch = batch.len();
                 let _ = flush(engine, &mut batch);
+                last_flush = Some(Instant::now());
                 retry_at = next_retry(engine, retry_interval);
             }
             () = sleep_until(retry_at.unwrap_or(idle)), if retry_at.is_some() && batch.is_empty() => {
@@ -117,7 +134,7 @@ async fn run(
             request = rx.recv() => match request {
                 Some(Request::Change { change, reply }) => {
                     if batch.is_empty() {
-                        deadline = Some(Instant::now() + window);
+                        deadline = Some(batch_deadline(Instant::now(), window, last_batch, last_flush));
                     }
                     batch.push((change, reply));
                     if batch.len() >= MAX_BATCH {
@@ -166,5 +183,31 @@ fn final_flush(engine: &mut Engine, batch: &mut Vec<(Change, Reply<CommitOutcome
         engine.publish(Vec::new()).map(drop)
     } else {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lone_change_settles_briefly_and_load_waits_the_window() {
+        let window = Duration::from_millis(200);
+        let now = Instant::now();
+        // First change ever, or after a single-change batch: a short settle.
+        assert_eq!(batch_deadline(now, window, 0, None), now + SETTLE);
+        assert_eq!(batch_deadline(now, window, 1, Some(now)), now + SETTLE);
+        // Right after a batch of many: the window.
+        assert_eq!(
+            batch_deadline(now + Duration::from_millis(50), window, 40, Some(now)),
+            now + Duration::from_millis(250)
+        );
+        // A long quiet spell after a big batch counts as idle again.
+        assert_eq!(
+            batch_deadline(now + Duration::from_secs(2), window, 40, Some(now)),
+            now + Duration::from_secs(2) + SETTLE
+        );
+        // A zero window never waits.
+        assert_eq!(batch_deadline(now, Duration::ZERO, 0, None), now);
     }
 }

@@ -74,7 +74,8 @@ pub struct WriterConfig {
     pub author_name: String,
     /// Commit author and committer e-mail.
     pub author_email: String,
-    /// How long to collect changes after the first one before committing.
+    /// How long to collect changes into one commit under load. A lone change (the
+    /// writer was quiet) is committed after a short settle instead.
     pub batch_window: Duration,
     /// Retry bounds.
     pub retry: RetryPolicy,
