@@ -141,6 +141,7 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         committed: Default::default(),
         requests: Default::default(),
         approvals: approvals.clone(),
+        stores: Default::default(),
     });
 
     let shutdown = shutdown_signal().shared();

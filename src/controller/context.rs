@@ -63,9 +63,19 @@ pub struct Context {
     /// Verifies approval tokens; `None` when no approval keys are configured, and
     /// then no request of a class that needs approval is provisioned.
     pub approvals: Option<std::sync::Arc<crate::approval::Verifier>>,
+    /// Classes, tenants and live rendered objects in memory, once the request
+    /// controller runs.
+    pub stores: super::stores::SharedStores,
 }
 
 impl Context {
+    /// The request controller's stores, once they hold their first lists.
+    pub async fn stores(&self) -> Result<&super::stores::Stores, super::Error> {
+        let stores = self.stores.get().ok_or(super::Error::Incomplete("the request controller's stores"))?;
+        stores.ready().await;
+        Ok(stores)
+    }
+
     /// Every EnvironmentRequest, from the request controller's cache once it runs
     /// (its reflector lists before the first reconcile), else from the API.
     pub async fn all_requests(&self) -> Result<Vec<std::sync::Arc<crate::api::EnvironmentRequest>>, super::Error> {

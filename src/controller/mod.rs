@@ -6,6 +6,7 @@ mod class;
 mod context;
 mod error;
 pub mod request;
+pub mod stores;
 pub mod tenant;
 
 use std::{future::Future, sync::Arc, time::Duration};
@@ -24,12 +25,6 @@ use kube::{
 
 pub use context::{Context, FIELD_MANAGER, FINALIZER};
 pub use error::Error;
-
-use k8s_openapi::api::{
-    core::v1::{LimitRange, Namespace, ResourceQuota},
-    networking::v1::NetworkPolicy,
-    rbac::v1::RoleBinding,
-};
 
 use crate::{
     api::{EnvironmentClass, EnvironmentRequest, Tenant},
@@ -178,15 +173,20 @@ pub async fn run(
     tokio::spawn(report_environments(store.clone(), ctx.metrics.clone()));
     let (by_class, by_tenant) = (store.clone(), store);
     let (class_specs, tenant_specs) = (SeenGenerations::default(), SeenGenerations::default());
+    let applications = ctx.argocd_installed.then(request::live::application_resource);
+    let (stores, feeds) = stores::build(&client, rendered(), applications.clone());
+    if ctx.stores.set(stores).is_err() {
+        tracing::warn!("the request controller's stores were set before; keeping the first");
+    }
     let requests = requests
-        .watches(Api::<EnvironmentClass>::all(client.clone()), watcher::Config::default(), move |class| {
+        .watches_stream(feeds.classes, move |class| {
             // Status updates (environment counts) must not re-reconcile every request.
             if !class_specs.changed(&class) {
                 return Vec::new();
             }
             requests_where(&by_class, |r| r.spec.class == class.name_any())
         })
-        .watches(Api::<Tenant>::all(client.clone()), watcher::Config::default(), move |tenant| {
+        .watches_stream(feeds.tenants, move |tenant| {
             if !tenant_specs.changed(&tenant) {
                 return Vec::new();
             }
@@ -194,19 +194,16 @@ pub async fn run(
         })
         // Drift is driven by watches: a change to any object Berth rendered
         // reconciles the request it was rendered for.
-        .watches(Api::<Namespace>::all(client.clone()), rendered(), request_of)
-        .watches(Api::<ResourceQuota>::all(client.clone()), rendered(), request_of)
-        .watches(Api::<LimitRange>::all(client.clone()), rendered(), request_of)
-        .watches(Api::<NetworkPolicy>::all(client.clone()), rendered(), request_of)
-        .watches(Api::<RoleBinding>::all(client.clone()), rendered(), request_of)
+        .watches_stream(feeds.namespaces, request_of)
+        .watches_stream(feeds.quotas, request_of)
+        .watches_stream(feeds.limits, request_of)
+        .watches_stream(feeds.network_policies, request_of)
+        .watches_stream(feeds.bindings, request_of)
         .graceful_shutdown_on(shutdown.clone());
     // Argo CD's Applications report sync and health; watched only when installed.
-    let requests = if ctx.argocd_installed {
-        let resource = request::live::application_resource();
-        let applications = Api::<kube::api::DynamicObject>::all_with(client.clone(), &resource);
-        requests.watches_with(applications, resource, rendered(), request_of)
-    } else {
-        requests
+    let requests = match (feeds.applications, applications) {
+        (Some(feed), Some(resource)) => requests.watches_stream_with(feed, request_of, resource),
+        _ => requests,
     };
     let requests = requests
         .run(|o, c| instrumented(Kind::EnvironmentRequest, o, c, request::reconcile), error_policy, ctx.clone())

@@ -4,30 +4,13 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
-use kube::{
-    Api,
-    api::DynamicObject,
-    core::{ApiResource, GroupVersionKind},
-};
+use kube::core::{ApiResource, GroupVersionKind};
 
 use crate::{
     api::environment_request::{DriftState, DriftStatus, SyncStatus},
     controller::{Context, Error},
     drift,
 };
-
-/// Plural resource names of what the renderer produces.
-fn plural(kind: &str) -> Option<&'static str> {
-    Some(match kind {
-        "Namespace" => "namespaces",
-        "ResourceQuota" => "resourcequotas",
-        "LimitRange" => "limitranges",
-        "NetworkPolicy" => "networkpolicies",
-        "RoleBinding" => "rolebindings",
-        "Application" => "applications",
-        _ => return None,
-    })
-}
 
 /// Argo CD's Application resource (argoproj.io/v1alpha1).
 pub fn application_resource() -> ApiResource {
@@ -41,12 +24,8 @@ pub async fn sync_status(namespace: &str, ctx: &Context) -> Result<Option<SyncSt
     if !ctx.argocd_installed {
         return Ok(None);
     }
-    let api: Api<DynamicObject> =
-        Api::namespaced_with(ctx.client.clone(), &ctx.render.argocd_namespace, &application_resource());
-    let app = api.get_opt(namespace).await.map_err(|source| Error::Read {
-        what: format!("Application {}/{namespace}", ctx.render.argocd_namespace),
-        source,
-    })?;
+    let stores = ctx.stores().await?;
+    let app = stores.live("Application", Some(&ctx.render.argocd_namespace), namespace).unwrap_or_default();
     let Some(app) = app else {
         return Ok(Some(SyncStatus {
             status: Some("Unknown".to_owned()),
@@ -54,7 +33,7 @@ pub async fn sync_status(namespace: &str, ctx: &Context) -> Result<Option<SyncSt
             revision: None,
         }));
     };
-    let status = &app.data["status"];
+    let status = &app["status"];
     let text = |value: &serde_json::Value| value.as_str().map(str::to_owned);
     Ok(Some(SyncStatus {
         status: text(&status["sync"]["status"]).or(Some("Unknown".to_owned())),
@@ -84,6 +63,7 @@ pub async fn drift(
         Ok(desired) => desired,
         Err(e) => return Ok(unknown(format!("cannot read the rendered files: {e}"), old)),
     };
+    let stores = ctx.stores().await?;
     let mut live = Vec::new();
     let mut compared = BTreeMap::new();
     for object in &desired {
@@ -91,20 +71,14 @@ pub async fn drift(
         if key.kind == "Application" && !ctx.argocd_installed {
             continue;
         }
-        let Some(plural) = plural(&key.kind) else { continue };
-        let (group, version) = key.api_version.split_once('/').unwrap_or(("", key.api_version.as_str()));
-        let resource = ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, &key.kind), plural);
-        let api: Api<DynamicObject> = match &key.namespace {
-            Some(ns) => Api::namespaced_with(ctx.client.clone(), ns, &resource),
-            None => Api::all_with(ctx.client.clone(), &resource),
-        };
-        // One unreadable kind (RBAC, a missing CRD) makes drift Unknown, not the reconcile fail.
-        let found = match api.get_opt(&key.name).await {
+        // Read from the watch-fed stores: the watch that triggered this reconcile
+        // has already put the change there.
+        let found = match stores.live(&key.kind, key.namespace.as_deref(), &key.name) {
             Ok(found) => found,
             Err(e) => return Ok(unknown(format!("cannot read {key}: {e}"), old)),
         };
         if let Some(found) = found {
-            live.push(serde_json::to_value(found).unwrap_or_default());
+            live.push(found);
         }
         compared.insert(object.file.clone(), files.get(&object.file).cloned().unwrap_or_default());
     }

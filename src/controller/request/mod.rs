@@ -110,11 +110,13 @@ async fn assess(request: &EnvironmentRequest, ctx: &Context) -> Result<Finding, 
         }
         return Ok(Finding::Expired { path });
     }
-    let class = get_opt(Api::<EnvironmentClass>::all(ctx.client.clone()), &spec.class, "EnvironmentClass").await?;
-    let tenant = get_opt(Api::<Tenant>::all(ctx.client.clone()), &spec.tenant, "Tenant").await?;
+    let class = class_of(request, ctx).await?;
+    let tenant =
+        cached_or_read(&ctx.stores().await?.tenants, Api::<Tenant>::all(ctx.client.clone()), &spec.tenant, "Tenant")
+            .await?;
     // The same rules admission applies, so a request that slipped past the webhook
     // (installed later, or down with failurePolicy changed) is still held to them.
-    let (tenant, class) = match policy::request::check(request, tenant.as_ref(), class.as_ref()) {
+    let (tenant, class) = match policy::request::check(request, tenant.as_deref(), class.as_deref()) {
         Ok(found) => found,
         Err(denial) => return Ok(Finding::Denied(denial)),
     };
@@ -165,8 +167,7 @@ async fn assess(request: &EnvironmentRequest, ctx: &Context) -> Result<Finding, 
 /// Whether the request's class changed and the class controller has not yet
 /// re-rendered its environments (its status lags its generation).
 async fn class_change_pending(request: &EnvironmentRequest, ctx: &Context) -> Result<bool, Error> {
-    let class =
-        get_opt(Api::<EnvironmentClass>::all(ctx.client.clone()), &request.spec.class, "EnvironmentClass").await?;
+    let class = class_of(request, ctx).await?;
     Ok(class.is_some_and(|c| c.status.as_ref().and_then(|s| s.observed_generation) != c.metadata.generation))
 }
 
@@ -276,6 +277,29 @@ async fn cleanup(request: &EnvironmentRequest, ctx: &Context) -> Result<Action, 
         publish(ctx, request, EventType::Normal, "Removed", format!("removed {path} from git")).await;
     }
     Ok(Action::await_change())
+}
+
+/// The request's class, from the store (or the API, see [`cached_or_read`]).
+async fn class_of(request: &EnvironmentRequest, ctx: &Context) -> Result<Option<Arc<EnvironmentClass>>, Error> {
+    let api = Api::<EnvironmentClass>::all(ctx.client.clone());
+    cached_or_read(&ctx.stores().await?.classes, api, &request.spec.class, "EnvironmentClass").await
+}
+
+/// A cluster-scoped object from the store; on a miss, from the API, since a store
+/// can lag an object created a moment ago and "missing" would fail the request.
+async fn cached_or_read<K>(
+    store: &super::stores::Store<K>,
+    api: Api<K>,
+    name: &str,
+    kind: &str,
+) -> Result<Option<Arc<K>>, Error>
+where
+    K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    if let Some(found) = store.get(&kube::runtime::reflector::ObjectRef::new(name)) {
+        return Ok(Some(found));
+    }
+    Ok(get_opt(api, name, kind).await?.map(Arc::new))
 }
 
 async fn get_opt<K>(api: Api<K>, name: &str, kind: &str) -> Result<Option<K>, Error>

@@ -1,0 +1,177 @@
+//! In-memory copies of what the request controller reads on every reconcile:
+//! classes, tenants and the live objects Berth rendered. Each store is filled by
+//! the same watch that triggers reconciles, so a reconcile caused by a change
+//! always sees that change — and reads memory instead of calling the apiserver
+//! (a settled request's reconcile used to cost ten GETs).
+
+use std::{fmt::Debug, sync::Arc};
+
+use futures::Stream;
+use k8s_openapi::api::{
+    core::v1::{LimitRange, Namespace, ResourceQuota},
+    networking::v1::NetworkPolicy,
+    rbac::v1::RoleBinding,
+};
+use kube::{
+    Api, Resource,
+    api::DynamicObject,
+    core::ApiResource,
+    runtime::{
+        WatchStreamExt,
+        reflector::{ObjectRef, store::Writer},
+        watcher,
+    },
+};
+use serde::de::DeserializeOwned;
+use tokio::sync::OnceCell;
+
+use crate::api::{EnvironmentClass, Tenant};
+
+pub use kube::runtime::reflector::Store;
+
+/// The stores, once the request controller runs.
+pub struct Stores {
+    pub classes: Store<EnvironmentClass>,
+    pub tenants: Store<Tenant>,
+    namespaces: Store<Namespace>,
+    quotas: Store<ResourceQuota>,
+    limits: Store<LimitRange>,
+    network_policies: Store<NetworkPolicy>,
+    bindings: Store<RoleBinding>,
+    /// Argo CD Applications, when Argo CD is installed.
+    pub applications: Option<(Store<DynamicObject>, ApiResource)>,
+}
+
+/// The watch streams that fill [`Stores`]; the request controller consumes them as triggers.
+pub struct Feeds {
+    pub classes: Feed<EnvironmentClass>,
+    pub tenants: Feed<Tenant>,
+    pub namespaces: Feed<Namespace>,
+    pub quotas: Feed<ResourceQuota>,
+    pub limits: Feed<LimitRange>,
+    pub network_policies: Feed<NetworkPolicy>,
+    pub bindings: Feed<RoleBinding>,
+    pub applications: Option<Feed<DynamicObject>>,
+}
+
+/// A watch stream of objects, as the controller takes triggers.
+pub type Feed<K> = std::pin::Pin<Box<dyn Stream<Item = Result<K, watcher::Error>> + Send>>;
+
+/// A store and the stream that fills it. Managed fields are dropped first: Berth
+/// never reads them and they are most of an object's size.
+pub fn reflected<K>(api: Api<K>, config: watcher::Config, dyntype: K::DynamicType) -> (Store<K>, Feed<K>)
+where
+    K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    K::DynamicType: Clone + Eq + std::hash::Hash + Default + Send + Sync,
+{
+    let writer = Writer::new(dyntype);
+    let reader = writer.as_reader();
+    let stream = watcher(api, config)
+        .modify(|object| object.meta_mut().managed_fields = None)
+        .default_backoff()
+        .reflect(writer)
+        .touched_objects();
+    (reader, Box::pin(stream))
+}
+
+/// The same for a dynamic kind (Argo CD's Application).
+pub fn reflected_dynamic(
+    api: Api<DynamicObject>,
+    config: watcher::Config,
+    resource: ApiResource,
+) -> (Store<DynamicObject>, Feed<DynamicObject>) {
+    let writer = Writer::new(resource);
+    let reader = writer.as_reader();
+    let stream = watcher(api, config)
+        .modify(|object| object.metadata.managed_fields = None)
+        .default_backoff()
+        .reflect(writer)
+        .touched_objects();
+    (reader, Box::pin(stream))
+}
+
+/// Builds every store; `rendered` selects the objects Berth rendered, and
+/// `applications` is Argo CD's Application resource when it is installed.
+pub fn build(client: &kube::Client, rendered: watcher::Config, applications: Option<ApiResource>) -> (Stores, Feeds) {
+    let all = watcher::Config::default();
+    let (classes, class_feed) = reflected(Api::all(client.clone()), all.clone(), ());
+    let (tenants, tenant_feed) = reflected(Api::all(client.clone()), all, ());
+    let (namespaces, namespace_feed) = reflected(Api::all(client.clone()), rendered.clone(), ());
+    let (quotas, quota_feed) = reflected(Api::all(client.clone()), rendered.clone(), ());
+    let (limits, limit_feed) = reflected(Api::all(client.clone()), rendered.clone(), ());
+    let (network_policies, policy_feed) = reflected(Api::all(client.clone()), rendered.clone(), ());
+    let (bindings, binding_feed) = reflected(Api::all(client.clone()), rendered.clone(), ());
+    let (applications, application_feed) = match applications {
+        Some(resource) => {
+            let api = Api::all_with(client.clone(), &resource);
+            let (store, feed) = reflected_dynamic(api, rendered, resource.clone());
+            (Some((store, resource)), Some(feed))
+        }
+        None => (None, None),
+    };
+    let stores = Stores { classes, tenants, namespaces, quotas, limits, network_policies, bindings, applications };
+    let feeds = Feeds {
+        classes: class_feed,
+        tenants: tenant_feed,
+        namespaces: namespace_feed,
+        quotas: quota_feed,
+        limits: limit_feed,
+        network_policies: policy_feed,
+        bindings: binding_feed,
+        applications: application_feed,
+    };
+    (stores, feeds)
+}
+
+fn value<K: serde::Serialize>(object: Option<Arc<K>>) -> Option<serde_json::Value> {
+    object.and_then(|o| serde_json::to_value(o.as_ref()).ok())
+}
+
+impl Stores {
+    /// The live object of `kind` as JSON, if the store holds it; `Err` for a kind
+    /// Berth does not watch.
+    pub fn live(&self, kind: &str, namespace: Option<&str>, name: &str) -> Result<Option<serde_json::Value>, String> {
+        fn key<K: Resource<DynamicType = ()>>(namespace: Option<&str>, name: &str) -> ObjectRef<K> {
+            let key = ObjectRef::new(name);
+            match namespace {
+                Some(ns) => key.within(ns),
+                None => key,
+            }
+        }
+        Ok(match kind {
+            "Namespace" => value(self.namespaces.get(&key(None, name))),
+            "ResourceQuota" => value(self.quotas.get(&key(namespace, name))),
+            "LimitRange" => value(self.limits.get(&key(namespace, name))),
+            "NetworkPolicy" => value(self.network_policies.get(&key(namespace, name))),
+            "RoleBinding" => value(self.bindings.get(&key(namespace, name))),
+            "Application" => match &self.applications {
+                Some((store, resource)) => {
+                    let mut key = ObjectRef::new_with(name, resource.clone());
+                    if let Some(ns) = namespace {
+                        key = key.within(ns);
+                    }
+                    value(store.get(&key))
+                }
+                None => return Err("Argo CD is not installed".to_owned()),
+            },
+            other => return Err(format!("Berth does not watch {other}")),
+        })
+    }
+
+    /// Resolves once every store holds its first full list.
+    pub async fn ready(&self) {
+        let _ = self.classes.wait_until_ready().await;
+        let _ = self.tenants.wait_until_ready().await;
+        let _ = self.namespaces.wait_until_ready().await;
+        let _ = self.quotas.wait_until_ready().await;
+        let _ = self.limits.wait_until_ready().await;
+        let _ = self.network_policies.wait_until_ready().await;
+        let _ = self.bindings.wait_until_ready().await;
+        if let Some((store, _)) = &self.applications {
+            let _ = store.wait_until_ready().await;
+        }
+    }
+}
+
+/// Where the controller publishes its stores for reconciles to read.
+pub type SharedStores = OnceCell<Stores>;
