@@ -130,6 +130,10 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     if !argocd_installed {
         tracing::warn!("Argo CD's Application CRD is not installed; requests become Ready once committed");
     }
+    // One set of watches feeds the request controller and the webhook's decisions.
+    let applications = argocd_installed.then(controller::request::live::application_resource);
+    let (stores, feeds) = controller::stores::build(&client, controller::rendered(), applications);
+    let stores = Arc::new(stores);
     let reporter = Reporter { controller: "berth".to_owned(), instance: std::env::var("POD_NAME").ok() };
     let ctx = Arc::new(Context {
         recorder: Recorder::new(client.clone(), reporter),
@@ -139,19 +143,17 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         render: RenderOptions { argocd_namespace: args.argocd_namespace.clone() },
         argocd_installed,
         committed: Default::default(),
-        requests: Default::default(),
         approvals: approvals.clone(),
-        stores: Default::default(),
+        stores: stores.clone(),
     });
 
     let shutdown = shutdown_signal().shared();
     let metrics_registry = metrics.registry().clone();
     let server = tokio::spawn(telemetry::serve(args.listen, ServerState { metrics, readiness }, shutdown.clone()));
-    let start =
-        webhook::settings::Start { client: ctx.client.clone(), verifier: approvals, registry: metrics_registry };
+    let start = webhook::settings::Start { stores, verifier: approvals, registry: metrics_registry };
     let webhook = webhook::settings::start(&args.webhook, start, shutdown.clone()).await?;
     let remote_probe = tokio::spawn(probe_remote(writer.clone(), remote));
-    controller::run(ctx, caches, shutdown).await;
+    controller::run(ctx, feeds, caches, shutdown).await;
     remote_probe.abort();
 
     tracing::info!("controllers stopped; flushing pending commits");

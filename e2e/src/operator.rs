@@ -102,7 +102,8 @@ impl Operator {
             .env("BERTH_GITOPS_BATCH_WINDOW_MS", self.batch_window_ms.to_string())
             .env("BERTH_LISTEN", format!("127.0.0.1:{port}"))
             .env("BERTH_LOG_FORMAT", "text")
-            .env("RUST_LOG", "info,kube=warn")
+            // BERTH_E2E_RUST_LOG turns up the operator's logging when a suite needs debugging.
+            .env("RUST_LOG", std::env::var("BERTH_E2E_RUST_LOG").unwrap_or_else(|_| "info,kube=warn".into()))
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log.try_clone().context("log handle")?)

@@ -57,35 +57,23 @@ pub struct Context {
     pub argocd_installed: bool,
     /// What this process last committed per folder.
     pub committed: CommittedFolders,
-    /// The request controller's cache, once it runs: tenant and class reconciles
-    /// read it instead of listing every request on every request change.
-    pub requests: std::sync::OnceLock<kube::runtime::reflector::Store<crate::api::EnvironmentRequest>>,
     /// Verifies approval tokens; `None` when no approval keys are configured, and
     /// then no request of a class that needs approval is provisioned.
     pub approvals: Option<std::sync::Arc<crate::approval::Verifier>>,
-    /// Classes, tenants and live rendered objects in memory, once the request
-    /// controller runs.
-    pub stores: super::stores::SharedStores,
+    /// Requests, classes, tenants and live rendered objects in memory, filled by
+    /// the request controller's watches (shared with the webhook).
+    pub stores: std::sync::Arc<super::stores::Stores>,
 }
 
 impl Context {
     /// The request controller's stores, once they hold their first lists.
     pub async fn stores(&self) -> Result<&super::stores::Stores, super::Error> {
-        let stores = self.stores.get().ok_or(super::Error::Incomplete("the request controller's stores"))?;
-        stores.ready().await;
-        Ok(stores)
+        self.stores.ready().await;
+        Ok(&self.stores)
     }
 
-    /// Every EnvironmentRequest, from the request controller's cache once it runs
-    /// (its reflector lists before the first reconcile), else from the API.
+    /// Every EnvironmentRequest, from the shared store.
     pub async fn all_requests(&self) -> Result<Vec<std::sync::Arc<crate::api::EnvironmentRequest>>, super::Error> {
-        if let Some(store) = self.requests.get() {
-            return Ok(store.state());
-        }
-        let list = kube::Api::<crate::api::EnvironmentRequest>::all(self.client.clone())
-            .list(&Default::default())
-            .await
-            .map_err(|source| super::Error::Read { what: "EnvironmentRequests".to_owned(), source })?;
-        Ok(list.items.into_iter().map(std::sync::Arc::new).collect())
+        Ok(self.stores().await?.requests.state())
     }
 }

@@ -119,7 +119,7 @@ async fn report_environments(store: Store<EnvironmentRequest>, metrics: crate::t
 }
 
 /// Only what Berth renders (by label), so the caches stay small.
-fn rendered() -> watcher::Config {
+pub fn rendered() -> watcher::Config {
     watcher::Config::default().labels(&format!("{}={}", labels::MANAGED_BY, labels::MANAGER))
 }
 
@@ -141,13 +141,13 @@ fn requests_where(
 /// `shutdown` completes; reconciles in flight finish first.
 pub async fn run(
     ctx: Arc<Context>,
+    feeds: stores::Feeds,
     caches_synced: ReadinessCheck,
     shutdown: impl Future<Output = ()> + Send + Sync + Clone + 'static,
 ) {
     let client = ctx.client.clone();
-    let requests = Controller::new(Api::<EnvironmentRequest>::all(client.clone()), watcher::Config::default());
-    let store = requests.store();
-    let _ = ctx.requests.set(store.clone());
+    let store = ctx.stores.requests.clone();
+    let requests = Controller::for_stream(feeds.requests, store.clone());
     // Ready once the watched kinds can be listed (CRDs installed, RBAC in place).
     // (`Store::wait_until_ready` on the controller's own store never resolved here.)
     let lister = client.clone();
@@ -173,11 +173,7 @@ pub async fn run(
     tokio::spawn(report_environments(store.clone(), ctx.metrics.clone()));
     let (by_class, by_tenant) = (store.clone(), store);
     let (class_specs, tenant_specs) = (SeenGenerations::default(), SeenGenerations::default());
-    let applications = ctx.argocd_installed.then(request::live::application_resource);
-    let (stores, feeds) = stores::build(&client, rendered(), applications.clone());
-    if ctx.stores.set(stores).is_err() {
-        tracing::warn!("the request controller's stores were set before; keeping the first");
-    }
+    let applications = ctx.stores.applications.as_ref().map(|(_, resource)| resource.clone());
     let requests = requests
         .watches_stream(feeds.classes, move |class| {
             // Status updates (environment counts) must not re-reconcile every request.

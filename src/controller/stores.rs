@@ -1,8 +1,9 @@
-//! In-memory copies of what the request controller reads on every reconcile:
-//! classes, tenants and the live objects Berth rendered. Each store is filled by
-//! the same watch that triggers reconciles, so a reconcile caused by a change
-//! always sees that change — and reads memory instead of calling the apiserver
-//! (a settled request's reconcile used to cost ten GETs).
+//! In-memory copies of what the request controller and the admission webhook read
+//! on every decision: requests, classes, tenants and the live objects Berth
+//! rendered. Each store is filled by the same watch that triggers the request
+//! controller's reconciles, so a reconcile caused by a change always sees that
+//! change — and reads memory instead of calling the apiserver (a settled
+//! request's reconcile used to cost ten GETs). One set of watches serves both.
 
 use std::{fmt::Debug, sync::Arc};
 
@@ -23,14 +24,14 @@ use kube::{
     },
 };
 use serde::de::DeserializeOwned;
-use tokio::sync::OnceCell;
 
-use crate::api::{EnvironmentClass, Tenant};
+use crate::api::{EnvironmentClass, EnvironmentRequest, Tenant};
 
 pub use kube::runtime::reflector::Store;
 
-/// The stores, once the request controller runs.
+/// The stores; they fill once the request controller consumes their [`Feeds`].
 pub struct Stores {
+    pub requests: Store<EnvironmentRequest>,
     pub classes: Store<EnvironmentClass>,
     pub tenants: Store<Tenant>,
     namespaces: Store<Namespace>,
@@ -44,6 +45,7 @@ pub struct Stores {
 
 /// The watch streams that fill [`Stores`]; the request controller consumes them as triggers.
 pub struct Feeds {
+    pub requests: Feed<EnvironmentRequest>,
     pub classes: Feed<EnvironmentClass>,
     pub tenants: Feed<Tenant>,
     pub namespaces: Feed<Namespace>,
@@ -94,6 +96,7 @@ pub fn reflected_dynamic(
 /// `applications` is Argo CD's Application resource when it is installed.
 pub fn build(client: &kube::Client, rendered: watcher::Config, applications: Option<ApiResource>) -> (Stores, Feeds) {
     let all = watcher::Config::default();
+    let (requests, request_feed) = reflected(Api::all(client.clone()), all.clone(), ());
     let (classes, class_feed) = reflected(Api::all(client.clone()), all.clone(), ());
     let (tenants, tenant_feed) = reflected(Api::all(client.clone()), all, ());
     let (namespaces, namespace_feed) = reflected(Api::all(client.clone()), rendered.clone(), ());
@@ -109,8 +112,10 @@ pub fn build(client: &kube::Client, rendered: watcher::Config, applications: Opt
         }
         None => (None, None),
     };
-    let stores = Stores { classes, tenants, namespaces, quotas, limits, network_policies, bindings, applications };
+    let stores =
+        Stores { requests, classes, tenants, namespaces, quotas, limits, network_policies, bindings, applications };
     let feeds = Feeds {
+        requests: request_feed,
         classes: class_feed,
         tenants: tenant_feed,
         namespaces: namespace_feed,
@@ -121,6 +126,18 @@ pub fn build(client: &kube::Client, rendered: watcher::Config, applications: Opt
         applications: application_feed,
     };
     (stores, feeds)
+}
+
+/// Whether `store` holds its first full list. Asks with a fresh future each time:
+/// a waiter parked in `wait_until_ready` before the first list was not always woken
+/// (kube-runtime 5.0), which hung the reconciles that waited.
+fn listed<K>(store: &Store<K>) -> bool
+where
+    K: kube::runtime::reflector::Lookup + Clone + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    use futures::FutureExt;
+    store.wait_until_ready().now_or_never().is_some()
 }
 
 fn value<K: serde::Serialize>(object: Option<Arc<K>>) -> Option<serde_json::Value> {
@@ -158,20 +175,24 @@ impl Stores {
         })
     }
 
+    /// Whether every store holds its first full list.
+    fn all_ready(&self) -> bool {
+        let applications = self.applications.as_ref().is_none_or(|(store, _)| listed(store));
+        listed(&self.requests)
+            && listed(&self.classes)
+            && listed(&self.tenants)
+            && listed(&self.namespaces)
+            && listed(&self.quotas)
+            && listed(&self.limits)
+            && listed(&self.network_policies)
+            && listed(&self.bindings)
+            && applications
+    }
+
     /// Resolves once every store holds its first full list.
     pub async fn ready(&self) {
-        let _ = self.classes.wait_until_ready().await;
-        let _ = self.tenants.wait_until_ready().await;
-        let _ = self.namespaces.wait_until_ready().await;
-        let _ = self.quotas.wait_until_ready().await;
-        let _ = self.limits.wait_until_ready().await;
-        let _ = self.network_policies.wait_until_ready().await;
-        let _ = self.bindings.wait_until_ready().await;
-        if let Some((store, _)) = &self.applications {
-            let _ = store.wait_until_ready().await;
+        while !self.all_ready() {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
     }
 }
-
-/// Where the controller publishes its stores for reconciles to read.
-pub type SharedStores = OnceCell<Stores>;

@@ -1,7 +1,7 @@
 //! The admission webhook and auth API, served over HTTPS.
 //!
 //! - [`admission`]: pure decisions (review + view of the cluster → response)
-//! - [`caches`]: reflectors that give admission its view without API calls
+//! - [`caches`]: admission's view of the cluster, over the controller's stores
 //! - [`server`] and [`approvals`]: the HTTP surface
 //! - [`configuration`]: the Validating/MutatingWebhookConfiguration that register it
 //! - [`tls`]: HTTPS with certificates reloaded when they change on disk
@@ -15,6 +15,5 @@ pub mod settings;
 pub mod tls;
 
 pub use admission::{Kind, View};
-pub use caches::Caches;
 pub use server::{WebhookState, parse_review, router};
 pub use settings::WebhookArgs;

@@ -3,11 +3,9 @@
 
 use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
-use kube::Client;
 use tokio::{net::TcpListener, task::JoinHandle};
 
 use super::{
-    Caches,
     metrics::WebhookMetrics,
     server::{WebhookState, router},
     tls::{self, ReloadingCertificate, TlsFiles},
@@ -16,6 +14,7 @@ use crate::{
     api::GoDuration,
     approval::{Issuer, KeyError, SigningKey, VerificationKeys, Verifier},
     auth::{AuthConfigError, BearerConfig, BearerVerifier},
+    controller::stores::Stores,
 };
 
 /// Issuer every approval names (`iss`) unless configured otherwise.
@@ -162,7 +161,8 @@ fn pem_files(path: &std::path::Path) -> Result<Vec<PathBuf>, SettingsError> {
 
 /// Everything [`start`] needs besides the flags.
 pub struct Start {
-    pub client: Client,
+    /// The stores the request controller fills; admission reads them.
+    pub stores: Arc<Stores>,
     pub verifier: Option<Arc<Verifier>>,
     pub registry: prometheus::Registry,
 }
@@ -180,9 +180,9 @@ pub async fn start(
     let certificate = ReloadingCertificate::load(files)?;
     let _watch = certificate.spawn_watch(Duration::from_secs(10));
     let config = tls::server_config(certificate.clone())?;
-    let (caches, _tasks) = Caches::start(&start.client);
+    let stores = start.stores;
     let state = WebhookState {
-        view: Arc::new(caches.clone()),
+        view: stores.clone(),
         verifier: start.verifier,
         issuer: args.issuer()?.map(Arc::new),
         bearer: args.bearer()?.map(Arc::new),
@@ -199,10 +199,8 @@ pub async fn start(
     tracing::info!(addr = %args.webhook_listen, certificate = %certificate.fingerprint(), "admission webhook listening");
     let app = router(state);
     Ok(Some(tokio::spawn(async move {
-        // Decisions before the caches hold their first lists would refuse valid requests.
-        if caches.ready().await.is_err() {
-            return Err(std::io::Error::other("webhook caches stopped before they were ready"));
-        }
+        // Decisions before the stores hold their first lists would refuse valid requests.
+        stores.ready().await;
         tls::serve(listener, app, config, shutdown).await
     })))
 }
