@@ -50,7 +50,7 @@ kind-down:
     kind delete cluster --name berth
 
 # Every benchmark; reports land in target/bench/
-bench: bench-gitops bench-operator
+bench: bench-gitops bench-admission bench-operator
 
 # Operator on the loopback control plane: latency, burst of 1,000 vs raw create rate, commits, peak RSS
 bench-operator:
@@ -62,3 +62,8 @@ bench-operator:
 bench-gitops:
     cargo bench --bench gitops -- target/bench/gitops.md
     @cat target/bench/gitops.md
+
+# Admission webhook over loopback HTTPS: p50/p99 latency and reviews/s, one server core
+bench-admission:
+    cargo bench --bench admission -- target/bench/admission.md
+    @cat target/bench/admission.md

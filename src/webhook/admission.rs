@@ -145,10 +145,15 @@ fn check_budget(new: &EnvironmentRequest, tenant: &Tenant, view: &(impl View + ?
         return Ok(());
     }
     let namespace = new.namespace().unwrap_or_default();
-    let mut requests: Vec<Arc<EnvironmentRequest>> =
-        view.requests().into_iter().filter(|r| r.namespace().as_deref() == Some(namespace.as_str())).collect();
     let name = new.name_any();
-    requests.retain(|r| r.name_any() != name);
+    // Compared as borrowed strings: this runs over every cached request on each CREATE.
+    let requests: Vec<Arc<EnvironmentRequest>> = view
+        .requests()
+        .into_iter()
+        .filter(|r| {
+            r.metadata.namespace.as_deref() == Some(namespace.as_str()) && r.metadata.name.as_deref() != Some(&name)
+        })
+        .collect();
     let classes = view.classes();
     let terms = budget::class_terms(classes.iter().map(AsRef::as_ref));
     let claims = budget::claims(
