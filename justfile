@@ -17,6 +17,22 @@ lint:
     cargo fmt --all --check
     cargo clippy --workspace --all-targets --locked -- -D warnings
 
+# cargo-fuzz (libFuzzer) on the nightly toolchain, installed here if it is missing; `just fuzz 600`
+# for longer runs. Seeds come from fuzz/corpus/<target>/; what the fuzzer finds goes to the
+# ignored fuzz/target/corpus/<target>/, so the seeds stay as committed. A crash stops the run
+# and lands in fuzz/artifacts/<target>/: replay it with
+# `cargo +nightly fuzz run <target> fuzz/artifacts/<target>/<file>`. tests/fuzz_smoke.rs runs the
+# same harness on stable Rust in `cargo test`.
+# Fuzz admission reviews, approval tokens and bearer tokens, each for `seconds` seconds
+fuzz seconds="60":
+    command -v cargo-fuzz > /dev/null || cargo install --locked cargo-fuzz
+    for target in admission_review approval_token bearer_token; do \
+        mkdir -p "fuzz/target/corpus/$target"; \
+        dict=(); [ -f "fuzz/$target.dict" ] && dict=("-dict=fuzz/$target.dict"); \
+        cargo +nightly fuzz run "$target" "fuzz/target/corpus/$target" "fuzz/corpus/$target" -- \
+            -max_total_time={{seconds}} "${dict[@]}"; \
+    done
+
 # Regenerate crds/ (and the chart's copy) from the Rust types
 crds:
     cargo run -q --bin berth -- crdgen --out crds
