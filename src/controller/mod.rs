@@ -17,7 +17,7 @@ use kube::{
     api::ListParams,
     runtime::{
         Controller,
-        controller::Action,
+        controller::{self, Action},
         reflector::{ObjectRef, store::Store},
         watcher,
     },
@@ -32,6 +32,8 @@ use crate::{
     telemetry::{Controller as Kind, Outcome, ReadinessCheck},
 };
 
+/// How long tenant and class reconciles wait for more request changes to fold in.
+const SUMMARY_DEBOUNCE: Duration = Duration::from_millis(500);
 /// Requeue after a transient error (network, conflict, git remote down).
 const TRANSIENT_RETRY: Duration = Duration::from_secs(5);
 /// Requeue after a permanent error: only a change will help, but look again later.
@@ -205,7 +207,11 @@ pub async fn run(
         .run(|o, c| instrumented(Kind::EnvironmentRequest, o, c, request::reconcile), error_policy, ctx.clone())
         .for_each(|_| async {});
 
+    // Every request change touches its tenant's and class's totals; during a burst the
+    // debounce folds those into a few reconciles (and status writes) instead of one each.
+    let summaries = controller::Config::default().debounce(SUMMARY_DEBOUNCE);
     let tenants = Controller::new(Api::<Tenant>::all(client.clone()), watcher::Config::default())
+        .with_config(summaries.clone())
         .watches(Api::<EnvironmentRequest>::all(client.clone()), watcher::Config::default(), |request| {
             [ObjectRef::new(&request.spec.tenant)]
         })
@@ -214,6 +220,7 @@ pub async fn run(
         .for_each(|_| async {});
 
     let classes = Controller::new(Api::<EnvironmentClass>::all(client.clone()), watcher::Config::default())
+        .with_config(summaries)
         .watches(Api::<EnvironmentRequest>::all(client), watcher::Config::default(), |request| {
             [ObjectRef::new(&request.spec.class)]
         })
