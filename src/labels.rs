@@ -19,5 +19,9 @@ pub const REQUEST_ANNOTATION: &str = "berth.dev/request";
 /// apiserver's authenticated user (never from the object), for the four-eyes rule.
 pub const CREATED_BY_ANNOTATION: &str = "berth.dev/created-by";
 
+/// Who last changed an EnvironmentRequest's spec (its approval aside), recorded the
+/// same way: the person who wrote what is approved may not approve it either.
+pub const SPEC_AUTHOR_ANNOTATION: &str = "berth.dev/spec-author";
+
 /// Pod Security Admission's enforced level.
 pub const POD_SECURITY_ENFORCE: &str = "pod-security.kubernetes.io/enforce";

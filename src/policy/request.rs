@@ -8,6 +8,7 @@ use kube::ResourceExt;
 
 use super::budget::BudgetExceeded;
 use crate::{
+    api::environment_request::EnvironmentRequestSpec,
     api::{EnvironmentClass, EnvironmentRequest, Tenant, conditions::reasons},
     approval::{Rejection, Target, VerifiedApproval, Verifier},
     labels, render,
@@ -76,6 +77,41 @@ pub fn creator(request: &EnvironmentRequest) -> Option<&str> {
     request.annotations().get(labels::CREATED_BY_ANNOTATION).map(String::as_str)
 }
 
+/// Who last wrote the request's spec, as admission recorded it; the creator for
+/// requests recorded before spec authors were.
+pub fn spec_author(request: &EnvironmentRequest) -> Option<&str> {
+    request.annotations().get(labels::SPEC_AUTHOR_ANNOTATION).map(String::as_str).or_else(|| creator(request))
+}
+
+/// Whether two specs differ in more than their approval: what counts as a new spec
+/// to approve (and records a new spec author).
+pub fn spec_changed(old: &EnvironmentRequestSpec, new: &EnvironmentRequestSpec) -> bool {
+    let unapproved = |spec: &EnvironmentRequestSpec| EnvironmentRequestSpec { approval: None, ..spec.clone() };
+    unapproved(old) != unapproved(new)
+}
+
+/// The creator and spec author admission records for a request: on CREATE the user
+/// creating it; on UPDATE the creator stays, and the spec author becomes the user
+/// when the spec (approval aside) changed. Never what the object itself says.
+pub fn recorded_authors(
+    user: Option<&str>,
+    new: &EnvironmentRequest,
+    old: Option<&EnvironmentRequest>,
+) -> (Option<String>, Option<String>) {
+    match old {
+        None => (user.map(str::to_owned), user.map(str::to_owned)),
+        Some(old) => {
+            let creator = creator(old).map(str::to_owned);
+            let author = if spec_changed(&old.spec, &new.spec) {
+                user.map(str::to_owned)
+            } else {
+                old.annotations().get(labels::SPEC_AUTHOR_ANNOTATION).cloned()
+            };
+            (creator, author)
+        }
+    }
+}
+
 /// Checks everything about `request` that needs its tenant and class, except
 /// approval and budget: tenancy, existence, allowed class, cluster and TTL (the
 /// same checks rendering makes, so admission and rendering cannot disagree).
@@ -130,16 +166,20 @@ pub fn check_approval(
     let Some(creator) = creator(request) else {
         return Err(Denial::CreatorUnknown { class: class.name_any(), annotation: labels::CREATED_BY_ANNOTATION });
     };
+    // Four eyes: the approver is neither who created the request nor who wrote this spec.
+    let author = spec_author(request).unwrap_or(creator);
     let target = Target {
         namespace: &namespace,
         name: &name,
         spec: &request.spec,
         approver_groups: &policy.approver_groups,
-        creator: Some(creator),
+        creator: Some(author),
     };
-    verifier.verify(&approval.token, &target, now).map(Some).map_err(|rejection| Denial::ApprovalRejected {
-        class: class.name_any(),
-        groups,
-        rejection,
-    })
+    let rejected = |rejection| Denial::ApprovalRejected { class: class.name_any(), groups: groups.clone(), rejection };
+    let verified = verifier.verify(&approval.token, &target, now).map_err(rejected)?;
+    if verified.approver == creator {
+        let rejection = Rejection::ApproverIsCreator { approver: verified.approver, groups: groups.clone() };
+        return Err(rejected(rejection));
+    }
+    Ok(Some(verified))
 }

@@ -115,15 +115,25 @@ fn validate_request(
         return Ok(()); // DELETE and CONNECT carry no object; nothing to check.
     };
     let old = typed::<EnvironmentRequest>(req.old_object.as_ref(), "oldObject")?;
-    if req.operation == Operation::Update {
-        if new.meta().deletion_timestamp.is_some() {
-            return Ok(()); // Never stand in the way of a deletion (finalizer removal).
-        }
-        if let Some(old) = &old
-            && old.spec == new.spec
-        {
-            return Ok(()); // Metadata only (labels, finalizers): what was admitted holds.
-        }
+    if new.meta().deletion_timestamp.is_some()
+        && old.as_ref().is_some_and(|o| !request::spec_changed(&o.spec, &new.spec))
+    {
+        return Ok(()); // Never stand in the way of a deletion (finalizer removal).
+    }
+    // The four-eyes rule trusts these annotations, so they must be what the mutating
+    // webhook records; anything else means it did not run (or was overridden).
+    if authors_on(&new) != request::recorded_authors(req.user_info.username.as_deref(), &new, old.as_ref()) {
+        return Err(format!(
+            "annotations {} and {} must be recorded by Berth's mutating webhook, not written by hand; is its MutatingWebhookConfiguration installed?",
+            labels::CREATED_BY_ANNOTATION,
+            labels::SPEC_AUTHOR_ANNOTATION
+        ));
+    }
+    if req.operation == Operation::Update
+        && let Some(old) = &old
+        && old.spec == new.spec
+    {
+        return Ok(()); // Metadata only (labels, finalizers): what was admitted holds.
     }
     let tenant = view.tenant(&new.spec.tenant);
     let class = view.class(&new.spec.class);
@@ -213,46 +223,74 @@ fn validate_rollout(req: &AdmissionRequest<DynamicObject>, view: &(impl View + ?
     references::check_rollout(&rollout, owner).map_err(|c: Conflict| c.to_string())
 }
 
-/// Decides a mutating review of an EnvironmentRequest: records who created it from
-/// the apiserver's authenticated user, and keeps that record on every update.
+/// The author annotations on `object`, as (creator, spec author).
+fn authors_on(object: &impl ResourceExt) -> (Option<String>, Option<String>) {
+    let annotations = object.annotations();
+    (annotations.get(labels::CREATED_BY_ANNOTATION).cloned(), annotations.get(labels::SPEC_AUTHOR_ANNOTATION).cloned())
+}
+
+/// Decides a mutating review of an EnvironmentRequest: records who created it and
+/// who wrote its spec from the apiserver's authenticated user, never from the object.
 pub fn mutate(req: &AdmissionRequest<DynamicObject>) -> AdmissionResponse {
     let response = AdmissionResponse::from(req);
-    let Some(object) = &req.object else {
+    if !matches!(req.operation, Operation::Create | Operation::Update) {
         return response;
+    }
+    let (new, old) = match (
+        typed::<EnvironmentRequest>(req.object.as_ref(), "object"),
+        typed::<EnvironmentRequest>(req.old_object.as_ref(), "oldObject"),
+    ) {
+        (Ok(Some(new)), Ok(old)) => (new, old),
+        (Ok(None), _) => return response,
+        (Err(message), _) | (_, Err(message)) => return response.deny(message),
     };
-    let recorded = match req.operation {
-        Operation::Create => req.user_info.username.clone(),
-        // Whatever creation recorded (nothing for requests older than the webhook).
-        Operation::Update => {
-            req.old_object.as_ref().and_then(|old| old.annotations().get(labels::CREATED_BY_ANNOTATION).cloned())
-        }
-        _ => return response,
-    };
-    let current = object.annotations().get(labels::CREATED_BY_ANNOTATION).cloned();
+    let recorded = request::recorded_authors(req.user_info.username.as_deref(), &new, old.as_ref());
+    let current = authors_on(&new);
     if current == recorded {
         return response;
     }
-    let patch = creator_patch(object.metadata.annotations.is_some(), current.is_some(), recorded.as_deref());
+    let patch = authors_patch(new.metadata.annotations.is_some(), &current, &recorded);
     match response.clone().with_patch(patch) {
         Ok(patched) => patched,
-        Err(e) => response.deny(format!("cannot record the creator: {e}")),
+        Err(e) => response.deny(format!("cannot record the request's authors: {e}")),
     }
 }
 
-/// JSON patch setting (or removing) the creator annotation.
-fn creator_patch(has_annotations: bool, has_creator: bool, creator: Option<&str>) -> json_patch::Patch {
+/// JSON patch making the author annotations `recorded` (setting or removing each).
+fn authors_patch(
+    has_annotations: bool,
+    current: &(Option<String>, Option<String>),
+    recorded: &(Option<String>, Option<String>),
+) -> json_patch::Patch {
     use json_patch::{AddOperation, PatchOperation, RemoveOperation, jsonptr::PointerBuf};
-    let annotation = PointerBuf::from_tokens(["metadata", "annotations", labels::CREATED_BY_ANNOTATION]);
-    let operation = match (creator, has_annotations) {
-        (None, _) if has_creator => PatchOperation::Remove(RemoveOperation { path: annotation }),
-        (None, _) => return json_patch::Patch(Vec::new()),
-        (Some(user), true) => PatchOperation::Add(AddOperation { path: annotation, value: user.into() }),
-        (Some(user), false) => PatchOperation::Add(AddOperation {
-            path: PointerBuf::from_tokens(["metadata", "annotations"]),
-            value: serde_json::json!({ labels::CREATED_BY_ANNOTATION: user }),
-        }),
-    };
-    json_patch::Patch(vec![operation])
+    let pairs = [
+        (labels::CREATED_BY_ANNOTATION, &current.0, &recorded.0),
+        (labels::SPEC_AUTHOR_ANNOTATION, &current.1, &recorded.1),
+    ];
+    if !has_annotations {
+        let map: serde_json::Map<String, serde_json::Value> = pairs
+            .iter()
+            .filter_map(|(key, _, want)| want.as_ref().map(|v| ((*key).to_owned(), v.as_str().into())))
+            .collect();
+        if map.is_empty() {
+            return json_patch::Patch(Vec::new());
+        }
+        let path = PointerBuf::from_tokens(["metadata", "annotations"]);
+        return json_patch::Patch(vec![PatchOperation::Add(AddOperation { path, value: map.into() })]);
+    }
+    // Only the annotations that differ; one that should not exist but does is removed.
+    let operations = pairs
+        .iter()
+        .filter(|(_, have, want)| have != want)
+        .map(|(key, _, want)| {
+            let path = PointerBuf::from_tokens(["metadata", "annotations", key]);
+            match want {
+                Some(value) => PatchOperation::Add(AddOperation { path, value: value.as_str().into() }),
+                None => PatchOperation::Remove(RemoveOperation { path }),
+            }
+        })
+        .collect();
+    json_patch::Patch(operations)
 }
 
 #[cfg(test)]

@@ -34,7 +34,7 @@ pub struct ApprovalRequest {
 }
 
 /// A granted approval.
-#[derive(Debug, Deserialize, Serialize)]
+#[derive(Deserialize, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ApprovalGranted {
     /// The token to put in `spec.approval.token`.
@@ -43,6 +43,17 @@ pub struct ApprovalGranted {
     pub approver: String,
     /// Digest of the approved spec.
     pub digest: String,
+}
+
+impl std::fmt::Debug for ApprovalGranted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The token is a bearer credential for the request: never print it.
+        f.debug_struct("ApprovalGranted")
+            .field("token", &"[redacted]")
+            .field("approver", &self.approver)
+            .field("digest", &self.digest)
+            .finish()
+    }
 }
 
 /// A refusal, as JSON: a stable reason code and a sentence for people.

@@ -123,10 +123,20 @@ async fn assess(request: &EnvironmentRequest, ctx: &Context) -> Result<Finding, 
     if let Err(message) = folder(request) {
         return Ok(Finding::Denied(Denial::Invalid(message)));
     }
-    let approval = match policy::request::check_approval(request, class, ctx.approvals.as_deref(), Timestamp::now()) {
+    let verifier = ctx.approvals.as_deref();
+    let approval = match policy::request::check_approval(request, class, verifier, Timestamp::now()) {
         // A provisioned environment keeps running when its token later expires: the
-        // approval was for creating it; a spec change is re-checked by admission.
-        Err(Denial::ApprovalRejected { rejection: Rejection::Expired { .. }, .. }) if is_provisioned(request) => None,
+        // approval was for creating it. Every other check still holds: the token is
+        // judged again as of just before it expired (this request, this spec, …).
+        Err(Denial::ApprovalRejected { rejection: Rejection::Expired { expired_at }, .. })
+            if is_provisioned(request) =>
+        {
+            let before = expired_at - SignedDuration::from_secs(1);
+            match policy::request::check_approval(request, class, verifier, before) {
+                Ok(approval) => approval,
+                Err(denial) => return Ok(Finding::Denied(denial)),
+            }
+        }
         Err(denial) => return Ok(Finding::Denied(denial)),
         Ok(approval) => approval,
     };

@@ -75,13 +75,25 @@ fn approve(keys: &Keys, request: &EnvironmentRequest, approver: &str, at: Timest
     keys.issuer.issue(&approver, &target, &request.spec, at).expect("issue")
 }
 
+/// The request as the mutating webhook leaves it when `creator` created it.
 fn with_creator(mut request: EnvironmentRequest, creator: &str) -> EnvironmentRequest {
     request.annotations_mut().insert(labels::CREATED_BY_ANNOTATION.into(), creator.into());
+    request.annotations_mut().insert(labels::SPEC_AUTHOR_ANNOTATION.into(), creator.into());
     request
 }
 
-/// An AdmissionRequest as the apiserver sends it (through the same parser).
+/// An AdmissionRequest from alice, as the apiserver sends it (through the same parser).
 fn review(
+    operation: &str,
+    resource: &str,
+    object: Option<Value>,
+    old: Option<Value>,
+) -> AdmissionRequest<DynamicObject> {
+    review_as("alice", operation, resource, object, old)
+}
+
+fn review_as(
+    user: &str,
     operation: &str,
     resource: &str,
     object: Option<Value>,
@@ -98,7 +110,7 @@ fn review(
             "name": source["metadata"]["name"],
             "namespace": source["metadata"]["namespace"],
             "operation": operation,
-            "userInfo": {"username": "alice", "groups": ["team-payments", "system:authenticated"]},
+            "userInfo": {"username": user, "groups": ["system:authenticated"]},
             "object": object,
             "oldObject": old,
             "dryRun": false
@@ -116,8 +128,14 @@ fn decide(cluster: &Cluster, keys: Option<&Keys>, req: &AdmissionRequest<Dynamic
     validate(req, kind, cluster, &Checks { verifier: keys.map(|k| &k.verifier), now: now() })
 }
 
+/// alice creates `request`, recorded as the mutating webhook would.
 fn create(cluster: &Cluster, keys: Option<&Keys>, request: &EnvironmentRequest) -> AdmissionResponse {
-    decide(cluster, keys, &review("CREATE", "environmentrequests", Some(value(request)), None))
+    create_as("alice", cluster, keys, request)
+}
+
+fn create_as(user: &str, cluster: &Cluster, keys: Option<&Keys>, request: &EnvironmentRequest) -> AdmissionResponse {
+    let recorded = with_creator(request.clone(), user);
+    decide(cluster, keys, &review_as(user, "CREATE", "environmentrequests", Some(value(&recorded)), None))
 }
 
 fn denied(response: &AdmissionResponse) -> &str {
@@ -225,10 +243,40 @@ fn production_approved_by_someone_else_in_the_group_is_admitted() {
 #[test]
 fn the_creator_cannot_approve_their_own_request() {
     let keys = keys();
-    let mut prod = with_creator(request("production"), "bob");
+    let mut prod = request("production");
     prod.spec.approval = Some(Approval { token: approve(&keys, &prod, "bob", now()) });
-    let message = create(&cluster(), Some(&keys), &prod).result.message;
+    let message = create_as("bob", &cluster(), Some(&keys), &prod).result.message;
     assert!(message.contains("approver \"bob\" created this request"), "{message}");
+}
+
+#[test]
+fn whoever_rewrites_the_spec_cannot_approve_it_either() {
+    // bob created it; alice, an approver too, rewrites its spec and approves that herself.
+    let keys = keys();
+    let old = with_creator(request("production"), "bob");
+    let mut rewritten = old.clone();
+    rewritten.spec.app.revision = "alices-branch".into();
+    rewritten.annotations_mut().insert(labels::SPEC_AUTHOR_ANNOTATION.into(), "alice".into());
+    rewritten.spec.approval = Some(Approval { token: approve(&keys, &rewritten, "alice", now()) });
+    let update = review("UPDATE", "environmentrequests", Some(value(&rewritten)), Some(value(&old)));
+    let message = decide(&cluster(), Some(&keys), &update).result.message;
+    assert!(message.contains("approver \"alice\""), "{message}");
+
+    // The same token, applied by bob (so bob wrote the spec): admitted.
+    let mut by_bob = rewritten.clone();
+    by_bob.annotations_mut().insert(labels::SPEC_AUTHOR_ANNOTATION.into(), "bob".into());
+    let update = review_as("bob", "UPDATE", "environmentrequests", Some(value(&by_bob)), Some(value(&old)));
+    let response = decide(&cluster(), Some(&keys), &update);
+    assert!(response.allowed, "{}", response.result.message);
+}
+
+#[test]
+fn author_annotations_not_recorded_by_the_mutating_webhook_are_refused() {
+    // A creator written by hand (the mutating webhook did not run): refused.
+    let forged = with_creator(request("preview"), "bob");
+    let review = review("CREATE", "environmentrequests", Some(value(&forged)), None);
+    let message = decide(&cluster(), None, &review).result.message;
+    assert!(message.contains("must be recorded by Berth's mutating webhook"), "{message}");
 }
 
 #[test]
@@ -277,14 +325,21 @@ fn the_creator_is_recorded_from_the_authenticated_user_not_the_object() {
     forged.annotations_mut().insert(labels::CREATED_BY_ANNOTATION.into(), "bob".into());
     let response = mutate(&review("CREATE", "environmentrequests", Some(value(&forged)), None));
     let patch: Value = serde_json::from_slice(response.patch.as_deref().expect("a patch")).expect("json");
-    assert_eq!(patch, json!([{"op": "add", "path": "/metadata/annotations/berth.dev~1created-by", "value": "alice"}]));
+    assert_eq!(
+        patch,
+        json!([
+            {"op": "add", "path": "/metadata/annotations/berth.dev~1created-by", "value": "alice"},
+            {"op": "add", "path": "/metadata/annotations/berth.dev~1spec-author", "value": "alice"}
+        ])
+    );
 
     let bare = request("preview");
     let response = mutate(&review("CREATE", "environmentrequests", Some(value(&bare)), None));
     let patch: Value = serde_json::from_slice(response.patch.as_deref().expect("a patch")).expect("json");
     assert_eq!(
         patch,
-        json!([{"op": "add", "path": "/metadata/annotations", "value": {"berth.dev/created-by": "alice"}}])
+        json!([{"op": "add", "path": "/metadata/annotations",
+                "value": {"berth.dev/created-by": "alice", "berth.dev/spec-author": "alice"}}])
     );
 }
 
@@ -300,6 +355,13 @@ fn an_update_keeps_the_recorded_creator() {
     // Unchanged: no patch at all.
     let response = mutate(&review("UPDATE", "environmentrequests", Some(value(&old)), Some(value(&old))));
     assert!(response.allowed && response.patch.is_none());
+
+    // A spec change records its author; the creator stays.
+    let mut changed = old.clone();
+    changed.spec.app.revision = "v2".into();
+    let response = mutate(&review("UPDATE", "environmentrequests", Some(value(&changed)), Some(value(&old))));
+    let patch: Value = serde_json::from_slice(response.patch.as_deref().expect("a patch")).expect("json");
+    assert_eq!(patch, json!([{"op": "add", "path": "/metadata/annotations/berth.dev~1spec-author", "value": "alice"}]));
 }
 
 #[test]
