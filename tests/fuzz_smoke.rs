@@ -228,13 +228,15 @@ fn valid_reviews_are_decided_as_the_examples_say() {
     let patch: Value = serde_json::from_slice(preview.patch.as_deref().expect("a patch")).expect("json");
     assert_eq!(
         patch,
-        json!([{"op": "add", "path": "/metadata/annotations", "value": {"berth.dev/created-by": "alice"}}])
+        json!([{"op": "add", "path": "/metadata/annotations",
+                "value": {"berth.dev/created-by": "alice", "berth.dev/spec-author": "alice"}}])
     );
 
     let approval = fixtures().approval.clone();
     assert!(decide(&production_review(&approval)).expect("a valid review").allowed("environmentrequests"));
     let mut self_approved = production_review(&approval);
-    self_approved["request"]["object"]["metadata"]["annotations"]["berth.dev/created-by"] = json!("bob");
+    // bob, the approver, creates it himself.
+    self_approved["request"]["userInfo"]["username"] = json!("bob");
     assert!(!decide(&self_approved).expect("a valid review").allowed("environmentrequests"), "four eyes");
     let mut unapproved = production_review(&approval);
     unapproved["request"]["object"]["spec"]["approval"] = Value::Null;

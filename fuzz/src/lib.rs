@@ -229,14 +229,50 @@ fn readable<K: DeserializeOwned>(object: &Value) -> bool {
     serde_json::from_value::<K>(object.clone()).is_ok()
 }
 
-/// Parses `body` as the webhook does, validates it as each kind, mutates it, and checks
-/// the answers; `Err` is the 400 the webhook answers a body it cannot read.
+/// Parses `body` as the webhook does, mutates it, validates the mutated object as each
+/// kind (the apiserver's order), and checks the answers; `Err` is the 400 the webhook
+/// answers a body it cannot read.
 pub fn admit(body: &[u8]) -> Result<Admitted, String> {
     let fixtures = fixtures();
-    let req = parse_review(body)?;
+    let mut req = parse_review(body)?;
     let checks = Checks { verifier: Some(&fixtures.verifier), now: now() };
     let object = req.object.as_ref().and_then(|o| serde_json::to_value(o).ok());
 
+    let response = admission::mutate(&req);
+    assert_eq!(response.uid, req.uid, "the response answers the review's request");
+    // The mutating webhook refuses only what it cannot read as an EnvironmentRequest
+    // (the validating webhook would refuse it too), and then says why.
+    let readable_new = object.as_ref().is_none_or(|o| readable::<EnvironmentRequest>(o));
+    let old_value = req.old_object.as_ref().and_then(|o| serde_json::to_value(o).ok());
+    let readable_old = old_value.as_ref().is_none_or(|o| readable::<EnvironmentRequest>(o));
+    if !response.allowed {
+        assert!(!response.result.message.is_empty(), "a refusal says why");
+        assert!(
+            !(readable_new && readable_old),
+            "the mutating webhook refused a readable request: {}",
+            response.result.message
+        );
+    }
+    let patch = response.patch.clone();
+    let mutate_review = response;
+    if let (Some(patch), Some(object)) = (&patch, &object) {
+        let recorded = match req.operation {
+            Operation::Create => req.user_info.username.clone(),
+            Operation::Update => req
+                .old_object
+                .as_ref()
+                .and_then(|old| old.metadata.annotations.as_ref()?.get(CREATED_BY_ANNOTATION).cloned()),
+            _ => panic!("a patch for a {:?}", req.operation),
+        };
+        let operations: json_patch::Patch = serde_json::from_slice(patch).expect("the patch is a JSON patch");
+        let mut patched = object.clone();
+        json_patch::patch(&mut patched, &operations).expect("the patch applies to the object it was made for");
+        let creator = patched.pointer("/metadata/annotations/berth.dev~1created-by").and_then(Value::as_str);
+        assert_eq!(creator, recorded.as_deref(), "the patch records the creator");
+        // The apiserver validates the object as mutated.
+        req.object = Some(serde_json::from_value(patched).expect("a patched object is still an object"));
+    }
+    serde_json::to_vec(&mutate_review.into_review()).expect("the response encodes");
     let mut allowed = [false; 4];
     for (i, plural) in KINDS.iter().enumerate() {
         let kind = Kind::from_plural(plural).expect("a Berth plural");
@@ -258,26 +294,6 @@ pub fn admit(body: &[u8]) -> Result<Admitted, String> {
         serde_json::to_vec(&response.into_review()).expect("the response encodes");
     }
 
-    let response = admission::mutate(&req);
-    assert_eq!(response.uid, req.uid, "the response answers the review's request");
-    assert!(response.allowed, "the mutating webhook never refuses: {}", response.result.message);
-    let patch = response.patch.clone();
-    if let (Some(patch), Some(object)) = (&patch, &object) {
-        let recorded = match req.operation {
-            Operation::Create => req.user_info.username.clone(),
-            Operation::Update => req
-                .old_object
-                .as_ref()
-                .and_then(|old| old.metadata.annotations.as_ref()?.get(CREATED_BY_ANNOTATION).cloned()),
-            _ => panic!("a patch for a {:?}", req.operation),
-        };
-        let operations: json_patch::Patch = serde_json::from_slice(patch).expect("the patch is a JSON patch");
-        let mut patched = object.clone();
-        json_patch::patch(&mut patched, &operations).expect("the patch applies to the object it was made for");
-        let creator = patched.pointer("/metadata/annotations/berth.dev~1created-by").and_then(Value::as_str);
-        assert_eq!(creator, recorded.as_deref(), "the patch records the creator");
-    }
-    serde_json::to_vec(&response.into_review()).expect("the response encodes");
     Ok(Admitted { allowed, patch })
 }
 
