@@ -242,9 +242,9 @@ pub fn admit(body: &[u8]) -> Result<Admitted, String> {
     assert_eq!(response.uid, req.uid, "the response answers the review's request");
     // The mutating webhook refuses only what it cannot read as an EnvironmentRequest
     // (the validating webhook would refuse it too), and then says why.
-    let readable_new = object.as_ref().is_none_or(|o| readable::<EnvironmentRequest>(o));
+    let readable_new = object.as_ref().is_none_or(readable::<EnvironmentRequest>);
     let old_value = req.old_object.as_ref().and_then(|o| serde_json::to_value(o).ok());
-    let readable_old = old_value.as_ref().is_none_or(|o| readable::<EnvironmentRequest>(o));
+    let readable_old = old_value.as_ref().is_none_or(readable::<EnvironmentRequest>);
     if !response.allowed {
         assert!(!response.result.message.is_empty(), "a refusal says why");
         assert!(
