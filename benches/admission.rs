@@ -537,7 +537,10 @@ struct Inside {
 fn inside(request: &EnvironmentRequest, view: &(dyn View + Send + Sync), verifier: &Verifier) -> Inside {
     let check = per_call(|| {
         let (tenant, class) = (view.tenant(&request.spec.tenant), view.class(&request.spec.class));
-        assert!(rules::check(black_box(request), tenant.as_deref(), class.as_deref()).is_ok());
+        let tenants = view.tenants();
+        let namespace = request.metadata.namespace.clone().unwrap_or_default();
+        let claimants = rules::claimants(&namespace, tenants.iter().map(AsRef::as_ref));
+        assert!(rules::check(black_box(request), tenant.as_deref(), class.as_deref(), &claimants).is_ok());
     });
     let tenant = view.tenant(&request.spec.tenant).expect("tenant");
     let class = view.class(&request.spec.class).expect("class");

@@ -24,6 +24,10 @@ pub enum Denial {
     )]
     NotTenantNamespace { tenant: String, namespace: String, expected: String },
     #[error(
+        "namespace {namespace:?} is the request namespace of several tenants ({tenants:?}); the platform team must give each tenant its own spec.requestNamespace"
+    )]
+    NamespaceContested { namespace: String, tenants: Vec<String> },
+    #[error(
         "EnvironmentClass {class:?} does not exist; `kubectl get environmentclasses` lists the classes you can pick"
     )]
     ClassMissing { class: String },
@@ -50,7 +54,7 @@ impl Denial {
     pub fn reason(&self) -> &'static str {
         match self {
             Denial::TenantMissing { .. } => reasons::TENANT_NOT_FOUND,
-            Denial::NotTenantNamespace { .. } => reasons::NOT_TENANT_NAMESPACE,
+            Denial::NotTenantNamespace { .. } | Denial::NamespaceContested { .. } => reasons::NOT_TENANT_NAMESPACE,
             Denial::ClassMissing { .. } => reasons::CLASS_NOT_FOUND,
             Denial::Invalid(_) => reasons::INVALID_REQUEST,
             Denial::ApprovalMissing { .. } => reasons::APPROVAL_REQUIRED,
@@ -75,6 +79,11 @@ pub fn request_namespace(tenant: &Tenant) -> String {
 /// the mutating webhook overwrites the annotation).
 pub fn creator(request: &EnvironmentRequest) -> Option<&str> {
     request.annotations().get(labels::CREATED_BY_ANNOTATION).map(String::as_str)
+}
+
+/// The tenants among `tenants` whose request namespace is `namespace`.
+pub fn claimants<'a>(namespace: &str, tenants: impl IntoIterator<Item = &'a Tenant>) -> Vec<String> {
+    tenants.into_iter().filter(|t| request_namespace(t) == namespace).map(ResourceExt::name_any).collect()
 }
 
 /// Who last wrote the request's spec, as admission recorded it; the creator for
@@ -115,11 +124,21 @@ pub fn recorded_authors(
 /// Checks everything about `request` that needs its tenant and class, except
 /// approval and budget: tenancy, existence, allowed class, cluster and TTL (the
 /// same checks rendering makes, so admission and rendering cannot disagree).
+/// `claimants` are the tenants whose request namespace is the request's namespace:
+/// two tenants created at the same moment could both claim one, and then neither
+/// may be named from it.
 pub fn check<'a>(
     request: &EnvironmentRequest,
     tenant: Option<&'a Tenant>,
     class: Option<&'a EnvironmentClass>,
+    claimants: &[String],
 ) -> Result<(&'a Tenant, &'a EnvironmentClass), Denial> {
+    if claimants.len() > 1 {
+        return Err(Denial::NamespaceContested {
+            namespace: request.namespace().unwrap_or_default(),
+            tenants: claimants.to_vec(),
+        });
+    }
     let spec = &request.spec;
     let Some(tenant) = tenant else {
         return Err(Denial::TenantMissing { tenant: spec.tenant.clone() });

@@ -137,7 +137,10 @@ fn validate_request(
     }
     let tenant = view.tenant(&new.spec.tenant);
     let class = view.class(&new.spec.class);
-    let (tenant, class) = request::check(&new, tenant.as_deref(), class.as_deref()).map_err(|d| d.to_string())?;
+    let tenants = view.tenants();
+    let claimants = request::claimants(&new.namespace().unwrap_or_default(), tenants.iter().map(AsRef::as_ref));
+    let (tenant, class) =
+        request::check(&new, tenant.as_deref(), class.as_deref(), &claimants).map_err(|d| d.to_string())?;
     // On UPDATE the digest covers the new spec, so any spec change needs a new approval.
     request::check_approval(&new, class, checks.verifier, checks.now).map_err(|d| d.to_string())?;
     if req.operation == Operation::Create {

@@ -116,7 +116,10 @@ async fn assess(request: &EnvironmentRequest, ctx: &Context) -> Result<Finding, 
             .await?;
     // The same rules admission applies, so a request that slipped past the webhook
     // (installed later, or down with failurePolicy changed) is still held to them.
-    let (tenant, class) = match policy::request::check(request, tenant.as_deref(), class.as_deref()) {
+    let tenants = ctx.stores().await?.tenants.state();
+    let claimants =
+        policy::request::claimants(&request.namespace().unwrap_or_default(), tenants.iter().map(AsRef::as_ref));
+    let (tenant, class) = match policy::request::check(request, tenant.as_deref(), class.as_deref(), &claimants) {
         Ok(found) => found,
         Err(denial) => return Ok(Finding::Denied(denial)),
     };

@@ -164,6 +164,17 @@ fn naming_another_tenant_from_this_namespace_is_refused() {
 }
 
 #[test]
+fn a_namespace_two_tenants_claim_serves_neither() {
+    let mut cluster = cluster();
+    let mut twin = payments();
+    twin.metadata.name = Some("payments-twin".into());
+    cluster.tenants.push(Arc::new(twin));
+    let message = create(&cluster, None, &request("preview")).result.message;
+    assert!(message.contains("request namespace of several tenants"), "{message}");
+    assert!(message.contains("payments-twin"), "{message}");
+}
+
+#[test]
 fn a_class_the_tenant_may_not_use_is_refused_with_the_allowed_list() {
     let mut cluster = cluster();
     let mut tenant = payments();
