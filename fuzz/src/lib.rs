@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use berth::{
-    api::{EnvironmentClass, EnvironmentRequest, Rollout, Tenant},
+    api::{EnvironmentRequest, Rollout, Tenant},
     approval::{
         ApprovalClaims, Approver, DEFAULT_LEEWAY, Issuer, Rejection, RequestRef, SigningKey, Target, VerificationKeys,
         Verifier, generate_ed25519, spec_digest,
@@ -32,8 +32,8 @@ use berth::{
     auth::{AuthError, BearerConfig, BearerVerifier, CLOCK_LEEWAY_SECONDS, Caller, dev_token},
     labels::CREATED_BY_ANNOTATION,
     webhook::{
-        Kind, View,
-        admission::{self, Checks},
+        Kind,
+        admission::{self, Checks, Snapshot},
         parse_review,
     },
 };
@@ -81,29 +81,7 @@ pub fn now() -> Timestamp {
 }
 
 /// The cluster admission sees: the examples' tenant and classes, and the staging request.
-pub struct Cluster {
-    pub tenants: Vec<Arc<Tenant>>,
-    pub classes: Vec<Arc<EnvironmentClass>>,
-    pub requests: Vec<Arc<EnvironmentRequest>>,
-}
-
-impl View for Cluster {
-    fn tenant(&self, name: &str) -> Option<Arc<Tenant>> {
-        self.tenants.iter().find(|t| t.metadata.name.as_deref() == Some(name)).cloned()
-    }
-    fn class(&self, name: &str) -> Option<Arc<EnvironmentClass>> {
-        self.classes.iter().find(|c| c.metadata.name.as_deref() == Some(name)).cloned()
-    }
-    fn tenants(&self) -> Vec<Arc<Tenant>> {
-        self.tenants.clone()
-    }
-    fn classes(&self) -> Vec<Arc<EnvironmentClass>> {
-        self.classes.clone()
-    }
-    fn requests(&self) -> Vec<Arc<EnvironmentRequest>> {
-        self.requests.clone()
-    }
-}
+pub type Cluster = Snapshot;
 
 /// Everything made once per process.
 pub struct Fixtures {

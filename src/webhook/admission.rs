@@ -34,6 +34,32 @@ pub trait View {
     fn requests(&self) -> Vec<Arc<EnvironmentRequest>>;
 }
 
+/// A fixed view: lists held in memory, for tests, benchmarks and fuzzing.
+#[derive(Clone, Debug, Default)]
+pub struct Snapshot {
+    pub tenants: Vec<Arc<Tenant>>,
+    pub classes: Vec<Arc<EnvironmentClass>>,
+    pub requests: Vec<Arc<EnvironmentRequest>>,
+}
+
+impl View for Snapshot {
+    fn tenant(&self, name: &str) -> Option<Arc<Tenant>> {
+        self.tenants.iter().find(|t| t.metadata.name.as_deref() == Some(name)).cloned()
+    }
+    fn class(&self, name: &str) -> Option<Arc<EnvironmentClass>> {
+        self.classes.iter().find(|c| c.metadata.name.as_deref() == Some(name)).cloned()
+    }
+    fn tenants(&self) -> Vec<Arc<Tenant>> {
+        self.tenants.clone()
+    }
+    fn classes(&self) -> Vec<Arc<EnvironmentClass>> {
+        self.classes.clone()
+    }
+    fn requests(&self) -> Vec<Arc<EnvironmentRequest>> {
+        self.requests.clone()
+    }
+}
+
 /// Keys and clock admission checks approvals with.
 pub struct Checks<'a> {
     pub verifier: Option<&'a Verifier>,

@@ -15,30 +15,7 @@ use crate::{
     webhook::parse_review,
 };
 
-#[derive(Default)]
-struct Cluster {
-    tenants: Vec<Arc<Tenant>>,
-    classes: Vec<Arc<EnvironmentClass>>,
-    requests: Vec<Arc<EnvironmentRequest>>,
-}
-
-impl View for Cluster {
-    fn tenant(&self, name: &str) -> Option<Arc<Tenant>> {
-        self.tenants.iter().find(|t| t.name_any() == name).cloned()
-    }
-    fn class(&self, name: &str) -> Option<Arc<EnvironmentClass>> {
-        self.classes.iter().find(|c| c.name_any() == name).cloned()
-    }
-    fn tenants(&self) -> Vec<Arc<Tenant>> {
-        self.tenants.clone()
-    }
-    fn classes(&self) -> Vec<Arc<EnvironmentClass>> {
-        self.classes.clone()
-    }
-    fn requests(&self) -> Vec<Arc<EnvironmentRequest>> {
-        self.requests.clone()
-    }
-}
+type Cluster = Snapshot;
 
 fn cluster() -> Cluster {
     Cluster {
