@@ -22,9 +22,7 @@ use berth::{
         EnvironmentClass, EnvironmentRequest, Tenant,
         environment_request::{Approval, EnvironmentRequestStatus, GitOpsStatus, Phase},
     },
-    approval::{
-        Approver, Issuer, RequestRef, SigningKey, Target, VerificationKeys, Verifier, generate_ed25519, spec_digest,
-    },
+    approval::{Approver, Issuer, RequestRef, SigningKey, Target, Verifier, generate_ed25519, spec_digest},
     cli::https::{Connection, Endpoint, client_config},
     labels::CREATED_BY_ANNOTATION,
     policy::{budget, request as rules},
@@ -266,14 +264,10 @@ struct Keys {
 }
 
 fn keys() -> Keys {
-    let (private, public) = generate_ed25519().expect("keys");
+    let (private, _public) = generate_ed25519().expect("keys");
     let signing = SigningKey::from_pem(private.as_bytes()).expect("signing key");
     let issuer = Issuer::new(signing, "berth".into(), "berth.dev/approvals".into(), Duration::from_secs(3600));
-    let verifier = Verifier::new(
-        VerificationKeys::from_pems(&[public.as_bytes()]).expect("verification keys"),
-        "berth".into(),
-        "berth.dev/approvals".into(),
-    );
+    let verifier = issuer.verifier();
     Keys { issuer, verifier }
 }
 

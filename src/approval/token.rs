@@ -118,6 +118,12 @@ impl Issuer {
         self.key.kid()
     }
 
+    /// A verifier that accepts this issuer's tokens: its key's public half, same
+    /// issuer and audience (for a Berth that issues and verifies with one key).
+    pub fn verifier(&self) -> Verifier {
+        Verifier::new(VerificationKeys::from(&self.key), self.issuer.clone(), self.audience.clone())
+    }
+
     /// How long issued tokens are valid.
     pub fn lifetime(&self) -> Duration {
         self.lifetime

@@ -108,7 +108,7 @@ impl WebhookArgs {
             VerificationKeys::from_pem_files(&pems)?
         } else if let Some(path) = &self.approval_signing_key_file {
             let key = SigningKey::from_pem_file(path)?;
-            VerificationKeys::from_pems(&[key.public_key_pem().as_bytes()])?
+            VerificationKeys::from(&key)
         } else {
             return Ok(None);
         };

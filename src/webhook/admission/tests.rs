@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use super::*;
 use crate::{
     api::environment_request::{Approval, EnvironmentRequestStatus, GitOpsStatus, Phase},
-    approval::{Approver, Issuer, RequestRef, SigningKey, VerificationKeys, generate_ed25519},
+    approval::{Approver, Issuer, RequestRef, SigningKey, generate_ed25519},
     test_support::{class, payments, request},
     webhook::parse_review,
 };
@@ -31,14 +31,10 @@ struct Keys {
 }
 
 fn keys() -> Keys {
-    let (private, public) = generate_ed25519().expect("keys");
+    let (private, _public) = generate_ed25519().expect("keys");
     let signing = SigningKey::from_pem(private.as_bytes()).expect("signing key");
     let issuer = Issuer::new(signing, "berth".into(), "berth.dev/approvals".into(), Duration::from_secs(3600));
-    let verifier = Verifier::new(
-        VerificationKeys::from_pems(&[public.as_bytes()]).expect("verification keys"),
-        "berth".into(),
-        "berth.dev/approvals".into(),
-    );
+    let verifier = issuer.verifier();
     Keys { issuer, verifier }
 }
 
