@@ -5,10 +5,7 @@
 use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
 use futures::FutureExt;
-use kube::{
-    Client,
-    runtime::events::{Recorder, Reporter},
-};
+use kube::Client;
 
 use crate::{
     controller::{self, Context},
@@ -53,6 +50,10 @@ pub struct RunArgs {
     /// lone change is committed after a 10 ms settle).
     #[arg(long, env = "BERTH_GITOPS_BATCH_WINDOW_MS", default_value_t = 200)]
     pub gitops_batch_window_ms: u64,
+    /// Most EnvironmentRequest reconciles in flight at once. Bounds memory and
+    /// apiserver connections during a burst; the GitOps writer still batches them.
+    #[arg(long, env = "BERTH_MAX_CONCURRENT_RECONCILES", default_value_t = 64)]
+    pub max_concurrent_reconciles: u16,
     /// Namespace Argo CD watches for Applications.
     #[arg(long, env = "BERTH_ARGOCD_NAMESPACE", default_value = "argocd")]
     pub argocd_namespace: String,
@@ -134,9 +135,8 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     let applications = argocd_installed.then(controller::request::live::application_resource);
     let (stores, feeds) = controller::stores::build(&client, controller::rendered(), applications);
     let stores = Arc::new(stores);
-    let reporter = Reporter { controller: "berth".to_owned(), instance: std::env::var("POD_NAME").ok() };
     let ctx = Arc::new(Context {
-        recorder: Recorder::new(client.clone(), reporter),
+        events: controller::events::EventPublisher::new(client.clone(), "berth", std::env::var("POD_NAME").ok()),
         client,
         metrics: metrics.clone(),
         writer: writer.clone(),
@@ -153,7 +153,7 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     let start = webhook::settings::Start { stores, verifier: approvals, registry: metrics_registry };
     let webhook = webhook::settings::start(&args.webhook, start, shutdown.clone()).await?;
     let remote_probe = tokio::spawn(probe_remote(writer.clone(), remote));
-    controller::run(ctx, feeds, caches, shutdown).await;
+    controller::run(ctx, feeds, args.max_concurrent_reconciles, caches, shutdown).await;
     remote_probe.abort();
 
     tracing::info!("controllers stopped; flushing pending commits");

@@ -35,7 +35,7 @@ pub fn problems(class: &EnvironmentClass) -> Vec<String> {
 /// Re-renders every provisioned environment of a changed class at once, so the GitOps
 /// writer batches them into one commit. Their request reconciles wait for this (they
 /// see the class status lagging its generation) and then find nothing left to commit.
-async fn rerender(class: &EnvironmentClass, requests: &[EnvironmentRequest], ctx: &Context) -> Result<(), Error> {
+async fn rerender(class: &EnvironmentClass, requests: &[Arc<EnvironmentRequest>], ctx: &Context) -> Result<(), Error> {
     let tenants: Api<Tenant> = Api::all(ctx.client.clone());
     let mut renders = Vec::new();
     // A class that now needs approval keeps its environments as they are: nothing
@@ -71,7 +71,7 @@ async fn rerender(class: &EnvironmentClass, requests: &[EnvironmentRequest], ctx
 }
 
 pub async fn reconcile(class: Arc<EnvironmentClass>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let requests: Vec<EnvironmentRequest> = ctx.all_requests().await?.iter().map(|r| r.as_ref().clone()).collect();
+    let requests = ctx.all_requests().await?;
     if class.status.as_ref().and_then(|s| s.observed_generation) != class.metadata.generation {
         rerender(&class, &requests, &ctx).await?;
     }

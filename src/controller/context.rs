@@ -1,14 +1,14 @@
 //! What every reconcile gets: clients, the GitOps writer, telemetry, settings.
 
-use kube::{Client, runtime::events::Recorder};
+use kube::Client;
 
+use super::events::EventPublisher;
 use crate::{gitops::WriterHandle, render::RenderOptions, telemetry::Metrics};
 
 /// Field manager for everything Berth writes with server-side apply.
 pub const FIELD_MANAGER: &str = "berth";
 
-/// Finalizer that keeps a request until its folder is gone from git.
-pub const FINALIZER: &str = "berth.dev/gitops-cleanup";
+pub use crate::labels::FINALIZER;
 
 /// What was last committed for each GitOps folder, so a reconcile whose rendering
 /// has not changed skips the writer (no fetch, no batch window). Entries age out,
@@ -49,7 +49,7 @@ impl CommittedFolders {
 /// Shared by all reconciles; no globals.
 pub struct Context {
     pub client: Client,
-    pub recorder: Recorder,
+    pub events: EventPublisher,
     pub metrics: Metrics,
     pub writer: WriterHandle,
     pub render: RenderOptions,

@@ -5,6 +5,7 @@
 mod class;
 mod context;
 mod error;
+pub mod events;
 pub mod request;
 pub mod stores;
 pub mod tenant;
@@ -144,12 +145,27 @@ fn requests_where(
 pub async fn run(
     ctx: Arc<Context>,
     feeds: stores::Feeds,
+    max_concurrent_reconciles: u16,
     caches_synced: ReadinessCheck,
     shutdown: impl Future<Output = ()> + Send + Sync + Clone + 'static,
 ) {
     let client = ctx.client.clone();
     let store = ctx.stores.requests.clone();
-    let requests = Controller::for_stream(feeds.requests, store.clone());
+    // Every request change touches its tenant's and class's totals. The request watch
+    // tells their controllers which ones, so the requests are watched (and held) once.
+    let (tenant_totals, changed_tenants) = futures::channel::mpsc::unbounded();
+    let (class_totals, changed_classes) = futures::channel::mpsc::unbounded();
+    let request_feed = feeds.requests.inspect(move |event| {
+        if let Ok(request) = event {
+            // A send fails only once that controller has stopped (shutdown).
+            let _ = tenant_totals.unbounded_send(ObjectRef::<Tenant>::new(&request.spec.tenant));
+            let _ = class_totals.unbounded_send(ObjectRef::<EnvironmentClass>::new(&request.spec.class));
+        }
+    });
+    // Unbounded, a burst of 10,000 requests held 10,000 renderings and as many
+    // apiserver connections at once.
+    let requests = Controller::for_stream(request_feed, store.clone())
+        .with_config(controller::Config::default().concurrency(max_concurrent_reconciles));
     // Ready once the watched kinds can be listed (CRDs installed, RBAC in place).
     // (`Store::wait_until_ready` on the controller's own store never resolved here.)
     let lister = client.clone();
@@ -207,23 +223,19 @@ pub async fn run(
         .run(|o, c| instrumented(Kind::EnvironmentRequest, o, c, request::reconcile), error_policy, ctx.clone())
         .for_each(|_| async {});
 
-    // Every request change touches its tenant's and class's totals; during a burst the
-    // debounce folds those into a few reconciles (and status writes) instead of one each.
+    // During a burst the debounce folds the request changes into a few tenant and
+    // class reconciles (and status writes) instead of one each.
     let summaries = controller::Config::default().debounce(SUMMARY_DEBOUNCE);
     let tenants = Controller::new(Api::<Tenant>::all(client.clone()), watcher::Config::default())
         .with_config(summaries.clone())
-        .watches(Api::<EnvironmentRequest>::all(client.clone()), watcher::Config::default(), |request| {
-            [ObjectRef::new(&request.spec.tenant)]
-        })
+        .reconcile_on(changed_tenants)
         .graceful_shutdown_on(shutdown.clone())
         .run(|o, c| instrumented(Kind::Tenant, o, c, tenant::reconcile), error_policy, ctx.clone())
         .for_each(|_| async {});
 
     let classes = Controller::new(Api::<EnvironmentClass>::all(client.clone()), watcher::Config::default())
         .with_config(summaries)
-        .watches(Api::<EnvironmentRequest>::all(client), watcher::Config::default(), |request| {
-            [ObjectRef::new(&request.spec.class)]
-        })
+        .reconcile_on(changed_classes)
         .graceful_shutdown_on(shutdown)
         .run(|o, c| instrumented(Kind::EnvironmentClass, o, c, class::reconcile), error_policy, ctx)
         .for_each(|_| async {});

@@ -15,14 +15,17 @@ use kube::{
     api::ListParams,
     runtime::{
         controller::Action,
-        events::{Event, EventType},
         finalizer::{self, finalizer},
     },
 };
 
 pub use status::{Committed, Finding, next_status};
 
-use super::{Context, Error, context::FINALIZER};
+use super::{
+    Context, Error,
+    context::FINALIZER,
+    events::{Event, EventType},
+};
 use crate::{
     api::{
         EnvironmentClass, EnvironmentRequest, Tenant,
@@ -329,6 +332,8 @@ async fn write_status(request: &EnvironmentRequest, ctx: &Context, finding: &Fin
     if new == old {
         return Ok(());
     }
+    // Status first: it is what people and tools read; the event only narrates it.
+    patch_status(request, ctx, &new).await?;
     if new.phase != old.phase {
         let (type_, reason) = match new.phase {
             Some(Phase::Failed) => (EventType::Warning, "Failed"),
@@ -343,7 +348,7 @@ async fn write_status(request: &EnvironmentRequest, ctx: &Context, finding: &Fin
             .unwrap_or_default();
         publish(ctx, request, type_, reason, message).await;
     }
-    patch_status(request, ctx, &new).await
+    Ok(())
 }
 
 async fn patch_status(
@@ -359,7 +364,7 @@ async fn patch_status(
 async fn publish(ctx: &Context, request: &EnvironmentRequest, type_: EventType, reason: &str, note: String) {
     let event =
         Event { type_, reason: reason.to_owned(), note: Some(note), action: "Reconcile".to_owned(), secondary: None };
-    if let Err(e) = ctx.recorder.publish(&event, &request.object_ref(&())).await {
+    if let Err(e) = ctx.events.publish(&event, &request.object_ref(&())).await {
         tracing::warn!(error = %e, request = %key(request), "cannot publish event");
     }
 }
