@@ -23,5 +23,10 @@ pub const CREATED_BY_ANNOTATION: &str = "berth.dev/created-by";
 /// same way: the person who wrote what is approved may not approve it either.
 pub const SPEC_AUTHOR_ANNOTATION: &str = "berth.dev/spec-author";
 
+/// Finalizer that keeps an EnvironmentRequest until its folder is gone from git.
+/// The mutating webhook puts it on at creation (saving the controller a write per
+/// request); the controller adds it when the webhook did not.
+pub const FINALIZER: &str = "berth.dev/gitops-cleanup";
+
 /// Pod Security Admission's enforced level.
 pub const POD_SECURITY_ENFORCE: &str = "pod-security.kubernetes.io/enforce";

@@ -259,7 +259,8 @@ fn authors_on(object: &impl ResourceExt) -> (Option<String>, Option<String>) {
 }
 
 /// Decides a mutating review of an EnvironmentRequest: records who created it and
-/// who wrote its spec from the apiserver's authenticated user, never from the object.
+/// who wrote its spec from the apiserver's authenticated user, never from the object,
+/// and puts Berth's finalizer on a new request.
 pub fn mutate(req: &AdmissionRequest<DynamicObject>) -> AdmissionResponse {
     let response = AdmissionResponse::from(req);
     if !matches!(req.operation, Operation::Create | Operation::Update) {
@@ -275,13 +276,38 @@ pub fn mutate(req: &AdmissionRequest<DynamicObject>) -> AdmissionResponse {
     };
     let recorded = request::recorded_authors(req.user_info.username.as_deref(), &new, old.as_ref());
     let current = authors_on(&new);
-    if current == recorded {
+    let mut operations = Vec::new();
+    if current != recorded {
+        operations = authors_patch(new.metadata.annotations.is_some(), &current, &recorded).0;
+    }
+    // Only at creation: on later updates the controller may have removed it on purpose.
+    if req.operation == Operation::Create {
+        operations.extend(finalizer_patch(&new));
+    }
+    if operations.is_empty() {
         return response;
     }
-    let patch = authors_patch(new.metadata.annotations.is_some(), &current, &recorded);
-    match response.clone().with_patch(patch) {
+    match response.clone().with_patch(json_patch::Patch(operations)) {
         Ok(patched) => patched,
         Err(e) => response.deny(format!("cannot record the request's authors: {e}")),
+    }
+}
+
+/// JSON patch operation adding Berth's finalizer, unless the request has it. The
+/// controller would otherwise add it with a write of its own: about a quarter of
+/// the apiserver work one request costs (see the operator benchmark).
+fn finalizer_patch(request: &EnvironmentRequest) -> Option<json_patch::PatchOperation> {
+    use json_patch::{AddOperation, PatchOperation, jsonptr::PointerBuf};
+    match &request.metadata.finalizers {
+        Some(finalizers) if finalizers.iter().any(|f| f == labels::FINALIZER) => None,
+        Some(_) => Some(PatchOperation::Add(AddOperation {
+            path: PointerBuf::from_tokens(["metadata", "finalizers", "-"]),
+            value: labels::FINALIZER.into(),
+        })),
+        None => Some(PatchOperation::Add(AddOperation {
+            path: PointerBuf::from_tokens(["metadata", "finalizers"]),
+            value: serde_json::json!([labels::FINALIZER]),
+        })),
     }
 }
 

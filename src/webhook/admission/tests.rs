@@ -313,7 +313,8 @@ fn the_creator_is_recorded_from_the_authenticated_user_not_the_object() {
         patch,
         json!([
             {"op": "add", "path": "/metadata/annotations/berth.dev~1created-by", "value": "alice"},
-            {"op": "add", "path": "/metadata/annotations/berth.dev~1spec-author", "value": "alice"}
+            {"op": "add", "path": "/metadata/annotations/berth.dev~1spec-author", "value": "alice"},
+            {"op": "add", "path": "/metadata/finalizers", "value": ["berth.dev/gitops-cleanup"]}
         ])
     );
 
@@ -323,8 +324,34 @@ fn the_creator_is_recorded_from_the_authenticated_user_not_the_object() {
     assert_eq!(
         patch,
         json!([{"op": "add", "path": "/metadata/annotations",
-                "value": {"berth.dev/created-by": "alice", "berth.dev/spec-author": "alice"}}])
+                "value": {"berth.dev/created-by": "alice", "berth.dev/spec-author": "alice"}},
+               {"op": "add", "path": "/metadata/finalizers", "value": ["berth.dev/gitops-cleanup"]}])
     );
+}
+
+#[test]
+fn a_new_request_gets_the_finalizer_once_and_updates_never_put_it_back() {
+    use json_patch::Patch;
+    let mut created = with_creator(request("preview"), "alice");
+    created.annotations_mut().insert(labels::SPEC_AUTHOR_ANNOTATION.into(), "alice".into());
+    created.metadata.finalizers = Some(vec!["example.com/keep".into()]);
+    let response = mutate(&review("CREATE", "environmentrequests", Some(value(&created)), None));
+    let patch: Patch = serde_json::from_slice(response.patch.as_deref().expect("a patch")).expect("json patch");
+    let mut object = value(&created);
+    json_patch::patch(&mut object, &patch).expect("the patch applies");
+    assert_eq!(object["metadata"]["finalizers"], json!(["example.com/keep", "berth.dev/gitops-cleanup"]));
+
+    // Already there: nothing to add.
+    created.metadata.finalizers = Some(vec![labels::FINALIZER.into()]);
+    let response = mutate(&review("CREATE", "environmentrequests", Some(value(&created)), None));
+    assert!(response.allowed && response.patch.is_none(), "{:?}", response.patch);
+
+    // The controller removes it after cleaning git; an update must not bring it back.
+    let old = created.clone();
+    let mut cleaned = created.clone();
+    cleaned.metadata.finalizers = None;
+    let response = mutate(&review("UPDATE", "environmentrequests", Some(value(&cleaned)), Some(value(&old))));
+    assert!(response.allowed && response.patch.is_none(), "{:?}", response.patch);
 }
 
 #[test]
