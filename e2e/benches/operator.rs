@@ -50,11 +50,19 @@ spec:
     }
 }
 
-async fn all_ready(api: &Api<EnvironmentRequest>, count: usize) -> usize {
-    let list = api.list(&ListParams::default()).await.expect("list");
-    let ready = list.items.iter().filter(|r| r.status.as_ref().and_then(|s| s.phase) == Some(Phase::Ready)).count();
-    assert!(list.items.len() <= count);
-    ready
+/// Resolves once `count` requests in `api`'s namespace are Ready. Watches rather
+/// than lists: listing thousands of requests every few hundred milliseconds cost
+/// the apiserver more CPU than a tenth of the work it was waiting for.
+async fn all_ready(api: &Api<EnvironmentRequest>, count: usize) {
+    use kube::runtime::{WatchStreamExt, watcher};
+    let mut ready = std::collections::HashSet::new();
+    let mut events = std::pin::pin!(watcher(api.clone(), watcher::Config::default()).applied_objects());
+    while ready.len() < count {
+        let request = events.next().await.expect("the watch goes on").expect("watch event");
+        if request.status.as_ref().and_then(|s| s.phase) == Some(Phase::Ready) {
+            ready.insert(request.metadata.name.unwrap_or_default());
+        }
+    }
 }
 
 fn commits(remote: &std::path::Path) -> usize {
@@ -74,6 +82,180 @@ fn ms(d: Duration) -> String {
     format!("{:.0}", d.as_secs_f64() * 1000.0)
 }
 
+/// CPU seconds (user + system) each process of interest has used so far: the
+/// operator, kube-apiserver, etcd and this benchmark (the client).
+fn cpu_seconds(operator: Option<u32>) -> Vec<(&'static str, f64)> {
+    fn of(pid: &str) -> Option<f64> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // Fields after the parenthesised command: utime and stime are the 12th and 13th.
+        let rest = &stat[stat.rfind(')')? + 2..];
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+        Some(ticks / 100.0)
+    }
+    fn named(name: &str) -> f64 {
+        let Ok(entries) = std::fs::read_dir("/proc") else { return 0.0 };
+        entries
+            .flatten()
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter(|pid| pid.bytes().all(|b| b.is_ascii_digit()))
+            .filter(|pid| std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == name))
+            .filter_map(|pid| of(&pid))
+            .sum()
+    }
+    vec![
+        ("berth", operator.and_then(|pid| of(&pid.to_string())).unwrap_or(0.0)),
+        ("kube-apiserver", named("kube-apiserver")),
+        ("etcd", named("etcd")),
+        ("client", of("self").unwrap_or(0.0)),
+    ]
+}
+
+/// CPU used between two [`cpu_seconds`] readings, as "name 1.2 s" pairs.
+fn cpu_used(before: &[(&str, f64)], after: &[(&str, f64)]) -> String {
+    before.iter().zip(after).map(|((name, b), (_, a))| format!("{name} {:.1} s", a - b)).collect::<Vec<_>>().join(", ")
+}
+
+/// The apiserver's request counters (`apiserver_request_total`) summed by
+/// verb, resource and subresource, from its /metrics.
+async fn apiserver_requests(client: &kube::Client) -> std::collections::BTreeMap<String, f64> {
+    let mut counts = std::collections::BTreeMap::new();
+    let Ok(request) = http::Request::get("/metrics").body(Vec::new()) else { return counts };
+    let Ok(text) = client.request_text(request).await else { return counts };
+    for line in text.lines().filter(|l| l.starts_with("apiserver_request_total{")) {
+        let label = |name: &str| {
+            let start = line.find(&format!("{name}=\""))? + name.len() + 2;
+            line[start..].split('"').next().map(str::to_owned)
+        };
+        let (Some(verb), Some(resource)) = (label("verb"), label("resource")) else { continue };
+        let subresource = label("subresource").filter(|s| !s.is_empty()).map(|s| format!("/{s}")).unwrap_or_default();
+        let Some(value) = line.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()) else { continue };
+        *counts.entry(format!("{verb} {resource}{subresource}")).or_default() += value;
+    }
+    counts
+}
+
+/// Apiserver calls between two [`apiserver_requests`] readings, per `per` objects,
+/// busiest first ("PATCH environmentrequests/status 1.0, …").
+fn calls_per(
+    before: &std::collections::BTreeMap<String, f64>,
+    after: &std::collections::BTreeMap<String, f64>,
+    per: f64,
+) -> String {
+    let mut calls: Vec<(String, f64)> = after
+        .iter()
+        .map(|(k, v)| (k.clone(), (v - before.get(k).copied().unwrap_or(0.0)) / per))
+        .filter(|(_, v)| *v >= 0.01)
+        .collect();
+    calls.sort_by(|a, b| b.1.total_cmp(&a.1));
+    calls.iter().take(8).map(|(k, v)| format!("{k} {v:.2}")).collect::<Vec<_>>().join(", ")
+}
+
+/// Runs `call(i)` for i in 0..n, `CONCURRENCY` in flight; returns the calls per
+/// second and the apiserver CPU per call in milliseconds.
+async fn measured<F, Fut>(n: usize, call: F) -> (f64, f64)
+where
+    F: Fn(usize) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let apiserver =
+        || cpu_seconds(None).into_iter().find(|(name, _)| *name == "kube-apiserver").map_or(0.0, |(_, s)| s);
+    let cpu = apiserver();
+    let started = Instant::now();
+    stream::iter(0..n).for_each_concurrent(CONCURRENCY, call).await;
+    let rate = n as f64 / started.elapsed().as_secs_f64();
+    (rate, (apiserver() - cpu) * 1000.0 / n as f64)
+}
+
+/// With the operator stopped: the apiserver's rate and CPU for each call one
+/// request costs (the client's create, then Berth's finalizer patch, status apply
+/// and event), next to a ConfigMap create. The burst cannot beat their sum.
+async fn call_costs(client: &kube::Client, namespace: &str, ready_status: &serde_json::Value) -> String {
+    use kube::api::{DeleteParams, Patch, PatchParams};
+    let n = 1000;
+    let requests: Api<EnvironmentRequest> = Api::namespaced(client.clone(), namespace);
+    let configmaps: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), namespace);
+    let name = |i: usize| format!("c{i:04}");
+    let mut rows = Vec::new();
+    rows.push((
+        "create ConfigMap",
+        measured(n, |i| {
+            let configmaps = configmaps.clone();
+            async move {
+                let cm = ConfigMap {
+                    metadata: kube::api::ObjectMeta { name: Some(name(i)), ..Default::default() },
+                    ..Default::default()
+                };
+                configmaps.create(&PostParams::default(), &cm).await.expect("create configmap");
+            }
+        })
+        .await,
+    ));
+    rows.push((
+        "create EnvironmentRequest",
+        measured(n, |i| {
+            let requests = requests.clone();
+            async move {
+                let request = request(namespace, &name(i), "costs", "costs");
+                requests.create(&PostParams::default(), &request).await.expect("create request");
+            }
+        })
+        .await,
+    ));
+    rows.push((
+        "patch of its metadata (as adding the finalizer)",
+        measured(n, |i| {
+            let requests = requests.clone();
+            async move {
+                let patch = serde_json::json!({"metadata": {"annotations": {"bench": "x"}}});
+                requests.patch(&name(i), &PatchParams::default(), &Patch::Merge(&patch)).await.expect("patch");
+            }
+        })
+        .await,
+    ));
+    rows.push((
+        "server-side apply of a Ready status",
+        measured(n, |i| {
+            let requests = requests.clone();
+            async move {
+                let patch = serde_json::json!({
+                    "apiVersion": "berth.dev/v1alpha1", "kind": "EnvironmentRequest", "status": ready_status
+                });
+                let params = PatchParams::apply("berth").force();
+                requests.patch_status(&name(i), &params, &Patch::Apply(&patch)).await.expect("status");
+            }
+        })
+        .await,
+    ));
+    rows.push((
+        "create Event",
+        measured(n, |i| {
+            let events = events.clone();
+            async move {
+                let event: k8s_openapi::api::events::v1::Event = serde_json::from_value(serde_json::json!({
+                    "metadata": {"name": format!("{}.bench", name(i))},
+                    "eventTime": "2026-01-01T00:00:00.000000Z",
+                    "reportingController": "berth", "reportingInstance": "bench",
+                    "action": "Reconcile", "reason": "Ready", "type": "Normal", "note": "committed",
+                    "regarding": {"apiVersion": "berth.dev/v1alpha1", "kind": "EnvironmentRequest",
+                                  "namespace": namespace, "name": name(i)}
+                }))
+                .expect("event");
+                events.create(&PostParams::default(), &event).await.expect("create event");
+            }
+        })
+        .await,
+    ));
+    let _ = requests.delete_collection(&DeleteParams::default(), &ListParams::default()).await;
+    let mut table =
+        "| call (operator stopped, 1,000 each) | per second | apiserver CPU per call |\n|---|---|---|\n".to_owned();
+    for (call, (rate, cpu)) in rows {
+        table.push_str(&format!("| {call} | {rate:.0}/s | {cpu:.2} ms |\n"));
+    }
+    table + "\n"
+}
+
 fn peak_rss_mib(pid: u32) -> Option<f64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let kib: f64 = status.lines().find(|l| l.starts_with("VmHWM:"))?.split_whitespace().nth(1)?.parse().ok()?;
@@ -91,7 +273,7 @@ async fn main() {
     cluster.install_crds().await;
     let dir = std::env::temp_dir().join(format!("berth-bench-operator-{}", std::process::id()));
     let remote = dir.join("remote.git");
-    let operator = Operator::start_with_window(&cluster.info, &dir, &remote, window_ms).expect("operator starts");
+    let mut operator = Operator::start_with_window(&cluster.info, &dir, &remote, window_ms).expect("operator starts");
     let client = cluster.client("admin").await;
     let mut report = format!(
         "# Operator benchmark\n\nLoopback kube-apiserver + etcd (2 cores, shared with the operator), release `berth run`, \
@@ -125,9 +307,24 @@ async fn main() {
     eprint!("{line}");
     report.push_str(&line);
 
+    // What each call costs the apiserver, with the operator stopped.
+    let ready = api.get("r000").await.expect("a Ready request");
+    let ready_status = serde_json::to_value(&ready.status).expect("status");
+    operator.kill();
+    let costs_ns = cluster.namespace("costs").await;
+    let costs = call_costs(&client, &costs_ns, &ready_status).await;
+    eprint!("{costs}");
+    report.push_str(&costs);
+    operator.restart().expect("operator restarts");
+    api.create(&PostParams::default(), &request("lat", "probe", "lat", "lat")).await.expect("create");
+    while api.get("probe").await.ok().and_then(|r| r.status?.phase) != Some(Phase::Ready) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
     // 2. Raw apiserver create rate for 1,000 ConfigMaps, same concurrency.
     let raw_ns = cluster.namespace("raw").await;
     let configmaps: Api<ConfigMap> = Api::namespaced(client.clone(), &raw_ns);
+    let cpu_before = cpu_seconds(operator.berth_pid());
     let started = Instant::now();
     stream::iter(0..1000)
         .for_each_concurrent(CONCURRENCY, |i| {
@@ -143,11 +340,14 @@ async fn main() {
         .await;
     let raw = started.elapsed();
     let raw_rate = 1000.0 / raw.as_secs_f64();
+    let raw_cpu = cpu_used(&cpu_before, &cpu_seconds(operator.berth_pid()));
 
     // 3. 1,000 requests at once, until all are Ready.
     setup(cluster, "burst", "burst").await;
     let api: Api<EnvironmentRequest> = Api::namespaced(client.clone(), "burst");
     let commits_before = commits(&remote);
+    let cpu_before = cpu_seconds(operator.berth_pid());
+    let calls_before = apiserver_requests(&client).await;
     let started = Instant::now();
     stream::iter(0..1000)
         .for_each_concurrent(CONCURRENCY, |i| {
@@ -160,17 +360,20 @@ async fn main() {
         })
         .await;
     let created = started.elapsed();
-    while all_ready(&api, 1000).await < 1000 {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    all_ready(&api, 1000).await;
     let burst = started.elapsed();
+    let burst_cpu = cpu_used(&cpu_before, &cpu_seconds(operator.berth_pid()));
+    let burst_calls = calls_per(&calls_before, &apiserver_requests(&client).await, 1000.0);
     let burst_commits = commits(&remote) - commits_before;
     let rate = 1000.0 / burst.as_secs_f64();
     let line = format!(
         "| measurement | value |\n|---|---|\n\
          | raw apiserver create rate, 1,000 ConfigMaps ({CONCURRENCY} in flight) | {raw_rate:.0}/s ({} ms) |\n\
+         | … CPU used meanwhile | {raw_cpu} |\n\
          | 1,000 EnvironmentRequests created ({CONCURRENCY} in flight) | {} ms |\n\
          | … all 1,000 Ready | {} ms → {rate:.0}/s = {:.0} % of the raw create rate |\n\
+         | … CPU used meanwhile | {burst_cpu} |\n\
+         | … apiserver calls per request | {burst_calls} |\n\
          | commits for the 1,000 | {burst_commits} (requests / {:.0}) |\n",
         ms(raw),
         ms(created),
@@ -196,9 +399,7 @@ async fn main() {
                 }
             })
             .await;
-        while all_ready(&api, rss_requests).await < rss_requests {
-            tokio::time::sleep(Duration::from_secs(1)).await;
-        }
+        all_ready(&api, rss_requests).await;
         let total = 1000 + 200 + rss_requests;
         let rss = operator
             .berth_pid()

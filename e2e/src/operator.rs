@@ -14,7 +14,8 @@ use anyhow::{Context, Result, bail};
 use crate::ClusterInfo;
 
 /// Runs `berth run` ($2) until it exits or the test process ($1) is gone.
-const WATCHDOG: &str = r#""$2" run &
+/// `BERTH_E2E_WRAPPER` (e.g. `heaptrack -o /tmp/berth`) runs it under a profiler.
+const WATCHDOG: &str = r#"$BERTH_E2E_WRAPPER "$2" run &
 child=$!
 while kill -0 "$1" 2>/dev/null && kill -0 "$child" 2>/dev/null; do sleep 0.5; done
 kill -9 "$child" 2>/dev/null
