@@ -229,7 +229,8 @@ fn valid_reviews_are_decided_as_the_examples_say() {
     assert_eq!(
         patch,
         json!([{"op": "add", "path": "/metadata/annotations",
-                "value": {"berth.dev/created-by": "alice", "berth.dev/spec-author": "alice"}}])
+                "value": {"berth.dev/created-by": "alice", "berth.dev/spec-author": "alice"}},
+               {"op": "add", "path": "/metadata/finalizers", "value": ["berth.dev/gitops-cleanup"]}])
     );
 
     let approval = fixtures().approval.clone();
