@@ -26,6 +26,18 @@ const MAX_BATCH: usize = 500;
 /// costs one quick commit and a burst still collects into window-sized batches.
 const SETTLE: Duration = Duration::from_millis(10);
 
+/// A batch is published once no change has come for this long, even inside its
+/// window. When every caller is already waiting on this batch (the controller
+/// bounds its reconciles in flight) nothing more can come, and the rest of the
+/// window would be dead time; a steady stream still fills the whole window.
+const QUIET: Duration = Duration::from_millis(20);
+
+/// When a batch that opened at `opened_deadline` (from [`batch_deadline`]) is
+/// published, given that its latest change came at `now`.
+fn deadline_after_change(opened_deadline: Instant, now: Instant) -> Instant {
+    opened_deadline.min(now + QUIET)
+}
+
 /// When the next batch closes, for a change that opens it.
 fn batch_deadline(now: Instant, window: Duration, last_batch: usize, last_flush: Option<Instant>) -> Instant {
     let idle = last_flush.is_none_or(|at| now.duration_since(at) >= window * 5);
@@ -111,6 +123,8 @@ async fn run(
 ) -> Option<(Reply<()>, Result<(), Error>)> {
     let mut batch: Vec<(Change, Reply<CommitOutcome>)> = Vec::new();
     let mut deadline: Option<Instant> = None;
+    // The latest the open batch may wait: its window's end.
+    let mut window_end: Option<Instant> = None;
     let mut retry_at: Option<Instant> = None;
     // Size and end of the last batch: what tells load from a lone change.
     let mut last_batch = 0;
@@ -121,6 +135,7 @@ async fn run(
             biased;
             () = sleep_until(deadline.unwrap_or(idle)), if deadline.is_some() => {
                 deadline = None;
+                window_end = None;
                 last_batch = batch.len();
                 let _ = flush(engine, &mut batch);
                 last_flush = Some(Instant::now());
@@ -133,9 +148,9 @@ async fn run(
             }
             request = rx.recv() => match request {
                 Some(Request::Change { change, reply }) => {
-                    if batch.is_empty() {
-                        deadline = Some(batch_deadline(Instant::now(), window, last_batch, last_flush));
-                    }
+                    let now = Instant::now();
+                    let end = *window_end.get_or_insert_with(|| batch_deadline(now, window, last_batch, last_flush));
+                    deadline = Some(deadline_after_change(end, now));
                     batch.push((change, reply));
                     if batch.len() >= MAX_BATCH {
                         deadline = Some(Instant::now());
@@ -209,5 +224,19 @@ mod tests {
         );
         // A zero window never waits.
         assert_eq!(batch_deadline(now, Duration::ZERO, 0, None), now);
+    }
+
+    #[test]
+    fn a_batch_goes_once_changes_stop_coming_and_never_after_its_window() {
+        let now = Instant::now();
+        let window_end = now + Duration::from_millis(200);
+        // Changes keep coming: each one moves the publish time, but only up to the window's end.
+        assert_eq!(deadline_after_change(window_end, now), now + QUIET);
+        let later = now + Duration::from_millis(150);
+        assert_eq!(deadline_after_change(window_end, later), later + QUIET);
+        assert_eq!(deadline_after_change(window_end, now + Duration::from_millis(190)), window_end);
+        // A lone change's short settle is not stretched by the quiet gap.
+        let settle_end = now + SETTLE;
+        assert_eq!(deadline_after_change(settle_end, now), settle_end);
     }
 }
