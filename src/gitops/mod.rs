@@ -44,10 +44,9 @@
 //!   known secret values) before it becomes an [`Error`].
 //! - **Disposable clone.** The clone (`<workdir>/repo.git`) is bare, with nothing
 //!   checked out, and only a cache of the remote: it is checked at start and deleted and
-//!   re-created when damaged (or when a local git error shows up mid-batch). git2 0.21
-//!   does not expose libgit2's `GIT_OPT_ENABLE_FSYNC_GITDIR` (only via `unsafe`), so
-//!   the clone sets `core.fsyncObjectFiles` (objects, refs) and re-cloning covers the
-//!   rest.
+//!   re-created when damaged (or when a local git error shows up mid-batch). It is not
+//!   fsynced (that was most of the writer's time in a burst); a clone written before
+//!   the machine last booted is re-created instead (see [`repo`]).
 //! - **Startup.** [`Writer::spawn`] returns once the local clone is usable; it does not
 //!   wait for the remote. An unreachable remote is logged (URL redacted) and retried
 //!   with each batch; [`WriterHandle::check_remote`] reports it on demand (readiness).

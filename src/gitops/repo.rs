@@ -1,12 +1,15 @@
 //! The local clone: a bare repository the writer owns and may throw away.
 //!
 //! The remote is the source of truth and every batch is built on a freshly fetched
-//! remote head, so the clone is only a cache of objects. That is why a damaged clone
-//! (crash without fsync, garbled `HEAD`, missing objects) is deleted and created again
-//! instead of repaired. git2 0.21 does not expose libgit2's `GIT_OPT_ENABLE_FSYNC_GITDIR`
-//! (reaching it through libgit2-sys needs `unsafe`, which this crate forbids), so the
-//! clone sets `core.fsyncObjectFiles`, which libgit2 honours for loose objects, packs it
-//! writes and references; fetched packs are not synced, and re-cloning covers that gap.
+//! remote head, so the clone is only a cache of objects; the changes the writer still
+//! owes the remote live in memory, and after a crash the controllers submit them
+//! again. That is why a damaged clone (garbled `HEAD`, missing objects) is deleted and
+//! created again instead of repaired, and why the clone is not fsynced: syncing each
+//! loose object (about eight per environment) made the writer thread wait on the disk
+//! for most of a burst. What a machine crash can leave half-written is covered instead:
+//! the clone records the boot it was last opened in (`berth.bootId`, from
+//! `/proc/sys/kernel/random/boot_id`), and a clone from an earlier boot is re-created.
+//! A process crash loses nothing the kernel already has, so it keeps the clone.
 //!
 //! The clone is bare and nothing is checked out: trees are built from objects (see
 //! [`super::tree`]), so there is no index or working tree to drift or re-hash.
@@ -23,6 +26,13 @@ use super::error::{Error, ErrorContext, GitOp};
 pub(crate) const CLONE_DIR: &str = "repo.git";
 /// Config key recording which remote the clone belongs to.
 const REMOTE_KEY: &str = "berth.remote";
+/// Config key recording the boot the clone was last opened in.
+const BOOT_KEY: &str = "berth.bootId";
+
+/// This boot's id; `None` where the kernel does not say (then every start re-clones).
+fn boot_id() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok().map(|id| id.trim().to_owned())
+}
 
 /// Where the clone lives.
 pub(crate) fn clone_path(workdir: &Path) -> PathBuf {
@@ -40,8 +50,9 @@ pub(crate) fn open_or_create(
     let path = clone_path(workdir);
     std::fs::create_dir_all(workdir)
         .map_err(|source| Error::Workdir { path: workdir.to_owned(), source: Arc::new(source) })?;
+    let boot = boot_id();
     if path.exists() {
-        match open_verified(&path, remote, branch) {
+        match open_verified(&path, remote, branch, boot.as_deref()) {
             Ok(repo) => return Ok((repo, false)),
             Err(reason) => {
                 let reason = ctx.redactor.redact(&reason);
@@ -50,7 +61,7 @@ pub(crate) fn open_or_create(
             }
         }
     }
-    create(&path, remote, branch, ctx).map(|repo| (repo, true))
+    create(&path, remote, branch, boot.as_deref(), ctx).map(|repo| (repo, true))
 }
 
 /// Deletes the clone directory (or a file squatting its name).
@@ -64,7 +75,7 @@ pub(crate) fn discard(path: &Path) -> Result<(), Error> {
 }
 
 /// Opens and checks the clone; the error is a reason for the log.
-fn open_verified(path: &Path, remote: &str, branch: &str) -> Result<Repository, String> {
+fn open_verified(path: &Path, remote: &str, branch: &str, boot: Option<&str>) -> Result<Repository, String> {
     let repo = Repository::open_bare(path).map_err(|e| format!("cannot open: {}", e.message()))?;
     if !repo.is_bare() {
         return Err("not a bare repository".to_owned());
@@ -74,6 +85,11 @@ fn open_verified(path: &Path, remote: &str, branch: &str) -> Result<Repository, 
         Ok(recorded) if recorded == remote => {}
         Ok(_) => return Err("clone belongs to another remote".to_owned()),
         Err(e) => return Err(format!("no {REMOTE_KEY} recorded: {}", e.message())),
+    }
+    // Unsynced writes from before a machine crash may be garbled: start over.
+    match (config.get_string(BOOT_KEY), boot) {
+        (Ok(recorded), Some(current)) if recorded == current => {}
+        _ => return Err("clone was written before the machine last booted".to_owned()),
     }
     let head = repo.find_reference("HEAD").map_err(|e| format!("HEAD unreadable: {}", e.message()))?;
     let expected = format!("refs/heads/{branch}");
@@ -93,20 +109,24 @@ fn open_verified(path: &Path, remote: &str, branch: &str) -> Result<Repository, 
 }
 
 /// Creates an empty bare clone whose `HEAD` names `branch`.
-fn create(path: &Path, remote: &str, branch: &str, ctx: &ErrorContext) -> Result<Repository, Error> {
+fn create(
+    path: &Path,
+    remote: &str,
+    branch: &str,
+    boot: Option<&str>,
+    ctx: &ErrorContext,
+) -> Result<Repository, Error> {
     let mut options = RepositoryInitOptions::new();
     options.bare(true).initial_head(branch);
     let repo = Repository::init_opts(path, &options).map_err(|e| ctx.git(GitOp::Init, &e))?;
     {
         let mut config = repo.config().map_err(|e| ctx.git(GitOp::Init, &e))?;
         config
-            .set_bool("core.fsyncObjectFiles", true)
-            .and_then(|()| config.set_str(REMOTE_KEY, remote))
+            .set_str(REMOTE_KEY, remote)
+            .and_then(|()| boot.map_or(Ok(()), |boot| config.set_str(BOOT_KEY, boot)))
             .map_err(|e| ctx.git(GitOp::Init, &e))?;
     }
-    drop(repo);
-    // Re-open so the object database and refdb pick up the fsync setting.
-    Repository::open_bare(path).map_err(|e| ctx.git(GitOp::Open, &e))
+    Ok(repo)
 }
 
 #[cfg(test)]
@@ -128,7 +148,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let (repo, fresh) = open_or_create(dir.path(), "file:///r", "main", &ctx()).expect("create");
         assert!(fresh);
-        assert!(repo.config().expect("config").get_bool("core.fsyncObjectFiles").expect("set"));
+        assert_eq!(repo.config().expect("config").get_string(BOOT_KEY).ok(), boot_id());
         drop(repo);
         let (_repo, fresh) = open_or_create(dir.path(), "file:///r", "main", &ctx()).expect("open");
         assert!(!fresh, "a healthy clone is reused");
@@ -137,5 +157,13 @@ mod tests {
         assert!(fresh, "a garbled HEAD means a fresh clone");
         let (_repo, fresh) = open_or_create(dir.path(), "file:///other", "main", &ctx()).expect("reclone");
         assert!(fresh, "a clone of another remote is replaced");
+
+        // A clone last opened before the machine rebooted may hold half-written objects.
+        let (repo, fresh) = open_or_create(dir.path(), "file:///other", "main", &ctx()).expect("open");
+        assert!(!fresh, "the same boot keeps the clone");
+        repo.config().expect("config").set_str(BOOT_KEY, "an-earlier-boot").expect("set");
+        drop(repo);
+        let (_repo, fresh) = open_or_create(dir.path(), "file:///other", "main", &ctx()).expect("reclone");
+        assert!(fresh, "a clone from an earlier boot is replaced");
     }
 }
