@@ -32,10 +32,14 @@ const SETTLE: Duration = Duration::from_millis(10);
 /// window would be dead time; a steady stream still fills the whole window.
 const QUIET: Duration = Duration::from_millis(20);
 
+/// The quiet gap ends a batch early only once it holds this many changes: smaller
+/// ones wait out the window, so a burst still lands in few commits.
+const EARLY_BATCH: usize = 32;
+
 /// When a batch that opened at `opened_deadline` (from [`batch_deadline`]) is
-/// published, given that its latest change came at `now`.
-fn deadline_after_change(opened_deadline: Instant, now: Instant) -> Instant {
-    opened_deadline.min(now + QUIET)
+/// published, given that its latest change came at `now` and it holds `size`.
+fn deadline_after_change(opened_deadline: Instant, now: Instant, size: usize) -> Instant {
+    if size >= EARLY_BATCH { opened_deadline.min(now + QUIET) } else { opened_deadline }
 }
 
 /// When the next batch closes, for a change that opens it.
@@ -150,8 +154,8 @@ async fn run(
                 Some(Request::Change { change, reply }) => {
                     let now = Instant::now();
                     let end = *window_end.get_or_insert_with(|| batch_deadline(now, window, last_batch, last_flush));
-                    deadline = Some(deadline_after_change(end, now));
                     batch.push((change, reply));
+                    deadline = Some(deadline_after_change(end, now, batch.len()));
                     if batch.len() >= MAX_BATCH {
                         deadline = Some(Instant::now());
                     }
@@ -230,13 +234,16 @@ mod tests {
     fn a_batch_goes_once_changes_stop_coming_and_never_after_its_window() {
         let now = Instant::now();
         let window_end = now + Duration::from_millis(200);
+        let big = EARLY_BATCH;
         // Changes keep coming: each one moves the publish time, but only up to the window's end.
-        assert_eq!(deadline_after_change(window_end, now), now + QUIET);
+        assert_eq!(deadline_after_change(window_end, now, big), now + QUIET);
         let later = now + Duration::from_millis(150);
-        assert_eq!(deadline_after_change(window_end, later), later + QUIET);
-        assert_eq!(deadline_after_change(window_end, now + Duration::from_millis(190)), window_end);
+        assert_eq!(deadline_after_change(window_end, later, big), later + QUIET);
+        assert_eq!(deadline_after_change(window_end, now + Duration::from_millis(190), big), window_end);
+        // A small batch waits out its window, so a burst still lands in few commits.
+        assert_eq!(deadline_after_change(window_end, now, EARLY_BATCH - 1), window_end);
         // A lone change's short settle is not stretched by the quiet gap.
         let settle_end = now + SETTLE;
-        assert_eq!(deadline_after_change(settle_end, now), settle_end);
+        assert_eq!(deadline_after_change(settle_end, now, 1), settle_end);
     }
 }
