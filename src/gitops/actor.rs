@@ -26,10 +26,11 @@ const MAX_BATCH: usize = 500;
 /// costs one quick commit and a burst still collects into window-sized batches.
 const SETTLE: Duration = Duration::from_millis(10);
 
-/// A batch is published once no change has come for this long, even inside its
-/// window. When every caller is already waiting on this batch (the controller
-/// bounds its reconciles in flight) nothing more can come, and the rest of the
-/// window would be dead time; a steady stream still fills the whole window.
+/// A batch of at least [`EARLY_BATCH`] changes is published once no change has come
+/// for this long, even inside its window. When every caller is already waiting on
+/// this batch (the controller bounds its reconciles in flight) nothing more can
+/// come, and the rest of the window would be dead time; a steady stream still fills
+/// the whole window.
 const QUIET: Duration = Duration::from_millis(20);
 
 /// The quiet gap ends a batch early only once it holds this many changes: smaller
