@@ -143,6 +143,7 @@ fn existing_request(i: usize, tenants: usize, created: Timestamp) -> Environment
         gitops: Some(GitOpsStatus {
             commit: Some(format!("{i:040x}")),
             path: Some(format!("environments/in-cluster/x/app-{i:04}")),
+            rendered_digest: None,
         }),
         ..Default::default()
     });

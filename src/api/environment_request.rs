@@ -184,6 +184,11 @@ pub struct GitOpsStatus {
     /// The environment's folder in the repository.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
+    /// SHA-256 (hex) of the files committed for the environment. While the rendering
+    /// stays the same, `commit` stays the one recorded (it holds exactly these files),
+    /// so neither a restart nor a later commit to other folders rewrites the status.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rendered_digest: Option<String>,
 }
 
 /// Sync and health of the Argo CD Application, as Argo CD reports them.

@@ -156,7 +156,7 @@ async fn assess(request: &EnvironmentRequest, ctx: &Context) -> Result<Finding, 
     {
         return Ok(Finding::Denied(Denial::OverBudget(exceeded)));
     }
-    let (environment, commit, path) = match commit_environment(request, class, tenant, ctx).await? {
+    let (environment, Folder { commit, path, digest }) = match commit_environment(request, class, tenant, ctx).await? {
         Ok(done) => done,
         Err(e) => return Ok(Finding::Denied(Denial::Invalid(e.to_string()))),
     };
@@ -164,6 +164,7 @@ async fn assess(request: &EnvironmentRequest, ctx: &Context) -> Result<Finding, 
         namespace: environment.namespace.clone(),
         commit,
         path,
+        digest,
         monthly_cost_usd: environment.estimated_monthly_cost_usd,
         expires_at: expired_at(request, class).map(Time),
         approved_by: approval.map(|a| a.approver),
@@ -187,21 +188,48 @@ async fn class_change_pending(request: &EnvironmentRequest, ctx: &Context) -> Re
     Ok(class.is_some_and(|c| c.status.as_ref().and_then(|s| s.observed_generation) != c.metadata.generation))
 }
 
+/// Where an environment's files were committed.
+pub(crate) struct Folder {
+    /// A commit holding the folder exactly as rendered.
+    pub commit: String,
+    pub path: String,
+    /// SHA-256 (hex) of the rendered files.
+    pub digest: String,
+}
+
+/// The commit the request's status records for `path` if it was made for the same
+/// rendering (`digest`): it holds exactly these files, so it stays the answer. Without
+/// this, every pass through the writer (after a restart, or once the remembered commit
+/// ages out) reported the new head and rewrote the status.
+fn recorded_commit(request: &EnvironmentRequest, path: &str, digest: &str) -> Option<String> {
+    let gitops = request.status.as_ref()?.gitops.as_ref()?;
+    (gitops.path.as_deref() == Some(path) && gitops.rendered_digest.as_deref() == Some(digest))
+        .then(|| gitops.commit.clone())
+        .flatten()
+}
+
 /// Renders and commits one environment. `Ok(Err(_))` when rendering refuses it.
 pub(crate) async fn commit_environment(
     request: &EnvironmentRequest,
     class: &EnvironmentClass,
     tenant: &Tenant,
     ctx: &Context,
-) -> Result<Result<(render::Environment, String, String), render::RenderError>, Error> {
+) -> Result<Result<(render::Environment, Folder), render::RenderError>, Error> {
     let environment = match render::render(class, tenant, request, &ctx.render) {
         Ok(environment) => environment,
         Err(e) => return Ok(Err(e)),
     };
     let path = folder(request).map_err(|_| Error::Incomplete("valid GitOps path"))?;
     let digest = files_digest(&environment.files);
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    let recorded = recorded_commit(request, path.as_str(), &hex);
+    let done = |commit: String| Folder {
+        commit: recorded.clone().unwrap_or(commit),
+        path: path.to_string(),
+        digest: hex.clone(),
+    };
     if let Some(commit) = ctx.committed.current(path.as_str(), &digest) {
-        return Ok(Ok((environment, commit, path.to_string())));
+        return Ok(Ok((environment, done(commit))));
     }
     let files = environment.files.iter().map(|(name, yaml)| (name.clone(), yaml.clone().into_bytes())).collect();
     let summary = format!(
@@ -221,7 +249,7 @@ pub(crate) async fn commit_environment(
     // reports the same commit without touching git.
     let commit = outcome.commit.as_str().to_owned();
     ctx.committed.remember(path.as_str(), digest, commit.clone());
-    Ok(Ok((environment, commit, path.to_string())))
+    Ok(Ok((environment, done(commit))))
 }
 
 /// SHA-256 over the rendered files (names and contents), to recognise a rendering
@@ -366,5 +394,39 @@ async fn publish(ctx: &Context, request: &EnvironmentRequest, type_: EventType, 
         Event { type_, reason: reason.to_owned(), note: Some(note), action: "Reconcile".to_owned(), secondary: None };
     if let Err(e) = ctx.events.publish(&event, &request.object_ref(&())).await {
         tracing::warn!(error = %e, request = %key(request), "cannot publish event");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::environment_request::GitOpsStatus;
+
+    fn with_gitops(commit: &str, path: &str, digest: Option<&str>) -> EnvironmentRequest {
+        let mut request = crate::test_support::request("preview");
+        request.status = Some(EnvironmentRequestStatus {
+            gitops: Some(GitOpsStatus {
+                commit: Some(commit.into()),
+                path: Some(path.into()),
+                rendered_digest: digest.map(Into::into),
+            }),
+            ..Default::default()
+        });
+        request
+    }
+
+    #[test]
+    fn the_recorded_commit_stays_while_the_rendering_is_the_same() {
+        let request = with_gitops("c1", "clusters/a/tenants/t/r", Some("d1"));
+        assert_eq!(recorded_commit(&request, "clusters/a/tenants/t/r", "d1").as_deref(), Some("c1"));
+        // Another rendering (class or spec changed): the writer's commit is the answer.
+        assert_eq!(recorded_commit(&request, "clusters/a/tenants/t/r", "d2"), None);
+        // Another folder, or a status from before digests were recorded: likewise.
+        assert_eq!(recorded_commit(&request, "clusters/b/tenants/t/r", "d1"), None);
+        let old = with_gitops("c1", "clusters/a/tenants/t/r", None);
+        assert_eq!(recorded_commit(&old, "clusters/a/tenants/t/r", "d1"), None);
+        // Nothing committed yet.
+        let fresh = crate::test_support::request("preview");
+        assert_eq!(recorded_commit(&fresh, "clusters/a/tenants/t/r", "d1"), None);
     }
 }

@@ -28,6 +28,8 @@ pub struct Committed {
     pub namespace: String,
     pub commit: String,
     pub path: String,
+    /// SHA-256 (hex) of the committed files.
+    pub digest: String,
     pub monthly_cost_usd: u32,
     pub expires_at: Option<Time>,
     /// Who approved it, when its class needs an approval.
@@ -78,8 +80,11 @@ pub fn next_status(
         }
         Finding::Committed(committed) => {
             status.namespace = Some(committed.namespace.clone());
-            status.gitops =
-                Some(GitOpsStatus { commit: Some(committed.commit.clone()), path: Some(committed.path.clone()) });
+            status.gitops = Some(GitOpsStatus {
+                commit: Some(committed.commit.clone()),
+                path: Some(committed.path.clone()),
+                rendered_digest: Some(committed.digest.clone()),
+            });
             status.estimated_monthly_cost_usd = Some(committed.monthly_cost_usd);
             status.expires_at = committed.expires_at.clone();
             status.sync = committed.sync.clone();
@@ -132,7 +137,7 @@ pub fn next_status(
             }
         }
         Finding::Expired { path } => {
-            status.gitops = Some(GitOpsStatus { commit: None, path: Some(path.clone()) });
+            status.gitops = Some(GitOpsStatus { commit: None, path: Some(path.clone()), rendered_digest: None });
             // Nothing is deployed any more: no sync or drift to report.
             status.sync = None;
             status.drift = None;
@@ -177,6 +182,7 @@ mod tests {
             namespace: "payments-web-1234abcd".into(),
             commit: "abc123".into(),
             path: "clusters/in-cluster/tenants/payments/web".into(),
+            digest: "d1".into(),
             monthly_cost_usd: 40,
             expires_at: Some(at(1000)),
             approved_by: None,
@@ -196,6 +202,7 @@ mod tests {
             Some(reasons::ARGOCD_NOT_INSTALLED)
         );
         assert_eq!(status.gitops.as_ref().and_then(|g| g.commit.as_deref()), Some("abc123"));
+        assert_eq!(status.gitops.as_ref().and_then(|g| g.rendered_digest.as_deref()), Some("d1"));
         assert_eq!(status.estimated_monthly_cost_usd, Some(40));
         assert_eq!(status.expires_at, Some(at(1000)));
     }
@@ -285,7 +292,10 @@ mod tests {
         let ready = next_status(&Default::default(), Some(1), &committed(None), &at(10));
         let expired = next_status(&ready, Some(1), &Finding::Expired { path: "clusters/x".into() }, &at(2000));
         assert_eq!(expired.phase, Some(Phase::Expired));
-        assert_eq!(expired.gitops, Some(GitOpsStatus { commit: None, path: Some("clusters/x".into()) }));
+        assert_eq!(
+            expired.gitops,
+            Some(GitOpsStatus { commit: None, path: Some("clusters/x".into()), rendered_digest: None })
+        );
         assert!(!is_true(&expired.conditions, types::COMMITTED));
         assert!(!is_true(&expired.conditions, types::READY));
     }

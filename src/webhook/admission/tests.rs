@@ -182,7 +182,7 @@ fn provisioned(name: &str, class: &str) -> Arc<EnvironmentRequest> {
     existing.spec.class = class.into();
     existing.status = Some(EnvironmentRequestStatus {
         phase: Some(Phase::Ready),
-        gitops: Some(GitOpsStatus { commit: Some("abc".into()), path: None }),
+        gitops: Some(GitOpsStatus { commit: Some("abc".into()), path: None, rendered_digest: None }),
         ..Default::default()
     });
     Arc::new(existing)
