@@ -262,6 +262,24 @@ fn peak_rss_mib(pid: u32) -> Option<f64> {
     Some(kib / 1024.0)
 }
 
+/// EnvironmentRequest status writes the apiserver has served so far.
+async fn status_writes(client: &kube::Client) -> f64 {
+    apiserver_requests(client).await.get("APPLY environmentrequests/status").copied().unwrap_or(0.0)
+}
+
+/// Waits until no status write came for 3 s; returns how many came since `since`.
+async fn status_writes_until_quiet(client: &kube::Client, since: f64) -> f64 {
+    let mut last = status_writes(client).await;
+    loop {
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let now = status_writes(client).await;
+        if now == last {
+            return now - since;
+        }
+        last = now;
+    }
+}
+
 /// 1,000 requests created at once in a new tenant `name`, until all are Ready: the
 /// report rows (creation, Ready, CPU, apiserver calls, commits).
 async fn burst(
@@ -361,11 +379,20 @@ async fn main() {
     let costs = call_costs(&client, &costs_ns, &ready_status).await;
     eprint!("{costs}");
     report.push_str(&costs);
+    // With the operator stopped, nothing else writes a request's status now.
+    let before_restart = status_writes(&client).await;
     operator.restart().expect("operator restarts");
     api.create(&PostParams::default(), &request("lat", "probe", "lat", "lat")).await.expect("create");
     while api.get("probe").await.ok().and_then(|r| r.status?.phase) != Some(Phase::Ready) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    let restart_writes = status_writes_until_quiet(&client, before_restart).await;
+    let line = format!(
+        "Operator restarted with 200 settled requests: {restart_writes:.0} status writes until quiet \
+         (the new probe request's included)\n\n"
+    );
+    eprint!("{line}");
+    report.push_str(&line);
 
     // 2. Raw apiserver create rate for 1,000 ConfigMaps, same concurrency.
     let raw_ns = cluster.namespace("raw").await;
@@ -436,18 +463,8 @@ async fn main() {
     let (hooked, _setup) = berth_e2e::webhook::start_operator(cluster, &hooked_dir).await.expect("webhook operator");
     // A new operator with a new remote commits every existing request again and
     // rewrites its status: let that finish before the burst is measured.
-    let status_writes = |calls: std::collections::BTreeMap<String, f64>| {
-        calls.get("APPLY environmentrequests/status").copied().unwrap_or(0.0)
-    };
-    let mut last = status_writes(apiserver_requests(&client).await);
-    loop {
-        tokio::time::sleep(Duration::from_secs(3)).await;
-        let now = status_writes(apiserver_requests(&client).await);
-        if now == last {
-            break;
-        }
-        last = now;
-    }
+    let since = status_writes(&client).await;
+    status_writes_until_quiet(&client, since).await;
     let rows = burst(cluster, &client, &hooked_dir.join("remote.git"), &hooked, "hooked", raw_rate).await;
     let line = format!(
         "\nWith the admission webhook registered (mutating + validating):\n\n| measurement | value |\n|---|---|\n{rows}"
