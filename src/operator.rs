@@ -143,6 +143,7 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         render: RenderOptions { argocd_namespace: args.argocd_namespace.clone() },
         argocd_installed,
         committed: Default::default(),
+        budget: Default::default(),
         approvals: approvals.clone(),
         stores: stores.clone(),
     });

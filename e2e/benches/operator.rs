@@ -21,12 +21,20 @@ mod common;
 
 const CONCURRENCY: usize = 32;
 
+/// A tenant budget every burst fits in, so the guard's work is measured, not its refusals.
+const BUDGET: &str = "{maxEnvironments: 100000, monthlyCostUSD: 1000000, quota: {pods: '1000000'}}";
+
 /// The same request the operator e2e suites create, typed for the kube client.
 fn request(namespace: &str, name: &str, tenant: &str, class: &str) -> EnvironmentRequest {
     serde_yaml::from_str(&common::request_yaml(namespace, name, tenant, class, "")).expect("request yaml")
 }
 
 async fn setup(cluster: &Cluster, tenant: &str, class: &str) {
+    setup_with_budget(cluster, tenant, class, "{}").await
+}
+
+/// [`setup`] with a tenant budget (a YAML flow mapping).
+async fn setup_with_budget(cluster: &Cluster, tenant: &str, class: &str, budget: &str) {
     let yaml = format!(
         "apiVersion: berth.dev/v1alpha1
 kind: EnvironmentClass
@@ -40,6 +48,7 @@ spec:
   owners: [{{kind: User, name: alice}}]
   allowedClasses: [{class}]
   requestNamespace: {tenant}
+  budget: {budget}
 "
     );
     let out = cluster.kubectl("admin", &["apply", "-f", "-"], Some(&yaml)).await;
@@ -280,17 +289,17 @@ async fn status_writes_until_quiet(client: &kube::Client, since: f64) -> f64 {
     }
 }
 
-/// 1,000 requests created at once in a new tenant `name`, until all are Ready: the
-/// report rows (creation, Ready, CPU, apiserver calls, commits).
+/// 1,000 requests created at once in a new tenant `name` with `budget`, until all are
+/// Ready: the report rows (creation, Ready, CPU, apiserver calls, commits).
 async fn burst(
     cluster: &Cluster,
     client: &kube::Client,
     remote: &std::path::Path,
     operator: &Operator,
-    name: &str,
+    (name, budget): (&str, &str),
     raw_rate: f64,
 ) -> String {
-    setup(cluster, name, name).await;
+    setup_with_budget(cluster, name, name, budget).await;
     let api: Api<EnvironmentRequest> = Api::namespaced(client.clone(), name);
     let commits_before = commits(remote);
     let cpu_before = cpu_seconds(operator.berth_pid());
@@ -314,7 +323,7 @@ async fn burst(
     let commits = commits(remote) - commits_before;
     let rate = 1000.0 / ready.as_secs_f64();
     format!(
-        "| 1,000 EnvironmentRequests created ({CONCURRENCY} in flight) | {} ms |\n\
+        "| 1,000 EnvironmentRequests created ({CONCURRENCY} in flight), tenant budget `{budget}` | {} ms |\n\
          | … all 1,000 Ready | {} ms → {rate:.0}/s = {:.0} % of the raw create rate |\n\
          | … CPU used meanwhile | {cpu} |\n\
          | … apiserver calls per request | {calls} |\n\
@@ -421,8 +430,13 @@ async fn main() {
          | raw apiserver create rate, 1,000 ConfigMaps ({CONCURRENCY} in flight) | {raw_rate:.0}/s ({} ms) |\n\
          | … CPU used meanwhile | {raw_cpu} |\n{}",
         ms(raw),
-        burst(cluster, &client, &remote, &operator, "burst", raw_rate).await
+        burst(cluster, &client, &remote, &operator, ("burst", "{}"), raw_rate).await
     );
+    eprint!("{line}");
+    report.push_str(&line);
+    // A real tenant has a budget, and the controller's budget guard then decides each
+    // new request against all of the tenant's others.
+    let line = burst(cluster, &client, &remote, &operator, ("budgeted", BUDGET), raw_rate).await;
     eprint!("{line}");
     report.push_str(&line);
 
@@ -442,7 +456,7 @@ async fn main() {
             })
             .await;
         all_ready(&api, rss_requests).await;
-        let total = 1000 + 200 + rss_requests;
+        let total = 2000 + 200 + rss_requests;
         let rss = operator
             .berth_pid()
             .and_then(peak_rss_mib)
@@ -465,7 +479,7 @@ async fn main() {
     // rewrites its status: let that finish before the burst is measured.
     let since = status_writes(&client).await;
     status_writes_until_quiet(&client, since).await;
-    let rows = burst(cluster, &client, &hooked_dir.join("remote.git"), &hooked, "hooked", raw_rate).await;
+    let rows = burst(cluster, &client, &hooked_dir.join("remote.git"), &hooked, ("hooked", "{}"), raw_rate).await;
     let line = format!(
         "\nWith the admission webhook registered (mutating + validating):\n\n| measurement | value |\n|---|---|\n{rows}"
     );

@@ -57,6 +57,8 @@ pub struct Context {
     pub argocd_installed: bool,
     /// What this process last committed per folder.
     pub committed: CommittedFolders,
+    /// Decides new requests against their tenant's budget, one at a time.
+    pub budget: super::budget::BudgetGuard,
     /// Verifies approval tokens; `None` when no approval keys are configured, and
     /// then no request of a class that needs approval is provisioned.
     pub approvals: Option<std::sync::Arc<crate::approval::Verifier>>,

@@ -6,7 +6,9 @@
 //! a pure function of the tenant's whole set of requests: environments already
 //! provisioned count first, then pending ones in creation order (name breaks ties),
 //! each admitted only if it still fits. Concurrent reconciles that read the same
-//! set reach the same answer; one that misses a request only misses a later one.
+//! set reach the same answer. What the set cannot show — a request admitted a moment
+//! ago whose status is not written yet — the controller's guard remembers
+//! (`controller::budget`).
 
 use std::{cmp::Ordering, collections::BTreeMap};
 

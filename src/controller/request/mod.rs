@@ -12,7 +12,6 @@ use k8s_openapi::{
 };
 use kube::{
     Api, Resource, ResourceExt,
-    api::ListParams,
     runtime::{
         controller::Action,
         finalizer::{self, finalizer},
@@ -147,12 +146,12 @@ async fn assess(request: &EnvironmentRequest, ctx: &Context) -> Result<Finding, 
         Ok(approval) => approval,
     };
     // A provisioned environment already holds its budget (the guard admits it first),
-    // so only new ones of a tenant that has a budget pay for the fresh list.
+    // so only new ones of a tenant that has a budget are decided.
     let budget = &tenant.spec.budget;
     let has_budget = budget.max_environments.is_some() || budget.monthly_cost_usd.is_some() || !budget.quota.is_empty();
     if has_budget
         && !is_provisioned(request)
-        && let Some(Err(exceeded)) = budget_decision(request, tenant, ctx).await?
+        && let Err(exceeded) = budget_decision(request, tenant, ctx).await?
     {
         return Ok(Finding::Denied(Denial::OverBudget(exceeded)));
     }
@@ -277,30 +276,16 @@ fn expired_at(request: &EnvironmentRequest, class: &EnvironmentClass) -> Option<
     created.checked_add(SignedDuration::try_from(ttl).ok()?).ok()
 }
 
-/// The budget guard over a fresh (quorum) list of the tenant's requests, so
-/// concurrent reconciles see each other. `None` when the request is not a claim.
+/// The budget guard's decision for a request that is not yet provisioned, over the
+/// requests and classes in memory (see [`super::budget`]).
 async fn budget_decision(
     request: &EnvironmentRequest,
     tenant: &Tenant,
     ctx: &Context,
-) -> Result<Option<Result<(), budget::BudgetExceeded>>, Error> {
-    let namespace = request.namespace().unwrap_or_default();
-    let requests = Api::<EnvironmentRequest>::namespaced(ctx.client.clone(), &namespace)
-        .list(&ListParams::default())
-        .await
-        .map_err(|source| Error::Read { what: format!("EnvironmentRequests in {namespace}"), source })?;
-    let classes = Api::<EnvironmentClass>::all(ctx.client.clone())
-        .list(&ListParams::default())
-        .await
-        .map_err(|source| Error::Read { what: "EnvironmentClasses".to_owned(), source })?;
-    let terms = budget::class_terms(&classes.items);
-    let claims = budget::claims(&tenant.name_any(), &requests.items, &terms, &request.name_any());
-    // Not among the listed claims (created after the list?) counts as not fitting; the
-    // next reconcile decides again.
-    Ok(Some(
-        budget::decide_for(&tenant.name_any(), &tenant.spec.budget, &claims, &request.name_any())
-            .unwrap_or(Err(budget::BudgetExceeded::NotListed { request: request.name_any() })),
-    ))
+) -> Result<Result<(), budget::BudgetExceeded>, Error> {
+    let stores = ctx.stores().await?;
+    let (requests, classes) = (stores.requests.state(), stores.classes.state());
+    Ok(ctx.budget.decide(request, tenant, requests.iter().map(AsRef::as_ref), classes.iter().map(AsRef::as_ref)))
 }
 
 async fn remove(ctx: &Context, path: &RepoPath, request: &EnvironmentRequest, why: &str) -> Result<(), Error> {
@@ -320,6 +305,7 @@ async fn cleanup(request: &EnvironmentRequest, ctx: &Context) -> Result<Action, 
         remove(ctx, &path, request, "deleted").await?;
         publish(ctx, request, EventType::Normal, "Removed", format!("removed {path} from git")).await;
     }
+    ctx.budget.forget(request);
     Ok(Action::await_change())
 }
 
