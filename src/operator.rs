@@ -127,13 +127,16 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
 
     let writer = Writer::spawn(args.writer_config()?, GitOpsMetrics::register(metrics.registry())?).await?;
     let client = Client::try_default().await?;
-    let argocd_installed = argocd_installed(&client).await;
+    let applications = controller::request::live::application_resource();
+    let argocd_installed = crd_exists(&client, &controller::stores::crd_name(&applications)).await;
     if !argocd_installed {
-        tracing::warn!("Argo CD's Application CRD is not installed; requests become Ready once committed");
+        tracing::warn!(
+            "Argo CD's Application CRD is not installed; requests become Ready once committed, \
+             and Berth reports Argo CD's sync once it is installed"
+        );
     }
     // One set of watches feeds the request controller and the webhook's decisions.
-    let applications = argocd_installed.then(controller::request::live::application_resource);
-    let (stores, feeds) = controller::stores::build(&client, controller::rendered(), applications);
+    let (stores, feeds) = controller::stores::build(&client, controller::rendered(), applications, argocd_installed);
     let stores = Arc::new(stores);
     let ctx = Arc::new(Context {
         events: controller::events::EventPublisher::new(client.clone(), "berth", std::env::var("POD_NAME").ok()),
@@ -141,7 +144,6 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         metrics: metrics.clone(),
         writer: writer.clone(),
         render: RenderOptions { argocd_namespace: args.argocd_namespace.clone() },
-        argocd_installed,
         committed: Default::default(),
         budget: Default::default(),
         approvals: approvals.clone(),
@@ -184,8 +186,9 @@ async fn probe_remote(writer: gitops::WriterHandle, check: telemetry::ReadinessC
     }
 }
 
-async fn argocd_installed(client: &Client) -> bool {
+/// Whether the CustomResourceDefinition `name` exists (an error reads as no).
+async fn crd_exists(client: &Client, name: &str) -> bool {
     let crds: kube::Api<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> =
         kube::Api::all(client.clone());
-    matches!(crds.get_opt("applications.argoproj.io").await, Ok(Some(_)))
+    matches!(crds.get_opt(name).await, Ok(Some(_)))
 }

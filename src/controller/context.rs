@@ -53,8 +53,6 @@ pub struct Context {
     pub metrics: Metrics,
     pub writer: WriterHandle,
     pub render: RenderOptions,
-    /// Whether Argo CD's Application CRD is installed (checked at start).
-    pub argocd_installed: bool,
     /// What this process last committed per folder.
     pub committed: CommittedFolders,
     /// Decides new requests against their tenant's budget, one at a time.

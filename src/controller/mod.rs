@@ -122,6 +122,20 @@ async fn report_environments(store: Store<EnvironmentRequest>, metrics: crate::t
     }
 }
 
+/// Yields once when Argo CD's Applications are first listed after Berth started
+/// without them; never when Argo CD was there from the start.
+fn argocd_arrival(stores: Arc<stores::Stores>) -> impl futures::Stream<Item = ()> + Send + 'static {
+    futures::stream::once(async move {
+        stores.ready().await;
+        let at_start = stores.argocd_installed();
+        while !stores.argocd_installed() {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        (!at_start).then_some(())
+    })
+    .filter_map(futures::future::ready)
+}
+
 /// Only what Berth renders (by label), so the caches stay small.
 pub fn rendered() -> watcher::Config {
     watcher::Config::default().labels(&format!("{}={}", labels::MANAGED_BY, labels::MANAGER))
@@ -192,7 +206,7 @@ pub async fn run(
     tokio::spawn(report_environments(store.clone(), ctx.metrics.clone()));
     let (by_class, by_tenant) = (store.clone(), store);
     let (class_specs, tenant_specs) = (SeenGenerations::default(), SeenGenerations::default());
-    let applications = ctx.stores.applications.as_ref().map(|(_, resource)| resource.clone());
+    let applications = ctx.stores.applications.1.clone();
     let requests = requests
         .watches_stream(feeds.classes, move |class| {
             // Status updates (environment counts) must not re-reconcile every request.
@@ -215,12 +229,11 @@ pub async fn run(
         .watches_stream(feeds.network_policies, request_of)
         .watches_stream(feeds.bindings, request_of)
         .graceful_shutdown_on(shutdown.clone());
-    // Argo CD's Applications report sync and health; watched only when installed.
-    let requests = match (feeds.applications, applications) {
-        (Some(feed), Some(resource)) => requests.watches_stream_with(feed, request_of, resource),
-        _ => requests,
-    };
+    // Argo CD's Applications report sync and health. Installed after Berth started,
+    // every request looks again: each now has an Application to wait for.
     let requests = requests
+        .watches_stream_with(feeds.applications, request_of, applications)
+        .reconcile_all_on(argocd_arrival(ctx.stores.clone()))
         .run(|o, c| instrumented(Kind::EnvironmentRequest, o, c, request::reconcile), error_policy, ctx.clone())
         .for_each(|_| async {});
 

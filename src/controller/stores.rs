@@ -8,10 +8,14 @@
 use std::{fmt::Debug, sync::Arc};
 
 use futures::Stream;
-use k8s_openapi::api::{
-    core::v1::{LimitRange, Namespace, ResourceQuota},
-    networking::v1::NetworkPolicy,
-    rbac::v1::RoleBinding,
+use futures::StreamExt;
+use k8s_openapi::{
+    api::{
+        core::v1::{LimitRange, Namespace, ResourceQuota},
+        networking::v1::NetworkPolicy,
+        rbac::v1::RoleBinding,
+    },
+    apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
 };
 use kube::{
     Api, Resource,
@@ -39,8 +43,11 @@ pub struct Stores {
     limits: Store<LimitRange>,
     network_policies: Store<NetworkPolicy>,
     bindings: Store<RoleBinding>,
-    /// Argo CD Applications, when Argo CD is installed.
-    pub applications: Option<(Store<DynamicObject>, ApiResource)>,
+    /// Argo CD Applications; the watch starts once Argo CD's CRD is established.
+    pub applications: (Store<DynamicObject>, ApiResource),
+    /// Whether Argo CD was installed when Berth started: only then is the first list of
+    /// Applications awaited before reconciling.
+    argocd_at_start: bool,
 }
 
 /// The watch streams that fill [`Stores`]; the request controller consumes them as triggers.
@@ -53,7 +60,7 @@ pub struct Feeds {
     pub limits: Feed<LimitRange>,
     pub network_policies: Feed<NetworkPolicy>,
     pub bindings: Feed<RoleBinding>,
-    pub applications: Option<Feed<DynamicObject>>,
+    pub applications: Feed<DynamicObject>,
 }
 
 /// A watch stream of objects, as the controller takes triggers.
@@ -92,9 +99,14 @@ pub fn reflected_dynamic(
     (reader, Box::pin(stream))
 }
 
-/// Builds every store; `rendered` selects the objects Berth rendered, and
-/// `applications` is Argo CD's Application resource when it is installed.
-pub fn build(client: &kube::Client, rendered: watcher::Config, applications: Option<ApiResource>) -> (Stores, Feeds) {
+/// Builds every store; `rendered` selects the objects Berth rendered, `applications`
+/// is Argo CD's Application resource and `argocd_at_start` whether its CRD exists now.
+pub fn build(
+    client: &kube::Client,
+    rendered: watcher::Config,
+    applications: ApiResource,
+    argocd_at_start: bool,
+) -> (Stores, Feeds) {
     let all = watcher::Config::default();
     let (requests, request_feed) = reflected(Api::all(client.clone()), all.clone(), ());
     let (classes, class_feed) = reflected(Api::all(client.clone()), all.clone(), ());
@@ -104,16 +116,30 @@ pub fn build(client: &kube::Client, rendered: watcher::Config, applications: Opt
     let (limits, limit_feed) = reflected(Api::all(client.clone()), rendered.clone(), ());
     let (network_policies, policy_feed) = reflected(Api::all(client.clone()), rendered.clone(), ());
     let (bindings, binding_feed) = reflected(Api::all(client.clone()), rendered.clone(), ());
-    let (applications, application_feed) = match applications {
-        Some(resource) => {
-            let api = Api::all_with(client.clone(), &resource);
-            let (store, feed) = reflected_dynamic(api, rendered, resource.clone());
-            (Some((store, resource)), Some(feed))
-        }
-        None => (None, None),
+    let api = Api::all_with(client.clone(), &applications);
+    let (application_store, application_feed) = reflected_dynamic(api, rendered, applications.clone());
+    // Watching Applications before their CRD exists would only collect 404s; the watch
+    // starts once the CRD is established, so Argo CD installed later is picked up.
+    let installed = crd_established(client.clone(), crd_name(&applications));
+    let application_feed = Box::pin(
+        futures::stream::once(async move {
+            installed.await;
+            application_feed
+        })
+        .flatten(),
+    );
+    let stores = Stores {
+        requests,
+        classes,
+        tenants,
+        namespaces,
+        quotas,
+        limits,
+        network_policies,
+        bindings,
+        applications: (application_store, applications),
+        argocd_at_start,
     };
-    let stores =
-        Stores { requests, classes, tenants, namespaces, quotas, limits, network_policies, bindings, applications };
     let feeds = Feeds {
         requests: request_feed,
         classes: class_feed,
@@ -126,6 +152,36 @@ pub fn build(client: &kube::Client, rendered: watcher::Config, applications: Opt
         applications: application_feed,
     };
     (stores, feeds)
+}
+
+/// The name of the CRD that defines `resource` (`plural.group`).
+pub fn crd_name(resource: &ApiResource) -> String {
+    format!("{}.{}", resource.plural, resource.group)
+}
+
+/// Resolves once the CustomResourceDefinition `name` exists and is Established. Watches
+/// that one CRD; a watch error (RBAC, apiserver down) is retried with backoff.
+async fn crd_established(client: kube::Client, name: String) {
+    let api = Api::<CustomResourceDefinition>::all(client);
+    let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
+    let mut crds = std::pin::pin!(watcher(api, config).default_backoff().applied_objects());
+    while let Some(event) = crds.next().await {
+        match event {
+            Ok(crd) if is_established(&crd) => {
+                tracing::info!(crd = %name, "established; watching it");
+                return;
+            }
+            Ok(_) => {}
+            Err(error) => tracing::warn!(crd = %name, %error, "cannot watch the CRD"),
+        }
+    }
+}
+
+fn is_established(crd: &CustomResourceDefinition) -> bool {
+    crd.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|conditions| conditions.iter().any(|c| c.type_ == "Established" && c.status == "True"))
 }
 
 /// Whether `store` holds its first full list. Asks with a fresh future each time:
@@ -161,23 +217,30 @@ impl Stores {
             "LimitRange" => value(self.limits.get(&key(namespace, name))),
             "NetworkPolicy" => value(self.network_policies.get(&key(namespace, name))),
             "RoleBinding" => value(self.bindings.get(&key(namespace, name))),
-            "Application" => match &self.applications {
-                Some((store, resource)) => {
-                    let mut key = ObjectRef::new_with(name, resource.clone());
-                    if let Some(ns) = namespace {
-                        key = key.within(ns);
-                    }
-                    value(store.get(&key))
+            "Application" => {
+                if !self.argocd_installed() {
+                    return Err("Argo CD is not installed".to_owned());
                 }
-                None => return Err("Argo CD is not installed".to_owned()),
-            },
+                let (store, resource) = &self.applications;
+                let mut key = ObjectRef::new_with(name, resource.clone());
+                if let Some(ns) = namespace {
+                    key = key.within(ns);
+                }
+                value(store.get(&key))
+            }
             other => return Err(format!("Berth does not watch {other}")),
         })
     }
 
+    /// Whether Argo CD is installed, as far as Berth can use it: its Applications are
+    /// listed (the watch starts once their CRD is established).
+    pub fn argocd_installed(&self) -> bool {
+        listed(&self.applications.0)
+    }
+
     /// Whether every store holds its first full list.
     fn all_ready(&self) -> bool {
-        let applications = self.applications.as_ref().is_none_or(|(store, _)| listed(store));
+        let applications = !self.argocd_at_start || self.argocd_installed();
         listed(&self.requests)
             && listed(&self.classes)
             && listed(&self.tenants)

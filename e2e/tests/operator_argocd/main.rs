@@ -1,5 +1,6 @@
-//! With Argo CD's CRDs installed, a committed environment is Provisioning until
-//! its Application reports Synced and Healthy; Berth mirrors that into status.
+//! Once Argo CD's CRDs are installed (here after Berth started), a committed
+//! environment is Provisioning until its Application reports Synced and Healthy;
+//! Berth mirrors that into status.
 //! (Argo CD's controllers are tier 3; here the test plays their part on the
 //! Application, which is exactly the API Berth reads.)
 
@@ -9,7 +10,7 @@ mod common;
 use std::time::Duration;
 
 use berth::api::{
-    conditions::{find, is_true, types},
+    conditions::{find, is_true, reasons, types},
     environment_request::Phase,
 };
 use common::*;
@@ -22,10 +23,9 @@ async fn report_as_argocd(application: &str, status: &str) {
 }
 
 #[tokio::test]
-async fn ready_follows_the_applications_sync_and_health() {
+async fn ready_follows_the_applications_sync_and_health_once_argocd_is_installed() {
     cluster().install_crds().await;
-    // Installed before the operator starts: it checks for Argo CD at startup.
-    cluster().install_argocd_crds().await;
+    // The operator starts before Argo CD is installed.
     operator().await;
     let (tenant, class) = (format!("tn-{}", suffix()), format!("argo-{}", suffix()));
     kubectl_apply(&class_yaml(&class, 5, "")).await;
@@ -33,8 +33,15 @@ async fn ready_follows_the_applications_sync_and_health() {
     wait_tenant_namespace(&tenant).await;
     kubectl_apply(&request_yaml(&tenant, "svc", &tenant, &class, "")).await;
 
-    // Committed, but Argo CD has not created the Application yet.
-    let provisioning = wait_phase(&tenant, "svc", Phase::Provisioning, Duration::from_secs(60)).await;
+    // Without Argo CD, committed is Ready, and status says nothing reports sync.
+    let ready = wait_phase(&tenant, "svc", Phase::Ready, Duration::from_secs(60)).await;
+    let conditions = ready.status.unwrap_or_default().conditions;
+    assert!(find(&conditions, types::SYNCED).is_some_and(|c| c.reason == reasons::ARGOCD_NOT_INSTALLED));
+
+    // Argo CD is installed: without a restart, the request now waits for its Application,
+    // which Argo CD has not created yet.
+    cluster().install_argocd_crds().await;
+    let provisioning = wait_phase(&tenant, "svc", Phase::Provisioning, Duration::from_secs(30)).await;
     let status = provisioning.status.unwrap_or_default();
     assert!(is_true(&status.conditions, types::COMMITTED));
     assert_eq!(status.sync.as_ref().and_then(|s| s.health.as_deref()), Some("Missing"));

@@ -21,10 +21,10 @@ pub fn application_resource() -> ApiResource {
 /// when Argo CD is not installed. An Application Argo CD has not created yet reads
 /// as `Unknown` / `Missing`.
 pub async fn sync_status(namespace: &str, ctx: &Context) -> Result<Option<SyncStatus>, Error> {
-    if !ctx.argocd_installed {
+    let stores = ctx.stores().await?;
+    if !stores.argocd_installed() {
         return Ok(None);
     }
-    let stores = ctx.stores().await?;
     let app = stores.live("Application", Some(&ctx.render.argocd_namespace), namespace).unwrap_or_default();
     let Some(app) = app else {
         return Ok(Some(SyncStatus {
@@ -64,11 +64,12 @@ pub async fn drift(
         Err(e) => return Ok(unknown(format!("cannot read the rendered files: {e}"), old)),
     };
     let stores = ctx.stores().await?;
+    let argocd_installed = stores.argocd_installed();
     let mut live = Vec::new();
     let mut compared = BTreeMap::new();
     for object in &desired {
         let key = &object.key;
-        if key.kind == "Application" && !ctx.argocd_installed {
+        if key.kind == "Application" && !argocd_installed {
             continue;
         }
         // Read from the watch-fed stores: the watch that triggered this reconcile
