@@ -7,6 +7,7 @@ pub mod controller;
 pub mod drift;
 pub mod gitops;
 pub mod labels;
+pub mod leader;
 pub mod operator;
 pub mod policy;
 pub mod render;

@@ -2,7 +2,7 @@
 //! serves /metrics /healthz /readyz, and on SIGTERM/SIGINT stops the controllers
 //! and flushes pending commits before exiting.
 
-use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
+use std::{future::Future, net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
 use futures::FutureExt;
 use kube::Client;
@@ -10,6 +10,7 @@ use kube::Client;
 use crate::{
     controller::{self, Context},
     gitops::{self, Credentials, GitOpsMetrics, PushMode, Writer, WriterConfig},
+    leader::{self, Candidacy, ElectionArgs},
     render::RenderOptions,
     telemetry::{self, Metrics, Readiness, ServerState},
     webhook::{self, WebhookArgs},
@@ -63,6 +64,9 @@ pub struct RunArgs {
     /// Admission webhook, approvals and auth API.
     #[command(flatten)]
     pub webhook: WebhookArgs,
+    /// Leader election among replicas.
+    #[command(flatten)]
+    pub election: ElectionArgs,
 }
 
 /// Why `berth run` could not start or stopped badly.
@@ -80,6 +84,10 @@ pub enum RunError {
     Webhook(#[from] webhook::settings::SettingsError),
     #[error("webhook server: {0}")]
     WebhookServer(std::io::Error),
+    #[error("leader election: {0}")]
+    Election(#[from] leader::ElectionError),
+    #[error("lost the leader lease; exiting so that this replica restarts as a standby")]
+    LostLease,
 }
 
 impl RunArgs {
@@ -127,6 +135,8 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
 
     let writer = Writer::spawn(args.writer_config()?, GitOpsMetrics::register(metrics.registry())?).await?;
     let client = Client::try_default().await?;
+    // Entered before anything is served, so a Lease Berth may not use stops it here.
+    let candidacy = args.election.candidacy(client.clone()).await?;
     let applications = controller::request::live::application_resource();
     let argocd_installed = crd_exists(&client, &controller::stores::crd_name(&applications)).await;
     if !argocd_installed {
@@ -156,11 +166,28 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     let start = webhook::settings::Start { stores, verifier: approvals, registry: metrics_registry };
     let webhook = webhook::settings::start(&args.webhook, start, shutdown.clone()).await?;
     let remote_probe = tokio::spawn(probe_remote(writer.clone(), remote));
-    controller::run(ctx, feeds, args.max_concurrent_reconciles, caches, shutdown).await;
+    let synced = tokio::spawn(controller::report_caches_synced(ctx.client.clone(), caches));
+    let max = args.max_concurrent_reconciles;
+    let lost_lease = match &candidacy {
+        None => {
+            ctx.metrics.set_leader(true);
+            controller::run(ctx, feeds, false, max, shutdown.clone()).await;
+            false
+        }
+        Some(candidacy) => lead_when_elected(ctx, feeds, candidacy, max, shutdown.clone()).await,
+    };
     remote_probe.abort();
+    synced.abort();
 
     tracing::info!("controllers stopped; flushing pending commits");
     writer.shutdown().await?;
+    if let Some(candidacy) = candidacy {
+        candidacy.resign(Duration::from_secs(5)).await;
+    }
+    if lost_lease {
+        // Exit rather than serve on: Kubernetes restarts this replica as a standby.
+        return Err(RunError::LostLease);
+    }
     if let Some(webhook) = webhook {
         match webhook.await {
             Ok(result) => result.map_err(RunError::WebhookServer)?,
@@ -172,6 +199,35 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         Err(e) => tracing::warn!(error = %e, "telemetry server task ended abnormally"),
     }
     Ok(())
+}
+
+/// As a candidate: keeps the stores filled while standing by, runs the controllers
+/// once elected, and stops them on shutdown or when the lease is lost. Returns
+/// whether the lease was lost.
+async fn lead_when_elected(
+    ctx: Arc<Context>,
+    feeds: controller::stores::Feeds,
+    candidacy: &Candidacy,
+    max_concurrent_reconciles: u16,
+    shutdown: impl Future<Output = ()> + Send + Sync + Clone + 'static,
+) -> bool {
+    ctx.metrics.set_leader(false);
+    tracing::info!(identity = candidacy.identity(), "standing by until elected leader");
+    let feeds = tokio::select! {
+        feeds = feeds.keep_filled_until(candidacy.leading()) => feeds,
+        () = shutdown.clone() => return false,
+    };
+    tracing::info!(identity = candidacy.identity(), "elected leader; starting the controllers");
+    ctx.metrics.set_leader(true);
+    let lost = candidacy.lost().shared();
+    let stop = futures::future::select(shutdown.boxed(), lost.clone().boxed()).map(drop).shared();
+    controller::run(ctx.clone(), feeds, true, max_concurrent_reconciles, stop).await;
+    let lost_lease = lost.now_or_never().is_some();
+    ctx.metrics.set_leader(false);
+    if lost_lease {
+        tracing::error!(identity = candidacy.identity(), "lost the leader lease; controllers stopped");
+    }
+    lost_lease
 }
 
 /// Keeps the `gitops-remote` readiness check current.

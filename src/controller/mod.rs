@@ -155,13 +155,36 @@ fn requests_where(
     store.state().iter().filter(|r| matches(r)).map(|r| ObjectRef::from_obj(r.as_ref())).collect()
 }
 
+/// Marks `caches_synced` ready once Berth's kinds can be listed (CRDs installed, RBAC
+/// in place), retrying every 2 s until then.
+pub async fn report_caches_synced(client: kube::Client, caches_synced: ReadinessCheck) {
+    // (`Store::wait_until_ready` on the controller's own store never resolved here.)
+    let one = ListParams::default().limit(1);
+    let (requests, classes, tenants) = (
+        Api::<EnvironmentRequest>::all(client.clone()),
+        Api::<EnvironmentClass>::all(client.clone()),
+        Api::<Tenant>::all(client),
+    );
+    loop {
+        match tokio::try_join!(requests.list(&one), classes.list(&one), tenants.list(&one)) {
+            Ok(_) => {
+                caches_synced.set(true);
+                return;
+            }
+            Err(error) => tracing::warn!(%error, "cannot list Berth's kinds yet"),
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+}
+
 /// Runs the Tenant, EnvironmentClass and EnvironmentRequest controllers until
-/// `shutdown` completes; reconciles in flight finish first.
+/// `shutdown` completes; reconciles in flight finish first. `resumed` says the feeds
+/// were already read from (a standby taking over), so every request is reconciled once.
 pub async fn run(
     ctx: Arc<Context>,
     feeds: stores::Feeds,
+    resumed: bool,
     max_concurrent_reconciles: u16,
-    caches_synced: ReadinessCheck,
     shutdown: impl Future<Output = ()> + Send + Sync + Clone + 'static,
 ) {
     let client = ctx.client.clone();
@@ -181,28 +204,6 @@ pub async fn run(
     // apiserver connections at once.
     let requests = Controller::for_stream(request_feed, store.clone())
         .with_config(controller::Config::default().concurrency(max_concurrent_reconciles));
-    // Ready once the watched kinds can be listed (CRDs installed, RBAC in place).
-    // (`Store::wait_until_ready` on the controller's own store never resolved here.)
-    let lister = client.clone();
-    tokio::spawn(async move {
-        let one = ListParams::default().limit(1);
-        let (requests, classes, tenants) = (
-            Api::<EnvironmentRequest>::all(lister.clone()),
-            Api::<EnvironmentClass>::all(lister.clone()),
-            Api::<Tenant>::all(lister),
-        );
-        loop {
-            let listed = tokio::try_join!(requests.list(&one), classes.list(&one), tenants.list(&one));
-            match listed {
-                Ok(_) => {
-                    caches_synced.set(true);
-                    break;
-                }
-                Err(error) => tracing::warn!(%error, "cannot list Berth's kinds yet"),
-            }
-            tokio::time::sleep(Duration::from_secs(2)).await;
-        }
-    });
     tokio::spawn(report_environments(store.clone(), ctx.metrics.clone()));
     let (by_class, by_tenant) = (store.clone(), store);
     let (class_specs, tenant_specs) = (SeenGenerations::default(), SeenGenerations::default());
@@ -234,6 +235,7 @@ pub async fn run(
     let requests = requests
         .watches_stream_with(feeds.applications, request_of, applications)
         .reconcile_all_on(argocd_arrival(ctx.stores.clone()))
+        .reconcile_all_on(futures::stream::iter(resumed.then_some(())))
         .run(|o, c| instrumented(Kind::EnvironmentRequest, o, c, request::reconcile), error_policy, ctx.clone())
         .for_each(|_| async {});
 

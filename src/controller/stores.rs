@@ -5,7 +5,7 @@
 //! change — and reads memory instead of calling the apiserver (a settled
 //! request's reconcile used to cost ten GETs). One set of watches serves both.
 
-use std::{fmt::Debug, sync::Arc};
+use std::{fmt::Debug, future::Future, sync::Arc};
 
 use futures::Stream;
 use futures::StreamExt;
@@ -61,6 +61,44 @@ pub struct Feeds {
     pub network_policies: Feed<NetworkPolicy>,
     pub bindings: Feed<RoleBinding>,
     pub applications: Feed<DynamicObject>,
+}
+
+impl Feeds {
+    /// Keeps every store filled (the webhook reads them on every replica) until `until`
+    /// resolves, then hands the feeds, mid-stream, to the controllers: a standby that
+    /// becomes leader does not list everything again.
+    pub async fn keep_filled_until(mut self, until: impl Future<Output = ()>) -> Self {
+        {
+            let Feeds {
+                requests,
+                classes,
+                tenants,
+                namespaces,
+                quotas,
+                limits,
+                network_policies,
+                bindings,
+                applications,
+            } = &mut self;
+            let mut all = futures::stream::select_all([
+                requests.by_ref().map(drop).boxed(),
+                classes.by_ref().map(drop).boxed(),
+                tenants.by_ref().map(drop).boxed(),
+                namespaces.by_ref().map(drop).boxed(),
+                quotas.by_ref().map(drop).boxed(),
+                limits.by_ref().map(drop).boxed(),
+                network_policies.by_ref().map(drop).boxed(),
+                bindings.by_ref().map(drop).boxed(),
+                applications.by_ref().map(drop).boxed(),
+            ]);
+            let drain = async { while all.next().await.is_some() {} };
+            tokio::select! {
+                () = drain => {}
+                () = until => {}
+            }
+        }
+        self
+    }
 }
 
 /// A watch stream of objects, as the controller takes triggers.

@@ -1,0 +1,129 @@
+//! Lease-based leader election, so that of several replicas exactly one runs the
+//! controllers and the GitOps writer. The webhook, /metrics and the watch caches the
+//! webhook reads run on every replica.
+//!
+//! A replica that loses the lease stops: its controllers finish what is in flight and
+//! the process exits with an error, and Kubernetes restarts it as a standby. Carrying
+//! on as a writer that might no longer be the only one is never worth the risk.
+
+use std::time::Duration;
+
+use kube::Client;
+use kube_lease_manager::{LeaseManager, LeaseManagerBuilder, LeaseManagerError};
+use tokio::{sync::watch, task::JoinHandle};
+
+/// Name of the Lease the replicas compete for.
+pub const LEASE_NAME: &str = "berth-leader";
+
+/// Settings of the election.
+#[derive(Clone, Debug, clap::Args)]
+pub struct ElectionArgs {
+    /// Namespace of the `berth-leader` Lease. Set it (the Deployment sets it to the
+    /// pod's namespace) to run several replicas; unset, this process assumes it is the
+    /// only one and runs the controllers at once.
+    #[arg(long, env = "BERTH_LEADER_ELECTION_NAMESPACE")]
+    pub leader_election_namespace: Option<String>,
+    /// How long the lease holds without renewal, in seconds. A standby takes over this
+    /// long after a leader dies; the leader renews a third of it before the end.
+    #[arg(long, env = "BERTH_LEADER_LEASE_SECONDS", default_value_t = 15,
+          value_parser = clap::value_parser!(u64).range(3..=3600))]
+    pub leader_lease_seconds: u64,
+}
+
+/// Why the election could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum ElectionError {
+    #[error("cannot use the leader Lease {namespace}/{LEASE_NAME}: {source}")]
+    Lease {
+        namespace: String,
+        #[source]
+        source: LeaseManagerError,
+    },
+}
+
+/// This replica's candidacy: tells when it leads and when it stopped leading.
+pub struct Candidacy {
+    identity: String,
+    leading: watch::Receiver<bool>,
+    manager: JoinHandle<Result<LeaseManager, LeaseManagerError>>,
+}
+
+impl ElectionArgs {
+    /// Enters the election when a namespace is set; `None` means no election.
+    pub async fn candidacy(&self, client: Client) -> Result<Option<Candidacy>, ElectionError> {
+        let Some(namespace) = &self.leader_election_namespace else {
+            return Ok(None);
+        };
+        let identity = identity();
+        let duration = self.leader_lease_seconds;
+        let manager = LeaseManagerBuilder::new(client, LEASE_NAME)
+            .with_namespace(namespace)
+            .with_identity(&identity)
+            .with_field_manager(format!("berth-{identity}"))
+            .with_duration(duration)
+            .with_grace((duration / 3).max(1))
+            .build()
+            .await
+            .map_err(|source| ElectionError::Lease { namespace: namespace.clone(), source })?;
+        let (leading, manager) = manager.watch().await;
+        tracing::info!(%identity, lease = %format!("{namespace}/{LEASE_NAME}"), "entered the leader election");
+        Ok(Some(Candidacy { identity, leading, manager }))
+    }
+}
+
+/// The pod's name when Kubernetes provides it (`POD_NAME` from the downward API), else
+/// the host name; a random suffix keeps two processes on one host apart.
+fn identity() -> String {
+    let host = std::env::var("POD_NAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok().map(|h| h.trim().to_owned()))
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "berth".to_owned());
+    // The kernel hands out a fresh random UUID on every read.
+    let suffix = std::fs::read_to_string("/proc/sys/kernel/random/uuid")
+        .ok()
+        .and_then(|uuid| uuid.get(..8).map(str::to_owned))
+        .unwrap_or_else(|| std::process::id().to_string());
+    format!("{host}-{suffix}")
+}
+
+impl Candidacy {
+    pub fn identity(&self) -> &str {
+        &self.identity
+    }
+
+    /// Resolves once this replica holds the lease.
+    pub fn leading(&self) -> impl Future<Output = ()> + Send + 'static {
+        let mut leading = self.leading.clone();
+        async move {
+            // An error means the election task ended (the candidacy was dropped): wait
+            // forever then; shutdown ends the wait.
+            if leading.wait_for(|leading| *leading).await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+
+    /// Resolves once this replica does not hold the lease (or the election ended).
+    pub fn lost(&self) -> impl Future<Output = ()> + Send + 'static {
+        let mut leading = self.leading.clone();
+        async move {
+            if leading.wait_for(|leading| !*leading).await.is_err() {
+                tracing::warn!("the leader election stopped");
+            }
+        }
+    }
+
+    /// Releases the lease (if held) so a standby takes over at once, waiting at most `limit`.
+    pub async fn resign(self, limit: Duration) {
+        let Candidacy { leading, manager, .. } = self;
+        // Dropping the receiver makes the manager task release the lease and end.
+        drop(leading);
+        match tokio::time::timeout(limit, manager).await {
+            Ok(Ok(Ok(_))) => tracing::info!("released the leader lease"),
+            Ok(Ok(Err(error))) => tracing::warn!(%error, "could not release the leader lease"),
+            Ok(Err(error)) => tracing::warn!(%error, "the leader election task failed"),
+            Err(_) => tracing::warn!("releasing the leader lease timed out; it expires on its own"),
+        }
+    }
+}
