@@ -38,9 +38,14 @@ crds:
     cargo run -q --bin berth -- crdgen --out crds
     cargo run -q --bin berth -- crdgen --out charts/berth/crds
 
-# Build kube-apiserver, kube-controller-manager, kubectl and etcd from their Go modules (cached)
+# Build kube-apiserver, kube-controller-manager, kubectl, etcd and helm from their Go modules (cached)
 controlplane:
     e2e/controlplane/build.sh > /dev/null
+    e2e/controlplane/build-helm.sh > /dev/null
+
+# The pinned helm, e.g. `just helm template berth charts/berth --set gitops.remote=…`
+helm *args:
+    @"$(e2e/controlplane/build-helm.sh)" {{args}}
 
 # Start a local control plane in the background and print how to use it
 cluster-up:
