@@ -4,6 +4,7 @@
 
 pub mod controlplane;
 pub mod fixture;
+pub mod install;
 pub mod operator;
 pub mod pki;
 pub mod users;
