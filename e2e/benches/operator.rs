@@ -176,6 +176,19 @@ where
     (rate, (apiserver() - cpu) * 1000.0 / n as f64)
 }
 
+/// An Event about the request `name`, as Berth publishes one per transition.
+fn bench_event(namespace: &str, name: &str) -> k8s_openapi::api::events::v1::Event {
+    serde_json::from_value(serde_json::json!({
+        "metadata": {"name": format!("{name}.bench")},
+        "eventTime": "2026-01-01T00:00:00.000000Z",
+        "reportingController": "berth", "reportingInstance": "bench",
+        "action": "Reconcile", "reason": "Ready", "type": "Normal", "note": "committed",
+        "regarding": {"apiVersion": "berth.dev/v1alpha1", "kind": "EnvironmentRequest",
+                      "namespace": namespace, "name": name}
+    }))
+    .expect("event")
+}
+
 /// With the operator stopped: the apiserver's rate and CPU for each call one
 /// request costs (the client's create, then Berth's finalizer patch, status apply
 /// and event), next to a ConfigMap create. The burst cannot beat their sum.
@@ -242,25 +255,55 @@ async fn call_costs(client: &kube::Client, namespace: &str, ready_status: &serde
         measured(n, |i| {
             let events = events.clone();
             async move {
-                let event: k8s_openapi::api::events::v1::Event = serde_json::from_value(serde_json::json!({
-                    "metadata": {"name": format!("{}.bench", name(i))},
-                    "eventTime": "2026-01-01T00:00:00.000000Z",
-                    "reportingController": "berth", "reportingInstance": "bench",
-                    "action": "Reconcile", "reason": "Ready", "type": "Normal", "note": "committed",
-                    "regarding": {"apiVersion": "berth.dev/v1alpha1", "kind": "EnvironmentRequest",
-                                  "namespace": namespace, "name": name(i)}
-                }))
-                .expect("event");
-                events.create(&PostParams::default(), &event).await.expect("create event");
+                events.create(&PostParams::default(), &bench_event(namespace, &name(i))).await.expect("create event");
+            }
+        })
+        .await,
+    ));
+    rows.push((
+        "server-side apply of the smallest status (`phase: Ready` alone)",
+        measured(n, |i| {
+            let requests = requests.clone();
+            async move {
+                let patch = serde_json::json!({
+                    "apiVersion": "berth.dev/v1alpha1", "kind": "EnvironmentRequest", "status": {"phase": "Ready"}
+                });
+                let params = PatchParams::apply("bench-minimal").force();
+                requests.patch_status(&name(i), &params, &Patch::Apply(&patch)).await.expect("status");
+            }
+        })
+        .await,
+    ));
+    // The floor for any operator: per request only the client's create, one status
+    // write and one event, with no operator work at all.
+    rows.push((
+        "**ceiling**: create + Ready status + event per request, no operator",
+        measured(n, |i| {
+            let (requests, events) = (requests.clone(), events.clone());
+            async move {
+                let name = format!("d{i:04}");
+                requests
+                    .create(&PostParams::default(), &request(namespace, &name, "costs", "costs"))
+                    .await
+                    .expect("create");
+                let patch = serde_json::json!({
+                    "apiVersion": "berth.dev/v1alpha1", "kind": "EnvironmentRequest", "status": ready_status
+                });
+                let params = PatchParams::apply("berth").force();
+                requests.patch_status(&name, &params, &Patch::Apply(&patch)).await.expect("status");
+                events.create(&PostParams::default(), &bench_event(namespace, &name)).await.expect("create event");
             }
         })
         .await,
     ));
     let _ = requests.delete_collection(&DeleteParams::default(), &ListParams::default()).await;
-    let mut table =
-        "| call (operator stopped, 1,000 each) | per second | apiserver CPU per call |\n|---|---|---|\n".to_owned();
+    let configmap_rate = rows[0].1.0;
+    let mut table = "| call (operator stopped, 1,000 each) | per second | of the ConfigMap create rate | apiserver CPU per call |\n\
+                     |---|---|---|---|\n"
+        .to_owned();
     for (call, (rate, cpu)) in rows {
-        table.push_str(&format!("| {call} | {rate:.0}/s | {cpu:.2} ms |\n"));
+        let share = 100.0 * rate / configmap_rate;
+        table.push_str(&format!("| {call} | {rate:.0}/s | {share:.0} % | {cpu:.2} ms |\n"));
     }
     table + "\n"
 }
@@ -434,11 +477,6 @@ async fn main() {
     );
     eprint!("{line}");
     report.push_str(&line);
-    // A real tenant has a budget, and the controller's budget guard then decides each
-    // new request against all of the tenant's others.
-    let line = burst(cluster, &client, &remote, &operator, ("budgeted", BUDGET), raw_rate).await;
-    eprint!("{line}");
-    report.push_str(&line);
 
     // 4. Peak memory with many requests.
     if rss_requests > 0 {
@@ -456,7 +494,7 @@ async fn main() {
             })
             .await;
         all_ready(&api, rss_requests).await;
-        let total = 2000 + 200 + rss_requests;
+        let total = 1000 + 200 + rss_requests;
         let rss = operator
             .berth_pid()
             .and_then(peak_rss_mib)
@@ -470,16 +508,30 @@ async fn main() {
         report.push_str(&line);
     }
 
-    // 5. The same burst with the admission webhook registered, as a real install runs:
+    // 5. The burst again in a tenant with a budget, as real tenants have: the
+    // controller's budget guard then decides each new request against the others.
+    let line = burst(cluster, &client, &remote, &operator, ("budgeted", BUDGET), raw_rate).await;
+    eprint!("{line}");
+    report.push_str(&line);
+
+    // 6. The same burst with the admission webhook registered, as a real install runs:
     // it adds Berth's finalizer at creation (no finalizer patch) and checks each create.
     drop(operator);
     let hooked_dir = dir.join("with-webhook");
     let (hooked, _setup) = berth_e2e::webhook::start_operator(cluster, &hooked_dir).await.expect("webhook operator");
-    // A new operator with a new remote commits every existing request again and
-    // rewrites its status: let that finish before the burst is measured.
-    let since = status_writes(&client).await;
-    status_writes_until_quiet(&client, since).await;
-    let rows = burst(cluster, &client, &hooked_dir.join("remote.git"), &hooked, ("hooked", "{}"), raw_rate).await;
+    // A new operator with a new remote commits every existing request again: let that
+    // finish (no commit for 3 s) before the burst is measured.
+    let hooked_remote = hooked_dir.join("remote.git");
+    let mut last = usize::MAX;
+    loop {
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let now = commits(&hooked_remote);
+        if now == last && now > 0 {
+            break;
+        }
+        last = now;
+    }
+    let rows = burst(cluster, &client, &hooked_remote, &hooked, ("hooked", "{}"), raw_rate).await;
     let line = format!(
         "\nWith the admission webhook registered (mutating + validating):\n\n| measurement | value |\n|---|---|\n{rows}"
     );
