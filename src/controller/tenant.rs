@@ -174,9 +174,11 @@ async fn apply_namespace(tenant: &Tenant, namespace: &str, ctx: &Context) -> Res
 }
 
 async fn apply_rbac(tenant: &Tenant, namespace: &str, ctx: &Context) -> Result<(), Error> {
+    // Never the status subresource: a status is Berth's record of what it provisioned,
+    // and one an owner could write (phase Ready, a commit) would skip the budget guard.
     let rule = |verbs: &[&str]| PolicyRule {
         api_groups: Some(vec![crate::api::GROUP.to_owned()]),
-        resources: Some(vec!["environmentrequests".to_owned(), "environmentrequests/status".to_owned()]),
+        resources: Some(vec!["environmentrequests".to_owned()]),
         verbs: verbs.iter().map(|v| (*v).to_owned()).collect(),
         ..PolicyRule::default()
     };

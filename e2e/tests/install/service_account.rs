@@ -76,6 +76,9 @@ async fn assert_least_privilege() {
         &["delete", "tenants.berth.dev"],
         &["patch", "environmentclasses.berth.dev"],
         &["list", "rollouts.berth.dev", "-A"],
+        // A request's status only by patch (server-side apply); the tenant Roles never
+        // grant status, so Berth need not hold more of it.
+        &["update", "environmentrequests.berth.dev", "--subresource=status", "-A"],
         // One CRD, by name; no other, and never a write.
         &["list", "customresourcedefinitions.apiextensions.k8s.io"],
         &["get", "customresourcedefinitions.apiextensions.k8s.io/tenants.berth.dev"],

@@ -34,6 +34,19 @@ async fn a_tenant_gets_its_request_namespace_with_bindings_for_its_people() {
         .kubectl("bob", &["auth", "can-i", "create", "environmentrequests.berth.dev", "-n", &tenant], None)
         .await;
     assert_eq!(bob.stdout.trim(), "no", "bob is not in the tenant");
+    // Owners manage requests but never write their status: that is Berth's record of
+    // what it provisioned (a forged Ready would skip the budget guard).
+    let can = |verb: &'static str, subresource: &'static [&'static str]| {
+        let tenant = tenant.clone();
+        async move {
+            let mut args = vec!["auth", "can-i", verb, "environmentrequests.berth.dev", "-n", &tenant];
+            args.extend_from_slice(subresource);
+            cluster().kubectl("alice", &args, None).await.stdout.trim().to_owned()
+        }
+    };
+    assert_eq!(can("patch", &[]).await, "yes", "alice, an owner, manages requests");
+    assert_eq!(can("patch", &["--subresource", "status"]).await, "no", "alice cannot write a request's status");
+    assert_eq!(can("update", &["--subresource", "status"]).await, "no", "alice cannot write a request's status");
 
     let tenants: Api<Tenant> = Api::all(cluster().client("admin").await);
     let ready = wait_for(Duration::from_secs(30), "tenant status", || {
