@@ -146,7 +146,12 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         );
     }
     // One set of watches feeds the request controller and the webhook's decisions.
-    let (stores, feeds) = controller::stores::build(&client, controller::rendered(), applications, argocd_installed);
+    let argocd = controller::stores::ArgoCd {
+        resource: applications,
+        namespace: args.argocd_namespace.clone(),
+        installed_at_start: argocd_installed,
+    };
+    let (stores, feeds) = controller::stores::build(&client, controller::rendered(), argocd);
     let stores = Arc::new(stores);
     let ctx = Arc::new(Context {
         events: controller::events::EventPublisher::new(client.clone(), "berth", std::env::var("POD_NAME").ok()),
@@ -242,9 +247,16 @@ async fn probe_remote(writer: gitops::WriterHandle, check: telemetry::ReadinessC
     }
 }
 
-/// Whether the CustomResourceDefinition `name` exists (an error reads as no).
+/// Whether the CustomResourceDefinition `name` exists. An error (e.g. RBAC) reads as
+/// no, and is logged: it would otherwise look exactly like Argo CD not being installed.
 async fn crd_exists(client: &Client, name: &str) -> bool {
     let crds: kube::Api<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> =
         kube::Api::all(client.clone());
-    matches!(crds.get_opt(name).await, Ok(Some(_)))
+    match crds.get_opt(name).await {
+        Ok(found) => found.is_some(),
+        Err(error) => {
+            tracing::warn!(crd = name, %error, "cannot read the CRD; taking it as not installed");
+            false
+        }
+    }
 }

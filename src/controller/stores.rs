@@ -137,14 +137,19 @@ pub fn reflected_dynamic(
     (reader, Box::pin(stream))
 }
 
-/// Builds every store; `rendered` selects the objects Berth rendered, `applications`
-/// is Argo CD's Application resource and `argocd_at_start` whether its CRD exists now.
-pub fn build(
-    client: &kube::Client,
-    rendered: watcher::Config,
-    applications: ApiResource,
-    argocd_at_start: bool,
-) -> (Stores, Feeds) {
+/// Where Berth looks for Argo CD's Applications.
+pub struct ArgoCd {
+    /// The Application resource (argoproj.io/v1alpha1).
+    pub resource: ApiResource,
+    /// The namespace Argo CD watches for Applications (Berth renders them there).
+    pub namespace: String,
+    /// Whether the Application CRD existed when Berth started.
+    pub installed_at_start: bool,
+}
+
+/// Builds every store; `rendered` selects the objects Berth rendered.
+pub fn build(client: &kube::Client, rendered: watcher::Config, argocd: ArgoCd) -> (Stores, Feeds) {
+    let ArgoCd { resource: applications, namespace: argocd_namespace, installed_at_start: argocd_at_start } = argocd;
     let all = watcher::Config::default();
     let (requests, request_feed) = reflected(Api::all(client.clone()), all.clone(), ());
     let (classes, class_feed) = reflected(Api::all(client.clone()), all.clone(), ());
@@ -154,7 +159,7 @@ pub fn build(
     let (limits, limit_feed) = reflected(Api::all(client.clone()), rendered.clone(), ());
     let (network_policies, policy_feed) = reflected(Api::all(client.clone()), rendered.clone(), ());
     let (bindings, binding_feed) = reflected(Api::all(client.clone()), rendered.clone(), ());
-    let api = Api::all_with(client.clone(), &applications);
+    let api = Api::namespaced_with(client.clone(), &argocd_namespace, &applications);
     let (application_store, application_feed) = reflected_dynamic(api, rendered, applications.clone());
     // Watching Applications before their CRD exists would only collect 404s; the watch
     // starts once the CRD is established, so Argo CD installed later is picked up.

@@ -6,13 +6,15 @@
 //! - `GET /metrics`: the registry in Prometheus text format.
 //! - `GET /healthz`: 200 `ok` while the process can answer at all (liveness).
 //! - `GET /readyz`: 200 `ok` when every [`Readiness`] check is ready, else 503 and one line per
-//!   check that is not.
+//!   check that is not. `?exclude=<check>` (repeatable, as on kube-apiserver) leaves checks
+//!   out: the pod's readiness probe leaves out `gitops-remote`, because the webhook on
+//!   every replica must keep serving admission while git is down.
 
 use std::{future::Future, net::SocketAddr};
 
 use axum::{
     Router,
-    extract::State,
+    extract::{RawQuery, State},
     http::{StatusCode, header},
     response::{IntoResponse, Response},
     routing::get,
@@ -83,13 +85,21 @@ async fn healthz() -> &'static str {
     "ok\n"
 }
 
-async fn readyz(State(state): State<ServerState>) -> (StatusCode, String) {
-    let not_ready = state.readiness.not_ready();
+async fn readyz(State(state): State<ServerState>, RawQuery(query): RawQuery) -> (StatusCode, String) {
+    let excluded = excluded_checks(query.as_deref().unwrap_or_default());
+    let not_ready: Vec<String> =
+        state.readiness.not_ready().into_iter().filter(|name| !excluded.contains(&name.as_str())).collect();
     if not_ready.is_empty() {
         return (StatusCode::OK, "ok\n".to_owned());
     }
     let body = not_ready.iter().map(|name| format!("{name}: not ready\n")).collect();
     (StatusCode::SERVICE_UNAVAILABLE, body)
+}
+
+/// The check names of every `exclude=` in a query string (no percent-decoding: check
+/// names are plain words).
+fn excluded_checks(query: &str) -> Vec<&str> {
+    query.split('&').filter_map(|pair| pair.strip_prefix("exclude=")).collect()
 }
 
 #[cfg(test)]
@@ -152,6 +162,29 @@ mod tests {
         let (status, _, body) = get(&state, "/readyz").await;
         assert_eq!(status, StatusCode::OK);
         assert_eq!(body, "ok\n");
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn readyz_leaves_out_excluded_checks() -> Result<(), Error> {
+        let state = state()?;
+        let caches = state.readiness.check("caches-synced");
+        state.readiness.check("gitops-remote");
+
+        let (status, _, body) = get(&state, "/readyz?exclude=gitops-remote").await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(body, "caches-synced: not ready\n");
+
+        caches.set(true);
+        let (status, _, body) = get(&state, "/readyz?exclude=gitops-remote").await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        // Excluding one check leaves the others; the plain /readyz still reports all.
+        let (status, _, body) = get(&state, "/readyz?exclude=caches-synced").await;
+        assert_eq!((status, body.as_str()), (StatusCode::SERVICE_UNAVAILABLE, "gitops-remote: not ready\n"));
+        let (status, _, _) = get(&state, "/readyz?exclude=caches-synced&exclude=gitops-remote").await;
+        assert_eq!(status, StatusCode::OK);
+        let (status, _, _) = get(&state, "/readyz").await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
         Ok(())
     }
 
