@@ -38,8 +38,10 @@ async fn config_default_applies_as_the_readme_says_and_every_object_is_there() {
 
 #[tokio::test]
 async fn the_charts_output_is_accepted_by_the_apiserver_for_each_way_to_install() {
-    // cert-manager's CRDs (and Berth's) are in; the chart goes to a namespace of its
-    // own, under another release name, so nothing collides with config/default.
+    // cert-manager's CRDs (and Berth's) are in, and the namespace argocd; the chart
+    // goes to a namespace of its own, under another release name, so nothing collides
+    // with config/default (its Role for Applications goes to argocd, or with
+    // argocd.namespace set, to the chart's own namespace).
     installed().await;
     let namespace = "berth-helm";
     let created = cluster().kubectl("admin", &["create", "namespace", namespace], None).await;
@@ -56,6 +58,7 @@ async fn the_charts_output_is_accepted_by_the_apiserver_for_each_way_to_install(
     let remote = "gitops.remote=https://git.example.com/platform/gitops.git";
     let ca = berth::webhook::tls::self_signed(&["berth-helm.berth-helm.svc"]).expect("certificate").ca_pem;
     let manual_ca = format!("webhook.caBundle={ca}");
+    let own_argocd = format!("argocd.namespace={namespace}");
     let variants: [&[&str]; 3] = [
         &[],
         &["--set", "webhook.certManager.enabled=false", "--set", &manual_ca, "--set", "replicas=2"],
@@ -66,13 +69,16 @@ async fn the_charts_output_is_accepted_by_the_apiserver_for_each_way_to_install(
             "gitops.credentials.type=ssh",
             "--set",
             "approvals.secretName=keys",
+            "--set",
+            &own_argocd,
         ],
     ];
     for variant in variants {
         let mut args = vec!["--set", remote];
         args.extend_from_slice(variant);
         let yaml = install::helm_template("berth-helm", namespace, &args).unwrap_or_else(|e| panic!("{e:#}"));
-        let out = cluster().kubectl("admin", &["apply", "--dry-run=server", "-f", "-"], Some(&yaml)).await;
+        let out =
+            cluster().kubectl("admin", &["apply", "--server-side", "--dry-run=server", "-f", "-"], Some(&yaml)).await;
         assert!(out.success, "the apiserver refused the chart's output for {variant:?}:\n{}", out.stderr);
         assert!(!out.stderr.contains("Warning"), "kubectl apply warned for {variant:?}:\n{}", out.stderr);
         let objects = install::documents(&yaml).expect("documents");

@@ -50,7 +50,9 @@ static INSTALLED: OnceCell<Installed> = OnceCell::const_new();
 /// `config/default`. cert-manager's own CRDs go first (its controllers do not run
 /// here: nothing issues the certificate, so no Secret appears and, with no kubelet
 /// either, the Deployment's pod stays Pending — Berth runs outside, see
-/// service_account.rs).
+/// service_account.rs). Argo CD is not installed yet (service_account.rs installs
+/// it later), so its namespace is created first, as the README says for that case:
+/// Berth's Role for watching Applications lives there.
 pub async fn installed() -> &'static Installed {
     INSTALLED
         .get_or_init(|| async {
@@ -70,6 +72,9 @@ pub async fn installed() -> &'static Installed {
             let out = cluster.kubectl("admin", &apply, None).await;
             assert!(out.success, "cert-manager's CRDs: {}", out.stderr);
             wait_established(&wait).await;
+
+            let created = cluster.kubectl("admin", &["create", "namespace", "argocd"], None).await;
+            assert!(created.success || created.stderr.contains("AlreadyExists"), "{}", created.stderr);
 
             let root = berth_e2e::repo_root();
             let config = root.join("config/default");

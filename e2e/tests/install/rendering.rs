@@ -9,8 +9,9 @@ use serde_json::Value;
 
 use crate::{chart, config_default};
 
-fn rules<'a>(objects: &'a [Value], kind: &str) -> &'a Value {
-    &the(objects, kind).unwrap_or_else(|e| panic!("{e:#}"))["rules"]
+/// The object `kind namespace/name` (as [`key`] writes it) in `objects`.
+fn find<'a>(objects: &'a [Value], wanted: &str) -> &'a Value {
+    objects.iter().find(|o| key(o) == wanted).unwrap_or_else(|| panic!("no {wanted}"))
 }
 
 #[test]
@@ -23,11 +24,26 @@ fn the_chart_and_config_install_the_same_objects_with_the_same_rbac() {
     };
     assert_eq!(keys(&config), keys(&chart), "config/default and the chart (release berth in berth-system) differ");
 
-    assert_eq!(rules(&config, "ClusterRole"), rules(&chart, "ClusterRole"), "ClusterRole rules differ");
-    assert_eq!(rules(&config, "Role"), rules(&chart, "Role"), "leader-election Role rules differ");
-    for kind in ["ClusterRoleBinding", "RoleBinding"] {
-        let (a, b) = (the(&config, kind).expect(kind), the(&chart, kind).expect(kind));
-        assert_eq!((&a["roleRef"], &a["subjects"]), (&b["roleRef"], &b["subjects"]), "{kind} differs");
+    // Every role and binding, the ClusterRole and the namespaced ones (the leader
+    // Lease in berth-system, Argo CD's Applications in argocd), holds the same.
+    let rbac = ["ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"];
+    let expected = [
+        "ClusterRole /berth",
+        "ClusterRoleBinding /berth",
+        "Role berth-system/berth-leader-election",
+        "RoleBinding berth-system/berth-leader-election",
+        "Role argocd/berth-applications",
+        "RoleBinding argocd/berth-applications",
+    ];
+    let found: BTreeSet<String> = config.iter().filter(|o| rbac.iter().any(|k| o["kind"] == *k)).map(key).collect();
+    assert_eq!(found, expected.iter().map(|k| (*k).to_owned()).collect(), "config/default's RBAC");
+    for wanted in expected {
+        let (a, b) = (find(&config, wanted), find(&chart, wanted));
+        if wanted.starts_with("ClusterRole ") || wanted.starts_with("Role ") {
+            assert_eq!(a["rules"], b["rules"], "{wanted}: rules differ");
+        } else {
+            assert_eq!((&a["roleRef"], &a["subjects"]), (&b["roleRef"], &b["subjects"]), "{wanted} differs");
+        }
     }
 
     // The same hardened pod: security contexts, probes, ports, mounts, and every
@@ -50,6 +66,39 @@ fn the_chart_and_config_install_the_same_objects_with_the_same_rbac() {
     };
     let missing: Vec<_> = names(a).difference(&names(b)).cloned().collect();
     assert!(missing.is_empty(), "the chart does not set {missing:?}");
+}
+
+/// The value a Deployment gives the environment variable `name`.
+fn env_value(objects: &[Value], name: &str) -> Value {
+    let container = &the(objects, "Deployment").expect("Deployment")["spec"]["template"]["spec"]["containers"][0];
+    let env = container["env"].as_array().into_iter().flatten().find(|e| e["name"] == name);
+    env.unwrap_or_else(|| panic!("no {name}"))["value"].clone()
+}
+
+#[test]
+fn applications_are_watchable_only_in_the_namespace_berth_watches_them_in() {
+    let gitops = chart(&["--set", "argocd.namespace=gitops"]);
+    for (name, rendered) in [("config/default", config_default()), ("the chart", chart(&[])), ("gitops", gitops)] {
+        let namespace = env_value(&rendered, "BERTH_ARGOCD_NAMESPACE");
+        let namespace = namespace.as_str().unwrap_or_else(|| panic!("{name}: BERTH_ARGOCD_NAMESPACE"));
+        let role = find(&rendered, &format!("Role {namespace}/berth-applications"));
+        let rule = serde_json::json!([{"apiGroups": ["argoproj.io"], "resources": ["applications"], "verbs": ["list", "watch"]}]);
+        assert_eq!(role["rules"], rule, "{name}");
+        let binding = find(&rendered, &format!("RoleBinding {namespace}/berth-applications"));
+        assert_eq!(binding["roleRef"]["name"], "berth-applications", "{name}");
+        let subject = serde_json::json!([{"kind": "ServiceAccount", "name": "berth", "namespace": "berth-system"}]);
+        assert_eq!(binding["subjects"], subject, "{name}");
+        // Nowhere else: no other role grants anything in argoproj.io (or every group).
+        let grants_argo =
+            |rule: &Value| rule["apiGroups"].as_array().into_iter().flatten().any(|g| g == "argoproj.io" || g == "*");
+        let elsewhere: Vec<String> = rendered
+            .iter()
+            .filter(|o| (o["kind"] == "ClusterRole" || o["kind"] == "Role") && key(o) != key(role))
+            .filter(|o| o["rules"].as_array().into_iter().flatten().any(grants_argo))
+            .map(key)
+            .collect();
+        assert!(elsewhere.is_empty(), "{name}: {elsewhere:?} also grant on argoproj.io");
+    }
 }
 
 /// The webhooks of a rendering, without the caBundle cert-manager fills in.

@@ -44,7 +44,8 @@ async fn assert_least_privilege() {
         &["patch", "namespaces"],
         &["create", "roles.rbac.authorization.k8s.io", "-n", "any-tenant"],
         &["create", "events.events.k8s.io", "-n", "any-tenant"],
-        &["watch", "applications.argoproj.io", "-A"],
+        &["list", "applications.argoproj.io", "-n", "argocd"],
+        &["watch", "applications.argoproj.io", "-n", "argocd"],
         &["get", "customresourcedefinitions.apiextensions.k8s.io/applications.argoproj.io"],
         &["update", "leases.coordination.k8s.io", "-n", "berth-system"],
     ];
@@ -71,6 +72,11 @@ async fn assert_least_privilege() {
         &["patch", "networkpolicies.networking.k8s.io", "-A"],
         &["get", "applications.argoproj.io", "-n", "argocd"],
         &["patch", "applications.argoproj.io", "-n", "argocd"],
+        // Applications only in BERTH_ARGOCD_NAMESPACE, where Berth renders them.
+        &["watch", "applications.argoproj.io", "-A"],
+        &["list", "applications.argoproj.io", "-A"],
+        &["watch", "applications.argoproj.io", "-n", "berth-system"],
+        &["watch", "applications.argoproj.io", "-n", "any-tenant"],
         // Its own kinds: status only, except what it must hold to grant (requests).
         &["patch", "tenants.berth.dev"],
         &["delete", "tenants.berth.dev"],
