@@ -308,9 +308,11 @@ async fn call_costs(client: &kube::Client, namespace: &str, ready_status: &serde
     table + "\n"
 }
 
-fn peak_rss_mib(pid: u32) -> Option<f64> {
+/// A memory figure of `/proc/<pid>/status` (`VmHWM`, `RssAnon`, …) in MiB.
+fn status_mib(pid: u32, field: &str) -> Option<f64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let kib: f64 = status.lines().find(|l| l.starts_with("VmHWM:"))?.split_whitespace().nth(1)?.parse().ok()?;
+    let line = status.lines().find(|l| l.strip_prefix(field).is_some_and(|rest| rest.starts_with(':')))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib / 1024.0)
 }
 
@@ -495,14 +497,18 @@ async fn main() {
             .await;
         all_ready(&api, rss_requests).await;
         let total = 1000 + 200 + rss_requests;
-        let rss = operator
-            .berth_pid()
-            .and_then(peak_rss_mib)
-            .map(|m| format!("{m:.0} MiB"))
-            .unwrap_or_else(|| "n/a".to_owned());
+        let pid = operator.berth_pid();
+        let mib = |field: &str| {
+            pid.and_then(|pid| status_mib(pid, field))
+                .map(|m| format!("{m:.0} MiB"))
+                .unwrap_or_else(|| "n/a".to_owned())
+        };
         let line = format!(
-            "| operator peak RSS (VmHWM) with {total} requests in the cluster, {rss_requests} of them created at once | {rss} (all Ready after {} s) |\n",
-            started.elapsed().as_secs()
+            "| operator peak RSS (VmHWM) with {total} requests in the cluster, {rss_requests} of them created at once | {} (all Ready after {} s; now {} anonymous + {} file-backed) |\n",
+            mib("VmHWM"),
+            started.elapsed().as_secs(),
+            mib("RssAnon"),
+            mib("RssFile"),
         );
         eprint!("{line}");
         report.push_str(&line);
