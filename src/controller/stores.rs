@@ -104,8 +104,7 @@ impl Feeds {
 /// A watch stream of objects, as the controller takes triggers.
 pub type Feed<K> = std::pin::Pin<Box<dyn Stream<Item = Result<K, watcher::Error>> + Send>>;
 
-/// A store and the stream that fills it. Managed fields are dropped first: Berth
-/// never reads them and they are most of an object's size.
+/// A store and the stream that fills it, objects [`slim`]med first.
 pub fn reflected<K>(api: Api<K>, config: watcher::Config, dyntype: K::DynamicType) -> (Store<K>, Feed<K>)
 where
     K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
@@ -114,11 +113,24 @@ where
     let writer = Writer::new(dyntype);
     let reader = writer.as_reader();
     let stream = watcher(api, config)
-        .modify(|object| object.meta_mut().managed_fields = None)
+        .modify(|object| slim(object.meta_mut()))
         .default_backoff()
         .reflect(writer)
         .touched_objects();
     (reader, Box::pin(stream))
+}
+
+/// Annotation `kubectl apply` (and Argo CD, which applies the same way) keeps a whole
+/// copy of the object in.
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+/// Drops what Berth never reads and that makes up most of a cached object: managed
+/// fields and the last-applied copy. (Drift compares only the annotations Berth sets.)
+fn slim(meta: &mut kube::api::ObjectMeta) {
+    meta.managed_fields = None;
+    if let Some(annotations) = &mut meta.annotations {
+        annotations.remove(LAST_APPLIED);
+    }
 }
 
 /// The same for a dynamic kind (Argo CD's Application).
@@ -130,7 +142,7 @@ pub fn reflected_dynamic(
     let writer = Writer::new(resource);
     let reader = writer.as_reader();
     let stream = watcher(api, config)
-        .modify(|object| object.metadata.managed_fields = None)
+        .modify(|object| slim(&mut object.metadata))
         .default_backoff()
         .reflect(writer)
         .touched_objects();
@@ -300,5 +312,33 @@ impl Stores {
         while !self.all_ready() {
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry;
+    use kube::api::ObjectMeta;
+
+    use super::*;
+
+    #[test]
+    fn cached_objects_lose_managed_fields_and_the_last_applied_copy_but_keep_other_annotations() {
+        let mut meta = ObjectMeta {
+            managed_fields: Some(vec![ManagedFieldsEntry::default()]),
+            annotations: Some(
+                [
+                    (LAST_APPLIED.to_owned(), "{\"big\": \"copy\"}".to_owned()),
+                    (crate::labels::REQUEST_ANNOTATION.to_owned(), "team/web".to_owned()),
+                ]
+                .into(),
+            ),
+            ..ObjectMeta::default()
+        };
+        slim(&mut meta);
+        assert_eq!(meta.managed_fields, None);
+        let annotations = meta.annotations.unwrap_or_default();
+        assert_eq!(annotations.len(), 1);
+        assert_eq!(annotations.get(crate::labels::REQUEST_ANNOTATION).map(String::as_str), Some("team/web"));
     }
 }
