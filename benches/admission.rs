@@ -592,6 +592,7 @@ fn inside(request: &EnvironmentRequest, view: &(dyn View + Send + Sync), verifie
                 requests.iter().map(AsRef::as_ref).chain(std::iter::once(request)),
                 &terms,
                 &name,
+                |_| false,
             );
             let decided = budget::decide_for(&tenant.name_any(), &tenant.spec.budget, &claims, &name);
             assert!(matches!(black_box(decided), Some(Ok(()))));

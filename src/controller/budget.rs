@@ -6,18 +6,21 @@
 //! new request (a list that grows with the tenant, so a burst cost O(n²)):
 //!
 //! - The store is filled by the watch that triggers reconciles, and a watch delivers
-//!   in etcd order, so it holds every request created before the one being decided.
+//!   in etcd order, so a snapshot taken under the guard's lock holds every request
+//!   created before the one being decided, and every admission made before it.
 //! - A request this process admitted counts as provisioned from that moment, until
 //!   the store shows its committed status. Without that, two requests created in the
 //!   same second could both be admitted: the later-created one, first by name, saw
 //!   the earlier one as merely pending and ordered itself ahead of it.
 //!
-//! Decisions hold a lock, so concurrent reconciles see each other's admissions.
-//! This assumes one Berth replica deciding at a time.
+//! An admission holds for the generation it was made for; the controller forgets it
+//! when the request is then refused for another reason or expires. The memory is this
+//! process's: one replica decides at a time (leader election), and one that takes
+//! over starts from what statuses say.
 
 use std::{
     collections::{HashMap, HashSet},
-    sync::{Mutex, PoisonError},
+    sync::{Arc, Mutex, PoisonError},
 };
 
 use kube::ResourceExt;
@@ -30,62 +33,75 @@ use crate::{
 /// Requests admitted by this process that the store does not yet show provisioned.
 #[derive(Default)]
 pub struct BudgetGuard {
-    /// Request uid → namespace.
-    admitted: Mutex<HashMap<String, String>>,
+    admitted: Mutex<HashMap<String, Admission>>,
+}
+
+/// One admission, by request uid.
+struct Admission {
+    namespace: String,
+    /// The request's `metadata.generation` when admitted: an edited request is
+    /// decided again.
+    generation: Option<i64>,
 }
 
 impl BudgetGuard {
-    /// Whether `request` fits `tenant`'s budget on top of the other `requests` (any
-    /// namespaces; those outside the request's are ignored) and what this guard
-    /// admitted before. Admitting it records it.
-    pub fn decide<'a>(
+    /// Whether `request` fits `tenant`'s budget on top of the other requests and what
+    /// this guard admitted before. `requests` is called under the guard's lock for a
+    /// snapshot of every request (those outside the request's namespace are ignored).
+    /// Admitting it records it.
+    pub fn decide(
         &self,
-        request: &'a EnvironmentRequest,
+        request: &EnvironmentRequest,
         tenant: &Tenant,
-        requests: impl IntoIterator<Item = &'a EnvironmentRequest>,
-        classes: impl IntoIterator<Item = &'a EnvironmentClass>,
+        requests: impl FnOnce() -> Vec<Arc<EnvironmentRequest>>,
+        classes: &[Arc<EnvironmentClass>],
     ) -> Result<(), BudgetExceeded> {
         let namespace = request.namespace().unwrap_or_default();
         let name = request.name_any();
-        let neighbours: Vec<&EnvironmentRequest> = requests
-            .into_iter()
+        let mut admitted = self.admitted.lock().unwrap_or_else(PoisonError::into_inner);
+        // Taken under the lock: every admission decided before this one is in it, or
+        // in the memory below.
+        let snapshot = requests();
+        let neighbours: Vec<&EnvironmentRequest> = snapshot
+            .iter()
+            .map(AsRef::as_ref)
             .filter(|r| {
                 r.metadata.namespace.as_deref() == Some(namespace.as_str())
                     && r.metadata.name.as_deref() != Some(name.as_str())
             })
             .chain(std::iter::once(request))
             .collect();
-        let terms = budget::class_terms(classes);
 
-        let mut admitted = self.admitted.lock().unwrap_or_else(PoisonError::into_inner);
         // What the store shows provisioned (or going away) needs no remembering.
         let settled: HashSet<&str> = neighbours
             .iter()
             .filter(|r| is_provisioned(r) || r.metadata.deletion_timestamp.is_some())
             .filter_map(|r| r.metadata.uid.as_deref())
             .collect();
-        admitted.retain(|uid, ns| *ns != namespace || !settled.contains(uid.as_str()));
+        admitted.retain(|uid, admission| admission.namespace != namespace || !settled.contains(uid.as_str()));
 
-        let uids: HashMap<String, &str> =
-            neighbours.iter().filter_map(|r| Some((r.name_any(), r.metadata.uid.as_deref()?))).collect();
-        let mut claims = budget::claims(&tenant.name_any(), neighbours.iter().copied(), &terms, &name);
-        for claim in &mut claims {
-            if uids.get(&claim.name).is_some_and(|uid| admitted.contains_key(*uid)) {
-                claim.provisioned = true;
-            }
-        }
+        let holds = |r: &EnvironmentRequest| {
+            r.metadata
+                .uid
+                .as_deref()
+                .and_then(|uid| admitted.get(uid))
+                .is_some_and(|admission| admission.generation == r.metadata.generation)
+        };
+        let terms = budget::class_terms(classes.iter().map(AsRef::as_ref));
+        let claims = budget::claims(&tenant.name_any(), neighbours.iter().copied(), &terms, &name, holds);
         let decision = budget::decide_for(&tenant.name_any(), &tenant.spec.budget, &claims, &name)
             .unwrap_or(Err(BudgetExceeded::NotListed { request: name }));
         if decision.is_ok()
             && let Some(uid) = request.metadata.uid.as_deref()
             && !is_provisioned(request)
         {
-            admitted.insert(uid.to_owned(), namespace);
+            admitted.insert(uid.to_owned(), Admission { namespace, generation: request.metadata.generation });
         }
         decision
     }
 
-    /// Forgets a request that is going away (its finalizer ran).
+    /// Forgets a request's admission: it is going away, expired, or was refused for
+    /// another reason after the budget admitted it.
     pub fn forget(&self, request: &EnvironmentRequest) {
         if let Some(uid) = request.metadata.uid.as_deref() {
             self.admitted.lock().unwrap_or_else(PoisonError::into_inner).remove(uid);
@@ -108,8 +124,15 @@ mod tests {
 
     const NS: &str = "payments";
 
-    fn class() -> EnvironmentClass {
-        serde_yaml::from_str("metadata: {name: preview}\nspec: {estimatedMonthlyCostUSD: 400}").expect("class")
+    fn classes() -> Vec<Arc<EnvironmentClass>> {
+        let class = |yaml: &str| Arc::new(serde_yaml::from_str::<EnvironmentClass>(yaml).expect("class"));
+        vec![
+            class("metadata: {name: preview}\nspec: {estimatedMonthlyCostUSD: 400}"),
+            class(
+                "metadata: {name: production}
+spec: {estimatedMonthlyCostUSD: 400, approval: {required: true, approverGroups: [sre]}}",
+            ),
+        ]
     }
 
     fn tenant(budget: &str) -> Tenant {
@@ -119,15 +142,19 @@ mod tests {
         .expect("tenant")
     }
 
-    /// A pending request of the `preview` class created at `second`.
-    fn request(name: &str, second: i64) -> EnvironmentRequest {
+    /// A pending request of `class` created at `second`, generation 1.
+    fn request_of(class: &str, name: &str, second: i64) -> EnvironmentRequest {
         let mut request: EnvironmentRequest = serde_yaml::from_str(&format!(
-            "metadata: {{name: {name}, namespace: {NS}, uid: uid-{name}}}
-spec: {{tenant: payments, class: preview, app: {{name: web, repoURL: 'https://example.com/web.git'}}}}"
+            "metadata: {{name: {name}, namespace: {NS}, uid: uid-{name}, generation: 1}}
+spec: {{tenant: payments, class: {class}, app: {{name: web, repoURL: 'https://example.com/web.git'}}}}"
         ))
         .expect("request");
         request.metadata.creation_timestamp = Some(Time(Timestamp::from_second(second).expect("time")));
         request
+    }
+
+    fn request(name: &str, second: i64) -> EnvironmentRequest {
+        request_of("preview", name, second)
     }
 
     fn provisioned(mut request: EnvironmentRequest) -> EnvironmentRequest {
@@ -139,42 +166,86 @@ spec: {{tenant: payments, class: preview, app: {{name: web, repoURL: 'https://ex
         request
     }
 
+    /// The store's snapshot, as the controller passes it.
+    fn store(requests: &[&EnvironmentRequest]) -> impl FnOnce() -> Vec<Arc<EnvironmentRequest>> {
+        let snapshot: Vec<Arc<EnvironmentRequest>> = requests.iter().map(|r| Arc::new((*r).clone())).collect();
+        move || snapshot
+    }
+
+    fn over_count(max: u32) -> Result<(), BudgetExceeded> {
+        Err(BudgetExceeded::Count { tenant: "payments".to_owned(), current: max, max })
+    }
+
     #[test]
     fn a_request_admitted_earlier_holds_its_place_before_its_status_shows_it() {
         // Created in the same second, `zeta` first; `alpha` sorts first by name.
         let (zeta, alpha) = (request("zeta", 10), request("alpha", 10));
-        let (tenant, classes) = (tenant("{maxEnvironments: 1}"), [class()]);
+        let (tenant, classes) = (tenant("{maxEnvironments: 1}"), classes());
         let guard = BudgetGuard::default();
 
         // `zeta` is decided before `alpha` exists.
-        assert_eq!(guard.decide(&zeta, &tenant, [&zeta], &classes), Ok(()));
+        assert_eq!(guard.decide(&zeta, &tenant, store(&[&zeta]), &classes), Ok(()));
         // Deciding from the set alone, `alpha` would win its tie by name and both
         // would be provisioned: the race the guard's memory closes.
-        let terms = budget::class_terms(&classes);
-        let claims = budget::claims("payments", [&zeta, &alpha], &terms, "alpha");
+        let terms = budget::class_terms(classes.iter().map(AsRef::as_ref));
+        let claims = budget::claims("payments", [&zeta, &alpha], &terms, "alpha", |_| false);
         assert_eq!(budget::decide_for("payments", &tenant.spec.budget, &claims, "alpha"), Some(Ok(())));
-        assert_eq!(
-            guard.decide(&alpha, &tenant, [&zeta, &alpha], &classes),
-            Err(BudgetExceeded::Count { tenant: "payments".to_owned(), current: 1, max: 1 })
-        );
+        assert_eq!(guard.decide(&alpha, &tenant, store(&[&zeta, &alpha]), &classes), over_count(1));
         // Deciding `zeta` again (its commit failed and it retries) keeps it admitted.
-        assert_eq!(guard.decide(&zeta, &tenant, [&zeta, &alpha], &classes), Ok(()));
+        assert_eq!(guard.decide(&zeta, &tenant, store(&[&zeta, &alpha]), &classes), Ok(()));
     }
 
     #[test]
-    fn admissions_are_forgotten_once_the_store_shows_them_provisioned_or_deleted() {
-        let (tenant, classes) = (tenant("{monthlyCostUSD: 1000}"), [class()]);
+    fn an_admitted_request_of_an_approval_class_holds_its_place_too() {
+        // Approval classes count only provisioned requests: an admitted one must count
+        // although its status does not say so yet.
+        let (first, second) = (request_of("production", "first", 1), request_of("production", "second", 2));
+        let (tenant, classes) = (tenant("{maxEnvironments: 1}"), classes());
+        let guard = BudgetGuard::default();
+        assert_eq!(guard.decide(&first, &tenant, store(&[&first]), &classes), Ok(()));
+        assert_eq!(guard.decide(&second, &tenant, store(&[&first, &second]), &classes), over_count(1));
+    }
+
+    #[test]
+    fn an_admission_is_forgotten_when_the_request_is_refused_later_or_edited() {
+        let (tenant, classes) = (tenant("{maxEnvironments: 1}"), classes());
+        let guard = BudgetGuard::default();
+        let (x, y) = (request("x", 1), request("y", 2));
+        assert_eq!(guard.decide(&x, &tenant, store(&[&x]), &classes), Ok(()));
+        assert_eq!(guard.decide(&y, &tenant, store(&[&x, &y]), &classes), over_count(1));
+
+        // `x` fails to render after admission: forgotten, `y` gets the place, and `x`
+        // no longer skips the budget when it is tried again.
+        guard.forget(&x);
+        let mut x = x;
+        x.status = Some(EnvironmentRequestStatus { phase: Some(Phase::Failed), ..EnvironmentRequestStatus::default() });
+        assert_eq!(guard.decide(&y, &tenant, store(&[&x, &y]), &classes), Ok(()));
+        let y = provisioned(y);
+        assert_eq!(guard.decide(&x, &tenant, store(&[&x, &y]), &classes), over_count(1));
+
+        // An admission is for one generation: an edited request is decided again.
+        let guard = BudgetGuard::default();
+        let (x, mut y) = (request("x", 1), request("y", 2));
+        assert_eq!(guard.decide(&y, &tenant, store(&[&y]), &classes), Ok(()));
+        y.metadata.generation = Some(2);
+        // `x` is older: with `y`'s admission stale, `x` comes first and `y` no longer fits.
+        assert_eq!(guard.decide(&y, &tenant, store(&[&x, &y]), &classes), over_count(1));
+    }
+
+    #[test]
+    fn admissions_are_dropped_once_the_store_shows_them_provisioned_or_deleted() {
+        let (tenant, classes) = (tenant("{monthlyCostUSD: 1000}"), classes());
         let guard = BudgetGuard::default();
         let (a, b) = (request("a", 1), request("b", 2));
-        assert_eq!(guard.decide(&a, &tenant, [&a], &classes), Ok(()));
-        assert_eq!(guard.decide(&b, &tenant, [&a, &b], &classes), Ok(()));
+        assert_eq!(guard.decide(&a, &tenant, store(&[&a]), &classes), Ok(()));
+        assert_eq!(guard.decide(&b, &tenant, store(&[&a, &b]), &classes), Ok(()));
         assert_eq!(guard.remembered(), 2);
 
         // `a` shows provisioned: it still counts (from its status), and is no longer remembered.
         let a = provisioned(a);
         let c = request("c", 3);
         assert!(matches!(
-            guard.decide(&c, &tenant, [&a, &b, &c], &classes),
+            guard.decide(&c, &tenant, store(&[&a, &b, &c]), &classes),
             Err(BudgetExceeded::Cost { total: 1200, budget: 1000, .. })
         ));
         assert_eq!(guard.remembered(), 1);
@@ -182,25 +253,25 @@ spec: {{tenant: payments, class: preview, app: {{name: web, repoURL: 'https://ex
         // `b` is deleted: forgotten, and `c` now fits next to `a`.
         guard.forget(&b);
         assert_eq!(guard.remembered(), 0);
-        assert_eq!(guard.decide(&c, &tenant, [&a, &c], &classes), Ok(()));
+        assert_eq!(guard.decide(&c, &tenant, store(&[&a, &c]), &classes), Ok(()));
     }
 
     #[test]
     fn requests_of_other_namespaces_do_not_count() {
-        let (tenant, classes) = (tenant("{maxEnvironments: 1}"), [class()]);
+        let (tenant, classes) = (tenant("{maxEnvironments: 1}"), classes());
         let guard = BudgetGuard::default();
         let mut elsewhere = provisioned(request("other", 1));
         elsewhere.metadata.namespace = Some("elsewhere".to_owned());
         let mine = request("mine", 2);
-        assert_eq!(guard.decide(&mine, &tenant, [&elsewhere, &mine], &classes), Ok(()));
+        assert_eq!(guard.decide(&mine, &tenant, store(&[&elsewhere, &mine]), &classes), Ok(()));
     }
 
     #[test]
     fn a_refused_request_is_not_remembered() {
-        let (tenant, classes) = (tenant("{maxEnvironments: 1}"), [class()]);
+        let (tenant, classes) = (tenant("{maxEnvironments: 1}"), classes());
         let guard = BudgetGuard::default();
         let (a, b) = (provisioned(request("a", 1)), request("b", 2));
-        assert!(guard.decide(&b, &tenant, [&a, &b], &classes).is_err());
+        assert!(guard.decide(&b, &tenant, store(&[&a, &b]), &classes).is_err());
         assert_eq!(guard.remembered(), 0);
     }
 }

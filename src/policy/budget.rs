@@ -135,8 +135,8 @@ fn over_budget(request: &EnvironmentRequest) -> bool {
 
 /// Whether a request competes for its tenant's budget: alive, of an existing class,
 /// not failed for a reason other than the budget (which it may fit later), and, for
-/// approval classes, only once provisioned (an unapproved one never gets budget).
-fn is_claim(request: &EnvironmentRequest, classes: &BTreeMap<String, ClassTerms>) -> bool {
+/// approval classes, only once `provisioned` (an unapproved one never gets budget).
+fn is_claim(request: &EnvironmentRequest, provisioned: bool, classes: &BTreeMap<String, ClassTerms>) -> bool {
     let phase = request.status.as_ref().and_then(|s| s.phase);
     let failed_for_other_reasons = phase == Some(Phase::Failed) && !over_budget(request);
     let Some(terms) = classes.get(&request.spec.class) else {
@@ -145,26 +145,31 @@ fn is_claim(request: &EnvironmentRequest, classes: &BTreeMap<String, ClassTerms>
     request.meta().deletion_timestamp.is_none()
         && phase != Some(Phase::Expired)
         && !failed_for_other_reasons
-        && (!terms.approval_required || is_provisioned(request))
+        && (!terms.approval_required || provisioned)
 }
 
 /// The claims on `tenant`'s budget among `requests`. The request named `deciding`
 /// is always a claim, whatever its last status said: it is the one being decided.
+/// `held` names requests that hold budget although their status does not say so yet
+/// (admitted a moment ago); they count as provisioned.
 pub fn claims<'a>(
     tenant: &str,
     requests: impl IntoIterator<Item = &'a EnvironmentRequest>,
     classes: &BTreeMap<String, ClassTerms>,
     deciding: &str,
+    held: impl Fn(&EnvironmentRequest) -> bool,
 ) -> Vec<Claim> {
     requests
         .into_iter()
-        .filter(|r| r.spec.tenant == tenant && (r.name_any() == deciding || is_claim(r, classes)))
-        .map(|r| {
+        .filter(|r| r.spec.tenant == tenant)
+        .map(|r| (r, is_provisioned(r) || held(r)))
+        .filter(|(r, provisioned)| r.name_any() == deciding || is_claim(r, *provisioned, classes))
+        .map(|(r, provisioned)| {
             let terms = classes.get(&r.spec.class).cloned().unwrap_or_default();
             Claim {
                 name: r.name_any(),
                 created: r.metadata.creation_timestamp.clone(),
-                provisioned: is_provisioned(r),
+                provisioned,
                 monthly_cost_usd: terms.monthly_cost_usd,
                 quota: terms.quota,
             }

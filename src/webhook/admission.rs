@@ -200,6 +200,8 @@ fn check_budget(new: &EnvironmentRequest, tenant: &Tenant, view: &(impl View + ?
         requests.iter().map(AsRef::as_ref).chain(std::iter::once(new)),
         &terms,
         &name,
+        // Admission sees only statuses; the controller's guard also remembers.
+        |_| false,
     );
     match budget::decide_for(&tenant.name_any(), spec_budget, &claims, &name) {
         Some(Err(exceeded)) => Err(Denial::OverBudget(exceeded)),

@@ -79,6 +79,10 @@ async fn apply(request: &EnvironmentRequest, ctx: &Context) -> Result<Action, Er
         return Ok(Action::requeue(Duration::from_secs(2)));
     }
     let finding = assess(request, ctx).await?;
+    if matches!(finding, Finding::Denied(_) | Finding::Expired { .. }) {
+        // Refused after the budget admitted it, or gone: its place is free again.
+        ctx.budget.forget(request);
+    }
     let requeue = match &finding {
         Finding::Committed(Committed { expires_at: Some(at), .. }) => until(at).min(RESYNC),
         Finding::Expired { .. } => Duration::from_secs(3600),
@@ -284,8 +288,7 @@ async fn budget_decision(
     ctx: &Context,
 ) -> Result<Result<(), budget::BudgetExceeded>, Error> {
     let stores = ctx.stores().await?;
-    let (requests, classes) = (stores.requests.state(), stores.classes.state());
-    Ok(ctx.budget.decide(request, tenant, requests.iter().map(AsRef::as_ref), classes.iter().map(AsRef::as_ref)))
+    Ok(ctx.budget.decide(request, tenant, || stores.requests.state(), &stores.classes.state()))
 }
 
 async fn remove(ctx: &Context, path: &RepoPath, request: &EnvironmentRequest, why: &str) -> Result<(), Error> {
