@@ -1,6 +1,7 @@
-//! Lease-based leader election, so that of several replicas exactly one runs the
+//! Lease-based leader election, so that of several replicas one at a time runs the
 //! controllers and the GitOps writer. The webhook, /metrics and the watch caches the
-//! webhook reads run on every replica.
+//! webhook reads run on every replica. Lease expiry is judged on each node's clock,
+//! so node clocks must agree within the grace period (a third of the lease).
 //!
 //! A replica that loses the lease stops: its controllers finish what is in flight and
 //! the process exits with an error, and Kubernetes restarts it as a standby. Carrying
@@ -39,36 +40,82 @@ pub enum ElectionError {
         #[source]
         source: LeaseManagerError,
     },
+    #[error("no Kubernetes client for the leader election: {0}")]
+    Client(String),
 }
 
 /// This replica's candidacy: tells when it leads and when it stopped leading.
 pub struct Candidacy {
     identity: String,
     leading: watch::Receiver<bool>,
-    manager: JoinHandle<Result<LeaseManager, LeaseManagerError>>,
+    manager: JoinHandle<Result<(), LeaseManagerError>>,
 }
+
+/// Pause before asking again after the Lease could not be read or written.
+const RETRY: Duration = Duration::from_secs(1);
 
 impl ElectionArgs {
     /// Enters the election when a namespace is set; `None` means no election.
-    pub async fn candidacy(&self, client: Client) -> Result<Option<Candidacy>, ElectionError> {
+    pub async fn candidacy(&self) -> Result<Option<Candidacy>, ElectionError> {
         let Some(namespace) = &self.leader_election_namespace else {
             return Ok(None);
         };
         let identity = identity();
         let duration = self.leader_lease_seconds;
-        let manager = LeaseManagerBuilder::new(client, LEASE_NAME)
+        let grace = (duration / 3).max(1);
+        let manager = LeaseManagerBuilder::new(lease_client(Duration::from_secs(grace)).await?, LEASE_NAME)
             .with_namespace(namespace)
             .with_identity(&identity)
             .with_field_manager(format!("berth-{identity}"))
             .with_duration(duration)
-            .with_grace((duration / 3).max(1))
+            .with_grace(grace)
             .build()
             .await
             .map_err(|source| ElectionError::Lease { namespace: namespace.clone(), source })?;
-        let (leading, manager) = manager.watch().await;
+        let (sender, leading) = watch::channel(false);
+        let manager = tokio::spawn(campaign(manager, sender));
         tracing::info!(%identity, lease = %format!("{namespace}/{LEASE_NAME}"), "entered the leader election");
         Ok(Some(Candidacy { identity, leading, manager }))
     }
+}
+
+/// A client of its own for the Lease, whose calls give up within `timeout` (shorter
+/// than the grace period): kube's default client waits on a hung request forever,
+/// and a leader stuck renewing would go on leading after its lease ran out.
+async fn lease_client(timeout: Duration) -> Result<Client, ElectionError> {
+    let mut config = kube::Config::infer().await.map_err(|e| ElectionError::Client(e.to_string()))?;
+    config.connect_timeout = Some(timeout);
+    config.read_timeout = Some(timeout);
+    config.write_timeout = Some(timeout);
+    Client::try_from(config).map_err(|e| ElectionError::Client(e.to_string()))
+}
+
+/// Keeps the lease (or waits for it) and reports whether this replica leads. Unlike
+/// kube-lease-manager's own loop, a failed renewal while leading reports the lease
+/// lost at once: the leader cannot know it still holds it. Ends, releasing the lease,
+/// once every receiver is gone.
+async fn campaign(manager: LeaseManager, leading: watch::Sender<bool>) -> Result<(), LeaseManagerError> {
+    loop {
+        tokio::select! {
+            biased;
+            () = leading.closed() => break,
+            changed = manager.changed() => match changed {
+                Ok(now) => {
+                    leading.send_replace(now);
+                }
+                Err(error) => {
+                    if *leading.borrow() {
+                        tracing::error!(%error, "cannot renew the leader lease; giving up the lead");
+                        leading.send_replace(false);
+                    } else {
+                        tracing::warn!(%error, "cannot read the leader lease; trying again");
+                    }
+                    tokio::time::sleep(RETRY).await;
+                }
+            },
+        }
+    }
+    manager.release().await
 }
 
 /// The pod's name when Kubernetes provides it (`POD_NAME` from the downward API), else
@@ -96,9 +143,10 @@ impl Candidacy {
     pub fn leading(&self) -> impl Future<Output = ()> + Send + 'static {
         let mut leading = self.leading.clone();
         async move {
-            // An error means the election task ended (the candidacy was dropped): wait
-            // forever then; shutdown ends the wait.
+            // An error means the election task ended, which only a panic does while
+            // this receiver lives: stand by for good, and say so.
             if leading.wait_for(|leading| *leading).await.is_err() {
+                tracing::error!("the leader election stopped; this replica stays a standby");
                 std::future::pending::<()>().await;
             }
         }
@@ -120,7 +168,7 @@ impl Candidacy {
         // Dropping the receiver makes the manager task release the lease and end.
         drop(leading);
         match tokio::time::timeout(limit, manager).await {
-            Ok(Ok(Ok(_))) => tracing::info!("released the leader lease"),
+            Ok(Ok(Ok(()))) => tracing::info!("released the leader lease"),
             Ok(Ok(Err(error))) => tracing::warn!(%error, "could not release the leader lease"),
             Ok(Err(error)) => tracing::warn!(%error, "the leader election task failed"),
             Err(_) => tracing::warn!("releasing the leader lease timed out; it expires on its own"),

@@ -136,7 +136,7 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     let writer = Writer::spawn(args.writer_config()?, GitOpsMetrics::register(metrics.registry())?).await?;
     let client = Client::try_default().await?;
     // Entered before anything is served, so a Lease Berth may not use stops it here.
-    let candidacy = args.election.candidacy(client.clone()).await?;
+    let candidacy = args.election.candidacy().await?;
     let applications = controller::request::live::application_resource();
     let argocd_installed = crd_exists(&client, &controller::stores::crd_name(&applications)).await;
     if !argocd_installed {

@@ -122,16 +122,29 @@ async fn report_environments(store: Store<EnvironmentRequest>, metrics: crate::t
     }
 }
 
-/// Yields once when Argo CD's Applications are first listed after Berth started
-/// without them; never when Argo CD was there from the start.
+/// Yields once when Argo CD's Applications are first listed after the stores were
+/// ready without them (Argo CD installed later, or its first list slow); never when
+/// they were listed by then.
 fn argocd_arrival(stores: Arc<stores::Stores>) -> impl futures::Stream<Item = ()> + Send + 'static {
     futures::stream::once(async move {
         stores.ready().await;
-        let at_start = stores.argocd_installed();
+        let at_ready = stores.argocd_installed();
         while !stores.argocd_installed() {
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
-        (!at_start).then_some(())
+        (!at_ready).then_some(())
+    })
+    .filter_map(futures::future::ready)
+}
+
+/// Yields once, after the stores hold their first lists, when `resumed`: a standby
+/// taking over has drained its feeds, so their first events will not trigger reconciles.
+fn takeover(stores: Arc<stores::Stores>, resumed: bool) -> impl futures::Stream<Item = ()> + Send + 'static {
+    futures::stream::once(async move {
+        if resumed {
+            stores.ready().await;
+        }
+        resumed.then_some(())
     })
     .filter_map(futures::future::ready)
 }
@@ -235,7 +248,7 @@ pub async fn run(
     let requests = requests
         .watches_stream_with(feeds.applications, request_of, applications)
         .reconcile_all_on(argocd_arrival(ctx.stores.clone()))
-        .reconcile_all_on(futures::stream::iter(resumed.then_some(())))
+        .reconcile_all_on(takeover(ctx.stores.clone(), resumed))
         .run(|o, c| instrumented(Kind::EnvironmentRequest, o, c, request::reconcile), error_policy, ctx.clone())
         .for_each(|_| async {});
 

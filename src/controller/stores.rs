@@ -7,8 +7,7 @@
 
 use std::{fmt::Debug, future::Future, sync::Arc};
 
-use futures::Stream;
-use futures::StreamExt;
+use futures::{Stream, StreamExt};
 use k8s_openapi::{
     api::{
         core::v1::{LimitRange, Namespace, ResourceQuota},
@@ -33,7 +32,8 @@ use crate::api::{EnvironmentClass, EnvironmentRequest, Tenant};
 
 pub use kube::runtime::reflector::Store;
 
-/// The stores; they fill once the request controller consumes their [`Feeds`].
+/// The stores; they fill while their [`Feeds`] are read (by the request controller, or
+/// by [`Feeds::keep_filled_until`] on a standby).
 pub struct Stores {
     pub requests: Store<EnvironmentRequest>,
     pub classes: Store<EnvironmentClass>,
@@ -46,9 +46,13 @@ pub struct Stores {
     /// Argo CD Applications; the watch starts once Argo CD's CRD is established.
     pub applications: (Store<DynamicObject>, ApiResource),
     /// Whether Argo CD was installed when Berth started: only then is the first list of
-    /// Applications awaited before reconciling.
+    /// Applications awaited before reconciling (for [`APPLICATIONS_LIST_WAIT`] at most).
     argocd_at_start: bool,
+    created: std::time::Instant,
 }
+
+/// How long reconciles wait for the first list of Applications when Argo CD is installed.
+const APPLICATIONS_LIST_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// The watch streams that fill [`Stores`]; the request controller consumes them as triggers.
 pub struct Feeds {
@@ -91,7 +95,11 @@ impl Feeds {
                 bindings.by_ref().map(drop).boxed(),
                 applications.by_ref().map(drop).boxed(),
             ]);
-            let drain = async { while all.next().await.is_some() {} };
+            // Watches never end; if they all did, that would still not be an election.
+            let drain = async {
+                while all.next().await.is_some() {}
+                std::future::pending::<()>().await;
+            };
             tokio::select! {
                 () = drain => {}
                 () = until => {}
@@ -194,6 +202,7 @@ pub fn build(client: &kube::Client, rendered: watcher::Config, argocd: ArgoCd) -
         bindings,
         applications: (application_store, applications),
         argocd_at_start,
+        created: std::time::Instant::now(),
     };
     let feeds = Feeds {
         requests: request_feed,
@@ -293,9 +302,13 @@ impl Stores {
         listed(&self.applications.0)
     }
 
-    /// Whether every store holds its first full list.
+    /// Whether every store Berth needs holds its first full list. Applications are
+    /// waited for only a while when Argo CD was there at start (so a request's sync is
+    /// not first reported missing): if they cannot be listed (no RBAC in Argo CD's
+    /// namespace), Berth works on as without Argo CD rather than not at all.
     fn all_ready(&self) -> bool {
-        let applications = !self.argocd_at_start || self.argocd_installed();
+        let applications =
+            !self.argocd_at_start || self.argocd_installed() || self.created.elapsed() > APPLICATIONS_LIST_WAIT;
         listed(&self.requests)
             && listed(&self.classes)
             && listed(&self.tenants)
