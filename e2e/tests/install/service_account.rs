@@ -1,7 +1,7 @@
 //! `berth run` as the ServiceAccount config/ creates, with only the RBAC config/
 //! grants: the whole flow works, and what Berth never does is refused.
 
-use std::{collections::BTreeMap, path::Path, process::Command, time::Duration};
+use std::{path::Path, process::Command, time::Duration};
 
 use berth::api::{
     EnvironmentClass, EnvironmentRequest, Tenant,
@@ -11,6 +11,7 @@ use berth::api::{
 use berth_e2e::{
     install,
     operator::{Operator, berth_binary},
+    remote::files_at_head,
     webhook::{WebhookSetup, wait_until_answering},
 };
 use kube::Api;
@@ -117,19 +118,6 @@ fn kubectl_as(kubeconfig: &Path, args: &[&str]) -> Result<String, String> {
 async fn admin_apply(yaml: &str) {
     let out = cluster().kubectl("admin", &["apply", "-f", "-"], Some(yaml)).await;
     assert!(out.success, "kubectl apply refused:\n{}\n{yaml}", out.stderr);
-}
-
-/// Files under `folder` at the head of `main` in the bare remote; `None` when absent.
-fn files_at_head(remote: &Path, folder: &str) -> Option<BTreeMap<String, String>> {
-    let repo = git2::Repository::open_bare(remote).ok()?;
-    let head = repo.find_reference("refs/heads/main").ok()?.peel_to_commit().ok()?;
-    let tree = head.tree().ok()?.get_path(Path::new(folder)).ok()?.to_object(&repo).ok()?.peel_to_tree().ok()?;
-    let mut files = BTreeMap::new();
-    for entry in tree.iter() {
-        let blob = entry.to_object(&repo).ok()?.peel_to_blob().ok()?;
-        files.insert(entry.name().ok()?.to_owned(), String::from_utf8_lossy(blob.content()).into_owned());
-    }
-    Some(files)
 }
 
 /// Starts `berth run` as the ServiceAccount, with its webhook, and points the shipped

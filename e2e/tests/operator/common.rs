@@ -3,7 +3,6 @@
 #![allow(dead_code)]
 
 use std::{
-    collections::BTreeMap,
     future::Future,
     path::Path,
     sync::{Mutex, OnceLock},
@@ -79,18 +78,8 @@ pub async fn wait_phase(namespace: &str, name: &str, phase: Phase, timeout: Dura
     .await
 }
 
-/// Files under `folder` at the head of `main` in the bare remote; `None` when absent.
-pub fn files_at_head(remote: &Path, folder: &str) -> Option<BTreeMap<String, String>> {
-    let repo = git2::Repository::open_bare(remote).ok()?;
-    let head = repo.find_reference("refs/heads/main").ok()?.peel_to_commit().ok()?;
-    let tree = head.tree().ok()?.get_path(Path::new(folder)).ok()?.to_object(&repo).ok()?.peel_to_tree().ok()?;
-    let mut files = BTreeMap::new();
-    for entry in tree.iter() {
-        let blob = entry.to_object(&repo).ok()?.peel_to_blob().ok()?;
-        files.insert(entry.name().ok()?.to_owned(), String::from_utf8_lossy(blob.content()).into_owned());
-    }
-    Some(files)
-}
+#[allow(unused_imports)] // not every suite that includes this module reads the remote
+pub use berth_e2e::remote::files_at_head;
 
 /// Commit ids on `main` from the head back to (excluding) `since`.
 pub fn commits_since(remote: &Path, since: &str) -> Vec<String> {
