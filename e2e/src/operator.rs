@@ -124,6 +124,23 @@ impl Operator {
         let _ = self.child.wait();
     }
 
+    /// SIGTERM to `berth run`, as Kubernetes stops a pod; waits up to `limit` for it
+    /// to exit and says whether it did.
+    pub fn terminate(&mut self, limit: Duration) -> bool {
+        let Some(pid) = self.berth_pid().and_then(|pid| i32::try_from(pid).ok()) else {
+            return false;
+        };
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGTERM);
+        let started = std::time::Instant::now();
+        while started.elapsed() < limit {
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
+    }
+
     /// Starts the operator again on the same remote and clone.
     pub fn restart(&mut self) -> Result<()> {
         self.kill();

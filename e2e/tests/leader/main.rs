@@ -98,5 +98,16 @@ async fn the_standby_takes_over_when_the_leader_dies() {
     replicas[leader].restart().unwrap_or_else(|e| panic!("restart: {e:#}"));
     let leader_now = one_leader(&[&replicas[0], &replicas[1]], Duration::from_secs(30)).await;
     assert_eq!(leader_now, standby, "leadership stays where it is");
+
+    // SIGTERM, as Kubernetes stops a pod: the leader stops, flushes and gives the lease
+    // up rather than leaving the standby to wait for it to run out.
+    assert!(replicas[leader_now].terminate(Duration::from_secs(30)), "the leader exits on SIGTERM");
+    let log = replicas[leader_now].log_text();
+    assert!(log.contains("released the leader lease"), "{log}");
+    let lease = leases.get("berth-leader").await.unwrap_or_else(|e| panic!("the Lease: {e}"));
+    let holder = lease.spec.and_then(|s| s.holder_identity).unwrap_or_default();
+    assert!(!log.contains(&format!("identity={holder}")) || holder.is_empty(), "the Lease still names it: {holder}");
+    let last = one_leader(&[&replicas[1 - leader_now]], Duration::from_secs(30)).await;
+    assert_eq!(last, 0, "the remaining replica leads");
     let _ = std::fs::remove_dir_all(&dir);
 }
