@@ -60,7 +60,7 @@ pub fn ensure_binaries() -> Result<PathBuf> {
     if let Some(dir) = std::env::var_os("BERTH_CONTROLPLANE_BIN") {
         return Ok(PathBuf::from(dir));
     }
-    crate::path_printed_by(&Path::new(env!("CARGO_MANIFEST_DIR")).join("controlplane/build.sh"))
+    crate::path_printed_by(&Path::new(env!("CARGO_MANIFEST_DIR")).join("controlplane/build.sh"), &[])
 }
 
 /// A running control plane. Dropping it kills the processes; [`ControlPlane::stop`]

@@ -146,9 +146,10 @@ impl Cluster {
     }
 }
 
-/// Folder of Argo CD's CRD manifests, from `e2e/controlplane/argocd-crds.sh`.
+/// Folder of Argo CD's CRD manifests, from the module pinned in `e2e/controlplane/argocd`.
 fn argocd_crds_dir() -> Result<PathBuf> {
-    crate::path_printed_by(&repo_root().join("e2e/controlplane/argocd-crds.sh"))
+    let args = ["argocd", "github.com/argoproj/argo-cd/v3", "manifests/crds", "application-crd.yaml"];
+    crate::path_printed_by(&repo_root().join("e2e/controlplane/module-crds.sh"), &args)
 }
 
 fn start(supervisor_exe: &str) -> Result<Cluster> {

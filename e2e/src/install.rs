@@ -15,12 +15,14 @@ pub fn helm_binary() -> Result<PathBuf> {
     if let Some(helm) = std::env::var_os("BERTH_HELM") {
         return Ok(PathBuf::from(helm));
     }
-    crate::path_printed_by(&repo_root().join("e2e/controlplane/build-helm.sh"))
+    crate::path_printed_by(&repo_root().join("e2e/controlplane/build-helm.sh"), &[])
 }
 
 /// Folder of cert-manager's own CRDs, from the module pinned in `e2e/controlplane/certmanager`.
 pub fn certmanager_crds_dir() -> Result<PathBuf> {
-    crate::path_printed_by(&repo_root().join("e2e/controlplane/certmanager-crds.sh"))
+    let args =
+        ["certmanager", "github.com/cert-manager/cert-manager", "deploy/crds", "cert-manager.io_certificates.yaml"];
+    crate::path_printed_by(&repo_root().join("e2e/controlplane/module-crds.sh"), &args)
 }
 
 /// Runs `program` with `args` in the repository root; stdout on success.

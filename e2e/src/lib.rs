@@ -24,8 +24,9 @@ pub fn repo_root() -> PathBuf {
 
 /// Runs one of the `e2e/controlplane` scripts, which print a path on stdout (their
 /// progress goes to stderr, shown as it happens), and returns that path.
-pub(crate) fn path_printed_by(script: &Path) -> Result<PathBuf> {
+pub(crate) fn path_printed_by(script: &Path, args: &[&str]) -> Result<PathBuf> {
     let output = std::process::Command::new(script)
+        .args(args)
         .stderr(std::process::Stdio::inherit())
         .output()
         .with_context(|| format!("running {}", script.display()))?;
