@@ -63,6 +63,7 @@ mod change;
 mod config;
 mod credentials;
 mod error;
+mod inventory;
 pub mod layout;
 pub mod message;
 mod metrics;
@@ -79,6 +80,7 @@ use tokio::sync::{mpsc, oneshot};
 pub use config::{PushMode, RetryPolicy, WriterConfig};
 pub use credentials::{Credentials, Secret};
 pub use error::{Error, FailureKind, GitFailure, GitOp};
+pub use inventory::EnvironmentFolder;
 pub use layout::{LayoutError, RepoPath, environment_path};
 pub use message::ChangeReason;
 pub use metrics::GitOpsMetrics;
@@ -140,6 +142,15 @@ impl WriterHandle {
     pub async fn check_remote(&self) -> Result<(), Error> {
         let (reply, answer) = oneshot::channel();
         self.send(Request::CheckRemote { reply }).await?;
+        answer.await.map_err(|_| Error::Stopped)?
+    }
+
+    /// Fetches and lists every environment folder (`clusters/*/tenants/*/*`) at the
+    /// remote head of the watched branch, each with the content of its `marker` file:
+    /// what git says is deployed, whatever the cluster's objects say.
+    pub async fn environment_folders(&self, marker: &str) -> Result<Vec<EnvironmentFolder>, Error> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Request::Folders { marker: marker.to_owned(), reply }).await?;
         answer.await.map_err(|_| Error::Stopped)?
     }
 

@@ -73,6 +73,10 @@ struct Checked<'a> {
     ttl: Option<Duration>,
 }
 
+/// The file holding the environment's Namespace; like every rendered object it names
+/// the request it was rendered for, which is how a folder in git is traced to its owner.
+pub const NAMESPACE_FILE: &str = "namespace.yaml";
+
 /// Renders the environment `request` asks for, as `class` and `tenant` allow.
 pub fn render(
     class: &EnvironmentClass,
@@ -82,7 +86,7 @@ pub fn render(
 ) -> Result<Environment, RenderError> {
     let checked = check(class, tenant, request)?;
     let mut files = BTreeMap::new();
-    files.insert("namespace.yaml".to_owned(), to_yaml("namespace.yaml", &[objects::namespace(&checked)])?);
+    files.insert(NAMESPACE_FILE.to_owned(), to_yaml(NAMESPACE_FILE, &[objects::namespace(&checked)])?);
     files.insert("resourcequota.yaml".to_owned(), to_yaml("resourcequota.yaml", &[objects::resource_quota(&checked)])?);
     if let Some(limits) = objects::limit_range(&checked) {
         files.insert("limitrange.yaml".to_owned(), to_yaml("limitrange.yaml", &[limits])?);

@@ -42,6 +42,9 @@ use crate::{
 
 /// How often a settled request is looked at again when nothing changes.
 const RESYNC: Duration = Duration::from_secs(300);
+/// How long a reconcile waits for git's folders to be listed (after a start) before
+/// it gives up and requeues: decisions about folders need to know what git holds.
+const INVENTORY_WAIT: Duration = Duration::from_secs(10);
 
 /// `namespace/name`, as trailers and messages name a request.
 fn key(request: &EnvironmentRequest) -> String {
@@ -89,7 +92,36 @@ async fn apply(request: &EnvironmentRequest, ctx: &Context) -> Result<Action, Er
         _ => RESYNC,
     };
     write_status(request, ctx, &finding).await?;
+    if matches!(finding, Finding::Denied(_)) && !has_recorded_commit(request) {
+        remove_unrecorded_folder(request, ctx, "refused").await?;
+    }
     Ok(Action::requeue(requeue))
+}
+
+/// Whether the request's status records a commit of its environment. One that does is
+/// handled by what its status says (a later refusal of a provisioned environment
+/// leaves it deployed, as before); one that does not may still have a folder in git.
+fn has_recorded_commit(request: &EnvironmentRequest) -> bool {
+    request.status.as_ref().and_then(|s| s.gitops.as_ref()).is_some_and(|g| g.commit.is_some())
+}
+
+/// The folder git holds for this very request (its Namespace file names it), whatever
+/// its status says, e.g. after a crash between commit and status write. Never a folder
+/// another request owns, so a request naming someone else's tenant removes nothing.
+async fn folder_in_git(request: &EnvironmentRequest, ctx: &Context) -> Result<Option<RepoPath>, Error> {
+    ctx.inventory.wait_loaded(INVENTORY_WAIT).await?;
+    Ok(ctx.inventory.folder_of(&key(request))?.and_then(|path| RepoPath::parse(&path).ok()))
+}
+
+/// Removes the request's folder from git if git holds one for it: a refused or deleted
+/// request must not stay deployed because its status never recorded the commit.
+async fn remove_unrecorded_folder(request: &EnvironmentRequest, ctx: &Context, why: &str) -> Result<(), Error> {
+    if let Some(path) = folder_in_git(request, ctx).await? {
+        remove(ctx, &path, request, why).await?;
+        let note = format!("removed {path} from git: it was committed for this request, which is {why}");
+        publish(ctx, request, EventType::Normal, "Removed", note).await;
+    }
+    Ok(())
 }
 
 /// Time from now until `at` (zero when past), for requeueing at expiry.
@@ -252,6 +284,7 @@ pub(crate) async fn commit_environment(
     // reports the same commit without touching git.
     let commit = outcome.commit.as_str().to_owned();
     ctx.committed.remember(path.as_str(), digest, commit.clone());
+    ctx.inventory.put(path.as_str(), &key(request));
     Ok(Ok((environment, done(commit))))
 }
 
@@ -288,7 +321,10 @@ async fn budget_decision(
     ctx: &Context,
 ) -> Result<Result<(), budget::BudgetExceeded>, Error> {
     let stores = ctx.stores().await?;
-    Ok(ctx.budget.decide(request, tenant, || stores.requests.state(), &stores.classes.state()))
+    // Folders a crashed process committed hold budget too; git must be listed first.
+    ctx.inventory.wait_loaded(INVENTORY_WAIT).await?;
+    let in_git = |r: &EnvironmentRequest| ctx.inventory.folder_of(&key(r)).is_ok_and(|folder| folder.is_some());
+    Ok(ctx.budget.decide(request, tenant, || stores.requests.state(), &stores.classes.state(), in_git))
 }
 
 async fn remove(ctx: &Context, path: &RepoPath, request: &EnvironmentRequest, why: &str) -> Result<(), Error> {
@@ -296,6 +332,7 @@ async fn remove(ctx: &Context, path: &RepoPath, request: &EnvironmentRequest, wh
         ChangeReason::new(key(request), request.metadata.generation, format!("remove {} ({why})", key(request)));
     ctx.writer.remove(path.clone(), reason).await.map_err(|source| Error::Remove { path: path.to_string(), source })?;
     ctx.committed.forget(path.as_str());
+    ctx.inventory.removed(path.as_str());
     Ok(())
 }
 
@@ -304,7 +341,16 @@ async fn remove(ctx: &Context, path: &RepoPath, request: &EnvironmentRequest, wh
 async fn cleanup(request: &EnvironmentRequest, ctx: &Context) -> Result<Action, Error> {
     // Only the folder Berth recorded committing for this request: never a path
     // recomputed from a spec that may name another tenant.
-    if let Some(path) = committed_path(request).and_then(|p| RepoPath::parse(&p).ok()) {
+    let recorded = committed_path(request).and_then(|p| RepoPath::parse(&p).ok());
+    if let Some(path) = &recorded {
+        remove(ctx, path, request, "deleted").await?;
+        publish(ctx, request, EventType::Normal, "Removed", format!("removed {path} from git")).await;
+    }
+    // And a folder git holds for it that its status never recorded (a crash between
+    // commit and status write).
+    if let Some(path) = folder_in_git(request, ctx).await?
+        && Some(&path) != recorded.as_ref()
+    {
         remove(ctx, &path, request, "deleted").await?;
         publish(ctx, request, EventType::Normal, "Removed", format!("removed {path} from git")).await;
     }
