@@ -173,24 +173,33 @@ fn tenant_folder(tenant: &str) -> String {
 async fn a_crash_between_commit_and_status_write_overruns_no_budget_and_orphans_no_folder() {
     let _serial = SERIAL.lock().await;
     operator().await;
-    let (tenant, class) = (format!("tn-{}", suffix()), format!("crash-{}", suffix()));
+    let (tenant, class, late_class) =
+        (format!("tn-{}", suffix()), format!("crash-{}", suffix()), format!("late-{}", suffix()));
     kubectl_apply(&class_yaml(&class, 1, "")).await;
-    kubectl_apply(&tenant_yaml(&tenant, &[&class], "{maxEnvironments: 5}")).await;
+    kubectl_apply(&tenant_yaml(&tenant, &[&class, &late_class], "{maxEnvironments: 5}")).await;
     wait_tenant_namespace(&tenant).await;
 
     // Berth may commit in this namespace but not record it in status.
     kubectl_apply(&request_yaml(&tenant, "probe", &tenant, "no-such-class", "")).await;
     kubectl_apply(&refuse_status_writes(&tenant)).await;
     wait_status_writes(&tenant, "probe", true).await;
+    // c001..c005 name a class that does not exist yet, so c006..c010 take the budget;
+    // once the class exists, the oldest-first order would put c001..c005 first.
     let names: Vec<String> = (1..=40).map(|i| format!("c{i:03}")).collect();
-    let burst: Vec<String> = names.iter().map(|n| request_yaml(&tenant, n, &tenant, &class, "")).collect();
+    let burst: Vec<String> = names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| request_yaml(&tenant, n, &tenant, if i < 5 { &late_class } else { &class }, ""))
+        .collect();
     kubectl_apply(&burst.join("---\n")).await;
     let committed = wait_for(Duration::from_secs(60), "five folders in git", || async {
         let folders = folders_at_head(&remote(), &tenant_folder(&tenant));
         (folders.len() == 5).then_some(folders)
     })
     .await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(committed, ["c006", "c007", "c008", "c009", "c010"]);
+    kubectl_apply(&class_yaml(&late_class, 1, "")).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(folders_at_head(&remote(), &tenant_folder(&tenant)), committed, "the budget held in one process");
     let requests: Api<EnvironmentRequest> = Api::namespaced(cluster().client("admin").await, &tenant);
     let recorded = requests.list(&Default::default()).await.unwrap_or_else(|e| panic!("{e}")).items;
