@@ -11,7 +11,10 @@ use std::{collections::BTreeMap, time::Duration};
 use kube::ResourceExt;
 use serde::Serialize;
 
-use crate::api::{EnvironmentClass, EnvironmentRequest, InvalidDuration, Tenant};
+use crate::api::{
+    EnvironmentClass, EnvironmentRequest, InvalidDuration, Tenant,
+    git_url::{self, UnsafeUrl},
+};
 
 /// Settings of the Berth installation that shape every environment.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -60,6 +63,10 @@ pub enum RenderError {
     Duration { field: &'static str, source: InvalidDuration },
     #[error("{what} {name:?} is {len} characters; at most {max} fit")]
     NameTooLong { what: &'static str, name: String, len: usize, max: usize },
+    /// The CRD's CEL refuses these too; checked again so that nothing stored before
+    /// the rule (or past it) reaches the committed Application.
+    #[error("{}", .0.repo_url_message())]
+    RepoUrl(UnsafeUrl),
     #[error("cannot serialize {file}: {message}")]
     Serialize { file: &'static str, message: String },
 }
@@ -106,7 +113,8 @@ pub fn render(
 }
 
 /// Checks that `request` can be rendered with `class` and `tenant` (tenant and class
-/// names, allowed class and cluster, TTL) without rendering it: admission's view.
+/// names, repository URL, allowed class and cluster, TTL) without rendering it:
+/// admission's view.
 pub fn validate(class: &EnvironmentClass, tenant: &Tenant, request: &EnvironmentRequest) -> Result<(), RenderError> {
     check(class, tenant, request).map(|_| ())
 }
@@ -124,6 +132,7 @@ fn check<'a>(
     if spec.class != class_name {
         return Err(RenderError::ClassMismatch { requested: spec.class.clone(), actual: class_name });
     }
+    git_url::check(&spec.app.repo_url).map_err(RenderError::RepoUrl)?;
     if !tenant.spec.allowed_classes.contains(&class_name) {
         return Err(RenderError::ClassNotAllowed {
             tenant: tenant_name,

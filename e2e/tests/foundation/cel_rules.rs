@@ -1,6 +1,9 @@
 //! Each CEL rule in the CRDs is enforced by the apiserver itself, with its own
 //! message, and a refused change loses nothing that was stored before.
 
+use berth::api::git_url::{
+    EXAMPLE_SECRET, EXAMPLES, Expected, REPO_URL_CHARACTERS_MESSAGE, REPO_URL_CREDENTIALS_MESSAGE, UnsafeUrl,
+};
 use serde_yaml::Value;
 
 use crate::{cluster, example, to_yaml};
@@ -77,7 +80,7 @@ async fn create_rules_refuse_with_their_message_and_store_nothing() {
             rule: "repoURL carries no credentials",
             file: "environmentrequest-preview.yaml",
             mutate: |d| set(d, "spec.app.repoURL", "https://bot:s3cret@git.example.com/payments/checkout.git".into()),
-            message: "repoURL must not carry credentials (user:token@)",
+            message: REPO_URL_CREDENTIALS_MESSAGE,
         },
         Refusal {
             rule: "tenant has an owner",
@@ -143,6 +146,50 @@ async fn create_rules_refuse_with_their_message_and_store_nothing() {
             cluster.kubectl("admin", &["create", "--dry-run=server", "-f", "-"], Some(&to_yaml(&valid))).await;
         assert!(accepted.success, "{}: the valid example was refused: {}", case.rule, accepted.stderr);
     }
+}
+
+/// The repoURL rules on the real apiserver: CEL refuses a URL of the shared table
+/// exactly when Berth's own rule does, with the same message, and never shows the
+/// secret. Sent as JSON, so line breaks and other controls arrive as written.
+#[tokio::test]
+async fn repo_url_rules_refuse_exactly_what_berth_refuses_without_showing_the_secret() {
+    let cluster = cluster();
+    cluster.install_crds().await;
+    let namespace = cluster.namespace("cel-repo-url").await;
+    let attempts = EXAMPLES.iter().enumerate().map(|(index, (url, expected))| {
+        let mut doc = example_as("environmentrequest-preview.yaml", &format!("repo-url-{index}"), &namespace);
+        set(&mut doc, "spec.app.repoURL", (*url).into());
+        let json = serde_json::to_string(&doc).unwrap_or_else(|e| panic!("{url:?}: {e}"));
+        async move {
+            let created = cluster.kubectl("admin", &["create", "--dry-run=server", "-f", "-"], Some(&json)).await;
+            (url, expected, created)
+        }
+    });
+    let mut wrong = Vec::new();
+    for (url, expected, created) in futures::future::join_all(attempts).await {
+        let verdict = match expected {
+            Expected::Allowed if created.success => Ok(()),
+            Expected::Allowed => Err(format!("refused: {}", created.stderr)),
+            Expected::Refused(_) if created.success => Err("admitted".to_owned()),
+            Expected::Refused(why) => {
+                let other = match why {
+                    UnsafeUrl::Characters => REPO_URL_CREDENTIALS_MESSAGE,
+                    UnsafeUrl::Credentials => REPO_URL_CHARACTERS_MESSAGE,
+                };
+                if !created.stderr.contains(why.repo_url_message()) || created.stderr.contains(other) {
+                    Err(format!("expected only {:?} in: {}", why.repo_url_message(), created.stderr))
+                } else if created.stderr.contains(EXAMPLE_SECRET) {
+                    Err(format!("the refusal shows the secret: {}", created.stderr))
+                } else {
+                    Ok(())
+                }
+            }
+        };
+        if let Err(problem) = verdict {
+            wrong.push(format!("{url:?}: {problem}"));
+        }
+    }
+    assert!(wrong.is_empty(), "the apiserver and Berth disagree on:\n{}", wrong.join("\n"));
 }
 
 #[tokio::test]
