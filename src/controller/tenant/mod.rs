@@ -1,48 +1,39 @@
 //! Tenant controller: the team's request namespace with RBAC for its people, and
-//! its usage against its budget in status.
+//! its usage against its budget in status. When the apiserver will not have the
+//! namespace or the bindings, `Ready` turns False with its words and a Warning
+//! event tells it once (see [`setup`]).
+
+mod setup;
 
 use std::{sync::Arc, time::Duration};
 
 use k8s_openapi::{
-    api::{
-        core::v1::Namespace,
-        rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject},
-    },
-    apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time},
+    apimachinery::pkg::{api::resource::Quantity, apis::meta::v1::Time},
     jiff::Timestamp,
 };
-use kube::{
-    Api, Resource, ResourceExt,
-    api::{ListParams, Patch, PatchParams},
-    runtime::controller::Action,
-};
-use serde::Serialize;
+use kube::{Api, Resource, ResourceExt, api::ListParams, runtime::controller::Action};
 
-use super::{Context, Error, context::FIELD_MANAGER};
-use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-
+use super::{Context, Error, events::condition_event};
 use crate::{
     api::{
         EnvironmentClass, EnvironmentRequest, Tenant,
-        conditions::{ConditionStatus, Observation, reasons, set_condition, types},
+        conditions::{self, ConditionStatus, Observation, reasons, set_condition, types},
         environment_request::Phase,
-        tenant::{SubjectKind, TenantStatus, Usage},
+        tenant::{TenantStatus, Usage},
     },
-    labels,
     policy::budget,
 };
 
-/// Role members get in the request namespace: ask for environments and follow them.
-const REQUESTER_ROLE: &str = "berth-requester";
-/// Role owners get there: everything about the team's requests.
-const MANAGER_ROLE: &str = "berth-manager";
-
 pub use crate::policy::request::request_namespace;
+use setup::{SetupFailed, SetupFailure};
+
+/// How often a tenant whose namespace is being deleted looks again (nothing
+/// watches namespaces for the tenant controller).
+const TERMINATING_POLL: Duration = Duration::from_secs(5);
 
 pub async fn reconcile(tenant: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action, Error> {
     let namespace = request_namespace(&tenant);
-    apply_namespace(&tenant, &namespace, &ctx).await?;
-    apply_rbac(&tenant, &namespace, &ctx).await?;
+    let setup = setup::set_up(&tenant, &namespace, &ctx).await;
 
     let requests = ctx.all_requests().await?;
     let live: Vec<&EnvironmentRequest> = requests
@@ -64,42 +55,74 @@ pub async fn reconcile(tenant: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action,
             }
         }
     }
-    let status = next_status(&tenant, &namespace, live.len(), cost, &quota);
+    let failure = setup.as_ref().err().map(|failed| &failed.failure);
+    let now = Time(Timestamp::now());
+    let status = next_status(&tenant, &namespace, failure, live.len(), cost, &quota, &now);
     if tenant.status.as_ref() != Some(&status) {
         super::apply_status(&Api::<Tenant>::all(ctx.client.clone()), tenant.as_ref(), &status).await?;
+        announce(&tenant, &status, &ctx).await;
     }
-    Ok(Action::requeue(Duration::from_secs(300)))
+    match setup {
+        Ok(()) => Ok(Action::requeue(Duration::from_secs(300))),
+        // Retried as the error says (transient: seconds; a refusal: minutes); the
+        // status and event above are written once, not on every retry.
+        Err(SetupFailed { error: Some(error), .. }) => Err(error),
+        Err(SetupFailed { error: None, .. }) => Ok(Action::requeue(TERMINATING_POLL)),
+    }
+}
+
+/// A Warning event when `Ready` turns False (or fails anew), a Normal one when it
+/// recovers; best effort, after the status that it narrates.
+async fn announce(tenant: &Tenant, status: &TenantStatus, ctx: &Context) {
+    let before = tenant.status.as_ref().and_then(|s| conditions::find(&s.conditions, types::READY));
+    let Some(after) = conditions::find(&status.conditions, types::READY) else {
+        return;
+    };
+    if let Some(event) = condition_event(before, after) {
+        ctx.events.publish_or_log(&event, &tenant.object_ref(&())).await;
+    }
 }
 
 /// Status from what the tenant has (pure; transition times kept when unchanged).
+/// `failure` is why its namespace or bindings are not in place, if they are not;
+/// `status.requestNamespace` names the namespace only once it is.
 fn next_status(
     tenant: &Tenant,
     namespace: &str,
+    failure: Option<&SetupFailure>,
     environments: usize,
     cost: u64,
     quota: &budget::Amounts,
+    now: &Time,
 ) -> TenantStatus {
     let mut status = tenant.status.clone().unwrap_or_default();
     let generation = tenant.metadata.generation;
-    let now = Time(Timestamp::now());
     status.observed_generation = generation;
-    status.request_namespace = Some(namespace.to_owned());
+    let ready = match failure {
+        None => {
+            status.request_namespace = Some(namespace.to_owned());
+            Observation {
+                type_: types::READY,
+                status: ConditionStatus::True,
+                reason: reasons::NAMESPACE_READY,
+                message: format!("members create EnvironmentRequests in namespace {namespace}"),
+                observed_generation: generation,
+            }
+        }
+        Some(failure) => Observation {
+            type_: types::READY,
+            status: ConditionStatus::False,
+            reason: failure.reason(),
+            message: failure.message(),
+            observed_generation: generation,
+        },
+    };
     status.environments = u32::try_from(environments).unwrap_or(u32::MAX);
     status.usage = Usage {
         monthly_cost_usd: u32::try_from(cost).unwrap_or(u32::MAX),
         quota: quota.iter().map(|(resource, amount)| (resource.clone(), Quantity(budget::display(*amount)))).collect(),
     };
-    set_condition(
-        &mut status.conditions,
-        Observation {
-            type_: types::READY,
-            status: ConditionStatus::True,
-            reason: reasons::NAMESPACE_READY,
-            message: format!("members create EnvironmentRequests in namespace {namespace}"),
-            observed_generation: generation,
-        },
-        &now,
-    );
+    set_condition(&mut status.conditions, ready, now);
     let budget = &tenant.spec.budget;
     let over_cost = budget.monthly_cost_usd.is_some_and(|limit| cost > u64::from(limit));
     let over_count = budget.max_environments.is_some_and(|max| environments > max as usize);
@@ -121,104 +144,73 @@ fn next_status(
             message,
             observed_generation: generation,
         },
-        &now,
+        now,
     );
     status
 }
 
-fn owned_meta(tenant: &Tenant, name: &str, namespace: &str) -> ObjectMeta {
-    ObjectMeta {
-        name: Some(name.to_owned()),
-        namespace: Some(namespace.to_owned()),
-        labels: Some(
-            [
-                (labels::TENANT.to_owned(), tenant.name_any()),
-                (labels::MANAGED_BY.to_owned(), labels::MANAGER.to_owned()),
-            ]
-            .into(),
-        ),
-        owner_references: tenant.controller_owner_ref(&()).map(|r| vec![r]),
-        ..ObjectMeta::default()
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(second: i64) -> Time {
+        Time(Timestamp::from_second(second).expect("valid"))
     }
-}
 
-async fn apply<K>(api: Api<K>, name: &str, object: &K) -> Result<(), Error>
-where
-    K: Resource<DynamicType = ()> + Clone + Serialize + serde::de::DeserializeOwned + std::fmt::Debug,
-{
-    api.patch(name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(object))
-        .await
-        .map_err(|source| Error::Apply { what: format!("{} {name}", K::kind(&())), source })?;
-    Ok(())
-}
-
-/// The namespace is labelled with its tenant (the webhook and the request controller
-/// check that label) and is deliberately not owned by the Tenant: deleting a Tenant
-/// must not cascade into deleting every request of the team.
-async fn apply_namespace(tenant: &Tenant, namespace: &str, ctx: &Context) -> Result<(), Error> {
-    let object = Namespace {
-        metadata: ObjectMeta {
-            name: Some(namespace.to_owned()),
-            labels: Some(
-                [
-                    (labels::TENANT.to_owned(), tenant.name_any()),
-                    (labels::MANAGED_BY.to_owned(), labels::MANAGER.to_owned()),
-                ]
-                .into(),
-            ),
-            ..ObjectMeta::default()
-        },
-        ..Namespace::default()
-    };
-    apply(Api::<Namespace>::all(ctx.client.clone()), namespace, &object).await
-}
-
-async fn apply_rbac(tenant: &Tenant, namespace: &str, ctx: &Context) -> Result<(), Error> {
-    // Never the status subresource: a status is Berth's record of what it provisioned,
-    // and one an owner could write (phase Ready, a commit) would skip the budget guard.
-    let rule = |verbs: &[&str]| PolicyRule {
-        api_groups: Some(vec![crate::api::GROUP.to_owned()]),
-        resources: Some(vec!["environmentrequests".to_owned()]),
-        verbs: verbs.iter().map(|v| (*v).to_owned()).collect(),
-        ..PolicyRule::default()
-    };
-    let roles = [
-        (REQUESTER_ROLE, vec![rule(&["get", "list", "watch", "create"])]),
-        (MANAGER_ROLE, vec![rule(&["get", "list", "watch", "create", "update", "patch", "delete"])]),
-    ];
-    let role_api: Api<Role> = Api::namespaced(ctx.client.clone(), namespace);
-    for (name, rules) in roles {
-        let role = Role { metadata: owned_meta(tenant, name, namespace), rules: Some(rules) };
-        apply(role_api.clone(), name, &role).await?;
+    fn terminating() -> SetupFailure {
+        SetupFailure::Terminating { namespace: "payments".into() }
     }
-    let binding_api: Api<RoleBinding> = Api::namespaced(ctx.client.clone(), namespace);
-    let bindings =
-        [("berth-members", REQUESTER_ROLE, &tenant.spec.members), ("berth-owners", MANAGER_ROLE, &tenant.spec.owners)];
-    for (name, role, people) in bindings {
-        let binding = RoleBinding {
-            metadata: owned_meta(tenant, name, namespace),
-            role_ref: RoleRef {
-                api_group: "rbac.authorization.k8s.io".to_owned(),
-                kind: "Role".to_owned(),
-                name: role.to_owned(),
-            },
-            subjects: Some(
-                people
-                    .iter()
-                    .map(|p| Subject {
-                        api_group: Some("rbac.authorization.k8s.io".to_owned()),
-                        kind: match p.kind {
-                            SubjectKind::User => "User",
-                            SubjectKind::Group => "Group",
-                        }
-                        .to_owned(),
-                        name: p.name.clone(),
-                        namespace: None,
-                    })
-                    .collect(),
-            ),
+
+    /// The tenant after a status write of `status`.
+    fn with(status: TenantStatus) -> Tenant {
+        let mut tenant = crate::test_support::payments();
+        tenant.metadata.generation = Some(1);
+        tenant.status = Some(status);
+        tenant
+    }
+
+    fn status(tenant: &Tenant, failure: Option<&SetupFailure>, now: i64) -> TenantStatus {
+        next_status(tenant, "payments", failure, 0, 0, &budget::Amounts::new(), &at(now))
+    }
+
+    #[test]
+    fn a_tenant_that_cannot_be_set_up_is_not_ready_and_says_why() {
+        let mut tenant = crate::test_support::payments();
+        tenant.metadata.generation = Some(1);
+        let status = status(&tenant, Some(&terminating()), 10);
+        let ready = conditions::find(&status.conditions, types::READY).expect("Ready");
+        assert_eq!(ready.status, "False");
+        assert_eq!(ready.reason, "NamespaceTerminating");
+        assert_eq!(ready.message, terminating().message());
+        assert_eq!(ready.observed_generation, Some(1));
+        assert_eq!(status.request_namespace, None, "no namespace to point people at yet");
+        assert!(conditions::find(&status.conditions, types::WITHIN_BUDGET).is_some(), "usage is still reported");
+    }
+
+    #[test]
+    fn the_same_failure_again_writes_the_same_status() {
+        let first = status(&with(TenantStatus::default()), Some(&terminating()), 10);
+        let again = status(&with(first.clone()), Some(&terminating()), 20);
+        assert_eq!(again, first, "no write, so no watch event and no event per retry");
+    }
+
+    #[test]
+    fn a_fixed_tenant_recovers_to_ready_and_keeps_its_namespace_when_it_fails_later() {
+        let failed = status(&with(TenantStatus::default()), Some(&terminating()), 10);
+        let recovered = status(&with(failed), None, 30);
+        let ready = conditions::find(&recovered.conditions, types::READY).expect("Ready");
+        assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("True", "NamespaceReady"));
+        assert_eq!(ready.last_transition_time, at(30));
+        assert_eq!(recovered.request_namespace.as_deref(), Some("payments"));
+
+        let refused = SetupFailure::Rbac {
+            namespace: "payments".into(),
+            object: "Role berth-requester".into(),
+            cause: "forbidden".into(),
         };
-        apply(binding_api.clone(), name, &binding).await?;
+        let failed_again = status(&with(recovered), Some(&refused), 40);
+        let ready = conditions::find(&failed_again.conditions, types::READY).expect("Ready");
+        assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("False", "RBACFailed"));
+        assert_eq!(failed_again.request_namespace.as_deref(), Some("payments"), "the namespace was made before");
     }
-    Ok(())
 }

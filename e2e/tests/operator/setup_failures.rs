@@ -1,0 +1,101 @@
+//! What Berth cannot do it says: a Tenant whose namespace the apiserver will not
+//! let it set up reports why in `Ready` and one Warning event, and recovers alone.
+
+use std::time::Duration;
+
+use berth::api::{
+    Tenant,
+    conditions::{find, types},
+};
+use k8s_openapi::api::{core::v1::Namespace, events::v1::Event};
+use kube::{
+    Api,
+    api::{DeleteParams, ListParams, Patch, PatchParams, PostParams},
+};
+
+use crate::*;
+
+/// Holds a deleted namespace in Terminating until the test lets it go.
+const HOLD: &str = "e2e.berth.dev/hold";
+
+/// Events (events.k8s.io) about the cluster-scoped `kind`/`name`, oldest first; they
+/// live in `default`, where kubectl looks for them.
+async fn events_about(kind: &str, name: &str) -> Vec<Event> {
+    let events: Api<Event> = Api::namespaced(cluster().client("admin").await, "default");
+    let mut found: Vec<Event> = events
+        .list(&ListParams::default())
+        .await
+        .map(|list| list.items)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|e| {
+            e.regarding.as_ref().is_some_and(|r| r.kind.as_deref() == Some(kind) && r.name.as_deref() == Some(name))
+        })
+        .collect();
+    found.sort_by_key(|e| e.event_time.as_ref().map(|t| t.0));
+    found
+}
+
+/// The tenant's `Ready` condition as `(status, reason, message)`, once it has one.
+async fn ready_of(tenants: &Api<Tenant>, name: &str) -> Option<(String, String, String)> {
+    let tenant = tenants.get_opt(name).await.ok().flatten()?;
+    let ready = find(&tenant.status?.conditions, types::READY)?.clone();
+    Some((ready.status, ready.reason, ready.message))
+}
+
+#[tokio::test]
+async fn a_tenant_whose_namespace_is_being_deleted_says_so_once_and_recovers_when_it_is_gone() {
+    operator().await;
+    let admin = cluster().client("admin").await;
+    let name = format!("tn-{}", suffix());
+    // A namespace someone deleted that is still going away (here held by a finalizer,
+    // in life by a slow controller): nothing can be created in it.
+    let namespaces: Api<Namespace> = Api::all(admin.clone());
+    let mut held = Namespace::default();
+    held.metadata.name = Some(name.clone());
+    held.metadata.finalizers = Some(vec![HOLD.to_owned()]);
+    namespaces.create(&PostParams::default(), &held).await.expect("create the namespace");
+    namespaces.delete(&name, &DeleteParams::default()).await.expect("delete the namespace");
+
+    kubectl_apply(&tenant_yaml(&name, &["preview"], "{}")).await;
+    let tenants: Api<Tenant> = Api::all(admin.clone());
+    let (_, reason, message) = wait_for(Duration::from_secs(30), "Ready=False on the tenant", || {
+        let (tenants, name) = (tenants.clone(), name.clone());
+        async move { ready_of(&tenants, &name).await.filter(|(status, _, _)| status == "False") }
+    })
+    .await;
+    assert_eq!(reason, "NamespaceTerminating");
+    assert!(message.contains(&format!("namespace {name} is being deleted")), "{message}");
+    assert!(message.contains(&format!("kubectl get namespace {name} -o yaml")), "says what to look at: {message}");
+
+    let warning = wait_for(Duration::from_secs(15), "a Warning event on the tenant", || {
+        let name = name.clone();
+        async move { events_about("Tenant", &name).await.into_iter().find(|e| e.type_.as_deref() == Some("Warning")) }
+    })
+    .await;
+    assert_eq!(warning.reason.as_deref(), Some("NamespaceTerminating"));
+    assert_eq!(warning.note.as_deref(), Some(message.as_str()));
+    // Berth looks again every 5 s while the namespace goes away; each look finds the
+    // same thing and tells nobody again.
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    let warnings = events_about("Tenant", &name).await.into_iter().filter(|e| e.type_.as_deref() == Some("Warning"));
+    assert_eq!(warnings.count(), 1, "one Warning for one failure, not one per retry");
+
+    // Let the namespace go: Berth creates it again, binds the team and says so.
+    let release = serde_json::json!({"metadata": {"finalizers": null}});
+    namespaces.patch(&name, &PatchParams::default(), &Patch::Merge(&release)).await.expect("release the namespace");
+    wait_for(Duration::from_secs(60), "Ready=True again", || {
+        let (tenants, name) = (tenants.clone(), name.clone());
+        async move { ready_of(&tenants, &name).await.filter(|(status, _, _)| status == "True") }
+    })
+    .await;
+    wait_tenant_members(&name).await;
+    let recreated = namespaces.get(&name).await.expect("the namespace is back");
+    assert!(recreated.metadata.deletion_timestamp.is_none(), "a new namespace, not the one that was going");
+    let told = wait_for(Duration::from_secs(15), "a Normal event on recovery", || {
+        let name = name.clone();
+        async move { events_about("Tenant", &name).await.into_iter().find(|e| e.type_.as_deref() == Some("Normal")) }
+    })
+    .await;
+    assert_eq!(told.reason.as_deref(), Some("NamespaceReady"));
+}
