@@ -81,7 +81,7 @@ fn default_cluster() -> String {
 pub struct AppSource {
     /// Name of the app, used in the Argo CD Application's name.
     #[schemars(length(min = 1, max = 53))]
-    #[x_kube(validation = Rule::new(format!("self.matches('{}')", super::DNS_LABEL))
+    #[x_kube(validation = Rule::new("self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$')")
         .message("app.name must be lowercase letters, digits and '-', starting and ending with a letter or digit"))]
     pub name: String,
     /// Git repository holding the app's manifests. No credentials in it: Argo CD's
