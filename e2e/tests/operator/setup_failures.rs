@@ -99,3 +99,68 @@ async fn a_tenant_whose_namespace_is_being_deleted_says_so_once_and_recovers_whe
     .await;
     assert_eq!(told.reason.as_deref(), Some("NamespaceReady"));
 }
+
+/// A ValidatingAdmissionPolicy (bound to deny) refusing to create the namespace `name`.
+fn policy_denying_namespace(name: &str, message: &str) -> String {
+    format!(
+        "apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicy
+metadata: {{name: e2e-deny-{name}}}
+spec:
+  failurePolicy: Fail
+  matchConstraints:
+    resourceRules:
+      - {{apiGroups: [''], apiVersions: [v1], operations: [CREATE], resources: [namespaces]}}
+  validations:
+    - expression: \"object.metadata.name != '{name}'\"
+      message: \"{message}\"
+---
+apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicyBinding
+metadata: {{name: e2e-deny-{name}}}
+spec:
+  policyName: e2e-deny-{name}
+  validationActions: [Deny]
+"
+    )
+}
+
+#[tokio::test]
+async fn a_tenant_whose_namespace_a_policy_refuses_carries_the_apiservers_words() {
+    operator().await;
+    let name = format!("tn-{}", suffix());
+    let said = format!("namespace {name} is reserved for the payments migration");
+    let policy = policy_denying_namespace(&name, &said);
+    kubectl_apply(&policy).await;
+    // A new policy takes a moment to be enforced: wait until it refuses.
+    wait_for(Duration::from_secs(30), "the policy to refuse the namespace", || {
+        let name = name.clone();
+        async move {
+            let out = cluster().kubectl("admin", &["create", "namespace", &name, "--dry-run=server"], None).await;
+            (!out.success).then_some(())
+        }
+    })
+    .await;
+
+    kubectl_apply(&tenant_yaml(&name, &["preview"], "{}")).await;
+    let tenants: Api<Tenant> = Api::all(cluster().client("admin").await);
+    let (_, reason, message) = wait_for(Duration::from_secs(30), "Ready=False on the tenant", || {
+        let (tenants, name) = (tenants.clone(), name.clone());
+        async move { ready_of(&tenants, &name).await.filter(|(status, _, _)| status == "False") }
+    })
+    .await;
+    assert_eq!(reason, "NamespaceFailed");
+    assert!(message.starts_with(&format!("cannot create or update namespace {name}: ")), "{message}");
+    assert!(message.contains(&said), "the apiserver's own words: {message}");
+    let warning = wait_for(Duration::from_secs(15), "a Warning event on the tenant", || {
+        let name = name.clone();
+        async move { events_about("Tenant", &name).await.into_iter().find(|e| e.type_.as_deref() == Some("Warning")) }
+    })
+    .await;
+    assert_eq!(warning.reason.as_deref(), Some("NamespaceFailed"));
+
+    let cleanup = cluster().kubectl("admin", &["delete", "-f", "-"], Some(&policy)).await;
+    assert!(cleanup.success, "{}", cleanup.stderr);
+    let gone = cluster().kubectl("admin", &["delete", "tenant", &name], None).await;
+    assert!(gone.success, "{}", gone.stderr);
+}
