@@ -55,6 +55,8 @@ pub mod reasons {
     pub const NAMESPACE_TERMINATING: &str = "NamespaceTerminating";
     /// The apiserver refused (or did not answer) a Role or RoleBinding of the tenant.
     pub const RBAC_FAILED: &str = "RBACFailed";
+    /// An older tenant has the same request namespace and keeps it.
+    pub const NAMESPACE_CONTESTED: &str = "NamespaceContested";
     pub const RENDERED: &str = "Rendered";
     /// A class's environments could not be re-rendered and committed.
     pub const RERENDER_FAILED: &str = "RerenderFailed";

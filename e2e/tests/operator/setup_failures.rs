@@ -43,6 +43,25 @@ async fn ready_of(tenants: &Api<Tenant>, name: &str) -> Option<(String, String, 
     Some((ready.status, ready.reason, ready.message))
 }
 
+/// Waits until the tenant's `Ready` has `status` and returns `(reason, message)`.
+async fn wait_ready_is(name: &str, status: &'static str) -> (String, String) {
+    let tenants: Api<Tenant> = Api::all(cluster().client("admin").await);
+    let (_, reason, message) = wait_for(Duration::from_secs(60), &format!("Ready={status} on tenant {name}"), || {
+        let tenants = tenants.clone();
+        async move { ready_of(&tenants, name).await.filter(|(now, _, _)| now == status) }
+    })
+    .await;
+    (reason, message)
+}
+
+/// Waits for an event of `type_` (`Warning`, `Normal`) about the tenant.
+async fn wait_event(name: &str, type_: &'static str) -> Event {
+    wait_for(Duration::from_secs(15), &format!("a {type_} event on tenant {name}"), || async move {
+        events_about("Tenant", name).await.into_iter().find(|e| e.type_.as_deref() == Some(type_))
+    })
+    .await
+}
+
 #[tokio::test]
 async fn a_tenant_whose_namespace_is_being_deleted_says_so_once_and_recovers_when_it_is_gone() {
     operator().await;
@@ -58,21 +77,12 @@ async fn a_tenant_whose_namespace_is_being_deleted_says_so_once_and_recovers_whe
     namespaces.delete(&name, &DeleteParams::default()).await.expect("delete the namespace");
 
     kubectl_apply(&tenant_yaml(&name, &["preview"], "{}")).await;
-    let tenants: Api<Tenant> = Api::all(admin.clone());
-    let (_, reason, message) = wait_for(Duration::from_secs(30), "Ready=False on the tenant", || {
-        let (tenants, name) = (tenants.clone(), name.clone());
-        async move { ready_of(&tenants, &name).await.filter(|(status, _, _)| status == "False") }
-    })
-    .await;
+    let (reason, message) = wait_ready_is(&name, "False").await;
     assert_eq!(reason, "NamespaceTerminating");
     assert!(message.contains(&format!("namespace {name} is being deleted")), "{message}");
     assert!(message.contains(&format!("kubectl get namespace {name} -o yaml")), "says what to look at: {message}");
 
-    let warning = wait_for(Duration::from_secs(15), "a Warning event on the tenant", || {
-        let name = name.clone();
-        async move { events_about("Tenant", &name).await.into_iter().find(|e| e.type_.as_deref() == Some("Warning")) }
-    })
-    .await;
+    let warning = wait_event(&name, "Warning").await;
     assert_eq!(warning.reason.as_deref(), Some("NamespaceTerminating"));
     assert_eq!(warning.note.as_deref(), Some(message.as_str()));
     // Berth looks again every 5 s while the namespace goes away; each look finds the
@@ -84,19 +94,11 @@ async fn a_tenant_whose_namespace_is_being_deleted_says_so_once_and_recovers_whe
     // Let the namespace go: Berth creates it again, binds the team and says so.
     let release = serde_json::json!({"metadata": {"finalizers": null}});
     namespaces.patch(&name, &PatchParams::default(), &Patch::Merge(&release)).await.expect("release the namespace");
-    wait_for(Duration::from_secs(60), "Ready=True again", || {
-        let (tenants, name) = (tenants.clone(), name.clone());
-        async move { ready_of(&tenants, &name).await.filter(|(status, _, _)| status == "True") }
-    })
-    .await;
+    wait_ready_is(&name, "True").await;
     wait_tenant_members(&name).await;
     let recreated = namespaces.get(&name).await.expect("the namespace is back");
     assert!(recreated.metadata.deletion_timestamp.is_none(), "a new namespace, not the one that was going");
-    let told = wait_for(Duration::from_secs(15), "a Normal event on recovery", || {
-        let name = name.clone();
-        async move { events_about("Tenant", &name).await.into_iter().find(|e| e.type_.as_deref() == Some("Normal")) }
-    })
-    .await;
+    let told = wait_event(&name, "Normal").await;
     assert_eq!(told.reason.as_deref(), Some("NamespaceReady"));
 }
 
@@ -143,24 +145,45 @@ async fn a_tenant_whose_namespace_a_policy_refuses_carries_the_apiservers_words(
     .await;
 
     kubectl_apply(&tenant_yaml(&name, &["preview"], "{}")).await;
-    let tenants: Api<Tenant> = Api::all(cluster().client("admin").await);
-    let (_, reason, message) = wait_for(Duration::from_secs(30), "Ready=False on the tenant", || {
-        let (tenants, name) = (tenants.clone(), name.clone());
-        async move { ready_of(&tenants, &name).await.filter(|(status, _, _)| status == "False") }
-    })
-    .await;
+    let (reason, message) = wait_ready_is(&name, "False").await;
     assert_eq!(reason, "NamespaceFailed");
     assert!(message.starts_with(&format!("cannot create or update namespace {name}: ")), "{message}");
     assert!(message.contains(&said), "the apiserver's own words: {message}");
-    let warning = wait_for(Duration::from_secs(15), "a Warning event on the tenant", || {
-        let name = name.clone();
-        async move { events_about("Tenant", &name).await.into_iter().find(|e| e.type_.as_deref() == Some("Warning")) }
-    })
-    .await;
+    let warning = wait_event(&name, "Warning").await;
     assert_eq!(warning.reason.as_deref(), Some("NamespaceFailed"));
 
     let cleanup = cluster().kubectl("admin", &["delete", "-f", "-"], Some(&policy)).await;
     assert!(cleanup.success, "{}", cleanup.stderr);
     let gone = cluster().kubectl("admin", &["delete", "tenant", &name], None).await;
     assert!(gone.success, "{}", gone.stderr);
+}
+
+#[tokio::test]
+async fn a_second_tenant_claiming_a_namespace_leaves_it_to_the_first_and_says_so() {
+    // This suite runs without Berth's webhook, which would refuse the second tenant.
+    operator().await;
+    let name = format!("tn-{}", suffix());
+    kubectl_apply(&tenant_yaml(&name, &["preview"], "{}")).await;
+    wait_tenant_members(&name).await;
+    let copycat = format!("{name}-2");
+    let yaml = tenant_yaml(&copycat, &["preview"], "{}")
+        .replace(&format!("requestNamespace: {copycat}"), &format!("requestNamespace: {name}"));
+    kubectl_apply(&yaml).await;
+
+    let tenants: Api<Tenant> = Api::all(cluster().client("admin").await);
+    let (reason, message) = wait_ready_is(&copycat, "False").await;
+    assert_eq!(reason, "NamespaceContested");
+    assert!(message.contains(&format!("already the request namespace of tenant {name}")), "{message}");
+    let warning = wait_event(&copycat, "Warning").await;
+    assert_eq!(warning.reason.as_deref(), Some("NamespaceContested"));
+
+    // The namespace and its roles stay the first tenant's: nothing relabels them.
+    let namespace = Api::<Namespace>::all(cluster().client("admin").await).get(&name).await.expect("namespace");
+    assert_eq!(namespace.metadata.labels.unwrap_or_default().get("berth.dev/tenant"), Some(&name));
+    let roles: Api<k8s_openapi::api::rbac::v1::Role> = Api::namespaced(cluster().client("admin").await, &name);
+    let role = roles.get("berth-manager").await.expect("the first tenant's role");
+    let owners: Vec<String> = role.metadata.owner_references.unwrap_or_default().into_iter().map(|o| o.name).collect();
+    assert_eq!(owners, vec![name.clone()]);
+    let first = ready_of(&tenants, &name).await.expect("the first tenant's Ready");
+    assert_eq!((first.0.as_str(), first.1.as_str()), ("True", "NamespaceReady"));
 }

@@ -27,10 +27,6 @@ use crate::{
 pub use crate::policy::request::request_namespace;
 use setup::{SetupFailed, SetupFailure};
 
-/// How often a tenant whose namespace is being deleted looks again (nothing
-/// watches namespaces for the tenant controller).
-const TERMINATING_POLL: Duration = Duration::from_secs(5);
-
 pub async fn reconcile(tenant: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action, Error> {
     let namespace = request_namespace(&tenant);
     let setup = setup::set_up(&tenant, &namespace, &ctx).await;
@@ -67,7 +63,7 @@ pub async fn reconcile(tenant: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action,
         // Retried as the error says (transient: seconds; a refusal: minutes); the
         // status and event above are written once, not on every retry.
         Err(SetupFailed { error: Some(error), .. }) => Err(error),
-        Err(SetupFailed { error: None, .. }) => Ok(Action::requeue(TERMINATING_POLL)),
+        Err(SetupFailed { error: None, failure }) => Ok(Action::requeue(failure.poll())),
     }
 }
 

