@@ -263,3 +263,125 @@ async fn immutability_rules_refuse_updates_and_keep_the_stored_object() {
         assert_eq!(stored_spec().await, before, "{}: the refused update changed the stored object", case.rule);
     }
 }
+
+/// A name the apiserver takes or refuses, and the rule that decides.
+struct Name<'a> {
+    rule: &'a str,
+    file: &'a str,
+    name: String,
+    /// `spec.requestNamespace` (tenants only): `Some(None)` removes it.
+    request_namespace: Option<Option<&'a str>>,
+    /// The refusal's message, or `None` when the object is accepted.
+    refused_with: Option<&'a str>,
+}
+
+#[tokio::test]
+async fn names_that_cannot_become_a_namespace_or_a_label_are_refused() {
+    let cluster = cluster();
+    cluster.install_crds().await;
+    // Names are cluster-wide: this run's own letters keep parallel runs apart.
+    let namespace = cluster.namespace("cel-names").await;
+    let run = namespace.trim_start_matches("cel-names-");
+    let long = |length: usize| format!("{run}-{}", "a".repeat(length - run.len() - 1));
+    let too_long = "at most 63 characters; pick a name of at most 63 characters";
+    let not_a_label =
+        "without spec.requestNamespace a Tenant's name becomes its request namespace, which must be a DNS label";
+    let bad_namespace = "requestNamespace must be a namespace name: lowercase letters, digits and '-'";
+    let cases = [
+        Name {
+            rule: "a 64-character tenant name is refused",
+            file: "tenant-payments.yaml",
+            name: long(64),
+            request_namespace: Some(None),
+            refused_with: Some(too_long),
+        },
+        Name {
+            rule: "a 64-character tenant name is refused even with its own request namespace (a label value)",
+            file: "tenant-payments.yaml",
+            name: long(64),
+            request_namespace: Some(Some("payments")),
+            refused_with: Some(too_long),
+        },
+        Name {
+            rule: "a 63-character tenant name that is a DNS label is accepted",
+            file: "tenant-payments.yaml",
+            name: long(63),
+            request_namespace: Some(None),
+            refused_with: None,
+        },
+        Name {
+            rule: "a dotted tenant name cannot be its own request namespace",
+            file: "tenant-payments.yaml",
+            name: format!("team.{run}"),
+            request_namespace: Some(None),
+            refused_with: Some(not_a_label),
+        },
+        Name {
+            rule: "a dotted tenant name is fine with a request namespace of its own",
+            file: "tenant-payments.yaml",
+            name: format!("team.{run}"),
+            request_namespace: Some(Some("payments")),
+            refused_with: None,
+        },
+        Name {
+            rule: "requestNamespace with capitals and underscores is refused",
+            file: "tenant-payments.yaml",
+            name: format!("tn-{run}"),
+            request_namespace: Some(Some("Team_Payments")),
+            refused_with: Some(bad_namespace),
+        },
+        Name {
+            rule: "requestNamespace starting with '-' is refused",
+            file: "tenant-payments.yaml",
+            name: format!("tn-{run}"),
+            request_namespace: Some(Some("-payments")),
+            refused_with: Some(bad_namespace),
+        },
+        Name {
+            rule: "a 64-character class name is refused",
+            file: "environmentclass-preview.yaml",
+            name: long(64),
+            request_namespace: None,
+            refused_with: Some(too_long),
+        },
+        Name {
+            rule: "a 63-character class name is accepted",
+            file: "environmentclass-preview.yaml",
+            name: long(63),
+            request_namespace: None,
+            refused_with: None,
+        },
+    ];
+    for case in &cases {
+        let mut doc = example_as(case.file, &case.name, &namespace);
+        if let Some(request_namespace) = case.request_namespace {
+            let spec = doc.get_mut("spec").and_then(Value::as_mapping_mut).expect("a spec");
+            match request_namespace {
+                Some(value) => spec.insert("requestNamespace".into(), value.into()),
+                None => spec.remove("requestNamespace"),
+            };
+        }
+        let created = cluster.kubectl("admin", &["create", "-f", "-"], Some(&to_yaml(&doc))).await;
+        let kind = doc["kind"].as_str().unwrap_or_default().to_lowercase();
+        match case.refused_with {
+            Some(message) => {
+                assert!(!created.success, "{}: the apiserver accepted {}", case.rule, to_yaml(&doc));
+                assert!(
+                    created.stderr.contains(message),
+                    "{}: expected {message:?} in:\n{}",
+                    case.rule,
+                    created.stderr
+                );
+                let lookup = cluster
+                    .kubectl("admin", &["get", &kind, &case.name, "--ignore-not-found", "-o", "name"], None)
+                    .await;
+                assert!(lookup.success && lookup.stdout.trim().is_empty(), "{}: stored: {}", case.rule, lookup.stdout);
+            }
+            None => {
+                assert!(created.success, "{}: refused: {}", case.rule, created.stderr);
+                let deleted = cluster.kubectl("admin", &["delete", &kind, &case.name], None).await;
+                assert!(deleted.success, "{}: {}", case.rule, deleted.stderr);
+            }
+        }
+    }
+}
