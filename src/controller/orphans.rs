@@ -10,12 +10,16 @@
 //! A folder is Berth's when its [`OWNER_FILE`](super::inventory::OWNER_FILE) names a
 //! request; anything else in the repository is left alone. A folder is removed only
 //! when its request is missing from the watch cache (which must hold its first list)
-//! **and** from a consistent list read from the apiserver right then, so a cache that
-//! is empty or behind after a startup glitch never deletes anything.
+//! **and** from a consistent list read from the apiserver right then, and is checked
+//! against the cache once more just before it goes. A sweep that would remove more than
+//! half of Berth's folders (and more than [`MASS_FLOOR`]) removes nothing and says so:
+//! an empty or wrong cluster after a restore, or two installations sharing a repository,
+//! look exactly like that, and a glitch must never delete every environment.
+//! In pull-request mode nothing is swept: removals would wait on promotion branches.
 
 use std::{collections::HashSet, sync::Arc, time::Duration};
 
-use kube::{Api, ResourceExt, api::ListParams};
+use kube::{Api, ResourceExt, api::ListParams, runtime::reflector::ObjectRef};
 
 use super::{
     Context, Error,
@@ -28,17 +32,32 @@ use crate::{
 
 /// How often the leader compares git with the requests that exist.
 pub const SWEEP_INTERVAL: Duration = Duration::from_secs(300);
-/// How soon a sweep that failed (remote or apiserver down) is tried again.
+/// How soon a sweep that failed (remote or apiserver down) is first tried again; the
+/// wait doubles up to [`RETRY_MAX`], so an outage does not keep the writer fetching.
 const RETRY: Duration = Duration::from_secs(5);
+const RETRY_MAX: Duration = Duration::from_secs(60);
+/// A sweep may always remove this many orphans; more only when they are at most half
+/// of Berth's folders.
+pub const MASS_FLOOR: usize = 10;
 
 /// Sweeps at start and every [`SWEEP_INTERVAL`] until dropped (the controllers stop).
 pub async fn sweep_periodically(ctx: Arc<Context>) {
+    if !ctx.writer.pushes_to_watched_branch() {
+        tracing::info!("pull-request mode: folders left by deleted requests are not swept from git");
+        return;
+    }
+    let mut retry = RETRY;
     loop {
         let next = match sweep(&ctx).await {
-            Ok(_) => SWEEP_INTERVAL,
+            Ok(_) => {
+                retry = RETRY;
+                SWEEP_INTERVAL
+            }
             Err(error) => {
                 tracing::warn!(%error, "cannot compare the GitOps repository with the requests; trying again");
-                RETRY
+                let next = retry;
+                retry = (retry * 2).min(RETRY_MAX);
+                next
             }
         };
         tokio::time::sleep(next).await;
@@ -65,6 +84,28 @@ pub fn orphans<'a>(
             (!requests.contains(owner)).then(|| Orphan { path: path.clone(), owner: owner.clone() })
         })
         .collect()
+}
+
+/// A sweep that would remove too much, so removes nothing.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "{orphans} of Berth's {folders} folders in git name requests that do not exist; that many looks like an empty \
+     or wrong cluster (a restore in progress, another installation sharing the repository), so none is removed: \
+     delete the folders by hand if the requests are really gone"
+)]
+pub struct TooMany {
+    pub orphans: usize,
+    pub folders: usize,
+}
+
+/// The orphans to remove: `candidates` (missing from the cache) that `listed` (a
+/// consistent read) lacks too, unless they are too many of Berth's `folders`.
+pub fn confirmed(candidates: Vec<Orphan>, listed: &HashSet<String>, folders: usize) -> Result<Vec<Orphan>, TooMany> {
+    let orphans: Vec<Orphan> = candidates.into_iter().filter(|orphan| !listed.contains(&orphan.owner)).collect();
+    if orphans.len() > MASS_FLOOR.max(folders / 2) {
+        return Err(TooMany { orphans: orphans.len(), folders });
+    }
+    Ok(orphans)
 }
 
 fn key(request: &EnvironmentRequest) -> String {
@@ -94,7 +135,7 @@ pub async fn sweep(ctx: &Context) -> Result<usize, Error> {
     }
     // Then the apiserver, read consistently now: only what both lack is an orphan.
     let api = Api::<EnvironmentRequest>::all(ctx.client.clone());
-    let existing: HashSet<String> = api
+    let listed: HashSet<String> = api
         .list_metadata(&ListParams::default())
         .await
         .map_err(|source| Error::Read { what: "EnvironmentRequests".to_owned(), source })?
@@ -102,8 +143,21 @@ pub async fn sweep(ctx: &Context) -> Result<usize, Error> {
         .iter()
         .map(|meta| format!("{}/{}", meta.namespace().unwrap_or_default(), meta.name_any()))
         .collect();
-    let confirmed: Vec<Orphan> = candidates.into_iter().filter(|orphan| !existing.contains(&orphan.owner)).collect();
-    let removals = confirmed.iter().map(|orphan| async move {
+    let berth_folders = folders.iter().filter(|(_, owner)| owner.is_some()).count();
+    let confirmed = match confirmed(candidates, &listed, berth_folders) {
+        Ok(confirmed) => confirmed,
+        Err(too_many) => {
+            tracing::warn!(orphans = too_many.orphans, folders = too_many.folders, "{too_many}");
+            return Ok(0);
+        }
+    };
+    // A request re-created under the same name since the list keeps its folder.
+    let stores = ctx.stores().await?;
+    let still_gone = |orphan: &Orphan| {
+        let (namespace, name) = orphan.owner.split_once('/').unwrap_or_default();
+        stores.requests.get(&ObjectRef::new(name).within(namespace)).is_none()
+    };
+    let removals = confirmed.iter().filter(|orphan| still_gone(orphan)).map(|orphan| async move {
         let reason = ChangeReason::new(
             orphan.owner.clone(),
             None,
@@ -115,16 +169,15 @@ pub async fn sweep(ctx: &Context) -> Result<usize, Error> {
             ctx.inventory.removed(orphan.path.as_str());
             ctx.committed.forget(orphan.path.as_str());
         }
-        removed.map_err(|source| Error::Remove { path: orphan.path.to_string(), source })
+        removed.map(|_| orphan.path.as_str()).map_err(|source| Error::Remove { path: orphan.path.to_string(), source })
     });
     let results = futures::future::join_all(removals).await;
-    let removed = results.iter().filter(|r| r.is_ok()).count();
-    if removed > 0 {
-        ctx.metrics.count_orphans_removed(removed as u64);
-        let paths: Vec<&str> = confirmed.iter().map(|o| o.path.as_str()).collect();
-        tracing::info!(removed, ?paths, "removed folders from git whose requests no longer exist");
+    let removed: Vec<&str> = results.iter().filter_map(|r| r.as_ref().ok().copied()).collect();
+    if !removed.is_empty() {
+        ctx.metrics.count_orphans_removed(removed.len() as u64);
+        tracing::info!(count = removed.len(), paths = ?removed, "removed folders from git whose requests no longer exist");
     }
-    results.into_iter().find_map(Result::err).map_or(Ok(removed), Err)
+    results.into_iter().find_map(Result::err).map_or(Ok(removed.len()), Err)
 }
 
 #[cfg(test)]
@@ -152,5 +205,31 @@ mod tests {
         );
         // With every request gone, every folder Berth owns is an orphan, and only those.
         assert_eq!(orphans(&folders, &HashSet::new()).len(), 2);
+    }
+
+    fn orphan(name: &str) -> Orphan {
+        Orphan {
+            path: RepoPath::parse(&format!("clusters/c/tenants/t/{name}")).expect("path"),
+            owner: format!("t/{name}"),
+        }
+    }
+
+    #[test]
+    fn only_what_the_apiserver_lacks_too_is_removed() {
+        let candidates = vec![orphan("a"), orphan("b")];
+        let listed: HashSet<String> = ["t/b".to_owned()].into();
+        assert_eq!(confirmed(candidates, &listed, 40), Ok(vec![orphan("a")]));
+    }
+
+    #[test]
+    fn a_sweep_that_would_remove_most_folders_removes_none() {
+        let many = |n: usize| (0..n).map(|i| orphan(&format!("r{i}"))).collect::<Vec<_>>();
+        let nothing_listed = HashSet::new();
+        // A few may always go, even all of a small installation's.
+        assert_eq!(confirmed(many(MASS_FLOOR), &nothing_listed, MASS_FLOOR).map(|o| o.len()), Ok(MASS_FLOOR));
+        // Half of a large one may go; more is an empty or wrong cluster.
+        assert_eq!(confirmed(many(50), &nothing_listed, 100).map(|o| o.len()), Ok(50));
+        assert_eq!(confirmed(many(51), &nothing_listed, 100), Err(TooMany { orphans: 51, folders: 100 }));
+        assert_eq!(confirmed(many(400), &nothing_listed, 400), Err(TooMany { orphans: 400, folders: 400 }));
     }
 }

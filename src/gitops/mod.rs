@@ -99,9 +99,10 @@ impl Writer {
     /// and returns a handle. Does not wait for the remote; see the module docs.
     pub async fn spawn(config: WriterConfig, metrics: GitOpsMetrics) -> Result<WriterHandle, Error> {
         config.validate()?;
+        let direct = config.mode == PushMode::Direct;
         let (tx, ready) = actor::spawn(config, metrics)?;
         ready.await.map_err(|_| Error::Stopped)??;
-        Ok(WriterHandle { tx })
+        Ok(WriterHandle { tx, direct })
     }
 }
 
@@ -109,9 +110,17 @@ impl Writer {
 #[derive(Debug, Clone)]
 pub struct WriterHandle {
     tx: mpsc::Sender<Request>,
+    /// Whether changes go straight to the watched branch ([`PushMode::Direct`]).
+    direct: bool,
 }
 
 impl WriterHandle {
+    /// Whether changes land on the watched branch itself; in pull-request mode they wait
+    /// on promotion branches until someone merges them.
+    pub fn pushes_to_watched_branch(&self) -> bool {
+        self.direct
+    }
+
     /// Makes folder `path` hold exactly `files` (name → content); files not listed are
     /// removed. An empty `files` removes the folder. Returns once the batch holding
     /// this change is on the remote (or failed).

@@ -282,3 +282,62 @@ async fn folders_of_requests_that_vanished_while_berth_was_down_are_swept_and_ot
     assert!(removed >= 2.0, "berth_gitops_orphans_removed_total is {removed}");
     assert!(operator_log().contains("removed folders from git whose requests no longer exist"));
 }
+
+#[tokio::test]
+async fn unrecorded_folders_leave_git_when_their_request_is_refused_or_deleted_after_a_restart() {
+    let _serial = SERIAL.lock().await;
+    operator().await;
+    let (tenant, class) = (format!("tn-{}", suffix()), format!("unrec-{}", suffix()));
+    kubectl_apply(&class_yaml(&class, 1, "")).await;
+    kubectl_apply(&tenant_yaml(&tenant, &[&class], "{}")).await;
+    wait_tenant_namespace(&tenant).await;
+    kubectl_apply(&request_yaml(&tenant, "probe", &tenant, "no-such-class", "")).await;
+    kubectl_apply(&refuse_status_writes(&tenant)).await;
+    wait_status_writes(&tenant, "probe", true).await;
+    for name in ["refused", "deleted"] {
+        kubectl_apply(&request_yaml(&tenant, name, &tenant, &class, "")).await;
+    }
+    wait_for(Duration::from_secs(60), "both folders in git", || async {
+        (folders_at_head(&remote(), &tenant_folder(&tenant)) == ["deleted", "refused"]).then_some(())
+    })
+    .await;
+    let requests: Api<EnvironmentRequest> = Api::namespaced(cluster().client("admin").await, &tenant);
+    wait_for(Duration::from_secs(30), "the finalizer on the request to delete", || {
+        let requests = requests.clone();
+        async move {
+            let request = requests.get_opt("deleted").await.ok().flatten()?;
+            request.metadata.finalizers?.contains(&"berth.dev/gitops-cleanup".to_owned()).then_some(())
+        }
+    })
+    .await;
+
+    // While Berth is down: one request is deleted, the other's class is no longer allowed.
+    operator().await.lock().unwrap_or_else(|e| e.into_inner()).kill();
+    let out = cluster()
+        .kubectl("admin", &["delete", "environmentrequest", "deleted", "-n", &tenant, "--wait=false"], None)
+        .await;
+    assert!(out.success, "{}", out.stderr);
+    kubectl_apply(&tenant_yaml(&tenant, &["some-other-class"], "{}")).await;
+    let out =
+        cluster().kubectl("admin", &["delete", "-f", "-", "--wait=true"], Some(&refuse_status_writes(&tenant))).await;
+    assert!(out.success, "{}", out.stderr);
+    wait_status_writes(&tenant, "probe", false).await;
+    restart_operator().await;
+
+    wait_phase(&tenant, "refused", Phase::Failed, Duration::from_secs(60)).await;
+    wait_for(Duration::from_secs(60), "both folders to leave git", || async {
+        folders_at_head(&remote(), &tenant_folder(&tenant)).is_empty().then_some(())
+    })
+    .await;
+    wait_for(Duration::from_secs(30), "the deleted request to go", || {
+        let requests = requests.clone();
+        async move { requests.get_opt("deleted").await.ok().and_then(|r| r.is_none().then_some(())) }
+    })
+    .await;
+    let events = cluster().kubectl("admin", &["get", "events", "-n", &tenant, "-o", "wide"], None).await;
+    assert!(
+        events.stdout.contains("Removed") && events.stdout.contains("which is refused"),
+        "a Removed event for the refused request:\n{}",
+        events.stdout
+    );
+}

@@ -1,6 +1,7 @@
 //! EnvironmentRequest controller: approval gate → budget guard → render → commit
 //! → status, TTL expiry, and a finalizer that removes the folder from git first.
 
+mod git_record;
 pub(crate) mod live;
 mod status;
 
@@ -42,12 +43,9 @@ use crate::{
 
 /// How often a settled request is looked at again when nothing changes.
 const RESYNC: Duration = Duration::from_secs(300);
-/// How long a reconcile waits for git's folders to be listed (after a start) before
-/// it gives up and requeues: decisions about folders need to know what git holds.
-const INVENTORY_WAIT: Duration = Duration::from_secs(10);
 
 /// `namespace/name`, as trailers and messages name a request.
-fn key(request: &EnvironmentRequest) -> String {
+pub(super) fn key(request: &EnvironmentRequest) -> String {
     format!("{}/{}", request.namespace().unwrap_or_default(), request.name_any())
 }
 
@@ -91,37 +89,17 @@ async fn apply(request: &EnvironmentRequest, ctx: &Context) -> Result<Action, Er
         Finding::Expired { .. } => Duration::from_secs(3600),
         _ => RESYNC,
     };
+    // Both are tried, so a refused status write does not keep a refused request's folder
+    // deployed, and an unreachable remote does not keep its refusal out of status.
+    let removed = match finding {
+        Finding::Denied(_) if !git_record::has_recorded_commit(request) => {
+            git_record::remove_unrecorded_folder(request, ctx, "refused").await
+        }
+        _ => Ok(()),
+    };
     write_status(request, ctx, &finding).await?;
-    if matches!(finding, Finding::Denied(_)) && !has_recorded_commit(request) {
-        remove_unrecorded_folder(request, ctx, "refused").await?;
-    }
+    removed?;
     Ok(Action::requeue(requeue))
-}
-
-/// Whether the request's status records a commit of its environment. One that does is
-/// handled by what its status says (a later refusal of a provisioned environment
-/// leaves it deployed, as before); one that does not may still have a folder in git.
-fn has_recorded_commit(request: &EnvironmentRequest) -> bool {
-    request.status.as_ref().and_then(|s| s.gitops.as_ref()).is_some_and(|g| g.commit.is_some())
-}
-
-/// The folder git holds for this very request (its Namespace file names it), whatever
-/// its status says, e.g. after a crash between commit and status write. Never a folder
-/// another request owns, so a request naming someone else's tenant removes nothing.
-async fn folder_in_git(request: &EnvironmentRequest, ctx: &Context) -> Result<Option<RepoPath>, Error> {
-    ctx.inventory.wait_loaded(INVENTORY_WAIT).await?;
-    Ok(ctx.inventory.folder_of(&key(request))?.and_then(|path| RepoPath::parse(&path).ok()))
-}
-
-/// Removes the request's folder from git if git holds one for it: a refused or deleted
-/// request must not stay deployed because its status never recorded the commit.
-async fn remove_unrecorded_folder(request: &EnvironmentRequest, ctx: &Context, why: &str) -> Result<(), Error> {
-    if let Some(path) = folder_in_git(request, ctx).await? {
-        remove(ctx, &path, request, why).await?;
-        let note = format!("removed {path} from git: it was committed for this request, which is {why}");
-        publish(ctx, request, EventType::Normal, "Removed", note).await;
-    }
-    Ok(())
 }
 
 /// Time from now until `at` (zero when past), for requeueing at expiry.
@@ -266,6 +244,9 @@ pub(crate) async fn commit_environment(
     if let Some(commit) = ctx.committed.current(path.as_str(), &digest) {
         return Ok(Ok((environment, done(commit))));
     }
+    // Recorded before the push: a change the writer owes after a failed push may still
+    // land, and a refusal or deletion meanwhile must know to remove it.
+    ctx.inventory.put(path.as_str(), &key(request));
     let files = environment.files.iter().map(|(name, yaml)| (name.clone(), yaml.clone().into_bytes())).collect();
     let summary = format!(
         "render {} ({} generation {})",
@@ -284,7 +265,6 @@ pub(crate) async fn commit_environment(
     // reports the same commit without touching git.
     let commit = outcome.commit.as_str().to_owned();
     ctx.committed.remember(path.as_str(), digest, commit.clone());
-    ctx.inventory.put(path.as_str(), &key(request));
     Ok(Ok((environment, done(commit))))
 }
 
@@ -322,12 +302,17 @@ async fn budget_decision(
 ) -> Result<Result<(), budget::BudgetExceeded>, Error> {
     let stores = ctx.stores().await?;
     // Folders a crashed process committed hold budget too; git must be listed first.
-    ctx.inventory.wait_loaded(INVENTORY_WAIT).await?;
+    ctx.inventory.wait_loaded(git_record::INVENTORY_WAIT).await?;
     let in_git = |r: &EnvironmentRequest| ctx.inventory.folder_of(&key(r)).is_ok_and(|folder| folder.is_some());
     Ok(ctx.budget.decide(request, tenant, || stores.requests.state(), &stores.classes.state(), in_git))
 }
 
-async fn remove(ctx: &Context, path: &RepoPath, request: &EnvironmentRequest, why: &str) -> Result<(), Error> {
+pub(super) async fn remove(
+    ctx: &Context,
+    path: &RepoPath,
+    request: &EnvironmentRequest,
+    why: &str,
+) -> Result<(), Error> {
     let reason =
         ChangeReason::new(key(request), request.metadata.generation, format!("remove {} ({why})", key(request)));
     ctx.writer.remove(path.clone(), reason).await.map_err(|source| Error::Remove { path: path.to_string(), source })?;
@@ -347,8 +332,9 @@ async fn cleanup(request: &EnvironmentRequest, ctx: &Context) -> Result<Action, 
         publish(ctx, request, EventType::Normal, "Removed", format!("removed {path} from git")).await;
     }
     // And a folder git holds for it that its status never recorded (a crash between
-    // commit and status write).
-    if let Some(path) = folder_in_git(request, ctx).await?
+    // commit and status write). Not listed yet (remote down at start): deletion does not
+    // wait for git, the orphan sweeper removes it once the request is gone.
+    if let Ok(Some(path)) = git_record::folder_in_git(request, ctx)
         && Some(&path) != recorded.as_ref()
     {
         remove(ctx, &path, request, "deleted").await?;
@@ -424,7 +410,7 @@ async fn patch_status(
 }
 
 /// Events are best effort: a failed event never fails a reconcile.
-async fn publish(ctx: &Context, request: &EnvironmentRequest, type_: EventType, reason: &str, note: String) {
+pub(super) async fn publish(ctx: &Context, request: &EnvironmentRequest, type_: EventType, reason: &str, note: String) {
     let event =
         Event { type_, reason: reason.to_owned(), note: Some(note), action: "Reconcile".to_owned(), secondary: None };
     if let Err(e) = ctx.events.publish(&event, &request.object_ref(&())).await {
