@@ -165,7 +165,9 @@ async fn after_an_apiserver_restart_every_watch_recovers_and_readyz_tells_while_
         }
         match outcome {
             Ok(_) if ready_after <= RECOVERY => {}
-            Ok(_) => failures.push(format!("restart {round}: Ready only {ready_after:.1?} after the apiserver answered")),
+            Ok(_) => {
+                failures.push(format!("restart {round}: Ready only {ready_after:.1?} after the apiserver answered"))
+            }
             Err(missing) => failures.push(format!("restart {round}: after {ready_after:.1?} still {missing}")),
         }
         if ready_again.is_none() {
