@@ -240,6 +240,27 @@ async fn run_watch<K>(
     }
 }
 
+/// How often a failing watch's kind is probed, and how long a probe may take.
+const PROBE_EVERY: Duration = Duration::from_secs(2);
+const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+// A probe proves only that the apiserver answers; the watch must have retried since.
+const _: () = assert!(WATCH_BACKOFF_MAX.as_millis() < crate::telemetry::WATCH_RETRY_WINDOW.as_millis());
+
+/// While the watch fails, lists one object of its kind now and then, so its health
+/// knows when the apiserver answers again (a watch that re-establishes says nothing).
+async fn probe_while_failing<K>(api: Api<K>, report: WatchReport)
+where
+    K: Resource + Clone + DeserializeOwned + Debug,
+{
+    let one = kube::api::ListParams::default().limit(1);
+    loop {
+        tokio::time::sleep(PROBE_EVERY).await;
+        if report.failing() && matches!(tokio::time::timeout(PROBE_TIMEOUT, api.list_metadata(&one)).await, Ok(Ok(_))) {
+            report.reached();
+        }
+    }
+}
+
 /// A store and its watch task (spawned here), objects [`slim`]med first; `feeds` feeds
 /// of its changes, subscribed before the watch starts so none misses the first list.
 fn reflected<K, const N: usize>(
@@ -259,6 +280,7 @@ where
     let feeds = std::array::from_fn(|_| subscribers.subscribe());
     tokio::spawn(async move {
         start_after.await;
+        tokio::spawn(probe_while_failing(api.clone(), report.clone()));
         run_watch(api, config, writer, subscribers, report).await;
     });
     (reader, feeds)

@@ -24,7 +24,7 @@ pub use metrics::{Controller, Metrics, Outcome, ReconcileTimer};
 pub use readiness::{Readiness, ReadinessCheck};
 pub use server::{ServerState, serve};
 pub use tracing::{DEFAULT_FILTER, LogFormat, TracingConfig, TracingGuard, current_trace_id, init_tracing};
-pub use watches::{WatchReport, Watches};
+pub use watches::{RETRY_WINDOW as WATCH_RETRY_WINDOW, WatchReport, Watches};
 
 /// Errors of the telemetry module.
 #[derive(Debug, thiserror::Error)]

@@ -3,9 +3,11 @@
 //!
 //! A watch reports every successful event and every error. kube's watcher says
 //! nothing when it re-establishes a watch that missed no change, so a watch counts
-//! as failing while its errors keep coming: from its first error until a successful
-//! event, or until no error came for [`QUIET`] (longer than the watch backoff plus a
-//! connect timeout, so a watch still failing always errs again within it).
+//! as failing from its first error until a successful event, or until it has been
+//! quiet long enough to have re-established: [`RETRY_WINDOW`] after its last error
+//! once a probe (a list of one object) reached its kind after that error, else
+//! [`QUIET`] (longer than the watch backoff plus a connect timeout, so a watch still
+//! failing always errs again within it).
 //!
 //! A watch failing for longer than the threshold (30 s by default) makes the replica
 //! unready, once it had listed at least once: a watch that never listed (Argo CD's
@@ -22,6 +24,10 @@ use super::{Metrics, ReadinessCheck};
 
 /// After this long without an error, a failing watch counts as re-established.
 pub const QUIET: Duration = Duration::from_secs(20);
+/// After this long without an error, a failing watch whose kind a probe reached since
+/// its last error counts as re-established: longer than the longest watch backoff
+/// (5 s), so the watch has retried against an apiserver that answers.
+pub const RETRY_WINDOW: Duration = Duration::from_secs(7);
 
 /// One watch's error streak; pure, over the instants it is given.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -29,6 +35,8 @@ pub struct Streak {
     /// First error of the current streak.
     failing_since: Option<Instant>,
     last_error: Option<Instant>,
+    /// Last time a probe reached the watched kind.
+    reached: Option<Instant>,
     /// Whether the watch ever delivered an event (it listed at least once).
     established: bool,
 }
@@ -52,10 +60,17 @@ impl Streak {
         false
     }
 
+    /// A probe reached the watched kind at `now`.
+    pub fn reached(&mut self, now: Instant) {
+        self.reached = Some(now);
+    }
+
     /// How long the watch has been failing at `now`; `None` when it works.
     pub fn failing_for(&self, now: Instant) -> Option<Duration> {
         let last = self.last_error?;
-        if now.saturating_duration_since(last) > QUIET {
+        let quiet = now.saturating_duration_since(last);
+        let reached_since = self.reached.is_some_and(|reached| reached > last);
+        if quiet > QUIET || (reached_since && quiet > RETRY_WINDOW) {
             return None;
         }
         Some(now.saturating_duration_since(self.failing_since?))
@@ -122,8 +137,10 @@ impl Watches {
                 self.metrics.set_watch_healthy(kind, !failing);
             }
             let unhealthy = self.unhealthy(now, threshold);
-            if check.is_ready() && !unhealthy.is_empty() {
-                ::tracing::error!(kinds = ?unhealthy, ?threshold, "watches failing; this replica is not ready");
+            match (check.is_ready(), unhealthy.is_empty()) {
+                (true, false) => ::tracing::error!(kinds = ?unhealthy, ?threshold, "watches failing; not ready"),
+                (false, true) => ::tracing::info!("every watch works; ready"),
+                _ => {}
             }
             check.set(unhealthy.is_empty());
             tokio::time::sleep(Duration::from_secs(1)).await;
@@ -137,6 +154,17 @@ impl WatchReport {
         if self.watches.with(|streaks| streaks.entry(self.kind).or_default().ok()) {
             ::tracing::info!(kind = self.kind, "watch re-established");
         }
+    }
+
+    /// Whether the watch is failing (worth probing).
+    pub fn failing(&self) -> bool {
+        let now = Instant::now();
+        self.watches.with(|streaks| streaks.get(self.kind).is_some_and(|streak| streak.failing_for(now).is_some()))
+    }
+
+    /// A probe reached the watched kind.
+    pub fn reached(&self) {
+        self.watches.with(|streaks| streaks.entry(self.kind).or_default().reached(Instant::now()));
     }
 
     /// The watch failed with `error`; it tries again after its backoff.
@@ -188,6 +216,20 @@ mod tests {
         assert_eq!(streak.failing_for(at(start, 11 + quiet)), None, "silent: the watch came back");
         assert!(streak.error(at(start, 12 + quiet)), "an error after the quiet period starts a new streak");
         assert_eq!(streak.failing_for(at(start, 13 + quiet)), Some(Duration::from_secs(1)));
+    }
+
+    #[test]
+    fn a_watch_whose_kind_a_probe_reached_counts_as_re_established_once_it_had_time_to_retry() {
+        let start = Instant::now();
+        let mut streak = Streak { established: true, ..Streak::default() };
+        streak.error(at(start, 0));
+        streak.reached(at(start, 1));
+        streak.error(at(start, 3));
+        let window = RETRY_WINDOW.as_secs();
+        assert!(streak.failing_for(at(start, 4 + window)).is_some(), "reached before the last error: no proof");
+        streak.reached(at(start, 4));
+        assert!(streak.failing_for(at(start, 3 + window)).is_some(), "the watch may not have retried yet");
+        assert_eq!(streak.failing_for(at(start, 4 + window)), None);
     }
 
     #[test]
