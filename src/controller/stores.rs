@@ -11,8 +11,9 @@
 //! kube wraps all of a controller's triggers in one backoff, so every error of any
 //! watch paused them all (up to 30 s each, growing, reset only after two quiet
 //! minutes): nine watches failing one after another left the request controller and
-//! its stores blind for minutes (issue 11, 30–250 s and more; now within the 5 s
-//! watch backoff of the apiserver answering again).
+//! its stores blind for minutes. Measured by e2e `apiserver_restart` (SIGTERM, 60 s
+//! to exit, started again): 20 new requests Ready 78 s after the apiserver answered
+//! again, or not within 165 s (2 of 3); now 6.6–9.9 s (8 of 8).
 
 use std::{
     fmt::Debug,
