@@ -17,7 +17,7 @@ use std::{
 };
 
 use berth::api::{EnvironmentRequest, environment_request::Phase};
-use berth_e2e::operator::Operator;
+use berth_e2e::operator::{Operator, metric_at};
 use common::*;
 use k8s_openapi::api::core::v1::Namespace;
 use kube::{
@@ -57,6 +57,21 @@ async fn readyz() -> Option<u16> {
     let mut response = String::new();
     stream.read_to_string(&mut response).await.ok()?;
     response.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// `berth_watch_healthy{kind="<kind>"}` on the operator's /metrics once it is `want`
+/// (each watch crosses the threshold on its own), or its last value after 5 s.
+async fn watch_healthy(kind: &str, want: f64) -> Option<f64> {
+    let telemetry = OPERATOR.get()?.lock().unwrap_or_else(|e| e.into_inner()).telemetry.clone();
+    let metric = format!("berth_watch_healthy{{kind=\"{kind}\"}}");
+    let started = Instant::now();
+    loop {
+        let value = metric_at(&telemetry, &metric).await;
+        if value == Some(want) || started.elapsed() > Duration::from_secs(5) {
+            return value;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// Polls `/readyz` until it answers `code`; how long that took, `None` if not within `limit`.
@@ -128,6 +143,8 @@ async fn after_an_apiserver_restart_every_watch_recovers_and_readyz_tells_while_
         let exited = cluster.stop_apiserver(grace).await;
         // Down past the threshold: the replica says it cannot see the cluster.
         let unready = readyz_turns(503, Duration::from_secs(UNHEALTHY_AFTER_SECONDS + 20)).await;
+        // And the metrics say which watch.
+        let requests_watch = watch_healthy("environmentrequests", 0.0).await;
         cluster.start_apiserver().await;
         let answering = Instant::now();
 
@@ -153,6 +170,7 @@ async fn after_an_apiserver_restart_every_watch_recovers_and_readyz_tells_while_
         let outcome = provisioned(&api, &names, (&older, "older"), Duration::from_secs(120)).await;
         let ready_after = answering.elapsed();
         let ready_again = readyz_turns(200, Duration::from_secs(30)).await;
+        let requests_watch_after = watch_healthy("environmentrequests", 1.0).await;
         eprintln!(
             "restart {round}: apiserver exited {exited:?} after SIGTERM; /readyz 503 {unready:?} after; \
              {REQUESTS} requests Ready and the edit observed {} after it answered again ({outcome:?}); \
@@ -172,6 +190,12 @@ async fn after_an_apiserver_restart_every_watch_recovers_and_readyz_tells_while_
         }
         if ready_again.is_none() {
             failures.push(format!("restart {round}: /readyz not 200 again"));
+        }
+        if (requests_watch, requests_watch_after) != (Some(0.0), Some(1.0)) {
+            failures.push(format!(
+                "restart {round}: berth_watch_healthy of environmentrequests was {requests_watch:?} while down, \
+                 {requests_watch_after:?} after (want 0, then 1)"
+            ));
         }
     }
     eprintln!("recovery times: {recoveries:.1?}");
