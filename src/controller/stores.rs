@@ -225,18 +225,48 @@ async fn run_watch<K>(
     let events =
         watcher(api, config).modify(|object| slim(object.meta_mut())).backoff(WatchBackoff::default()).reflect(writer);
     let mut events = std::pin::pin!(events);
+    let mut relay = Relay::default();
     while let Some(event) = events.next().await {
         match event {
             Ok(event) => {
                 report.ok();
-                match event {
-                    watcher::Event::Apply(object)
-                    | watcher::Event::Delete(object)
-                    | watcher::Event::InitApply(object) => subscribers.send(&object),
-                    watcher::Event::Init | watcher::Event::InitDone => {}
+                for object in relay.deliver(event) {
+                    subscribers.send(&object);
                 }
             }
             Err(error) => report.error(&error),
+        }
+    }
+}
+
+/// Which objects of a watch event to tell the controllers about, and when. The store
+/// takes a (re-)list's objects all at once at its end, so they are told then: told
+/// during the list, a controller read the object from the store before it was there
+/// (a request created or edited while the apiserver was away was then never
+/// reconciled: `ObjectNotFound`, or its old generation reconciled again).
+struct Relay<K> {
+    listed: Vec<K>,
+}
+
+impl<K> Default for Relay<K> {
+    fn default() -> Self {
+        Self { listed: Vec::new() }
+    }
+}
+
+impl<K> Relay<K> {
+    fn deliver(&mut self, event: watcher::Event<K>) -> Vec<K> {
+        match event {
+            watcher::Event::Apply(object) | watcher::Event::Delete(object) => vec![object],
+            watcher::Event::Init => {
+                self.listed.clear();
+                Vec::new()
+            }
+            watcher::Event::InitApply(object) => {
+                self.listed.push(object);
+                Vec::new()
+            }
+            watcher::Event::InitDone => std::mem::take(&mut self.listed),
         }
     }
 }
@@ -511,6 +541,24 @@ mod tests {
         assert_eq!(WatchBackoff::jittered(ceiling, 500), Duration::from_secs(3));
         let top = WatchBackoff::jittered(ceiling, 999);
         assert!(top > Duration::from_millis(3990) && top < ceiling, "{top:?}");
+    }
+
+    #[test]
+    fn a_lists_objects_are_told_at_its_end_when_the_store_holds_them_and_changes_at_once() {
+        let mut relay = Relay::default();
+        assert!(relay.deliver(watcher::Event::Init).is_empty());
+        assert!(relay.deliver(watcher::Event::InitApply("a")).is_empty());
+        assert!(relay.deliver(watcher::Event::InitApply("b")).is_empty());
+        assert_eq!(relay.deliver(watcher::Event::InitDone), ["a", "b"]);
+        assert_eq!(relay.deliver(watcher::Event::Apply("c")), ["c"]);
+        assert_eq!(relay.deliver(watcher::Event::Delete("a")), ["a"]);
+        // A list cut short by an error starts over: only the new list is told.
+        assert!(relay.deliver(watcher::Event::Init).is_empty());
+        relay.deliver(watcher::Event::InitApply("stale"));
+        relay.deliver(watcher::Event::Init);
+        relay.deliver(watcher::Event::InitApply("d"));
+        assert_eq!(relay.deliver(watcher::Event::InitDone), ["d"]);
+        assert!(relay.deliver(watcher::Event::InitDone).is_empty());
     }
 
     #[tokio::test]
