@@ -13,7 +13,7 @@
 //! minutes): nine watches failing one after another left the request controller and
 //! its stores blind for minutes. Measured by e2e `apiserver_restart` (SIGTERM, 60 s
 //! to exit, started again): 20 new requests Ready 78 s after the apiserver answered
-//! again, or not within 165 s (2 of 3); now 6.6–9.9 s (8 of 8).
+//! again, or not within 165 s (2 of 3); now 6.6–9.9 s (10 of 10).
 
 use std::{
     fmt::Debug,
