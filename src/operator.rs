@@ -55,6 +55,10 @@ pub struct RunArgs {
     /// apiserver connections during a burst; the GitOps writer still batches them.
     #[arg(long, env = "BERTH_MAX_CONCURRENT_RECONCILES", default_value_t = 64)]
     pub max_concurrent_reconciles: u16,
+    /// Seconds a watch may fail to re-establish (apiserver down, RBAC revoked) before
+    /// this replica reports unready on /readyz.
+    #[arg(long, env = "BERTH_WATCH_UNHEALTHY_AFTER_SECONDS", default_value_t = 30)]
+    pub watch_unhealthy_after_seconds: u64,
     /// Namespace Argo CD watches for Applications.
     #[arg(long, env = "BERTH_ARGOCD_NAMESPACE", default_value = "argocd")]
     pub argocd_namespace: String,
@@ -78,6 +82,8 @@ pub enum RunError {
     GitOps(#[from] gitops::Error),
     #[error("cannot reach the Kubernetes API: {0}")]
     Kube(#[from] kube::Error),
+    #[error("no Kubernetes configuration: {0}")]
+    KubeConfig(#[from] kube::config::InferConfigError),
     #[error("cannot register gitops metrics: {0}")]
     Metrics(#[from] prometheus::Error),
     #[error("webhook: {0}")]
@@ -108,6 +114,32 @@ impl RunArgs {
     }
 }
 
+/// How long an API call may wait to connect.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a reconcile's API call may wait for an answer: kube's default (295 s, made
+/// for watches) let one hung call hold a reconcile slot for minutes.
+const API_CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Berth's two clients: one for calls, one for watches (a watch is one long read, so it
+/// keeps kube's read timeout, longer than the watch's own 290 s).
+struct Clients {
+    calls: Client,
+    watches: Client,
+}
+
+impl Clients {
+    async fn infer() -> Result<Self, RunError> {
+        let config = kube::Config::infer().await?;
+        let mut calls = config.clone();
+        calls.connect_timeout = Some(CONNECT_TIMEOUT);
+        calls.read_timeout = Some(API_CALL_TIMEOUT);
+        calls.write_timeout = Some(API_CALL_TIMEOUT);
+        let mut watches = config;
+        watches.connect_timeout = Some(CONNECT_TIMEOUT);
+        Ok(Self { calls: Client::try_from(calls)?, watches: Client::try_from(watches)? })
+    }
+}
+
 /// Resolves on SIGTERM or SIGINT.
 async fn shutdown_signal() {
     let terminate = async {
@@ -132,9 +164,10 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     let readiness = Readiness::new();
     let caches = readiness.check("caches-synced");
     let remote = readiness.check("gitops-remote");
+    let watch_health = readiness.check("watches");
 
     let writer = Writer::spawn(args.writer_config()?, GitOpsMetrics::register(metrics.registry())?).await?;
-    let client = Client::try_default().await?;
+    let Clients { calls: client, watches: watch_client } = Clients::infer().await?;
     // Entered before anything is served, so a Lease Berth may not use stops it here.
     let candidacy = args.election.candidacy().await?;
     let applications = controller::request::live::application_resource();
@@ -151,7 +184,10 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         namespace: args.argocd_namespace.clone(),
         installed_at_start: argocd_installed,
     };
-    let (stores, feeds) = controller::stores::build(&client, controller::rendered(), argocd);
+    let watches = telemetry::Watches::new(metrics.clone());
+    let (stores, feeds) = controller::stores::build(&watch_client, controller::rendered(), argocd, &watches);
+    let unhealthy_after = Duration::from_secs(args.watch_unhealthy_after_seconds);
+    let watch_monitor = tokio::spawn(watches.keep_current(watch_health, unhealthy_after));
     let stores = Arc::new(stores);
     let ctx = Arc::new(Context {
         events: controller::events::EventPublisher::new(client.clone(), "berth", std::env::var("POD_NAME").ok()),
@@ -184,6 +220,7 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     };
     remote_probe.abort();
     synced.abort();
+    watch_monitor.abort();
 
     tracing::info!("controllers stopped; flushing pending commits");
     writer.shutdown().await?;

@@ -68,12 +68,43 @@ pub fn ensure_binaries() -> Result<PathBuf> {
 pub struct ControlPlane {
     pub info: ClusterInfo,
     processes: Vec<Process>,
+    /// kube-apiserver while [`ControlPlane::stop_apiserver`] holds it down.
+    stopped_apiserver: Option<Process>,
 }
+
+const APISERVER: &str = "kube-apiserver";
 
 struct Process {
     name: &'static str,
     child: Child,
     log: PathBuf,
+    /// How it was started, so it can be started again the same way.
+    program: PathBuf,
+    args: Vec<String>,
+}
+
+/// The control socket in a control-plane folder: `berth-controlplane` takes commands
+/// there (see [`control`]).
+pub fn control_socket(dir: &Path) -> PathBuf {
+    dir.join("control.sock")
+}
+
+/// Sends one command line to the supervisor of the control plane in `dir` and returns
+/// its one-line answer (`ok …`); an `error …` answer is an error.
+pub async fn control(dir: &Path, command: &str) -> Result<String> {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+    let socket = control_socket(dir);
+    let mut stream = tokio::net::UnixStream::connect(&socket)
+        .await
+        .with_context(|| format!("connecting to {}", socket.display()))?;
+    stream.write_all(format!("{command}\n").as_bytes()).await.context("sending a control command")?;
+    let mut answer = String::new();
+    tokio::io::BufReader::new(stream).read_line(&mut answer).await.context("reading the control answer")?;
+    let answer = answer.trim();
+    match answer.strip_prefix("ok") {
+        Some(rest) => Ok(rest.trim().to_owned()),
+        None => bail!("{command}: {answer}"),
+    }
 }
 
 /// A free TCP port on loopback (the kernel picks it; the listener is closed at once).
@@ -84,7 +115,14 @@ fn free_port() -> Result<u16> {
 
 fn spawn(name: &'static str, program: PathBuf, args: Vec<String>, logs: &Path) -> Result<Process> {
     let log = logs.join(format!("{name}.log"));
-    let file = std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
+    std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
+    respawn(name, program, args, log)
+}
+
+/// Starts a process with its output appended to `log`.
+fn respawn(name: &'static str, program: PathBuf, args: Vec<String>, log: PathBuf) -> Result<Process> {
+    let file =
+        std::fs::OpenOptions::new().append(true).open(&log).with_context(|| format!("opening {}", log.display()))?;
     let err = file.try_clone().context("duplicating a log handle")?;
     let child = Command::new(&program)
         .args(&args)
@@ -94,7 +132,7 @@ fn spawn(name: &'static str, program: PathBuf, args: Vec<String>, logs: &Path) -
         .kill_on_drop(true)
         .spawn()
         .with_context(|| format!("starting {}", program.display()))?;
-    Ok(Process { name, child, log })
+    Ok(Process { name, child, log, program, args })
 }
 
 /// Last lines of a log, to put in an error when a process dies.
@@ -151,8 +189,8 @@ impl ControlPlane {
             &logs,
         )?);
         processes.push(spawn(
-            "kube-apiserver",
-            bin_dir.join("kube-apiserver"),
+            APISERVER,
+            bin_dir.join(APISERVER),
             vec![
                 format!("--etcd-servers=http://127.0.0.1:{etcd_port}"),
                 format!("--cert-dir={}", path(&dir.join("pki"))),
@@ -183,6 +221,7 @@ impl ControlPlane {
                 users: people,
             },
             processes,
+            stopped_apiserver: None,
         };
         plane.wait_ready(Duration::from_secs(120)).await?;
 
@@ -251,6 +290,31 @@ impl ControlPlane {
         }
     }
 
+    /// Stops kube-apiserver alone, as an upgrade or a crash-looping node would: SIGTERM,
+    /// then SIGKILL if it has not exited after `grace`. Returns how long it took to exit.
+    /// etcd and the controller manager keep running.
+    pub async fn stop_apiserver(&mut self, grace: Duration) -> Result<Duration> {
+        if self.stopped_apiserver.is_some() {
+            bail!("kube-apiserver is already stopped");
+        }
+        let index = self.processes.iter().position(|p| p.name == APISERVER).context("no kube-apiserver")?;
+        let mut apiserver = self.processes.remove(index);
+        let started = Instant::now();
+        terminate_within(&mut apiserver, grace).await;
+        self.stopped_apiserver = Some(apiserver);
+        Ok(started.elapsed())
+    }
+
+    /// Starts kube-apiserver again with the same flags, certificates, port and etcd,
+    /// and waits until it answers `/readyz`.
+    pub async fn start_apiserver(&mut self) -> Result<()> {
+        let stopped = self.stopped_apiserver.take().context("kube-apiserver is not stopped")?;
+        let apiserver = respawn(stopped.name, stopped.program, stopped.args, stopped.log)?;
+        // Second, after etcd: `stop` takes them down in reverse order.
+        self.processes.insert(1.min(self.processes.len()), apiserver);
+        self.wait_ready(Duration::from_secs(120)).await
+    }
+
     /// Stops every process (controller manager, apiserver, then etcd) with SIGTERM,
     /// then SIGKILL after a grace period, and removes the folder.
     pub async fn stop(mut self) -> Result<()> {
@@ -265,11 +329,16 @@ impl ControlPlane {
 }
 
 async fn terminate(process: &mut Process) {
+    terminate_within(process, Duration::from_secs(10)).await;
+}
+
+/// SIGTERM, then SIGKILL once `grace` has passed.
+async fn terminate_within(process: &mut Process, grace: Duration) {
     if let Some(id) = process.child.id() {
         let pid = Pid::from_raw(i32::try_from(id).unwrap_or(i32::MAX));
         // The process may already be gone; SIGKILL below covers the rest.
         let _ = nix::sys::signal::kill(pid, Signal::SIGTERM);
-        if tokio::time::timeout(Duration::from_secs(10), process.child.wait()).await.is_ok() {
+        if tokio::time::timeout(grace, process.child.wait()).await.is_ok() {
             return;
         }
     }

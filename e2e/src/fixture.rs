@@ -78,6 +78,21 @@ impl Cluster {
         }
     }
 
+    /// Stops kube-apiserver alone (etcd and the controller manager keep running): SIGTERM,
+    /// then SIGKILL if it has not exited after `grace`. Returns how long it took to exit.
+    /// Only for a test binary whose tests all expect it (each binary has its own control plane).
+    pub async fn stop_apiserver(&self, grace: Duration) -> Duration {
+        let command = format!("stop-apiserver {}", grace.as_millis());
+        let took = crate::controlplane::control(&self.info.dir, &command).await.unwrap_or_else(|e| panic!("{e:#}"));
+        Duration::from_millis(took.parse().unwrap_or_default())
+    }
+
+    /// Starts kube-apiserver again on the same port, etcd and certificates; returns once
+    /// it answers `/readyz`.
+    pub async fn start_apiserver(&self) {
+        crate::controlplane::control(&self.info.dir, "start-apiserver").await.unwrap_or_else(|e| panic!("{e:#}"));
+    }
+
     /// Applies Berth's `crds/` once per test binary and waits until every CRD is Established.
     pub async fn install_crds(&self) {
         let crds = repo_root().join("crds");

@@ -140,7 +140,8 @@ fn argocd_arrival(stores: Arc<stores::Stores>) -> impl futures::Stream<Item = ()
 }
 
 /// Yields once, after the stores hold their first lists, when `resumed`: a standby
-/// taking over has drained its feeds, so their first events will not trigger reconciles.
+/// taking over has drained its feeds, so their first events will not trigger reconciles
+/// (each controller gets one).
 fn takeover(stores: Arc<stores::Stores>, resumed: bool) -> impl futures::Stream<Item = ()> + Send + 'static {
     futures::stream::once(async move {
         if resumed {
@@ -149,6 +150,14 @@ fn takeover(stores: Arc<stores::Stores>, resumed: bool) -> impl futures::Stream<
         resumed.then_some(())
     })
     .filter_map(futures::future::ready)
+}
+
+/// A feed as controller triggers. Never an error: the watches handle theirs (see
+/// [`stores`]), because kube pauses all of a controller's triggers on any one's error.
+fn triggers<K: Send + 'static>(
+    feed: impl futures::Stream<Item = K> + Send + 'static,
+) -> impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static {
+    feed.map(Ok)
 }
 
 /// Only what Berth renders (by label), so the caches stay small.
@@ -202,37 +211,34 @@ pub async fn run(
     max_concurrent_reconciles: u16,
     shutdown: impl Future<Output = ()> + Send + Sync + Clone + 'static,
 ) {
-    let client = ctx.client.clone();
     let store = ctx.stores.requests.clone();
     let (sweep_ctx, shutdown_sweeper) = (ctx.clone(), shutdown.clone());
     // Every request change touches its tenant's and class's totals. The request watch
     // tells their controllers which ones, so the requests are watched (and held) once.
     let (tenant_totals, changed_tenants) = futures::channel::mpsc::unbounded();
     let (class_totals, changed_classes) = futures::channel::mpsc::unbounded();
-    let request_feed = feeds.requests.inspect(move |event| {
-        if let Ok(request) = event {
-            // A send fails only once that controller has stopped (shutdown).
-            let _ = tenant_totals.unbounded_send(ObjectRef::<Tenant>::new(&request.spec.tenant));
-            let _ = class_totals.unbounded_send(ObjectRef::<EnvironmentClass>::new(&request.spec.class));
-        }
+    let request_feed = feeds.requests.inspect(move |request| {
+        // A send fails only once that controller has stopped (shutdown).
+        let _ = tenant_totals.unbounded_send(ObjectRef::<Tenant>::new(&request.spec.tenant));
+        let _ = class_totals.unbounded_send(ObjectRef::<EnvironmentClass>::new(&request.spec.class));
     });
     // Unbounded, a burst of 10,000 requests held 10,000 renderings and as many
     // apiserver connections at once.
-    let requests = Controller::for_stream(request_feed, store.clone())
+    let requests = Controller::for_stream(triggers(request_feed), store.clone())
         .with_config(controller::Config::default().concurrency(max_concurrent_reconciles));
     tokio::spawn(report_environments(store.clone(), ctx.metrics.clone()));
     let (by_class, by_tenant) = (store.clone(), store);
     let (class_specs, tenant_specs) = (SeenGenerations::default(), SeenGenerations::default());
     let applications = ctx.stores.applications.1.clone();
     let requests = requests
-        .watches_stream(feeds.classes, move |class| {
+        .watches_stream(triggers(feeds.classes), move |class| {
             // Status updates (environment counts) must not re-reconcile every request.
             if !class_specs.changed(&class) {
                 return Vec::new();
             }
             requests_where(&by_class, |r| r.spec.class == class.name_any())
         })
-        .watches_stream(feeds.tenants, move |tenant| {
+        .watches_stream(triggers(feeds.tenants), move |tenant| {
             if !tenant_specs.changed(&tenant) {
                 return Vec::new();
             }
@@ -240,16 +246,16 @@ pub async fn run(
         })
         // Drift is driven by watches: a change to any object Berth rendered
         // reconciles the request it was rendered for.
-        .watches_stream(feeds.namespaces, request_of)
-        .watches_stream(feeds.quotas, request_of)
-        .watches_stream(feeds.limits, request_of)
-        .watches_stream(feeds.network_policies, request_of)
-        .watches_stream(feeds.bindings, request_of)
+        .watches_stream(triggers(feeds.namespaces), request_of)
+        .watches_stream(triggers(feeds.quotas), request_of)
+        .watches_stream(triggers(feeds.limits), request_of)
+        .watches_stream(triggers(feeds.network_policies), request_of)
+        .watches_stream(triggers(feeds.bindings), request_of)
         .graceful_shutdown_on(shutdown.clone());
     // Argo CD's Applications report sync and health. Installed after Berth started,
     // every request looks again: each now has an Application to wait for.
     let requests = requests
-        .watches_stream_with(feeds.applications, request_of, applications)
+        .watches_stream_with(triggers(feeds.applications), request_of, applications)
         .reconcile_all_on(argocd_arrival(ctx.stores.clone()))
         .reconcile_all_on(takeover(ctx.stores.clone(), resumed))
         .run(|o, c| instrumented(Kind::EnvironmentRequest, o, c, request::reconcile), error_policy, ctx.clone())
@@ -258,16 +264,18 @@ pub async fn run(
     // During a burst the debounce folds the request changes into a few tenant and
     // class reconciles (and status writes) instead of one each.
     let summaries = controller::Config::default().debounce(SUMMARY_DEBOUNCE);
-    let tenants = Controller::new(Api::<Tenant>::all(client.clone()), watcher::Config::default())
+    let tenants = Controller::for_stream(triggers(feeds.tenant_controller), ctx.stores.tenants.clone())
         .with_config(summaries.clone())
         .reconcile_on(changed_tenants)
+        .reconcile_all_on(takeover(ctx.stores.clone(), resumed))
         .graceful_shutdown_on(shutdown.clone())
         .run(|o, c| instrumented(Kind::Tenant, o, c, tenant::reconcile), error_policy, ctx.clone())
         .for_each(|_| async {});
 
-    let classes = Controller::new(Api::<EnvironmentClass>::all(client.clone()), watcher::Config::default())
+    let classes = Controller::for_stream(triggers(feeds.class_controller), ctx.stores.classes.clone())
         .with_config(summaries)
         .reconcile_on(changed_classes)
+        .reconcile_all_on(takeover(ctx.stores.clone(), resumed))
         .graceful_shutdown_on(shutdown)
         .run(|o, c| instrumented(Kind::EnvironmentClass, o, c, class::reconcile), error_policy, ctx)
         .for_each(|_| async {});

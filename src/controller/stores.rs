@@ -1,11 +1,27 @@
-//! In-memory copies of what the request controller and the admission webhook read
-//! on every decision: requests, classes, tenants and the live objects Berth
-//! rendered. Each store is filled by the same watch that triggers the request
-//! controller's reconciles, so a reconcile caused by a change always sees that
-//! change — and reads memory instead of calling the apiserver (a settled
-//! request's reconcile used to cost ten GETs). One set of watches serves both.
+//! In-memory copies of what the controllers and the admission webhook read on every
+//! decision: requests, classes, tenants and the live objects Berth rendered. One
+//! watch per kind fills its store, and every controller that reacts to the kind is
+//! told about each change (a reconcile caused by a change always sees that change)
+//! and reads memory instead of calling the apiserver (a settled request's reconcile
+//! used to cost ten GETs).
+//!
+//! Each watch runs as a task of its own, always polled, with its own bounded backoff;
+//! the controllers only ever receive objects, never errors. A watch driven from inside
+//! a controller (kube's `Controller::for_stream`) stalled after an apiserver restart:
+//! kube wraps all of a controller's triggers in one backoff, so every error of any
+//! watch paused them all (up to 30 s each, growing, reset only after two quiet
+//! minutes): nine watches failing one after another left the request controller and
+//! its stores blind for minutes. Measured by e2e `apiserver_restart` (SIGTERM, 60 s
+//! to exit, started again): 20 new requests Ready 78 s after the apiserver answered
+//! again, or not within 165 s (2 of 3); now 6.6–9.9 s (10 of 10).
 
-use std::{fmt::Debug, future::Future, sync::Arc};
+use std::{
+    fmt::Debug,
+    future::Future,
+    hash::{BuildHasher, Hasher},
+    sync::{Arc, Mutex, PoisonError},
+    time::Duration,
+};
 
 use futures::{Stream, StreamExt};
 use k8s_openapi::{
@@ -23,17 +39,21 @@ use kube::{
     runtime::{
         WatchStreamExt,
         reflector::{ObjectRef, store::Writer},
+        utils::Backoff,
         watcher,
     },
 };
 use serde::de::DeserializeOwned;
+use tokio::sync::mpsc;
 
-use crate::api::{EnvironmentClass, EnvironmentRequest, Tenant};
+use crate::{
+    api::{EnvironmentClass, EnvironmentRequest, Tenant},
+    telemetry::{WatchReport, Watches},
+};
 
 pub use kube::runtime::reflector::Store;
 
-/// The stores; they fill while their [`Feeds`] are read (by the request controller, or
-/// by [`Feeds::keep_filled_until`] on a standby).
+/// The stores; each is kept filled by its own watch task, on every replica.
 pub struct Stores {
     pub requests: Store<EnvironmentRequest>,
     pub classes: Store<EnvironmentClass>,
@@ -54,7 +74,8 @@ pub struct Stores {
 /// How long reconciles wait for the first list of Applications when Argo CD is installed.
 const APPLICATIONS_LIST_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
-/// The watch streams that fill [`Stores`]; the request controller consumes them as triggers.
+/// The changes the watches deliver, one feed per controller that reacts to them: the
+/// request controller reads all of them, the tenant and class controllers their own.
 pub struct Feeds {
     pub requests: Feed<EnvironmentRequest>,
     pub classes: Feed<EnvironmentClass>,
@@ -65,12 +86,16 @@ pub struct Feeds {
     pub network_policies: Feed<NetworkPolicy>,
     pub bindings: Feed<RoleBinding>,
     pub applications: Feed<DynamicObject>,
+    /// Tenants again, for the Tenant controller.
+    pub tenant_controller: Feed<Tenant>,
+    /// Classes again, for the EnvironmentClass controller.
+    pub class_controller: Feed<EnvironmentClass>,
 }
 
 impl Feeds {
-    /// Keeps every store filled (the webhook reads them on every replica) until `until`
-    /// resolves, then hands the feeds, mid-stream, to the controllers: a standby that
-    /// becomes leader does not list everything again.
+    /// Drops what the feeds deliver (the stores fill on their own, and the webhook reads
+    /// them on every replica) until `until` resolves, then hands the feeds, mid-stream,
+    /// to the controllers: a standby that becomes leader does not list everything again.
     pub async fn keep_filled_until(mut self, until: impl Future<Output = ()>) -> Self {
         {
             let Feeds {
@@ -83,6 +108,8 @@ impl Feeds {
                 network_policies,
                 bindings,
                 applications,
+                tenant_controller,
+                class_controller,
             } = &mut self;
             let mut all = futures::stream::select_all([
                 requests.by_ref().map(drop).boxed(),
@@ -94,8 +121,10 @@ impl Feeds {
                 network_policies.by_ref().map(drop).boxed(),
                 bindings.by_ref().map(drop).boxed(),
                 applications.by_ref().map(drop).boxed(),
+                tenant_controller.by_ref().map(drop).boxed(),
+                class_controller.by_ref().map(drop).boxed(),
             ]);
-            // Watches never end; if they all did, that would still not be an election.
+            // Feeds never end; if they all did, that would still not be an election.
             let drain = async {
                 while all.next().await.is_some() {}
                 std::future::pending::<()>().await;
@@ -109,23 +138,183 @@ impl Feeds {
     }
 }
 
-/// A watch stream of objects, as the controller takes triggers.
-pub type Feed<K> = std::pin::Pin<Box<dyn Stream<Item = Result<K, watcher::Error>> + Send>>;
+/// The objects a watch added, changed or deleted, as a controller takes triggers.
+pub type Feed<K> = std::pin::Pin<Box<dyn Stream<Item = K> + Send>>;
 
-/// A store and the stream that fills it, objects [`slim`]med first.
-pub fn reflected<K>(api: Api<K>, config: watcher::Config, dyntype: K::DynamicType) -> (Store<K>, Feed<K>)
+/// The controllers told about one kind's changes; each gets every change from the
+/// moment it subscribed. Unbounded, so a busy controller never holds a watch back:
+/// what waits here is at most one entry per change, and a controller's scheduler
+/// takes them as fast as they come (it coalesces them per object).
+struct Subscribers<K>(Arc<Mutex<Vec<mpsc::UnboundedSender<K>>>>);
+
+impl<K: Clone + Send + 'static> Subscribers<K> {
+    fn new() -> Self {
+        Self(Arc::default())
+    }
+
+    fn subscribe(&self) -> Feed<K> {
+        let (sender, receiver) = mpsc::unbounded_channel();
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).push(sender);
+        Box::pin(futures::stream::unfold(receiver, |mut receiver| async move {
+            receiver.recv().await.map(|object| (object, receiver))
+        }))
+    }
+
+    fn send(&self, object: &K) {
+        // A controller that stopped (shutdown) no longer listens.
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).retain(|sender| sender.send(object.clone()).is_ok());
+    }
+}
+
+/// The retry delay of a failed watch: from 0.5 s, doubling, at most [`WATCH_BACKOFF_MAX`],
+/// each delay scaled by a random factor in [0.5, 1] so replicas do not retry in step;
+/// back to 0.5 s after the watch delivers again.
+#[derive(Debug, Default)]
+struct WatchBackoff {
+    failures: u32,
+}
+
+/// The longest a watch waits before trying again (kube's default waits up to 30 s
+/// and keeps that long after the apiserver is back).
+pub const WATCH_BACKOFF_MAX: Duration = Duration::from_secs(5);
+const WATCH_BACKOFF_MIN: Duration = Duration::from_millis(500);
+
+impl WatchBackoff {
+    /// The delay after `failures` failures in a row, before jitter.
+    fn ceiling(failures: u32) -> Duration {
+        WATCH_BACKOFF_MIN.saturating_mul(1 << failures.min(16)).min(WATCH_BACKOFF_MAX)
+    }
+
+    /// `ceiling` scaled into [ceiling / 2, ceiling] by `random` (any u64).
+    fn jittered(ceiling: Duration, random: u64) -> Duration {
+        let fraction = 0.5 + (random % 1_000) as f64 / 2_000.0;
+        ceiling.mul_f64(fraction)
+    }
+}
+
+impl Iterator for WatchBackoff {
+    type Item = Duration;
+
+    fn next(&mut self) -> Option<Duration> {
+        let ceiling = Self::ceiling(self.failures);
+        self.failures = self.failures.saturating_add(1);
+        // Randomly keyed per call: enough randomness for jitter without another crate.
+        let random = std::collections::hash_map::RandomState::new().build_hasher().finish();
+        Some(Self::jittered(ceiling, random))
+    }
+}
+
+impl Backoff for WatchBackoff {
+    fn reset(&mut self) {
+        self.failures = 0;
+    }
+}
+
+/// Watches with `api`, keeps the store filled and tells `subscribers`, until the
+/// process ends. Errors go to `report` (and the log), never to the controllers.
+async fn run_watch<K>(
+    api: Api<K>,
+    config: watcher::Config,
+    writer: Writer<K>,
+    subscribers: Subscribers<K>,
+    report: WatchReport,
+) where
+    K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    K::DynamicType: Clone + Eq + std::hash::Hash + Send + Sync,
+{
+    let events =
+        watcher(api, config).modify(|object| slim(object.meta_mut())).backoff(WatchBackoff::default()).reflect(writer);
+    let mut events = std::pin::pin!(events);
+    let mut relay = Relay::default();
+    while let Some(event) = events.next().await {
+        match event {
+            Ok(event) => {
+                report.ok();
+                for object in relay.deliver(event) {
+                    subscribers.send(&object);
+                }
+            }
+            Err(error) => report.error(&error),
+        }
+    }
+}
+
+/// Which objects of a watch event to tell the controllers about, and when. The store
+/// takes a (re-)list's objects all at once at its end, so they are told then: told
+/// during the list, a controller read the object from the store before it was there
+/// (a request created or edited while the apiserver was away was then never
+/// reconciled: `ObjectNotFound`, or its old generation reconciled again).
+struct Relay<K> {
+    listed: Vec<K>,
+}
+
+impl<K> Default for Relay<K> {
+    fn default() -> Self {
+        Self { listed: Vec::new() }
+    }
+}
+
+impl<K> Relay<K> {
+    fn deliver(&mut self, event: watcher::Event<K>) -> Vec<K> {
+        match event {
+            watcher::Event::Apply(object) | watcher::Event::Delete(object) => vec![object],
+            watcher::Event::Init => {
+                self.listed.clear();
+                Vec::new()
+            }
+            watcher::Event::InitApply(object) => {
+                self.listed.push(object);
+                Vec::new()
+            }
+            watcher::Event::InitDone => std::mem::take(&mut self.listed),
+        }
+    }
+}
+
+/// How often a failing watch's kind is probed, and how long a probe may take.
+const PROBE_EVERY: Duration = Duration::from_secs(2);
+const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+// A probe proves only that the apiserver answers; the watch must have retried since.
+const _: () = assert!(WATCH_BACKOFF_MAX.as_millis() < crate::telemetry::WATCH_RETRY_WINDOW.as_millis());
+
+/// While the watch fails, lists one object of its kind now and then, so its health
+/// knows when the apiserver answers again (a watch that re-establishes says nothing).
+async fn probe_while_failing<K>(api: Api<K>, report: WatchReport)
+where
+    K: Resource + Clone + DeserializeOwned + Debug,
+{
+    let one = kube::api::ListParams::default().limit(1);
+    loop {
+        tokio::time::sleep(PROBE_EVERY).await;
+        if report.failing() && matches!(tokio::time::timeout(PROBE_TIMEOUT, api.list_metadata(&one)).await, Ok(Ok(_))) {
+            report.reached();
+        }
+    }
+}
+
+/// A store and its watch task (spawned here), objects [`slim`]med first; `feeds` feeds
+/// of its changes, subscribed before the watch starts so none misses the first list.
+fn reflected<K, const N: usize>(
+    api: Api<K>,
+    config: watcher::Config,
+    dyntype: K::DynamicType,
+    report: WatchReport,
+    start_after: impl Future<Output = ()> + Send + 'static,
+) -> (Store<K>, [Feed<K>; N])
 where
     K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
-    K::DynamicType: Clone + Eq + std::hash::Hash + Default + Send + Sync,
+    K::DynamicType: Clone + Eq + std::hash::Hash + Send + Sync,
 {
     let writer = Writer::new(dyntype);
     let reader = writer.as_reader();
-    let stream = watcher(api, config)
-        .modify(|object| slim(object.meta_mut()))
-        .default_backoff()
-        .reflect(writer)
-        .touched_objects();
-    (reader, Box::pin(stream))
+    let subscribers = Subscribers::new();
+    let feeds = std::array::from_fn(|_| subscribers.subscribe());
+    tokio::spawn(async move {
+        start_after.await;
+        tokio::spawn(probe_while_failing(api.clone(), report.clone()));
+        run_watch(api, config, writer, subscribers, report).await;
+    });
+    (reader, feeds)
 }
 
 /// Annotation `kubectl apply` (and Argo CD, which applies the same way) keeps a whole
@@ -141,22 +330,6 @@ fn slim(meta: &mut kube::api::ObjectMeta) {
     }
 }
 
-/// The same for a dynamic kind (Argo CD's Application).
-pub fn reflected_dynamic(
-    api: Api<DynamicObject>,
-    config: watcher::Config,
-    resource: ApiResource,
-) -> (Store<DynamicObject>, Feed<DynamicObject>) {
-    let writer = Writer::new(resource);
-    let reader = writer.as_reader();
-    let stream = watcher(api, config)
-        .modify(|object| slim(&mut object.metadata))
-        .default_backoff()
-        .reflect(writer)
-        .touched_objects();
-    (reader, Box::pin(stream))
-}
-
 /// Where Berth looks for Argo CD's Applications.
 pub struct ArgoCd {
     /// The Application resource (argoproj.io/v1alpha1).
@@ -167,30 +340,38 @@ pub struct ArgoCd {
     pub installed_at_start: bool,
 }
 
-/// Builds every store; `rendered` selects the objects Berth rendered.
-pub fn build(client: &kube::Client, rendered: watcher::Config, argocd: ArgoCd) -> (Stores, Feeds) {
+/// [`reflected`] for a kind of k8s-openapi or Berth's own, in every namespace.
+fn watched<K, const N: usize>(
+    client: &kube::Client,
+    config: watcher::Config,
+    report: WatchReport,
+) -> (Store<K>, [Feed<K>; N])
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+{
+    reflected(Api::all(client.clone()), config, (), report, std::future::ready(()))
+}
+
+/// Builds every store and starts its watch; `rendered` selects the objects Berth
+/// rendered. `watches` learns how each watch fares.
+pub fn build(client: &kube::Client, rendered: watcher::Config, argocd: ArgoCd, watches: &Watches) -> (Stores, Feeds) {
     let ArgoCd { resource: applications, namespace: argocd_namespace, installed_at_start: argocd_at_start } = argocd;
     let all = watcher::Config::default();
-    let (requests, request_feed) = reflected(Api::all(client.clone()), all.clone(), ());
-    let (classes, class_feed) = reflected(Api::all(client.clone()), all.clone(), ());
-    let (tenants, tenant_feed) = reflected(Api::all(client.clone()), all, ());
-    let (namespaces, namespace_feed) = reflected(Api::all(client.clone()), rendered.clone(), ());
-    let (quotas, quota_feed) = reflected(Api::all(client.clone()), rendered.clone(), ());
-    let (limits, limit_feed) = reflected(Api::all(client.clone()), rendered.clone(), ());
-    let (network_policies, policy_feed) = reflected(Api::all(client.clone()), rendered.clone(), ());
-    let (bindings, binding_feed) = reflected(Api::all(client.clone()), rendered.clone(), ());
-    let api = Api::namespaced_with(client.clone(), &argocd_namespace, &applications);
-    let (application_store, application_feed) = reflected_dynamic(api, rendered, applications.clone());
+    let report = |kind| watches.report(kind);
+    let (requests, [request_feed]) = watched(client, all.clone(), report("environmentrequests"));
+    let (classes, [class_feed, class_controller]) = watched(client, all.clone(), report("environmentclasses"));
+    let (tenants, [tenant_feed, tenant_controller]) = watched(client, all, report("tenants"));
+    let (namespaces, [namespace_feed]) = watched(client, rendered.clone(), report("namespaces"));
+    let (quotas, [quota_feed]) = watched(client, rendered.clone(), report("resourcequotas"));
+    let (limits, [limit_feed]) = watched(client, rendered.clone(), report("limitranges"));
+    let (network_policies, [policy_feed]) = watched(client, rendered.clone(), report("networkpolicies"));
+    let (bindings, [binding_feed]) = watched(client, rendered.clone(), report("rolebindings"));
     // Watching Applications before their CRD exists would only collect 404s; the watch
     // starts once the CRD is established, so Argo CD installed later is picked up.
+    let api = Api::namespaced_with(client.clone(), &argocd_namespace, &applications);
     let installed = crd_established(client.clone(), crd_name(&applications));
-    let application_feed = Box::pin(
-        futures::stream::once(async move {
-            installed.await;
-            application_feed
-        })
-        .flatten(),
-    );
+    let (application_store, [application_feed]) =
+        reflected(api, rendered, applications.clone(), report("applications"), installed);
     let stores = Stores {
         requests,
         classes,
@@ -214,6 +395,8 @@ pub fn build(client: &kube::Client, rendered: watcher::Config, argocd: ArgoCd) -
         network_policies: policy_feed,
         bindings: binding_feed,
         applications: application_feed,
+        tenant_controller,
+        class_controller,
     };
     (stores, feeds)
 }
@@ -334,6 +517,61 @@ mod tests {
     use kube::api::ObjectMeta;
 
     use super::*;
+
+    #[test]
+    fn a_failing_watch_waits_longer_each_time_up_to_the_maximum_and_starts_over_once_it_delivers() {
+        let ceilings: Vec<Duration> = (0..7).map(WatchBackoff::ceiling).collect();
+        let ms = Duration::from_millis;
+        assert_eq!(ceilings, [ms(500), ms(1000), ms(2000), ms(4000), ms(5000), ms(5000), ms(5000)]);
+        assert_eq!(WatchBackoff::ceiling(u32::MAX), WATCH_BACKOFF_MAX);
+
+        let mut backoff = WatchBackoff::default();
+        let delays: Vec<Duration> = backoff.by_ref().take(10).collect();
+        assert!(delays.iter().all(|d| *d <= WATCH_BACKOFF_MAX), "{delays:?}");
+        assert!(delays[9] >= WATCH_BACKOFF_MAX / 2, "{delays:?}");
+        backoff.reset();
+        assert!(backoff.next().is_some_and(|d| d <= WATCH_BACKOFF_MIN), "reset starts over");
+    }
+
+    #[test]
+    fn jitter_scales_the_delay_into_its_upper_half() {
+        let ceiling = Duration::from_secs(4);
+        assert_eq!(WatchBackoff::jittered(ceiling, 0), Duration::from_secs(2));
+        assert_eq!(WatchBackoff::jittered(ceiling, 1_000), Duration::from_secs(2));
+        assert_eq!(WatchBackoff::jittered(ceiling, 500), Duration::from_secs(3));
+        let top = WatchBackoff::jittered(ceiling, 999);
+        assert!(top > Duration::from_millis(3990) && top < ceiling, "{top:?}");
+    }
+
+    #[test]
+    fn a_lists_objects_are_told_at_its_end_when_the_store_holds_them_and_changes_at_once() {
+        let mut relay = Relay::default();
+        assert!(relay.deliver(watcher::Event::Init).is_empty());
+        assert!(relay.deliver(watcher::Event::InitApply("a")).is_empty());
+        assert!(relay.deliver(watcher::Event::InitApply("b")).is_empty());
+        assert_eq!(relay.deliver(watcher::Event::InitDone), ["a", "b"]);
+        assert_eq!(relay.deliver(watcher::Event::Apply("c")), ["c"]);
+        assert_eq!(relay.deliver(watcher::Event::Delete("a")), ["a"]);
+        // A list cut short by an error starts over: only the new list is told.
+        assert!(relay.deliver(watcher::Event::Init).is_empty());
+        relay.deliver(watcher::Event::InitApply("stale"));
+        relay.deliver(watcher::Event::Init);
+        relay.deliver(watcher::Event::InitApply("d"));
+        assert_eq!(relay.deliver(watcher::Event::InitDone), ["d"]);
+        assert!(relay.deliver(watcher::Event::InitDone).is_empty());
+    }
+
+    #[tokio::test]
+    async fn every_subscriber_gets_every_change_and_a_gone_one_is_dropped() {
+        let subscribers = Subscribers::<u32>::new();
+        let (mut first, second) = (subscribers.subscribe(), subscribers.subscribe());
+        subscribers.send(&1);
+        drop(second);
+        subscribers.send(&2);
+        assert_eq!(subscribers.0.lock().map(|s| s.len()).unwrap_or_default(), 1);
+        assert_eq!(first.next().await, Some(1));
+        assert_eq!(first.next().await, Some(2));
+    }
 
     #[test]
     fn cached_objects_lose_managed_fields_and_the_last_applied_copy_but_keep_other_annotations() {

@@ -23,6 +23,8 @@ const ENVIRONMENTS: &str = "berth_environments";
 const DRIFTED: &str = "berth_drifted_environments";
 const LEADER: &str = "berth_leader";
 const ORPHANS_REMOVED: &str = "berth_gitops_orphans_removed_total";
+const WATCH_ERRORS: &str = "berth_watch_errors_total";
+const WATCH_HEALTHY: &str = "berth_watch_healthy";
 
 /// Reconcile durations span cache-only passes (milliseconds) to passes that wait for a git
 /// push (seconds), so the buckets reach further than Prometheus' defaults.
@@ -89,6 +91,8 @@ pub struct Metrics {
     drifted_environments: IntGauge,
     leader: IntGauge,
     orphans_removed: IntCounter,
+    watch_errors: IntCounterVec,
+    watch_healthy: IntGaugeVec,
 }
 
 impl Metrics {
@@ -123,8 +127,20 @@ impl Metrics {
         let orphans_removed =
             IntCounter::new(ORPHANS_REMOVED, "Folders removed from the GitOps repository because no request owns them")
                 .map_err(|source| Error::RegisterMetric { name: ORPHANS_REMOVED, source })?;
+        let watch_errors = IntCounterVec::new(
+            Opts::new(WATCH_ERRORS, "Errors of Berth's watches (each retried with backoff), by kind watched"),
+            &["kind"],
+        )
+        .map_err(|source| Error::RegisterMetric { name: WATCH_ERRORS, source })?;
+        let watch_healthy = IntGaugeVec::new(
+            Opts::new(WATCH_HEALTHY, "0 while the watch of a kind has been failing for longer than the threshold"),
+            &["kind"],
+        )
+        .map_err(|source| Error::RegisterMetric { name: WATCH_HEALTHY, source })?;
         register(&registry, LEADER, &leader)?;
         register(&registry, ORPHANS_REMOVED, &orphans_removed)?;
+        register(&registry, WATCH_ERRORS, &watch_errors)?;
+        register(&registry, WATCH_HEALTHY, &watch_healthy)?;
 
         // Create every (controller, outcome) series at zero: `rate()` and alerts then work
         // from the first scrape instead of only after the first error of each kind.
@@ -143,6 +159,8 @@ impl Metrics {
             drifted_environments,
             leader,
             orphans_removed,
+            watch_errors,
+            watch_healthy,
         })
     }
 
@@ -201,6 +219,19 @@ impl Metrics {
     /// Records whether this replica currently holds the leader lease.
     pub fn set_leader(&self, leader: bool) {
         self.leader.set(i64::from(leader));
+    }
+}
+
+impl Metrics {
+    /// Counts an error of the watch of `kind` (a fixed name chosen in code).
+    pub fn count_watch_error(&self, kind: &'static str) {
+        self.watch_errors.with_label_values(&[kind]).inc();
+    }
+
+    /// Records whether the watch of `kind` works (also creates its series at start).
+    pub fn set_watch_healthy(&self, kind: &'static str, healthy: bool) {
+        self.watch_errors.with_label_values(&[kind]);
+        self.watch_healthy.with_label_values(&[kind]).set(i64::from(healthy));
     }
 }
 
@@ -335,6 +366,15 @@ mod tests {
         assert!(text.contains("berth_other_total 1"), "{text}");
         metrics.set_leader(false);
         assert!(render(&metrics).contains("berth_leader 0"));
+
+        metrics.set_watch_healthy("tenants", true);
+        metrics.set_watch_healthy("namespaces", false);
+        metrics.count_watch_error("namespaces");
+        let text = render(&metrics);
+        assert!(text.contains(r#"berth_watch_healthy{kind="tenants"} 1"#), "{text}");
+        assert!(text.contains(r#"berth_watch_healthy{kind="namespaces"} 0"#), "{text}");
+        assert!(text.contains(r#"berth_watch_errors_total{kind="tenants"} 0"#), "{text}");
+        assert!(text.contains(r#"berth_watch_errors_total{kind="namespaces"} 1"#), "{text}");
         Ok(())
     }
 }

@@ -8,12 +8,15 @@
 //!   `OTEL_EXPORTER_OTLP_ENDPOINT` is set.
 //! - [`Metrics`] owns the Prometheus registry; labels are closed enums, never object names,
 //!   so the number of series stays fixed however many objects exist.
+//! - [`Watches`] tracks whether each watch works; a watch failing for too long makes
+//!   the replica unready and shows in `berth_watch_healthy{kind}`.
 //! - [`server`] serves `/metrics`, `/healthz` and `/readyz` (see [`Readiness`]).
 
 mod metrics;
 mod readiness;
 pub mod server;
 mod tracing;
+mod watches;
 
 use std::{io, net::SocketAddr};
 
@@ -21,6 +24,7 @@ pub use metrics::{Controller, Metrics, Outcome, ReconcileTimer};
 pub use readiness::{Readiness, ReadinessCheck};
 pub use server::{ServerState, serve};
 pub use tracing::{DEFAULT_FILTER, LogFormat, TracingConfig, TracingGuard, current_trace_id, init_tracing};
+pub use watches::{RETRY_WINDOW as WATCH_RETRY_WINDOW, WatchReport, Watches};
 
 /// Errors of the telemetry module.
 #[derive(Debug, thiserror::Error)]

@@ -90,11 +90,18 @@ async fn supervise(dir: &Path, watch_pid: Option<u32>) -> Result<()> {
 
     let mut sigterm =
         tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).context("SIGTERM handler")?;
+    let socket = controlplane::control_socket(&plane.info.dir);
+    let control = tokio::net::UnixListener::bind(&socket).with_context(|| format!("binding {}", socket.display()))?;
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     let reason = loop {
         tokio::select! {
             _ = tokio::signal::ctrl_c() => break "interrupted".to_owned(),
             _ = sigterm.recv() => break "asked to stop".to_owned(),
+            accepted = control.accept() => {
+                if let Ok((stream, _)) = accepted {
+                    serve_command(&mut plane, stream).await;
+                }
+            }
             _ = tick.tick() => {
                 if let Some(pid) = watch_pid.filter(|pid| !alive(*pid)) {
                     break format!("watched process {pid} ended");
@@ -114,6 +121,32 @@ async fn supervise(dir: &Path, watch_pid: Option<u32>) -> Result<()> {
         let _ = std::fs::remove_file(dir.with_extension("log"));
     }
     Ok(())
+}
+
+/// Answers one command on the control socket (a test taking the apiserver away):
+/// `stop-apiserver <grace-ms>` → `ok <ms it took to exit>`; `start-apiserver` → `ok`
+/// once it answers `/readyz` again.
+async fn serve_command(plane: &mut ControlPlane, stream: tokio::net::UnixStream) {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+    let (read, mut write) = stream.into_split();
+    let mut line = String::new();
+    if tokio::io::BufReader::new(read).read_line(&mut line).await.is_err() {
+        return;
+    }
+    let answer = match line.split_whitespace().collect::<Vec<_>>().as_slice() {
+        ["stop-apiserver", grace_ms] => match grace_ms.parse() {
+            Ok(ms) => plane.stop_apiserver(Duration::from_millis(ms)).await.map(|took| took.as_millis().to_string()),
+            Err(_) => Err(anyhow::anyhow!("grace must be milliseconds, not {grace_ms:?}")),
+        },
+        ["start-apiserver"] => plane.start_apiserver().await.map(|()| String::new()),
+        _ => Err(anyhow::anyhow!("unknown command {:?}", line.trim())),
+    };
+    let answer = match answer {
+        Ok(rest) => format!("ok {rest}\n"),
+        Err(error) => format!("error {}\n", format!("{error:#}").replace('\n', " ")),
+    };
+    // The test may have given up waiting; nothing to do about it here.
+    let _ = write.write_all(answer.as_bytes()).await;
 }
 
 /// Starts a supervisor in its own process group (so the terminal's Ctrl-C does not
