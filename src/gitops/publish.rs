@@ -236,7 +236,8 @@ impl Engine {
         let heads = access.fetch(repo, &branches)?;
         let target_head = heads.first().copied().flatten();
 
-        let (tree, base_tree) = apply_on(repo, target_head, changes).map_err(local_fail(GitOp::BuildTree))?;
+        let written = self.pending.written();
+        let (tree, base_tree) = apply_on(repo, target_head, changes, written).map_err(local_fail(GitOp::BuildTree))?;
         if let Some(head) = target_head
             && base_tree == Some(tree)
         {
@@ -248,7 +249,7 @@ impl Engine {
             Some(promo) => match heads.get(1).copied().flatten() {
                 Some(promo_head) => {
                     let (promo_tree, promo_base) =
-                        apply_on(repo, Some(promo_head), changes).map_err(local_fail(GitOp::BuildTree))?;
+                        apply_on(repo, Some(promo_head), changes, written).map_err(local_fail(GitOp::BuildTree))?;
                     if promo_base == Some(promo_tree) {
                         return Ok(unchanged(promo_head, promo));
                     }
@@ -282,6 +283,7 @@ impl Engine {
     /// Drops the damaged clone; the next attempt creates a fresh one.
     fn discard_clone(&mut self) {
         self.repo = None;
+        self.pending.forget_written();
         let path = repo::clone_path(&self.config.workdir);
         if let Err(e) = repo::discard(&path) {
             tracing::warn!(error = %e, "cannot delete damaged gitops clone");
@@ -313,9 +315,14 @@ fn unchanged(head: Oid, branch: &str) -> CommitOutcome {
 }
 
 /// Applies `changes` on the tree of `commit`; returns the new tree and the old one.
-fn apply_on(repo: &Repository, commit: Option<Oid>, changes: &[Change]) -> Result<(Oid, Option<Oid>), git2::Error> {
+fn apply_on(
+    repo: &Repository,
+    commit: Option<Oid>,
+    changes: &[Change],
+    written: &tree::WrittenFolders,
+) -> Result<(Oid, Option<Oid>), git2::Error> {
     let base_tree = commit.map(|id| repo.find_commit(id).map(|c| c.tree_id())).transpose()?;
-    let tree = tree::apply(repo, base_tree, changes)?;
+    let tree = tree::apply(repo, base_tree, changes, written)?;
     Ok((tree, base_tree))
 }
 
