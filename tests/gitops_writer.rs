@@ -520,20 +520,31 @@ async fn a_branch_others_push_to_in_a_tight_loop_takes_every_change_without_forc
     let pusher = BusyPusher::start(fx.remote.clone(), BUSY_PUSH_PAUSE);
     let (writer, registry) = start(fx.config("w")).await;
 
-    let changes = 120;
-    let puts = futures::stream::iter(0..changes)
-        .map(|i| {
-            let writer = writer.clone();
-            let name = format!("env-{i:03}");
-            async move { writer.put(env("team-busy", &name), manifests(&name, 1), reason(&name, 1)).await }
-        })
-        .buffer_unordered(16)
-        .collect::<Vec<_>>();
-    // A guard against a writer starved for good, not a speed check (benches/gitops.rs measures that).
-    let outcomes = tokio::time::timeout(Duration::from_secs(300), puts).await;
+    // Rounds of changes until the other client has won at least one race, so the test
+    // always contends (a round may slip between its pushes).
+    let lost_races = || metric(&registry, "berth_gitops_push_failures_total{reason=\"non_fast_forward\"}");
+    let mut outcomes = Vec::new();
+    while outcomes.len() < 120 || (lost_races() == 0.0 && outcomes.len() < 2_000) {
+        let puts = futures::stream::iter(outcomes.len()..outcomes.len() + 40)
+            .map(|i| {
+                let writer = writer.clone();
+                let name = format!("env-{i:04}");
+                async move { writer.put(env("team-busy", &name), manifests(&name, 1), reason(&name, 1)).await }
+            })
+            .buffer_unordered(16)
+            .collect::<Vec<_>>();
+        // A guard against a writer starved for good, not a speed check (benches/gitops.rs measures that).
+        match tokio::time::timeout(Duration::from_secs(300), puts).await {
+            Ok(round) => outcomes.extend(round),
+            Err(_) => {
+                pusher.stop();
+                panic!("the writer was starved by the busy branch");
+            }
+        }
+    }
     let theirs = pusher.stop();
-    let outcomes = outcomes.expect("the writer was starved by the busy branch");
     writer.shutdown().await.expect("shutdown");
+    let changes = outcomes.len();
 
     let head = fx.head("main").expect("main");
     for outcome in outcomes {

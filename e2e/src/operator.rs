@@ -154,10 +154,28 @@ impl Operator {
         children.split_whitespace().next()?.parse().ok()
     }
 
+    /// The value of the un-labelled metric `name` on the operator's /metrics, `None`
+    /// while it does not answer or does not export it.
+    pub async fn metric(&self, name: &str) -> Option<f64> {
+        metric_at(&self.telemetry, name).await
+    }
+
     /// The operator's log so far, for failure messages.
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
+}
+
+/// The value of the un-labelled metric `name` on the /metrics of the operator whose
+/// telemetry address is `telemetry` (see [`Operator::telemetry`]).
+pub async fn metric_at(telemetry: &str, name: &str) -> Option<f64> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let address = telemetry.strip_prefix("http://")?;
+    let mut stream = tokio::net::TcpStream::connect(address).await.ok()?;
+    stream.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").await.ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.ok()?;
+    response.lines().find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
 }
 
 impl Drop for Operator {

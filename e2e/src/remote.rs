@@ -14,3 +14,39 @@ pub fn files_at_head(remote: &Path, folder: &str) -> Option<BTreeMap<String, Str
     }
     Some(files)
 }
+
+/// Names of the folders directly under `folder` at the head of `main`, sorted; empty
+/// when `folder` is absent.
+pub fn folders_at_head(remote: &Path, folder: &str) -> Vec<String> {
+    let names = || -> Option<Vec<String>> {
+        let repo = git2::Repository::open_bare(remote).ok()?;
+        let head = repo.find_reference("refs/heads/main").ok()?.peel_to_commit().ok()?;
+        let tree = head.tree().ok()?.get_path(Path::new(folder)).ok()?.to_object(&repo).ok()?.peel_to_tree().ok()?;
+        let names = tree
+            .iter()
+            .filter(|entry| entry.kind() == Some(git2::ObjectType::Tree))
+            .filter_map(|entry| entry.name().ok().map(str::to_owned))
+            .collect();
+        Some(names)
+    };
+    let mut names = names().unwrap_or_default();
+    names.sort();
+    names
+}
+
+/// Commits `content` at `path` on `main` of the bare remote, as another git user would
+/// push it (a compare-and-swap on the branch, so a concurrent push is never lost).
+pub fn commit_file(remote: &Path, path: &str, content: &str) -> Result<(), git2::Error> {
+    let repo = git2::Repository::open_bare(remote)?;
+    let reference = repo.find_reference("refs/heads/main")?;
+    let parent = reference.peel_to_commit()?;
+    let blob = repo.blob(content.as_bytes())?;
+    let tree_id = git2::build::TreeUpdateBuilder::new()
+        .upsert(path, blob, git2::FileMode::Blob)
+        .create_updated(&repo, &parent.tree()?)?;
+    let tree = repo.find_tree(tree_id)?;
+    let person = git2::Signature::now("someone", "someone@example.com")?;
+    let commit = repo.commit(None, &person, &person, &format!("add {path}"), &tree, &[&parent])?;
+    repo.reference_matching("refs/heads/main", commit, true, parent.id(), "e2e: commit")?;
+    Ok(())
+}

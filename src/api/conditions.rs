@@ -23,6 +23,8 @@ pub mod types {
     pub const WITHIN_BUDGET: &str = "WithinBudget";
     /// The object's spec is consistent with the objects it refers to.
     pub const VALID: &str = "Valid";
+    /// A class's environments are rendered from its current generation.
+    pub const RENDERED: &str = "Rendered";
 }
 
 /// Reasons Berth gives in conditions and events (CamelCase, machine-readable).
@@ -47,6 +49,17 @@ pub mod reasons {
     pub const READY: &str = "Ready";
     pub const PROVISIONING: &str = "Provisioning";
     pub const NAMESPACE_READY: &str = "NamespaceReady";
+    /// The apiserver refused (or did not answer) the tenant's request namespace.
+    pub const NAMESPACE_FAILED: &str = "NamespaceFailed";
+    /// The tenant's request namespace is being deleted; nothing can be created in it.
+    pub const NAMESPACE_TERMINATING: &str = "NamespaceTerminating";
+    /// The apiserver refused (or did not answer) a Role or RoleBinding of the tenant.
+    pub const RBAC_FAILED: &str = "RBACFailed";
+    /// An older tenant has the same request namespace and keeps it.
+    pub const NAMESPACE_CONTESTED: &str = "NamespaceContested";
+    pub const RENDERED: &str = "Rendered";
+    /// A class's environments could not be re-rendered and committed.
+    pub const RERENDER_FAILED: &str = "RerenderFailed";
     pub const VALID: &str = "Valid";
     pub const INVALID: &str = "Invalid";
     pub const IN_SYNC: &str = "InSync";

@@ -47,6 +47,9 @@ use super::GoDuration;
     ),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
+#[kube(validation = Rule::new("size(self.metadata.name) <= 63").message(
+    "an EnvironmentClass's name is the berth.dev/class label on its environments and what requests put in spec.class, both at most 63 characters; pick a name of at most 63 characters"
+))]
 #[serde(rename_all = "camelCase")]
 pub struct EnvironmentClassSpec {
     /// What this class is for, in a sentence people choosing a class will read.

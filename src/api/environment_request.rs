@@ -5,7 +5,7 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::GoDuration;
+use super::{GoDuration, git_url};
 
 /// A team's request for an environment of a class, for one app. Berth renders it,
 /// commits it to the GitOps repository and reports its lifecycle in status.
@@ -84,12 +84,16 @@ pub struct AppSource {
     #[x_kube(validation = Rule::new("self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$')")
         .message("app.name must be lowercase letters, digits and '-', starting and ending with a letter or digit"))]
     pub name: String,
-    /// Git repository holding the app's manifests. No credentials in it: Argo CD's
-    /// repository credentials hold those.
+    /// Git repository holding the app's manifests, such as
+    /// `https://git.example.com/team/app.git` or `git@git.example.com:team/app.git`.
+    /// No credentials in it (no password, no token as user name; ssh URLs may name a
+    /// user) and no whitespace: Argo CD's repository credentials hold those.
     #[serde(rename = "repoURL")]
     #[schemars(length(min = 1, max = 2048))]
-    #[x_kube(validation = Rule::new("!self.matches('^[a-zA-Z][a-zA-Z0-9+.-]*://[^/]*@') || self.startsWith('ssh://')")
-        .message("repoURL must not carry credentials (user:token@); configure repository credentials in Argo CD instead"))]
+    #[x_kube(
+        validation = Rule::new(git_url::cel_characters_rule()).message(git_url::REPO_URL_CHARACTERS_MESSAGE),
+        validation = Rule::new(git_url::cel_credentials_rule()).message(git_url::REPO_URL_CREDENTIALS_MESSAGE),
+    )]
     pub repo_url: String,
     /// Folder inside the repository.
     #[serde(default = "default_path")]

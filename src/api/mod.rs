@@ -3,6 +3,7 @@
 
 pub mod conditions;
 mod duration;
+pub mod git_url;
 // clippy reads `#[kube(printcolumn(type_ = "string", ...))]` repeated across
 // columns as duplicated attributes; they are separate columns.
 #[allow(clippy::duplicated_attributes)]
@@ -25,6 +26,12 @@ pub use tenant::{Tenant, TenantSpec};
 
 /// API group of every Berth kind.
 pub const GROUP: &str = "berth.dev";
+
+/// A DNS-1123 label (namespace names, most object names), as a CEL/RE2 pattern;
+/// its length limit (63) is checked separately so each refusal says which it broke.
+/// `render::naming::is_dns_label` is the same rule in Rust. (`app.name` in
+/// `environment_request.rs` still spells the pattern out.)
+pub(crate) const DNS_LABEL: &str = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$";
 
 /// Every Berth CRD, with the file name `berth crdgen` writes it to.
 pub fn crds() -> Vec<(&'static str, CustomResourceDefinition)> {

@@ -7,6 +7,8 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::DNS_LABEL;
+
 /// A team: its owners and members, the classes it may use and the budget all its
 /// environments share. Berth creates the team's request namespace and binds its
 /// people there.
@@ -46,6 +48,15 @@ use serde::{Deserialize, Serialize};
     printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
+#[kube(
+    validation = Rule::new("size(self.metadata.name) <= 63").message(
+        "a Tenant's name is the berth.dev/tenant label on its namespaces, and label values are at most 63 characters; pick a name of at most 63 characters"
+    ),
+    validation = Rule::new(format!("has(self.spec.requestNamespace) || self.metadata.name.matches('{DNS_LABEL}')"))
+        .message(
+            "without spec.requestNamespace a Tenant's name becomes its request namespace, which must be a DNS label (lowercase letters, digits and '-', starting and ending with a letter or digit); pick such a name or set spec.requestNamespace"
+        )
+)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("!has(oldSelf.requestNamespace) || (has(self.requestNamespace) && self.requestNamespace == oldSelf.requestNamespace)")
     .message("requestNamespace cannot change once set; create a new Tenant instead"))]
@@ -79,6 +90,9 @@ pub struct TenantSpec {
     /// `berth.dev/tenant`. Defaults to the tenant's name. Cannot change once set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 63))]
+    #[x_kube(validation = Rule::new(format!("self.matches('{DNS_LABEL}')")).message(
+        "requestNamespace must be a namespace name: lowercase letters, digits and '-', starting and ending with a letter or digit"
+    ))]
     pub request_namespace: Option<String>,
 }
 

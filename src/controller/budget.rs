@@ -13,10 +13,14 @@
 //!   same second could both be admitted: the later-created one, first by name, saw
 //!   the earlier one as merely pending and ordered itself ahead of it.
 //!
+//! - A request whose folder is already in git holds its budget too, whatever its status
+//!   says: a process that crashed between commit and status write left it deployed,
+//!   and the process after it must count it (git is what Argo CD deploys).
+//!
 //! An admission holds for the generation it was made for; the controller forgets it
 //! when the request is then refused for another reason or expires. The memory is this
 //! process's: one replica decides at a time (leader election), and one that takes
-//! over starts from what statuses say.
+//! over starts from what statuses and git say.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -47,14 +51,15 @@ struct Admission {
 impl BudgetGuard {
     /// Whether `request` fits `tenant`'s budget on top of the other requests and what
     /// this guard admitted before. `requests` is called under the guard's lock for a
-    /// snapshot of every request (those outside the request's namespace are ignored).
-    /// Admitting it records it.
+    /// snapshot of every request (those outside the request's namespace are ignored);
+    /// `in_git` says whether git already holds a request's folder. Admitting it records it.
     pub fn decide(
         &self,
         request: &EnvironmentRequest,
         tenant: &Tenant,
         requests: impl FnOnce() -> Vec<Arc<EnvironmentRequest>>,
         classes: &[Arc<EnvironmentClass>],
+        in_git: impl Fn(&EnvironmentRequest) -> bool,
     ) -> Result<(), BudgetExceeded> {
         let namespace = request.namespace().unwrap_or_default();
         let name = request.name_any();
@@ -86,6 +91,7 @@ impl BudgetGuard {
                 .as_deref()
                 .and_then(|uid| admitted.get(uid))
                 .is_some_and(|admission| admission.generation == r.metadata.generation)
+                || in_git(r)
         };
         let terms = budget::class_terms(classes.iter().map(AsRef::as_ref));
         let claims = budget::claims(&tenant.name_any(), neighbours.iter().copied(), &terms, &name, holds);
@@ -172,6 +178,10 @@ spec: {{tenant: payments, class: {class}, app: {{name: web, repoURL: 'https://ex
         move || snapshot
     }
 
+    fn nothing_in_git(_: &EnvironmentRequest) -> bool {
+        false
+    }
+
     fn over_count(max: u32) -> Result<(), BudgetExceeded> {
         Err(BudgetExceeded::Count { tenant: "payments".to_owned(), current: max, max })
     }
@@ -184,15 +194,15 @@ spec: {{tenant: payments, class: {class}, app: {{name: web, repoURL: 'https://ex
         let guard = BudgetGuard::default();
 
         // `zeta` is decided before `alpha` exists.
-        assert_eq!(guard.decide(&zeta, &tenant, store(&[&zeta]), &classes), Ok(()));
+        assert_eq!(guard.decide(&zeta, &tenant, store(&[&zeta]), &classes, nothing_in_git), Ok(()));
         // Deciding from the set alone, `alpha` would win its tie by name and both
         // would be provisioned: the race the guard's memory closes.
         let terms = budget::class_terms(classes.iter().map(AsRef::as_ref));
         let claims = budget::claims("payments", [&zeta, &alpha], &terms, "alpha", |_| false);
         assert_eq!(budget::decide_for("payments", &tenant.spec.budget, &claims, "alpha"), Some(Ok(())));
-        assert_eq!(guard.decide(&alpha, &tenant, store(&[&zeta, &alpha]), &classes), over_count(1));
+        assert_eq!(guard.decide(&alpha, &tenant, store(&[&zeta, &alpha]), &classes, nothing_in_git), over_count(1));
         // Deciding `zeta` again (its commit failed and it retries) keeps it admitted.
-        assert_eq!(guard.decide(&zeta, &tenant, store(&[&zeta, &alpha]), &classes), Ok(()));
+        assert_eq!(guard.decide(&zeta, &tenant, store(&[&zeta, &alpha]), &classes, nothing_in_git), Ok(()));
     }
 
     #[test]
@@ -202,8 +212,8 @@ spec: {{tenant: payments, class: {class}, app: {{name: web, repoURL: 'https://ex
         let (first, second) = (request_of("production", "first", 1), request_of("production", "second", 2));
         let (tenant, classes) = (tenant("{maxEnvironments: 1}"), classes());
         let guard = BudgetGuard::default();
-        assert_eq!(guard.decide(&first, &tenant, store(&[&first]), &classes), Ok(()));
-        assert_eq!(guard.decide(&second, &tenant, store(&[&first, &second]), &classes), over_count(1));
+        assert_eq!(guard.decide(&first, &tenant, store(&[&first]), &classes, nothing_in_git), Ok(()));
+        assert_eq!(guard.decide(&second, &tenant, store(&[&first, &second]), &classes, nothing_in_git), over_count(1));
     }
 
     #[test]
@@ -211,25 +221,25 @@ spec: {{tenant: payments, class: {class}, app: {{name: web, repoURL: 'https://ex
         let (tenant, classes) = (tenant("{maxEnvironments: 1}"), classes());
         let guard = BudgetGuard::default();
         let (x, y) = (request("x", 1), request("y", 2));
-        assert_eq!(guard.decide(&x, &tenant, store(&[&x]), &classes), Ok(()));
-        assert_eq!(guard.decide(&y, &tenant, store(&[&x, &y]), &classes), over_count(1));
+        assert_eq!(guard.decide(&x, &tenant, store(&[&x]), &classes, nothing_in_git), Ok(()));
+        assert_eq!(guard.decide(&y, &tenant, store(&[&x, &y]), &classes, nothing_in_git), over_count(1));
 
         // `x` fails to render after admission: forgotten, `y` gets the place, and `x`
         // no longer skips the budget when it is tried again.
         guard.forget(&x);
         let mut x = x;
         x.status = Some(EnvironmentRequestStatus { phase: Some(Phase::Failed), ..EnvironmentRequestStatus::default() });
-        assert_eq!(guard.decide(&y, &tenant, store(&[&x, &y]), &classes), Ok(()));
+        assert_eq!(guard.decide(&y, &tenant, store(&[&x, &y]), &classes, nothing_in_git), Ok(()));
         let y = provisioned(y);
-        assert_eq!(guard.decide(&x, &tenant, store(&[&x, &y]), &classes), over_count(1));
+        assert_eq!(guard.decide(&x, &tenant, store(&[&x, &y]), &classes, nothing_in_git), over_count(1));
 
         // An admission is for one generation: an edited request is decided again.
         let guard = BudgetGuard::default();
         let (x, mut y) = (request("x", 1), request("y", 2));
-        assert_eq!(guard.decide(&y, &tenant, store(&[&y]), &classes), Ok(()));
+        assert_eq!(guard.decide(&y, &tenant, store(&[&y]), &classes, nothing_in_git), Ok(()));
         y.metadata.generation = Some(2);
         // `x` is older: with `y`'s admission stale, `x` comes first and `y` no longer fits.
-        assert_eq!(guard.decide(&y, &tenant, store(&[&x, &y]), &classes), over_count(1));
+        assert_eq!(guard.decide(&y, &tenant, store(&[&x, &y]), &classes, nothing_in_git), over_count(1));
     }
 
     #[test]
@@ -237,15 +247,15 @@ spec: {{tenant: payments, class: {class}, app: {{name: web, repoURL: 'https://ex
         let (tenant, classes) = (tenant("{monthlyCostUSD: 1000}"), classes());
         let guard = BudgetGuard::default();
         let (a, b) = (request("a", 1), request("b", 2));
-        assert_eq!(guard.decide(&a, &tenant, store(&[&a]), &classes), Ok(()));
-        assert_eq!(guard.decide(&b, &tenant, store(&[&a, &b]), &classes), Ok(()));
+        assert_eq!(guard.decide(&a, &tenant, store(&[&a]), &classes, nothing_in_git), Ok(()));
+        assert_eq!(guard.decide(&b, &tenant, store(&[&a, &b]), &classes, nothing_in_git), Ok(()));
         assert_eq!(guard.remembered(), 2);
 
         // `a` shows provisioned: it still counts (from its status), and is no longer remembered.
         let a = provisioned(a);
         let c = request("c", 3);
         assert!(matches!(
-            guard.decide(&c, &tenant, store(&[&a, &b, &c]), &classes),
+            guard.decide(&c, &tenant, store(&[&a, &b, &c]), &classes, nothing_in_git),
             Err(BudgetExceeded::Cost { total: 1200, budget: 1000, .. })
         ));
         assert_eq!(guard.remembered(), 1);
@@ -253,7 +263,7 @@ spec: {{tenant: payments, class: {class}, app: {{name: web, repoURL: 'https://ex
         // `b` is deleted: forgotten, and `c` now fits next to `a`.
         guard.forget(&b);
         assert_eq!(guard.remembered(), 0);
-        assert_eq!(guard.decide(&c, &tenant, store(&[&a, &c]), &classes), Ok(()));
+        assert_eq!(guard.decide(&c, &tenant, store(&[&a, &c]), &classes, nothing_in_git), Ok(()));
     }
 
     #[test]
@@ -263,7 +273,7 @@ spec: {{tenant: payments, class: {class}, app: {{name: web, repoURL: 'https://ex
         let mut elsewhere = provisioned(request("other", 1));
         elsewhere.metadata.namespace = Some("elsewhere".to_owned());
         let mine = request("mine", 2);
-        assert_eq!(guard.decide(&mine, &tenant, store(&[&elsewhere, &mine]), &classes), Ok(()));
+        assert_eq!(guard.decide(&mine, &tenant, store(&[&elsewhere, &mine]), &classes, nothing_in_git), Ok(()));
     }
 
     #[test]
@@ -271,7 +281,34 @@ spec: {{tenant: payments, class: {class}, app: {{name: web, repoURL: 'https://ex
         let (tenant, classes) = (tenant("{maxEnvironments: 1}"), classes());
         let guard = BudgetGuard::default();
         let (a, b) = (provisioned(request("a", 1)), request("b", 2));
-        assert!(guard.decide(&b, &tenant, store(&[&a, &b]), &classes).is_err());
+        assert!(guard.decide(&b, &tenant, store(&[&a, &b]), &classes, nothing_in_git).is_err());
         assert_eq!(guard.remembered(), 0);
+    }
+
+    #[test]
+    fn folders_already_in_git_hold_their_budget_after_a_restart() {
+        // A crashed process committed c037..c040 (and c001) without recording it; the
+        // next one must not admit c002..c005 on top of them.
+        let (tenant, classes) = (tenant("{maxEnvironments: 5}"), classes());
+        let guard = BudgetGuard::default();
+        let requests: Vec<EnvironmentRequest> = (1..=40).map(|i| request(&format!("c{i:03}"), 1)).collect();
+        let committed = ["c001", "c037", "c038", "c039", "c040"];
+        let in_git = |r: &EnvironmentRequest| committed.contains(&r.name_any().as_str());
+        let all: Vec<&EnvironmentRequest> = requests.iter().collect();
+        let admitted: Vec<String> = requests
+            .iter()
+            .filter(|r| guard.decide(r, &tenant, store(&all), &classes, in_git).is_ok())
+            .map(|r| r.name_any())
+            .collect();
+        assert_eq!(admitted, committed);
+        // Without git's view the first five by name are admitted: with the four other
+        // folders already in git, nine environments for a budget of five.
+        let forgetful = BudgetGuard::default();
+        let admitted: Vec<String> = requests
+            .iter()
+            .filter(|r| forgetful.decide(r, &tenant, store(&all), &classes, nothing_in_git).is_ok())
+            .map(|r| r.name_any())
+            .collect();
+        assert_eq!(admitted, ["c001", "c002", "c003", "c004", "c005"]);
     }
 }

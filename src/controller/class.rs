@@ -1,17 +1,17 @@
-//! EnvironmentClass controller: validates the class into status and counts its
-//! environments. Re-rendering a changed class's environments is the request
-//! controller's job (it watches classes); the GitOps writer batches those renders
-//! into one commit.
+//! EnvironmentClass controller: validates the class into status, counts its
+//! environments and re-renders them all when the class changes, so the GitOps
+//! writer batches those renders into one commit. `Valid` and `Rendered` say what
+//! it cannot do, with a Warning event when either turns False.
 
 use std::{sync::Arc, time::Duration};
 
 use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
-use kube::{Api, ResourceExt, runtime::controller::Action};
+use kube::{Api, Resource, ResourceExt, runtime::controller::Action};
 
-use super::{Context, Error, request};
+use super::{Context, Error, events::condition_event, request};
 use crate::api::{
     EnvironmentClass, EnvironmentRequest, Tenant,
-    conditions::{ConditionStatus, Observation, reasons, set_condition, types},
+    conditions::{self, ConditionStatus, Observation, reasons, set_condition, types},
     environment_class::EnvironmentClassStatus,
     environment_request::Phase,
 };
@@ -72,33 +72,133 @@ async fn rerender(class: &EnvironmentClass, requests: &[Arc<EnvironmentRequest>]
 
 pub async fn reconcile(class: Arc<EnvironmentClass>, ctx: Arc<Context>) -> Result<Action, Error> {
     let requests = ctx.all_requests().await?;
-    if class.status.as_ref().and_then(|s| s.observed_generation) != class.metadata.generation {
-        rerender(&class, &requests, &ctx).await?;
-    }
+    let rerendered = if class.status.as_ref().and_then(|s| s.observed_generation) != class.metadata.generation {
+        rerender(&class, &requests, &ctx).await
+    } else {
+        Ok(())
+    };
     let environments = requests
         .iter()
         .filter(|r| r.spec.class == class.name_any())
         .filter(|r| matches!(r.status.as_ref().and_then(|s| s.phase), Some(Phase::Provisioning | Phase::Ready)))
         .count();
+    let status = next_status(&class, environments, rerendered.as_ref().err(), &Time(Timestamp::now()));
+    if class.status.as_ref() != Some(&status) {
+        super::apply_status(&Api::<EnvironmentClass>::all(ctx.client.clone()), class.as_ref(), &status).await?;
+        announce(&class, &status, &ctx).await;
+    }
+    // A failed re-render is retried as its error says; the status above told it once.
+    rerendered?;
+    Ok(Action::requeue(Duration::from_secs(300)))
+}
+
+/// The class's status (pure; transition times kept when unchanged). `rerender_failed`
+/// is why its environments could not be re-rendered for this generation: then
+/// `observedGeneration` stays behind, which keeps its provisioned requests waiting
+/// and makes the next pass try again.
+fn next_status(
+    class: &EnvironmentClass,
+    environments: usize,
+    rerender_failed: Option<&Error>,
+    now: &Time,
+) -> EnvironmentClassStatus {
     let mut status: EnvironmentClassStatus = class.status.clone().unwrap_or_default();
-    status.observed_generation = class.metadata.generation;
+    let generation = class.metadata.generation;
+    if rerender_failed.is_none() {
+        status.observed_generation = generation;
+    }
     status.environments = u32::try_from(environments).unwrap_or(u32::MAX);
-    let problems = problems(&class);
+    let problems = problems(class);
     let (state, reason, message) = if problems.is_empty() {
         (ConditionStatus::True, reasons::VALID, "the class can be requested".to_owned())
     } else {
         (ConditionStatus::False, reasons::INVALID, problems.join("; "))
     };
-    let observation = Observation {
-        type_: types::VALID,
-        status: state,
-        reason,
-        message,
-        observed_generation: class.metadata.generation,
+    let valid = Observation { type_: types::VALID, status: state, reason, message, observed_generation: generation };
+    set_condition(&mut status.conditions, valid, now);
+    let generation_text = generation.unwrap_or_default();
+    let (state, reason, message) = match rerender_failed {
+        None => (
+            ConditionStatus::True,
+            reasons::RENDERED,
+            format!("its environments are rendered from generation {generation_text}"),
+        ),
+        Some(error) => (
+            ConditionStatus::False,
+            reasons::RERENDER_FAILED,
+            format!(
+                "cannot re-render its environments for generation {generation_text}: {error}; they keep their last rendering until this succeeds, and Berth retries on its own (check the GitOps remote and `berth run`'s /readyz)"
+            ),
+        ),
     };
-    set_condition(&mut status.conditions, observation, &Time(Timestamp::now()));
-    if class.status.as_ref() != Some(&status) {
-        super::apply_status(&Api::<EnvironmentClass>::all(ctx.client.clone()), class.as_ref(), &status).await?;
+    let rendered =
+        Observation { type_: types::RENDERED, status: state, reason, message, observed_generation: generation };
+    set_condition(&mut status.conditions, rendered, now);
+    status
+}
+
+/// Events for `Valid` and `Rendered` turning False (or True again); best effort.
+async fn announce(class: &EnvironmentClass, status: &EnvironmentClassStatus, ctx: &Context) {
+    let before = class.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or_default();
+    for type_ in [types::VALID, types::RENDERED] {
+        let Some(after) = conditions::find(&status.conditions, type_) else {
+            continue;
+        };
+        if let Some(event) = condition_event(conditions::find(before, type_), after) {
+            ctx.events.publish_or_log(&event, &class.object_ref(&())).await;
+        }
     }
-    Ok(Action::requeue(Duration::from_secs(300)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(second: i64) -> Time {
+        Time(Timestamp::from_second(second).expect("valid"))
+    }
+
+    /// The preview class, changed to generation 2 after generation 1 was rendered.
+    fn changed_class() -> EnvironmentClass {
+        let mut class = crate::test_support::class("preview");
+        class.metadata.generation = Some(2);
+        class.status = Some(EnvironmentClassStatus { observed_generation: Some(1), ..Default::default() });
+        class
+    }
+
+    fn commit_failed() -> Error {
+        Error::Commit { path: "clusters/in-cluster/tenants/payments/web".into(), source: crate::gitops::Error::Stopped }
+    }
+
+    #[test]
+    fn a_failed_re_render_says_so_and_keeps_the_generation_behind() {
+        let class = changed_class();
+        let status = next_status(&class, 3, Some(&commit_failed()), &at(10));
+        assert_eq!(status.observed_generation, Some(1), "requests keep waiting and the next pass retries");
+        let rendered = conditions::find(&status.conditions, types::RENDERED).expect("Rendered");
+        assert_eq!((rendered.status.as_str(), rendered.reason.as_str()), ("False", "RerenderFailed"));
+        assert!(rendered.message.contains("generation 2"), "{}", rendered.message);
+        assert!(rendered.message.contains("gitops writer is not running"), "{}", rendered.message);
+        assert_eq!(rendered.observed_generation, Some(2));
+        assert!(conditions::is_true(&status.conditions, types::VALID), "the class itself is fine");
+    }
+
+    #[test]
+    fn a_successful_re_render_catches_up_and_recovers() {
+        let mut class = changed_class();
+        class.status = Some(next_status(&class, 3, Some(&commit_failed()), &at(10)));
+        let status = next_status(&class, 3, None, &at(20));
+        assert_eq!(status.observed_generation, Some(2));
+        let rendered = conditions::find(&status.conditions, types::RENDERED).expect("Rendered");
+        assert_eq!((rendered.status.as_str(), rendered.reason.as_str()), ("True", "Rendered"));
+        assert_eq!(rendered.last_transition_time, at(20));
+        assert_eq!(status.environments, 3);
+    }
+
+    #[test]
+    fn an_unchanged_class_writes_the_same_status_again() {
+        let mut class = changed_class();
+        class.status = Some(next_status(&class, 1, None, &at(10)));
+        assert_eq!(Some(next_status(&class, 1, None, &at(99))), class.status);
+    }
 }

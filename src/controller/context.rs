@@ -57,6 +57,8 @@ pub struct Context {
     pub committed: CommittedFolders,
     /// Decides new requests against their tenant's budget, one at a time.
     pub budget: super::budget::BudgetGuard,
+    /// Environment folders in git and the request each belongs to.
+    pub inventory: super::inventory::GitInventory,
     /// Verifies approval tokens; `None` when no approval keys are configured, and
     /// then no request of a class that needs approval is provisioned.
     pub approvals: Option<std::sync::Arc<crate::approval::Verifier>>,

@@ -16,6 +16,10 @@ pub enum Error {
     Commit { path: String, source: gitops::Error },
     #[error("cannot remove {path} from git: {source}")]
     Remove { path: String, source: gitops::Error },
+    #[error("cannot list the folders in the GitOps repository: {source}")]
+    Inventory { source: gitops::Error },
+    #[error("{0}; waiting for it before deciding about folders in git")]
+    InventoryNotLoaded(#[from] super::inventory::NotLoaded),
     #[error("finalizer: {0}")]
     Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
     #[error("object has no {0}")]
@@ -29,7 +33,10 @@ impl Error {
             Self::Read { source, .. } | Self::Apply { source, .. } | Self::Status { source, .. } => {
                 !matches!(source, kube::Error::Api(status) if status.code == 400 || status.code == 422)
             }
-            Self::Commit { source, .. } | Self::Remove { source, .. } => source.is_transient(),
+            Self::Commit { source, .. } | Self::Remove { source, .. } | Self::Inventory { source } => {
+                source.is_transient()
+            }
+            Self::InventoryNotLoaded(_) => true,
             Self::Finalizer(inner) => match inner.as_ref() {
                 kube::runtime::finalizer::Error::ApplyFailed(e) | kube::runtime::finalizer::Error::CleanupFailed(e) => {
                     e.is_transient()

@@ -8,7 +8,7 @@
 
 use k8s_openapi::{
     api::{core::v1::ObjectReference, events::v1::Event as KubeEvent},
-    apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta},
+    apimachinery::pkg::apis::meta::v1::{Condition, MicroTime, ObjectMeta},
     jiff::Timestamp,
 };
 use kube::{Api, Client, api::PostParams};
@@ -39,6 +39,15 @@ impl EventPublisher {
         Ok(())
     }
 
+    /// Publishes best effort: a failed event is logged and never fails a reconcile
+    /// (the status already says what the event narrates).
+    pub async fn publish_or_log(&self, event: &Event, regarding: &ObjectReference) {
+        if let Err(error) = self.publish(event, regarding).await {
+            let object = regarding.name.as_deref().unwrap_or_default();
+            tracing::warn!(%error, kind = regarding.kind.as_deref(), object, "cannot publish event");
+        }
+    }
+
     /// The event object (pure). Its name is the object's plus the time in hex
     /// nanoseconds, the convention client-go's recorder follows.
     fn event(&self, event: &Event, regarding: &ObjectReference, now: Timestamp) -> KubeEvent {
@@ -67,6 +76,32 @@ impl EventPublisher {
             ..Default::default()
         }
     }
+}
+
+/// The event that narrates a change of one condition, if people should hear of it
+/// (pure): a Warning when it is not `True` and its status or reason changed; a
+/// Normal event when it turned `True` again after being otherwise. Nothing when a
+/// retry fails the same way, even in other words (a git error's text can differ
+/// from one attempt to the next: the condition's message follows it, events do
+/// not), nor when an object is fine from the start.
+pub fn condition_event(before: Option<&Condition>, after: &Condition) -> Option<Event> {
+    let state = |c: &Condition| (c.status.clone(), c.reason.clone());
+    if before.map(state) == Some(state(after)) {
+        return None;
+    }
+    let type_ = if after.status == "True" {
+        before.filter(|b| b.status != "True")?;
+        EventType::Normal
+    } else {
+        EventType::Warning
+    };
+    Some(Event {
+        type_,
+        reason: after.reason.clone(),
+        note: Some(after.message.clone()),
+        action: "Reconcile".to_owned(),
+        secondary: None,
+    })
 }
 
 #[cfg(test)]
@@ -125,5 +160,55 @@ mod tests {
         assert_eq!(built.metadata.namespace.as_deref(), Some("default"));
         assert_eq!(built.type_.as_deref(), Some("Normal"));
         assert_eq!(built.metadata.name.as_deref(), Some("team-a.0"));
+    }
+
+    fn condition(status: &str, reason: &str, message: &str) -> Condition {
+        Condition {
+            type_: "Ready".to_owned(),
+            status: status.to_owned(),
+            reason: reason.to_owned(),
+            message: message.to_owned(),
+            observed_generation: Some(1),
+            last_transition_time: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(Timestamp::UNIX_EPOCH),
+        }
+    }
+
+    #[test]
+    fn a_new_failure_is_a_warning_with_the_condition_s_reason_and_message() {
+        let failed = condition("False", "NamespaceFailed", "cannot create namespace t: forbidden");
+        for before in [None, Some(condition("True", "NamespaceReady", "ok"))] {
+            let event = condition_event(before.as_ref(), &failed).expect("an event");
+            assert!(matches!(event.type_, EventType::Warning));
+            assert_eq!(event.reason, "NamespaceFailed");
+            assert_eq!(event.note.as_deref(), Some("cannot create namespace t: forbidden"));
+        }
+    }
+
+    #[test]
+    fn the_same_failure_observed_again_publishes_nothing_even_in_other_words() {
+        let failed = condition("False", "RerenderFailed", "cannot commit: connection refused");
+        let mut retried = failed.clone();
+        retried.observed_generation = Some(2);
+        assert!(condition_event(Some(&failed), &retried).is_none());
+        retried.message = "cannot commit: timed out".to_owned();
+        assert!(condition_event(Some(&failed), &retried).is_none());
+    }
+
+    #[test]
+    fn another_kind_of_failure_while_failing_is_told() {
+        let before = condition("False", "NamespaceFailed", "cannot create namespace t: forbidden");
+        let after = condition("False", "RBACFailed", "cannot apply Role berth-requester in t: terminating");
+        assert!(matches!(condition_event(Some(&before), &after).map(|e| e.type_), Some(EventType::Warning)));
+    }
+
+    #[test]
+    fn recovery_is_a_normal_event_and_a_healthy_start_is_silent() {
+        let ready = condition("True", "NamespaceReady", "members create requests in t");
+        let failed = condition("False", "NamespaceFailed", "cannot create namespace t: forbidden");
+        let event = condition_event(Some(&failed), &ready).expect("recovery is told");
+        assert!(matches!(event.type_, EventType::Normal));
+        assert_eq!(event.reason, "NamespaceReady");
+        assert!(condition_event(None, &ready).is_none(), "fine from the start: nothing to tell");
+        assert!(condition_event(Some(&ready), &ready).is_none());
     }
 }

@@ -7,6 +7,8 @@ mod class;
 mod context;
 mod error;
 pub mod events;
+pub mod inventory;
+pub mod orphans;
 pub mod request;
 pub mod stores;
 pub mod tenant;
@@ -202,6 +204,7 @@ pub async fn run(
 ) {
     let client = ctx.client.clone();
     let store = ctx.stores.requests.clone();
+    let (sweep_ctx, shutdown_sweeper) = (ctx.clone(), shutdown.clone());
     // Every request change touches its tenant's and class's totals. The request watch
     // tells their controllers which ones, so the requests are watched (and held) once.
     let (tenant_totals, changed_tenants) = futures::channel::mpsc::unbounded();
@@ -269,5 +272,13 @@ pub async fn run(
         .run(|o, c| instrumented(Kind::EnvironmentClass, o, c, class::reconcile), error_policy, ctx)
         .for_each(|_| async {});
 
-    futures::join!(requests, tenants, classes);
+    // Only the leader sweeps (this runs on the leader), and stops with the controllers.
+    let sweeper = async {
+        tokio::select! {
+            () = orphans::sweep_periodically(sweep_ctx) => {}
+            () = shutdown_sweeper => {}
+        }
+    };
+
+    futures::join!(requests, tenants, classes, sweeper);
 }

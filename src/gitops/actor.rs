@@ -14,6 +14,7 @@ use tokio::time::{Instant, sleep_until};
 use super::change::Change;
 use super::config::WriterConfig;
 use super::error::Error;
+use super::inventory::EnvironmentFolder;
 use super::metrics::GitOpsMetrics;
 use super::publish::{CommitOutcome, Engine, race_jitter};
 
@@ -70,6 +71,8 @@ pub(crate) enum Request {
     Change { change: Change, reply: Reply<CommitOutcome> },
     /// Fetch now and report whether the remote is usable.
     CheckRemote { reply: Reply<()> },
+    /// Fetch now and list the environment folders at the remote head.
+    Folders { marker: String, reply: Reply<Vec<EnvironmentFolder>> },
     /// Publish what is queued or owed, then stop.
     Shutdown { reply: Reply<()> },
 }
@@ -179,6 +182,9 @@ async fn run(
                 }
                 Some(Request::CheckRemote { reply }) => {
                     let _ = reply.send(engine.check_remote());
+                }
+                Some(Request::Folders { marker, reply }) => {
+                    let _ = reply.send(engine.folders(&marker));
                 }
                 Some(Request::Shutdown { reply }) => {
                     let result = final_flush(engine, &mut batch, &mut waiting);

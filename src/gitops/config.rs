@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use super::credentials::Credentials;
 use super::error::Error;
-use super::redact::{redact_userinfo, url_has_password};
+use super::redact::{REDACTED, redact_userinfo};
+use crate::api::git_url;
 
 /// Where pushes go.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -102,9 +103,12 @@ impl WriterConfig {
         }
     }
 
-    /// The remote URL with any userinfo removed: safe for logs, errors and status.
+    /// The remote URL with any userinfo removed: safe for logs, errors and status. A
+    /// URL that would still show a secret (scp-like `user:password@host:path`, a secret
+    /// after `?`) or a line break is not shown at all.
     pub fn remote_display(&self) -> String {
-        redact_userinfo(&self.remote_url)
+        let shown = redact_userinfo(&self.remote_url);
+        if git_url::quotable(&shown) { shown } else { REDACTED.to_owned() }
     }
 
     /// Checks what can be checked without touching the disk or the network.
@@ -114,10 +118,10 @@ impl WriterConfig {
             return invalid("remote url is empty".to_owned());
         }
         let lower = self.remote_url.to_ascii_lowercase();
-        let is_http = lower.starts_with("http://") || lower.starts_with("https://");
-        if url_has_password(&self.remote_url) || (is_http && has_userinfo(&self.remote_url)) {
+        // The same rule as a request's repoURL.
+        if let Err(refusal) = git_url::check(&self.remote_url) {
             return invalid(format!(
-                "remote url {} embeds credentials; put the token in a file and use token credentials",
+                "remote url {} {refusal}; put the token in a file and use token credentials (ssh URLs may name a user, such as git@)",
                 self.remote_display()
             ));
         }
@@ -141,13 +145,6 @@ impl WriterConfig {
         }
         Ok(())
     }
-}
-
-fn has_userinfo(url: &str) -> bool {
-    url.find("://").is_some_and(|pos| {
-        let tail = &url[pos + 3..];
-        tail[..tail.find('/').unwrap_or(tail.len())].contains('@')
-    })
 }
 
 impl fmt::Debug for WriterConfig {
@@ -190,6 +187,24 @@ mod tests {
         assert!(config("ssh://git@example.com/r.git").validate().is_ok());
         assert!(config("git@example.com:org/r.git").validate().is_ok());
         assert!(config("file:///tmp/r.git").validate().is_ok());
+    }
+
+    #[test]
+    fn remotes_follow_the_shared_url_table() {
+        use crate::api::git_url::{EXAMPLE_SECRET, EXAMPLES, Expected};
+        for (url, expected) in EXAMPLES {
+            let validated = config(url).validate();
+            match expected {
+                Expected::Allowed => assert!(validated.is_ok(), "{url:?}: {validated:?}"),
+                Expected::Refused(why) => {
+                    let err = validated.expect_err(url).to_string();
+                    assert!(err.contains(&why.to_string()), "{url:?}: {err}");
+                    for text in [err, format!("{:?}", config(url)), config(url).remote_display()] {
+                        assert!(!text.contains(EXAMPLE_SECRET) && !text.contains('\n'), "{url:?}: {text}");
+                    }
+                }
+            }
+        }
     }
 
     #[test]

@@ -23,6 +23,8 @@ pub enum GitOp {
     Fetch,
     /// Building trees and blobs for a change.
     BuildTree,
+    /// Reading the folders a commit holds.
+    ReadTree,
     /// Writing a commit.
     Commit,
     /// Updating a local reference.
@@ -38,6 +40,7 @@ impl GitOp {
             Self::Init => "init",
             Self::Fetch => "fetch",
             Self::BuildTree => "build tree",
+            Self::ReadTree => "read tree",
             Self::Commit => "commit",
             Self::UpdateRef => "update ref",
             Self::Push => "push",

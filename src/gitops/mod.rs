@@ -72,6 +72,7 @@ mod change;
 mod config;
 mod credentials;
 mod error;
+mod inventory;
 pub mod layout;
 pub mod message;
 mod metrics;
@@ -88,6 +89,7 @@ use tokio::sync::{mpsc, oneshot};
 pub use config::{PushMode, RetryPolicy, WriterConfig};
 pub use credentials::{Credentials, Secret};
 pub use error::{Error, FailureKind, GitFailure, GitOp};
+pub use inventory::EnvironmentFolder;
 pub use layout::{LayoutError, RepoPath, environment_path};
 pub use message::ChangeReason;
 pub use metrics::GitOpsMetrics;
@@ -106,9 +108,10 @@ impl Writer {
     /// and returns a handle. Does not wait for the remote; see the module docs.
     pub async fn spawn(config: WriterConfig, metrics: GitOpsMetrics) -> Result<WriterHandle, Error> {
         config.validate()?;
+        let direct = config.mode == PushMode::Direct;
         let (tx, ready) = actor::spawn(config, metrics)?;
         ready.await.map_err(|_| Error::Stopped)??;
-        Ok(WriterHandle { tx })
+        Ok(WriterHandle { tx, direct })
     }
 }
 
@@ -116,9 +119,17 @@ impl Writer {
 #[derive(Debug, Clone)]
 pub struct WriterHandle {
     tx: mpsc::Sender<Request>,
+    /// Whether changes go straight to the watched branch ([`PushMode::Direct`]).
+    direct: bool,
 }
 
 impl WriterHandle {
+    /// Whether changes land on the watched branch itself; in pull-request mode they wait
+    /// on promotion branches until someone merges them.
+    pub fn pushes_to_watched_branch(&self) -> bool {
+        self.direct
+    }
+
     /// Makes folder `path` hold exactly `files` (name → content); files not listed are
     /// removed. An empty `files` removes the folder. Returns once the batch holding
     /// this change is on the remote (or failed).
@@ -149,6 +160,15 @@ impl WriterHandle {
     pub async fn check_remote(&self) -> Result<(), Error> {
         let (reply, answer) = oneshot::channel();
         self.send(Request::CheckRemote { reply }).await?;
+        answer.await.map_err(|_| Error::Stopped)?
+    }
+
+    /// Fetches and lists every environment folder (`clusters/*/tenants/*/*`) at the
+    /// remote head of the watched branch, each with the content of its `marker` file:
+    /// what git says is deployed, whatever the cluster's objects say.
+    pub async fn environment_folders(&self, marker: &str) -> Result<Vec<EnvironmentFolder>, Error> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Request::Folders { marker: marker.to_owned(), reply }).await?;
         answer.await.map_err(|_| Error::Stopped)?
     }
 

@@ -11,6 +11,7 @@ use git2::{Oid, Repository};
 use super::change::{Change, ChangeSet};
 use super::config::{PushMode, WriterConfig};
 use super::error::{Error, ErrorContext, FailureKind, GitFailure, GitOp};
+use super::inventory::{EnvironmentFolder, environment_folders};
 use super::message::commit_message;
 use super::metrics::{BatchOutcome, GitOpsMetrics};
 use super::remote::{RemoteAccess, tracking_ref};
@@ -104,6 +105,25 @@ impl Engine {
         let result = self.ensure_repo().and_then(|()| {
             let repo = self.repo.as_ref().ok_or_else(missing_clone)?;
             self.access().fetch(repo, &[self.config.branch.as_str()]).map(drop)
+        });
+        result.map_err(|failure| {
+            if failure.kind == FailureKind::Local {
+                self.discard_clone();
+            }
+            self.ctx.error(failure)
+        })
+    }
+
+    /// Fetches the watched branch and lists the environment folders at its head, each
+    /// with the content of its `marker` file (see [`super::inventory`]).
+    pub(crate) fn folders(&mut self, marker: &str) -> Result<Vec<EnvironmentFolder>, Error> {
+        let result = self.ensure_repo().and_then(|()| {
+            let repo = self.repo.as_ref().ok_or_else(missing_clone)?;
+            let head = self.access().fetch(repo, &[self.config.branch.as_str()])?.first().copied().flatten();
+            let Some(head) = head else { return Ok(Vec::new()) };
+            let read = |e: git2::Error| self.ctx.failure(GitOp::ReadTree, &e);
+            let tree = repo.find_commit(head).map_err(read)?.tree_id();
+            environment_folders(repo, tree, marker).map_err(read)
         });
         result.map_err(|failure| {
             if failure.kind == FailureKind::Local {

@@ -83,16 +83,6 @@ pub fn redact_userinfo(text: &str) -> String {
     out
 }
 
-/// True when a URL carries a password (`scheme://user:password@host`).
-pub fn url_has_password(url: &str) -> bool {
-    let Some(pos) = url.find("://") else {
-        return false;
-    };
-    let tail = &url[pos + 3..];
-    let authority = &tail[..tail.find('/').unwrap_or(tail.len())];
-    authority.rfind('@').is_some_and(|at| authority[..at].contains(':'))
-}
-
 /// Percent-encodes everything outside the URL "unreserved" set, the way a token would
 /// appear if someone put it into a URL.
 fn percent_encode(value: &str) -> String {
@@ -138,14 +128,5 @@ mod tests {
         let out = r.redact("auth failed for tok (p@ss word) p%40ss%20word");
         assert_eq!(out, "auth failed for [redacted] ([redacted]) [redacted]");
         assert!(!format!("{r:?}").contains("tok"));
-    }
-
-    #[test]
-    fn password_detection() {
-        assert!(url_has_password("https://u:p@h/r"));
-        assert!(!url_has_password("https://u@h/r"));
-        assert!(!url_has_password("ssh://git@h:22/r"));
-        assert!(!url_has_password("git@h:org/r.git"));
-        assert!(!url_has_password("file:///tmp/r"));
     }
 }

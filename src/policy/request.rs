@@ -202,3 +202,31 @@ pub fn check_approval(
     }
     Ok(Some(verified))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        api::git_url::{EXAMPLE_SECRET, EXAMPLES, Expected},
+        test_support::{class, payments, request},
+    };
+
+    #[test]
+    fn repository_urls_follow_the_shared_table_with_the_cel_rule_s_message() {
+        let (tenant, class) = (payments(), class("preview"));
+        for (url, expected) in EXAMPLES {
+            let mut req = request("preview");
+            req.spec.app.repo_url = (*url).to_owned();
+            let decided = check(&req, Some(&tenant), Some(&class), &["payments".to_owned()]).map(|_| ());
+            match expected {
+                Expected::Allowed => assert_eq!(decided, Ok(()), "{url:?}"),
+                Expected::Refused(why) => {
+                    let denial = decided.expect_err(url);
+                    assert_eq!(denial, Denial::Invalid(why.repo_url_message().to_owned()), "{url:?}");
+                    assert_eq!(denial.reason(), reasons::INVALID_REQUEST);
+                    assert!(!denial.to_string().contains(EXAMPLE_SECRET), "{url:?}: {denial}");
+                }
+            }
+        }
+    }
+}

@@ -11,7 +11,10 @@ use std::{collections::BTreeMap, time::Duration};
 use kube::ResourceExt;
 use serde::Serialize;
 
-use crate::api::{EnvironmentClass, EnvironmentRequest, InvalidDuration, Tenant};
+use crate::api::{
+    EnvironmentClass, EnvironmentRequest, InvalidDuration, Tenant,
+    git_url::{self, UnsafeUrl},
+};
 
 /// Settings of the Berth installation that shape every environment.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -60,6 +63,10 @@ pub enum RenderError {
     Duration { field: &'static str, source: InvalidDuration },
     #[error("{what} {name:?} is {len} characters; at most {max} fit")]
     NameTooLong { what: &'static str, name: String, len: usize, max: usize },
+    /// The CRD's CEL refuses these too; checked again so that nothing stored before
+    /// the rule (or past it) reaches the committed Application.
+    #[error("{}", .0.repo_url_message())]
+    RepoUrl(UnsafeUrl),
     #[error("cannot serialize {file}: {message}")]
     Serialize { file: &'static str, message: String },
 }
@@ -73,6 +80,10 @@ struct Checked<'a> {
     ttl: Option<Duration>,
 }
 
+/// The file holding the environment's Namespace; like every rendered object it names
+/// the request it was rendered for, which is how a folder in git is traced to its owner.
+pub const NAMESPACE_FILE: &str = "namespace.yaml";
+
 /// Renders the environment `request` asks for, as `class` and `tenant` allow.
 pub fn render(
     class: &EnvironmentClass,
@@ -82,7 +93,7 @@ pub fn render(
 ) -> Result<Environment, RenderError> {
     let checked = check(class, tenant, request)?;
     let mut files = BTreeMap::new();
-    files.insert("namespace.yaml".to_owned(), to_yaml("namespace.yaml", &[objects::namespace(&checked)])?);
+    files.insert(NAMESPACE_FILE.to_owned(), to_yaml(NAMESPACE_FILE, &[objects::namespace(&checked)])?);
     files.insert("resourcequota.yaml".to_owned(), to_yaml("resourcequota.yaml", &[objects::resource_quota(&checked)])?);
     if let Some(limits) = objects::limit_range(&checked) {
         files.insert("limitrange.yaml".to_owned(), to_yaml("limitrange.yaml", &[limits])?);
@@ -102,7 +113,8 @@ pub fn render(
 }
 
 /// Checks that `request` can be rendered with `class` and `tenant` (tenant and class
-/// names, allowed class and cluster, TTL) without rendering it: admission's view.
+/// names, repository URL, allowed class and cluster, TTL) without rendering it:
+/// admission's view.
 pub fn validate(class: &EnvironmentClass, tenant: &Tenant, request: &EnvironmentRequest) -> Result<(), RenderError> {
     check(class, tenant, request).map(|_| ())
 }
@@ -120,6 +132,7 @@ fn check<'a>(
     if spec.class != class_name {
         return Err(RenderError::ClassMismatch { requested: spec.class.clone(), actual: class_name });
     }
+    git_url::check(&spec.app.repo_url).map_err(RenderError::RepoUrl)?;
     if !tenant.spec.allowed_classes.contains(&class_name) {
         return Err(RenderError::ClassNotAllowed {
             tenant: tenant_name,

@@ -200,6 +200,27 @@ fn mismatched_tenant_or_class() {
 }
 
 #[test]
+fn repository_urls_follow_the_shared_table_and_refusals_hide_the_secret() {
+    use crate::api::git_url::{EXAMPLE_SECRET, EXAMPLES, Expected};
+    for (url, expected) in EXAMPLES {
+        let mut req = request("preview");
+        req.spec.app.repo_url = (*url).to_owned();
+        let rendered = render(&class("preview"), &payments(), &req, &RenderOptions::default());
+        match (expected, rendered) {
+            (Expected::Allowed, Ok(env)) => {
+                let app: serde_yaml::Value = serde_yaml::from_str(&env.files["application.yaml"]).expect("yaml");
+                assert_eq!(app["spec"]["source"]["repoURL"].as_str(), Some(*url));
+            }
+            (Expected::Refused(why), Err(err)) => {
+                assert_eq!(err, RenderError::RepoUrl(*why), "{url:?}");
+                assert!(!err.to_string().contains(EXAMPLE_SECRET), "{url:?}: {err}");
+            }
+            (expected, got) => panic!("{url:?}: expected {expected:?}, got {:?}", got.map(|_| "rendered")),
+        }
+    }
+}
+
+#[test]
 fn subjects_become_rbac_subjects_of_the_right_kind() {
     let mut tenant = payments();
     tenant.spec.owners = vec![Subject { kind: crate::api::tenant::SubjectKind::Group, name: "payments-leads".into() }];

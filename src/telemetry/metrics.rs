@@ -11,7 +11,8 @@ use std::{
 };
 
 use prometheus::{
-    HistogramOpts, HistogramTimer, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, core::Collector,
+    HistogramOpts, HistogramTimer, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    core::Collector,
 };
 
 use super::Error;
@@ -21,6 +22,7 @@ const RECONCILE_DURATION: &str = "berth_reconcile_duration_seconds";
 const ENVIRONMENTS: &str = "berth_environments";
 const DRIFTED: &str = "berth_drifted_environments";
 const LEADER: &str = "berth_leader";
+const ORPHANS_REMOVED: &str = "berth_gitops_orphans_removed_total";
 
 /// Reconcile durations span cache-only passes (milliseconds) to passes that wait for a git
 /// push (seconds), so the buckets reach further than Prometheus' defaults.
@@ -86,6 +88,7 @@ pub struct Metrics {
     environment_labels: Arc<Mutex<BTreeSet<(String, String)>>>,
     drifted_environments: IntGauge,
     leader: IntGauge,
+    orphans_removed: IntCounter,
 }
 
 impl Metrics {
@@ -117,7 +120,11 @@ impl Metrics {
         register(&registry, RECONCILE_DURATION, &reconcile_duration)?;
         register(&registry, ENVIRONMENTS, &environments)?;
         register(&registry, DRIFTED, &drifted_environments)?;
+        let orphans_removed =
+            IntCounter::new(ORPHANS_REMOVED, "Folders removed from the GitOps repository because no request owns them")
+                .map_err(|source| Error::RegisterMetric { name: ORPHANS_REMOVED, source })?;
         register(&registry, LEADER, &leader)?;
+        register(&registry, ORPHANS_REMOVED, &orphans_removed)?;
 
         // Create every (controller, outcome) series at zero: `rate()` and alerts then work
         // from the first scrape instead of only after the first error of each kind.
@@ -135,6 +142,7 @@ impl Metrics {
             environment_labels: Arc::default(),
             drifted_environments,
             leader,
+            orphans_removed,
         })
     }
 
@@ -183,6 +191,11 @@ impl Metrics {
     /// Sets the number of environments whose live state drifted from Git.
     pub fn set_drifted_environments(&self, count: i64) {
         self.drifted_environments.set(count);
+    }
+
+    /// Counts folders the orphan sweeper removed from git.
+    pub fn count_orphans_removed(&self, count: u64) {
+        self.orphans_removed.inc_by(count);
     }
 
     /// Records whether this replica currently holds the leader lease.

@@ -12,18 +12,12 @@ use berth_e2e::operator::Operator;
 use common::*;
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::Api;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const LEASE_SECONDS: u64 = 4;
 
 /// The `berth_leader` gauge from the operator's /metrics, `None` while it does not answer.
 async fn leader_gauge(operator: &Operator) -> Option<i64> {
-    let address = operator.telemetry.strip_prefix("http://")?;
-    let mut stream = tokio::net::TcpStream::connect(address).await.ok()?;
-    stream.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").await.ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.ok()?;
-    response.lines().find_map(|line| line.strip_prefix("berth_leader ")?.trim().parse().ok())
+    operator.metric("berth_leader").await.map(|value| value as i64)
 }
 
 /// Waits until exactly one of `operators` reports itself leader; returns its index.

@@ -5,5 +5,6 @@
 mod common;
 mod drift;
 mod lifecycle;
+mod setup_failures;
 
 pub use common::*;

@@ -9,6 +9,10 @@ mod common;
 use std::time::Duration;
 
 use berth::api::{EnvironmentRequest, environment_request::Phase};
+use berth_e2e::{
+    operator::metric_at,
+    remote::{commit_file, folders_at_head},
+};
 use common::*;
 use kube::Api;
 
@@ -97,4 +101,243 @@ async fn deleting_while_the_remote_is_down_waits_and_cleans_up_once_it_is_back()
     })
     .await;
     assert!(files_at_head(&remote(), &path).is_none(), "{path} still in git");
+}
+
+/// A ValidatingAdmissionPolicy (and its binding) that refuses every status write of
+/// EnvironmentRequests in `namespace`: Berth can commit but cannot record it.
+fn refuse_status_writes(namespace: &str) -> String {
+    format!(
+        "apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicy
+metadata: {{name: refuse-status-{namespace}}}
+spec:
+  failurePolicy: Fail
+  matchConstraints:
+    resourceRules:
+      - apiGroups: [berth.dev]
+        apiVersions: ['*']
+        operations: [UPDATE]
+        resources: [environmentrequests/status]
+  validations:
+    - expression: 'false'
+      message: status writes are refused by the e2e test
+---
+apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicyBinding
+metadata: {{name: refuse-status-{namespace}}}
+spec:
+  policyName: refuse-status-{namespace}
+  validationActions: [Deny]
+  matchResources:
+    namespaceSelector:
+      matchLabels: {{kubernetes.io/metadata.name: {namespace}}}
+"
+    )
+}
+
+/// Waits until status writes in `namespace` are `refused` (or allowed again) by
+/// [`refuse_status_writes`]: the apiserver loads and drops policies asynchronously.
+async fn wait_status_writes(namespace: &str, probe: &str, refused: bool) {
+    wait_for(Duration::from_secs(30), "the status policy to take effect", || async move {
+        let patch = r#"{"status":{"phase":"Failed"}}"#;
+        let args = [
+            "patch",
+            "environmentrequest",
+            probe,
+            "-n",
+            namespace,
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            patch,
+        ];
+        let out = cluster().kubectl("admin", &args, None).await;
+        let is_refused = !out.success && out.stderr.contains("refused by the e2e test");
+        (is_refused == refused && (refused || out.success)).then_some(())
+    })
+    .await;
+}
+
+/// Starts the (killed) operator again; returns its telemetry address.
+async fn restart_operator() -> String {
+    let mut operator = operator().await.lock().unwrap_or_else(|e| e.into_inner());
+    operator.restart().unwrap_or_else(|e| panic!("restart: {e:#}"));
+    operator.telemetry.clone()
+}
+
+fn tenant_folder(tenant: &str) -> String {
+    format!("clusters/in-cluster/tenants/{tenant}")
+}
+
+#[tokio::test]
+async fn a_crash_between_commit_and_status_write_overruns_no_budget_and_orphans_no_folder() {
+    let _serial = SERIAL.lock().await;
+    operator().await;
+    let (tenant, class, late_class) =
+        (format!("tn-{}", suffix()), format!("crash-{}", suffix()), format!("late-{}", suffix()));
+    kubectl_apply(&class_yaml(&class, 1, "")).await;
+    kubectl_apply(&tenant_yaml(&tenant, &[&class, &late_class], "{maxEnvironments: 5}")).await;
+    wait_tenant_namespace(&tenant).await;
+
+    // Berth may commit in this namespace but not record it in status.
+    kubectl_apply(&request_yaml(&tenant, "probe", &tenant, "no-such-class", "")).await;
+    kubectl_apply(&refuse_status_writes(&tenant)).await;
+    wait_status_writes(&tenant, "probe", true).await;
+    // c001..c005 name a class that does not exist yet, so c006..c010 take the budget;
+    // once the class exists, the oldest-first order would put c001..c005 first.
+    let names: Vec<String> = (1..=40).map(|i| format!("c{i:03}")).collect();
+    let burst: Vec<String> = names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| request_yaml(&tenant, n, &tenant, if i < 5 { &late_class } else { &class }, ""))
+        .collect();
+    kubectl_apply(&burst.join("---\n")).await;
+    let committed = wait_for(Duration::from_secs(60), "five folders in git", || async {
+        let folders = folders_at_head(&remote(), &tenant_folder(&tenant));
+        (folders.len() == 5).then_some(folders)
+    })
+    .await;
+    assert_eq!(committed, ["c006", "c007", "c008", "c009", "c010"]);
+    kubectl_apply(&class_yaml(&late_class, 1, "")).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(folders_at_head(&remote(), &tenant_folder(&tenant)), committed, "the budget held in one process");
+    let requests: Api<EnvironmentRequest> = Api::namespaced(cluster().client("admin").await, &tenant);
+    let recorded = requests.list(&Default::default()).await.unwrap_or_else(|e| panic!("{e}")).items;
+    assert!(
+        recorded.iter().all(|r| r.status.as_ref().and_then(|s| s.gitops.as_ref()).is_none()),
+        "no status recorded a commit (the policy refused every status write)"
+    );
+
+    // Crash, lift the policy, start again: the new process must count what git holds.
+    operator().await.lock().unwrap_or_else(|e| e.into_inner()).kill();
+    let out =
+        cluster().kubectl("admin", &["delete", "-f", "-", "--wait=true"], Some(&refuse_status_writes(&tenant))).await;
+    assert!(out.success, "{}", out.stderr);
+    wait_status_writes(&tenant, "probe", false).await;
+    restart_operator().await;
+
+    let mut ready = Vec::new();
+    for name in &names {
+        let request = wait_for(Duration::from_secs(90), &format!("{name} to settle"), || {
+            let requests = requests.clone();
+            async move {
+                let request = requests.get_opt(name).await.ok().flatten()?;
+                let phase = request.status.as_ref()?.phase?;
+                matches!(phase, Phase::Ready | Phase::Failed).then_some(phase)
+            }
+        })
+        .await;
+        if request == Phase::Ready {
+            ready.push(name.clone());
+        }
+    }
+    assert_eq!(ready, committed, "the environments already in git are the ones admitted");
+    assert_eq!(folders_at_head(&remote(), &tenant_folder(&tenant)), committed, "no folder beyond the budget");
+
+    // Every request deleted: every folder leaves git, recorded or not.
+    let out = cluster().kubectl("admin", &["delete", "environmentrequests", "--all", "-n", &tenant], None).await;
+    assert!(out.success, "{}", out.stderr);
+    wait_for(Duration::from_secs(60), "the tenant's folders to leave git", || async {
+        folders_at_head(&remote(), &tenant_folder(&tenant)).is_empty().then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn folders_of_requests_that_vanished_while_berth_was_down_are_swept_and_others_left_alone() {
+    let _serial = SERIAL.lock().await;
+    operator().await;
+    let (tenant, class) = (format!("tn-{}", suffix()), format!("sweep-{}", suffix()));
+    kubectl_apply(&class_yaml(&class, 1, "")).await;
+    kubectl_apply(&tenant_yaml(&tenant, &[&class], "{}")).await;
+    wait_tenant_namespace(&tenant).await;
+    for name in ["kept", "gone-1", "gone-2"] {
+        kubectl_apply(&request_yaml(&tenant, name, &tenant, &class, "")).await;
+    }
+    for name in ["kept", "gone-1", "gone-2"] {
+        wait_phase(&tenant, name, Phase::Ready, Duration::from_secs(60)).await;
+    }
+    // Someone else's folder in the same layout, naming no request: not Berth's.
+    let hand_made = format!("{}/hand-made/readme.yaml", tenant_folder(&tenant));
+    commit_file(&remote(), &hand_made, "kind: ConfigMap\n").unwrap_or_else(|e| panic!("{e}"));
+
+    operator().await.lock().unwrap_or_else(|e| e.into_inner()).kill();
+    // Gone while Berth was down, finalizer and all (as `kubectl patch` by an admin would).
+    for name in ["gone-1", "gone-2"] {
+        let unfinalize = r#"{"metadata":{"finalizers":null}}"#;
+        let args = ["patch", "environmentrequest", name, "-n", &tenant, "--type=merge", "-p", unfinalize];
+        let out = cluster().kubectl("admin", &args, None).await;
+        assert!(out.success, "{}", out.stderr);
+        let out = cluster().kubectl("admin", &["delete", "environmentrequest", name, "-n", &tenant], None).await;
+        assert!(out.success, "{}", out.stderr);
+    }
+    let telemetry = restart_operator().await;
+    let swept = wait_for(Duration::from_secs(60), "the orphans to leave git", || async {
+        let folders = folders_at_head(&remote(), &tenant_folder(&tenant));
+        (!folders.iter().any(|f| f.starts_with("gone-"))).then_some(folders)
+    })
+    .await;
+    assert_eq!(swept, ["hand-made", "kept"], "only the orphans left");
+    let removed = metric_at(&telemetry, "berth_gitops_orphans_removed_total").await.unwrap_or_default();
+    assert!(removed >= 2.0, "berth_gitops_orphans_removed_total is {removed}");
+    assert!(operator_log().contains("removed folders from git whose requests no longer exist"));
+}
+
+#[tokio::test]
+async fn unrecorded_folders_leave_git_when_their_request_is_refused_or_deleted_after_a_restart() {
+    let _serial = SERIAL.lock().await;
+    operator().await;
+    let (tenant, class) = (format!("tn-{}", suffix()), format!("unrec-{}", suffix()));
+    kubectl_apply(&class_yaml(&class, 1, "")).await;
+    kubectl_apply(&tenant_yaml(&tenant, &[&class], "{}")).await;
+    wait_tenant_namespace(&tenant).await;
+    kubectl_apply(&request_yaml(&tenant, "probe", &tenant, "no-such-class", "")).await;
+    kubectl_apply(&refuse_status_writes(&tenant)).await;
+    wait_status_writes(&tenant, "probe", true).await;
+    for name in ["refused", "deleted"] {
+        kubectl_apply(&request_yaml(&tenant, name, &tenant, &class, "")).await;
+    }
+    wait_for(Duration::from_secs(60), "both folders in git", || async {
+        (folders_at_head(&remote(), &tenant_folder(&tenant)) == ["deleted", "refused"]).then_some(())
+    })
+    .await;
+    let requests: Api<EnvironmentRequest> = Api::namespaced(cluster().client("admin").await, &tenant);
+    wait_for(Duration::from_secs(30), "the finalizer on the request to delete", || {
+        let requests = requests.clone();
+        async move {
+            let request = requests.get_opt("deleted").await.ok().flatten()?;
+            request.metadata.finalizers?.contains(&"berth.dev/gitops-cleanup".to_owned()).then_some(())
+        }
+    })
+    .await;
+
+    // While Berth is down: one request is deleted, the other's class is no longer allowed.
+    operator().await.lock().unwrap_or_else(|e| e.into_inner()).kill();
+    let out = cluster()
+        .kubectl("admin", &["delete", "environmentrequest", "deleted", "-n", &tenant, "--wait=false"], None)
+        .await;
+    assert!(out.success, "{}", out.stderr);
+    kubectl_apply(&tenant_yaml(&tenant, &["some-other-class"], "{}")).await;
+    let out =
+        cluster().kubectl("admin", &["delete", "-f", "-", "--wait=true"], Some(&refuse_status_writes(&tenant))).await;
+    assert!(out.success, "{}", out.stderr);
+    wait_status_writes(&tenant, "probe", false).await;
+    restart_operator().await;
+
+    wait_phase(&tenant, "refused", Phase::Failed, Duration::from_secs(60)).await;
+    wait_for(Duration::from_secs(60), "both folders to leave git", || async {
+        folders_at_head(&remote(), &tenant_folder(&tenant)).is_empty().then_some(())
+    })
+    .await;
+    wait_for(Duration::from_secs(30), "the deleted request to go", || {
+        let requests = requests.clone();
+        async move { requests.get_opt("deleted").await.ok().and_then(|r| r.is_none().then_some(())) }
+    })
+    .await;
+    let events = cluster().kubectl("admin", &["get", "events", "-n", &tenant, "-o", "wide"], None).await;
+    assert!(
+        events.stdout.contains("Removed") && events.stdout.contains("which is refused"),
+        "a Removed event for the refused request:\n{}",
+        events.stdout
+    );
 }

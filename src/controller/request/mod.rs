@@ -1,6 +1,7 @@
 //! EnvironmentRequest controller: approval gate → budget guard → render → commit
 //! → status, TTL expiry, and a finalizer that removes the folder from git first.
 
+mod git_record;
 pub(crate) mod live;
 mod status;
 
@@ -44,7 +45,7 @@ use crate::{
 const RESYNC: Duration = Duration::from_secs(300);
 
 /// `namespace/name`, as trailers and messages name a request.
-fn key(request: &EnvironmentRequest) -> String {
+pub(super) fn key(request: &EnvironmentRequest) -> String {
     format!("{}/{}", request.namespace().unwrap_or_default(), request.name_any())
 }
 
@@ -88,7 +89,16 @@ async fn apply(request: &EnvironmentRequest, ctx: &Context) -> Result<Action, Er
         Finding::Expired { .. } => Duration::from_secs(3600),
         _ => RESYNC,
     };
+    // Both are tried, so a refused status write does not keep a refused request's folder
+    // deployed, and an unreachable remote does not keep its refusal out of status.
+    let removed = match finding {
+        Finding::Denied(_) if !git_record::has_recorded_commit(request) => {
+            git_record::remove_unrecorded_folder(request, ctx, "refused").await
+        }
+        _ => Ok(()),
+    };
     write_status(request, ctx, &finding).await?;
+    removed?;
     Ok(Action::requeue(requeue))
 }
 
@@ -234,6 +244,9 @@ pub(crate) async fn commit_environment(
     if let Some(commit) = ctx.committed.current(path.as_str(), &digest) {
         return Ok(Ok((environment, done(commit))));
     }
+    // Recorded before the push: a change the writer owes after a failed push may still
+    // land, and a refusal or deletion meanwhile must know to remove it.
+    ctx.inventory.put(path.as_str(), &key(request));
     let files = environment.files.iter().map(|(name, yaml)| (name.clone(), yaml.clone().into_bytes())).collect();
     let summary = format!(
         "render {} ({} generation {})",
@@ -288,14 +301,23 @@ async fn budget_decision(
     ctx: &Context,
 ) -> Result<Result<(), budget::BudgetExceeded>, Error> {
     let stores = ctx.stores().await?;
-    Ok(ctx.budget.decide(request, tenant, || stores.requests.state(), &stores.classes.state()))
+    // Folders a crashed process committed hold budget too; git must be listed first.
+    ctx.inventory.wait_loaded(git_record::INVENTORY_WAIT).await?;
+    let in_git = |r: &EnvironmentRequest| ctx.inventory.folder_of(&key(r)).is_ok_and(|folder| folder.is_some());
+    Ok(ctx.budget.decide(request, tenant, || stores.requests.state(), &stores.classes.state(), in_git))
 }
 
-async fn remove(ctx: &Context, path: &RepoPath, request: &EnvironmentRequest, why: &str) -> Result<(), Error> {
+pub(super) async fn remove(
+    ctx: &Context,
+    path: &RepoPath,
+    request: &EnvironmentRequest,
+    why: &str,
+) -> Result<(), Error> {
     let reason =
         ChangeReason::new(key(request), request.metadata.generation, format!("remove {} ({why})", key(request)));
     ctx.writer.remove(path.clone(), reason).await.map_err(|source| Error::Remove { path: path.to_string(), source })?;
     ctx.committed.forget(path.as_str());
+    ctx.inventory.removed(path.as_str());
     Ok(())
 }
 
@@ -304,7 +326,17 @@ async fn remove(ctx: &Context, path: &RepoPath, request: &EnvironmentRequest, wh
 async fn cleanup(request: &EnvironmentRequest, ctx: &Context) -> Result<Action, Error> {
     // Only the folder Berth recorded committing for this request: never a path
     // recomputed from a spec that may name another tenant.
-    if let Some(path) = committed_path(request).and_then(|p| RepoPath::parse(&p).ok()) {
+    let recorded = committed_path(request).and_then(|p| RepoPath::parse(&p).ok());
+    if let Some(path) = &recorded {
+        remove(ctx, path, request, "deleted").await?;
+        publish(ctx, request, EventType::Normal, "Removed", format!("removed {path} from git")).await;
+    }
+    // And a folder git holds for it that its status never recorded (a crash between
+    // commit and status write). Not listed yet (remote down at start): deletion does not
+    // wait for git, the orphan sweeper removes it once the request is gone.
+    if let Ok(Some(path)) = git_record::folder_in_git(request, ctx)
+        && Some(&path) != recorded.as_ref()
+    {
         remove(ctx, &path, request, "deleted").await?;
         publish(ctx, request, EventType::Normal, "Removed", format!("removed {path} from git")).await;
     }
@@ -378,7 +410,7 @@ async fn patch_status(
 }
 
 /// Events are best effort: a failed event never fails a reconcile.
-async fn publish(ctx: &Context, request: &EnvironmentRequest, type_: EventType, reason: &str, note: String) {
+pub(super) async fn publish(ctx: &Context, request: &EnvironmentRequest, type_: EventType, reason: &str, note: String) {
     let event =
         Event { type_, reason: reason.to_owned(), note: Some(note), action: "Reconcile".to_owned(), secondary: None };
     if let Err(e) = ctx.events.publish(&event, &request.object_ref(&())).await {

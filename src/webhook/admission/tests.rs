@@ -123,6 +123,24 @@ fn a_preview_request_in_its_tenants_namespace_is_admitted() {
 }
 
 #[test]
+fn repository_urls_follow_the_shared_table_and_denials_hide_the_secret() {
+    use crate::api::git_url::{EXAMPLE_SECRET, EXAMPLES, Expected};
+    for (url, expected) in EXAMPLES {
+        let mut req = request("preview");
+        req.spec.app.repo_url = (*url).to_owned();
+        let response = create(&cluster(), None, &req);
+        match expected {
+            Expected::Allowed => assert!(response.allowed, "{url:?}: {}", response.result.message),
+            Expected::Refused(why) => {
+                assert_eq!(denied(&response), why.repo_url_message(), "{url:?}");
+                let sent = serde_json::to_string(&response.into_review()).expect("json");
+                assert!(!sent.contains(EXAMPLE_SECRET), "{url:?}: {sent}");
+            }
+        }
+    }
+}
+
+#[test]
 fn naming_another_tenant_from_this_namespace_is_refused() {
     let mut cluster = cluster();
     let mut other = payments();

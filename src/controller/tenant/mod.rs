@@ -1,0 +1,212 @@
+//! Tenant controller: the team's request namespace with RBAC for its people, and
+//! its usage against its budget in status. When the apiserver will not have the
+//! namespace or the bindings, `Ready` turns False with its words and a Warning
+//! event tells it once (see [`setup`]).
+
+mod setup;
+
+use std::{sync::Arc, time::Duration};
+
+use k8s_openapi::{
+    apimachinery::pkg::{api::resource::Quantity, apis::meta::v1::Time},
+    jiff::Timestamp,
+};
+use kube::{Api, Resource, ResourceExt, api::ListParams, runtime::controller::Action};
+
+use super::{Context, Error, events::condition_event};
+use crate::{
+    api::{
+        EnvironmentClass, EnvironmentRequest, Tenant,
+        conditions::{self, ConditionStatus, Observation, reasons, set_condition, types},
+        environment_request::Phase,
+        tenant::{TenantStatus, Usage},
+    },
+    policy::budget,
+};
+
+pub use crate::policy::request::request_namespace;
+use setup::{SetupFailed, SetupFailure};
+
+pub async fn reconcile(tenant: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let namespace = request_namespace(&tenant);
+    let setup = setup::set_up(&tenant, &namespace, &ctx).await;
+
+    let requests = ctx.all_requests().await?;
+    let live: Vec<&EnvironmentRequest> = requests
+        .iter()
+        .map(AsRef::as_ref)
+        .filter(|r| r.spec.tenant == tenant.name_any() && r.metadata.namespace.as_deref() == Some(namespace.as_str()))
+        .filter(|r| matches!(r.status.as_ref().and_then(|s| s.phase), Some(Phase::Provisioning | Phase::Ready)))
+        .collect();
+    let cost: u64 = live.iter().filter_map(|r| r.status.as_ref()?.estimated_monthly_cost_usd).map(u64::from).sum();
+    let classes = Api::<EnvironmentClass>::all(ctx.client.clone())
+        .list(&ListParams::default())
+        .await
+        .map_err(|source| Error::Read { what: "EnvironmentClasses".to_owned(), source })?;
+    let mut quota = budget::Amounts::new();
+    for request in &live {
+        if let Some(class) = classes.items.iter().find(|c| c.name_any() == request.spec.class) {
+            for (resource, amount) in budget::amounts(&class.spec.quota) {
+                *quota.entry(resource).or_default() += amount;
+            }
+        }
+    }
+    let failure = setup.as_ref().err().map(|failed| &failed.failure);
+    let now = Time(Timestamp::now());
+    let status = next_status(&tenant, &namespace, failure, live.len(), cost, &quota, &now);
+    if tenant.status.as_ref() != Some(&status) {
+        super::apply_status(&Api::<Tenant>::all(ctx.client.clone()), tenant.as_ref(), &status).await?;
+        announce(&tenant, &status, &ctx).await;
+    }
+    match setup {
+        Ok(()) => Ok(Action::requeue(Duration::from_secs(300))),
+        // Retried as the error says (transient: seconds; a refusal: minutes); the
+        // status and event above are written once, not on every retry.
+        Err(SetupFailed { error: Some(error), .. }) => Err(error),
+        Err(SetupFailed { error: None, failure }) => Ok(Action::requeue(failure.poll())),
+    }
+}
+
+/// A Warning event when `Ready` turns False (or fails anew), a Normal one when it
+/// recovers; best effort, after the status that it narrates.
+async fn announce(tenant: &Tenant, status: &TenantStatus, ctx: &Context) {
+    let before = tenant.status.as_ref().and_then(|s| conditions::find(&s.conditions, types::READY));
+    let Some(after) = conditions::find(&status.conditions, types::READY) else {
+        return;
+    };
+    if let Some(event) = condition_event(before, after) {
+        ctx.events.publish_or_log(&event, &tenant.object_ref(&())).await;
+    }
+}
+
+/// Status from what the tenant has (pure; transition times kept when unchanged).
+/// `failure` is why its namespace or bindings are not in place, if they are not;
+/// `status.requestNamespace` names the namespace only once it is.
+fn next_status(
+    tenant: &Tenant,
+    namespace: &str,
+    failure: Option<&SetupFailure>,
+    environments: usize,
+    cost: u64,
+    quota: &budget::Amounts,
+    now: &Time,
+) -> TenantStatus {
+    let mut status = tenant.status.clone().unwrap_or_default();
+    let generation = tenant.metadata.generation;
+    status.observed_generation = generation;
+    let ready = match failure {
+        None => {
+            status.request_namespace = Some(namespace.to_owned());
+            Observation {
+                type_: types::READY,
+                status: ConditionStatus::True,
+                reason: reasons::NAMESPACE_READY,
+                message: format!("members create EnvironmentRequests in namespace {namespace}"),
+                observed_generation: generation,
+            }
+        }
+        Some(failure) => Observation {
+            type_: types::READY,
+            status: ConditionStatus::False,
+            reason: failure.reason(),
+            message: failure.message(),
+            observed_generation: generation,
+        },
+    };
+    status.environments = u32::try_from(environments).unwrap_or(u32::MAX);
+    status.usage = Usage {
+        monthly_cost_usd: u32::try_from(cost).unwrap_or(u32::MAX),
+        quota: quota.iter().map(|(resource, amount)| (resource.clone(), Quantity(budget::display(*amount)))).collect(),
+    };
+    set_condition(&mut status.conditions, ready, now);
+    let budget = &tenant.spec.budget;
+    let over_cost = budget.monthly_cost_usd.is_some_and(|limit| cost > u64::from(limit));
+    let over_count = budget.max_environments.is_some_and(|max| environments > max as usize);
+    let over_quota = budget::amounts(&budget.quota)
+        .iter()
+        .any(|(resource, limit)| quota.get(resource).is_some_and(|used| used > limit));
+    let over_cost = over_cost || over_quota;
+    let message = format!(
+        "{environments} environments{}, ${cost} a month{}",
+        budget.max_environments.map(|m| format!(" of {m}")).unwrap_or_default(),
+        budget.monthly_cost_usd.map(|m| format!(" of ${m}")).unwrap_or_default()
+    );
+    set_condition(
+        &mut status.conditions,
+        Observation {
+            type_: types::WITHIN_BUDGET,
+            status: (!(over_cost || over_count)).into(),
+            reason: if over_cost || over_count { reasons::OVER_BUDGET } else { reasons::WITHIN_BUDGET },
+            message,
+            observed_generation: generation,
+        },
+        now,
+    );
+    status
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(second: i64) -> Time {
+        Time(Timestamp::from_second(second).expect("valid"))
+    }
+
+    fn terminating() -> SetupFailure {
+        SetupFailure::Terminating { namespace: "payments".into() }
+    }
+
+    /// The tenant after a status write of `status`.
+    fn with(status: TenantStatus) -> Tenant {
+        let mut tenant = crate::test_support::payments();
+        tenant.metadata.generation = Some(1);
+        tenant.status = Some(status);
+        tenant
+    }
+
+    fn status(tenant: &Tenant, failure: Option<&SetupFailure>, now: i64) -> TenantStatus {
+        next_status(tenant, "payments", failure, 0, 0, &budget::Amounts::new(), &at(now))
+    }
+
+    #[test]
+    fn a_tenant_that_cannot_be_set_up_is_not_ready_and_says_why() {
+        let mut tenant = crate::test_support::payments();
+        tenant.metadata.generation = Some(1);
+        let status = status(&tenant, Some(&terminating()), 10);
+        let ready = conditions::find(&status.conditions, types::READY).expect("Ready");
+        assert_eq!(ready.status, "False");
+        assert_eq!(ready.reason, "NamespaceTerminating");
+        assert_eq!(ready.message, terminating().message());
+        assert_eq!(ready.observed_generation, Some(1));
+        assert_eq!(status.request_namespace, None, "no namespace to point people at yet");
+        assert!(conditions::find(&status.conditions, types::WITHIN_BUDGET).is_some(), "usage is still reported");
+    }
+
+    #[test]
+    fn the_same_failure_again_writes_the_same_status() {
+        let first = status(&with(TenantStatus::default()), Some(&terminating()), 10);
+        let again = status(&with(first.clone()), Some(&terminating()), 20);
+        assert_eq!(again, first, "no write, so no watch event and no event per retry");
+    }
+
+    #[test]
+    fn a_fixed_tenant_recovers_to_ready_and_keeps_its_namespace_when_it_fails_later() {
+        let failed = status(&with(TenantStatus::default()), Some(&terminating()), 10);
+        let recovered = status(&with(failed), None, 30);
+        let ready = conditions::find(&recovered.conditions, types::READY).expect("Ready");
+        assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("True", "NamespaceReady"));
+        assert_eq!(ready.last_transition_time, at(30));
+        assert_eq!(recovered.request_namespace.as_deref(), Some("payments"));
+
+        let refused = SetupFailure::Rbac {
+            namespace: "payments".into(),
+            object: "Role berth-requester".into(),
+            cause: "forbidden".into(),
+        };
+        let failed_again = status(&with(recovered), Some(&refused), 40);
+        let ready = conditions::find(&failed_again.conditions, types::READY).expect("Ready");
+        assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("False", "RBACFailed"));
+        assert_eq!(failed_again.request_namespace.as_deref(), Some("payments"), "the namespace was made before");
+    }
+}
