@@ -1,8 +1,13 @@
 //! GitOps writer benchmark: how long committing and pushing one environment takes
-//! as the repository grows (100 / 1,000 / 10,000 environments already in it), and
-//! a batch of 100 environments at once. Writes a Markdown report.
+//! as the repository grows (100 / 1,000 / 10,000 environments already in it), a batch
+//! of 100 environments at once, and 200 environments on a branch another client keeps
+//! pushing to, against the same without it. Writes a Markdown report.
 //!
-//! `just bench-gitops` (or `cargo bench --bench gitops -- <report path>`).
+//! `just bench-gitops` (or `cargo bench --bench gitops -- <report path>`;
+//! `BERTH_BENCH_BUSY_ONLY=1` runs the busy-branch section alone, `BERTH_BENCH_BUSY_RUNS`
+//! sets its runs, 5 by default). `cargo test`
+//! runs it too, in a smoke mode with tiny sizes and the same assertions (cargo passes
+//! `--bench` only to real runs), so a change that breaks the benchmark cannot land.
 
 use std::{
     collections::BTreeMap,
@@ -14,6 +19,11 @@ use berth::{
     gitops::{ChangeReason, GitOpsMetrics, Writer, WriterConfig, WriterHandle, environment_path},
     render::{RenderOptions, render},
 };
+use busy_pusher::BusyPusher;
+use futures::StreamExt;
+
+#[path = "../tests/support/busy_pusher.rs"]
+mod busy_pusher;
 
 /// One environment's files, as the renderer produces them for the preview example.
 fn environment_files() -> BTreeMap<String, Vec<u8>> {
@@ -29,9 +39,18 @@ fn environment_files() -> BTreeMap<String, Vec<u8>> {
 }
 
 async fn writer(dir: &Path, remote: &Path, batch_window: Duration) -> WriterHandle {
+    writer_with_metrics(dir, remote, batch_window, &prometheus::Registry::new()).await
+}
+
+async fn writer_with_metrics(
+    dir: &Path,
+    remote: &Path,
+    batch_window: Duration,
+    registry: &prometheus::Registry,
+) -> WriterHandle {
     let mut config = WriterConfig::new(dir.join("work"), format!("file://{}", remote.display()), "main");
     config.batch_window = batch_window;
-    let metrics = GitOpsMetrics::register(&prometheus::Registry::new()).expect("metrics");
+    let metrics = GitOpsMetrics::register(registry).expect("metrics");
     Writer::spawn(config, metrics).await.expect("writer starts")
 }
 
@@ -71,21 +90,143 @@ fn ms(d: Duration) -> String {
     format!("{:.1}", d.as_secs_f64() * 1000.0)
 }
 
-#[tokio::main]
-async fn main() {
-    let report_path =
-        std::env::args().skip(1).find(|a| !a.starts_with('-')).unwrap_or_else(|| "target/bench/gitops.md".to_owned());
-    let files = environment_files();
-    let mut report = String::from("# GitOps writer benchmark\n\n");
-    report.push_str(&format!(
-        "One environment = {} files ({} bytes), pushed to a bare `file://` remote. \
-         Single commits use a 0 ms batch window (the window is a deliberate wait, not commit cost).\n\n",
-        files.len(),
-        files.values().map(Vec::len).sum::<usize>()
-    ));
+/// How long the operator waits before trying a request again after a transient
+/// error (`TRANSIENT_RETRY` in `src/controller/mod.rs`).
+const REQUEUE: Duration = Duration::from_secs(5);
+
+/// Reconciles the operator runs at once (its default `--max-concurrent-reconciles`).
+const IN_FLIGHT: usize = 64;
+
+/// Gap between two requests reaching the writer: 200 in 2 s, so they take about ten
+/// batches, each of which may lose races (issue 11's operator saw 200 Ready in ~9 s).
+const ARRIVAL: Duration = Duration::from_millis(10);
+
+/// What one run of [`busy_remote`] saw.
+struct BusyRun {
+    /// Until every change was on the remote.
+    elapsed: Duration,
+    /// Puts that came back with an error and were tried again after [`REQUEUE`].
+    requeues: usize,
+    /// Pushes the writer lost to the other client.
+    lost_races: f64,
+    /// The other client's pushes per second meanwhile.
+    their_rate: f64,
+}
+
+/// `changes` environments put as the operator does (one every [`ARRIVAL`], [`IN_FLIGHT`]
+/// at a time, a failed put tried again after [`REQUEUE`]) into a fresh repository with the operator's writer
+/// settings, while another client pushes to the branch with `pause` between pushes
+/// (`None`: nobody else pushes). Checks that every change landed and that none of the
+/// other client's commits was lost.
+async fn busy_remote(files: &BTreeMap<String, Vec<u8>>, changes: usize, pause: Option<Duration>) -> BusyRun {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let remote = dir.path().join("remote.git");
+    git2::Repository::init_bare(&remote).expect("bare remote");
+    let registry = prometheus::Registry::new();
+    let writer = writer_with_metrics(dir.path(), &remote, Duration::from_millis(200), &registry).await;
+    // The other client needs a branch to push to.
+    put_many(&writer, files, changes, 1, 1).await;
+    let started = tokio::time::Instant::now();
+    let pusher = pause.map(|pause| BusyPusher::start(remote.clone(), pause));
+    let requeues: usize = futures::stream::iter(0..changes)
+        .map(|i| {
+            let (writer, files) = (writer.clone(), files.clone());
+            async move {
+                // Requests come in steadily, as a burst reaches the operator through the apiserver.
+                tokio::time::sleep_until(started + ARRIVAL * u32::try_from(i).expect("small")).await;
+                let path = environment_path("in-cluster", "busy", &format!("env-{i:05}")).expect("path");
+                let mut requeues = 0;
+                let reason = || ChangeReason::new(format!("bench/env-{i:05}"), Some(1), "bench");
+                while let Err(e) = writer.put(path.clone(), files.clone(), reason()).await {
+                    assert!(e.is_transient(), "{e}");
+                    requeues += 1;
+                    tokio::time::sleep(REQUEUE).await;
+                }
+                requeues
+            }
+        })
+        .buffer_unordered(IN_FLIGHT)
+        .fold(0, |sum, n| async move { sum + n })
+        .await;
+    let elapsed = started.elapsed();
+    let theirs = pusher.map(BusyPusher::stop).unwrap_or_default();
+    let pushing = started.elapsed();
+    writer.shutdown().await.expect("writer stops");
+
+    let repo = git2::Repository::open_bare(&remote).expect("remote");
+    let head = repo.refname_to_id("refs/heads/main").expect("main");
+    for commit in &theirs {
+        let commit = git2::Oid::from_str(commit).expect("commit id");
+        assert!(
+            commit == head || repo.graph_descendant_of(head, commit).expect("graph"),
+            "the other client's {commit} was lost"
+        );
+    }
+    let tree = repo.find_commit(head).expect("head").tree().expect("tree");
+    for i in 0..changes {
+        let folder = format!("clusters/in-cluster/tenants/busy/env-{i:05}");
+        assert!(tree.get_path(Path::new(&folder)).is_ok(), "{folder} did not land");
+    }
+    let lost_races = registry
+        .gather()
+        .iter()
+        .filter(|family| family.name() == "berth_gitops_push_failures_total")
+        .flat_map(|family| family.get_metric())
+        .filter(|m| m.get_label().iter().any(|l| l.value() == "non_fast_forward"))
+        .map(|m| m.get_counter().get_value())
+        .sum();
+    BusyRun { elapsed, requeues, lost_races, their_rate: theirs.len() as f64 / pushing.as_secs_f64() }
+}
+
+/// Report rows for [`busy_remote`]: each run with and without a busy client, side by side.
+async fn busy_remote_report(files: &BTreeMap<String, Vec<u8>>, changes: usize, runs: usize) -> String {
+    let mut report = format!(
+        "\n## A busy branch\n\n{changes} environments put as the operator does (one every {} ms, {IN_FLIGHT} callers at a time, \
+         a failed put tried again after {} s, 200 ms batch window) into a fresh `file://` repository, \
+         alone and while another client pushes to the same branch (a loop of compare-and-swap pushes, \
+         resting between them). Target (issue 11): with the other client at most 3× the time without.\n\n\
+         | run | other client | its pushes/s | all {changes} on the remote | × without | pushes lost to it | puts requeued |\n\
+         |---|---|---|---|---|---|---|\n",
+        ARRIVAL.as_millis(),
+        REQUEUE.as_secs()
+    );
+    let mut worst = 0.0f64;
+    for run in 1..=runs {
+        let alone = busy_remote(files, changes, None).await;
+        let row = |label: &str, r: &BusyRun, ratio: f64| {
+            format!(
+                "| {run} | {label} | {:.0} | {} ms | {ratio:.2} | {:.0} | {} |\n",
+                r.their_rate,
+                ms(r.elapsed),
+                r.lost_races,
+                r.requeues
+            )
+        };
+        eprint!("{}", row("none", &alone, 1.0));
+        report.push_str(&row("none", &alone, 1.0));
+        for (label, pause) in [("every 200 ms (~5/s, as in issue 11)", 200), ("every 50 ms", 50)] {
+            let busy = busy_remote(files, changes, Some(Duration::from_millis(pause))).await;
+            let ratio = busy.elapsed.as_secs_f64() / alone.elapsed.as_secs_f64();
+            worst = worst.max(ratio);
+            eprint!("{}", row(label, &busy, ratio));
+            report.push_str(&row(label, &busy, ratio));
+        }
+    }
+    let verdict = if worst <= 3.0 { "met" } else { "**missed**" };
+    let line = format!("\nWorst ratio over {runs} run(s): {worst:.2}× (target ≤ 3×: {verdict}).\n");
+    eprint!("{line}");
+    report.push_str(&line);
+    report
+}
+
+/// Commit time as the repository grows, and one batch of many environments.
+async fn growth_and_batch(files: &BTreeMap<String, Vec<u8>>, smoke: bool, report: &mut String) {
     report.push_str("| environments already in the repo | tenants they belong to | commit+push 1 environment p50 (ms) | p90 (ms) | max (ms) | samples |\n|---|---|---|---|---|---|\n");
 
-    for (existing, tenants) in [(100usize, 1usize), (1_000, 1), (10_000, 1), (10_000, 100)] {
+    let sizes: &[(usize, usize)] =
+        if smoke { &[(10, 1), (10, 5)] } else { &[(100, 1), (1_000, 1), (10_000, 1), (10_000, 100)] };
+    let samples_per_size = if smoke { 3 } else { 30 };
+    for &(existing, tenants) in sizes {
         let dir = tempfile::tempdir().expect("tempdir");
         let remote = dir.path().join("remote.git");
         git2::Repository::init_bare(&remote).expect("bare remote");
@@ -94,16 +235,16 @@ async fn main() {
         let mut seeded = 0;
         while seeded < existing {
             let chunk = (existing - seeded).min(1_000);
-            put_many(&seeder, &files, seeded, chunk, tenants).await;
+            put_many(&seeder, files, seeded, chunk, tenants).await;
             seeded += chunk;
         }
         seeder.shutdown().await.expect("seeder stops");
 
         let single = writer(&dir.path().join("single"), &remote, Duration::ZERO).await;
         let mut samples = Vec::new();
-        for i in 0..30 {
+        for i in 0..samples_per_size {
             let started = Instant::now();
-            let commits = put_many(&single, &files, existing + i, 1, tenants).await;
+            let commits = put_many(&single, files, existing + i, 1, tenants).await;
             samples.push(started.elapsed());
             assert_eq!(commits, 1);
         }
@@ -124,19 +265,50 @@ async fn main() {
     let remote = dir.path().join("remote.git");
     git2::Repository::init_bare(&remote).expect("bare remote");
     let batch = writer(dir.path(), &remote, Duration::from_millis(200)).await;
-    put_many(&batch, &files, 0, 1_000, 10).await;
+    let (existing, size) = if smoke { (20, 10) } else { (1_000, 100) };
+    put_many(&batch, files, 0, existing, 10).await;
     let started = Instant::now();
-    let commits = put_many(&batch, &files, 1_000, 100, 10).await;
+    let commits = put_many(&batch, files, existing, size, 10).await;
     let elapsed = started.elapsed();
     batch.shutdown().await.expect("writer stops");
     let line = format!(
-        "\n100 environments submitted at once into a repo of 1,000: {} ms until every caller had its commit \
+        "\n{size} environments submitted at once into a repo of {existing}: {} ms until every caller had its commit \
          (includes the 200 ms batch window), {commits} commit(s).\n",
         ms(elapsed)
     );
     eprint!("{line}");
     report.push_str(&line);
+}
 
+#[tokio::main]
+async fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let smoke = !args.iter().any(|a| a == "--bench");
+    // Under `cargo test` the arguments are test filters, not a report path.
+    let report_path =
+        args.iter().find(|a| !a.starts_with('-')).cloned().unwrap_or_else(|| "target/bench/gitops.md".into());
+    let files = environment_files();
+    let mut report = String::from("# GitOps writer benchmark\n\n");
+    report.push_str(&format!(
+        "One environment = {} files ({} bytes), pushed to a bare `file://` remote. \
+         Single commits use a 0 ms batch window (the window is a deliberate wait, not commit cost).\n\n",
+        files.len(),
+        files.values().map(Vec::len).sum::<usize>()
+    ));
+    // `BERTH_BENCH_BUSY_ONLY=1` runs the busy-branch section alone.
+    if std::env::var_os("BERTH_BENCH_BUSY_ONLY").is_none() {
+        growth_and_batch(&files, smoke, &mut report).await;
+    }
+
+    let runs = std::env::var("BERTH_BENCH_BUSY_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(5);
+    let (changes, runs) = if smoke { (20, 1) } else { (200, runs) };
+    // Prints its rows as they come.
+    report.push_str(&busy_remote_report(&files, changes, runs).await);
+
+    if smoke {
+        eprintln!("smoke run: sizes too small to mean anything, no report written");
+        return;
+    }
     if let Some(parent) = Path::new(&report_path).parent() {
         std::fs::create_dir_all(parent).expect("report dir");
     }

@@ -16,7 +16,7 @@ use super::config::WriterConfig;
 use super::error::Error;
 use super::inventory::EnvironmentFolder;
 use super::metrics::GitOpsMetrics;
-use super::publish::{CommitOutcome, Engine};
+use super::publish::{CommitOutcome, Engine, race_jitter};
 
 /// Most changes in one batch; a full batch is committed without waiting for the window.
 const MAX_BATCH: usize = 500;
@@ -49,6 +49,15 @@ fn batch_deadline(now: Instant, window: Duration, last_batch: usize, last_flush:
     let idle = last_flush.is_none_or(|at| now.duration_since(at) >= window * 5);
     if last_batch <= 1 || idle { now + SETTLE.min(window) } else { now + window }
 }
+/// How long a caller waits on a contended remote (others keep pushing first) before it
+/// is answered with [`Error::Contended`]; its change stays owed and keeps riding along.
+/// Long enough that a busy branch costs callers no error, short enough that a reconcile
+/// can say in status what it waits for.
+const CONTENDED_PATIENCE: Duration = Duration::from_secs(10);
+
+/// Callers whose changes wait on a contended remote, each with the time it began waiting.
+type Waiting = Vec<(Reply<CommitOutcome>, Instant)>;
+
 /// Requests that may queue while the writer is busy before callers wait to send.
 const CHANNEL_CAPACITY: usize = 1024;
 
@@ -130,6 +139,7 @@ async fn run(
     retry_interval: Duration,
 ) -> Option<(Reply<()>, Result<(), Error>)> {
     let mut batch: Vec<(Change, Reply<CommitOutcome>)> = Vec::new();
+    let mut waiting: Waiting = Vec::new();
     let mut deadline: Option<Instant> = None;
     // The latest the open batch may wait: its window's end.
     let mut window_end: Option<Instant> = None;
@@ -145,9 +155,15 @@ async fn run(
                 deadline = None;
                 window_end = None;
                 last_batch = batch.len();
-                let _ = flush(engine, &mut batch);
+                let _ = flush(engine, &mut batch, &mut waiting);
                 last_flush = Some(Instant::now());
                 retry_at = next_retry(engine, retry_interval);
+                if !waiting.is_empty() {
+                    // Lost to other writers, with callers waiting: go again at once, with
+                    // whatever arrives during the jitter riding along.
+                    let again = Instant::now() + race_jitter();
+                    (deadline, window_end, retry_at) = (Some(again), Some(again), None);
+                }
             }
             () = sleep_until(retry_at.unwrap_or(idle)), if retry_at.is_some() && batch.is_empty() => {
                 // Owed changes from a failed batch, retried although nobody asked again.
@@ -171,12 +187,12 @@ async fn run(
                     let _ = reply.send(engine.folders(&marker));
                 }
                 Some(Request::Shutdown { reply }) => {
-                    let result = final_flush(engine, &mut batch);
+                    let result = final_flush(engine, &mut batch, &mut waiting);
                     return Some((reply, result));
                 }
                 None => {
                     // Every handle is gone: publish what is left, then stop.
-                    let _ = final_flush(engine, &mut batch);
+                    let _ = final_flush(engine, &mut batch, &mut waiting);
                     return None;
                 }
             },
@@ -188,28 +204,52 @@ fn next_retry(engine: &Engine, interval: Duration) -> Option<Instant> {
     engine.has_pending().then(|| Instant::now() + interval)
 }
 
-/// Publishes the batch and answers every waiter with the same result.
-fn flush(engine: &mut Engine, batch: &mut Vec<(Change, Reply<CommitOutcome>)>) -> Result<(), Error> {
-    if batch.is_empty() {
+/// Publishes the batch with whatever is owed and answers its callers and the waiting
+/// ones. On a contended remote callers keep waiting instead, up to
+/// [`CONTENDED_PATIENCE`]: their changes are in every later try.
+fn flush(
+    engine: &mut Engine,
+    batch: &mut Vec<(Change, Reply<CommitOutcome>)>,
+    waiting: &mut Waiting,
+) -> Result<(), Error> {
+    if batch.is_empty() && waiting.is_empty() {
         return Ok(());
     }
     let (changes, replies): (Vec<_>, Vec<_>) = std::mem::take(batch).into_iter().unzip();
+    let now = Instant::now();
+    waiting.extend(replies.into_iter().map(|reply| (reply, now)));
     let result = engine.publish(changes);
-    for reply in replies {
-        let _ = reply.send(result.clone());
+    let contended = result.as_ref().is_err_and(Error::is_contended);
+    for (reply, since) in std::mem::take(waiting) {
+        if contended && since.elapsed() < CONTENDED_PATIENCE {
+            waiting.push((reply, since));
+        } else {
+            let _ = reply.send(result.clone());
+        }
     }
     result.map(drop)
 }
 
-/// Publishes the queued batch, or else whatever a failed batch left owed.
-fn final_flush(engine: &mut Engine, batch: &mut Vec<(Change, Reply<CommitOutcome>)>) -> Result<(), Error> {
-    if !batch.is_empty() {
-        flush(engine, batch)
+/// Publishes the queued batch, or else whatever a failed batch left owed, and answers
+/// everyone still waiting: nothing will answer them later.
+fn final_flush(
+    engine: &mut Engine,
+    batch: &mut Vec<(Change, Reply<CommitOutcome>)>,
+    waiting: &mut Waiting,
+) -> Result<(), Error> {
+    let result = if !batch.is_empty() || !waiting.is_empty() {
+        flush(engine, batch, waiting)
     } else if engine.has_pending() {
         engine.publish(Vec::new()).map(drop)
     } else {
         Ok(())
+    };
+    if let Err(e) = &result {
+        for (reply, _) in waiting.drain(..) {
+            let _ = reply.send(Err(e.clone()));
+        }
     }
+    result
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@ use sha2::{Digest, Sha256};
 
 use super::layout::RepoPath;
 use super::message::ChangeReason;
+use super::tree::WrittenFolders;
 
 /// What to do with a folder.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,11 +48,14 @@ pub(crate) struct Change {
 #[derive(Debug, Clone, Default)]
 pub(crate) struct ChangeSet {
     changes: Vec<Change>,
+    /// Folder trees written for these changes in earlier tries.
+    written: WrittenFolders,
 }
 
 impl ChangeSet {
     pub(crate) fn push(&mut self, change: Change) {
         self.changes.retain(|old| !change.path.contains(&old.path));
+        self.written.get_mut().retain(|path, _| !change.path.contains(path));
         self.changes.push(change);
     }
 
@@ -75,6 +79,17 @@ impl ChangeSet {
 
     pub(crate) fn clear(&mut self) {
         self.changes.clear();
+        self.written.get_mut().clear();
+    }
+
+    /// The folder trees written for these changes so far (see [`WrittenFolders`]).
+    pub(crate) fn written(&self) -> &WrittenFolders {
+        &self.written
+    }
+
+    /// Forgets the written folder trees: the clone that held them is gone.
+    pub(crate) fn forget_written(&mut self) {
+        self.written.get_mut().clear();
     }
 
     /// A short, stable digest of what the set writes (not of the reasons), used to name
@@ -107,6 +122,7 @@ impl ChangeSet {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use git2::Oid;
 
     fn change(path: &str, op: Operation) -> Change {
         Change {
@@ -131,6 +147,22 @@ mod tests {
         let paths: Vec<_> = set.changes().iter().map(|c| c.path.as_str()).collect();
         assert_eq!(paths, ["a/b", "a/b/d", "x"]);
         assert_eq!(set.changes()[2].operation, Operation::Remove);
+    }
+
+    #[test]
+    fn a_replaced_change_forgets_its_written_folder_and_those_below() {
+        let mut set = ChangeSet::default();
+        set.push(change("a/b", put("1")));
+        set.push(change("a/c", put("1")));
+        let tree = Oid::from_bytes(&[7; 20]).expect("oid");
+        for path in ["a/b", "a/c"] {
+            set.written().borrow_mut().insert(RepoPath::parse(path).expect("valid"), Some(tree));
+        }
+        set.push(change("a/b", put("2")));
+        let kept: Vec<_> = set.written().borrow().keys().map(|p| p.as_str().to_owned()).collect();
+        assert_eq!(kept, ["a/c"], "a/b holds other files now");
+        set.push(change("a", Operation::Remove));
+        assert!(set.written().borrow().is_empty());
     }
 
     #[test]

@@ -25,9 +25,12 @@ pub enum PushMode {
 /// Bounds on retrying a batch and on retrying changes that could not be pushed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RetryPolicy {
-    /// Attempts (fetch, apply, commit, push) per batch before its callers get an error.
+    /// Failed attempts (fetch, apply, commit, push) per batch before its callers get an
+    /// error. A push lost to another writer (non-fast-forward) is not a failure here: it
+    /// is tried again at once, after a few milliseconds of jitter, for as long as others
+    /// keep pushing first (callers get [`Error::Contended`] after a while).
     pub max_push_attempts: u32,
-    /// Wait before the second attempt; doubles after each failure.
+    /// Wait before the second attempt after an outage; doubles after each failure.
     pub initial_backoff: Duration,
     /// Upper bound of the wait between attempts.
     pub max_backoff: Duration,

@@ -241,6 +241,22 @@ pub enum Error {
         /// The last failure, redacted.
         last: GitFailure,
     },
+    /// Other writers kept moving the branch between the writer's fetch and its push. The
+    /// changes stay owed and are pushed again at once; nothing is lost or forced.
+    #[error(
+        "gitops {remote} branch {branch}: branch busy, {waiting} changes waiting after {rejections} pushes \
+         lost to other writers; still retrying"
+    )]
+    Contended {
+        /// Remote URL, userinfo removed.
+        remote: String,
+        /// Branch being written.
+        branch: String,
+        /// Pushes refused in a row because the branch had moved on.
+        rejections: u32,
+        /// Changes waiting for the push.
+        waiting: usize,
+    },
     /// The writer thread could not be started.
     #[error("cannot start the gitops writer thread")]
     Spawn {
@@ -259,7 +275,7 @@ impl Error {
     pub fn is_transient(&self) -> bool {
         match self {
             Self::Git { failure, .. } | Self::PushGaveUp { last: failure, .. } => failure.kind.is_retryable(),
-            Self::Workdir { .. } | Self::Stopped | Self::Spawn { .. } => true,
+            Self::Workdir { .. } | Self::Stopped | Self::Spawn { .. } | Self::Contended { .. } => true,
             Self::InvalidConfig { .. } | Self::ReadSecret { .. } | Self::InvalidFile { .. } => false,
         }
     }
@@ -268,8 +284,15 @@ impl Error {
     pub fn failure_kind(&self) -> Option<FailureKind> {
         match self {
             Self::Git { failure, .. } | Self::PushGaveUp { last: failure, .. } => Some(failure.kind),
+            Self::Contended { .. } => Some(FailureKind::NonFastForward),
             _ => None,
         }
+    }
+
+    /// Whether the changes wait on a busy remote (others keep pushing to the branch)
+    /// rather than on an outage: worth saying in status, nothing to fix on Berth's side.
+    pub fn is_contended(&self) -> bool {
+        matches!(self, Self::Contended { .. })
     }
 }
 

@@ -12,6 +12,8 @@ use super::error::FailureKind;
 pub(crate) enum BatchOutcome {
     Committed,
     Unchanged,
+    /// Others kept moving the branch; the changes are pushed again at once.
+    Contended,
     Failed,
 }
 
@@ -20,6 +22,7 @@ impl BatchOutcome {
         match self {
             Self::Committed => "committed",
             Self::Unchanged => "unchanged",
+            Self::Contended => "contended",
             Self::Failed => "failed",
         }
     }
@@ -35,6 +38,7 @@ pub struct GitOpsMetrics {
     batch_size: Histogram,
     push_duration: Histogram,
     pending_changes: IntGauge,
+    contended_changes: IntGauge,
     reclones: IntCounter,
 }
 
@@ -70,6 +74,11 @@ impl GitOpsMetrics {
                 "berth_gitops_pending_changes",
                 "Changes accepted but not yet on the remote",
             )?,
+            contended_changes: IntGauge::new(
+                "berth_gitops_contended_changes",
+                "Changes waiting because other writers keep moving the branch (0: not contended); \
+                 the pushes they lost count as push failures with reason non_fast_forward",
+            )?,
             reclones: IntCounter::new(
                 "berth_gitops_reclones_total",
                 "Times the local clone was found damaged and cloned again",
@@ -82,12 +91,14 @@ impl GitOpsMetrics {
         registry.register(Box::new(metrics.batch_size.clone()))?;
         registry.register(Box::new(metrics.push_duration.clone()))?;
         registry.register(Box::new(metrics.pending_changes.clone()))?;
+        registry.register(Box::new(metrics.contended_changes.clone()))?;
         registry.register(Box::new(metrics.reclones.clone()))?;
         // Export every label value from the start so rate() works before the first failure.
         for kind in FailureKind::ALL {
             metrics.push_failures.with_label_values(&[kind.as_str()]);
         }
-        for outcome in [BatchOutcome::Committed, BatchOutcome::Unchanged, BatchOutcome::Failed] {
+        for outcome in [BatchOutcome::Committed, BatchOutcome::Unchanged, BatchOutcome::Contended, BatchOutcome::Failed]
+        {
             metrics.batches.with_label_values(&[outcome.as_str()]);
         }
         Ok(metrics)
@@ -113,6 +124,11 @@ impl GitOpsMetrics {
 
     pub(crate) fn pending(&self, changes: usize) {
         self.pending_changes.set(i64::try_from(changes).unwrap_or(i64::MAX));
+    }
+
+    /// Changes waiting on a contended remote; 0 once a push landed or failed otherwise.
+    pub(crate) fn contended(&self, changes: usize) {
+        self.contended_changes.set(i64::try_from(changes).unwrap_or(i64::MAX));
     }
 
     pub(crate) fn reclone(&self) {

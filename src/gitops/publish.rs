@@ -4,7 +4,7 @@
 //! Runs on the writer thread only; every call here may block on disk or network.
 
 use std::fmt;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use git2::{Oid, Repository};
 
@@ -62,6 +62,23 @@ pub(crate) struct Engine {
     repo: Option<Repository>,
     /// Changes accepted but not yet on the remote; kept across failed batches.
     pending: ChangeSet,
+    /// Pushes lost in a row to other writers (non-fast-forward) since the last publish
+    /// that was not contended.
+    lost_races: u32,
+}
+
+/// Lost races one publish retries at once before the writer loop takes over to add
+/// the changes that arrived meanwhile (see [`Engine::publish_pending`]).
+const RACES_PER_PUBLISH: u32 = 4;
+
+/// A short random pause before pushing again after losing a race: a few milliseconds
+/// rather than a growing backoff, so two writers that keep colliding drift apart while
+/// Berth still tries again before a busy branch moves on.
+pub(crate) fn race_jitter() -> Duration {
+    use std::hash::{BuildHasher, Hasher};
+    // Every `RandomState` is keyed differently: randomness without another dependency.
+    let random = std::collections::hash_map::RandomState::new().build_hasher().finish();
+    Duration::from_millis(2 + random % 24)
 }
 
 impl Engine {
@@ -74,7 +91,7 @@ impl Engine {
             clone_dir: repo::clone_path(&config.workdir).to_string_lossy().into_owned(),
         };
         let (repo, _fresh) = repo::open_or_create(&config.workdir, &ctx.remote, &config.branch, &ctx)?;
-        Ok(Self { config, ctx, metrics, repo: Some(repo), pending: ChangeSet::default() })
+        Ok(Self { config, ctx, metrics, repo: Some(repo), pending: ChangeSet::default(), lost_races: 0 })
     }
 
     /// Whether changes are waiting for a retry.
@@ -123,10 +140,12 @@ impl Engine {
         self.pending.extend(incoming);
         self.metrics.pending(self.pending.len());
         let started = Instant::now();
+        let lost_before = self.lost_races;
         let result = self.publish_pending();
         let outcome = match &result {
             Ok(o) if o.created => BatchOutcome::Committed,
             Ok(_) => BatchOutcome::Unchanged,
+            Err(e) if e.is_contended() => BatchOutcome::Contended,
             Err(_) => BatchOutcome::Failed,
         };
         self.metrics.batch(outcome, received, started.elapsed().as_secs_f64());
@@ -134,9 +153,15 @@ impl Engine {
             Ok(o) => {
                 tracing::info!(
                     commit = %o.commit, branch = %o.branch, created = o.created,
-                    changes = self.pending.len(), "gitops batch published"
+                    changes = self.pending.len(), lost_races = self.lost_races, "gitops batch published"
                 );
                 self.pending.clear();
+            }
+            Err(Error::Contended { rejections, waiting, .. }) if lost_before == 0 => {
+                tracing::info!(rejections, waiting, "gitops branch busy: others pushed first; pushing again at once")
+            }
+            Err(Error::Contended { rejections, waiting, .. }) => {
+                tracing::debug!(rejections, waiting, "gitops branch still busy; pushing again at once")
             }
             Err(e) if e.failure_kind() == Some(FailureKind::Rejected) => {
                 // The server refused this content (hook, protected path): keeping it
@@ -149,40 +174,65 @@ impl Engine {
                 "gitops batch not published; changes kept for retry"
             ),
         }
+        let contended = result.as_ref().is_err_and(Error::is_contended);
+        if !contended {
+            self.lost_races = 0;
+        }
+        self.metrics.contended(if contended { self.pending.len() } else { 0 });
         self.metrics.pending(self.pending.len());
         result
     }
 
+    /// Attempts until the owed changes are pushed. A lost race (someone else pushed
+    /// first) is tried again at once after [`race_jitter`]: the next attempt fetches
+    /// their head and rebuilds the tree on it, which costs milliseconds, while a
+    /// growing sleep would let a busy branch move again and again. Races do not use up
+    /// [`RetryPolicy::max_push_attempts`](super::RetryPolicy); after
+    /// [`RACES_PER_PUBLISH`] of them the writer loop takes over, adds the changes that
+    /// arrived meanwhile and calls again. Outages (network, local damage) back off.
     fn publish_pending(&mut self) -> Result<CommitOutcome, Error> {
         let policy = self.config.retry.clone();
-        let mut last = None;
-        for attempt in 1..=policy.max_push_attempts {
-            let wait = policy.backoff(attempt);
-            if !wait.is_zero() {
-                std::thread::sleep(wait);
-            }
+        let mut failures = 0;
+        let mut races = 0;
+        loop {
             self.metrics.attempt();
-            match self.attempt() {
+            let failure = match self.attempt() {
                 Ok(outcome) => return Ok(outcome),
-                Err(failure) => {
-                    self.metrics.failure(failure.kind);
-                    tracing::debug!(attempt, error = %failure, "gitops publish attempt failed");
-                    if failure.kind == FailureKind::Local {
-                        self.discard_clone();
-                    }
-                    if !failure.kind.is_retryable() {
-                        return Err(self.ctx.error(failure));
-                    }
-                    last = Some(failure);
-                }
+                Err(failure) => failure,
+            };
+            self.metrics.failure(failure.kind);
+            tracing::debug!(failures, races, error = %failure, "gitops publish attempt failed");
+            if failure.kind == FailureKind::Local {
+                self.discard_clone();
             }
+            if !failure.kind.is_retryable() {
+                return Err(self.ctx.error(failure));
+            }
+            if failure.kind == FailureKind::NonFastForward {
+                races += 1;
+                self.lost_races = self.lost_races.saturating_add(1);
+                if races >= RACES_PER_PUBLISH {
+                    return Err(Error::Contended {
+                        remote: self.ctx.remote.clone(),
+                        branch: self.ctx.branch.clone(),
+                        rejections: self.lost_races,
+                        waiting: self.pending.len(),
+                    });
+                }
+                std::thread::sleep(race_jitter());
+                continue;
+            }
+            failures += 1;
+            if failures >= policy.max_push_attempts {
+                return Err(Error::PushGaveUp {
+                    remote: self.ctx.remote.clone(),
+                    branch: self.ctx.branch.clone(),
+                    attempts: failures,
+                    last: failure,
+                });
+            }
+            std::thread::sleep(policy.backoff(failures + 1));
         }
-        Err(Error::PushGaveUp {
-            remote: self.ctx.remote.clone(),
-            branch: self.ctx.branch.clone(),
-            attempts: policy.max_push_attempts,
-            last: last.unwrap_or_else(missing_clone),
-        })
     }
 
     /// One try: fetch, apply the owed changes on the remote head, commit if the tree
@@ -206,7 +256,8 @@ impl Engine {
         let heads = access.fetch(repo, &branches)?;
         let target_head = heads.first().copied().flatten();
 
-        let (tree, base_tree) = apply_on(repo, target_head, changes).map_err(local_fail(GitOp::BuildTree))?;
+        let written = self.pending.written();
+        let (tree, base_tree) = apply_on(repo, target_head, changes, written).map_err(local_fail(GitOp::BuildTree))?;
         if let Some(head) = target_head
             && base_tree == Some(tree)
         {
@@ -218,7 +269,7 @@ impl Engine {
             Some(promo) => match heads.get(1).copied().flatten() {
                 Some(promo_head) => {
                     let (promo_tree, promo_base) =
-                        apply_on(repo, Some(promo_head), changes).map_err(local_fail(GitOp::BuildTree))?;
+                        apply_on(repo, Some(promo_head), changes, written).map_err(local_fail(GitOp::BuildTree))?;
                     if promo_base == Some(promo_tree) {
                         return Ok(unchanged(promo_head, promo));
                     }
@@ -252,6 +303,7 @@ impl Engine {
     /// Drops the damaged clone; the next attempt creates a fresh one.
     fn discard_clone(&mut self) {
         self.repo = None;
+        self.pending.forget_written();
         let path = repo::clone_path(&self.config.workdir);
         if let Err(e) = repo::discard(&path) {
             tracing::warn!(error = %e, "cannot delete damaged gitops clone");
@@ -283,9 +335,14 @@ fn unchanged(head: Oid, branch: &str) -> CommitOutcome {
 }
 
 /// Applies `changes` on the tree of `commit`; returns the new tree and the old one.
-fn apply_on(repo: &Repository, commit: Option<Oid>, changes: &[Change]) -> Result<(Oid, Option<Oid>), git2::Error> {
+fn apply_on(
+    repo: &Repository,
+    commit: Option<Oid>,
+    changes: &[Change],
+    written: &tree::WrittenFolders,
+) -> Result<(Oid, Option<Oid>), git2::Error> {
     let base_tree = commit.map(|id| repo.find_commit(id).map(|c| c.tree_id())).transpose()?;
-    let tree = tree::apply(repo, base_tree, changes)?;
+    let tree = tree::apply(repo, base_tree, changes, written)?;
     Ok((tree, base_tree))
 }
 
@@ -317,4 +374,17 @@ fn error_chain(error: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn race_jitter_is_a_few_milliseconds_and_varies() {
+        let draws: Vec<Duration> = (0..200).map(|_| race_jitter()).collect();
+        assert!(draws.iter().all(|d| (Duration::from_millis(2)..=Duration::from_millis(25)).contains(d)), "{draws:?}");
+        let distinct: std::collections::BTreeSet<_> = draws.iter().collect();
+        assert!(distinct.len() > 10, "colliding writers must drift apart: {distinct:?}");
+    }
 }

@@ -5,15 +5,23 @@
 //! `index.add_all` would hash every file and writing a tree from the index reads the
 //! whole tree on every commit (a lesson from peers). No working tree is checked out.
 
-use std::collections::BTreeMap;
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
 
 use git2::{FileMode, ObjectType, Oid, Repository};
 
 use super::change::{Change, Operation};
+use super::layout::RepoPath;
+
+/// Folder trees already written for owed changes, by path (`None`: a put without
+/// files). A retry after a lost race then writes only the trees on the way to them,
+/// which keeps the fetch-to-push window short. Valid while the clone that holds the
+/// objects lives; the owner drops an entry when the change at that path is replaced.
+pub(crate) type WrittenFolders = RefCell<HashMap<RepoPath, Option<Oid>>>;
 
 /// What a folder becomes before the changes below it are applied.
 enum Replacement<'a> {
-    Files(&'a BTreeMap<String, Vec<u8>>),
+    Files(&'a BTreeMap<String, Vec<u8>>, &'a RepoPath),
     Remove,
 }
 
@@ -31,7 +39,7 @@ impl<'a> Node<'a> {
             node = node.children.entry(segment).or_default();
         }
         node.replace = Some(match &change.operation {
-            Operation::Put(files) => Replacement::Files(files),
+            Operation::Put(files) => Replacement::Files(files, &change.path),
             Operation::Remove => Replacement::Remove,
         });
         // A later change to a folder overrides earlier changes below it.
@@ -41,23 +49,43 @@ impl<'a> Node<'a> {
 
 /// Applies `changes` in order on top of the tree `base` (`None`: empty repository)
 /// and returns the new root tree id. Folders that end up empty are pruned.
-pub(crate) fn apply(repo: &Repository, base: Option<Oid>, changes: &[Change]) -> Result<Oid, git2::Error> {
+pub(crate) fn apply(
+    repo: &Repository,
+    base: Option<Oid>,
+    changes: &[Change],
+    written: &WrittenFolders,
+) -> Result<Oid, git2::Error> {
     let mut root = Node::default();
     for change in changes {
         root.insert(change);
     }
-    match build(repo, &root, base)? {
+    match build(repo, &root, base, written)? {
         Some(id) => Ok(id),
         None => repo.treebuilder(None)?.write(),
     }
 }
 
 /// Builds the folder for `node` starting from `base`; `None` means "no folder" (empty).
-fn build(repo: &Repository, node: &Node<'_>, base: Option<Oid>) -> Result<Option<Oid>, git2::Error> {
+fn build(
+    repo: &Repository,
+    node: &Node<'_>,
+    base: Option<Oid>,
+    written: &WrittenFolders,
+) -> Result<Option<Oid>, git2::Error> {
     let start = match &node.replace {
         None => base,
         Some(Replacement::Remove) => None,
-        Some(Replacement::Files(files)) => write_files(repo, files)?,
+        Some(Replacement::Files(files, path)) => {
+            let cached = written.borrow().get(*path).copied();
+            match cached {
+                Some(folder) => folder,
+                None => {
+                    let folder = write_files(repo, files)?;
+                    written.borrow_mut().insert((*path).clone(), folder);
+                    folder
+                }
+            }
+        }
     };
     if node.children.is_empty() {
         return Ok(start);
@@ -67,7 +95,7 @@ fn build(repo: &Repository, node: &Node<'_>, base: Option<Oid>) -> Result<Option
     for (name, child) in &node.children {
         let child_base =
             builder.get(name)?.filter(|entry| entry.kind() == Some(ObjectType::Tree)).map(|entry| entry.id());
-        match build(repo, child, child_base)? {
+        match build(repo, child, child_base, written)? {
             Some(id) => {
                 builder.insert(name, id, FileMode::Tree.into())?;
             }
@@ -117,6 +145,10 @@ mod tests {
         }
     }
 
+    fn apply_fresh(repo: &Repository, base: Option<Oid>, changes: &[Change]) -> Result<Oid, git2::Error> {
+        apply(repo, base, changes, &WrittenFolders::default())
+    }
+
     fn files(repo: &Repository, tree: Oid) -> Vec<String> {
         let tree = repo.find_tree(tree).expect("tree");
         let mut out = Vec::new();
@@ -134,7 +166,7 @@ mod tests {
     fn put_replaces_the_folder_and_remove_prunes_parents() {
         let dir = tempfile::tempdir().expect("tempdir");
         let repo = Repository::init_bare(dir.path()).expect("init");
-        let t1 = apply(
+        let t1 = apply_fresh(
             &repo,
             None,
             &[
@@ -145,9 +177,9 @@ mod tests {
         )
         .expect("apply");
         assert_eq!(files(&repo, t1), ["c/x/t/a/one.yaml", "c/x/t/a/two.yaml", "c/x/t/b/one.yaml", "c/y/t/c/one.yaml"]);
-        let t2 = apply(&repo, Some(t1), &[put("c/x/t/a", &[("three.yaml", "3")])]).expect("apply");
+        let t2 = apply_fresh(&repo, Some(t1), &[put("c/x/t/a", &[("three.yaml", "3")])]).expect("apply");
         assert_eq!(files(&repo, t2), ["c/x/t/a/three.yaml", "c/x/t/b/one.yaml", "c/y/t/c/one.yaml"]);
-        let t3 = apply(&repo, Some(t2), &[remove("c/y/t/c")]).expect("apply");
+        let t3 = apply_fresh(&repo, Some(t2), &[remove("c/y/t/c")]).expect("apply");
         assert_eq!(files(&repo, t3), ["c/x/t/a/three.yaml", "c/x/t/b/one.yaml"]);
         let root = repo.find_tree(t3).expect("tree");
         let c = repo.find_tree(root.get_name("c").expect("c").id()).expect("tree");
@@ -159,21 +191,37 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let repo = Repository::init_bare(dir.path()).expect("init");
         let change = put("a/b", &[("f.yaml", "x")]);
-        let t1 = apply(&repo, None, std::slice::from_ref(&change)).expect("apply");
-        let t2 = apply(&repo, Some(t1), &[change]).expect("apply");
+        let t1 = apply_fresh(&repo, None, std::slice::from_ref(&change)).expect("apply");
+        let t2 = apply_fresh(&repo, Some(t1), &[change]).expect("apply");
         assert_eq!(t1, t2);
-        let t3 = apply(&repo, Some(t1), &[remove("not/there")]).expect("apply");
+        let t3 = apply_fresh(&repo, Some(t1), &[remove("not/there")]).expect("apply");
         assert_eq!(t1, t3);
+    }
+
+    #[test]
+    fn folders_written_in_an_earlier_try_give_the_same_tree_on_a_new_base() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let repo = Repository::init_bare(dir.path()).expect("init");
+        let ours = [put("c/t/a", &[("f.yaml", "ours")]), put("c/t/b", &[]), remove("c/t/gone")];
+        let written = WrittenFolders::default();
+        let first_base = apply_fresh(&repo, None, &[put("c/t/gone", &[("f.yaml", "x")])]).expect("apply");
+        apply(&repo, Some(first_base), &ours, &written).expect("first try");
+        assert_eq!(written.borrow().len(), 2, "one entry per put, none for the remove");
+        // Someone else pushed first: the retry builds on their tree, reusing our folders.
+        let theirs = apply_fresh(&repo, Some(first_base), &[put("c/t/z", &[("f.yaml", "theirs")])]).expect("apply");
+        let retried = apply(&repo, Some(theirs), &ours, &written).expect("retry");
+        assert_eq!(retried, apply_fresh(&repo, Some(theirs), &ours).expect("fresh"));
+        assert_eq!(files(&repo, retried), ["c/t/a/f.yaml", "c/t/z/f.yaml"]);
     }
 
     #[test]
     fn removing_everything_gives_the_empty_tree() {
         let dir = tempfile::tempdir().expect("tempdir");
         let repo = Repository::init_bare(dir.path()).expect("init");
-        let t1 = apply(&repo, None, &[put("a/b", &[("f.yaml", "x")])]).expect("apply");
-        let t2 = apply(&repo, Some(t1), &[remove("a/b")]).expect("apply");
+        let t1 = apply_fresh(&repo, None, &[put("a/b", &[("f.yaml", "x")])]).expect("apply");
+        let t2 = apply_fresh(&repo, Some(t1), &[remove("a/b")]).expect("apply");
         assert_eq!(repo.find_tree(t2).expect("tree").len(), 0);
-        let t3 = apply(&repo, Some(t1), &[put("a/b", &[])]).expect("apply");
+        let t3 = apply_fresh(&repo, Some(t1), &[put("a/b", &[])]).expect("apply");
         assert_eq!(t2, t3, "a put without files removes the folder");
     }
 }
