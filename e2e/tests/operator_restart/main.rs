@@ -67,8 +67,11 @@ async fn a_sigkill_mid_burst_loses_and_duplicates_nothing() {
         .output()
         .unwrap_or_else(|e| panic!("git fsck: {e}"));
     assert!(fsck.status.success(), "git fsck: {}", String::from_utf8_lossy(&fsck.stderr));
-    let log = operator_log();
-    assert!(log.matches("gitops writer ready").count() >= 2, "the operator really restarted:\n{log}");
+    // The burst may finish before the restarted process has logged that its writer is up.
+    wait_for(Duration::from_secs(30), "the restarted operator's writer", || async {
+        (operator_log().matches("gitops writer ready").count() >= 2).then_some(())
+    })
+    .await;
 }
 
 #[tokio::test]
