@@ -178,8 +178,18 @@ async fn busy_remote(files: &BTreeMap<String, Vec<u8>>, changes: usize, pause: O
     BusyRun { elapsed, requeues, lost_races, their_rate: theirs.len() as f64 / pushing.as_secs_f64() }
 }
 
+/// Longest one [`busy_remote`] run may take: a writer that can never win must fail the
+/// run with a message rather than hang it.
+const BUSY_RUN_LIMIT: Duration = Duration::from_secs(300);
+
+async fn bounded(run: impl std::future::Future<Output = BusyRun>) -> BusyRun {
+    tokio::time::timeout(BUSY_RUN_LIMIT, run)
+        .await
+        .unwrap_or_else(|_| panic!("the writer did not get every change onto a busy branch within {BUSY_RUN_LIMIT:?}"))
+}
+
 /// Report rows for [`busy_remote`]: each run with and without a busy client, side by side.
-async fn busy_remote_report(files: &BTreeMap<String, Vec<u8>>, changes: usize, runs: usize) -> String {
+async fn busy_remote_report(files: &BTreeMap<String, Vec<u8>>, changes: usize, runs: usize, smoke: bool) -> String {
     let mut report = format!(
         "\n## A busy branch\n\n{changes} environments put as the operator does (one every {} ms, {IN_FLIGHT} callers at a time, \
          a failed put tried again after {} s, 200 ms batch window) into a fresh `file://` repository, \
@@ -192,7 +202,7 @@ async fn busy_remote_report(files: &BTreeMap<String, Vec<u8>>, changes: usize, r
     );
     let mut worst = 0.0f64;
     for run in 1..=runs {
-        let alone = busy_remote(files, changes, None).await;
+        let alone = bounded(busy_remote(files, changes, None)).await;
         let row = |label: &str, r: &BusyRun, ratio: f64| {
             format!(
                 "| {run} | {label} | {:.0} | {} ms | {ratio:.2} | {:.0} | {} |\n",
@@ -204,8 +214,15 @@ async fn busy_remote_report(files: &BTreeMap<String, Vec<u8>>, changes: usize, r
         };
         eprint!("{}", row("none", &alone, 1.0));
         report.push_str(&row("none", &alone, 1.0));
-        for (label, pause) in [("every 200 ms (~5/s, as in issue 11)", 200), ("every 50 ms", 50)] {
-            let busy = busy_remote(files, changes, Some(Duration::from_millis(pause))).await;
+        // The smoke run (a debug build inside `cargo test` on a loaded machine) keeps to
+        // the issue's rate: it checks that nothing is lost, not how fast.
+        let pushers: &[(&str, u64)] = if smoke {
+            &[("every 200 ms", 200)]
+        } else {
+            &[("every 200 ms (~5/s, as in issue 11)", 200), ("every 50 ms", 50)]
+        };
+        for &(label, pause) in pushers {
+            let busy = bounded(busy_remote(files, changes, Some(Duration::from_millis(pause)))).await;
             let ratio = busy.elapsed.as_secs_f64() / alone.elapsed.as_secs_f64();
             worst = worst.max(ratio);
             eprint!("{}", row(label, &busy, ratio));
@@ -303,7 +320,7 @@ async fn main() {
     let runs = std::env::var("BERTH_BENCH_BUSY_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(5);
     let (changes, runs) = if smoke { (20, 1) } else { (200, runs) };
     // Prints its rows as they come.
-    report.push_str(&busy_remote_report(&files, changes, runs).await);
+    report.push_str(&busy_remote_report(&files, changes, runs, smoke).await);
 
     if smoke {
         eprintln!("smoke run: sizes too small to mean anything, no report written");

@@ -86,6 +86,8 @@ async fn lease_client(timeout: Duration) -> Result<Client, ElectionError> {
     let mut config = kube::Config::infer().await.map_err(|e| ElectionError::Client(e.to_string()))?;
     config.connect_timeout = Some(timeout);
     config.read_timeout = Some(timeout);
+    // Without it, the time a pooled connection sat idle counts against the next answer.
+    config.reset_reader_on_write = true;
     config.write_timeout = Some(timeout);
     Client::try_from(config).map_err(|e| ElectionError::Client(e.to_string()))
 }

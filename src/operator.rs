@@ -116,12 +116,12 @@ impl RunArgs {
 
 /// How long an API call may wait to connect.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long a reconcile's API call may wait for an answer: kube's default (295 s, made
-/// for watches) let one hung call hold a reconcile slot for minutes.
+/// How long a reconcile's API call may wait for an answer: kube's default client has no
+/// read timeout, so one hung call could hold a reconcile slot for as long as it hung.
 const API_CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Berth's two clients: one for calls, one for watches (a watch is one long read, so it
-/// keeps kube's read timeout, longer than the watch's own 290 s).
+/// Berth's two clients: one for calls, one for watches (a watch is one long read, bounded
+/// by the watcher's own 290 s server-side timeout, so it gets no read timeout here).
 struct Clients {
     calls: Client,
     watches: Client,
@@ -134,6 +134,8 @@ impl Clients {
         calls.connect_timeout = Some(CONNECT_TIMEOUT);
         calls.read_timeout = Some(API_CALL_TIMEOUT);
         calls.write_timeout = Some(API_CALL_TIMEOUT);
+        // Without it, the time a pooled connection sat idle counts against the next answer.
+        calls.reset_reader_on_write = true;
         let mut watches = config;
         watches.connect_timeout = Some(CONNECT_TIMEOUT);
         Ok(Self { calls: Client::try_from(calls)?, watches: Client::try_from(watches)? })
@@ -223,10 +225,13 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     watch_monitor.abort();
 
     tracing::info!("controllers stopped; flushing pending commits");
-    writer.shutdown().await?;
+    // The lease goes whatever the final flush says (a busy or unreachable remote), so a
+    // standby takes over at once instead of waiting for the lease to run out.
+    let flushed = writer.shutdown().await;
     if let Some(candidacy) = candidacy {
         candidacy.resign(Duration::from_secs(5)).await;
     }
+    flushed?;
     if lost_lease {
         // Exit rather than serve on: Kubernetes restarts this replica as a standby.
         return Err(RunError::LostLease);

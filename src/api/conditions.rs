@@ -58,6 +58,8 @@ pub mod reasons {
     /// An older tenant has the same request namespace and keeps it.
     pub const NAMESPACE_CONTESTED: &str = "NamespaceContested";
     pub const RENDERED: &str = "Rendered";
+    /// The GitOps branch is busy: others keep pushing first, and the change waits its turn.
+    pub const BRANCH_BUSY: &str = "BranchBusy";
     /// A class's environments could not be re-rendered and committed.
     pub const RERENDER_FAILED: &str = "RerenderFailed";
     pub const VALID: &str = "Valid";

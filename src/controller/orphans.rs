@@ -134,15 +134,7 @@ pub async fn sweep(ctx: &Context) -> Result<usize, Error> {
         return Ok(0);
     }
     // Then the apiserver, read consistently now: only what both lack is an orphan.
-    let api = Api::<EnvironmentRequest>::all(ctx.client.clone());
-    let listed: HashSet<String> = api
-        .list_metadata(&ListParams::default())
-        .await
-        .map_err(|source| Error::Read { what: "EnvironmentRequests".to_owned(), source })?
-        .items
-        .iter()
-        .map(|meta| format!("{}/{}", meta.namespace().unwrap_or_default(), meta.name_any()))
-        .collect();
+    let listed = list_request_keys(&Api::<EnvironmentRequest>::all(ctx.client.clone())).await?;
     let berth_folders = folders.iter().filter(|(_, owner)| owner.is_some()).count();
     let confirmed = match confirmed(candidates, &listed, berth_folders) {
         Ok(confirmed) => confirmed,
@@ -179,6 +171,30 @@ pub async fn sweep(ctx: &Context) -> Result<usize, Error> {
     }
     results.into_iter().find_map(Result::err).map_or(Ok(removed.len()), Err)
 }
+
+/// Every request's `namespace/name`, read consistently (the first page from etcd, the
+/// rest from the same snapshot) in pages, so a large cluster answers within the
+/// client's timeout.
+async fn list_request_keys(api: &Api<EnvironmentRequest>) -> Result<HashSet<String>, Error> {
+    let mut keys = HashSet::new();
+    let mut params = ListParams::default().limit(LIST_PAGE);
+    loop {
+        let page = api
+            .list_metadata(&params)
+            .await
+            .map_err(|source| Error::Read { what: "EnvironmentRequests".to_owned(), source })?;
+        keys.extend(
+            page.items.iter().map(|meta| format!("{}/{}", meta.namespace().unwrap_or_default(), meta.name_any())),
+        );
+        match page.metadata.continue_.filter(|token| !token.is_empty()) {
+            Some(token) => params = params.continue_token(&token),
+            None => return Ok(keys),
+        }
+    }
+}
+
+/// Requests per page when listing them all.
+const LIST_PAGE: u32 = 500;
 
 #[cfg(test)]
 mod tests {

@@ -49,11 +49,6 @@ fn batch_deadline(now: Instant, window: Duration, last_batch: usize, last_flush:
     let idle = last_flush.is_none_or(|at| now.duration_since(at) >= window * 5);
     if last_batch <= 1 || idle { now + SETTLE.min(window) } else { now + window }
 }
-/// How long a caller waits on a contended remote (others keep pushing first) before it
-/// is answered with [`Error::Contended`]; its change stays owed and keeps riding along.
-/// Long enough that a busy branch costs callers no error, short enough that a reconcile
-/// can say in status what it waits for.
-const CONTENDED_PATIENCE: Duration = Duration::from_secs(10);
 
 /// Callers whose changes wait on a contended remote, each with the time it began waiting.
 type Waiting = Vec<(Reply<CommitOutcome>, Instant)>;
@@ -104,6 +99,7 @@ fn thread_main(
     };
     let window = config.batch_window;
     let retry_interval = config.retry.pending_retry_interval;
+    let patience = config.retry.contended_patience;
     let remote = config.remote_display();
     let mut engine = match Engine::open(config, metrics) {
         Ok(engine) => engine,
@@ -121,7 +117,7 @@ fn thread_main(
             tracing::warn!(error = %e, "gitops remote not reachable at startup; will retry with the first change")
         }
     }
-    let stop = runtime.block_on(run(&mut engine, rx, window, retry_interval));
+    let stop = runtime.block_on(run(&mut engine, rx, window, retry_interval, patience));
     // Release the repository before answering, so a successor can open it at once.
     drop(engine);
     if let Some((reply, result)) = stop {
@@ -137,6 +133,7 @@ async fn run(
     mut rx: mpsc::Receiver<Request>,
     window: Duration,
     retry_interval: Duration,
+    patience: Duration,
 ) -> Option<(Reply<()>, Result<(), Error>)> {
     let mut batch: Vec<(Change, Reply<CommitOutcome>)> = Vec::new();
     let mut waiting: Waiting = Vec::new();
@@ -155,7 +152,7 @@ async fn run(
                 deadline = None;
                 window_end = None;
                 last_batch = batch.len();
-                let _ = flush(engine, &mut batch, &mut waiting);
+                let _ = flush(engine, &mut batch, &mut waiting, patience);
                 last_flush = Some(Instant::now());
                 retry_at = next_retry(engine, retry_interval);
                 if !waiting.is_empty() {
@@ -187,12 +184,12 @@ async fn run(
                     let _ = reply.send(engine.folders(&marker));
                 }
                 Some(Request::Shutdown { reply }) => {
-                    let result = final_flush(engine, &mut batch, &mut waiting);
+                    let result = final_flush(engine, &mut batch, &mut waiting, patience);
                     return Some((reply, result));
                 }
                 None => {
                     // Every handle is gone: publish what is left, then stop.
-                    let _ = final_flush(engine, &mut batch, &mut waiting);
+                    let _ = final_flush(engine, &mut batch, &mut waiting, patience);
                     return None;
                 }
             },
@@ -206,11 +203,13 @@ fn next_retry(engine: &Engine, interval: Duration) -> Option<Instant> {
 
 /// Publishes the batch with whatever is owed and answers its callers and the waiting
 /// ones. On a contended remote callers keep waiting instead, up to
-/// [`CONTENDED_PATIENCE`]: their changes are in every later try.
+/// `patience` ([`RetryPolicy::contended_patience`](super::RetryPolicy)): their changes
+/// are in every later try.
 fn flush(
     engine: &mut Engine,
     batch: &mut Vec<(Change, Reply<CommitOutcome>)>,
     waiting: &mut Waiting,
+    patience: Duration,
 ) -> Result<(), Error> {
     if batch.is_empty() && waiting.is_empty() {
         return Ok(());
@@ -221,7 +220,7 @@ fn flush(
     let result = engine.publish(changes);
     let contended = result.as_ref().is_err_and(Error::is_contended);
     for (reply, since) in std::mem::take(waiting) {
-        if contended && since.elapsed() < CONTENDED_PATIENCE {
+        if contended && since.elapsed() < patience {
             waiting.push((reply, since));
         } else {
             let _ = reply.send(result.clone());
@@ -236,9 +235,10 @@ fn final_flush(
     engine: &mut Engine,
     batch: &mut Vec<(Change, Reply<CommitOutcome>)>,
     waiting: &mut Waiting,
+    patience: Duration,
 ) -> Result<(), Error> {
     let result = if !batch.is_empty() || !waiting.is_empty() {
-        flush(engine, batch, waiting)
+        flush(engine, batch, waiting, patience)
     } else if engine.has_pending() {
         engine.publish(Vec::new()).map(drop)
     } else {

@@ -37,6 +37,11 @@ pub struct RetryPolicy {
     /// How long after a failed batch its changes are tried again on their own when no
     /// new change arrives to carry them.
     pub pending_retry_interval: Duration,
+    /// How long a caller waits on a contended remote (others keep pushing first) before
+    /// it is answered with [`Error::Contended`](super::Error); its change stays owed and
+    /// keeps riding along. Long enough that a busy branch costs callers no error, short
+    /// enough that a reconcile can say in status what it waits for.
+    pub contended_patience: Duration,
 }
 
 impl Default for RetryPolicy {
@@ -46,6 +51,7 @@ impl Default for RetryPolicy {
             initial_backoff: Duration::from_millis(200),
             max_backoff: Duration::from_secs(10),
             pending_retry_interval: Duration::from_secs(30),
+            contended_patience: Duration::from_secs(10),
         }
     }
 }
@@ -233,6 +239,7 @@ mod tests {
             initial_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_millis(500),
             pending_retry_interval: Duration::from_secs(1),
+            ..RetryPolicy::default()
         };
         let waits: Vec<_> = (1..=6).map(|a| policy.backoff(a).as_millis()).collect();
         assert_eq!(waits, [0, 100, 200, 400, 500, 500]);

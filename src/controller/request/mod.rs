@@ -79,7 +79,16 @@ async fn apply(request: &EnvironmentRequest, ctx: &Context) -> Result<Action, Er
         // this request catches up once the class status says that is done.
         return Ok(Action::requeue(Duration::from_secs(2)));
     }
-    let finding = assess(request, ctx).await?;
+    let finding = match assess(request, ctx).await {
+        // Others keep pushing first: say so in status, and try again soon (the change
+        // stays queued in the writer meanwhile).
+        Err(Error::Commit { path, source }) if source.is_contended() => {
+            let waiting = Finding::Waiting { message: format!("waiting to commit {path}: {source}") };
+            write_status(request, ctx, &waiting).await?;
+            return Err(Error::Commit { path, source });
+        }
+        other => other?,
+    };
     if matches!(finding, Finding::Denied(_) | Finding::Expired { .. }) {
         // Refused after the budget admitted it, or gone: its place is free again.
         ctx.budget.forget(request);

@@ -20,6 +20,8 @@ pub enum Finding {
     Committed(Committed),
     /// Its lifetime ended and its folder is gone from git.
     Expired { path: String },
+    /// Rendered, but the commit waits on a busy GitOps branch (others keep pushing first).
+    Waiting { message: String },
 }
 
 /// Facts about a committed environment.
@@ -65,6 +67,7 @@ pub fn next_status(
     };
     use ConditionStatus::{False, True, Unknown};
     let (phase, ready_reason, ready_message) = match finding {
+        Finding::Waiting { message } => return waiting(old, generation, message, now),
         Finding::Denied(denial) => {
             let message = denial.to_string();
             let phase = if denial.is_about_approval() {
@@ -153,7 +156,7 @@ pub fn next_status(
     let approval_decided = match finding {
         Finding::Denied(denial) => denial.is_about_approval(),
         Finding::Committed(committed) => committed.approved_by.is_some(),
-        Finding::Expired { .. } => false,
+        Finding::Expired { .. } | Finding::Waiting { .. } => false,
     };
     if !approval_decided {
         set(types::APPROVED, True, reasons::NOT_REQUIRED, "no approval needed, or a valid one is present".to_owned());
@@ -163,6 +166,31 @@ pub fn next_status(
         status.conditions.retain(|c| c.type_ != types::SYNCED && c.type_ != types::IN_SYNC);
     }
     status.phase = Some(phase);
+    status
+}
+
+/// A commit waiting on a busy branch: `Committed` says so, a request that never had a
+/// phase shows `Provisioning`, and nothing else moves (`observedGeneration` included:
+/// this generation is not in git yet).
+fn waiting(
+    old: &EnvironmentRequestStatus,
+    generation: Option<i64>,
+    message: &str,
+    now: &Time,
+) -> EnvironmentRequestStatus {
+    let mut status = old.clone();
+    let observation = |type_, reason| Observation {
+        type_,
+        status: ConditionStatus::False,
+        reason,
+        message: message.to_owned(),
+        observed_generation: generation,
+    };
+    set_condition(&mut status.conditions, observation(types::COMMITTED, reasons::BRANCH_BUSY), now);
+    if status.phase.is_none() {
+        status.phase = Some(Phase::Provisioning);
+        set_condition(&mut status.conditions, observation(types::READY, reasons::BRANCH_BUSY), now);
+    }
     status
 }
 
@@ -316,5 +344,31 @@ mod tests {
             find(&wrong.conditions, types::READY).map(|c| c.reason.as_str()),
             Some(reasons::NOT_TENANT_NAMESPACE)
         );
+    }
+
+    #[test]
+    fn a_commit_waiting_on_a_busy_branch_says_so_and_moves_nothing_else() {
+        let now = Time(Timestamp::from_second(100).expect("time"));
+        let waiting = Finding::Waiting { message: "branch busy: 3 changes waiting".to_owned() };
+        // A new request: Provisioning, not Ready, and why.
+        let new = next_status(&EnvironmentRequestStatus::default(), Some(1), &waiting, &now);
+        assert_eq!(new.phase, Some(Phase::Provisioning));
+        assert_eq!(new.observed_generation, None, "generation 1 is not in git yet");
+        for type_ in [types::COMMITTED, types::READY] {
+            let condition = find(&new.conditions, type_).expect("condition");
+            assert_eq!((condition.status.as_str(), condition.reason.as_str()), ("False", reasons::BRANCH_BUSY));
+            assert_eq!(condition.message, "branch busy: 3 changes waiting");
+        }
+        assert!(new.gitops.is_none(), "nothing recorded as committed");
+        // A Ready environment whose change waits stays Ready on its last commit.
+        let ready = EnvironmentRequestStatus {
+            phase: Some(Phase::Ready),
+            observed_generation: Some(1),
+            ..EnvironmentRequestStatus::default()
+        };
+        let after = next_status(&ready, Some(2), &waiting, &now);
+        assert_eq!((after.phase, after.observed_generation), (Some(Phase::Ready), Some(1)));
+        assert_eq!(find(&after.conditions, types::COMMITTED).map(|c| c.reason.as_str()), Some(reasons::BRANCH_BUSY));
+        assert!(find(&after.conditions, types::READY).is_none(), "Ready is not touched");
     }
 }
