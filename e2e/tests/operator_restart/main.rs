@@ -3,6 +3,8 @@
 //! the remote is consistent; and a deletion while the remote is down waits for it.
 //! Its own binary, so neither disturbs the other suites.
 
+#[path = "../../../tests/support/busy_pusher.rs"]
+mod busy_pusher;
 #[path = "../operator/common.rs"]
 mod common;
 
@@ -13,6 +15,7 @@ use berth_e2e::{
     operator::metric_at,
     remote::{commit_file, folders_at_head},
 };
+use busy_pusher::BusyPusher;
 use common::*;
 use kube::Api;
 
@@ -343,4 +346,53 @@ async fn unrecorded_folders_leave_git_when_their_request_is_refused_or_deleted_a
         "a Removed event for the refused request:\n{}",
         events.stdout
     );
+}
+
+#[tokio::test]
+async fn requests_get_ready_while_another_client_keeps_pushing_to_the_branch() {
+    let _serial = SERIAL.lock().await;
+    operator().await;
+    let (tenant, class) = (format!("tn-{}", suffix()), format!("busy-{}", suffix()));
+    kubectl_apply(&class_yaml(&class, 1, "")).await;
+    kubectl_apply(&tenant_yaml(&tenant, &[&class], "{}")).await;
+    wait_tenant_namespace(&tenant).await;
+    // The other client pushes to `main`, so it must exist first.
+    kubectl_apply(&request_yaml(&tenant, "first", &tenant, &class, "")).await;
+    wait_phase(&tenant, "first", Phase::Ready, Duration::from_secs(60)).await;
+
+    // A very busy monorepo: a push about every 50 ms (issue 11 saw ~5/s; the old writer
+    // lost every race at this rate and never finished).
+    let pusher = BusyPusher::start(remote(), Duration::from_millis(50));
+    let names: Vec<String> = (0..100).map(|i| format!("busy-{i:02}")).collect();
+    let burst: Vec<String> = names.iter().map(|n| request_yaml(&tenant, n, &tenant, &class, "")).collect();
+    let started = std::time::Instant::now();
+    kubectl_apply(&burst.join("---\n")).await;
+    let requests: Api<EnvironmentRequest> = Api::namespaced(cluster().client("admin").await, &tenant);
+    // Generous for a loaded CI machine; starved, the writer took minutes or never finished.
+    wait_for(Duration::from_secs(120), "every request Ready beside the busy client", || {
+        let (requests, names) = (requests.clone(), names.clone());
+        async move {
+            let listed = requests.list(&Default::default()).await.ok()?.items;
+            let ready = listed
+                .iter()
+                .filter(|r| names.iter().any(|n| Some(n) == r.metadata.name.as_ref()))
+                .filter(|r| r.status.as_ref().and_then(|s| s.phase) == Some(Phase::Ready))
+                .count();
+            (ready == names.len()).then_some(())
+        }
+    })
+    .await;
+    let took = started.elapsed();
+    let theirs = pusher.stop();
+    eprintln!("{} requests Ready in {took:.1?} while another client pushed {} commits", names.len(), theirs.len());
+
+    assert!(!theirs.is_empty(), "the other client never pushed: nothing contended");
+    let repo = git2::Repository::open_bare(remote()).unwrap_or_else(|e| panic!("{e}"));
+    let head = repo.refname_to_id("refs/heads/main").unwrap_or_else(|e| panic!("{e}"));
+    for commit in &theirs {
+        let commit = git2::Oid::from_str(commit).unwrap_or_else(|e| panic!("{e}"));
+        let kept = commit == head || repo.graph_descendant_of(head, commit).unwrap_or(false);
+        assert!(kept, "the other client's {commit} was lost: a forced push?");
+    }
+    assert_eq!(folders_at_head(&remote(), &tenant_folder(&tenant)).len(), names.len() + 1, "every folder on main");
 }
