@@ -7,6 +7,7 @@ pub mod fixture;
 pub mod install;
 pub mod operator;
 pub mod pki;
+pub mod policy;
 pub mod remote;
 pub mod users;
 pub mod webhook;

@@ -7,6 +7,7 @@ use berth::api::{
     Tenant,
     conditions::{find, types},
 };
+use berth_e2e::policy::{Refusal, denying_policy};
 use k8s_openapi::api::{core::v1::Namespace, events::v1::Event};
 use kube::{
     Api,
@@ -104,27 +105,15 @@ async fn a_tenant_whose_namespace_is_being_deleted_says_so_once_and_recovers_whe
 
 /// A ValidatingAdmissionPolicy (bound to deny) refusing to create the namespace `name`.
 fn policy_denying_namespace(name: &str, message: &str) -> String {
-    format!(
-        "apiVersion: admissionregistration.k8s.io/v1
-kind: ValidatingAdmissionPolicy
-metadata: {{name: e2e-deny-{name}}}
-spec:
-  failurePolicy: Fail
-  matchConstraints:
-    resourceRules:
-      - {{apiGroups: [''], apiVersions: [v1], operations: [CREATE], resources: [namespaces]}}
-  validations:
-    - expression: \"object.metadata.name != '{name}'\"
-      message: \"{message}\"
----
-apiVersion: admissionregistration.k8s.io/v1
-kind: ValidatingAdmissionPolicyBinding
-metadata: {{name: e2e-deny-{name}}}
-spec:
-  policyName: e2e-deny-{name}
-  validationActions: [Deny]
-"
-    )
+    denying_policy(&Refusal {
+        name: &format!("e2e-deny-{name}"),
+        group: "",
+        resource: "namespaces",
+        operation: "CREATE",
+        expression: &format!("object.metadata.name != '{name}'"),
+        message,
+        namespace: None,
+    })
 }
 
 #[tokio::test]

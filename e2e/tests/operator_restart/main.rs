@@ -13,6 +13,7 @@ use std::time::Duration;
 use berth::api::{EnvironmentRequest, environment_request::Phase};
 use berth_e2e::{
     operator::metric_at,
+    policy::{Refusal, denying_policy},
     remote::{commit_file, folders_at_head},
 };
 use busy_pusher::BusyPusher;
@@ -112,33 +113,15 @@ async fn deleting_while_the_remote_is_down_waits_and_cleans_up_once_it_is_back()
 /// A ValidatingAdmissionPolicy (and its binding) that refuses every status write of
 /// EnvironmentRequests in `namespace`: Berth can commit but cannot record it.
 fn refuse_status_writes(namespace: &str) -> String {
-    format!(
-        "apiVersion: admissionregistration.k8s.io/v1
-kind: ValidatingAdmissionPolicy
-metadata: {{name: refuse-status-{namespace}}}
-spec:
-  failurePolicy: Fail
-  matchConstraints:
-    resourceRules:
-      - apiGroups: [berth.dev]
-        apiVersions: ['*']
-        operations: [UPDATE]
-        resources: [environmentrequests/status]
-  validations:
-    - expression: 'false'
-      message: status writes are refused by the e2e test
----
-apiVersion: admissionregistration.k8s.io/v1
-kind: ValidatingAdmissionPolicyBinding
-metadata: {{name: refuse-status-{namespace}}}
-spec:
-  policyName: refuse-status-{namespace}
-  validationActions: [Deny]
-  matchResources:
-    namespaceSelector:
-      matchLabels: {{kubernetes.io/metadata.name: {namespace}}}
-"
-    )
+    denying_policy(&Refusal {
+        name: &format!("refuse-status-{namespace}"),
+        group: "berth.dev",
+        resource: "environmentrequests/status",
+        operation: "UPDATE",
+        expression: "false",
+        message: "status writes are refused by the e2e test",
+        namespace: Some(namespace),
+    })
 }
 
 /// Waits until status writes in `namespace` are `refused` (or allowed again) by
