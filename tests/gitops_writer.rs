@@ -577,6 +577,37 @@ async fn a_branch_others_push_to_in_a_tight_loop_takes_every_change_without_forc
     fx.fsck_clean();
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_branch_the_remote_will_not_move_is_an_outage_not_a_race() {
+    let fx = Fixture::new();
+    fx.seed();
+    let (writer, registry) = start(fx.config("w")).await;
+    // A stale lock left by a crashed git process on the server: every push is refused
+    // as "cannot lock ref", which reads like a lost race, but the branch never moves.
+    let lock = fx.remote.join("refs/heads/main.lock");
+    std::fs::write(&lock, "stale\n").expect("lock");
+    let answer = tokio::time::timeout(
+        Duration::from_secs(120),
+        writer.put(env("team-l", "web"), manifests("web", 1), reason("web", 1)),
+    )
+    .await
+    .expect("an answer, not races retried forever");
+    let error = answer.expect_err("the branch cannot move");
+    assert!(!error.is_contended(), "a branch that does not move is not busy: {error}");
+    assert!(matches!(error, Error::PushGaveUp { .. }), "{error}");
+    assert_eq!(metric(&registry, "berth_gitops_contended_changes"), 0.0);
+
+    // Lock gone: the owed change lands with the next one.
+    std::fs::remove_file(&lock).expect("unlock");
+    put(&writer, "team-l", "api", 1).await;
+    let files = fx.files("main");
+    for folder in ["web", "api"] {
+        assert!(files.contains(&format!("clusters/dev/tenants/team-l/{folder}/namespace.yaml")), "{files:?}");
+    }
+    writer.shutdown().await.expect("shutdown");
+    fx.fsck_clean();
+}
+
 /// The busy client's pause between its pushes: about five pushes a second, the busy
 /// monorepo of issue 11. Much faster and a debug build on a loaded CI machine may not win
 /// a race for a long while (its fetch-apply-push takes longer than the gap between their

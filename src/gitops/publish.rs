@@ -208,7 +208,10 @@ impl Engine {
             if !failure.kind.is_retryable() {
                 return Err(self.ctx.error(failure));
             }
-            if failure.kind == FailureKind::NonFastForward {
+            // A lost race only when the branch really moved: a stale lock or a branch the
+            // server will not move answers the same way, and retrying that at once would
+            // never end. It is an outage: back off, and give up in the end.
+            if failure.kind == FailureKind::NonFastForward && self.branch_moved() {
                 races += 1;
                 self.lost_races = self.lost_races.saturating_add(1);
                 if races >= RACES_PER_PUBLISH {
@@ -232,6 +235,21 @@ impl Engine {
                 });
             }
             std::thread::sleep(policy.backoff(failures + 1));
+        }
+    }
+
+    /// After a rejected push: whether the watched branch moved away from the head the
+    /// push expected (the remote-tracking ref, which the attempt fetched just before
+    /// pushing). When it cannot tell (promotion branches, a failed fetch), it says yes.
+    fn branch_moved(&self) -> bool {
+        let (PushMode::Direct, Some(repo)) = (&self.config.mode, self.repo.as_ref()) else {
+            return true;
+        };
+        let branch = self.config.branch.as_str();
+        let expected = repo.refname_to_id(&tracking_ref(branch)).ok();
+        match self.access().fetch(repo, &[branch]) {
+            Ok(heads) => heads.first().copied().flatten() != expected,
+            Err(_) => true,
         }
     }
 
