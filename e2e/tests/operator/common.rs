@@ -147,6 +147,16 @@ spec:
     )
 }
 
+/// A fresh class `<prefix>-<suffix>` and a tenant allowed it with `budget` (a YAML
+/// fragment), once the tenant's request namespace exists; returns (tenant, class).
+pub async fn tenant_with_class(prefix: &str, budget: &str) -> (String, String) {
+    let (tenant, class) = (format!("tn-{}", suffix()), format!("{prefix}-{}", suffix()));
+    kubectl_apply(&class_yaml(&class, 1, "")).await;
+    kubectl_apply(&tenant_yaml(&tenant, &[&class], budget)).await;
+    wait_tenant_namespace(&tenant).await;
+    (tenant, class)
+}
+
 /// Waits for the tenant's request namespace (the Tenant controller creates it).
 pub async fn wait_tenant_namespace(tenant: &str) {
     let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(cluster().client("admin").await);

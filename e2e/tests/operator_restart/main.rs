@@ -27,10 +27,7 @@ static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 async fn a_sigkill_mid_burst_loses_and_duplicates_nothing() {
     let _serial = SERIAL.lock().await;
     operator().await;
-    let (tenant, class) = (format!("tn-{}", suffix()), format!("burst-{}", suffix()));
-    kubectl_apply(&class_yaml(&class, 1, "")).await;
-    kubectl_apply(&tenant_yaml(&tenant, &[&class], "{}")).await;
-    wait_tenant_namespace(&tenant).await;
+    let (tenant, class) = tenant_with_class("burst", "{}").await;
 
     let names: Vec<String> = (0..20).map(|i| format!("env-{i:02}")).collect();
     let burst: Vec<String> = names.iter().map(|n| request_yaml(&tenant, n, &tenant, &class, "")).collect();
@@ -82,10 +79,7 @@ async fn a_sigkill_mid_burst_loses_and_duplicates_nothing() {
 async fn deleting_while_the_remote_is_down_waits_and_cleans_up_once_it_is_back() {
     let _serial = SERIAL.lock().await;
     operator().await;
-    let (tenant, class) = (format!("tn-{}", suffix()), format!("down-{}", suffix()));
-    kubectl_apply(&class_yaml(&class, 1, "")).await;
-    kubectl_apply(&tenant_yaml(&tenant, &[&class], "{}")).await;
-    wait_tenant_namespace(&tenant).await;
+    let (tenant, class) = tenant_with_class("down", "{}").await;
     kubectl_apply(&request_yaml(&tenant, "gone", &tenant, &class, "")).await;
     let ready = wait_phase(&tenant, "gone", Phase::Ready, Duration::from_secs(60)).await;
     let path = ready.status.and_then(|s| s.gitops).and_then(|g| g.path).unwrap_or_default();
@@ -236,10 +230,7 @@ async fn a_crash_between_commit_and_status_write_overruns_no_budget_and_orphans_
 async fn folders_of_requests_that_vanished_while_berth_was_down_are_swept_and_others_left_alone() {
     let _serial = SERIAL.lock().await;
     operator().await;
-    let (tenant, class) = (format!("tn-{}", suffix()), format!("sweep-{}", suffix()));
-    kubectl_apply(&class_yaml(&class, 1, "")).await;
-    kubectl_apply(&tenant_yaml(&tenant, &[&class], "{}")).await;
-    wait_tenant_namespace(&tenant).await;
+    let (tenant, class) = tenant_with_class("sweep", "{}").await;
     for name in ["kept", "gone-1", "gone-2"] {
         kubectl_apply(&request_yaml(&tenant, name, &tenant, &class, "")).await;
     }
@@ -276,10 +267,7 @@ async fn folders_of_requests_that_vanished_while_berth_was_down_are_swept_and_ot
 async fn unrecorded_folders_leave_git_when_their_request_is_refused_or_deleted_after_a_restart() {
     let _serial = SERIAL.lock().await;
     operator().await;
-    let (tenant, class) = (format!("tn-{}", suffix()), format!("unrec-{}", suffix()));
-    kubectl_apply(&class_yaml(&class, 1, "")).await;
-    kubectl_apply(&tenant_yaml(&tenant, &[&class], "{}")).await;
-    wait_tenant_namespace(&tenant).await;
+    let (tenant, class) = tenant_with_class("unrec", "{}").await;
     kubectl_apply(&request_yaml(&tenant, "probe", &tenant, "no-such-class", "")).await;
     kubectl_apply(&refuse_status_writes(&tenant)).await;
     wait_status_writes(&tenant, "probe", true).await;
@@ -335,10 +323,7 @@ async fn unrecorded_folders_leave_git_when_their_request_is_refused_or_deleted_a
 async fn requests_get_ready_while_another_client_keeps_pushing_to_the_branch() {
     let _serial = SERIAL.lock().await;
     operator().await;
-    let (tenant, class) = (format!("tn-{}", suffix()), format!("busy-{}", suffix()));
-    kubectl_apply(&class_yaml(&class, 1, "")).await;
-    kubectl_apply(&tenant_yaml(&tenant, &[&class], "{}")).await;
-    wait_tenant_namespace(&tenant).await;
+    let (tenant, class) = tenant_with_class("busy", "{}").await;
     // The other client pushes to `main`, so it must exist first.
     kubectl_apply(&request_yaml(&tenant, "first", &tenant, &class, "")).await;
     wait_phase(&tenant, "first", Phase::Ready, Duration::from_secs(60)).await;
