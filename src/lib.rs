@@ -6,6 +6,7 @@ pub mod cli;
 pub mod controller;
 pub mod drift;
 pub mod gitops;
+pub mod index;
 pub mod labels;
 pub mod leader;
 pub mod operator;

@@ -10,7 +10,7 @@ use kube::{Api, Resource, ResourceExt, runtime::controller::Action};
 
 use super::{Context, Error, events::condition_event, request};
 use crate::api::{
-    EnvironmentClass, EnvironmentRequest, Tenant,
+    EnvironmentClass, EnvironmentRequest,
     conditions::{self, ConditionStatus, Observation, reasons, set_condition, types},
     environment_class::EnvironmentClassStatus,
     environment_request::Phase,
@@ -36,7 +36,7 @@ pub fn problems(class: &EnvironmentClass) -> Vec<String> {
 /// writer batches them into one commit. Their request reconciles wait for this (they
 /// see the class status lagging its generation) and then find nothing left to commit.
 async fn rerender(class: &EnvironmentClass, requests: &[Arc<EnvironmentRequest>], ctx: &Context) -> Result<(), Error> {
-    let tenants: Api<Tenant> = Api::all(ctx.client.clone());
+    let index = ctx.index().await;
     let mut renders = Vec::new();
     // A class that now needs approval keeps its environments as they are: nothing
     // unapproved is (re)provisioned.
@@ -50,11 +50,7 @@ async fn rerender(class: &EnvironmentClass, requests: &[Arc<EnvironmentRequest>]
         .iter()
         .filter(|r| r.spec.class == class.name_any() && crate::policy::budget::is_provisioned(r) && !expired(r))
     {
-        let Some(tenant) = tenants
-            .get_opt(&request.spec.tenant)
-            .await
-            .map_err(|source| Error::Read { what: format!("Tenant {}", request.spec.tenant), source })?
-        else {
+        let Some(tenant) = index.tenant(&request.spec.tenant) else {
             continue;
         };
         renders.push(async move { request::commit_environment(request, class, &tenant, ctx).await });
@@ -71,7 +67,7 @@ async fn rerender(class: &EnvironmentClass, requests: &[Arc<EnvironmentRequest>]
 }
 
 pub async fn reconcile(class: Arc<EnvironmentClass>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let requests = ctx.all_requests().await?;
+    let requests = ctx.index().await.requests_of_class(&class.name_any());
     let rerendered = if class.status.as_ref().and_then(|s| s.observed_generation) != class.metadata.generation {
         rerender(&class, &requests, &ctx).await
     } else {

@@ -83,3 +83,9 @@ pub(super) fn application(env: &Checked<'_>, options: &RenderOptions) -> Applica
         },
     }
 }
+
+/// Argo CD's Application resource (argoproj.io/v1alpha1), as Berth renders and watches it.
+pub fn application_resource() -> kube::core::ApiResource {
+    use kube::core::{ApiResource, GroupVersionKind};
+    ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("argoproj.io", "v1alpha1", "Application"), "applications")
+}

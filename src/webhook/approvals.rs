@@ -121,7 +121,7 @@ pub async fn create(State(state): State<WebhookState>, headers: HeaderMap, body:
         );
         return refused(StatusCode::FORBIDDEN, "NotAnApprover", message);
     }
-    let Some(class) = state.view.class(&asked.spec.class) else {
+    let Some(class) = state.index.class(&asked.spec.class) else {
         let message = format!("EnvironmentClass {:?} does not exist", asked.spec.class);
         return refused(StatusCode::UNPROCESSABLE_ENTITY, "ClassNotFound", message);
     };
@@ -142,11 +142,7 @@ pub async fn create(State(state): State<WebhookState>, headers: HeaderMap, body:
     }
     // Four eyes: when the request already exists, its recorded creator may not approve
     // it. (For a request not yet applied, admission makes the same check.)
-    let existing = state
-        .view
-        .requests()
-        .into_iter()
-        .find(|r| r.namespace().as_deref() == Some(asked.namespace.as_str()) && r.name_any() == asked.name);
+    let existing = state.index.request(&asked.namespace, &asked.name);
     if let Some(existing) = existing
         && creator(&existing) == Some(caller.subject.as_str())
     {

@@ -23,13 +23,14 @@ use kube::core::{
 };
 
 use super::{
-    admission::{self, Checks, Kind, View},
+    admission::{self, Checks, Kind},
     approvals,
     metrics::WebhookMetrics,
 };
 use crate::{
     approval::{Issuer, Verifier},
     auth::BearerVerifier,
+    index::Index,
 };
 
 /// Largest review or approval body accepted. The apiserver caps objects at ~1.5 MiB;
@@ -40,7 +41,7 @@ const MAX_BODY: usize = 4 * 1024 * 1024;
 #[derive(Clone)]
 pub struct WebhookState {
     /// What admission reads about the cluster.
-    pub view: Arc<dyn View + Send + Sync>,
+    pub index: Arc<Index>,
     /// Verifies approval tokens; `None` refuses every approval class.
     pub verifier: Option<Arc<Verifier>>,
     /// Signs approvals; `None` turns `POST /v1/approvals` off (503).
@@ -92,7 +93,7 @@ async fn validate(State(state): State<WebhookState>, Path(resource): Path<String
         Err(message) => return bad_review(message),
     };
     let checks = Checks { verifier: state.verifier.as_deref(), now: Timestamp::now() };
-    let response = admission::validate(&req, kind, state.view.as_ref(), &checks);
+    let response = admission::validate(&req, kind, &state.index, &checks);
     if !response.allowed {
         tracing::info!(
             target: "berth::audit",

@@ -136,12 +136,16 @@ async fn assess(request: &EnvironmentRequest, ctx: &Context) -> Result<Finding, 
         return Ok(Finding::Expired { path });
     }
     let class = class_of(request, ctx).await?;
-    let tenant =
-        cached_or_read(&ctx.stores().await?.tenants, Api::<Tenant>::all(ctx.client.clone()), &spec.tenant, "Tenant")
-            .await?;
+    let tenant = cached_or_read(
+        ctx.index().await.tenants.store(),
+        Api::<Tenant>::all(ctx.client.clone()),
+        &spec.tenant,
+        "Tenant",
+    )
+    .await?;
     // The same rules admission applies, so a request that slipped past the webhook
     // (installed later, or down with failurePolicy changed) is still held to them.
-    let tenants = ctx.stores().await?.tenants.state();
+    let tenants = ctx.index().await.tenants.state();
     let claimants =
         policy::request::claimants(&request.namespace().unwrap_or_default(), tenants.iter().map(AsRef::as_ref));
     let (tenant, class) = match policy::request::check(request, tenant.as_deref(), class.as_deref(), &claimants) {
@@ -309,11 +313,12 @@ async fn budget_decision(
     tenant: &Tenant,
     ctx: &Context,
 ) -> Result<Result<(), budget::BudgetExceeded>, Error> {
-    let stores = ctx.stores().await?;
+    let index = ctx.index().await;
     // Folders a crashed process committed hold budget too; git must be listed first.
     ctx.inventory.wait_loaded(git_record::INVENTORY_WAIT).await?;
     let in_git = |r: &EnvironmentRequest| ctx.inventory.folder_of(&key(r)).is_ok_and(|folder| folder.is_some());
-    Ok(ctx.budget.decide(request, tenant, || stores.requests.state(), &stores.classes.state(), in_git))
+    let namespace = request.namespace().unwrap_or_default();
+    Ok(ctx.budget.decide(request, tenant, || index.requests_in(&namespace), &index.classes.state(), in_git))
 }
 
 pub(super) async fn remove(
@@ -356,13 +361,13 @@ async fn cleanup(request: &EnvironmentRequest, ctx: &Context) -> Result<Action, 
 /// The request's class, from the store (or the API, see [`cached_or_read`]).
 async fn class_of(request: &EnvironmentRequest, ctx: &Context) -> Result<Option<Arc<EnvironmentClass>>, Error> {
     let api = Api::<EnvironmentClass>::all(ctx.client.clone());
-    cached_or_read(&ctx.stores().await?.classes, api, &request.spec.class, "EnvironmentClass").await
+    cached_or_read(ctx.index().await.classes.store(), api, &request.spec.class, "EnvironmentClass").await
 }
 
 /// A cluster-scoped object from the store; on a miss, from the API, since a store
 /// can lag an object created a moment ago and "missing" would fail the request.
 async fn cached_or_read<K>(
-    store: &super::stores::Store<K>,
+    store: &crate::index::Store<K>,
     api: Api<K>,
     name: &str,
     kind: &str,

@@ -11,12 +11,12 @@ use k8s_openapi::{
     apimachinery::pkg::{api::resource::Quantity, apis::meta::v1::Time},
     jiff::Timestamp,
 };
-use kube::{Api, Resource, ResourceExt, api::ListParams, runtime::controller::Action};
+use kube::{Api, Resource, ResourceExt, runtime::controller::Action};
 
 use super::{Context, Error, events::condition_event};
 use crate::{
     api::{
-        EnvironmentClass, EnvironmentRequest, Tenant,
+        EnvironmentRequest, Tenant,
         conditions::{self, ConditionStatus, Observation, reasons, set_condition, types},
         environment_request::Phase,
         tenant::{TenantStatus, Usage},
@@ -31,21 +31,18 @@ pub async fn reconcile(tenant: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action,
     let namespace = request_namespace(&tenant);
     let setup = setup::set_up(&tenant, &namespace, &ctx).await;
 
-    let requests = ctx.all_requests().await?;
+    let index = ctx.index().await;
+    let requests = index.requests_in(&namespace);
     let live: Vec<&EnvironmentRequest> = requests
         .iter()
         .map(AsRef::as_ref)
-        .filter(|r| r.spec.tenant == tenant.name_any() && r.metadata.namespace.as_deref() == Some(namespace.as_str()))
+        .filter(|r| r.spec.tenant == tenant.name_any())
         .filter(|r| matches!(r.status.as_ref().and_then(|s| s.phase), Some(Phase::Provisioning | Phase::Ready)))
         .collect();
     let cost: u64 = live.iter().filter_map(|r| r.status.as_ref()?.estimated_monthly_cost_usd).map(u64::from).sum();
-    let classes = Api::<EnvironmentClass>::all(ctx.client.clone())
-        .list(&ListParams::default())
-        .await
-        .map_err(|source| Error::Read { what: "EnvironmentClasses".to_owned(), source })?;
     let mut quota = budget::Amounts::new();
     for request in &live {
-        if let Some(class) = classes.items.iter().find(|c| c.name_any() == request.spec.class) {
+        if let Some(class) = index.class(&request.spec.class) {
             for (resource, amount) in budget::amounts(&class.spec.quota) {
                 *quota.entry(resource).or_default() += amount;
             }

@@ -119,7 +119,7 @@ fn cause(error: &Error) -> String {
 /// Applies the namespace, then the Roles and RoleBindings in it; nothing when an
 /// older tenant holds the namespace.
 pub async fn set_up(tenant: &Tenant, namespace: &str, ctx: &Context) -> Result<(), SetupFailed> {
-    let tenants = ctx.stores().await.map(|stores| stores.tenants.state()).unwrap_or_default();
+    let tenants = ctx.index().await.tenants.state();
     if let Some(holder) = holder_of(namespace, tenant, &tenants) {
         let failure = SetupFailure::Contested { namespace: namespace.to_owned(), holder };
         return Err(SetupFailed { failure, error: None });
