@@ -13,7 +13,6 @@ use crate::api::{
     EnvironmentClass, EnvironmentRequest,
     conditions::{self, ConditionStatus, Observation, reasons, set_condition, types},
     environment_class::EnvironmentClassStatus,
-    environment_request::Phase,
 };
 
 /// Problems the CRD's CEL rules cannot see; empty when the class is usable.
@@ -76,7 +75,7 @@ pub async fn reconcile(class: Arc<EnvironmentClass>, ctx: Arc<Context>) -> Resul
     let environments = requests
         .iter()
         .filter(|r| r.spec.class == class.name_any())
-        .filter(|r| matches!(r.status.as_ref().and_then(|s| s.phase), Some(Phase::Provisioning | Phase::Ready)))
+        .filter(|r| crate::policy::budget::is_provisioned(r))
         .count();
     let status = next_status(&class, environments, rerendered.as_ref().err(), &Time(Timestamp::now()));
     if class.status.as_ref() != Some(&status) {

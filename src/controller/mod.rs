@@ -2,7 +2,7 @@
 //! Each reconcile reads top to bottom: gather (I/O) → decide (pure) → commit or
 //! apply (I/O) → status.
 
-mod budget;
+pub mod budget;
 mod class;
 mod context;
 mod error;
