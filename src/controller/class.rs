@@ -32,32 +32,28 @@ pub fn problems(class: &EnvironmentClass) -> Vec<String> {
 }
 
 /// Re-renders every provisioned environment of a changed class at once, so the GitOps
-/// writer batches them into one commit. Their request reconciles wait for this (they
-/// see the class status lagging its generation) and then find nothing left to commit.
-async fn rerender(class: &EnvironmentClass, requests: &[Arc<EnvironmentRequest>], ctx: &Context) -> Result<(), Error> {
-    let index = ctx.index().await;
-    let mut renders = Vec::new();
+/// writer batches them into one commit. Each goes through the request pipeline
+/// (validate → build → apply), so a request the class no longer allows is not
+/// re-rendered (its own reconcile reports why). Their request reconciles wait for this
+/// (they see the class status lagging its generation) and then find nothing to commit.
+async fn rerender(
+    class: &Arc<EnvironmentClass>,
+    requests: &[Arc<EnvironmentRequest>],
+    ctx: &Context,
+) -> Result<(), Error> {
     // A class that now needs approval keeps its environments as they are: nothing
     // unapproved is (re)provisioned.
     if class.spec.approval.required {
         return Ok(());
     }
-    let expired = |r: &EnvironmentRequest| {
-        r.status.as_ref().and_then(|s| s.phase) == Some(crate::api::environment_request::Phase::Expired)
-    };
-    for request in requests
+    let renders: Vec<_> = requests
         .iter()
-        .filter(|r| r.spec.class == class.name_any() && crate::policy::budget::is_provisioned(r) && !expired(r))
-    {
-        let Some(tenant) = index.tenant(&request.spec.tenant) else {
-            continue;
-        };
-        renders.push(async move { request::commit_environment(request, class, &tenant, ctx).await });
-    }
-    let count = renders.len();
+        .filter(|r| crate::policy::budget::is_provisioned(r))
+        .map(|request| request::rerender(request, class.clone(), ctx))
+        .collect();
+    let mut count = 0;
     for result in futures::future::join_all(renders).await {
-        // A request the class no longer allows reports that itself, from its own reconcile.
-        let _ = result?;
+        count += usize::from(result?.is_some());
     }
     if count > 0 {
         tracing::info!(class = %class.name_any(), environments = count, "re-rendered the class's environments");
