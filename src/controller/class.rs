@@ -3,7 +3,7 @@
 //! writer batches those renders into one commit. `Valid` and `Rendered` say what
 //! it cannot do, with a Warning event when either turns False.
 
-use std::{sync::Arc, time::Duration};
+use std::sync::Arc;
 
 use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
 use kube::{Api, Resource, ResourceExt, runtime::controller::Action};
@@ -14,22 +14,6 @@ use crate::api::{
     conditions::{self, ConditionStatus, Observation, reasons, set_condition, types},
     environment_class::EnvironmentClassStatus,
 };
-
-/// Problems the CRD's CEL rules cannot see; empty when the class is usable.
-pub fn problems(class: &EnvironmentClass) -> Vec<String> {
-    let mut problems = Vec::new();
-    if let Some(ttl) = &class.spec.ttl {
-        for (field, value) in [("ttl.default", &ttl.default), ("ttl.max", &ttl.max)] {
-            if let Err(e) = value.parse() {
-                problems.push(format!("{field}: {e}"));
-            }
-        }
-    }
-    if class.spec.quota.is_empty() {
-        problems.push("quota is empty: environments would have no ResourceQuota limits".to_owned());
-    }
-    problems
-}
 
 /// Re-renders every provisioned environment of a changed class at once, so the GitOps
 /// writer batches them into one commit. Each goes through the request pipeline
@@ -80,7 +64,7 @@ pub async fn reconcile(class: Arc<EnvironmentClass>, ctx: Arc<Context>) -> Resul
     }
     // A failed re-render is retried as its error says; the status above told it once.
     rerendered?;
-    Ok(Action::requeue(Duration::from_secs(300)))
+    Ok(Action::requeue(super::RESYNC))
 }
 
 /// The class's status (pure; transition times kept when unchanged). `rerender_failed`
@@ -99,7 +83,7 @@ fn next_status(
         status.observed_generation = generation;
     }
     status.environments = u32::try_from(environments).unwrap_or(u32::MAX);
-    let problems = problems(class);
+    let problems = crate::policy::class::problems(class);
     let (state, reason, message) = if problems.is_empty() {
         (ConditionStatus::True, reasons::VALID, "the class can be requested".to_owned())
     } else {

@@ -40,8 +40,10 @@ use crate::{
 const SUMMARY_DEBOUNCE: Duration = Duration::from_millis(500);
 /// Requeue after a transient error (network, conflict, git remote down).
 const TRANSIENT_RETRY: Duration = Duration::from_secs(5);
+/// How often a settled object of any kind is looked at again when nothing changes.
+pub(crate) const RESYNC: Duration = Duration::from_secs(300);
 /// Requeue after a permanent error: only a change will help, but look again later.
-const PERMANENT_RETRY: Duration = Duration::from_secs(300);
+const PERMANENT_RETRY: Duration = RESYNC;
 
 fn error_policy<K>(_object: Arc<K>, error: &Error, _ctx: Arc<Context>) -> Action {
     if error.is_transient() { Action::requeue(TRANSIENT_RETRY) } else { Action::requeue(PERMANENT_RETRY) }

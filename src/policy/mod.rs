@@ -2,5 +2,6 @@
 //! one implementation, two callers.
 
 pub mod budget;
+pub mod class;
 pub mod references;
 pub mod request;

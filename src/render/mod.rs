@@ -5,6 +5,7 @@
 mod application;
 pub mod naming;
 mod objects;
+pub mod tenant;
 pub use application::application_resource;
 
 use std::{collections::BTreeMap, time::Duration};

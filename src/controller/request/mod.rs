@@ -29,7 +29,7 @@ use dereference::{Dereferenced, dereference};
 pub use status::{Committed, Finding, next_status};
 
 use super::{
-    Context, Error,
+    Context, Error, RESYNC,
     context::FINALIZER,
     events::{Event, EventType},
 };
@@ -45,9 +45,6 @@ use crate::{
         request::Denial,
     },
 };
-
-/// How often a settled request is looked at again when nothing changes.
-const RESYNC: Duration = Duration::from_secs(300);
 
 /// `namespace/name`, as trailers and messages name a request.
 pub(super) fn key(request: &EnvironmentRequest) -> String {

@@ -5,7 +5,7 @@
 
 mod setup;
 
-use std::{sync::Arc, time::Duration};
+use std::sync::Arc;
 
 use k8s_openapi::{
     apimachinery::pkg::{api::resource::Quantity, apis::meta::v1::Time},
@@ -43,7 +43,7 @@ pub async fn reconcile(tenant: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action,
         announce(&tenant, &status, &ctx).await;
     }
     match setup {
-        Ok(()) => Ok(Action::requeue(Duration::from_secs(300))),
+        Ok(()) => Ok(Action::requeue(super::RESYNC)),
         // Retried as the error says (transient: seconds; a refusal: minutes); the
         // status and event above are written once, not on every retry.
         Err(SetupFailed { error: Some(error), .. }) => Err(error),
