@@ -176,4 +176,87 @@ mod tests {
         class.status = Some(next_status(&class, 1, None, &at(10)));
         assert_eq!(Some(next_status(&class, 1, None, &at(99))), class.status);
     }
+
+    mod reconcile_against_a_scripted_apiserver {
+        use serde_json::json;
+
+        use super::*;
+        use crate::{
+            api::environment_request::{EnvironmentRequestStatus, GitOpsStatus, Phase},
+            controller::fixtures::context,
+            index::Index,
+            test_support::{payments, request},
+        };
+
+        const STATUS: &str = "/apis/berth.dev/v1alpha1/environmentclasses/preview/status";
+
+        fn provisioned() -> EnvironmentRequest {
+            let mut r = request("preview");
+            r.metadata.creation_timestamp = Some(at(1_000));
+            r.status = Some(EnvironmentRequestStatus {
+                phase: Some(Phase::Ready),
+                gitops: Some(GitOpsStatus { commit: Some("abc".to_owned()), ..GitOpsStatus::default() }),
+                ..EnvironmentRequestStatus::default()
+            });
+            r
+        }
+
+        #[tokio::test]
+        async fn a_changed_class_re_renders_its_environments_into_git_then_records_the_generation() {
+            let class = changed_class();
+            let index = Index::with_objects([payments()], [class.clone()], [provisioned()]);
+            let (ctx, mut server, remote) = context(index).await;
+            let script = async {
+                let call = server.status(STATUS, &class).await;
+                server.assert_done();
+                call
+            };
+            let (action, call) = tokio::join!(reconcile(Arc::new(class.clone()), ctx.clone()), script);
+            assert_eq!(action.expect("reconciled"), Action::requeue(crate::controller::RESYNC));
+            assert_eq!(call.body["status"]["observedGeneration"], json!(2));
+            assert_eq!(call.body["status"]["environments"], json!(1));
+            // The environment's folder is in git: the re-render went through the pipeline.
+            let folders = ctx.writer.environment_folders(crate::render::NAMESPACE_FILE).await.expect("listed");
+            assert_eq!(folders.len(), 1, "{folders:?}");
+            assert!(folders[0].path.as_str().ends_with("/payments/checkout-pr-1234"), "{folders:?}");
+            drop(remote);
+        }
+
+        #[tokio::test]
+        async fn a_settled_class_writes_nothing() {
+            let mut class = crate::test_support::class("preview");
+            class.metadata.generation = Some(1);
+            class.status = Some(next_status(&class, 1, None, &at(10)));
+            let index = Index::with_objects([payments()], [class.clone()], [provisioned()]);
+            let (ctx, mut server, _remote) = context(index).await;
+            let action = reconcile(Arc::new(class), ctx).await;
+            assert!(action.is_ok());
+            server.assert_done();
+        }
+
+        #[tokio::test]
+        async fn an_unusable_class_is_reported_invalid_with_a_warning() {
+            let mut class = crate::test_support::class("preview");
+            class.metadata.generation = Some(1);
+            class.status = Some(next_status(&class, 0, None, &at(10)));
+            class.spec.quota.clear();
+            let index = Index::with_objects([payments()], [class.clone()], []);
+            let (ctx, mut server, _remote) = context(index).await;
+            let script = async {
+                let status = server.status(STATUS, &class).await;
+                let event = server.echo("POST", "/apis/events.k8s.io/v1/namespaces/default/events").await;
+                server.assert_done();
+                (status, event)
+            };
+            let (action, (status, event)) = tokio::join!(reconcile(Arc::new(class.clone()), ctx), script);
+            assert!(action.is_ok());
+            let valid = status.body["status"]["conditions"]
+                .as_array()
+                .and_then(|c| c.iter().find(|c| c["type"] == json!("Valid")).cloned())
+                .expect("Valid");
+            assert_eq!(valid["status"], json!("False"));
+            assert!(valid["message"].as_str().is_some_and(|m| m.contains("quota is empty")), "{valid}");
+            assert_eq!(event.body["type"], json!("Warning"));
+        }
+    }
 }

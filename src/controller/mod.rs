@@ -7,6 +7,8 @@ mod class;
 mod context;
 mod error;
 pub mod events;
+#[cfg(test)]
+mod fixtures;
 pub mod inventory;
 pub mod orphans;
 pub mod request;

@@ -192,4 +192,123 @@ mod tests {
         assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("False", "RBACFailed"));
         assert_eq!(failed_again.request_namespace.as_deref(), Some("payments"), "the namespace was made before");
     }
+
+    mod reconcile_against_a_scripted_apiserver {
+        use serde_json::json;
+
+        use super::*;
+        use crate::{
+            api::{
+                EnvironmentRequest,
+                environment_request::{EnvironmentRequestStatus, GitOpsStatus},
+            },
+            controller::fixtures::{ScriptedApiServer, context},
+            index::Index,
+            test_support::{class, request},
+        };
+
+        const NAMESPACE: &str = "/api/v1/namespaces/payments";
+        const ROLES: &str = "/apis/rbac.authorization.k8s.io/v1/namespaces/payments/roles";
+        const BINDINGS: &str = "/apis/rbac.authorization.k8s.io/v1/namespaces/payments/rolebindings";
+        const STATUS: &str = "/apis/berth.dev/v1alpha1/tenants/payments/status";
+
+        fn tenant() -> Tenant {
+            let mut tenant = crate::test_support::payments();
+            tenant.metadata.generation = Some(1);
+            tenant.metadata.uid = Some("uid-payments".to_owned());
+            tenant
+        }
+
+        fn provisioned(name: &str) -> EnvironmentRequest {
+            let mut r = request("preview");
+            r.metadata.name = Some(name.to_owned());
+            r.status = Some(EnvironmentRequestStatus {
+                phase: Some(crate::api::environment_request::Phase::Ready),
+                gitops: Some(GitOpsStatus { commit: Some("abc".to_owned()), ..GitOpsStatus::default() }),
+                ..EnvironmentRequestStatus::default()
+            });
+            r
+        }
+
+        /// The namespace, two roles and two bindings, each applied and echoed.
+        async fn set_up(server: &mut ScriptedApiServer) {
+            server.echo("PATCH", NAMESPACE).await;
+            for role in ["berth-requester", "berth-manager"] {
+                let call = server.echo("PATCH", &format!("{ROLES}/{role}")).await;
+                assert_eq!(call.body["metadata"]["ownerReferences"][0]["uid"], json!("uid-payments"));
+            }
+            for binding in ["berth-members", "berth-owners"] {
+                server.echo("PATCH", &format!("{BINDINGS}/{binding}")).await;
+            }
+        }
+
+        #[tokio::test]
+        async fn a_new_tenant_gets_its_namespace_and_rbac_then_one_status_write_with_its_usage() {
+            let tenant = tenant();
+            let index = Index::with_objects([tenant.clone()], [class("preview")], [provisioned("a"), provisioned("b")]);
+            let (ctx, mut server, _remote) = context(index).await;
+            let script = async {
+                set_up(&mut server).await;
+                let call = server.status(STATUS, &tenant).await;
+                server.assert_done();
+                call
+            };
+            let (action, status_call) = tokio::join!(reconcile(Arc::new(tenant.clone()), ctx), script);
+            assert_eq!(action.expect("reconciled"), Action::requeue(crate::controller::RESYNC));
+            let status = &status_call.body["status"];
+            assert_eq!(status["environments"], json!(2));
+            assert_eq!(status["requestNamespace"], json!("payments"));
+            let preview_cost = class("preview").spec.estimated_monthly_cost_usd;
+            assert_eq!(status["usage"]["monthlyCostUSD"], json!(2 * preview_cost));
+        }
+
+        #[tokio::test]
+        async fn an_unchanged_tenant_applies_its_objects_and_writes_no_status() {
+            let mut tenant = tenant();
+            let index = Index::with_objects([tenant.clone()], [class("preview")], [provisioned("a")]);
+            let classes = [class("preview")];
+            let terms = budget::class_terms(classes.iter());
+            let usage = budget::usage("payments", [&provisioned("a")], &terms);
+            tenant.status = Some(next_status(&tenant, "payments", None, &usage, &Time(Timestamp::now())));
+            let (ctx, mut server, _remote) = context(index).await;
+            let script = async {
+                set_up(&mut server).await;
+                // Let the reconcile finish: a status write would be waiting here.
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                server.assert_done();
+            };
+            let (action, ()) = tokio::join!(reconcile(Arc::new(tenant), ctx), script);
+            assert!(action.is_ok());
+        }
+
+        #[tokio::test]
+        async fn a_refused_namespace_is_reported_in_status_with_a_warning_event_and_retried() {
+            let tenant = tenant();
+            let index = Index::with_objects([tenant.clone()], [class("preview")], []);
+            let (ctx, mut server, _remote) = context(index).await;
+            let denied = "namespaces \"payments\" is forbidden: denied by policy deny-ns";
+            let script = async {
+                server.expect("PATCH", NAMESPACE, 403, ScriptedApiServer::refusal(403, "Forbidden", denied)).await;
+                let status = server.status(STATUS, &tenant).await;
+                // Ready was never True: the first False is worth a Warning.
+                let event = server.echo("POST", "/apis/events.k8s.io/v1/namespaces/default/events").await;
+                server.assert_done();
+                (status, event)
+            };
+            let (result, (status, event)) = tokio::join!(reconcile(Arc::new(tenant.clone()), ctx), script);
+            assert!(
+                matches!(result, Err(Error::Apply { .. })),
+                "the refusal is returned, so the controller retries: {result:?}"
+            );
+            let ready = status.body["status"]["conditions"]
+                .as_array()
+                .and_then(|c| c.iter().find(|c| c["type"] == json!("Ready")).cloned())
+                .expect("Ready");
+            assert_eq!(ready["status"], json!("False"));
+            assert_eq!(ready["reason"], json!("NamespaceFailed"));
+            assert!(ready["message"].as_str().is_some_and(|m| m.contains("denied by policy deny-ns")), "{ready}");
+            assert_eq!(event.body["type"], json!("Warning"));
+            assert_eq!(event.body["reason"], json!("NamespaceFailed"));
+        }
+    }
 }

@@ -1,0 +1,130 @@
+//! Reconcile unit tests against a scripted apiserver (after kube-rs/controller-rs
+//! `src/fixtures.rs`): a [`Context`] whose client talks to a [`ScriptedApiServer`] that
+//! checks each call against the script and answers it, with an index filled by hand
+//! and a GitOps writer on a local bare repository.
+
+use std::sync::Arc;
+
+use http_body_util::BodyExt;
+use hyper::{Request, Response};
+use kube::client::Body;
+use serde_json::Value;
+
+use super::Context;
+use crate::{
+    gitops::{GitOpsMetrics, Writer, WriterConfig},
+    index::Index,
+    render::RenderOptions,
+    telemetry::Metrics,
+};
+
+type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
+
+/// The other end of the context's client.
+pub struct ScriptedApiServer {
+    handle: Handle,
+}
+
+/// One call the apiserver received.
+#[derive(Debug)]
+pub struct Call {
+    pub method: String,
+    /// Path without the query.
+    pub path: String,
+    pub body: Value,
+}
+
+impl ScriptedApiServer {
+    /// Takes the next call, which must be `method path`, and answers `status` with
+    /// `reply`. Returns the call, for assertions on what was sent.
+    pub async fn expect(&mut self, method: &str, path: &str, status: u16, reply: Value) -> Call {
+        let (request, send) = self.handle.next_request().await.expect("the reconcile makes another call");
+        let call = Call {
+            method: request.method().to_string(),
+            path: request.uri().path().to_owned(),
+            body: {
+                let bytes = request.into_body().collect().await.expect("request body").to_bytes();
+                serde_json::from_slice(&bytes).unwrap_or(Value::Null)
+            },
+        };
+        assert_eq!((call.method.as_str(), call.path.as_str()), (method, path), "unexpected call: {call:?}");
+        let body = serde_json::to_vec(&reply).expect("json");
+        send.send_response(Response::builder().status(status).body(Body::from(body)).expect("response"));
+        call
+    }
+
+    /// Answers the next call, which must be `method path`, by echoing what was sent
+    /// (as the apiserver does for an apply that is accepted).
+    pub async fn echo(&mut self, method: &str, path: &str) -> Call {
+        let (request, send) = self.handle.next_request().await.expect("the reconcile makes another call");
+        let (parts, body) = request.into_parts();
+        let bytes = body.collect().await.expect("request body").to_bytes();
+        let call = Call {
+            method: parts.method.to_string(),
+            path: parts.uri.path().to_owned(),
+            body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        };
+        assert_eq!((call.method.as_str(), call.path.as_str()), (method, path), "unexpected call: {call:?}");
+        send.send_response(Response::builder().status(200).body(Body::from(bytes.to_vec())).expect("response"));
+        call
+    }
+
+    /// Answers a status apply to `object`'s `path`: the object with the status sent.
+    pub async fn status(&mut self, path: &str, object: &impl serde::Serialize) -> Call {
+        let (request, send) = self.handle.next_request().await.expect("the reconcile makes another call");
+        let (parts, body) = request.into_parts();
+        let bytes = body.collect().await.expect("request body").to_bytes();
+        let call = Call {
+            method: parts.method.to_string(),
+            path: parts.uri.path().to_owned(),
+            body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        };
+        assert_eq!((call.method.as_str(), call.path.as_str()), ("PATCH", path), "unexpected call: {call:?}");
+        let mut reply = serde_json::to_value(object).expect("json");
+        reply["status"] = call.body["status"].clone();
+        let body = serde_json::to_vec(&reply).expect("json");
+        send.send_response(Response::builder().status(200).body(Body::from(body)).expect("response"));
+        call
+    }
+
+    /// Asserts that no call is waiting (the reconcile made no call beyond the script).
+    pub fn assert_done(&mut self) {
+        use futures::FutureExt;
+        if let Some(Some((request, _))) = self.handle.next_request().now_or_never() {
+            panic!("unexpected call: {} {}", request.method(), request.uri());
+        }
+    }
+
+    /// A refusal as the apiserver words it.
+    pub fn refusal(code: u16, reason: &str, message: &str) -> Value {
+        serde_json::json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "message": message, "reason": reason, "code": code})
+    }
+}
+
+/// A context over `index`, its client scripted, its writer on a fresh local remote
+/// (kept alive by the returned folder).
+pub async fn context(index: Index) -> (Arc<Context>, ScriptedApiServer, tempfile::TempDir) {
+    let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let client = kube::Client::new(service, "default");
+    let folder = tempfile::tempdir().expect("temp dir");
+    let remote = folder.path().join("remote.git");
+    git2::Repository::init_bare(&remote).expect("bare remote");
+    let config = WriterConfig::new(folder.path().join("work"), format!("file://{}", remote.display()), "main");
+    let metrics = Metrics::new().expect("metrics");
+    let writer = Writer::spawn(config, GitOpsMetrics::register(metrics.registry()).expect("gitops metrics"))
+        .await
+        .expect("writer");
+    let ctx = Context {
+        events: super::events::EventPublisher::new(client.clone(), "berth", None),
+        client,
+        metrics,
+        writer,
+        render: RenderOptions::default(),
+        committed: Default::default(),
+        budget: Default::default(),
+        inventory: Default::default(),
+        approvals: None,
+        index: Arc::new(index),
+    };
+    (Arc::new(ctx), ScriptedApiServer { handle }, folder)
+}
