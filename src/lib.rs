@@ -1,6 +1,7 @@
 //! Berth: self-service environments on Kubernetes, committed to GitOps.
 pub mod api;
 pub mod approval;
+pub mod argocd;
 pub mod auth;
 pub mod cli;
 pub mod controller;

@@ -45,6 +45,8 @@ pub mod reasons {
     pub const EXPIRED: &str = "Expired";
     pub const SYNCED: &str = "Synced";
     pub const NOT_SYNCED: &str = "NotSynced";
+    /// Argo CD's report is not yet about what Berth rendered for the current spec.
+    pub const SYNC_PENDING: &str = "SyncPending";
     pub const ARGOCD_NOT_INSTALLED: &str = "ArgoCDNotInstalled";
     pub const READY: &str = "Ready";
     pub const PROVISIONING: &str = "Provisioning";

@@ -208,6 +208,42 @@ pub struct SyncStatus {
     /// Git revision Argo CD last synced.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revision: Option<String>,
+    /// The source Argo CD last compared the live objects with (`status.sync.comparedTo`).
+    /// Until it is the source Berth rendered for the current spec, Argo CD's sync and
+    /// health are about the previous one, and the environment is not Ready.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compared_to: Option<SyncSource>,
+    /// Argo CD's last sync operation (`status.operationState`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operation: Option<SyncOperation>,
+}
+
+/// An Application's source: which repository, folder and revision it deploys.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct SyncSource {
+    #[serde(rename = "repoURL")]
+    pub repo_url: String,
+    #[serde(default)]
+    pub path: String,
+    /// The branch, tag or commit asked for.
+    #[serde(default)]
+    pub target_revision: String,
+}
+
+/// One Argo CD sync operation.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct SyncOperation {
+    /// `Running`, `Terminating`, `Succeeded`, `Failed` or `Error`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<String>,
+    /// The revision it synced (or is syncing).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<String>,
+    /// Argo CD's message about it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
 /// Drift between what Berth committed and what is live.

@@ -1,5 +1,6 @@
 //! Once Argo CD's CRDs are installed (here after Berth started), a committed
-//! environment is Provisioning until its Application reports Synced and Healthy;
+//! environment is Provisioning until its Application reports Synced and Healthy for
+//! the source Berth rendered (an old report about another source does not count);
 //! Berth mirrors that into status.
 //! (Argo CD's controllers are tier 3; here the test plays their part on the
 //! Application, which is exactly the API Berth reads.)
@@ -51,7 +52,32 @@ async fn ready_follows_the_applications_sync_and_health_once_argocd_is_installed
     let path = status.gitops.and_then(|g| g.path).unwrap_or_default();
     let files = files_at_head(&remote(), &path).unwrap_or_else(|| panic!("{path} not committed"));
     kubectl_apply(&files["application.yaml"]).await;
-    let synced = r#"{"status":{"sync":{"status":"Synced","revision":"0123abcd"},"health":{"status":"Healthy"}}}"#;
+    // Synced and Healthy, but about another source than the one Berth rendered (the old
+    // report of a changed Application): not Ready, and status says what it waits for.
+    let stale = r#"{"status":{"sync":{"status":"Synced","revision":"0123abcd",
+        "comparedTo":{"source":{"repoURL":"https://git.example.com/web.git","path":"deploy","targetRevision":"v0"}}},
+        "health":{"status":"Healthy"}}}"#;
+    report_as_argocd(&env_ns, stale).await;
+    let api: kube::Api<berth::api::EnvironmentRequest> =
+        kube::Api::namespaced(cluster().client("admin").await, &tenant);
+    let pending = wait_for(Duration::from_secs(30), "Berth to read the stale report", || {
+        let api = api.clone();
+        async move {
+            let request = api.get_opt("svc").await.ok().flatten()?;
+            let status = request.status.clone()?;
+            (status.sync.as_ref()?.revision.as_deref() == Some("0123abcd")).then_some(status)
+        }
+    })
+    .await;
+    assert_eq!(pending.phase, Some(Phase::Provisioning), "an old Healthy must not make the request Ready");
+    let synced_condition = find(&pending.conditions, types::SYNCED).expect("Synced condition");
+    assert_eq!(synced_condition.reason, reasons::SYNC_PENDING);
+    assert!(synced_condition.message.contains("deploy@v1") && synced_condition.message.contains("deploy@v0"));
+
+    let synced = r#"{"status":{"sync":{"status":"Synced","revision":"0123abcd",
+        "comparedTo":{"source":{"repoURL":"https://git.example.com/web.git","path":"deploy","targetRevision":"v1"}}},
+        "health":{"status":"Healthy"},
+        "operationState":{"phase":"Succeeded","syncResult":{"revision":"0123abcd"}}}}"#;
     report_as_argocd(&env_ns, synced).await;
 
     let ready = wait_phase(&tenant, "svc", Phase::Ready, Duration::from_secs(30)).await;
@@ -59,6 +85,8 @@ async fn ready_follows_the_applications_sync_and_health_once_argocd_is_installed
     let sync = status.sync.clone().unwrap_or_default();
     assert_eq!((sync.status.as_deref(), sync.health.as_deref()), (Some("Synced"), Some("Healthy")));
     assert_eq!(sync.revision.as_deref(), Some("0123abcd"));
+    assert_eq!(sync.compared_to.map(|c| c.target_revision).as_deref(), Some("v1"));
+    assert_eq!(sync.operation.and_then(|o| o.phase).as_deref(), Some("Succeeded"));
     assert!(is_true(&status.conditions, types::SYNCED));
 
     // Degraded again: Ready goes back to False with Argo CD's words.

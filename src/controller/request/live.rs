@@ -7,33 +7,21 @@ use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
 
 use crate::{
     api::environment_request::{DriftState, DriftStatus, SyncStatus},
+    argocd,
     controller::{Context, Error},
     drift,
 };
 
-/// The sync and health Argo CD reports on the environment's Application, or `None`
-/// when Argo CD is not installed. An Application Argo CD has not created yet reads
-/// as `Unknown` / `Missing`.
+/// The sync and health Argo CD reports on the environment's Application (see
+/// [`crate::argocd`]), or `None` when Argo CD is not installed. An Application Argo CD
+/// has not created yet reads as `Unknown` / `Missing`.
 pub async fn sync_status(namespace: &str, ctx: &Context) -> Result<Option<SyncStatus>, Error> {
     let index = ctx.index().await;
     if !index.argocd_installed() {
         return Ok(None);
     }
     let app = index.live("Application", Some(&ctx.render.argocd_namespace), namespace).unwrap_or_default();
-    let Some(app) = app else {
-        return Ok(Some(SyncStatus {
-            status: Some("Unknown".to_owned()),
-            health: Some("Missing".to_owned()),
-            revision: None,
-        }));
-    };
-    let status = &app["status"];
-    let text = |value: &serde_json::Value| value.as_str().map(str::to_owned);
-    Ok(Some(SyncStatus {
-        status: text(&status["sync"]["status"]).or(Some("Unknown".to_owned())),
-        health: text(&status["health"]["status"]).or(Some("Unknown".to_owned())),
-        revision: text(&status["sync"]["revision"]),
-    }))
+    Ok(Some(app.as_ref().map_or_else(argocd::missing, argocd::sync_status)))
 }
 
 /// Compares the environment's rendered `files` with what is live. Argo CD's

@@ -36,7 +36,7 @@ use super::{
 use crate::{
     api::{
         EnvironmentClass, EnvironmentRequest,
-        environment_request::{EnvironmentRequestStatus, Phase},
+        environment_request::{EnvironmentRequestStatus, Phase, SyncSource},
     },
     gitops::{RepoPath, environment_path},
     policy::{
@@ -99,7 +99,7 @@ async fn apply(request: &EnvironmentRequest, ctx: &Context) -> Result<Action, Er
         ctx.budget.forget(request);
     }
     let requeue = match &finding {
-        Finding::Committed(Committed { expires_at: Some(at), .. }) => until(at).min(RESYNC),
+        Finding::Committed(committed) if let Some(at) = &committed.expires_at => until(at).min(RESYNC),
         Finding::Expired { .. } => Duration::from_secs(3600),
         _ => RESYNC,
     };
@@ -141,7 +141,7 @@ async fn assess(request: &EnvironmentRequest, refs: &Dereferenced, ctx: &Context
     let Folder { commit, path, digest } = apply::commit(request, &built, &class_label(&validated), ctx).await?;
     let environment = &built.environment;
     let old_drift = request.status.as_ref().and_then(|s| s.drift.as_ref());
-    Ok(Finding::Committed(Committed {
+    Ok(Finding::Committed(Box::new(Committed {
         namespace: environment.namespace.clone(),
         commit,
         path,
@@ -150,8 +150,9 @@ async fn assess(request: &EnvironmentRequest, refs: &Dereferenced, ctx: &Context
         expires_at: validated.expires_at.map(Time),
         approved_by: validated.approval.map(|a| a.approver),
         sync: live::sync_status(&environment.namespace, ctx).await?,
+        source: rendered_source(request),
         drift: Some(live::drift(&request.spec.cluster, &environment.files, old_drift, ctx).await?),
-    }))
+    })))
 }
 
 /// Expiry comes first and uses what was recorded at commit time, so neither a missing
@@ -173,6 +174,12 @@ async fn expire(request: &EnvironmentRequest, ctx: &Context) -> Result<Option<Fi
         remove(ctx, &folder, request, "expired").await?;
     }
     Ok(Some(Finding::Expired { path }))
+}
+
+/// The source the environment's Application deploys, as rendered for the current spec.
+fn rendered_source(request: &EnvironmentRequest) -> SyncSource {
+    let app = &request.spec.app;
+    SyncSource { repo_url: app.repo_url.clone(), path: app.path.clone(), target_revision: app.revision.clone() }
 }
 
 /// The class and its generation, as commit messages name them.

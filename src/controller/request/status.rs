@@ -6,8 +6,11 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use crate::{
     api::{
         conditions::{ConditionStatus, Observation, reasons, set_condition, types},
-        environment_request::{DriftState, DriftStatus, EnvironmentRequestStatus, GitOpsStatus, Phase, SyncStatus},
+        environment_request::{
+            DriftState, DriftStatus, EnvironmentRequestStatus, GitOpsStatus, Phase, SyncSource, SyncStatus,
+        },
     },
+    argocd::{self, Verdict},
     policy::request::Denial,
 };
 
@@ -16,8 +19,8 @@ use crate::{
 pub enum Finding {
     /// Policy says no (tenancy, class, approval, budget, …): the shared rules' verdict.
     Denied(Denial),
-    /// Rendered and committed.
-    Committed(Committed),
+    /// Rendered and committed (boxed: it carries much more than the other findings).
+    Committed(Box<Committed>),
     /// Its lifetime ended and its folder is gone from git.
     Expired { path: String },
     /// Rendered, but the commit waits on a busy GitOps branch (others keep pushing first).
@@ -38,13 +41,17 @@ pub struct Committed {
     pub approved_by: Option<String>,
     /// The Argo CD Application's sync and health; `None` when Argo CD is not installed.
     pub sync: Option<SyncStatus>,
+    /// The source Berth rendered into the Application for the current spec: Argo CD's
+    /// report counts only once it is about this source.
+    pub source: SyncSource,
     /// Live objects compared with the commit; `None` when not compared.
     pub drift: Option<DriftStatus>,
 }
 
 impl Committed {
-    fn synced(&self) -> Option<bool> {
-        self.sync.as_ref().map(|s| s.status.as_deref() == Some("Synced") && s.health.as_deref() == Some("Healthy"))
+    /// Argo CD's verdict on the rendered source; `None` when Argo CD is not installed.
+    fn verdict(&self) -> Option<Verdict> {
+        self.sync.as_ref().map(|sync| argocd::verdict(sync, &self.source))
     }
 }
 
@@ -117,23 +124,26 @@ pub fn next_status(
                 };
                 set(types::IN_SYNC, state, reason, message);
             }
-            match committed.synced() {
+            match committed.verdict() {
                 None => {
                     let message = "Argo CD's Application CRD is not installed; nothing reports sync".to_owned();
                     set(types::SYNCED, Unknown, reasons::ARGOCD_NOT_INSTALLED, message);
                     (Phase::Ready, reasons::READY, "committed; Argo CD is not installed to report sync".to_owned())
                 }
-                Some(true) => {
-                    set(types::SYNCED, True, reasons::SYNCED, "Argo CD reports Synced and Healthy".to_owned());
+                Some(Verdict::Synced) => {
+                    let revision = committed.sync.as_ref().and_then(|s| s.revision.as_deref()).unwrap_or("?");
+                    let message = format!(
+                        "Argo CD reports Synced and Healthy at revision {revision} of {}@{}",
+                        committed.source.path, committed.source.target_revision
+                    );
+                    set(types::SYNCED, True, reasons::SYNCED, message);
                     (Phase::Ready, reasons::READY, "committed, synced and healthy".to_owned())
                 }
-                Some(false) => {
-                    let sync = committed.sync.clone().unwrap_or_default();
-                    let message = format!(
-                        "Argo CD reports {} and {}",
-                        sync.status.as_deref().unwrap_or("Unknown"),
-                        sync.health.as_deref().unwrap_or("Unknown")
-                    );
+                Some(Verdict::Pending(message)) => {
+                    set(types::SYNCED, False, reasons::SYNC_PENDING, message.clone());
+                    (Phase::Provisioning, reasons::PROVISIONING, message)
+                }
+                Some(Verdict::NotSynced(message)) => {
                     set(types::SYNCED, False, reasons::NOT_SYNCED, message.clone());
                     (Phase::Provisioning, reasons::PROVISIONING, message)
                 }
@@ -205,8 +215,16 @@ mod tests {
         Time(Timestamp::from_second(second).expect("valid"))
     }
 
+    fn source() -> SyncSource {
+        SyncSource {
+            repo_url: "https://example.com/web.git".into(),
+            path: "deploy".into(),
+            target_revision: "v1".into(),
+        }
+    }
+
     fn committed(sync: Option<(&str, &str)>) -> Finding {
-        Finding::Committed(Committed {
+        Finding::Committed(Box::new(Committed {
             namespace: "payments-web-1234abcd".into(),
             commit: "abc123".into(),
             path: "clusters/in-cluster/tenants/payments/web".into(),
@@ -214,9 +232,16 @@ mod tests {
             monthly_cost_usd: 40,
             expires_at: Some(at(1000)),
             approved_by: None,
-            sync: sync.map(|(s, h)| SyncStatus { status: Some(s.into()), health: Some(h.into()), revision: None }),
+            // Argo CD's report is about the source Berth rendered (see crate::argocd for the rest).
+            sync: sync.map(|(s, h)| SyncStatus {
+                status: Some(s.into()),
+                health: Some(h.into()),
+                compared_to: Some(source()),
+                ..SyncStatus::default()
+            }),
+            source: source(),
             drift: None,
-        })
+        }))
     }
 
     #[test]

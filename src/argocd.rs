@@ -1,0 +1,176 @@
+//! What Argo CD reports about an environment's Application, and whether that report
+//! is about what Berth rendered for the current spec (pure).
+//!
+//! An Application keeps its old `Synced`/`Healthy` for a while after its spec changes:
+//! until the root app has applied the new Application and Argo CD has compared it.
+//! Gates built on that status pass too early (a known bug class of promotion tools).
+//! So an environment is Synced only when Argo CD compared the source Berth rendered
+//! (`status.sync.comparedTo`), its last sync operation succeeded for the revision it
+//! compared, and it reports Synced and Healthy.
+
+use serde_json::Value;
+
+use crate::api::environment_request::{SyncOperation, SyncSource, SyncStatus};
+
+/// The sync report of an Application object (as JSON); `Unknown` where it says nothing.
+pub fn sync_status(application: &Value) -> SyncStatus {
+    let status = &application["status"];
+    let text = |value: &Value| value.as_str().map(str::to_owned);
+    let compared = &status["sync"]["comparedTo"]["source"];
+    let compared_to = compared.is_object().then(|| SyncSource {
+        repo_url: text(&compared["repoURL"]).unwrap_or_default(),
+        path: text(&compared["path"]).unwrap_or_default(),
+        target_revision: text(&compared["targetRevision"]).unwrap_or_default(),
+    });
+    let operation = &status["operationState"];
+    let operation = operation.is_object().then(|| SyncOperation {
+        phase: text(&operation["phase"]),
+        revision: text(&operation["syncResult"]["revision"])
+            .or_else(|| text(&operation["operation"]["sync"]["revision"])),
+        message: text(&operation["message"]),
+    });
+    SyncStatus {
+        status: text(&status["sync"]["status"]).or(Some("Unknown".to_owned())),
+        health: text(&status["health"]["status"]).or(Some("Unknown".to_owned())),
+        revision: text(&status["sync"]["revision"]),
+        compared_to,
+        operation,
+    }
+}
+
+/// The report for an Application Argo CD has not created yet.
+pub fn missing() -> SyncStatus {
+    SyncStatus { status: Some("Unknown".to_owned()), health: Some("Missing".to_owned()), ..SyncStatus::default() }
+}
+
+/// Whether Argo CD's report says the environment runs what Berth rendered.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Argo CD synced the rendered source, and it is healthy.
+    Synced,
+    /// Argo CD's report is not (yet) about the rendered source, or a sync is running.
+    Pending(String),
+    /// Argo CD compared the rendered source and reports it not synced or not healthy.
+    NotSynced(String),
+}
+
+/// Judges `sync` against `rendered`, the source Berth rendered for the current spec.
+pub fn verdict(sync: &SyncStatus, rendered: &SyncSource) -> Verdict {
+    let shown = |source: &SyncSource| format!("{}@{}", source.path.trim_matches('/'), source.target_revision);
+    match &sync.compared_to {
+        None => return Verdict::Pending(format!("Argo CD has not compared {} yet", shown(rendered))),
+        Some(compared) if !same_source(compared, rendered) => {
+            return Verdict::Pending(format!(
+                "Argo CD has not compared {} yet (it last compared {})",
+                shown(rendered),
+                shown(compared)
+            ));
+        }
+        Some(_) => {}
+    }
+    if let Some(operation) = &sync.operation {
+        let revision = operation.revision.as_deref().unwrap_or("?");
+        match operation.phase.as_deref() {
+            Some("Running" | "Terminating") => {
+                return Verdict::Pending(format!("Argo CD is syncing revision {revision}"));
+            }
+            Some("Failed" | "Error") => {
+                let why = operation.message.as_deref().unwrap_or("no message");
+                return Verdict::NotSynced(format!("Argo CD's sync of revision {revision} failed: {why}"));
+            }
+            _ => {}
+        }
+        if let (Some(synced), Some(compared)) = (&operation.revision, &sync.revision)
+            && synced != compared
+        {
+            return Verdict::Pending(format!(
+                "Argo CD compared revision {compared} but last synced {synced}; waiting for it to sync"
+            ));
+        }
+    }
+    match (sync.status.as_deref(), sync.health.as_deref()) {
+        (Some("Synced"), Some("Healthy")) => Verdict::Synced,
+        (status, health) => Verdict::NotSynced(format!(
+            "Argo CD reports {} and {}",
+            status.unwrap_or("Unknown"),
+            health.unwrap_or("Unknown")
+        )),
+    }
+}
+
+/// Sources are the same when repository, folder and revision are; a repository URL
+/// differing only by a trailing `/` or `.git` is the same repository to Argo CD.
+fn same_source(a: &SyncSource, b: &SyncSource) -> bool {
+    let repo = |url: &str| url.trim_end_matches('/').trim_end_matches(".git").to_ascii_lowercase();
+    let path = |p: &str| p.trim_matches('/').to_owned();
+    repo(&a.repo_url) == repo(&b.repo_url) && path(&a.path) == path(&b.path) && a.target_revision == b.target_revision
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn rendered(revision: &str) -> SyncSource {
+        SyncSource {
+            repo_url: "https://git.example.com/web.git".to_owned(),
+            path: "deploy".to_owned(),
+            target_revision: revision.to_owned(),
+        }
+    }
+
+    /// An Application as Argo CD reports it: compared `compared`, synced `revision`.
+    fn application(compared: &str, revision: &str, sync: &str, health: &str, operation: Value) -> Value {
+        json!({"status": {
+            "sync": {"status": sync, "revision": revision,
+                     "comparedTo": {"source": {"repoURL": "https://git.example.com/web", "path": "deploy/", "targetRevision": compared},
+                                    "destination": {"name": "in-cluster", "namespace": "env"}}},
+            "health": {"status": health},
+            "operationState": operation,
+        }})
+    }
+
+    fn succeeded(revision: &str) -> Value {
+        json!({"phase": "Succeeded", "message": "successfully synced", "syncResult": {"revision": revision}})
+    }
+
+    #[test]
+    fn the_report_is_read_with_what_argo_cd_compared_and_its_last_operation() {
+        let sync = sync_status(&application("v2", "bbb", "Synced", "Healthy", succeeded("bbb")));
+        assert_eq!(sync.status.as_deref(), Some("Synced"));
+        assert_eq!(sync.revision.as_deref(), Some("bbb"));
+        assert_eq!(sync.compared_to.as_ref().map(|c| c.target_revision.as_str()), Some("v2"));
+        assert_eq!(sync.operation.as_ref().and_then(|o| o.phase.as_deref()), Some("Succeeded"));
+        assert_eq!(sync_status(&json!({})).status.as_deref(), Some("Unknown"));
+        assert_eq!(sync_status(&json!({})).compared_to, None);
+    }
+
+    #[test]
+    fn the_old_healthy_status_of_a_changed_application_is_not_synced_yet() {
+        // v1 is Synced and Healthy; the spec now asks for v2, which Argo CD has not compared.
+        let old = sync_status(&application("v1", "aaa", "Synced", "Healthy", succeeded("aaa")));
+        let Verdict::Pending(message) = verdict(&old, &rendered("v2")) else { panic!("must not pass early") };
+        assert!(message.contains("deploy@v2") && message.contains("deploy@v1"), "{message}");
+        // Compared, syncing: still pending.
+        let running = json!({"phase": "Running", "operation": {"sync": {"revision": "bbb"}}});
+        let syncing = sync_status(&application("v2", "bbb", "OutOfSync", "Progressing", running));
+        assert!(matches!(verdict(&syncing, &rendered("v2")), Verdict::Pending(m) if m.contains("bbb")));
+        // Compared v2 but the last sync was still aaa: pending.
+        let compared = sync_status(&application("v2", "bbb", "Synced", "Healthy", succeeded("aaa")));
+        assert!(matches!(verdict(&compared, &rendered("v2")), Verdict::Pending(_)));
+        // Synced v2 and healthy.
+        let done = sync_status(&application("v2", "bbb", "Synced", "Healthy", succeeded("bbb")));
+        assert_eq!(verdict(&done, &rendered("v2")), Verdict::Synced);
+    }
+
+    #[test]
+    fn a_failed_sync_or_an_unhealthy_app_of_the_rendered_source_is_not_synced() {
+        let failed = json!({"phase": "Failed", "message": "one or more objects failed to apply", "syncResult": {"revision": "bbb"}});
+        let sync = sync_status(&application("v2", "bbb", "OutOfSync", "Missing", failed));
+        assert!(matches!(verdict(&sync, &rendered("v2")), Verdict::NotSynced(m) if m.contains("failed to apply")));
+        let degraded = sync_status(&application("v2", "bbb", "Synced", "Degraded", Value::Null));
+        assert!(matches!(verdict(&degraded, &rendered("v2")), Verdict::NotSynced(m) if m.contains("Degraded")));
+        assert!(matches!(verdict(&missing(), &rendered("v2")), Verdict::Pending(_)));
+    }
+}
