@@ -13,7 +13,7 @@ use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 use serde::{Deserialize, Serialize};
 
-use super::server::WebhookState;
+use super::state::WebhookState;
 use crate::{
     api::environment_request::EnvironmentRequestSpec,
     approval::{Approver, RequestRef, digest::spec_digest},

@@ -2,7 +2,7 @@
 //!
 //! - [`admission`]: pure decisions (review + view of the cluster → response)
 //! - [`caches`]: admission's view of the cluster, over the controller's stores
-//! - [`server`] and [`approvals`]: the HTTP surface
+//! - [`server`] and [`approvals`]: the HTTP surface, sharing [`state::WebhookState`]
 //! - [`configuration`]: the Validating/MutatingWebhookConfiguration that register it
 //! - [`tls`]: HTTPS with certificates reloaded when they change on disk
 pub mod admission;
@@ -12,8 +12,10 @@ pub mod configuration;
 pub mod metrics;
 pub mod server;
 pub mod settings;
+pub mod state;
 pub mod tls;
 
 pub use admission::{Kind, View};
-pub use server::{WebhookState, parse_review, router};
+pub use server::{parse_review, router};
 pub use settings::WebhookArgs;
+pub use state::WebhookState;
