@@ -7,7 +7,7 @@ use kube::ResourceExt;
 use super::https::{Connection, Endpoint, HttpsError, client_config};
 use crate::{
     api::{EnvironmentRequest, environment_request::Approval},
-    webhook::approvals::{ApiError, ApprovalGranted, ApprovalRequest},
+    approval::wire::{ApiError, ApprovalGranted, ApprovalRequest},
 };
 
 /// Why no approval came back. The server's refusal is passed on as it was written.
