@@ -21,10 +21,10 @@ use berth::{
     api::{
         EnvironmentClass, EnvironmentRequest, Tenant,
         environment_request::{Approval, EnvironmentRequestStatus, GitOpsStatus, Phase},
+        labels::CREATED_BY_ANNOTATION,
     },
     approval::{Approver, Issuer, RequestRef, SigningKey, Target, Verifier, generate_ed25519, spec_digest},
     cli::https::{Connection, Endpoint, client_config},
-    labels::CREATED_BY_ANNOTATION,
     policy::{budget, request as rules},
     webhook::{
         Kind, View, WebhookState,

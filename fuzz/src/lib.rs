@@ -24,13 +24,12 @@ use std::time::Duration;
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use berth::{
-    api::{EnvironmentRequest, Rollout, Tenant},
+    api::{EnvironmentRequest, Rollout, Tenant, labels::CREATED_BY_ANNOTATION},
     approval::{
         ApprovalClaims, Approver, DEFAULT_LEEWAY, Issuer, Rejection, RequestRef, SigningKey, Target, VerificationKeys,
         Verifier, generate_ed25519, spec_digest,
     },
     auth::{AuthError, BearerConfig, BearerVerifier, CLOCK_LEEWAY_SECONDS, Caller, dev_token},
-    labels::CREATED_BY_ANNOTATION,
     webhook::{
         Kind,
         admission::{self, Checks, Snapshot},

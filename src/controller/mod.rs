@@ -31,8 +31,8 @@ pub use context::{Context, FIELD_MANAGER, FINALIZER};
 pub use error::Error;
 
 use crate::{
+    api::labels,
     api::{EnvironmentClass, EnvironmentRequest, Tenant},
-    labels,
     telemetry::{Controller as Kind, Outcome, ReadinessCheck},
 };
 

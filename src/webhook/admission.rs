@@ -14,9 +14,9 @@ use kube::{
 use serde::de::DeserializeOwned;
 
 use crate::{
+    api::labels,
     api::{EnvironmentClass, EnvironmentRequest, Rollout, Tenant},
     approval::Verifier,
-    labels,
     policy::{
         budget,
         references::{self, Conflict},

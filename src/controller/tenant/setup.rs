@@ -17,8 +17,8 @@ use serde::Serialize;
 
 use super::super::{Context, Error, context::FIELD_MANAGER};
 use crate::{
+    api::labels,
     api::{Tenant, conditions::reasons, tenant::SubjectKind},
-    labels,
 };
 
 /// Role members get in the request namespace: ask for environments and follow them.
