@@ -676,7 +676,7 @@ fn main() {
     };
 
     // The server: real router, real TLS, one current-thread runtime on its own thread.
-    let certs = tls::self_signed(&["127.0.0.1"]).expect("certificate");
+    let certs = berth::cli::dev::self_signed(&["127.0.0.1"]).expect("certificate");
     let dir = tempfile::tempdir().expect("tempdir");
     let files = TlsFiles::in_dir(dir.path());
     std::fs::write(&files.cert, &certs.cert_pem).expect("write cert");
