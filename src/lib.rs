@@ -6,7 +6,6 @@ pub mod cli;
 pub mod controller;
 pub mod drift;
 pub mod gitops;
-pub mod leader;
 pub mod operator;
 pub mod policy;
 pub mod render;
