@@ -10,12 +10,39 @@ use std::{
     path::{Path, PathBuf},
 };
 
+use clap::Args;
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
 };
 use sha2::{Digest, Sha256};
 
 use crate::approval::generate_ed25519;
+
+/// Flags of `berth dev-credentials`.
+#[derive(Args)]
+pub struct DevCredentialsArgs {
+    /// Folder to write into.
+    #[arg(long, value_name = "DIR")]
+    out: PathBuf,
+    /// Host names or IPs the webhook is reached at.
+    #[arg(long = "host", default_value = "127.0.0.1")]
+    hosts: Vec<String>,
+}
+
+/// Writes the credentials and says where.
+pub fn dev_credentials(args: &DevCredentialsArgs) -> Result<(), String> {
+    let hosts: Vec<&str> = args.hosts.iter().map(String::as_str).collect();
+    let files = write_dev_credentials(&args.out, &hosts)?;
+    eprintln!(
+        "wrote {}, {}, {}, {} and {}",
+        files.ca.display(),
+        files.cert.display(),
+        files.key.display(),
+        files.approval_signing_key.display(),
+        files.auth_secret.display()
+    );
+    Ok(())
+}
 
 /// The files written, by purpose.
 #[derive(Clone, Debug)]
