@@ -20,7 +20,7 @@ use crate::{
         wire::{ApiError, ApprovalGranted, ApprovalRequest},
     },
     auth::{Caller, Role},
-    policy::request::creator,
+    policy::approval::{ApproverRefusal, may_approve},
 };
 
 fn refuse(status: StatusCode, reason: &str, message: String) -> Response {
@@ -83,36 +83,17 @@ pub async fn create(State(state): State<WebhookState>, headers: HeaderMap, body:
         let message = format!("EnvironmentClass {:?} does not exist", asked.spec.class);
         return refused(StatusCode::UNPROCESSABLE_ENTITY, "ClassNotFound", message);
     };
-    let policy = &class.spec.approval;
-    if !policy.required {
-        let message = format!("class {:?} does not need an approval; apply the request as it is", class.name_any());
-        return refused(StatusCode::UNPROCESSABLE_ENTITY, "ApprovalNotRequired", message);
-    }
-    if !caller.groups.iter().any(|g| policy.approver_groups.contains(g)) {
-        let message = format!(
-            "{} is in groups {:?}, none of which approves class {:?} (approver groups: {:?})",
-            caller.subject,
-            caller.groups,
-            class.name_any(),
-            policy.approver_groups
-        );
-        return refused(StatusCode::FORBIDDEN, "NotInApproverGroups", message);
-    }
-    // Four eyes: when the request already exists, its recorded creator may not approve
-    // it. (For a request not yet applied, admission makes the same check.)
     let existing = state
         .view
         .requests()
         .into_iter()
         .find(|r| r.namespace().as_deref() == Some(asked.namespace.as_str()) && r.name_any() == asked.name);
-    if let Some(existing) = existing
-        && creator(&existing) == Some(caller.subject.as_str())
-    {
-        let message = format!(
-            "{} created {target} and cannot approve it; someone else in {:?} must",
-            caller.subject, policy.approver_groups
-        );
-        return refused(StatusCode::FORBIDDEN, "SelfApproval", message);
+    if let Err(refusal) = may_approve(&caller.subject, &caller.groups, &class, &target, existing.as_deref()) {
+        let status = match refusal {
+            ApproverRefusal::NotRequired { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            ApproverRefusal::NotInApproverGroups { .. } | ApproverRefusal::SelfApproval { .. } => StatusCode::FORBIDDEN,
+        };
+        return refused(status, refusal.reason(), refusal.to_string());
     }
     let approver = Approver { subject: caller.subject.clone(), groups: caller.groups.clone() };
     let request = RequestRef { namespace: asked.namespace.clone(), name: asked.name.clone() };
