@@ -7,6 +7,7 @@ pub mod controller;
 pub mod drift;
 pub mod gitops;
 pub mod operator;
+pub mod pem;
 pub mod policy;
 pub mod render;
 pub mod telemetry;
