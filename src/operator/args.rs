@@ -1,6 +1,6 @@
 //! The flags of `berth run`; every one can come from the environment, and every secret
 //! from a file. The webhook's, approvals' and auth API's flags are
-//! [`WebhookArgs`](crate::webhook::WebhookArgs), flattened in.
+//! [`WebhookArgs`], flattened in.
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
