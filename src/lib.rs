@@ -6,6 +6,7 @@ pub mod cli;
 pub mod controller;
 pub mod drift;
 pub mod gitops;
+pub mod index;
 pub mod operator;
 pub mod pem;
 pub mod policy;

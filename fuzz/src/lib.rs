@@ -19,20 +19,21 @@
 //! token approving `examples/environmentrequest-production.yaml`, and in an approval
 //! token's header `@KID@` becomes the key's id.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use berth::{
-    api::{EnvironmentRequest, Rollout, Tenant, labels::CREATED_BY_ANNOTATION},
+    api::{EnvironmentClass, EnvironmentRequest, Rollout, Tenant, labels::CREATED_BY_ANNOTATION},
     approval::{
         ApprovalClaims, Approver, DEFAULT_LEEWAY, Issuer, Rejection, RequestRef, SigningKey, Target, VerificationKeys,
         Verifier, generate_ed25519, spec_digest,
     },
     auth::{AuthError, BearerConfig, BearerVerifier, CLOCK_LEEWAY_SECONDS, Caller, dev_token},
+    index::Index,
     webhook::{
         Kind,
-        admission::{self, Checks, Snapshot},
+        admission::{self, Checks},
         parse_review,
     },
 };
@@ -79,12 +80,12 @@ pub fn now() -> Timestamp {
     Timestamp::from_second(1_800_000_000).expect("a representable time")
 }
 
-/// The cluster admission sees: the examples' tenant and classes, and the staging request.
-pub type Cluster = Snapshot;
-
 /// Everything made once per process.
 pub struct Fixtures {
-    pub cluster: Cluster,
+    /// The cluster admission sees: the examples' tenant and classes, and the staging request.
+    pub cluster: Index,
+    /// `examples/environmentclass-production.yaml`.
+    pub production_class: EnvironmentClass,
     /// `examples/environmentrequest-production.yaml`, created by [`CREATOR`], without approval.
     pub production: EnvironmentRequest,
     pub issuer: Issuer,
@@ -107,7 +108,7 @@ impl Fixtures {
             namespace: "payments",
             name: "checkout-prod",
             spec: &self.production.spec,
-            approver_groups: &self.cluster.classes[2].spec.approval.approver_groups,
+            approver_groups: &self.production_class.spec.approval.approver_groups,
             creator: Some(CREATOR),
         }
     }
@@ -121,12 +122,10 @@ fn yaml<T: DeserializeOwned>(text: &str) -> T {
 pub fn fixtures() -> &'static Fixtures {
     static FIXTURES: OnceLock<Fixtures> = OnceLock::new();
     FIXTURES.get_or_init(|| {
-        let cluster = Cluster {
-            tenants: vec![Arc::new(yaml(TENANT))],
-            classes: CLASSES.iter().map(|text| Arc::new(yaml(text))).collect(),
-            requests: vec![Arc::new(yaml(STAGING))],
-        };
-        assert_eq!(cluster.classes[2].spec.approval.approver_groups, [APPROVER_GROUP], "the production class");
+        let classes: Vec<EnvironmentClass> = CLASSES.iter().map(|text| yaml(text)).collect();
+        let production_class = classes[2].clone();
+        assert_eq!(production_class.spec.approval.approver_groups, [APPROVER_GROUP], "the production class");
+        let cluster = Index::with_objects([yaml(TENANT)], classes, [yaml(STAGING)]);
         let mut production: EnvironmentRequest = yaml(PRODUCTION);
         production.metadata.annotations.get_or_insert_default().insert(CREATED_BY_ANNOTATION.into(), CREATOR.into());
 
@@ -154,7 +153,18 @@ pub fn fixtures() -> &'static Fixtures {
             dev_token(BEARER_SECRET, CREATOR, &groups, &[], BEARER_AUDIENCE, Duration::from_secs(3600), now())
                 .expect("a bearer token");
 
-        Fixtures { cluster, production, issuer, verifier, kid, public_pem: public, approval, bearer, bearer_token }
+        Fixtures {
+            cluster,
+            production_class,
+            production,
+            issuer,
+            verifier,
+            kid,
+            public_pem: public,
+            approval,
+            bearer,
+            bearer_token,
+        }
     })
 }
 

@@ -3,66 +3,41 @@
 //! writer batches those renders into one commit. `Valid` and `Rendered` say what
 //! it cannot do, with a Warning event when either turns False.
 
-use std::{sync::Arc, time::Duration};
+use std::sync::Arc;
 
 use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
 use kube::{Api, Resource, ResourceExt, runtime::controller::Action};
 
 use super::{Context, Error, events::condition_event, request};
 use crate::api::{
-    EnvironmentClass, EnvironmentRequest, Tenant,
+    EnvironmentClass, EnvironmentRequest,
     conditions::{self, ConditionStatus, Observation, reasons, set_condition, types},
     environment_class::EnvironmentClassStatus,
-    environment_request::Phase,
 };
 
-/// Problems the CRD's CEL rules cannot see; empty when the class is usable.
-pub fn problems(class: &EnvironmentClass) -> Vec<String> {
-    let mut problems = Vec::new();
-    if let Some(ttl) = &class.spec.ttl {
-        for (field, value) in [("ttl.default", &ttl.default), ("ttl.max", &ttl.max)] {
-            if let Err(e) = value.parse() {
-                problems.push(format!("{field}: {e}"));
-            }
-        }
-    }
-    if class.spec.quota.is_empty() {
-        problems.push("quota is empty: environments would have no ResourceQuota limits".to_owned());
-    }
-    problems
-}
-
 /// Re-renders every provisioned environment of a changed class at once, so the GitOps
-/// writer batches them into one commit. Their request reconciles wait for this (they
-/// see the class status lagging its generation) and then find nothing left to commit.
-async fn rerender(class: &EnvironmentClass, requests: &[Arc<EnvironmentRequest>], ctx: &Context) -> Result<(), Error> {
-    let tenants: Api<Tenant> = Api::all(ctx.client.clone());
-    let mut renders = Vec::new();
+/// writer batches them into one commit. Each goes through the request pipeline
+/// (validate → build → apply), so a request the class no longer allows is not
+/// re-rendered (its own reconcile reports why). Their request reconciles wait for this
+/// (they see the class status lagging its generation) and then find nothing to commit.
+async fn rerender(
+    class: &Arc<EnvironmentClass>,
+    requests: &[Arc<EnvironmentRequest>],
+    ctx: &Context,
+) -> Result<(), Error> {
     // A class that now needs approval keeps its environments as they are: nothing
     // unapproved is (re)provisioned.
     if class.spec.approval.required {
         return Ok(());
     }
-    let expired = |r: &EnvironmentRequest| {
-        r.status.as_ref().and_then(|s| s.phase) == Some(crate::api::environment_request::Phase::Expired)
-    };
-    for request in requests
+    let renders: Vec<_> = requests
         .iter()
-        .filter(|r| r.spec.class == class.name_any() && crate::policy::budget::is_provisioned(r) && !expired(r))
-    {
-        let Some(tenant) = tenants
-            .get_opt(&request.spec.tenant)
-            .await
-            .map_err(|source| Error::Read { what: format!("Tenant {}", request.spec.tenant), source })?
-        else {
-            continue;
-        };
-        renders.push(async move { request::commit_environment(request, class, &tenant, ctx).await });
-    }
-    let count = renders.len();
+        .filter(|r| crate::policy::budget::is_provisioned(r))
+        .map(|request| request::rerender(request, class.clone(), ctx))
+        .collect();
+    let mut count = 0;
     for result in futures::future::join_all(renders).await {
-        // A request the class no longer allows reports that itself, from its own reconcile.
-        let _ = result?;
+        count += usize::from(result?.is_some());
     }
     if count > 0 {
         tracing::info!(class = %class.name_any(), environments = count, "re-rendered the class's environments");
@@ -71,7 +46,7 @@ async fn rerender(class: &EnvironmentClass, requests: &[Arc<EnvironmentRequest>]
 }
 
 pub async fn reconcile(class: Arc<EnvironmentClass>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let requests = ctx.all_requests().await?;
+    let requests = ctx.index().await.requests_of_class(&class.name_any());
     let rerendered = if class.status.as_ref().and_then(|s| s.observed_generation) != class.metadata.generation {
         rerender(&class, &requests, &ctx).await
     } else {
@@ -80,7 +55,7 @@ pub async fn reconcile(class: Arc<EnvironmentClass>, ctx: Arc<Context>) -> Resul
     let environments = requests
         .iter()
         .filter(|r| r.spec.class == class.name_any())
-        .filter(|r| matches!(r.status.as_ref().and_then(|s| s.phase), Some(Phase::Provisioning | Phase::Ready)))
+        .filter(|r| crate::policy::budget::is_provisioned(r))
         .count();
     let status = next_status(&class, environments, rerendered.as_ref().err(), &Time(Timestamp::now()));
     if class.status.as_ref() != Some(&status) {
@@ -89,7 +64,7 @@ pub async fn reconcile(class: Arc<EnvironmentClass>, ctx: Arc<Context>) -> Resul
     }
     // A failed re-render is retried as its error says; the status above told it once.
     rerendered?;
-    Ok(Action::requeue(Duration::from_secs(300)))
+    Ok(Action::requeue(super::RESYNC))
 }
 
 /// The class's status (pure; transition times kept when unchanged). `rerender_failed`
@@ -108,7 +83,7 @@ fn next_status(
         status.observed_generation = generation;
     }
     status.environments = u32::try_from(environments).unwrap_or(u32::MAX);
-    let problems = problems(class);
+    let problems = crate::policy::class::problems(class);
     let (state, reason, message) = if problems.is_empty() {
         (ConditionStatus::True, reasons::VALID, "the class can be requested".to_owned())
     } else {

@@ -3,7 +3,7 @@
 use kube::Client;
 
 use super::events::EventPublisher;
-use crate::{gitops::WriterHandle, render::RenderOptions, telemetry::Metrics};
+use crate::{gitops::WriterHandle, index::Index, render::RenderOptions, telemetry::Metrics};
 
 /// Field manager for everything Berth writes with server-side apply.
 pub const FIELD_MANAGER: &str = "berth";
@@ -62,20 +62,15 @@ pub struct Context {
     /// Verifies approval tokens; `None` when no approval keys are configured, and
     /// then no request of a class that needs approval is provisioned.
     pub approvals: Option<std::sync::Arc<crate::approval::Verifier>>,
-    /// Requests, classes, tenants and live rendered objects in memory, filled by
-    /// the request controller's watches (shared with the webhook).
-    pub stores: std::sync::Arc<super::stores::Stores>,
+    /// Requests, classes, tenants and live rendered objects in memory (shared with
+    /// the webhook).
+    pub index: std::sync::Arc<Index>,
 }
 
 impl Context {
-    /// The request controller's stores, once they hold their first lists.
-    pub async fn stores(&self) -> Result<&super::stores::Stores, super::Error> {
-        self.stores.ready().await;
-        Ok(&self.stores)
-    }
-
-    /// Every EnvironmentRequest, from the shared store.
-    pub async fn all_requests(&self) -> Result<Vec<std::sync::Arc<crate::api::EnvironmentRequest>>, super::Error> {
-        Ok(self.stores().await?.requests.state())
+    /// The index, once every kind holds its first list.
+    pub async fn index(&self) -> &Index {
+        self.index.ready().await;
+        &self.index
     }
 }

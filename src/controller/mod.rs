@@ -2,7 +2,7 @@
 //! Each reconcile reads top to bottom: gather (I/O) → decide (pure) → commit or
 //! apply (I/O) → status.
 
-mod budget;
+pub mod budget;
 mod class;
 mod context;
 mod error;
@@ -10,7 +10,6 @@ pub mod events;
 pub mod inventory;
 pub mod orphans;
 pub mod request;
-pub mod stores;
 pub mod tenant;
 
 use std::{future::Future, sync::Arc, time::Duration};
@@ -33,6 +32,7 @@ pub use error::Error;
 use crate::{
     api::labels,
     api::{EnvironmentClass, EnvironmentRequest, Tenant},
+    index::{Feeds, Index},
     telemetry::{Controller as Kind, Outcome, ReadinessCheck},
 };
 
@@ -40,8 +40,10 @@ use crate::{
 const SUMMARY_DEBOUNCE: Duration = Duration::from_millis(500);
 /// Requeue after a transient error (network, conflict, git remote down).
 const TRANSIENT_RETRY: Duration = Duration::from_secs(5);
+/// How often a settled object of any kind is looked at again when nothing changes.
+pub(crate) const RESYNC: Duration = Duration::from_secs(300);
 /// Requeue after a permanent error: only a change will help, but look again later.
-const PERMANENT_RETRY: Duration = Duration::from_secs(300);
+const PERMANENT_RETRY: Duration = RESYNC;
 
 fn error_policy<K>(_object: Arc<K>, error: &Error, _ctx: Arc<Context>) -> Action {
     if error.is_transient() { Action::requeue(TRANSIENT_RETRY) } else { Action::requeue(PERMANENT_RETRY) }
@@ -124,28 +126,13 @@ async fn report_environments(store: Store<EnvironmentRequest>, metrics: crate::t
     }
 }
 
-/// Yields once when Argo CD's Applications are first listed after the stores were
-/// ready without them (Argo CD installed later, or its first list slow); never when
-/// they were listed by then.
-fn argocd_arrival(stores: Arc<stores::Stores>) -> impl futures::Stream<Item = ()> + Send + 'static {
-    futures::stream::once(async move {
-        stores.ready().await;
-        let at_ready = stores.argocd_installed();
-        while !stores.argocd_installed() {
-            tokio::time::sleep(Duration::from_secs(1)).await;
-        }
-        (!at_ready).then_some(())
-    })
-    .filter_map(futures::future::ready)
-}
-
 /// Yields once, after the stores hold their first lists, when `resumed`: a standby
 /// taking over has drained its feeds, so their first events will not trigger reconciles
 /// (each controller gets one).
-fn takeover(stores: Arc<stores::Stores>, resumed: bool) -> impl futures::Stream<Item = ()> + Send + 'static {
+fn takeover(index: Arc<Index>, resumed: bool) -> impl futures::Stream<Item = ()> + Send + 'static {
     futures::stream::once(async move {
         if resumed {
-            stores.ready().await;
+            index.ready().await;
         }
         resumed.then_some(())
     })
@@ -153,16 +140,11 @@ fn takeover(stores: Arc<stores::Stores>, resumed: bool) -> impl futures::Stream<
 }
 
 /// A feed as controller triggers. Never an error: the watches handle theirs (see
-/// [`stores`]), because kube pauses all of a controller's triggers on any one's error.
+/// [`crate::index`]), because kube pauses all of a controller's triggers on any one's error.
 fn triggers<K: Send + 'static>(
     feed: impl futures::Stream<Item = K> + Send + 'static,
 ) -> impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static {
     feed.map(Ok)
-}
-
-/// Only what Berth renders (by label), so the caches stay small.
-pub fn rendered() -> watcher::Config {
-    watcher::Config::default().labels(&format!("{}={}", labels::MANAGED_BY, labels::MANAGER))
 }
 
 /// The request a rendered object belongs to, from its `berth.dev/request` annotation.
@@ -171,12 +153,9 @@ fn request_of<K: Resource>(object: K) -> Option<ObjectRef<EnvironmentRequest>> {
     Some(ObjectRef::new(name).within(namespace))
 }
 
-/// Requests of the changed tenant or class, from the request controller's cache.
-fn requests_where(
-    store: &Store<EnvironmentRequest>,
-    matches: impl Fn(&EnvironmentRequest) -> bool,
-) -> Vec<ObjectRef<EnvironmentRequest>> {
-    store.state().iter().filter(|r| matches(r)).map(|r| ObjectRef::from_obj(r.as_ref())).collect()
+/// References to `requests`, as controller triggers.
+fn refs(requests: Vec<Arc<EnvironmentRequest>>) -> Vec<ObjectRef<EnvironmentRequest>> {
+    requests.iter().map(|r| ObjectRef::from_obj(r.as_ref())).collect()
 }
 
 /// Marks `caches_synced` ready once Berth's kinds can be listed (CRDs installed, RBAC
@@ -206,12 +185,12 @@ pub async fn report_caches_synced(client: kube::Client, caches_synced: Readiness
 /// were already read from (a standby taking over), so every request is reconciled once.
 pub async fn run(
     ctx: Arc<Context>,
-    feeds: stores::Feeds,
+    feeds: Feeds,
     resumed: bool,
     max_concurrent_reconciles: u16,
     shutdown: impl Future<Output = ()> + Send + Sync + Clone + 'static,
 ) {
-    let store = ctx.stores.requests.clone();
+    let store = ctx.index.requests.store().clone();
     let (sweep_ctx, shutdown_sweeper) = (ctx.clone(), shutdown.clone());
     // Every request change touches its tenant's and class's totals. The request watch
     // tells their controllers which ones, so the requests are watched (and held) once.
@@ -227,22 +206,22 @@ pub async fn run(
     let requests = Controller::for_stream(triggers(request_feed), store.clone())
         .with_config(controller::Config::default().concurrency(max_concurrent_reconciles));
     tokio::spawn(report_environments(store.clone(), ctx.metrics.clone()));
-    let (by_class, by_tenant) = (store.clone(), store);
+    let (by_class, by_tenant) = (ctx.index.clone(), ctx.index.clone());
     let (class_specs, tenant_specs) = (SeenGenerations::default(), SeenGenerations::default());
-    let applications = ctx.stores.applications.1.clone();
+    let applications = ctx.index.applications.dyntype();
     let requests = requests
         .watches_stream(triggers(feeds.classes), move |class| {
             // Status updates (environment counts) must not re-reconcile every request.
             if !class_specs.changed(&class) {
                 return Vec::new();
             }
-            requests_where(&by_class, |r| r.spec.class == class.name_any())
+            refs(by_class.requests_of_class(&class.name_any()))
         })
         .watches_stream(triggers(feeds.tenants), move |tenant| {
             if !tenant_specs.changed(&tenant) {
                 return Vec::new();
             }
-            requests_where(&by_tenant, |r| r.spec.tenant == tenant.name_any())
+            refs(by_tenant.requests_of_tenant(&tenant.name_any()))
         })
         // Drift is driven by watches: a change to any object Berth rendered
         // reconciles the request it was rendered for.
@@ -256,26 +235,26 @@ pub async fn run(
     // every request looks again: each now has an Application to wait for.
     let requests = requests
         .watches_stream_with(triggers(feeds.applications), request_of, applications)
-        .reconcile_all_on(argocd_arrival(ctx.stores.clone()))
-        .reconcile_all_on(takeover(ctx.stores.clone(), resumed))
+        .reconcile_all_on(ctx.index.clone().argocd_arrival())
+        .reconcile_all_on(takeover(ctx.index.clone(), resumed))
         .run(|o, c| instrumented(Kind::EnvironmentRequest, o, c, request::reconcile), error_policy, ctx.clone())
         .for_each(|_| async {});
 
     // During a burst the debounce folds the request changes into a few tenant and
     // class reconciles (and status writes) instead of one each.
     let summaries = controller::Config::default().debounce(SUMMARY_DEBOUNCE);
-    let tenants = Controller::for_stream(triggers(feeds.tenant_controller), ctx.stores.tenants.clone())
+    let tenants = Controller::for_stream(triggers(feeds.tenant_controller), ctx.index.tenants.store().clone())
         .with_config(summaries.clone())
         .reconcile_on(changed_tenants)
-        .reconcile_all_on(takeover(ctx.stores.clone(), resumed))
+        .reconcile_all_on(takeover(ctx.index.clone(), resumed))
         .graceful_shutdown_on(shutdown.clone())
         .run(|o, c| instrumented(Kind::Tenant, o, c, tenant::reconcile), error_policy, ctx.clone())
         .for_each(|_| async {});
 
-    let classes = Controller::for_stream(triggers(feeds.class_controller), ctx.stores.classes.clone())
+    let classes = Controller::for_stream(triggers(feeds.class_controller), ctx.index.classes.store().clone())
         .with_config(summaries)
         .reconcile_on(changed_classes)
-        .reconcile_all_on(takeover(ctx.stores.clone(), resumed))
+        .reconcile_all_on(takeover(ctx.index.clone(), resumed))
         .graceful_shutdown_on(shutdown)
         .run(|o, c| instrumented(Kind::EnvironmentClass, o, c, class::reconcile), error_policy, ctx)
         .for_each(|_| async {});

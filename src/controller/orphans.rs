@@ -19,7 +19,7 @@
 
 use std::{collections::HashSet, sync::Arc, time::Duration};
 
-use kube::{Api, ResourceExt, api::ListParams, runtime::reflector::ObjectRef};
+use kube::{Api, ResourceExt, api::ListParams};
 
 use super::{
     Context, Error,
@@ -128,7 +128,7 @@ pub async fn sweep(ctx: &Context) -> Result<usize, Error> {
     ctx.inventory.finish_refresh(folders.iter().map(|(path, owner)| (path.to_string(), owner.clone())));
 
     // The cache first: it must hold its first list, and whatever it holds is kept.
-    let cached: HashSet<String> = ctx.stores().await?.requests.state().iter().map(|r| key(r)).collect();
+    let cached: HashSet<String> = ctx.index().await.requests.state().iter().map(|r| key(r)).collect();
     let candidates = orphans(&folders, &cached);
     if candidates.is_empty() {
         return Ok(0);
@@ -144,10 +144,10 @@ pub async fn sweep(ctx: &Context) -> Result<usize, Error> {
         }
     };
     // A request re-created under the same name since the list keeps its folder.
-    let stores = ctx.stores().await?;
+    let index = ctx.index().await;
     let still_gone = |orphan: &Orphan| {
         let (namespace, name) = orphan.owner.split_once('/').unwrap_or_default();
-        stores.requests.get(&ObjectRef::new(name).within(namespace)).is_none()
+        index.request(namespace, name).is_none()
     };
     let removals = confirmed.iter().filter(|orphan| still_gone(orphan)).map(|orphan| async move {
         let reason = ChangeReason::new(

@@ -16,6 +16,7 @@ use kube::Client;
 use crate::{
     controller::{self, Context},
     gitops::{self, GitOpsMetrics, Writer},
+    index::{self, Index},
     render::RenderOptions,
     telemetry::{self, Metrics, Readiness, ServerState},
     webhook,
@@ -105,8 +106,8 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     let Clients { calls: client, watches: watch_client } = Clients::infer().await?;
     // Entered before anything is served, so a Lease Berth may not use stops it here.
     let candidacy = args.election.candidacy().await?;
-    let applications = controller::request::live::application_resource();
-    let argocd_installed = crd_exists(&client, &controller::stores::crd_name(&applications)).await;
+    let applications = crate::render::application_resource();
+    let argocd_installed = crd_exists(&client, &index::crd_name(&applications)).await;
     if !argocd_installed {
         tracing::warn!(
             "Argo CD's Application CRD is not installed; requests become Ready once committed, \
@@ -114,16 +115,19 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         );
     }
     // One set of watches feeds the request controller and the webhook's decisions.
-    let argocd = controller::stores::ArgoCd {
+    let argocd = index::ArgoCd {
         resource: applications,
         namespace: args.argocd_namespace.clone(),
         installed_at_start: argocd_installed,
     };
     let watches = telemetry::Watches::new(metrics.clone());
-    let (stores, feeds) = controller::stores::build(&watch_client, controller::rendered(), argocd, &watches);
+    let index = Arc::new(Index::new(argocd));
+    // Without an election the controllers subscribe before the watches start, so their
+    // feeds carry the first lists; a standby subscribes once elected.
+    let feeds = candidacy.is_none().then(|| index.feeds());
+    index.start(&watch_client, &watches);
     let unhealthy_after = Duration::from_secs(args.watch_unhealthy_after_seconds);
     let watch_monitor = tokio::spawn(watches.keep_current(watch_health, unhealthy_after));
-    let stores = Arc::new(stores);
     let ctx = Arc::new(Context {
         events: controller::events::EventPublisher::new(client.clone(), "berth", std::env::var("POD_NAME").ok()),
         client,
@@ -134,24 +138,25 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         budget: Default::default(),
         inventory: Default::default(),
         approvals: approvals.clone(),
-        stores: stores.clone(),
+        index: index.clone(),
     });
 
     let shutdown = shutdown_signal().shared();
     let metrics_registry = metrics.registry().clone();
     let server = tokio::spawn(telemetry::serve(args.listen, ServerState { metrics, readiness }, shutdown.clone()));
-    let start = webhook::settings::Start { stores, verifier: approvals, registry: metrics_registry };
+    let start = webhook::settings::Start { index, verifier: approvals, registry: metrics_registry };
     let webhook = webhook::settings::start(&args.webhook, start, shutdown.clone()).await?;
     let remote_probe = tokio::spawn(probe_remote(writer.clone(), remote));
     let synced = tokio::spawn(controller::report_caches_synced(ctx.client.clone(), caches));
     let max = args.max_concurrent_reconciles;
-    let lost_lease = match &candidacy {
-        None => {
+    let lost_lease = match (&candidacy, feeds) {
+        (Some(candidacy), _) => lead_when_elected(ctx, candidacy, max, shutdown.clone()).await,
+        (None, feeds) => {
             ctx.metrics.set_leader(true);
+            let feeds = feeds.unwrap_or_else(|| ctx.index.feeds());
             controller::run(ctx, feeds, false, max, shutdown.clone()).await;
             false
         }
-        Some(candidacy) => lead_when_elected(ctx, feeds, candidacy, max, shutdown.clone()).await,
     };
     remote_probe.abort();
     synced.abort();
@@ -182,22 +187,22 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     Ok(())
 }
 
-/// As a candidate: keeps the stores filled while standing by, runs the controllers
-/// once elected, and stops them on shutdown or when the lease is lost. Returns
-/// whether the lease was lost.
+/// As a candidate: stands by (the index stays filled, for the webhook), runs the
+/// controllers once elected, and stops them on shutdown or when the lease is lost.
+/// Returns whether the lease was lost.
 async fn lead_when_elected(
     ctx: Arc<Context>,
-    feeds: controller::stores::Feeds,
     candidacy: &Candidacy,
     max_concurrent_reconciles: u16,
     shutdown: impl Future<Output = ()> + Send + Sync + Clone + 'static,
 ) -> bool {
     ctx.metrics.set_leader(false);
     tracing::info!(identity = candidacy.identity(), "standing by until elected leader");
-    let feeds = tokio::select! {
-        feeds = feeds.keep_filled_until(candidacy.leading()) => feeds,
+    tokio::select! {
+        () = candidacy.leading() => {}
         () = shutdown.clone() => return false,
     };
+    let feeds = ctx.index.feeds();
     tracing::info!(identity = candidacy.identity(), "elected leader; starting the controllers");
     ctx.metrics.set_leader(true);
     let lost = candidacy.lost().shared();

@@ -10,7 +10,7 @@
 //! ago whose status is not written yet — the controller's guard remembers
 //! (`controller::budget`).
 
-use std::{cmp::Ordering, collections::BTreeMap};
+use std::{cmp::Ordering, collections::BTreeMap, sync::Arc};
 
 use k8s_openapi::apimachinery::pkg::{api::resource::Quantity, apis::meta::v1::Time};
 
@@ -65,8 +65,9 @@ pub struct Claim {
     pub provisioned: bool,
     /// Estimated monthly cost, whole US dollars.
     pub monthly_cost_usd: u32,
-    /// The environment's ResourceQuota `hard` values (its class's quota).
-    pub quota: Amounts,
+    /// The environment's ResourceQuota `hard` values (its class's quota, shared by
+    /// every claim of the class).
+    pub quota: Arc<Amounts>,
 }
 
 /// Why an environment does not fit the tenant's budget. Messages name the limit
@@ -95,7 +96,7 @@ pub struct ClassTerms {
     /// Estimated monthly cost, whole US dollars.
     pub monthly_cost_usd: u32,
     /// Quota each environment reserves.
-    pub quota: Amounts,
+    pub quota: Arc<Amounts>,
     /// Environments of the class are provisioned only with an approval.
     pub approval_required: bool,
 }
@@ -107,7 +108,7 @@ pub fn class_terms<'a>(classes: impl IntoIterator<Item = &'a EnvironmentClass>) 
         .map(|c| {
             let terms = ClassTerms {
                 monthly_cost_usd: c.spec.estimated_monthly_cost_usd,
-                quota: amounts(&c.spec.quota),
+                quota: Arc::new(amounts(&c.spec.quota)),
                 approval_required: c.spec.approval.required,
             };
             (c.name_any(), terms)
@@ -165,13 +166,13 @@ pub fn claims<'a>(
         .map(|r| (r, is_provisioned(r) || held(r)))
         .filter(|(r, provisioned)| r.name_any() == deciding || is_claim(r, *provisioned, classes))
         .map(|(r, provisioned)| {
-            let terms = classes.get(&r.spec.class).cloned().unwrap_or_default();
+            let terms = classes.get(&r.spec.class);
             Claim {
                 name: r.name_any(),
                 created: r.metadata.creation_timestamp.clone(),
                 provisioned,
-                monthly_cost_usd: terms.monthly_cost_usd,
-                quota: terms.quota,
+                monthly_cost_usd: terms.map_or(0, |t| t.monthly_cost_usd),
+                quota: terms.map(|t| t.quota.clone()).unwrap_or_default(),
             }
         })
         .collect()
@@ -186,46 +187,75 @@ pub struct Usage {
 }
 
 impl Usage {
-    fn with(&self, claim: &Claim) -> Usage {
-        let mut quota = self.quota.clone();
-        for (resource, amount) in &claim.quota {
-            *quota.entry(resource.clone()).or_default() += amount;
-        }
-        Usage {
-            environments: self.environments + 1,
-            monthly_cost_usd: self.monthly_cost_usd + u64::from(claim.monthly_cost_usd),
-            quota,
+    /// Counts `claim` in (in place: a decision over 10,000 claims adds 10,000 times).
+    fn add(&mut self, claim: &Claim) {
+        self.environments += 1;
+        self.monthly_cost_usd += u64::from(claim.monthly_cost_usd);
+        for (resource, amount) in claim.quota.iter() {
+            match self.quota.get_mut(resource) {
+                Some(total) => *total += amount,
+                None => {
+                    self.quota.insert(resource.clone(), *amount);
+                }
+            }
         }
     }
 }
 
+/// A budget's quota parsed once per decision, not once per claim.
+struct Limits<'a> {
+    budget: &'a Budget,
+    quota: Amounts,
+}
+
+impl<'a> Limits<'a> {
+    fn of(budget: &'a Budget) -> Self {
+        Self { budget, quota: amounts(&budget.quota) }
+    }
+}
+
+/// What `tenant`'s provisioned environments among `requests` use: the one usage its
+/// status shows and its budget is decided on (each environment at its class's terms).
+pub fn usage<'a>(
+    tenant: &str,
+    requests: impl IntoIterator<Item = &'a EnvironmentRequest>,
+    classes: &BTreeMap<String, ClassTerms>,
+) -> Usage {
+    let mut usage = Usage::default();
+    for claim in claims(tenant, requests, classes, "", |_| false).iter().filter(|c| c.provisioned) {
+        usage.add(claim);
+    }
+    usage
+}
+
 /// Checks whether `claim` fits on top of `usage`.
-pub fn fits(tenant: &str, budget: &Budget, usage: &Usage, claim: &Claim) -> Result<(), BudgetExceeded> {
-    let after = usage.with(claim);
-    if let Some(max) = budget.max_environments
-        && after.environments > max
+fn fits(tenant: &str, limits: &Limits, usage: &Usage, claim: &Claim) -> Result<(), BudgetExceeded> {
+    if let Some(max) = limits.budget.max_environments
+        && usage.environments + 1 > max
     {
         return Err(BudgetExceeded::Count { tenant: tenant.to_owned(), current: usage.environments, max });
     }
-    if let Some(limit) = budget.monthly_cost_usd
-        && after.monthly_cost_usd > u64::from(limit)
-    {
-        return Err(BudgetExceeded::Cost {
-            tenant: tenant.to_owned(),
-            total: after.monthly_cost_usd,
-            adding: claim.monthly_cost_usd,
-            budget: limit,
-        });
+    if let Some(limit) = limits.budget.monthly_cost_usd {
+        let total = usage.monthly_cost_usd + u64::from(claim.monthly_cost_usd);
+        if total > u64::from(limit) {
+            return Err(BudgetExceeded::Cost {
+                tenant: tenant.to_owned(),
+                total,
+                adding: claim.monthly_cost_usd,
+                budget: limit,
+            });
+        }
     }
-    for (resource, limit) in amounts(&budget.quota) {
-        let total = after.quota.get(&resource).copied().unwrap_or(0);
-        if total > limit {
+    for (resource, limit) in &limits.quota {
+        let adding = claim.quota.get(resource).copied().unwrap_or(0);
+        let total = usage.quota.get(resource).copied().unwrap_or(0) + adding;
+        if total > *limit {
             return Err(BudgetExceeded::Quota {
                 tenant: tenant.to_owned(),
                 total: display(total),
-                adding: display(claim.quota.get(&resource).copied().unwrap_or(0)),
-                budget: display(limit),
-                resource,
+                adding: display(adding),
+                budget: display(*limit),
+                resource: resource.clone(),
             });
         }
     }
@@ -247,23 +277,49 @@ fn admission_order(a: &Claim, b: &Claim) -> Ordering {
 /// those admitted. Provisioned claims are always admitted (they already exist);
 /// if they alone overrun a budget that was lowered, new ones simply do not fit.
 pub fn decide(tenant: &str, budget: &Budget, claims: &[Claim]) -> (Vec<Decision>, Usage) {
-    let mut ordered: Vec<&Claim> = claims.iter().collect();
-    ordered.sort_by(|a, b| admission_order(a, b));
     let mut usage = Usage::default();
-    let mut decisions = Vec::with_capacity(ordered.len());
-    for claim in ordered {
-        let decision = if claim.provisioned { Ok(()) } else { fits(tenant, budget, &usage, claim) };
-        if decision.is_ok() {
-            usage = usage.with(claim);
-        }
+    let mut decisions = Vec::with_capacity(claims.len());
+    in_order(tenant, budget, claims, &mut usage, |claim, decision| {
         decisions.push((claim.name.clone(), decision));
-    }
+        true
+    });
     (decisions, usage)
 }
 
-/// The decision for the claim named `name` (which must be among `claims`).
+/// Decides `claims` in admission order, counting the admitted ones into `usage`, and
+/// tells `each` every decision until it returns false.
+fn in_order(
+    tenant: &str,
+    budget: &Budget,
+    claims: &[Claim],
+    usage: &mut Usage,
+    mut each: impl FnMut(&Claim, Result<(), BudgetExceeded>) -> bool,
+) {
+    let limits = Limits::of(budget);
+    let mut ordered: Vec<&Claim> = claims.iter().collect();
+    ordered.sort_unstable_by(|a, b| admission_order(a, b));
+    for claim in ordered {
+        let decision = if claim.provisioned { Ok(()) } else { fits(tenant, &limits, usage, claim) };
+        if decision.is_ok() {
+            usage.add(claim);
+        }
+        if !each(claim, decision) {
+            return;
+        }
+    }
+}
+
+/// The decision for the claim named `name` (which must be among `claims`). Claims
+/// after it in admission order cannot change it, so they are not decided.
 pub fn decide_for(tenant: &str, budget: &Budget, claims: &[Claim], name: &str) -> Option<Result<(), BudgetExceeded>> {
-    decide(tenant, budget, claims).0.into_iter().find(|(n, _)| n == name).map(|(_, decision)| decision)
+    let mut found = None;
+    in_order(tenant, budget, claims, &mut Usage::default(), |claim, decision| {
+        if claim.name == name {
+            found = Some(decision);
+        }
+        found.is_none()
+    });
+    found
 }
 
 #[cfg(test)]
@@ -278,8 +334,15 @@ mod tests {
             created: Some(Time(Timestamp::from_second(second).expect("valid"))),
             provisioned,
             monthly_cost_usd: cost,
-            quota: Amounts::new(),
+            quota: Arc::default(),
         }
+    }
+
+    fn hard(cpu: &str, memory: &str) -> Amounts {
+        amounts(&BTreeMap::from([
+            ("requests.cpu".to_owned(), Quantity(cpu.to_owned())),
+            ("requests.memory".to_owned(), Quantity(memory.to_owned())),
+        ]))
     }
 
     fn budget(max: Option<u32>, cost: Option<u32>) -> Budget {
@@ -349,18 +412,12 @@ mod tests {
 
     #[test]
     fn quota_budgets_add_up_exact_quantities() {
-        let hard = |cpu: &str, memory: &str| {
-            amounts(&BTreeMap::from([
-                ("requests.cpu".to_owned(), Quantity(cpu.to_owned())),
-                ("requests.memory".to_owned(), Quantity(memory.to_owned())),
-            ]))
-        };
         let mut a = claim("a", 1, false, 0);
-        a.quota = hard("1500m", "4Gi");
+        a.quota = hard("1500m", "4Gi").into();
         let mut b = claim("b", 2, false, 0);
-        b.quota = hard("1.5", "4096Mi");
+        b.quota = hard("1.5", "4096Mi").into();
         let mut c = claim("c", 3, false, 0);
-        c.quota = hard("500m", "1Gi");
+        c.quota = hard("500m", "1Gi").into();
         let budget = Budget {
             quota: BTreeMap::from([
                 ("requests.cpu".to_owned(), Quantity("3".to_owned())),
@@ -381,5 +438,64 @@ mod tests {
             })
         );
         assert_eq!(usage.quota.get("requests.memory").copied().map(display), Some("8Gi".to_owned()));
+    }
+
+    #[test]
+    fn deciding_one_claim_agrees_with_deciding_them_all() {
+        // Mixed: provisioned and pending, ties in time broken by name, a cost budget
+        // that admits some and refuses others.
+        let claims = [
+            claim("e", 5, false, 300),
+            claim("p", 9, true, 400),
+            claim("a", 5, false, 300),
+            claim("c", 3, false, 200),
+            claim("z", 1, false, 500),
+        ];
+        let budget = budget(Some(4), Some(1400));
+        let (all, _) = decide("t", &budget, &claims);
+        for (name, decision) in &all {
+            assert_eq!(decide_for("t", &budget, &claims, name).as_ref(), Some(decision), "{name}");
+        }
+        assert_eq!(decide_for("t", &budget, &claims, "missing"), None);
+        // The order itself: provisioned p, then z(1), c(3), a(5), e(5).
+        let names: Vec<&str> = all.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["p", "z", "c", "a", "e"]);
+        assert!(all[3].1.is_ok() && all[4].1.is_err(), "{all:?}");
+    }
+
+    #[test]
+    fn usage_counts_only_provisioned_environments_at_their_class_terms() {
+        let classes: BTreeMap<String, ClassTerms> = [(
+            "preview".to_owned(),
+            ClassTerms { monthly_cost_usd: 40, quota: Arc::new(hard("500m", "1Gi")), approval_required: false },
+        )]
+        .into();
+        let request = |name: &str, tenant: &str, provisioned: bool| {
+            let mut r: EnvironmentRequest = serde_yaml::from_str(&format!(
+                "metadata: {{name: {name}, namespace: team}}
+spec: {{tenant: {tenant}, class: preview, app: {{name: web, repoURL: 'https://example.com/web.git'}}}}"
+            ))
+            .expect("request");
+            if provisioned {
+                r.status = Some(crate::api::environment_request::EnvironmentRequestStatus {
+                    phase: Some(Phase::Ready),
+                    gitops: Some(crate::api::environment_request::GitOpsStatus {
+                        commit: Some("abc".to_owned()),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                });
+            }
+            r
+        };
+        let requests = [
+            request("a", "team", true),
+            request("b", "team", true),
+            request("c", "team", false),
+            request("d", "other", true),
+        ];
+        let usage = usage("team", &requests, &classes);
+        assert_eq!((usage.environments, usage.monthly_cost_usd), (2, 80));
+        assert_eq!(usage.quota, hard("1", "2Gi"));
     }
 }

@@ -3,5 +3,6 @@
 
 pub mod approval;
 pub mod budget;
+pub mod class;
 pub mod references;
 pub mod request;

@@ -129,11 +129,11 @@ pub fn recorded_authors(
 /// two tenants created at the same moment could both claim one, and then neither
 /// may be named from it.
 pub fn check<'a>(
-    request: &EnvironmentRequest,
+    request: &'a EnvironmentRequest,
     tenant: Option<&'a Tenant>,
     class: Option<&'a EnvironmentClass>,
     claimants: &[String],
-) -> Result<(&'a Tenant, &'a EnvironmentClass), Denial> {
+) -> Result<render::Validated<'a>, Denial> {
     if claimants.len() > 1 {
         return Err(Denial::NamespaceContested {
             namespace: request.namespace().unwrap_or_default(),
@@ -152,8 +152,7 @@ pub fn check<'a>(
     let Some(class) = class else {
         return Err(Denial::ClassMissing { class: spec.class.clone() });
     };
-    render::validate(class, tenant, request).map_err(|e| Denial::Invalid(e.to_string()))?;
-    Ok((tenant, class))
+    render::validate(class, tenant, request).map_err(|e| Denial::Invalid(e.to_string()))
 }
 
 /// Whether the request carries a valid approval, when its class needs one.

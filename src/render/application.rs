@@ -4,7 +4,7 @@
 
 use serde::Serialize;
 
-use super::{Checked, RenderOptions, objects::metadata};
+use super::{RenderOptions, Validated, objects::metadata};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 #[derive(Serialize)]
@@ -56,7 +56,7 @@ struct Automated {
     self_heal: bool,
 }
 
-pub(super) fn application(env: &Checked<'_>, options: &RenderOptions) -> Application {
+pub(super) fn application(env: &Validated<'_>, options: &RenderOptions) -> Application {
     let argocd = &env.class.spec.argocd;
     let app = &env.request.spec.app;
     let sync_policy = argocd.sync_policy.automated.then_some(SyncPolicy {
@@ -82,4 +82,10 @@ pub(super) fn application(env: &Checked<'_>, options: &RenderOptions) -> Applica
             sync_policy,
         },
     }
+}
+
+/// Argo CD's Application resource (argoproj.io/v1alpha1), as Berth renders and watches it.
+pub fn application_resource() -> kube::core::ApiResource {
+    use kube::core::{ApiResource, GroupVersionKind};
+    ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("argoproj.io", "v1alpha1", "Application"), "applications")
 }

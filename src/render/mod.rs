@@ -5,9 +5,12 @@
 mod application;
 pub mod naming;
 mod objects;
+pub mod tenant;
+pub use application::application_resource;
 
 use std::{collections::BTreeMap, time::Duration};
 
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::ResourceExt;
 use serde::Serialize;
 
@@ -71,39 +74,58 @@ pub enum RenderError {
     Serialize { file: &'static str, message: String },
 }
 
-/// Everything about a request that rendering needs, checked once.
-struct Checked<'a> {
-    class: &'a EnvironmentClass,
-    tenant: &'a Tenant,
-    request: &'a EnvironmentRequest,
-    namespace: String,
-    ttl: Option<Duration>,
+/// A request checked against its class and tenant: everything rendering needs,
+/// checked once ([`validate`]), so [`build`] renders without checking again.
+#[derive(Clone, Debug)]
+pub struct Validated<'a> {
+    pub class: &'a EnvironmentClass,
+    pub tenant: &'a Tenant,
+    pub request: &'a EnvironmentRequest,
+    /// The environment's namespace.
+    pub namespace: String,
+    /// Lifetime: the request's TTL, else the class default; `None` never expires.
+    pub ttl: Option<Duration>,
+}
+
+impl Validated<'_> {
+    /// When the environment expires: its creation plus its TTL. `None` when it never
+    /// does (or has no creation time yet: it is not stored).
+    pub fn expires_at(&self) -> Option<Timestamp> {
+        let ttl = SignedDuration::try_from(self.ttl?).ok()?;
+        self.request.metadata.creation_timestamp.as_ref()?.0.checked_add(ttl).ok()
+    }
 }
 
 /// The file holding the environment's Namespace; like every rendered object it names
 /// the request it was rendered for, which is how a folder in git is traced to its owner.
 pub const NAMESPACE_FILE: &str = "namespace.yaml";
 
-/// Renders the environment `request` asks for, as `class` and `tenant` allow.
+/// Renders the environment `request` asks for, as `class` and `tenant` allow:
+/// [`validate`], then [`build`].
 pub fn render(
     class: &EnvironmentClass,
     tenant: &Tenant,
     request: &EnvironmentRequest,
     options: &RenderOptions,
 ) -> Result<Environment, RenderError> {
-    let checked = check(class, tenant, request)?;
+    build(&validate(class, tenant, request)?, options)
+}
+
+/// Renders a validated request's files. Fails only if a file cannot be serialized.
+pub fn build(checked: &Validated<'_>, options: &RenderOptions) -> Result<Environment, RenderError> {
+    let (class, tenant, request) = (checked.class, checked.tenant, checked.request);
     let mut files = BTreeMap::new();
-    files.insert(NAMESPACE_FILE.to_owned(), to_yaml(NAMESPACE_FILE, &[objects::namespace(&checked)])?);
-    files.insert("resourcequota.yaml".to_owned(), to_yaml("resourcequota.yaml", &[objects::resource_quota(&checked)])?);
-    if let Some(limits) = objects::limit_range(&checked) {
+    files.insert(NAMESPACE_FILE.to_owned(), to_yaml(NAMESPACE_FILE, &[objects::namespace(checked)])?);
+    files.insert("resourcequota.yaml".to_owned(), to_yaml("resourcequota.yaml", &[objects::resource_quota(checked)])?);
+    if let Some(limits) = objects::limit_range(checked) {
         files.insert("limitrange.yaml".to_owned(), to_yaml("limitrange.yaml", &[limits])?);
     }
-    files.insert("networkpolicy.yaml".to_owned(), to_yaml("networkpolicy.yaml", &[objects::network_policy(&checked)])?);
-    files.insert("rolebindings.yaml".to_owned(), to_yaml("rolebindings.yaml", &objects::role_bindings(&checked))?);
-    let app = application::application(&checked, options);
+    files.insert("networkpolicy.yaml".to_owned(), to_yaml("networkpolicy.yaml", &[objects::network_policy(checked)])?);
+    files.insert("rolebindings.yaml".to_owned(), to_yaml("rolebindings.yaml", &objects::role_bindings(checked))?);
+    let app = application::application(checked, options);
     files.insert("application.yaml".to_owned(), to_yaml("application.yaml", &[app])?);
     Ok(Environment {
-        namespace: checked.namespace,
+        namespace: checked.namespace.clone(),
         cluster: request.spec.cluster.clone(),
         tenant: tenant.name_any(),
         ttl: checked.ttl,
@@ -113,17 +135,13 @@ pub fn render(
 }
 
 /// Checks that `request` can be rendered with `class` and `tenant` (tenant and class
-/// names, repository URL, allowed class and cluster, TTL) without rendering it:
-/// admission's view.
-pub fn validate(class: &EnvironmentClass, tenant: &Tenant, request: &EnvironmentRequest) -> Result<(), RenderError> {
-    check(class, tenant, request).map(|_| ())
-}
-
-fn check<'a>(
+/// names, repository URL, allowed class and cluster, TTL): what admission and the
+/// controller check, and the one input of [`build`].
+pub fn validate<'a>(
     class: &'a EnvironmentClass,
     tenant: &'a Tenant,
     request: &'a EnvironmentRequest,
-) -> Result<Checked<'a>, RenderError> {
+) -> Result<Validated<'a>, RenderError> {
     let (class_name, tenant_name) = (class.name_any(), tenant.name_any());
     let spec = &request.spec;
     if spec.tenant != tenant_name {
@@ -159,7 +177,7 @@ fn check<'a>(
         }
     }
     let ttl = effective_ttl(class, request)?;
-    Ok(Checked {
+    Ok(Validated {
         class,
         tenant,
         request,

@@ -12,7 +12,7 @@ use k8s_openapi::{
 };
 use kube::ResourceExt;
 
-use super::Checked;
+use super::Validated;
 use crate::{
     api::labels,
     api::{
@@ -22,7 +22,7 @@ use crate::{
 };
 
 /// Labels on every object of the environment; drift and cleanup select by them.
-pub(super) fn environment_labels(env: &Checked<'_>) -> BTreeMap<String, String> {
+pub(super) fn environment_labels(env: &Validated<'_>) -> BTreeMap<String, String> {
     BTreeMap::from([
         (labels::TENANT.to_owned(), env.tenant.name_any()),
         (labels::ENVIRONMENT.to_owned(), env.namespace.clone()),
@@ -32,7 +32,7 @@ pub(super) fn environment_labels(env: &Checked<'_>) -> BTreeMap<String, String> 
 }
 
 /// Metadata for an object named `name`, in the environment's namespace when namespaced.
-pub(super) fn metadata(env: &Checked<'_>, name: &str, namespace: Option<&str>) -> ObjectMeta {
+pub(super) fn metadata(env: &Validated<'_>, name: &str, namespace: Option<&str>) -> ObjectMeta {
     let request = format!("{}/{}", env.request.namespace().unwrap_or_default(), env.request.name_any());
     ObjectMeta {
         name: Some(name.to_owned()),
@@ -43,7 +43,7 @@ pub(super) fn metadata(env: &Checked<'_>, name: &str, namespace: Option<&str>) -
     }
 }
 
-pub(super) fn namespace(env: &Checked<'_>) -> Namespace {
+pub(super) fn namespace(env: &Validated<'_>) -> Namespace {
     let mut meta = metadata(env, &env.namespace, None);
     if let (Some(level), Some(labels)) = (env.class.spec.policy_packs.pod_security, meta.labels.as_mut()) {
         let level = match level {
@@ -56,7 +56,7 @@ pub(super) fn namespace(env: &Checked<'_>) -> Namespace {
     Namespace { metadata: meta, ..Namespace::default() }
 }
 
-pub(super) fn resource_quota(env: &Checked<'_>) -> ResourceQuota {
+pub(super) fn resource_quota(env: &Validated<'_>) -> ResourceQuota {
     ResourceQuota {
         metadata: metadata(env, "berth-quota", Some(&env.namespace)),
         spec: Some(ResourceQuotaSpec { hard: Some(env.class.spec.quota.clone()), ..ResourceQuotaSpec::default() }),
@@ -65,7 +65,7 @@ pub(super) fn resource_quota(env: &Checked<'_>) -> ResourceQuota {
 }
 
 /// The class's container defaults, or `None` when it sets none.
-pub(super) fn limit_range(env: &Checked<'_>) -> Option<LimitRange> {
+pub(super) fn limit_range(env: &Validated<'_>) -> Option<LimitRange> {
     let profile = env.class.spec.limit_range.as_ref()?;
     let non_empty = |map: &BTreeMap<_, _>| (!map.is_empty()).then(|| map.clone());
     Some(LimitRange {
@@ -82,7 +82,7 @@ pub(super) fn limit_range(env: &Checked<'_>) -> Option<LimitRange> {
     })
 }
 
-pub(super) fn network_policy(env: &Checked<'_>) -> NetworkPolicy {
+pub(super) fn network_policy(env: &Validated<'_>) -> NetworkPolicy {
     let ingress = match env.class.spec.network_policy {
         // No rules: nothing may connect in.
         NetworkPolicyMode::DefaultDeny => None,
@@ -106,7 +106,7 @@ pub(super) fn network_policy(env: &Checked<'_>) -> NetworkPolicy {
 }
 
 /// Owners administer the environment, members edit it (Kubernetes' built-in roles).
-pub(super) fn role_bindings(env: &Checked<'_>) -> Vec<RoleBinding> {
+pub(super) fn role_bindings(env: &Validated<'_>) -> Vec<RoleBinding> {
     let binding = |name: &str, role: &str, people: &[tenant::Subject]| RoleBinding {
         metadata: metadata(env, name, Some(&env.namespace)),
         role_ref: RoleRef {

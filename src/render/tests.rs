@@ -17,11 +17,15 @@ use crate::test_support::{class, payments, request};
 
 /// Compares with `tests/golden/render/<case>/`; `BERTH_UPDATE_GOLDEN=1` rewrites them.
 fn assert_golden(case: &str, env: &Environment) {
+    assert_golden_files(case, &env.files);
+}
+
+fn assert_golden_files(case: &str, files: &BTreeMap<String, String>) {
     let dir = repo_file(&format!("tests/golden/render/{case}"));
     if std::env::var_os("BERTH_UPDATE_GOLDEN").is_some() {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("create golden dir");
-        for (file, yaml) in &env.files {
+        for (file, yaml) in files {
             std::fs::write(dir.join(file), yaml).expect("write golden file");
         }
     }
@@ -30,12 +34,33 @@ fn assert_golden(case: &str, env: &Environment) {
         .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
         .collect();
     on_disk.sort();
-    let rendered: Vec<String> = env.files.keys().cloned().collect();
+    let rendered: Vec<String> = files.keys().cloned().collect();
     assert_eq!(rendered, on_disk, "{case}: rendered files differ from the golden set");
-    for (file, yaml) in &env.files {
+    for (file, yaml) in files {
         let golden = std::fs::read_to_string(dir.join(file)).expect("read golden file");
         assert_eq!(yaml, &golden, "{case}/{file} differs from its golden file (BERTH_UPDATE_GOLDEN=1 to accept)");
     }
+}
+
+#[test]
+fn golden_tenant_objects() {
+    let mut tenant = payments();
+    tenant.metadata.uid = Some("6f1c2a9e-0000-4000-8000-000000000001".to_owned());
+    let files = BTreeMap::from([
+        (
+            "namespace.yaml".to_owned(),
+            to_yaml("namespace.yaml", &[tenant::namespace(&tenant, "payments")]).expect("yaml"),
+        ),
+        ("roles.yaml".to_owned(), to_yaml("roles.yaml", &tenant::roles(&tenant, "payments")).expect("yaml")),
+        (
+            "rolebindings.yaml".to_owned(),
+            to_yaml("rolebindings.yaml", &tenant::role_bindings(&tenant, "payments")).expect("yaml"),
+        ),
+    ]);
+    assert_golden_files("tenant-payments", &files);
+    // The namespace outlives the Tenant (no owner reference); roles and bindings do not.
+    assert!(tenant::namespace(&tenant, "payments").metadata.owner_references.is_none());
+    assert!(tenant::roles(&tenant, "payments").iter().all(|r| r.metadata.owner_references.is_some()));
 }
 
 #[test]

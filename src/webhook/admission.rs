@@ -1,4 +1,4 @@
-//! Admission decisions: one AdmissionRequest and a read-only view of the cluster in,
+//! Admission decisions: one AdmissionRequest and the [`Index`] of the cluster in,
 //! an AdmissionResponse out. No I/O here; the rules come from [`crate::policy`].
 
 use std::sync::Arc;
@@ -15,50 +15,15 @@ use serde::de::DeserializeOwned;
 
 use crate::{
     api::labels,
-    api::{EnvironmentClass, EnvironmentRequest, Rollout, Tenant},
+    api::{EnvironmentRequest, Rollout, Tenant},
     approval::Verifier,
+    index::Index,
     policy::{
         budget,
         references::{self, Conflict},
         request::{self, Denial},
     },
 };
-
-/// What admission may read about the cluster: the webhook's caches in production,
-/// plain lists in tests.
-pub trait View {
-    fn tenant(&self, name: &str) -> Option<Arc<Tenant>>;
-    fn class(&self, name: &str) -> Option<Arc<EnvironmentClass>>;
-    fn tenants(&self) -> Vec<Arc<Tenant>>;
-    fn classes(&self) -> Vec<Arc<EnvironmentClass>>;
-    fn requests(&self) -> Vec<Arc<EnvironmentRequest>>;
-}
-
-/// A fixed view: lists held in memory, for tests, benchmarks and fuzzing.
-#[derive(Clone, Debug, Default)]
-pub struct Snapshot {
-    pub tenants: Vec<Arc<Tenant>>,
-    pub classes: Vec<Arc<EnvironmentClass>>,
-    pub requests: Vec<Arc<EnvironmentRequest>>,
-}
-
-impl View for Snapshot {
-    fn tenant(&self, name: &str) -> Option<Arc<Tenant>> {
-        self.tenants.iter().find(|t| t.metadata.name.as_deref() == Some(name)).cloned()
-    }
-    fn class(&self, name: &str) -> Option<Arc<EnvironmentClass>> {
-        self.classes.iter().find(|c| c.metadata.name.as_deref() == Some(name)).cloned()
-    }
-    fn tenants(&self) -> Vec<Arc<Tenant>> {
-        self.tenants.clone()
-    }
-    fn classes(&self) -> Vec<Arc<EnvironmentClass>> {
-        self.classes.clone()
-    }
-    fn requests(&self) -> Vec<Arc<EnvironmentRequest>> {
-        self.requests.clone()
-    }
-}
 
 /// Keys and clock admission checks approvals with.
 pub struct Checks<'a> {
@@ -111,15 +76,15 @@ fn typed<K: DeserializeOwned>(object: Option<&DynamicObject>, which: &str) -> Re
 pub fn validate(
     req: &AdmissionRequest<DynamicObject>,
     kind: Kind,
-    view: &(impl View + ?Sized),
+    index: &Index,
     checks: &Checks,
 ) -> AdmissionResponse {
     let response = AdmissionResponse::from(req);
     let verdict = match kind {
-        Kind::EnvironmentRequest => validate_request(req, view, checks).map(|()| Vec::new()),
-        Kind::Tenant => validate_tenant(req, view),
-        Kind::EnvironmentClass => validate_class(req, view).map(|()| Vec::new()),
-        Kind::Rollout => validate_rollout(req, view).map(|()| Vec::new()),
+        Kind::EnvironmentRequest => validate_request(req, index, checks).map(|()| Vec::new()),
+        Kind::Tenant => validate_tenant(req, index),
+        Kind::EnvironmentClass => validate_class(req, index).map(|()| Vec::new()),
+        Kind::Rollout => validate_rollout(req, index).map(|()| Vec::new()),
     };
     match verdict {
         Ok(warnings) if warnings.is_empty() => response,
@@ -132,11 +97,7 @@ pub fn validate(
     }
 }
 
-fn validate_request(
-    req: &AdmissionRequest<DynamicObject>,
-    view: &(impl View + ?Sized),
-    checks: &Checks,
-) -> Result<(), String> {
+fn validate_request(req: &AdmissionRequest<DynamicObject>, index: &Index, checks: &Checks) -> Result<(), String> {
     let Some(new) = typed::<EnvironmentRequest>(req.object.as_ref(), "object")? else {
         return Ok(()); // DELETE and CONNECT carry no object; nothing to check.
     };
@@ -161,23 +122,23 @@ fn validate_request(
     {
         return Ok(()); // Metadata only (labels, finalizers): what was admitted holds.
     }
-    let tenant = view.tenant(&new.spec.tenant);
-    let class = view.class(&new.spec.class);
-    let tenants = view.tenants();
+    let tenant = index.tenant(&new.spec.tenant);
+    let class = index.class(&new.spec.class);
+    let tenants = index.tenants.state();
     let claimants = request::claimants(&new.namespace().unwrap_or_default(), tenants.iter().map(AsRef::as_ref));
-    let (tenant, class) =
-        request::check(&new, tenant.as_deref(), class.as_deref(), &claimants).map_err(|d| d.to_string())?;
+    let validated = request::check(&new, tenant.as_deref(), class.as_deref(), &claimants).map_err(|d| d.to_string())?;
+    let (tenant, class) = (validated.tenant, validated.class);
     // On UPDATE the digest covers the new spec, so any spec change needs a new approval.
     request::check_approval(&new, class, checks.verifier, checks.now).map_err(|d| d.to_string())?;
     if req.operation == Operation::Create {
-        check_budget(&new, tenant, view).map_err(|d| d.to_string())?;
+        check_budget(&new, tenant, index).map_err(|d| d.to_string())?;
     }
     Ok(())
 }
 
 /// The tenant's budget with this new request added, as the controller will decide it
 /// (the controller repeats the check, which also settles concurrent creations).
-fn check_budget(new: &EnvironmentRequest, tenant: &Tenant, view: &(impl View + ?Sized)) -> Result<(), Denial> {
+fn check_budget(new: &EnvironmentRequest, tenant: &Tenant, index: &Index) -> Result<(), Denial> {
     let spec_budget = &tenant.spec.budget;
     if spec_budget.max_environments.is_none() && spec_budget.monthly_cost_usd.is_none() && spec_budget.quota.is_empty()
     {
@@ -185,15 +146,10 @@ fn check_budget(new: &EnvironmentRequest, tenant: &Tenant, view: &(impl View + ?
     }
     let namespace = new.namespace().unwrap_or_default();
     let name = new.name_any();
-    // Compared as borrowed strings: this runs over every cached request on each CREATE.
-    let requests: Vec<Arc<EnvironmentRequest>> = view
-        .requests()
-        .into_iter()
-        .filter(|r| {
-            r.metadata.namespace.as_deref() == Some(namespace.as_str()) && r.metadata.name.as_deref() != Some(&name)
-        })
-        .collect();
-    let classes = view.classes();
+    // O(the requests of this namespace), whatever the size of the cluster.
+    let requests: Vec<Arc<EnvironmentRequest>> =
+        index.requests_in(&namespace).into_iter().filter(|r| r.metadata.name.as_deref() != Some(&name)).collect();
+    let classes = index.classes.state();
     let terms = budget::class_terms(classes.iter().map(AsRef::as_ref));
     let claims = budget::claims(
         &tenant.name_any(),
@@ -209,10 +165,10 @@ fn check_budget(new: &EnvironmentRequest, tenant: &Tenant, view: &(impl View + ?
     }
 }
 
-fn validate_tenant(req: &AdmissionRequest<DynamicObject>, view: &(impl View + ?Sized)) -> Result<Vec<String>, String> {
+fn validate_tenant(req: &AdmissionRequest<DynamicObject>, index: &Index) -> Result<Vec<String>, String> {
     if req.operation == Operation::Delete {
-        let requests = view.requests();
-        let users = requests.iter().map(AsRef::as_ref).filter(|r| r.spec.tenant == req.name);
+        let requests = index.requests_of_tenant(&req.name);
+        let users = requests.iter().map(AsRef::as_ref);
         references::check_unused("Tenant", &req.name, users).map_err(|c| c.to_string())?;
         return Ok(Vec::new());
     }
@@ -222,24 +178,24 @@ fn validate_tenant(req: &AdmissionRequest<DynamicObject>, view: &(impl View + ?S
     if tenant.meta().deletion_timestamp.is_some() {
         return Ok(Vec::new());
     }
-    references::check_tenant_namespace(&tenant, &view.tenants()).map_err(|c| c.to_string())?;
-    let unknown = references::unknown_classes(&tenant, |name| view.class(name).is_some());
+    references::check_tenant_namespace(&tenant, &index.tenants.state()).map_err(|c| c.to_string())?;
+    let unknown = references::unknown_classes(&tenant, |name| index.class(name).is_some());
     Ok(unknown
         .into_iter()
         .map(|class| format!("allowed class {class:?} does not exist yet; requests of it are refused until it does"))
         .collect())
 }
 
-fn validate_class(req: &AdmissionRequest<DynamicObject>, view: &(impl View + ?Sized)) -> Result<(), String> {
+fn validate_class(req: &AdmissionRequest<DynamicObject>, index: &Index) -> Result<(), String> {
     if req.operation != Operation::Delete {
         return Ok(()); // The CRD's CEL rules cover a class on its own.
     }
-    let requests = view.requests();
-    let users = requests.iter().map(AsRef::as_ref).filter(|r| r.spec.class == req.name);
+    let requests = index.requests_of_class(&req.name);
+    let users = requests.iter().map(AsRef::as_ref);
     references::check_unused("EnvironmentClass", &req.name, users).map_err(|c| c.to_string())
 }
 
-fn validate_rollout(req: &AdmissionRequest<DynamicObject>, view: &(impl View + ?Sized)) -> Result<(), String> {
+fn validate_rollout(req: &AdmissionRequest<DynamicObject>, index: &Index) -> Result<(), String> {
     let Some(rollout) = typed::<Rollout>(req.object.as_ref(), "object")? else {
         return Ok(());
     };
@@ -247,7 +203,7 @@ fn validate_rollout(req: &AdmissionRequest<DynamicObject>, view: &(impl View + ?
         return Ok(());
     }
     let namespace = req.namespace.clone().or_else(|| rollout.namespace()).unwrap_or_default();
-    let tenants = view.tenants();
+    let tenants = index.tenants.state();
     let owner = references::owner_of(&namespace, &tenants);
     let mut rollout = rollout;
     rollout.metadata.namespace = Some(namespace);

@@ -10,7 +10,6 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use k8s_openapi::jiff::Timestamp;
-use kube::ResourceExt;
 
 use super::state::WebhookState;
 use crate::{
@@ -79,15 +78,11 @@ pub async fn create(State(state): State<WebhookState>, headers: HeaderMap, body:
         );
         return refused(StatusCode::FORBIDDEN, "NotAnApprover", message);
     }
-    let Some(class) = state.view.class(&asked.spec.class) else {
+    let Some(class) = state.index.class(&asked.spec.class) else {
         let message = format!("EnvironmentClass {:?} does not exist", asked.spec.class);
         return refused(StatusCode::UNPROCESSABLE_ENTITY, "ClassNotFound", message);
     };
-    let existing = state
-        .view
-        .requests()
-        .into_iter()
-        .find(|r| r.namespace().as_deref() == Some(asked.namespace.as_str()) && r.name_any() == asked.name);
+    let existing = state.index.request(&asked.namespace, &asked.name);
     if let Err(refusal) = may_approve(&caller.subject, &caller.groups, &class, &target, existing.as_deref()) {
         let status = match refusal {
             ApproverRefusal::NotRequired { .. } => StatusCode::UNPROCESSABLE_ENTITY,

@@ -1,13 +1,11 @@
 //! The admission webhook and auth API, served over HTTPS.
 //!
 //! - [`admission`]: pure decisions (review + view of the cluster → response)
-//! - [`caches`]: admission's view of the cluster, over the controller's stores
 //! - [`server`] and [`approvals`]: the HTTP surface, sharing [`state::WebhookState`]
 //! - [`configuration`]: the Validating/MutatingWebhookConfiguration that register it
 //! - [`tls`]: HTTPS with certificates reloaded when they change on disk
 pub mod admission;
 pub mod approvals;
-pub mod caches;
 pub mod configuration;
 pub mod metrics;
 pub mod server;
@@ -15,7 +13,7 @@ pub mod settings;
 pub mod state;
 pub mod tls;
 
-pub use admission::{Kind, View};
+pub use admission::Kind;
 pub use server::{parse_review, router};
 pub use settings::WebhookArgs;
 pub use state::WebhookState;

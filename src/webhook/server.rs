@@ -73,7 +73,7 @@ async fn validate(State(state): State<WebhookState>, Path(resource): Path<String
         Err(message) => return bad_review(message),
     };
     let checks = Checks { verifier: state.verifier.as_deref(), now: Timestamp::now() };
-    let response = admission::validate(&req, kind, state.view.as_ref(), &checks);
+    let response = admission::validate(&req, kind, &state.index, &checks);
     if !response.allowed {
         tracing::info!(
             target: "berth::audit",

@@ -15,7 +15,7 @@ use crate::{
     api::GoDuration,
     approval::{Issuer, KeyError, SigningKey, VerificationKeys, Verifier},
     auth::{AuthConfigError, BearerConfig, BearerVerifier},
-    controller::stores::Stores,
+    index::Index,
 };
 
 /// Issuer every approval names (`iss`) unless configured otherwise.
@@ -162,8 +162,8 @@ fn pem_files(path: &std::path::Path) -> Result<Vec<PathBuf>, SettingsError> {
 
 /// Everything [`start`] needs besides the flags.
 pub struct Start {
-    /// The stores the request controller fills; admission reads them.
-    pub stores: Arc<Stores>,
+    /// What admission reads about the cluster.
+    pub index: Arc<Index>,
     pub verifier: Option<Arc<Verifier>>,
     pub registry: prometheus::Registry,
 }
@@ -181,9 +181,9 @@ pub async fn start(
     let certificate = ReloadingCertificate::load(files)?;
     let _watch = certificate.spawn_watch(Duration::from_secs(10));
     let config = tls::server_config(certificate.clone())?;
-    let stores = start.stores;
+    let index = start.index;
     let state = WebhookState {
-        view: stores.clone(),
+        index: index.clone(),
         verifier: start.verifier,
         issuer: args.issuer()?.map(Arc::new),
         bearer: args.bearer()?.map(Arc::new),
@@ -200,8 +200,8 @@ pub async fn start(
     tracing::info!(addr = %args.webhook_listen, certificate = %certificate.fingerprint(), "admission webhook listening");
     let app = router(state);
     Ok(Some(tokio::spawn(async move {
-        // Decisions before the stores hold their first lists would refuse valid requests.
-        stores.ready().await;
+        // Decisions before the index holds its first lists would refuse valid requests.
+        index.ready().await;
         tls::serve(listener, app, config, shutdown).await
     })))
 }

@@ -3,17 +3,18 @@
 
 use std::sync::Arc;
 
-use super::{admission::View, metrics::WebhookMetrics};
+use super::metrics::WebhookMetrics;
 use crate::{
     approval::{Issuer, Verifier},
     auth::BearerVerifier,
+    index::Index,
 };
 
 /// Everything the handlers need.
 #[derive(Clone)]
 pub struct WebhookState {
     /// What admission reads about the cluster.
-    pub view: Arc<dyn View + Send + Sync>,
+    pub index: Arc<Index>,
     /// Verifies approval tokens; `None` refuses every approval class.
     pub verifier: Option<Arc<Verifier>>,
     /// Signs approvals; `None` turns `POST /v1/approvals` off (503).

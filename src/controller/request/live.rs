@@ -4,7 +4,6 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
-use kube::core::{ApiResource, GroupVersionKind};
 
 use crate::{
     api::environment_request::{DriftState, DriftStatus, SyncStatus},
@@ -12,20 +11,15 @@ use crate::{
     drift,
 };
 
-/// Argo CD's Application resource (argoproj.io/v1alpha1).
-pub fn application_resource() -> ApiResource {
-    ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("argoproj.io", "v1alpha1", "Application"), "applications")
-}
-
 /// The sync and health Argo CD reports on the environment's Application, or `None`
 /// when Argo CD is not installed. An Application Argo CD has not created yet reads
 /// as `Unknown` / `Missing`.
 pub async fn sync_status(namespace: &str, ctx: &Context) -> Result<Option<SyncStatus>, Error> {
-    let stores = ctx.stores().await?;
-    if !stores.argocd_installed() {
+    let index = ctx.index().await;
+    if !index.argocd_installed() {
         return Ok(None);
     }
-    let app = stores.live("Application", Some(&ctx.render.argocd_namespace), namespace).unwrap_or_default();
+    let app = index.live("Application", Some(&ctx.render.argocd_namespace), namespace).unwrap_or_default();
     let Some(app) = app else {
         return Ok(Some(SyncStatus {
             status: Some("Unknown".to_owned()),
@@ -63,8 +57,8 @@ pub async fn drift(
         Ok(desired) => desired,
         Err(e) => return Ok(unknown(format!("cannot read the rendered files: {e}"), old)),
     };
-    let stores = ctx.stores().await?;
-    let argocd_installed = stores.argocd_installed();
+    let index = ctx.index().await;
+    let argocd_installed = index.argocd_installed();
     let mut live = Vec::new();
     let mut compared = BTreeMap::new();
     for object in &desired {
@@ -74,7 +68,7 @@ pub async fn drift(
         }
         // Read from the watch-fed stores: the watch that triggered this reconcile
         // has already put the change there.
-        let found = match stores.live(&key.kind, key.namespace.as_deref(), &key.name) {
+        let found = match index.live(&key.kind, key.namespace.as_deref(), &key.name) {
             Ok(found) => found,
             Err(e) => return Ok(unknown(format!("cannot read {key}: {e}"), old)),
         };

@@ -1,16 +1,20 @@
-//! EnvironmentRequest controller: approval gate → budget guard → render → commit
-//! → status, TTL expiry, and a finalizer that removes the folder from git first.
+//! EnvironmentRequest controller, one named step per module:
+//! [`dereference`] (tenant, class, claimants from the index) → [`validate`] (pure: one
+//! `ValidatedRequest`) → budget guard → [`build`] (pure: files and digest) → [`apply`]
+//! (commit or remove) → [`status`] (pure: the next status). TTL expiry first, and a
+//! finalizer that removes the folder from git before the request goes.
 
+mod apply;
+mod build;
+mod dereference;
 mod git_record;
 pub(crate) mod live;
 mod status;
+mod validate;
 
-use std::{collections::BTreeMap, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
 
-use k8s_openapi::{
-    apimachinery::pkg::apis::meta::v1::Time,
-    jiff::{SignedDuration, Timestamp},
-};
+use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
 use kube::{
     Api, Resource, ResourceExt,
     runtime::{
@@ -19,30 +23,28 @@ use kube::{
     },
 };
 
+pub use apply::Folder;
+use apply::remove;
+use dereference::{Dereferenced, dereference};
 pub use status::{Committed, Finding, next_status};
 
 use super::{
-    Context, Error,
+    Context, Error, RESYNC,
     context::FINALIZER,
     events::{Event, EventType},
 };
 use crate::{
     api::{
-        EnvironmentClass, EnvironmentRequest, Tenant,
+        EnvironmentClass, EnvironmentRequest,
         environment_request::{EnvironmentRequestStatus, Phase},
     },
-    approval::Rejection,
-    gitops::{ChangeReason, RepoPath, environment_path},
+    gitops::{RepoPath, environment_path},
     policy::{
         self,
         budget::{self, is_provisioned},
         request::Denial,
     },
-    render,
 };
-
-/// How often a settled request is looked at again when nothing changes.
-const RESYNC: Duration = Duration::from_secs(300);
 
 /// `namespace/name`, as trailers and messages name a request.
 pub(super) fn key(request: &EnvironmentRequest) -> String {
@@ -73,13 +75,16 @@ fn folder(request: &EnvironmentRequest) -> Result<RepoPath, String> {
     environment_path(&request.spec.cluster, &request.spec.tenant, &request.name_any()).map_err(|e| e.to_string())
 }
 
+/// The request's lifecycle step: dereference → validate → admit (budget) → build →
+/// apply (commit) → observe (sync, drift) → status.
 async fn apply(request: &EnvironmentRequest, ctx: &Context) -> Result<Action, Error> {
-    if is_provisioned(request) && class_change_pending(request, ctx).await? {
+    let refs = dereference(request, ctx).await?;
+    if is_provisioned(request) && refs.class_change_pending() {
         // The class controller re-renders all of the class's environments in one batch;
         // this request catches up once the class status says that is done.
         return Ok(Action::requeue(Duration::from_secs(2)));
     }
-    let finding = match assess(request, ctx).await {
+    let finding = match assess(request, &refs, ctx).await {
         // Others keep pushing first: say so in status, and try again soon (the change
         // stays queued in the writer meanwhile).
         Err(Error::Commit { path, source }) if source.is_contended() => {
@@ -117,217 +122,108 @@ fn until(at: &Time) -> Duration {
     Duration::try_from(left).unwrap_or(Duration::ZERO) + Duration::from_millis(200)
 }
 
-/// Gathers what the request depends on and acts on it: the steps of the lifecycle.
-async fn assess(request: &EnvironmentRequest, ctx: &Context) -> Result<Finding, Error> {
-    let spec = &request.spec;
-    // Expiry comes first and uses what was recorded at commit time, so neither a
-    // missing class nor an edited TTL keeps an environment alive past its end.
-    let status = request.status.clone().unwrap_or_default();
-    if status.phase == Some(Phase::Expired) {
-        return Ok(Finding::Expired { path: committed_path(request).unwrap_or_default() });
+/// What the request's lifecycle step finds, acting on it (commit or removal) on the way.
+async fn assess(request: &EnvironmentRequest, refs: &Dereferenced, ctx: &Context) -> Result<Finding, Error> {
+    if let Some(expired) = expire(request, ctx).await? {
+        return Ok(expired);
     }
-    if let Some(at) = &status.expires_at
-        && at.0 <= Timestamp::now()
-    {
-        let path = committed_path(request).unwrap_or_default();
-        if let Ok(folder) = RepoPath::parse(&path) {
-            remove(ctx, &folder, request, "expired").await?;
-        }
-        return Ok(Finding::Expired { path });
-    }
-    let class = class_of(request, ctx).await?;
-    let tenant =
-        cached_or_read(&ctx.stores().await?.tenants, Api::<Tenant>::all(ctx.client.clone()), &spec.tenant, "Tenant")
-            .await?;
-    // The same rules admission applies, so a request that slipped past the webhook
-    // (installed later, or down with failurePolicy changed) is still held to them.
-    let tenants = ctx.stores().await?.tenants.state();
-    let claimants =
-        policy::request::claimants(&request.namespace().unwrap_or_default(), tenants.iter().map(AsRef::as_ref));
-    let (tenant, class) = match policy::request::check(request, tenant.as_deref(), class.as_deref(), &claimants) {
-        Ok(found) => found,
+    let validated = match validate::validate(request, refs, ctx.approvals.as_deref(), Timestamp::now()) {
+        Ok(validated) => validated,
         Err(denial) => return Ok(Finding::Denied(denial)),
     };
-    if let Err(message) = folder(request) {
-        return Ok(Finding::Denied(Denial::Invalid(message)));
-    }
-    let verifier = ctx.approvals.as_deref();
-    let approval = match policy::request::check_approval(request, class, verifier, Timestamp::now()) {
-        // A provisioned environment keeps running when its token later expires: the
-        // approval was for creating it. Every other check still holds: the token is
-        // judged again as of just before it expired (this request, this spec, …).
-        Err(Denial::ApprovalRejected { rejection: Rejection::Expired { expired_at }, .. })
-            if is_provisioned(request) =>
-        {
-            let before = expired_at - SignedDuration::from_secs(1);
-            match policy::request::check_approval(request, class, verifier, before) {
-                Ok(approval) => approval,
-                Err(denial) => return Ok(Finding::Denied(denial)),
-            }
-        }
-        Err(denial) => return Ok(Finding::Denied(denial)),
-        Ok(approval) => approval,
-    };
-    // A provisioned environment already holds its budget (the guard admits it first),
-    // so only new ones of a tenant that has a budget are decided.
-    let budget = &tenant.spec.budget;
-    let has_budget = budget.max_environments.is_some() || budget.monthly_cost_usd.is_some() || !budget.quota.is_empty();
-    if has_budget
-        && !is_provisioned(request)
-        && let Err(exceeded) = budget_decision(request, tenant, ctx).await?
-    {
+    if let Err(exceeded) = admit(request, &validated, ctx).await? {
         return Ok(Finding::Denied(Denial::OverBudget(exceeded)));
     }
-    let (environment, Folder { commit, path, digest }) = match commit_environment(request, class, tenant, ctx).await? {
-        Ok(done) => done,
+    let built = match build::build(&validated, &ctx.render) {
+        Ok(built) => built,
         Err(e) => return Ok(Finding::Denied(Denial::Invalid(e.to_string()))),
     };
+    let Folder { commit, path, digest } = apply::commit(request, &built, &class_label(&validated), ctx).await?;
+    let environment = &built.environment;
+    let old_drift = request.status.as_ref().and_then(|s| s.drift.as_ref());
     Ok(Finding::Committed(Committed {
         namespace: environment.namespace.clone(),
         commit,
         path,
         digest,
         monthly_cost_usd: environment.estimated_monthly_cost_usd,
-        expires_at: expired_at(request, class).map(Time),
-        approved_by: approval.map(|a| a.approver),
+        expires_at: validated.expires_at.map(Time),
+        approved_by: validated.approval.map(|a| a.approver),
         sync: live::sync_status(&environment.namespace, ctx).await?,
-        drift: Some(
-            live::drift(
-                &request.spec.cluster,
-                &environment.files,
-                request.status.as_ref().and_then(|s| s.drift.as_ref()),
-                ctx,
-            )
-            .await?,
-        ),
+        drift: Some(live::drift(&request.spec.cluster, &environment.files, old_drift, ctx).await?),
     }))
 }
 
-/// Whether the request's class changed and the class controller has not yet
-/// re-rendered its environments (its status lags its generation).
-async fn class_change_pending(request: &EnvironmentRequest, ctx: &Context) -> Result<bool, Error> {
-    let class = class_of(request, ctx).await?;
-    Ok(class.is_some_and(|c| c.status.as_ref().and_then(|s| s.observed_generation) != c.metadata.generation))
-}
-
-/// Where an environment's files were committed.
-pub(crate) struct Folder {
-    /// A commit holding the folder exactly as rendered.
-    pub commit: String,
-    pub path: String,
-    /// SHA-256 (hex) of the rendered files.
-    pub digest: String,
-}
-
-/// The commit the request's status records for `path` if it was made for the same
-/// rendering (`digest`): it holds exactly these files, so it stays the answer. Without
-/// this, every pass through the writer (after a restart, or once the remembered commit
-/// ages out) reported the new head and rewrote the status.
-fn recorded_commit(request: &EnvironmentRequest, path: &str, digest: &str) -> Option<String> {
-    let gitops = request.status.as_ref()?.gitops.as_ref()?;
-    (gitops.path.as_deref() == Some(path) && gitops.rendered_digest.as_deref() == Some(digest))
-        .then(|| gitops.commit.clone())
-        .flatten()
-}
-
-/// Renders and commits one environment. `Ok(Err(_))` when rendering refuses it.
-pub(crate) async fn commit_environment(
-    request: &EnvironmentRequest,
-    class: &EnvironmentClass,
-    tenant: &Tenant,
-    ctx: &Context,
-) -> Result<Result<(render::Environment, Folder), render::RenderError>, Error> {
-    let environment = match render::render(class, tenant, request, &ctx.render) {
-        Ok(environment) => environment,
-        Err(e) => return Ok(Err(e)),
-    };
-    let path = folder(request).map_err(|_| Error::Incomplete("valid GitOps path"))?;
-    let digest = files_digest(&environment.files);
-    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-    let recorded = recorded_commit(request, path.as_str(), &hex);
-    let done = |commit: String| Folder {
-        commit: recorded.clone().unwrap_or(commit),
-        path: path.to_string(),
-        digest: hex.clone(),
-    };
-    if let Some(commit) = ctx.committed.current(path.as_str(), &digest) {
-        return Ok(Ok((environment, done(commit))));
+/// Expiry comes first and uses what was recorded at commit time, so neither a missing
+/// class nor an edited TTL keeps an environment alive past its end. `Some` once it has
+/// expired (its folder removed from git).
+async fn expire(request: &EnvironmentRequest, ctx: &Context) -> Result<Option<Finding>, Error> {
+    let status = request.status.clone().unwrap_or_default();
+    if status.phase == Some(Phase::Expired) {
+        return Ok(Some(Finding::Expired { path: committed_path(request).unwrap_or_default() }));
     }
-    // Recorded before the push: a change the writer owes after a failed push may still
-    // land, and a refusal or deletion meanwhile must know to remove it.
-    ctx.inventory.put(path.as_str(), &key(request));
-    let files = environment.files.iter().map(|(name, yaml)| (name.clone(), yaml.clone().into_bytes())).collect();
-    let summary = format!(
-        "render {} ({} generation {})",
-        key(request),
-        class.name_any(),
-        class.metadata.generation.unwrap_or_default()
-    );
-    let reason = ChangeReason::new(key(request), request.metadata.generation, summary);
-    let outcome = ctx
-        .writer
-        .put(path.clone(), files, reason)
-        .await
-        .map_err(|source| Error::Commit { path: path.to_string(), source })?;
-    // A commit that holds the folder as rendered: the new one, or the current head
-    // when the tree did not change. Remembered, so the next unchanged rendering
-    // reports the same commit without touching git.
-    let commit = outcome.commit.as_str().to_owned();
-    ctx.committed.remember(path.as_str(), digest, commit.clone());
-    Ok(Ok((environment, done(commit))))
-}
-
-/// SHA-256 over the rendered files (names and contents), to recognise a rendering
-/// that was already committed.
-fn files_digest(files: &BTreeMap<String, String>) -> [u8; 32] {
-    use sha2::{Digest, Sha256};
-    let mut hasher = Sha256::new();
-    for (name, yaml) in files {
-        hasher.update((name.len() as u64).to_le_bytes());
-        hasher.update(name.as_bytes());
-        hasher.update((yaml.len() as u64).to_le_bytes());
-        hasher.update(yaml.as_bytes());
-    }
-    hasher.finalize().into()
-}
-
-/// When the request's environment expires: creation plus its TTL (or the class default).
-fn expired_at(request: &EnvironmentRequest, class: &EnvironmentClass) -> Option<Timestamp> {
-    let ttl = match (&request.spec.ttl, &class.spec.ttl) {
-        (Some(ttl), _) => ttl.parse().ok()?,
-        (None, Some(policy)) => policy.default.parse().ok()?,
-        (None, None) => return None,
+    let Some(at) = &status.expires_at else {
+        return Ok(None);
     };
-    let created = request.metadata.creation_timestamp.as_ref()?.0;
-    created.checked_add(SignedDuration::try_from(ttl).ok()?).ok()
+    if at.0 > Timestamp::now() {
+        return Ok(None);
+    }
+    let path = committed_path(request).unwrap_or_default();
+    if let Ok(folder) = RepoPath::parse(&path) {
+        remove(ctx, &folder, request, "expired").await?;
+    }
+    Ok(Some(Finding::Expired { path }))
+}
+
+/// The class and its generation, as commit messages name them.
+fn class_label(validated: &validate::ValidatedRequest<'_>) -> String {
+    let class = validated.environment.class;
+    format!("{} generation {}", class.name_any(), class.metadata.generation.unwrap_or_default())
 }
 
 /// The budget guard's decision for a request that is not yet provisioned, over the
-/// requests and classes in memory (see [`super::budget`]).
-async fn budget_decision(
+/// requests and classes in the index (see [`super::budget`]). A provisioned environment
+/// already holds its budget, and a tenant without a budget admits everything.
+async fn admit(
     request: &EnvironmentRequest,
-    tenant: &Tenant,
+    validated: &validate::ValidatedRequest<'_>,
     ctx: &Context,
 ) -> Result<Result<(), budget::BudgetExceeded>, Error> {
-    let stores = ctx.stores().await?;
+    let tenant = validated.environment.tenant;
+    let limits = &tenant.spec.budget;
+    let has_budget = limits.max_environments.is_some() || limits.monthly_cost_usd.is_some() || !limits.quota.is_empty();
+    if !has_budget || is_provisioned(request) {
+        return Ok(Ok(()));
+    }
+    let index = ctx.index().await;
     // Folders a crashed process committed hold budget too; git must be listed first.
     ctx.inventory.wait_loaded(git_record::INVENTORY_WAIT).await?;
     let in_git = |r: &EnvironmentRequest| ctx.inventory.folder_of(&key(r)).is_ok_and(|folder| folder.is_some());
-    Ok(ctx.budget.decide(request, tenant, || stores.requests.state(), &stores.classes.state(), in_git))
+    let namespace = request.namespace().unwrap_or_default();
+    Ok(ctx.budget.decide(request, tenant, || index.requests_in(&namespace), &index.classes.state(), in_git))
 }
 
-pub(super) async fn remove(
-    ctx: &Context,
-    path: &RepoPath,
+/// Re-renders and commits a provisioned request's environment with `class` (the class
+/// controller's batch after a class change), through the same validate → build →
+/// apply steps as the request's own reconcile. `None` when the request is no longer
+/// valid: its own reconcile reports why.
+pub(crate) async fn rerender(
     request: &EnvironmentRequest,
-    why: &str,
-) -> Result<(), Error> {
-    let reason =
-        ChangeReason::new(key(request), request.metadata.generation, format!("remove {} ({why})", key(request)));
-    ctx.writer.remove(path.clone(), reason).await.map_err(|source| Error::Remove { path: path.to_string(), source })?;
-    ctx.committed.forget(path.as_str());
-    ctx.inventory.removed(path.as_str());
-    Ok(())
+    class: Arc<EnvironmentClass>,
+    ctx: &Context,
+) -> Result<Option<Folder>, Error> {
+    let index = ctx.index().await;
+    let tenants = index.tenants.state();
+    let claimants =
+        policy::request::claimants(&request.namespace().unwrap_or_default(), tenants.iter().map(AsRef::as_ref));
+    let refs = Dereferenced { tenant: index.tenant(&request.spec.tenant), class: Some(class), claimants };
+    let Ok(validated) = validate::validate(request, &refs, ctx.approvals.as_deref(), Timestamp::now()) else {
+        return Ok(None);
+    };
+    let Ok(built) = build::build(&validated, &ctx.render) else {
+        return Ok(None);
+    };
+    apply::commit(request, &built, &class_label(&validated), ctx).await.map(Some)
 }
 
 /// Deletion: the folder leaves git before the finalizer goes. An unreachable remote
@@ -351,36 +247,6 @@ async fn cleanup(request: &EnvironmentRequest, ctx: &Context) -> Result<Action, 
     }
     ctx.budget.forget(request);
     Ok(Action::await_change())
-}
-
-/// The request's class, from the store (or the API, see [`cached_or_read`]).
-async fn class_of(request: &EnvironmentRequest, ctx: &Context) -> Result<Option<Arc<EnvironmentClass>>, Error> {
-    let api = Api::<EnvironmentClass>::all(ctx.client.clone());
-    cached_or_read(&ctx.stores().await?.classes, api, &request.spec.class, "EnvironmentClass").await
-}
-
-/// A cluster-scoped object from the store; on a miss, from the API, since a store
-/// can lag an object created a moment ago and "missing" would fail the request.
-async fn cached_or_read<K>(
-    store: &super::stores::Store<K>,
-    api: Api<K>,
-    name: &str,
-    kind: &str,
-) -> Result<Option<Arc<K>>, Error>
-where
-    K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
-{
-    if let Some(found) = store.get(&kube::runtime::reflector::ObjectRef::new(name)) {
-        return Ok(Some(found));
-    }
-    Ok(get_opt(api, name, kind).await?.map(Arc::new))
-}
-
-async fn get_opt<K>(api: Api<K>, name: &str, kind: &str) -> Result<Option<K>, Error>
-where
-    K: Clone + serde::de::DeserializeOwned + std::fmt::Debug,
-{
-    api.get_opt(name).await.map_err(|source| Error::Read { what: format!("{kind} {name}"), source })
 }
 
 async fn write_status(request: &EnvironmentRequest, ctx: &Context, finding: &Finding) -> Result<(), Error> {
@@ -424,39 +290,5 @@ pub(super) async fn publish(ctx: &Context, request: &EnvironmentRequest, type_: 
         Event { type_, reason: reason.to_owned(), note: Some(note), action: "Reconcile".to_owned(), secondary: None };
     if let Err(e) = ctx.events.publish(&event, &request.object_ref(&())).await {
         tracing::warn!(error = %e, request = %key(request), "cannot publish event");
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::api::environment_request::GitOpsStatus;
-
-    fn with_gitops(commit: &str, path: &str, digest: Option<&str>) -> EnvironmentRequest {
-        let mut request = crate::test_support::request("preview");
-        request.status = Some(EnvironmentRequestStatus {
-            gitops: Some(GitOpsStatus {
-                commit: Some(commit.into()),
-                path: Some(path.into()),
-                rendered_digest: digest.map(Into::into),
-            }),
-            ..Default::default()
-        });
-        request
-    }
-
-    #[test]
-    fn the_recorded_commit_stays_while_the_rendering_is_the_same() {
-        let request = with_gitops("c1", "clusters/a/tenants/t/r", Some("d1"));
-        assert_eq!(recorded_commit(&request, "clusters/a/tenants/t/r", "d1").as_deref(), Some("c1"));
-        // Another rendering (class or spec changed): the writer's commit is the answer.
-        assert_eq!(recorded_commit(&request, "clusters/a/tenants/t/r", "d2"), None);
-        // Another folder, or a status from before digests were recorded: likewise.
-        assert_eq!(recorded_commit(&request, "clusters/b/tenants/t/r", "d1"), None);
-        let old = with_gitops("c1", "clusters/a/tenants/t/r", None);
-        assert_eq!(recorded_commit(&old, "clusters/a/tenants/t/r", "d1"), None);
-        // Nothing committed yet.
-        let fresh = crate::test_support::request("preview");
-        assert_eq!(recorded_commit(&fresh, "clusters/a/tenants/t/r", "d1"), None);
     }
 }

@@ -5,20 +5,19 @@
 
 mod setup;
 
-use std::{sync::Arc, time::Duration};
+use std::sync::Arc;
 
 use k8s_openapi::{
     apimachinery::pkg::{api::resource::Quantity, apis::meta::v1::Time},
     jiff::Timestamp,
 };
-use kube::{Api, Resource, ResourceExt, api::ListParams, runtime::controller::Action};
+use kube::{Api, Resource, ResourceExt, runtime::controller::Action};
 
 use super::{Context, Error, events::condition_event};
 use crate::{
     api::{
-        EnvironmentClass, EnvironmentRequest, Tenant,
+        Tenant,
         conditions::{self, ConditionStatus, Observation, reasons, set_condition, types},
-        environment_request::Phase,
         tenant::{TenantStatus, Usage},
     },
     policy::budget,
@@ -31,35 +30,20 @@ pub async fn reconcile(tenant: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action,
     let namespace = request_namespace(&tenant);
     let setup = setup::set_up(&tenant, &namespace, &ctx).await;
 
-    let requests = ctx.all_requests().await?;
-    let live: Vec<&EnvironmentRequest> = requests
-        .iter()
-        .map(AsRef::as_ref)
-        .filter(|r| r.spec.tenant == tenant.name_any() && r.metadata.namespace.as_deref() == Some(namespace.as_str()))
-        .filter(|r| matches!(r.status.as_ref().and_then(|s| s.phase), Some(Phase::Provisioning | Phase::Ready)))
-        .collect();
-    let cost: u64 = live.iter().filter_map(|r| r.status.as_ref()?.estimated_monthly_cost_usd).map(u64::from).sum();
-    let classes = Api::<EnvironmentClass>::all(ctx.client.clone())
-        .list(&ListParams::default())
-        .await
-        .map_err(|source| Error::Read { what: "EnvironmentClasses".to_owned(), source })?;
-    let mut quota = budget::Amounts::new();
-    for request in &live {
-        if let Some(class) = classes.items.iter().find(|c| c.name_any() == request.spec.class) {
-            for (resource, amount) in budget::amounts(&class.spec.quota) {
-                *quota.entry(resource).or_default() += amount;
-            }
-        }
-    }
+    let index = ctx.index().await;
+    let requests = index.requests_in(&namespace);
+    let classes = index.classes.state();
+    let terms = budget::class_terms(classes.iter().map(AsRef::as_ref));
+    let usage = budget::usage(&tenant.name_any(), requests.iter().map(AsRef::as_ref), &terms);
     let failure = setup.as_ref().err().map(|failed| &failed.failure);
     let now = Time(Timestamp::now());
-    let status = next_status(&tenant, &namespace, failure, live.len(), cost, &quota, &now);
+    let status = next_status(&tenant, &namespace, failure, &usage, &now);
     if tenant.status.as_ref() != Some(&status) {
         super::apply_status(&Api::<Tenant>::all(ctx.client.clone()), tenant.as_ref(), &status).await?;
         announce(&tenant, &status, &ctx).await;
     }
     match setup {
-        Ok(()) => Ok(Action::requeue(Duration::from_secs(300))),
+        Ok(()) => Ok(Action::requeue(super::RESYNC)),
         // Retried as the error says (transient: seconds; a refusal: minutes); the
         // status and event above are written once, not on every retry.
         Err(SetupFailed { error: Some(error), .. }) => Err(error),
@@ -86,11 +70,10 @@ fn next_status(
     tenant: &Tenant,
     namespace: &str,
     failure: Option<&SetupFailure>,
-    environments: usize,
-    cost: u64,
-    quota: &budget::Amounts,
+    usage: &budget::Usage,
     now: &Time,
 ) -> TenantStatus {
+    let (environments, cost, quota) = (usage.environments, usage.monthly_cost_usd, &usage.quota);
     let mut status = tenant.status.clone().unwrap_or_default();
     let generation = tenant.metadata.generation;
     status.observed_generation = generation;
@@ -113,7 +96,7 @@ fn next_status(
             observed_generation: generation,
         },
     };
-    status.environments = u32::try_from(environments).unwrap_or(u32::MAX);
+    status.environments = environments;
     status.usage = Usage {
         monthly_cost_usd: u32::try_from(cost).unwrap_or(u32::MAX),
         quota: quota.iter().map(|(resource, amount)| (resource.clone(), Quantity(budget::display(*amount)))).collect(),
@@ -121,7 +104,7 @@ fn next_status(
     set_condition(&mut status.conditions, ready, now);
     let budget = &tenant.spec.budget;
     let over_cost = budget.monthly_cost_usd.is_some_and(|limit| cost > u64::from(limit));
-    let over_count = budget.max_environments.is_some_and(|max| environments > max as usize);
+    let over_count = budget.max_environments.is_some_and(|max| environments > max);
     let over_quota = budget::amounts(&budget.quota)
         .iter()
         .any(|(resource, limit)| quota.get(resource).is_some_and(|used| used > limit));
@@ -166,7 +149,7 @@ mod tests {
     }
 
     fn status(tenant: &Tenant, failure: Option<&SetupFailure>, now: i64) -> TenantStatus {
-        next_status(tenant, "payments", failure, 0, 0, &budget::Amounts::new(), &at(now))
+        next_status(tenant, "payments", failure, &budget::Usage::default(), &at(now))
     }
 
     #[test]

@@ -2,12 +2,9 @@
 //! applied every pass; and, when the apiserver will not have them, why — in words
 //! the Tenant's `Ready` condition and a Warning event carry to the platform team.
 
-use k8s_openapi::{
-    api::{
-        core::v1::Namespace,
-        rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject},
-    },
-    apimachinery::pkg::apis::meta::v1::ObjectMeta,
+use k8s_openapi::api::{
+    core::v1::Namespace,
+    rbac::v1::{Role, RoleBinding},
 };
 use kube::{
     Api, Resource, ResourceExt,
@@ -17,14 +14,9 @@ use serde::Serialize;
 
 use super::super::{Context, Error, context::FIELD_MANAGER};
 use crate::{
-    api::labels,
-    api::{Tenant, conditions::reasons, tenant::SubjectKind},
+    api::{Tenant, conditions::reasons},
+    render,
 };
-
-/// Role members get in the request namespace: ask for environments and follow them.
-const REQUESTER_ROLE: &str = "berth-requester";
-/// Role owners get there: everything about the team's requests.
-const MANAGER_ROLE: &str = "berth-manager";
 
 /// Why the tenant's namespace or bindings are not in place.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -119,7 +111,7 @@ fn cause(error: &Error) -> String {
 /// Applies the namespace, then the Roles and RoleBindings in it; nothing when an
 /// older tenant holds the namespace.
 pub async fn set_up(tenant: &Tenant, namespace: &str, ctx: &Context) -> Result<(), SetupFailed> {
-    let tenants = ctx.stores().await.map(|stores| stores.tenants.state()).unwrap_or_default();
+    let tenants = ctx.index().await.tenants.state();
     if let Some(holder) = holder_of(namespace, tenant, &tenants) {
         let failure = SetupFailure::Contested { namespace: namespace.to_owned(), holder };
         return Err(SetupFailed { failure, error: None });
@@ -140,22 +132,6 @@ pub async fn set_up(tenant: &Tenant, namespace: &str, ctx: &Context) -> Result<(
     })
 }
 
-fn owned_meta(tenant: &Tenant, name: &str, namespace: &str) -> ObjectMeta {
-    ObjectMeta {
-        name: Some(name.to_owned()),
-        namespace: Some(namespace.to_owned()),
-        labels: Some(
-            [
-                (labels::TENANT.to_owned(), tenant.name_any()),
-                (labels::MANAGED_BY.to_owned(), labels::MANAGER.to_owned()),
-            ]
-            .into(),
-        ),
-        owner_references: tenant.controller_owner_ref(&()).map(|r| vec![r]),
-        ..ObjectMeta::default()
-    }
-}
-
 /// `Kind name`, as messages name an object.
 fn describe<K: Resource<DynamicType = ()>>(name: &str) -> String {
     format!("{} {name}", K::kind(&()))
@@ -170,74 +146,24 @@ where
         .map_err(|source| Error::Apply { what: describe::<K>(name), source })
 }
 
-/// The namespace is labelled with its tenant (the webhook and the request controller
-/// check that label) and is deliberately not owned by the Tenant: deleting a Tenant
-/// must not cascade into deleting every request of the team.
+/// The request namespace (see [`render::tenant::namespace`]).
 async fn apply_namespace(tenant: &Tenant, namespace: &str, ctx: &Context) -> Result<Namespace, Error> {
-    let object = Namespace {
-        metadata: ObjectMeta {
-            name: Some(namespace.to_owned()),
-            labels: Some(
-                [
-                    (labels::TENANT.to_owned(), tenant.name_any()),
-                    (labels::MANAGED_BY.to_owned(), labels::MANAGER.to_owned()),
-                ]
-                .into(),
-            ),
-            ..ObjectMeta::default()
-        },
-        ..Namespace::default()
-    };
+    let object = render::tenant::namespace(tenant, namespace);
     apply(Api::<Namespace>::all(ctx.client.clone()), namespace, &object).await
 }
 
-/// On failure, which object (`Kind name`) the apiserver refused.
+/// The Roles, then the RoleBindings. On failure, which object (`Kind name`) the
+/// apiserver refused.
 async fn apply_rbac(tenant: &Tenant, namespace: &str, ctx: &Context) -> Result<(), (String, Error)> {
-    // Never the status subresource: a status is Berth's record of what it provisioned,
-    // and one an owner could write (phase Ready, a commit) would skip the budget guard.
-    let rule = |verbs: &[&str]| PolicyRule {
-        api_groups: Some(vec![crate::api::GROUP.to_owned()]),
-        resources: Some(vec!["environmentrequests".to_owned()]),
-        verbs: verbs.iter().map(|v| (*v).to_owned()).collect(),
-        ..PolicyRule::default()
-    };
-    let roles = [
-        (REQUESTER_ROLE, vec![rule(&["get", "list", "watch", "create"])]),
-        (MANAGER_ROLE, vec![rule(&["get", "list", "watch", "create", "update", "patch", "delete"])]),
-    ];
     let role_api: Api<Role> = Api::namespaced(ctx.client.clone(), namespace);
-    for (name, rules) in roles {
-        let role = Role { metadata: owned_meta(tenant, name, namespace), rules: Some(rules) };
-        apply(role_api.clone(), name, &role).await.map_err(|e| (describe::<Role>(name), e))?;
+    for role in render::tenant::roles(tenant, namespace) {
+        let name = role.name_any();
+        apply(role_api.clone(), &name, &role).await.map_err(|e| (describe::<Role>(&name), e))?;
     }
     let binding_api: Api<RoleBinding> = Api::namespaced(ctx.client.clone(), namespace);
-    let bindings =
-        [("berth-members", REQUESTER_ROLE, &tenant.spec.members), ("berth-owners", MANAGER_ROLE, &tenant.spec.owners)];
-    for (name, role, people) in bindings {
-        let binding = RoleBinding {
-            metadata: owned_meta(tenant, name, namespace),
-            role_ref: RoleRef {
-                api_group: "rbac.authorization.k8s.io".to_owned(),
-                kind: "Role".to_owned(),
-                name: role.to_owned(),
-            },
-            subjects: Some(
-                people
-                    .iter()
-                    .map(|p| Subject {
-                        api_group: Some("rbac.authorization.k8s.io".to_owned()),
-                        kind: match p.kind {
-                            SubjectKind::User => "User",
-                            SubjectKind::Group => "Group",
-                        }
-                        .to_owned(),
-                        name: p.name.clone(),
-                        namespace: None,
-                    })
-                    .collect(),
-            ),
-        };
-        apply(binding_api.clone(), name, &binding).await.map_err(|e| (describe::<RoleBinding>(name), e))?;
+    for binding in render::tenant::role_bindings(tenant, namespace) {
+        let name = binding.name_any();
+        apply(binding_api.clone(), &name, &binding).await.map_err(|e| (describe::<RoleBinding>(&name), e))?;
     }
     Ok(())
 }

@@ -9,13 +9,32 @@ use serde_json::{Value, json};
 
 use super::*;
 use crate::{
-    api::environment_request::{Approval, EnvironmentRequestStatus, GitOpsStatus, Phase},
+    api::{
+        EnvironmentClass,
+        environment_request::{Approval, EnvironmentRequestStatus, GitOpsStatus, Phase},
+    },
     approval::{Approver, Issuer, RequestRef, SigningKey, generate_ed25519},
     test_support::{class, payments, request},
     webhook::parse_review,
 };
 
-type Cluster = Snapshot;
+/// The objects admission sees, filled into an [`Index`] for each decision.
+#[derive(Clone, Default)]
+struct Cluster {
+    tenants: Vec<Arc<Tenant>>,
+    classes: Vec<Arc<EnvironmentClass>>,
+    requests: Vec<Arc<EnvironmentRequest>>,
+}
+
+fn owned<K: Clone>(objects: &[Arc<K>]) -> Vec<K> {
+    objects.iter().map(|o| o.as_ref().clone()).collect()
+}
+
+impl Cluster {
+    fn index(&self) -> Index {
+        Index::with_objects(owned(&self.tenants), owned(&self.classes), owned(&self.requests))
+    }
+}
 
 fn cluster() -> Cluster {
     Cluster {
@@ -98,7 +117,7 @@ fn value<T: serde::Serialize>(object: &T) -> Value {
 
 fn decide(cluster: &Cluster, keys: Option<&Keys>, req: &AdmissionRequest<DynamicObject>) -> AdmissionResponse {
     let kind = Kind::from_plural(&req.resource.resource).expect("a Berth resource");
-    validate(req, kind, cluster, &Checks { verifier: keys.map(|k| &k.verifier), now: now() })
+    validate(req, kind, &cluster.index(), &Checks { verifier: keys.map(|k| &k.verifier), now: now() })
 }
 
 /// alice creates `request`, recorded as the mutating webhook would.
@@ -308,7 +327,7 @@ fn changing_the_spec_after_approval_is_refused_but_metadata_changes_are_not() {
     labelled.labels_mut().insert("team".into(), "checkout".into());
     let update = review("UPDATE", "environmentrequests", Some(value(&labelled)), Some(value(&approved)));
     let later = Checks { verifier: Some(&keys.verifier), now: Timestamp::from_second(1_900_000_000).expect("valid") };
-    assert!(validate(&update, Kind::EnvironmentRequest, &cluster, &later).allowed);
+    assert!(validate(&update, Kind::EnvironmentRequest, &cluster.index(), &later).allowed);
 }
 
 #[test]

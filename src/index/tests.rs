@@ -1,0 +1,72 @@
+use kube::runtime::watcher;
+
+use super::*;
+
+fn request(namespace: &str, name: &str, tenant: &str, class: &str) -> EnvironmentRequest {
+    serde_yaml::from_str(&format!(
+        "metadata: {{name: {name}, namespace: {namespace}}}
+spec: {{tenant: {tenant}, class: {class}, app: {{name: web, repoURL: 'https://example.com/web.git'}}}}"
+    ))
+    .expect("request")
+}
+
+fn names(requests: Vec<Arc<EnvironmentRequest>>) -> Vec<String> {
+    let mut names: Vec<String> = requests.iter().map(|r| r.metadata.name.clone().unwrap_or_default()).collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn requests_are_found_by_namespace_class_and_tenant_as_the_watch_changes_them() {
+    let index = Index::with_objects(
+        [],
+        [],
+        [request("payments", "a", "payments", "preview"), request("payments", "b", "payments", "production")],
+    );
+    index.requests.apply(watcher::Event::Apply(request("search", "c", "search", "preview")));
+    assert_eq!(names(index.requests_in("payments")), ["a", "b"]);
+    assert_eq!(names(index.requests_of_class("preview")), ["a", "c"]);
+    assert_eq!(names(index.requests_of_tenant("search")), ["c"]);
+
+    // An edit moves a request between groups; a deletion takes it out of all.
+    index.requests.apply(watcher::Event::Apply(request("payments", "a", "payments", "production")));
+    index.requests.apply(watcher::Event::Delete(request("payments", "b", "payments", "production")));
+    assert_eq!(names(index.requests_of_class("production")), ["a"]);
+    assert_eq!(names(index.requests_of_class("preview")), ["c"]);
+    assert_eq!(names(index.requests_in("payments")), ["a"]);
+    // The groups hold the store's own objects.
+    let stored = index.request("payments", "a").expect("in the store");
+    assert!(Arc::ptr_eq(&stored, &index.requests_in("payments")[0]));
+
+    // A re-list replaces everything, groups included.
+    index.requests.fill([request("other", "d", "other", "preview")]);
+    assert!(index.requests_in("payments").is_empty());
+    assert_eq!(names(index.requests_of_class("preview")), ["d"]);
+}
+
+#[tokio::test]
+async fn a_controller_told_about_a_change_finds_it_in_the_store_and_its_group() {
+    let index = Index::with_objects([], [], []);
+    let mut feed = index.requests.subscribe();
+    index.requests.apply(watcher::Event::Apply(request("payments", "a", "payments", "preview")));
+    let told = futures::StreamExt::next(&mut feed).await.expect("told");
+    assert_eq!(told.metadata.name.as_deref(), Some("a"));
+    assert!(index.request("payments", "a").is_some());
+    assert_eq!(names(index.requests_in("payments")), ["a"]);
+}
+
+#[test]
+fn the_index_is_ready_once_every_kind_is_listed_and_live_reads_rendered_kinds_only() {
+    let index = Index::new(ArgoCd::absent());
+    assert!(!index.all_listed());
+    index.requests.fill([]);
+    index.classes.fill([]);
+    index.tenants.fill([]);
+    assert!(!index.all_listed(), "the rendered kinds are not listed yet");
+    let index = Index::with_objects([], [], []);
+    assert!(index.all_listed(), "Argo CD absent at start is not waited for");
+    assert_eq!(index.live("ResourceQuota", Some("env"), "quota"), Ok(None));
+    assert!(index.live("Secret", Some("env"), "x").is_err());
+    assert!(index.live("EnvironmentRequest", Some("env"), "x").is_err(), "only rendered kinds are live");
+    assert_eq!(index.live("Application", Some("argocd"), "env"), Err("Argo CD is not installed".to_owned()));
+}

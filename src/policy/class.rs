@@ -1,0 +1,39 @@
+//! What makes an EnvironmentClass usable beyond what its CRD's CEL rules check
+//! (pure; the class controller reports it in the `Valid` condition).
+
+use crate::api::EnvironmentClass;
+
+/// Problems the CRD's CEL rules cannot see; empty when the class is usable.
+pub fn problems(class: &EnvironmentClass) -> Vec<String> {
+    let mut problems = Vec::new();
+    if let Some(ttl) = &class.spec.ttl {
+        for (field, value) in [("ttl.default", &ttl.default), ("ttl.max", &ttl.max)] {
+            if let Err(e) = value.parse() {
+                problems.push(format!("{field}: {e}"));
+            }
+        }
+    }
+    if class.spec.quota.is_empty() {
+        problems.push("quota is empty: environments would have no ResourceQuota limits".to_owned());
+    }
+    problems
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unparsable_ttl_and_an_empty_quota_are_problems_and_the_examples_have_none() {
+        let class = crate::test_support::class("preview");
+        assert!(problems(&class).is_empty(), "{:?}", problems(&class));
+        let mut broken = class.clone();
+        broken.spec.quota.clear();
+        broken.spec.ttl =
+            Some(serde_json::from_value(serde_json::json!({"default": "soon", "max": "24h"})).expect("ttl"));
+        let found = problems(&broken);
+        assert_eq!(found.len(), 2, "{found:?}");
+        assert!(found[0].starts_with("ttl.default: "), "{found:?}");
+        assert!(found[1].contains("quota is empty"), "{found:?}");
+    }
+}
