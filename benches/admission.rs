@@ -21,11 +21,11 @@ use berth::{
     api::{
         EnvironmentClass, EnvironmentRequest, Tenant,
         environment_request::{Approval, EnvironmentRequestStatus, GitOpsStatus, Phase},
+        labels::CREATED_BY_ANNOTATION,
     },
     approval::{Approver, Issuer, RequestRef, SigningKey, Target, Verifier, generate_ed25519, spec_digest},
     cli::https::{Connection, Endpoint, client_config},
     index::Index,
-    labels::CREATED_BY_ANNOTATION,
     policy::{budget, request as rules},
     webhook::{
         Kind, WebhookState,
@@ -630,7 +630,7 @@ fn main() {
     };
 
     // The server: real router, real TLS, one current-thread runtime on its own thread.
-    let certs = tls::self_signed(&["127.0.0.1"]).expect("certificate");
+    let certs = berth::cli::dev::self_signed(&["127.0.0.1"]).expect("certificate");
     let dir = tempfile::tempdir().expect("tempdir");
     let files = TlsFiles::in_dir(dir.path());
     std::fs::write(&files.cert, &certs.cert_pem).expect("write cert");

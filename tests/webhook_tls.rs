@@ -10,8 +10,9 @@ use std::{
 };
 
 use axum::{Router, routing::get};
-use berth::webhook::tls::{
-    ReloadingCertificate, SelfSigned, TlsError, TlsFiles, cert_fingerprint, self_signed, serve, server_config,
+use berth::{
+    cli::dev::{SelfSigned, self_signed},
+    webhook::tls::{ReloadingCertificate, TlsError, TlsFiles, cert_fingerprint, serve, server_config},
 };
 use rustls::{ClientConfig, RootCertStore, pki_types::ServerName};
 use tempfile::TempDir;

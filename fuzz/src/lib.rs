@@ -24,14 +24,13 @@ use std::time::Duration;
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use berth::{
-    api::{EnvironmentClass, EnvironmentRequest, Rollout, Tenant},
+    api::{EnvironmentClass, EnvironmentRequest, Rollout, Tenant, labels::CREATED_BY_ANNOTATION},
     approval::{
         ApprovalClaims, Approver, DEFAULT_LEEWAY, Issuer, Rejection, RequestRef, SigningKey, Target, VerificationKeys,
         Verifier, generate_ed25519, spec_digest,
     },
     auth::{AuthError, BearerConfig, BearerVerifier, CLOCK_LEEWAY_SECONDS, Caller, dev_token},
     index::Index,
-    labels::CREATED_BY_ANNOTATION,
     webhook::{
         Kind,
         admission::{self, Checks},

@@ -4,6 +4,7 @@
 pub mod conditions;
 mod duration;
 pub mod git_url;
+pub mod labels;
 // clippy reads `#[kube(printcolumn(type_ = "string", ...))]` repeated across
 // columns as duplicated attributes; they are separate columns.
 #[allow(clippy::duplicated_attributes)]

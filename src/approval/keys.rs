@@ -1,7 +1,8 @@
 //! Keys that sign and verify approvals: Ed25519 (recommended) or ECDSA P-256, in PEM.
 //!
-//! Key ids are derived from the public key ([`key_id`]), so nobody configures them and a
-//! token always names the key that can check it. Verifiers hold several keys at once so
+//! Key ids are derived from the public key ([`key_id`], shared with the auth API's keys
+//! in [`crate::pem`]), so nobody configures them and a token always names the key that
+//! can check it. PEM and SubjectPublicKeyInfo are read by [`crate::pem`] too. Verifiers hold several keys at once so
 //! the signing key can rotate without voiding approvals already handed out.
 
 use std::{
@@ -10,25 +11,11 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use base64::{
-    Engine,
-    engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD},
-};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey};
 use rcgen::PublicKeyData;
-use sha2::{Digest, Sha256};
 
-/// DER prefix of an Ed25519 SubjectPublicKeyInfo (RFC 8410); 32 key bytes follow.
-const ED25519_SPKI_PREFIX: [u8; 12] = [0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00];
-/// DER prefix of an ECDSA P-256 SubjectPublicKeyInfo (RFC 5480); the 65-byte
-/// uncompressed point (0x04, x, y) follows.
-const P256_SPKI_PREFIX: [u8; 26] = [
-    0x30, 0x59, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06, 0x08, 0x2a, 0x86, 0x48, 0xce,
-    0x3d, 0x03, 0x01, 0x07, 0x03, 0x42, 0x00,
-];
-/// OID bodies used only to name unsupported keys in errors.
-const RSA_OID: [u8; 9] = [0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01];
-const EC_PUBLIC_KEY_OID: [u8; 7] = [0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01];
+pub use crate::pem::key_id;
+use crate::pem::{self, PemBlock, PemError, PublicKey, SpkiError};
 
 /// What Berth accepts, for error messages.
 const SUPPORTED: &str = "Berth signs approvals with Ed25519 (`berth keys generate`) or ECDSA P-256 keys";
@@ -99,6 +86,9 @@ pub enum KeyError {
     /// RSA, other curves: not Ed25519 or P-256.
     #[error("{what} keys are not supported: {SUPPORTED}")]
     Unsupported { what: String },
+    /// A public key that is not a DER SubjectPublicKeyInfo.
+    #[error("the public key is not a valid DER SubjectPublicKeyInfo")]
+    InvalidPublicKey,
     /// The PKCS#8 private key does not parse.
     #[error("the private key is not a valid PKCS#8 Ed25519 or ECDSA P-256 key")]
     InvalidPrivateKey,
@@ -114,14 +104,6 @@ pub enum KeyError {
     /// Key generation failed.
     #[error("cannot generate a key: {0}")]
     Generate(String),
-}
-
-/// The key id of a public key: the first 16 characters of base64url (no padding) of the
-/// SHA-256 of its SubjectPublicKeyInfo DER. Used for signing and verification keys alike.
-pub fn key_id(spki_der: &[u8]) -> String {
-    let mut kid = URL_SAFE_NO_PAD.encode(Sha256::digest(spki_der));
-    kid.truncate(16);
-    kid
 }
 
 /// A new Ed25519 key pair, as `(private PKCS#8 PEM, public SPKI PEM)`: for
@@ -190,7 +172,7 @@ impl SigningKey {
 
     /// The public key as SPKI PEM, to hand to verifiers.
     pub fn public_key_pem(&self) -> String {
-        pem_encode("PUBLIC KEY", &self.spki)
+        pem::encode("PUBLIC KEY", &self.spki)
     }
 
     pub(crate) fn encoding_key(&self) -> &EncodingKey {
@@ -332,25 +314,21 @@ fn add_pem(keys: &mut BTreeMap<String, VerificationKey>, pem: &[u8]) -> Result<(
 
 /// The verification key of an SPKI DER, if it is Ed25519 or uncompressed P-256.
 fn public_key(spki: &[u8]) -> Result<VerificationKey, KeyError> {
-    if let Some(raw) = spki.strip_prefix(&ED25519_SPKI_PREFIX[..])
-        && raw.len() == 32
-    {
-        return Ok(VerificationKey { algorithm: KeyAlgorithm::EdDsa, decoding: DecodingKey::from_ed_der(raw) });
+    let unsupported = |what: &str| Err(KeyError::Unsupported { what: what.to_owned() });
+    match pem::public_key(spki) {
+        Ok(PublicKey::Ed25519(raw)) if raw.len() == 32 => {
+            Ok(VerificationKey { algorithm: KeyAlgorithm::EdDsa, decoding: DecodingKey::from_ed_der(raw) })
+        }
+        Ok(PublicKey::P256(point)) if point.len() == 65 && point[0] == 0x04 => {
+            Ok(VerificationKey { algorithm: KeyAlgorithm::Es256, decoding: DecodingKey::from_ec_der(point) })
+        }
+        Ok(PublicKey::Rsa(_)) => unsupported("RSA"),
+        Ok(PublicKey::P256(_)) | Err(SpkiError::OtherCurve) => {
+            unsupported("ECDSA keys on curves other than P-256 (or compressed P-256)")
+        }
+        Ok(PublicKey::Ed25519(_)) | Err(SpkiError::OtherAlgorithm) => unsupported("these"),
+        Err(SpkiError::NotSpki) => Err(KeyError::InvalidPublicKey),
     }
-    if let Some(point) = spki.strip_prefix(&P256_SPKI_PREFIX[..])
-        && point.len() == 65
-        && point[0] == 0x04
-    {
-        return Ok(VerificationKey { algorithm: KeyAlgorithm::Es256, decoding: DecodingKey::from_ec_der(point) });
-    }
-    let what = if contains(spki, &RSA_OID) {
-        "RSA"
-    } else if contains(spki, &EC_PUBLIC_KEY_OID) && !spki.starts_with(&P256_SPKI_PREFIX) {
-        "ECDSA keys on curves other than P-256 (or compressed P-256)"
-    } else {
-        "these"
-    };
-    Err(KeyError::Unsupported { what: what.to_owned() })
 }
 
 /// The algorithm and SPKI DER of a PKCS#8 private key.
@@ -366,10 +344,6 @@ fn public_of_private(pkcs8: &[u8]) -> Result<(KeyAlgorithm, Vec<u8>), KeyError> 
         return Err(KeyError::Unsupported { what: "RSA".to_owned() });
     };
     Ok((algorithm, pair.subject_public_key_info()))
-}
-
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack.windows(needle.len()).any(|w| w == needle)
 }
 
 fn unexpected_label(label: &str) -> KeyError {
@@ -402,55 +376,13 @@ fn in_file(path: &Path, error: KeyError) -> KeyError {
     }
 }
 
-/// One `-----BEGIN label-----` … `-----END label-----` block, decoded.
-struct PemBlock {
-    label: String,
-    der: Vec<u8>,
-}
-
-/// Every PEM block in `text` (RFC 7468); text around the blocks is ignored.
+/// Every PEM block in `text`, as [`KeyError`]s say what is wrong with it.
 fn parse_pem(text: &[u8]) -> Result<Vec<PemBlock>, KeyError> {
-    let text = std::str::from_utf8(text).map_err(|_| KeyError::NotPem)?;
-    let mut blocks = Vec::new();
-    let mut open: Option<(&str, String)> = None;
-    for line in text.lines().map(str::trim) {
-        match open.take() {
-            None => {
-                if let Some(label) = line.strip_prefix("-----BEGIN ").and_then(|l| l.strip_suffix("-----")) {
-                    open = Some((label, String::new()));
-                }
-            }
-            Some((label, body)) if line.strip_prefix("-----END ").and_then(|l| l.strip_suffix("-----")).is_some() => {
-                if line != format!("-----END {label}-----") {
-                    return Err(KeyError::BadPem { label: label.to_owned() });
-                }
-                let der = STANDARD.decode(&body).map_err(|_| KeyError::BadPem { label: label.to_owned() })?;
-                blocks.push(PemBlock { label: label.to_owned(), der });
-            }
-            // Legacy OpenSSL encryption headers (`Proc-Type: 4,ENCRYPTED`).
-            Some(_) if line.contains(':') => return Err(KeyError::Encrypted),
-            Some((label, mut body)) => {
-                body.push_str(line);
-                open = Some((label, body));
-            }
+    pem::blocks(text).map_err(|error| match error {
+        PemError::NoBlock => KeyError::NotPem,
+        PemError::Headers { .. } => KeyError::Encrypted,
+        PemError::NotClosed { label } | PemError::LabelsDiffer { label } | PemError::NotBase64 { label } => {
+            KeyError::BadPem { label }
         }
-    }
-    if let Some((label, _)) = open {
-        return Err(KeyError::BadPem { label: label.to_owned() });
-    }
-    if blocks.is_empty() {
-        return Err(KeyError::NotPem);
-    }
-    Ok(blocks)
-}
-
-fn pem_encode(label: &str, der: &[u8]) -> String {
-    let body = STANDARD.encode(der);
-    let mut pem = format!("-----BEGIN {label}-----\n");
-    for chunk in body.as_bytes().chunks(64) {
-        pem.push_str(&String::from_utf8_lossy(chunk));
-        pem.push('\n');
-    }
-    pem.push_str(&format!("-----END {label}-----\n"));
-    pem
+    })
 }

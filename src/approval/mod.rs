@@ -9,10 +9,12 @@
 //! - [`digest`]: what an approval is bound to (`sha256:` of the spec's canonical JSON).
 //! - [`keys`]: loading signing and verification keys from PEM; key ids derive from the key.
 //! - [`token`]: the claims, issuing and verifying.
+//! - [`wire`]: the request and response bodies of `POST /v1/approvals`.
 
 pub mod digest;
 pub mod keys;
 pub mod token;
+pub mod wire;
 
 #[cfg(test)]
 mod tests;

@@ -11,8 +11,7 @@ use serde_json::Value;
 
 use super::claims::{self, Expected};
 use super::jwks::load_jwks;
-use super::keys::{KeyOrigin, VerificationKey, load_secret};
-use super::pem::load_public_key;
+use super::keys::{KeyOrigin, VerificationKey, load_public_key, load_secret};
 use super::{AuthConfigError, AuthError, Caller};
 
 /// Longest token looked at, in bytes; anything longer is refused unparsed.

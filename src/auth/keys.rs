@@ -1,4 +1,9 @@
-//! The keys a verifier trusts, each pinned to the one algorithm it may verify.
+//! The keys a verifier trusts, each pinned to the one algorithm it may verify, and how
+//! they are read: the HS256 secret, and PEM public keys (RSA or P-256, told apart by
+//! the SubjectPublicKeyInfo's algorithm, so one setting takes both; a PKCS#1 `RSA
+//! PUBLIC KEY` block is accepted too; private keys and certificates are refused with a
+//! hint instead of being half-understood). PEM and SPKI are read by [`crate::pem`],
+//! as approval keys are.
 
 use std::fmt;
 use std::path::Path;
@@ -9,6 +14,7 @@ use jsonwebtoken::jwk::{AlgorithmParameters, Jwk};
 use jsonwebtoken::{Algorithm, DecodingKey};
 
 use super::AuthConfigError;
+use crate::pem::{self, PemError, PublicKey, SpkiError};
 
 /// Shortest HS256 secret accepted, in bytes (the hash size, as RFC 7518 §3.2 asks).
 pub const HS256_MIN_SECRET_LEN: usize = 32;
@@ -79,6 +85,57 @@ pub(super) fn load_secret(path: &Path) -> Result<VerificationKey, AuthConfigErro
         });
     }
     Ok(VerificationKey { alg: Algorithm::HS256, origin: KeyOrigin::Secret, key: DecodingKey::from_secret(secret) })
+}
+
+/// Reads one PEM public key file.
+pub(super) fn load_public_key(path: &Path) -> Result<VerificationKey, AuthConfigError> {
+    let raw = std::fs::read(path).map_err(|source| AuthConfigError::Read {
+        what: "public key file",
+        path: path.to_owned(),
+        source,
+    })?;
+    let bad = |reason: String| AuthConfigError::BadPublicKey { path: path.to_owned(), reason };
+    let blocks = pem::blocks(&raw).map_err(|error| match error {
+        PemError::NoBlock => bad("not a PEM file (no -----BEGIN PUBLIC KEY----- block)".to_owned()),
+        other => bad(other.to_string()),
+    })?;
+    if blocks.iter().any(|block| block.label.contains("PRIVATE KEY")) {
+        return Err(bad("holds a private key; give Berth only the public key (openssl pkey -pubout)".to_owned()));
+    }
+    let mut public = blocks.iter().filter(|block| block.label == "PUBLIC KEY" || block.label == "RSA PUBLIC KEY");
+    let (Some(block), None) = (public.next(), public.next()) else {
+        let reason = if blocks.iter().any(|block| block.label.contains("PUBLIC KEY")) {
+            "holds more than one public key; use one file per key"
+        } else if blocks.iter().any(|block| block.label == "CERTIFICATE") {
+            "holds a certificate, not a public key (extract it with openssl x509 -pubkey -noout)"
+        } else {
+            "holds no -----BEGIN PUBLIC KEY----- block"
+        };
+        return Err(bad(reason.to_owned()));
+    };
+    let (alg, key) = if block.label == "RSA PUBLIC KEY" {
+        (Algorithm::RS256, DecodingKey::from_rsa_der(&block.der))
+    } else {
+        match pem::public_key(&block.der) {
+            Ok(PublicKey::Rsa(pkcs1)) => (Algorithm::RS256, DecodingKey::from_rsa_der(pkcs1)),
+            Ok(PublicKey::P256(point)) => (Algorithm::ES256, DecodingKey::from_ec_der(point)),
+            Err(SpkiError::NotSpki) => return Err(bad("not a DER SubjectPublicKeyInfo".to_owned())),
+            Err(SpkiError::OtherCurve) => {
+                let reason = "an EC key on another curve than P-256; Berth verifies ES256 (P-256) only";
+                return Err(bad(reason.to_owned()));
+            }
+            Ok(PublicKey::Ed25519(_)) | Err(SpkiError::OtherAlgorithm) => {
+                let reason = "neither an RSA nor an EC public key; Berth verifies RS256 and ES256 only";
+                return Err(bad(reason.to_owned()));
+            }
+        }
+    };
+    match alg {
+        Algorithm::RS256 => check_rsa(&key),
+        _ => check_p256(&key),
+    }
+    .map_err(bad)?;
+    Ok(VerificationKey { alg, origin: KeyOrigin::Pem { kid: pem::key_id(&block.der) }, key })
 }
 
 /// Checks an RSA key parses and is large enough.

@@ -32,7 +32,6 @@ mod dev;
 mod error;
 mod jwks;
 mod keys;
-mod pem;
 mod role;
 #[cfg(test)]
 mod tests;

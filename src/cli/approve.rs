@@ -1,14 +1,100 @@
 //! `berth approve`: ask Berth's auth API for an approval of one request, from a file
 //! or from the cluster, and hand back the token (or the request with it filled in).
 
+use std::path::PathBuf;
+
 use axum::body::Bytes;
+use clap::Args;
 use kube::ResourceExt;
 
-use super::https::{Connection, Endpoint, HttpsError, client_config};
+use super::{
+    Inputs,
+    https::{Connection, Endpoint, HttpsError, client_config},
+    read_file,
+};
 use crate::{
     api::{EnvironmentRequest, environment_request::Approval},
-    webhook::approvals::{ApiError, ApprovalGranted, ApprovalRequest},
+    approval::wire::{ApiError, ApprovalGranted, ApprovalRequest},
 };
+
+/// Flags of `berth approve`.
+#[derive(Args)]
+pub struct ApproveArgs {
+    /// A file holding the EnvironmentRequest to approve.
+    #[arg(short = 'f', long = "filename", value_name = "FILE", conflicts_with = "name")]
+    file: Option<PathBuf>,
+    /// Name of an existing EnvironmentRequest to approve (read from the cluster).
+    #[arg(value_name = "NAME", required_unless_present = "file")]
+    name: Option<String>,
+    /// Namespace of the request (overrides the file's).
+    #[arg(short = 'n', long)]
+    namespace: Option<String>,
+    /// Berth's auth API.
+    #[arg(long, env = "BERTH_URL", default_value = "https://127.0.0.1:8443")]
+    server: String,
+    /// CA certificate (PEM) that signed Berth's serving certificate.
+    #[arg(long, env = "BERTH_CA_FILE")]
+    ca_file: PathBuf,
+    /// File holding your bearer token for the auth API.
+    #[arg(long, env = "BERTH_TOKEN_FILE")]
+    token_file: PathBuf,
+    /// `token` prints the token; `yaml` prints the request with it in spec.approval.
+    #[arg(short = 'o', long, default_value = "token", value_parser = ["token", "yaml"])]
+    output: String,
+}
+
+/// `berth approve`: reads the request (file or cluster), asks for the approval and
+/// prints the token or the approved request.
+pub fn approve(args: &ApproveArgs) -> Result<(), String> {
+    let bearer = String::from_utf8(read_file(&args.token_file)?)
+        .map_err(|_| format!("{} does not hold a text token", args.token_file.display()))?;
+    let server =
+        Server { url: args.server.clone(), ca_pem: read_file(&args.ca_file)?, bearer: bearer.trim().to_owned() };
+    super::runtime()?.block_on(async {
+        let mut request: EnvironmentRequest = match (&args.file, &args.name) {
+            (Some(file), _) => {
+                let inputs = Inputs::read(std::slice::from_ref(file)).map_err(|e| e.to_string())?;
+                match <[EnvironmentRequest; 1]>::try_from(inputs.requests) {
+                    Ok([request]) => request,
+                    Err(found) => {
+                        return Err(format!(
+                            "{} holds {} EnvironmentRequests; approve exactly one",
+                            file.display(),
+                            found.len()
+                        ));
+                    }
+                }
+            }
+            (None, Some(name)) => {
+                let client = kube::Client::try_default().await.map_err(|e| format!("cannot reach the cluster: {e}"))?;
+                let namespace = args.namespace.clone().unwrap_or_else(|| client.default_namespace().to_owned());
+                kube::Api::<EnvironmentRequest>::namespaced(client, &namespace)
+                    .get(name)
+                    .await
+                    .map_err(|e| format!("cannot read EnvironmentRequest {namespace}/{name}: {e}"))?
+            }
+            (None, None) => return Err("give a file (-f) or the name of a request".to_owned()),
+        };
+        if let Some(namespace) = &args.namespace {
+            request.metadata.namespace = Some(namespace.clone());
+        }
+        let granted = request_approval(&server, &request).await.map_err(|e| e.to_string())?;
+        eprintln!(
+            "approved {}/{} as {} (spec {})",
+            request.namespace().unwrap_or_default(),
+            request.name_any(),
+            granted.approver,
+            granted.digest
+        );
+        if args.output == "yaml" {
+            let approved = with_approval(&request, &granted.token);
+            print!("{}", serde_yaml::to_string(&approved).map_err(|e| e.to_string())?);
+        } else {
+            println!("{}", granted.token);
+        }
+        Ok(())
+    })
+}
 
 /// Why no approval came back. The server's refusal is passed on as it was written.
 #[derive(Debug, thiserror::Error)]

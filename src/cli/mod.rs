@@ -1,113 +1,73 @@
-//! `berth render` and `berth diff`: what Berth would commit for some objects,
-//! and how that differs from a GitOps checkout — for review before it happens.
+//! The `berth` command: its subcommands and their flags, one file per group. The
+//! binary (`src/bin/berth.rs`) only parses and dispatches; each command's body is here.
+//!
+//! - [`run`]: `berth run`, the operator (its flags are [`crate::operator::RunArgs`])
+//! - [`crdgen`]: `berth crdgen`
+//! - [`render`]: `berth render` and `berth diff`, over objects read by [`Inputs`]
+//! - [`approve`]: `berth approve`, a client of the auth API (over [`https`])
+//! - [`token`]: `berth token`
+//! - [`webhook_config`]: `berth webhook-config`
+//! - [`dev`]: `berth dev-credentials`
 
 pub mod approve;
+pub mod crdgen;
 pub mod dev;
 pub mod https;
 mod inputs;
+pub mod render;
+pub mod run;
+pub mod token;
+pub mod webhook_config;
 
-use std::{
-    collections::BTreeMap,
-    path::{Path, PathBuf},
-};
+use std::path::Path;
 
-use kube::ResourceExt;
+use clap::{Parser, Subcommand};
 
-use crate::{
-    gitops::layout,
-    render::{self, RenderOptions},
-};
 pub use inputs::{InputError, Inputs};
+pub use render::{CliError, diff_tree, print_tree, rendered_tree, write_tree};
 
-/// Why `berth render` or `berth diff` stopped.
-#[derive(Debug, thiserror::Error)]
-pub enum CliError {
-    #[error(transparent)]
-    Input(#[from] InputError),
-    #[error("request {request}: {source}")]
-    Render { request: String, source: render::RenderError },
-    #[error("request {request}: {source}")]
-    Layout { request: String, source: layout::LayoutError },
-    #[error("cannot write {path}: {source}")]
-    Write { path: PathBuf, source: std::io::Error },
-    #[error("cannot read {path}: {source}")]
-    ReadCheckout { path: PathBuf, source: std::io::Error },
-    #[error("no EnvironmentRequest in the given files; nothing to render")]
-    NothingToRender,
+use crate::operator::RunArgs;
+
+/// The `berth` command line.
+#[derive(Parser)]
+#[command(name = "berth", version, about = "Self-service environments on Kubernetes, committed to GitOps")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
 }
 
-/// Every file Berth would commit for the requests in `inputs`: repository path → YAML.
-pub fn rendered_tree(inputs: &Inputs, options: &RenderOptions) -> Result<BTreeMap<String, String>, CliError> {
-    if inputs.requests.is_empty() {
-        return Err(CliError::NothingToRender);
-    }
-    let mut tree = BTreeMap::new();
-    for request in &inputs.requests {
-        let key = format!("{}/{}", request.namespace().unwrap_or_default(), request.name_any());
-        let (class, tenant) = inputs.class_and_tenant_for(request)?;
-        let environment = render::render(class, tenant, request, options)
-            .map_err(|source| CliError::Render { request: key.clone(), source })?;
-        let folder = layout::environment_path(&environment.cluster, &environment.tenant, &request.name_any())
-            .map_err(|source| CliError::Layout { request: key.clone(), source })?;
-        for (file, yaml) in environment.files {
-            tree.insert(format!("{folder}/{file}"), yaml);
-        }
-    }
-    Ok(tree)
+/// Berth's subcommands.
+#[derive(Subcommand)]
+pub enum Command {
+    /// Run the operator: the controllers, the GitOps writer and /metrics /healthz /readyz.
+    Run(Box<RunArgs>),
+    /// Write Berth's CustomResourceDefinitions as YAML files (one per kind).
+    Crdgen(crdgen::CrdgenArgs),
+    /// Print (or write) exactly what Berth would commit for the EnvironmentRequests
+    /// in the given files, rendered with the classes and tenants found beside them.
+    Render(render::RenderArgs),
+    /// Show how what Berth would commit differs from a GitOps checkout; exits 1
+    /// when they differ, 0 when the checkout already matches.
+    Diff(render::DiffArgs),
+    /// Get an approval for an EnvironmentRequest from Berth's auth API (you must be an
+    /// approver of its class, and not its creator). Prints the token, or the request
+    /// with the token filled in (`-o yaml`), ready for `kubectl apply -f -`.
+    Approve(Box<approve::ApproveArgs>),
+    /// Mint a bearer token for the auth API from the local-development HS256 secret.
+    Token(token::TokenArgs),
+    /// Print the Validating- and MutatingWebhookConfiguration that register Berth's webhook.
+    WebhookConfig(webhook_config::WebhookConfigArgs),
+    /// Write a CA, serving certificate, approval signing key and auth secret for a local
+    /// Berth (development only).
+    DevCredentials(dev::DevCredentialsArgs),
 }
 
-/// Prints the tree as one YAML stream, each document headed by its path.
-pub fn print_tree(tree: &BTreeMap<String, String>) -> String {
-    let documents: Vec<String> = tree.iter().map(|(path, yaml)| format!("# {path}\n{yaml}")).collect();
-    documents.join("---\n")
+/// Reads a file a flag names; the error names the file.
+fn read_file(path: &Path) -> Result<Vec<u8>, String> {
+    std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
 }
 
-/// Writes the tree under `dir`, creating folders; leaves other files alone.
-pub fn write_tree(tree: &BTreeMap<String, String>, dir: &Path) -> Result<(), CliError> {
-    for (path, yaml) in tree {
-        let target = dir.join(path);
-        if let Some(parent) = target.parent() {
-            std::fs::create_dir_all(parent).map_err(|source| CliError::Write { path: parent.to_owned(), source })?;
-        }
-        std::fs::write(&target, yaml).map_err(|source| CliError::Write { path: target.clone(), source })?;
-    }
-    Ok(())
+/// A runtime for a command that talks to the network.
+fn runtime() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Runtime::new().map_err(|e| format!("cannot start the async runtime: {e}"))
 }
-
-/// A unified diff from what `checkout` holds to what Berth would commit, for every
-/// environment folder the inputs render (files Berth would delete from those
-/// folders included). Empty when the checkout already matches.
-pub fn diff_tree(tree: &BTreeMap<String, String>, checkout: &Path) -> Result<String, CliError> {
-    let mut paths: BTreeMap<String, ()> = tree.keys().map(|p| (p.clone(), ())).collect();
-    let folders: Vec<&str> = tree.keys().filter_map(|p| p.rsplit_once('/').map(|(folder, _)| folder)).collect();
-    for folder in folders {
-        let dir = checkout.join(folder);
-        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
-        for entry in entries.flatten() {
-            if entry.path().is_file() {
-                paths.insert(format!("{folder}/{}", entry.file_name().to_string_lossy()), ());
-            }
-        }
-    }
-    let mut out = String::new();
-    for path in paths.keys() {
-        let current = match std::fs::read_to_string(checkout.join(path)) {
-            Ok(text) => text,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-            Err(source) => {
-                return Err(CliError::ReadCheckout { path: checkout.join(path), source });
-            }
-        };
-        let desired = tree.get(path).map(String::as_str).unwrap_or_default();
-        if current != desired {
-            let diff = similar::TextDiff::from_lines(current.as_str(), desired);
-            out.push_str(
-                &diff.unified_diff().context_radius(3).header(&format!("a/{path}"), &format!("b/{path}")).to_string(),
-            );
-        }
-    }
-    Ok(out)
-}
-
-#[cfg(test)]
-mod tests;

@@ -8,7 +8,7 @@ use crate::{gitops::WriterHandle, index::Index, render::RenderOptions, telemetry
 /// Field manager for everything Berth writes with server-side apply.
 pub const FIELD_MANAGER: &str = "berth";
 
-pub use crate::labels::FINALIZER;
+pub use crate::api::labels::FINALIZER;
 
 /// What was last committed for each GitOps folder, so a reconcile whose rendering
 /// has not changed skips the writer (no fetch, no batch window). Entries age out,

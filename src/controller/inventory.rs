@@ -16,7 +16,7 @@ use std::{
 
 use tokio::sync::watch;
 
-use crate::{gitops::EnvironmentFolder, labels};
+use crate::{api::labels, gitops::EnvironmentFolder};
 
 /// The rendered file that names the request a folder belongs to (every rendered
 /// object carries the `berth.dev/request` annotation; the Namespace always exists).

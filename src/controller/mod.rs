@@ -32,9 +32,9 @@ pub use context::{Context, FIELD_MANAGER, FINALIZER};
 pub use error::Error;
 
 use crate::{
+    api::labels,
     api::{EnvironmentClass, EnvironmentRequest, Tenant},
     index::{Feeds, Index},
-    labels,
     telemetry::{Controller as Kind, Outcome, ReadinessCheck},
 };
 

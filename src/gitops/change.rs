@@ -5,13 +5,31 @@
 //! again on top of whatever others pushed meanwhile. That is what makes
 //! fetch-and-retry safe and lets unpushed changes survive a failed batch.
 
-use std::collections::BTreeMap;
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
 
+use git2::Oid;
 use sha2::{Digest, Sha256};
 
 use super::layout::RepoPath;
-use super::message::ChangeReason;
-use super::tree::WrittenFolders;
+
+/// Why a change is made: which request, at which generation, in a few words.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChangeReason {
+    /// The requesting object, `namespace/name`.
+    pub request: String,
+    /// `metadata.generation` of the object the change was rendered from.
+    pub generation: Option<i64>,
+    /// One line for humans, e.g. "provision from class small".
+    pub summary: String,
+}
+
+impl ChangeReason {
+    /// Convenience constructor.
+    pub fn new(request: impl Into<String>, generation: Option<i64>, summary: impl Into<String>) -> Self {
+        Self { request: request.into(), generation, summary: summary.into() }
+    }
+}
 
 /// What to do with a folder.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,6 +56,12 @@ pub(crate) struct Change {
     pub(crate) operation: Operation,
     pub(crate) reason: ChangeReason,
 }
+
+/// Folder trees already written for owed changes, by path (`None`: a put without
+/// files). A retry after a lost race then writes only the trees on the way to them,
+/// which keeps the fetch-to-push window short. Valid while the clone that holds the
+/// objects lives; the owner drops an entry when the change at that path is replaced.
+pub(crate) type WrittenFolders = RefCell<HashMap<RepoPath, Option<Oid>>>;
 
 /// Changes not yet on the remote, in arrival order.
 ///
@@ -122,7 +146,6 @@ impl ChangeSet {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use git2::Oid;
 
     fn change(path: &str, op: Operation) -> Change {
         Change {

@@ -11,24 +11,6 @@ const MAX_SUMMARY: usize = 200;
 /// Longest request key kept in a trailer.
 const MAX_REQUEST: usize = 320;
 
-/// Why a change is made: which request, at which generation, in a few words.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ChangeReason {
-    /// The requesting object, `namespace/name`.
-    pub request: String,
-    /// `metadata.generation` of the object the change was rendered from.
-    pub generation: Option<i64>,
-    /// One line for humans, e.g. "provision from class small".
-    pub summary: String,
-}
-
-impl ChangeReason {
-    /// Convenience constructor.
-    pub fn new(request: impl Into<String>, generation: Option<i64>, summary: impl Into<String>) -> Self {
-        Self { request: request.into(), generation, summary: summary.into() }
-    }
-}
-
 /// Formats the message for a commit that applies `changes`.
 pub(crate) fn commit_message(changes: &[Change]) -> String {
     let mut message = subject(changes);
@@ -128,7 +110,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
-    use crate::gitops::change::Operation;
+    use crate::gitops::change::{ChangeReason, Operation};
     use crate::gitops::layout::RepoPath;
 
     fn change(path: &str, op: Operation, request: &str, generation: Option<i64>, summary: &str) -> Change {

@@ -86,12 +86,12 @@ use std::collections::BTreeMap;
 
 use tokio::sync::{mpsc, oneshot};
 
+pub use change::ChangeReason;
 pub use config::{PushMode, RetryPolicy, WriterConfig};
 pub use credentials::{Credentials, Secret};
 pub use error::{Error, FailureKind, GitFailure, GitOp};
 pub use inventory::EnvironmentFolder;
 pub use layout::{LayoutError, RepoPath, environment_path};
-pub use message::ChangeReason;
 pub use metrics::GitOpsMetrics;
 pub use publish::{CommitId, CommitOutcome};
 pub use redact::redact_userinfo;

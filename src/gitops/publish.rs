@@ -357,7 +357,7 @@ fn apply_on(
     repo: &Repository,
     commit: Option<Oid>,
     changes: &[Change],
-    written: &tree::WrittenFolders,
+    written: &super::change::WrittenFolders,
 ) -> Result<(Oid, Option<Oid>), git2::Error> {
     let base_tree = commit.map(|id| repo.find_commit(id).map(|c| c.tree_id())).transpose()?;
     let tree = tree::apply(repo, base_tree, changes, written)?;

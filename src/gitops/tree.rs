@@ -5,19 +5,12 @@
 //! `index.add_all` would hash every file and writing a tree from the index reads the
 //! whole tree on every commit (a lesson from peers). No working tree is checked out.
 
-use std::cell::RefCell;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use git2::{FileMode, ObjectType, Oid, Repository};
 
-use super::change::{Change, Operation};
+use super::change::{Change, Operation, WrittenFolders};
 use super::layout::RepoPath;
-
-/// Folder trees already written for owed changes, by path (`None`: a put without
-/// files). A retry after a lost race then writes only the trees on the way to them,
-/// which keeps the fetch-to-push window short. Valid while the clone that holds the
-/// objects lives; the owner drops an entry when the change at that path is replaced.
-pub(crate) type WrittenFolders = RefCell<HashMap<RepoPath, Option<Oid>>>;
 
 /// What a folder becomes before the changes below it are applied.
 enum Replacement<'a> {
@@ -126,8 +119,8 @@ fn write_files(repo: &Repository, files: &BTreeMap<String, Vec<u8>>) -> Result<O
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::gitops::change::ChangeReason;
     use crate::gitops::layout::RepoPath;
-    use crate::gitops::message::ChangeReason;
 
     fn put(path: &str, files: &[(&str, &str)]) -> Change {
         Change {

@@ -38,8 +38,7 @@ pub use watch::WATCH_BACKOFF_MAX;
 pub use watched::{Feed, Watched};
 
 use crate::{
-    api::{EnvironmentClass, EnvironmentRequest, Tenant},
-    labels,
+    api::{EnvironmentClass, EnvironmentRequest, Tenant, labels},
     telemetry::{WatchReport, Watches},
 };
 use groups::Groups;

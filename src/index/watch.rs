@@ -200,7 +200,7 @@ mod tests {
             annotations: Some(
                 [
                     (LAST_APPLIED.to_owned(), "{\"big\": \"copy\"}".to_owned()),
-                    (crate::labels::REQUEST_ANNOTATION.to_owned(), "team/web".to_owned()),
+                    (crate::api::labels::REQUEST_ANNOTATION.to_owned(), "team/web".to_owned()),
                 ]
                 .into(),
             ),
@@ -210,6 +210,6 @@ mod tests {
         assert_eq!(meta.managed_fields, None);
         let annotations = meta.annotations.unwrap_or_default();
         assert_eq!(annotations.len(), 1);
-        assert_eq!(annotations.get(crate::labels::REQUEST_ANNOTATION).map(String::as_str), Some("team/web"));
+        assert_eq!(annotations.get(crate::api::labels::REQUEST_ANNOTATION).map(String::as_str), Some("team/web"));
     }
 }

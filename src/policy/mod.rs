@@ -1,6 +1,7 @@
 //! Pure policy rules shared by the controllers and the admission webhook:
 //! one implementation, two callers.
 
+pub mod approval;
 pub mod budget;
 pub mod class;
 pub mod references;

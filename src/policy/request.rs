@@ -9,9 +9,10 @@ use kube::ResourceExt;
 use super::budget::BudgetExceeded;
 use crate::{
     api::environment_request::EnvironmentRequestSpec,
+    api::labels,
     api::{EnvironmentClass, EnvironmentRequest, Tenant, conditions::reasons},
     approval::{Rejection, Target, VerifiedApproval, Verifier},
-    labels, render,
+    render,
 };
 
 /// Why a request may not be provisioned. Every message says what to do about it.

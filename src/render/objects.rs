@@ -14,11 +14,11 @@ use kube::ResourceExt;
 
 use super::Validated;
 use crate::{
+    api::labels,
     api::{
         environment_class::{NetworkPolicyMode, PodSecurityLevel},
         tenant::{self, SubjectKind},
     },
-    labels,
 };
 
 /// Labels on every object of the environment; drift and cleanup select by them.

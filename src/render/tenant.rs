@@ -10,10 +10,7 @@ use k8s_openapi::{
 };
 use kube::{Resource, ResourceExt};
 
-use crate::{
-    api::{Tenant, tenant::SubjectKind},
-    labels,
-};
+use crate::api::{Tenant, labels, tenant::SubjectKind};
 
 /// Role members get in the request namespace: ask for environments and follow them.
 pub const REQUESTER_ROLE: &str = "berth-requester";

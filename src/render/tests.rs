@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 
 use super::*;
 use crate::{
+    api::labels,
     api::{GoDuration, tenant::Subject},
-    labels,
 };
 
 fn repo_file(relative: &str) -> PathBuf {

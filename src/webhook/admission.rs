@@ -14,10 +14,10 @@ use kube::{
 use serde::de::DeserializeOwned;
 
 use crate::{
+    api::labels,
     api::{EnvironmentRequest, Rollout, Tenant},
     approval::Verifier,
     index::Index,
-    labels,
     policy::{
         budget,
         references::{self, Conflict},

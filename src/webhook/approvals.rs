@@ -10,60 +10,17 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use k8s_openapi::jiff::Timestamp;
-use kube::ResourceExt;
-use serde::{Deserialize, Serialize};
 
-use super::server::WebhookState;
+use super::state::WebhookState;
 use crate::{
-    api::environment_request::EnvironmentRequestSpec,
-    approval::{Approver, RequestRef, digest::spec_digest},
+    approval::{
+        Approver, RequestRef,
+        digest::spec_digest,
+        wire::{ApiError, ApprovalGranted, ApprovalRequest},
+    },
     auth::{Caller, Role},
-    policy::request::creator,
+    policy::approval::{ApproverRefusal, may_approve},
 };
-
-/// What the caller wants approved: the request as it will be (or was) applied.
-#[derive(Debug, Deserialize, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ApprovalRequest {
-    /// The request's namespace.
-    pub namespace: String,
-    /// The request's name.
-    pub name: String,
-    /// Its spec; the approval covers exactly this (its `approval` field aside).
-    pub spec: EnvironmentRequestSpec,
-}
-
-/// A granted approval.
-#[derive(Deserialize, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ApprovalGranted {
-    /// The token to put in `spec.approval.token`.
-    pub token: String,
-    /// Who approved.
-    pub approver: String,
-    /// Digest of the approved spec.
-    pub digest: String,
-}
-
-impl std::fmt::Debug for ApprovalGranted {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // The token is a bearer credential for the request: never print it.
-        f.debug_struct("ApprovalGranted")
-            .field("token", &"[redacted]")
-            .field("approver", &self.approver)
-            .field("digest", &self.digest)
-            .finish()
-    }
-}
-
-/// A refusal, as JSON: a stable reason code and a sentence for people.
-#[derive(Debug, Deserialize, Serialize)]
-pub struct ApiError {
-    /// Machine-readable reason, e.g. `NotAnApprover`.
-    pub reason: String,
-    /// What went wrong and what to do.
-    pub message: String,
-}
 
 fn refuse(status: StatusCode, reason: &str, message: String) -> Response {
     (status, Json(ApiError { reason: reason.to_owned(), message })).into_response()
@@ -125,32 +82,13 @@ pub async fn create(State(state): State<WebhookState>, headers: HeaderMap, body:
         let message = format!("EnvironmentClass {:?} does not exist", asked.spec.class);
         return refused(StatusCode::UNPROCESSABLE_ENTITY, "ClassNotFound", message);
     };
-    let policy = &class.spec.approval;
-    if !policy.required {
-        let message = format!("class {:?} does not need an approval; apply the request as it is", class.name_any());
-        return refused(StatusCode::UNPROCESSABLE_ENTITY, "ApprovalNotRequired", message);
-    }
-    if !caller.groups.iter().any(|g| policy.approver_groups.contains(g)) {
-        let message = format!(
-            "{} is in groups {:?}, none of which approves class {:?} (approver groups: {:?})",
-            caller.subject,
-            caller.groups,
-            class.name_any(),
-            policy.approver_groups
-        );
-        return refused(StatusCode::FORBIDDEN, "NotInApproverGroups", message);
-    }
-    // Four eyes: when the request already exists, its recorded creator may not approve
-    // it. (For a request not yet applied, admission makes the same check.)
     let existing = state.index.request(&asked.namespace, &asked.name);
-    if let Some(existing) = existing
-        && creator(&existing) == Some(caller.subject.as_str())
-    {
-        let message = format!(
-            "{} created {target} and cannot approve it; someone else in {:?} must",
-            caller.subject, policy.approver_groups
-        );
-        return refused(StatusCode::FORBIDDEN, "SelfApproval", message);
+    if let Err(refusal) = may_approve(&caller.subject, &caller.groups, &class, &target, existing.as_deref()) {
+        let status = match refusal {
+            ApproverRefusal::NotRequired { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            ApproverRefusal::NotInApproverGroups { .. } | ApproverRefusal::SelfApproval { .. } => StatusCode::FORBIDDEN,
+        };
+        return refused(status, refusal.reason(), refusal.to_string());
     }
     let approver = Approver { subject: caller.subject.clone(), groups: caller.groups.clone() };
     let request = RequestRef { namespace: asked.namespace.clone(), name: asked.name.clone() };

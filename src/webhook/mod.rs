@@ -1,7 +1,7 @@
 //! The admission webhook and auth API, served over HTTPS.
 //!
 //! - [`admission`]: pure decisions (review + view of the cluster → response)
-//! - [`server`] and [`approvals`]: the HTTP surface
+//! - [`server`] and [`approvals`]: the HTTP surface, sharing [`state::WebhookState`]
 //! - [`configuration`]: the Validating/MutatingWebhookConfiguration that register it
 //! - [`tls`]: HTTPS with certificates reloaded when they change on disk
 pub mod admission;
@@ -10,8 +10,10 @@ pub mod configuration;
 pub mod metrics;
 pub mod server;
 pub mod settings;
+pub mod state;
 pub mod tls;
 
 pub use admission::Kind;
-pub use server::{WebhookState, parse_review, router};
+pub use server::{parse_review, router};
 pub use settings::WebhookArgs;
+pub use state::WebhookState;

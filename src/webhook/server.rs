@@ -6,7 +6,7 @@
 //! - `POST /v1/approvals` — an approver asks Berth to sign an approval
 //! - `GET /healthz`
 
-use std::{sync::Arc, time::Instant};
+use std::time::Instant;
 
 use axum::{
     Router,
@@ -25,32 +25,12 @@ use kube::core::{
 use super::{
     admission::{self, Checks, Kind},
     approvals,
-    metrics::WebhookMetrics,
-};
-use crate::{
-    approval::{Issuer, Verifier},
-    auth::BearerVerifier,
-    index::Index,
+    state::WebhookState,
 };
 
 /// Largest review or approval body accepted. The apiserver caps objects at ~1.5 MiB;
 /// an AdmissionReview carries the object twice on UPDATE.
 const MAX_BODY: usize = 4 * 1024 * 1024;
-
-/// Everything the handlers need.
-#[derive(Clone)]
-pub struct WebhookState {
-    /// What admission reads about the cluster.
-    pub index: Arc<Index>,
-    /// Verifies approval tokens; `None` refuses every approval class.
-    pub verifier: Option<Arc<Verifier>>,
-    /// Signs approvals; `None` turns `POST /v1/approvals` off (503).
-    pub issuer: Option<Arc<Issuer>>,
-    /// Authenticates callers of the auth API; `None` turns it off (503).
-    pub bearer: Option<Arc<BearerVerifier>>,
-    /// Admission counters and latency.
-    pub metrics: Option<WebhookMetrics>,
-}
 
 /// The webhook's routes.
 pub fn router(state: WebhookState) -> Router {

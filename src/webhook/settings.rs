@@ -7,7 +7,8 @@ use tokio::{net::TcpListener, task::JoinHandle};
 
 use super::{
     metrics::WebhookMetrics,
-    server::{WebhookState, router},
+    server::router,
+    state::WebhookState,
     tls::{self, ReloadingCertificate, TlsFiles},
 };
 use crate::{

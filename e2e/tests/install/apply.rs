@@ -56,7 +56,7 @@ async fn the_charts_output_is_accepted_by_the_apiserver_for_each_way_to_install(
     assert!(labelled.success, "{}", labelled.stderr);
 
     let remote = "gitops.remote=https://git.example.com/platform/gitops.git";
-    let ca = berth::webhook::tls::self_signed(&["berth-helm.berth-helm.svc"]).expect("certificate").ca_pem;
+    let ca = berth::cli::dev::self_signed(&["berth-helm.berth-helm.svc"]).expect("certificate").ca_pem;
     let manual_ca = format!("webhook.caBundle={ca}");
     let own_argocd = format!("argocd.namespace={namespace}");
     let variants: [&[&str]; 3] = [

@@ -148,7 +148,7 @@ fn both_register_exactly_the_webhooks_berth_serves() {
 
     // Without cert-manager the chart takes the CA itself; without the webhook it
     // registers nothing and runs none.
-    let ca = berth::webhook::tls::self_signed(&["berth.berth-system.svc"]).expect("certificate").ca_pem;
+    let ca = berth::cli::dev::self_signed(&["berth.berth-system.svc"]).expect("certificate").ca_pem;
     let manual = chart(&["--set", "webhook.certManager.enabled=false", "--set", &format!("webhook.caBundle={ca}")]);
     assert!(!manual.iter().any(|o| o["apiVersion"].as_str().is_some_and(|v| v.starts_with("cert-manager.io"))));
     let bundle =
@@ -199,7 +199,7 @@ fn every_setting_the_manifests_pass_is_one_berth_reads() {
 #[test]
 fn helm_lint_passes_for_each_way_to_install() {
     let remote = "gitops.remote=https://git.example.com/platform/gitops.git";
-    let ca = berth::webhook::tls::self_signed(&["berth.berth-system.svc"]).expect("certificate").ca_pem;
+    let ca = berth::cli::dev::self_signed(&["berth.berth-system.svc"]).expect("certificate").ca_pem;
     let manual_ca = format!("webhook.caBundle={ca}");
     let variants: [&[&str]; 4] = [
         &[],

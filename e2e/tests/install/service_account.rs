@@ -244,8 +244,8 @@ spec:
     };
     let ready = wait_for(Duration::from_secs(60), "the request to be Ready", log, phase(Phase::Ready)).await;
     let annotations = ready.metadata.annotations.clone().unwrap_or_default();
-    assert_eq!(annotations.get(berth::labels::CREATED_BY_ANNOTATION).map(String::as_str), Some("alice"));
-    assert!(ready.metadata.finalizers.iter().flatten().any(|f| f == berth::labels::FINALIZER));
+    assert_eq!(annotations.get(berth::api::labels::CREATED_BY_ANNOTATION).map(String::as_str), Some("alice"));
+    assert!(ready.metadata.finalizers.iter().flatten().any(|f| f == berth::api::labels::FINALIZER));
     let status = ready.status.clone().unwrap_or_default();
     let path = status.gitops.and_then(|g| g.path).unwrap_or_default();
     assert_eq!(path, format!("clusters/in-cluster/tenants/{tenant}/web"));

@@ -13,23 +13,10 @@ use kube::Client;
 use kube_lease_manager::{LeaseManager, LeaseManagerBuilder, LeaseManagerError};
 use tokio::{sync::watch, task::JoinHandle};
 
+use super::args::ElectionArgs;
+
 /// Name of the Lease the replicas compete for.
 pub const LEASE_NAME: &str = "berth-leader";
-
-/// Settings of the election.
-#[derive(Clone, Debug, clap::Args)]
-pub struct ElectionArgs {
-    /// Namespace of the `berth-leader` Lease. Set it (the Deployment sets it to the
-    /// pod's namespace) to run several replicas; unset, this process assumes it is the
-    /// only one and runs the controllers at once.
-    #[arg(long, env = "BERTH_LEADER_ELECTION_NAMESPACE")]
-    pub leader_election_namespace: Option<String>,
-    /// How long the lease holds without renewal, in seconds. A standby takes over this
-    /// long after a leader dies; the leader renews a third of it before the end.
-    #[arg(long, env = "BERTH_LEADER_LEASE_SECONDS", default_value_t = 15,
-          value_parser = clap::value_parser!(u64).range(3..=3600))]
-    pub leader_lease_seconds: u64,
-}
 
 /// Why the election could not run.
 #[derive(Debug, thiserror::Error)]

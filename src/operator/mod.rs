@@ -1,78 +1,29 @@
 //! `berth run`: wires telemetry, the GitOps writer and the controllers together,
 //! serves /metrics /healthz /readyz, and on SIGTERM/SIGINT stops the controllers
 //! and flushes pending commits before exiting.
+//!
+//! - [`args`]: the flags of `berth run` (the webhook's are `webhook::WebhookArgs`)
+//! - [`leader`]: Lease-based leader election among replicas
 
-use std::{future::Future, net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
+pub mod args;
+pub mod leader;
+
+use std::{future::Future, sync::Arc, time::Duration};
 
 use futures::FutureExt;
 use kube::Client;
 
 use crate::{
     controller::{self, Context},
-    gitops::{self, Credentials, GitOpsMetrics, PushMode, Writer, WriterConfig},
+    gitops::{self, GitOpsMetrics, Writer},
     index::{self, Index},
-    leader::{self, Candidacy, ElectionArgs},
     render::RenderOptions,
     telemetry::{self, Metrics, Readiness, ServerState},
-    webhook::{self, WebhookArgs},
+    webhook,
 };
 
-/// Settings of `berth run`; every one can come from the environment, and every
-/// secret from a file.
-#[derive(Debug, Clone, clap::Args)]
-pub struct RunArgs {
-    /// GitOps repository Argo CD watches (https://, ssh:// or file://; no credentials in it).
-    #[arg(long, env = "BERTH_GITOPS_REMOTE")]
-    pub gitops_remote: String,
-    /// Branch Argo CD watches.
-    #[arg(long, env = "BERTH_GITOPS_BRANCH", default_value = "main")]
-    pub gitops_branch: String,
-    /// Folder for Berth's clone of the repository (disposable).
-    #[arg(long, env = "BERTH_GITOPS_WORKDIR", default_value = "/var/lib/berth/gitops")]
-    pub gitops_workdir: PathBuf,
-    /// Push straight to the branch (`direct`) or to a promotion branch per change (`pull-request`).
-    #[arg(long, env = "BERTH_GITOPS_MODE", default_value = "direct", value_parser = ["direct", "pull-request"])]
-    pub gitops_mode: String,
-    /// Prefix of promotion branches in pull-request mode.
-    #[arg(long, env = "BERTH_GITOPS_BRANCH_PREFIX", default_value = "berth/")]
-    pub gitops_branch_prefix: String,
-    /// User name sent with the https token.
-    #[arg(long, env = "BERTH_GITOPS_USERNAME", default_value = "berth")]
-    pub gitops_username: String,
-    /// File holding the https token.
-    #[arg(long, env = "BERTH_GITOPS_TOKEN_FILE")]
-    pub gitops_token_file: Option<PathBuf>,
-    /// File holding the ssh private key.
-    #[arg(long, env = "BERTH_GITOPS_SSH_KEY_FILE")]
-    pub gitops_ssh_key_file: Option<PathBuf>,
-    /// File holding the ssh key's passphrase.
-    #[arg(long, env = "BERTH_GITOPS_SSH_PASSPHRASE_FILE")]
-    pub gitops_ssh_passphrase_file: Option<PathBuf>,
-    /// How long changes are collected into one commit under load, in milliseconds (a
-    /// lone change is committed after a 10 ms settle).
-    #[arg(long, env = "BERTH_GITOPS_BATCH_WINDOW_MS", default_value_t = 200)]
-    pub gitops_batch_window_ms: u64,
-    /// Most EnvironmentRequest reconciles in flight at once. Bounds memory and
-    /// apiserver connections during a burst; the GitOps writer still batches them.
-    #[arg(long, env = "BERTH_MAX_CONCURRENT_RECONCILES", default_value_t = 64)]
-    pub max_concurrent_reconciles: u16,
-    /// Seconds a watch may fail to re-establish (apiserver down, RBAC revoked) before
-    /// this replica reports unready on /readyz.
-    #[arg(long, env = "BERTH_WATCH_UNHEALTHY_AFTER_SECONDS", default_value_t = 30)]
-    pub watch_unhealthy_after_seconds: u64,
-    /// Namespace Argo CD watches for Applications.
-    #[arg(long, env = "BERTH_ARGOCD_NAMESPACE", default_value = "argocd")]
-    pub argocd_namespace: String,
-    /// Address for /metrics, /healthz and /readyz.
-    #[arg(long, env = "BERTH_LISTEN", default_value = "0.0.0.0:8080")]
-    pub listen: SocketAddr,
-    /// Admission webhook, approvals and auth API.
-    #[command(flatten)]
-    pub webhook: WebhookArgs,
-    /// Leader election among replicas.
-    #[command(flatten)]
-    pub election: ElectionArgs,
-}
+pub use args::{ElectionArgs, RunArgs};
+use leader::Candidacy;
 
 /// Why `berth run` could not start or stopped badly.
 #[derive(Debug, thiserror::Error)]
@@ -95,24 +46,6 @@ pub enum RunError {
     Election(#[from] leader::ElectionError),
     #[error("lost the leader lease; exiting so that this replica restarts as a standby")]
     LostLease,
-}
-
-impl RunArgs {
-    fn writer_config(&self) -> Result<WriterConfig, gitops::Error> {
-        let mut config = WriterConfig::new(&self.gitops_workdir, &self.gitops_remote, &self.gitops_branch);
-        config.batch_window = Duration::from_millis(self.gitops_batch_window_ms);
-        if self.gitops_mode == "pull-request" {
-            config.mode = PushMode::PullRequest { branch_prefix: self.gitops_branch_prefix.clone() };
-        }
-        config.credentials = match (&self.gitops_token_file, &self.gitops_ssh_key_file) {
-            (Some(token), _) => Credentials::token_from_file(self.gitops_username.clone(), token)?,
-            (None, Some(key)) => {
-                Credentials::ssh_key_from_files(key.clone(), self.gitops_ssh_passphrase_file.as_deref())?
-            }
-            (None, None) => Credentials::None,
-        };
-        Ok(config)
-    }
 }
 
 /// How long an API call may wait to connect.

@@ -1,5 +1,4 @@
-//! HTTPS for the admission webhook and the auth API, with a serving certificate that is reloaded
-//! from disk without a restart.
+//! The serving certificate, reloaded from disk without a restart.
 //!
 //! The certificate and key are files: a Kubernetes Secret mounted into the pod (cert-manager or
 //! a hand-made one), or files a test harness writes. [`ReloadingCertificate`] holds the current
@@ -8,65 +7,21 @@
 //! half-written file, a key that does not match the certificate) never replaces a good one: the
 //! previous pair keeps serving and a warning names the file and the reason. Connections already
 //! established keep the certificate they were handshaken with.
-//!
-//! [`serve`] runs the accept loop: each connection's TLS handshake runs in its own task with a
-//! deadline, so a slow or broken client never holds up the others, and HTTP/1.1 (with keep-alive,
-//! as the kube-apiserver uses it) and HTTP/2 are both served.
-//!
-//! [`self_signed`] makes a throwaway CA and a serving certificate signed by it, for local and
-//! end-to-end setups (the CA goes into the webhook configurations' `caBundle`).
 
 use std::{
-    fmt, fs,
-    future::Future,
-    io,
-    net::SocketAddr,
+    fmt, fs, io,
     path::{Path, PathBuf},
-    pin::pin,
     sync::{Arc, PoisonError, RwLock, Weak},
     time::{Duration, Instant, SystemTime},
 };
 
-use axum::Router;
-use hyper_util::{
-    rt::{TokioExecutor, TokioIo, TokioTimer},
-    server::conn::auto,
-    service::TowerToHyperService,
-};
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
-};
 use rustls::{
-    ServerConfig,
     crypto::CryptoProvider,
     pki_types::CertificateDer,
     server::{ClientHello, ResolvesServerCert},
     sign::CertifiedKey,
 };
 use sha2::{Digest, Sha256};
-use tokio::{
-    net::{TcpListener, TcpStream},
-    sync::watch,
-    task::JoinSet,
-};
-use tokio_rustls::TlsAcceptor;
-
-/// How long a client has to complete the TLS handshake before its connection is dropped.
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// How long an HTTP/1.1 client has to send a request's headers, counted from when the server
-/// starts waiting for them, so this is also how long a keep-alive connection may sit idle. Longer
-/// than the 90 s idle timeout of Go clients such as the kube-apiserver, so the client is the one
-/// that closes an idle connection and never races the server with a request on a closing one.
-pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(120);
-
-/// How long [`serve`] waits, once shut down, for the connections in flight to finish before
-/// dropping them.
-pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
-
-/// How long the accept loop pauses after an accept error that is not about one connection
-/// (typically out of file descriptors), so it does not spin.
-const ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
 
 /// The watcher re-reads the files at least this often even when their modification time, length
 /// and inode look unchanged (see [`ReloadingCertificate::spawn_watch`]).
@@ -95,8 +50,6 @@ pub enum TlsError {
     KeyMismatch { cert: PathBuf, key: PathBuf },
     #[error("cannot build the TLS server configuration: {0}")]
     Config(#[source] rustls::Error),
-    #[error("cannot generate a self-signed certificate: {0}")]
-    Generate(#[from] rcgen::Error),
 }
 
 /// Where the serving certificate and its key live.
@@ -356,7 +309,7 @@ async fn watch_files(weak: Weak<ReloadingCertificate>, every: Duration) {
     }
 }
 
-fn ring_provider() -> Arc<CryptoProvider> {
+pub(super) fn ring_provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
@@ -403,205 +356,4 @@ fn parse_pair(
         Err(source) => return Err(TlsError::Certificate { path: files.cert.clone(), source }),
     }
     Ok(Loaded { key: Arc::new(certified), fingerprint, digest: pair_digest(cert_pem, key_pem) })
-}
-
-/// A TLS server configuration (TLS 1.2 and 1.3, ring, no client certificates) that takes its
-/// certificate from `certs` on every handshake and offers ALPN `h2` and `http/1.1`.
-pub fn server_config(certs: Arc<ReloadingCertificate>) -> Result<Arc<ServerConfig>, TlsError> {
-    let mut config = ServerConfig::builder_with_provider(ring_provider())
-        .with_safe_default_protocol_versions()
-        .map_err(TlsError::Config)?
-        .with_no_client_auth()
-        .with_cert_resolver(certs);
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(Arc::new(config))
-}
-
-/// Serves `router` over TLS on `listener` until `shutdown` completes.
-///
-/// Every accepted connection gets its own task, which does the TLS handshake (within
-/// [`HANDSHAKE_TIMEOUT`]; failures are logged at debug) and then serves HTTP/1.1 with keep-alive
-/// or HTTP/2, whichever the client speaks. An HTTP/1.1 connection is closed once it has waited
-/// [`HEADER_READ_TIMEOUT`] for a request; an HTTP/2 connection stays open until the client closes
-/// it.
-///
-/// When `shutdown` completes the listener is closed, idle connections are closed, and the
-/// requests in flight get up to [`SHUTDOWN_GRACE`] to finish before their connections are
-/// dropped. Accept errors are logged and retried rather than returned, so this returns `Ok`
-/// after a shutdown.
-pub async fn serve(
-    listener: TcpListener,
-    router: Router,
-    config: Arc<ServerConfig>,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> io::Result<()> {
-    let acceptor = TlsAcceptor::from(config);
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder.http1().timer(TokioTimer::new()).keep_alive(true).header_read_timeout(HEADER_READ_TIMEOUT);
-    builder.http2().timer(TokioTimer::new());
-    let builder = Arc::new(builder);
-    let service = TowerToHyperService::new(router);
-    // Flipped to `true` once, on shutdown; every connection task watches it.
-    let (stopping, stop) = watch::channel(false);
-    let mut connections = JoinSet::new();
-    if let Ok(addr) = listener.local_addr() {
-        tracing::info!(%addr, "serving HTTPS");
-    }
-
-    let mut shutdown = pin!(shutdown);
-    loop {
-        let (tcp, peer) = tokio::select! {
-            biased;
-            () = &mut shutdown => break,
-            Some(joined) = connections.join_next(), if !connections.is_empty() => {
-                log_panic(joined);
-                continue;
-            }
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(error) if is_connection_error(&error) => {
-                    tracing::debug!(%error, "accept failed for one connection");
-                    continue;
-                }
-                Err(error) => {
-                    tracing::warn!(%error, "accept failed; retrying in {ACCEPT_BACKOFF:?}");
-                    tokio::select! {
-                        () = &mut shutdown => break,
-                        () = tokio::time::sleep(ACCEPT_BACKOFF) => continue,
-                    }
-                }
-            },
-        };
-        // Lower latency for small request/response exchanges; not fatal if refused.
-        let _ = tcp.set_nodelay(true);
-        connections.spawn(connection(tcp, peer, acceptor.clone(), Arc::clone(&builder), service.clone(), stop.clone()));
-    }
-
-    drop(listener);
-    tracing::info!(connections = connections.len(), "HTTPS server shutting down");
-    let _ = stopping.send(true);
-    let drain = async {
-        while let Some(joined) = connections.join_next().await {
-            log_panic(joined);
-        }
-    };
-    if tokio::time::timeout(SHUTDOWN_GRACE, drain).await.is_err() {
-        tracing::warn!(
-            connections = connections.len(),
-            "HTTPS connections still open after {SHUTDOWN_GRACE:?}; dropping them"
-        );
-    }
-    connections.shutdown().await;
-    Ok(())
-}
-
-/// One accepted connection: the TLS handshake, then HTTP until the client leaves or, after
-/// `stop` turns `true`, until the request in flight is answered.
-async fn connection(
-    tcp: TcpStream,
-    peer: SocketAddr,
-    acceptor: TlsAcceptor,
-    builder: Arc<auto::Builder<TokioExecutor>>,
-    service: TowerToHyperService<Router>,
-    mut stop: watch::Receiver<bool>,
-) {
-    let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp));
-    let tls = tokio::select! {
-        handshake = handshake => match handshake {
-            Ok(Ok(tls)) => tls,
-            Ok(Err(error)) => {
-                tracing::debug!(%peer, %error, "TLS handshake failed");
-                return;
-            }
-            Err(_) => {
-                tracing::debug!(%peer, "TLS handshake timed out after {HANDSHAKE_TIMEOUT:?}");
-                return;
-            }
-        },
-        // No request can be in flight yet.
-        () = stopped(&mut stop) => return,
-    };
-    let mut connection = pin!(builder.serve_connection(TokioIo::new(tls), service));
-    let served = tokio::select! {
-        served = connection.as_mut() => served,
-        () = stopped(&mut stop) => {
-            // Closes an idle connection now, and a busy one once its response is sent (HTTP/2:
-            // GOAWAY, then the open streams finish).
-            connection.as_mut().graceful_shutdown();
-            connection.await
-        }
-    };
-    if let Err(error) = served {
-        tracing::debug!(%peer, %error, "HTTPS connection ended with an error");
-    }
-}
-
-/// Resolves once `stop` is `true` (or its sender is gone, which also means shutting down).
-async fn stopped(stop: &mut watch::Receiver<bool>) {
-    let _ = stop.wait_for(|stop| *stop).await;
-}
-
-fn log_panic(joined: Result<(), tokio::task::JoinError>) {
-    if let Err(error) = joined
-        && error.is_panic()
-    {
-        tracing::warn!(%error, "an HTTPS connection task panicked");
-    }
-}
-
-/// Accept errors about one connection, which say nothing about the listener.
-fn is_connection_error(error: &io::Error) -> bool {
-    matches!(
-        error.kind(),
-        io::ErrorKind::ConnectionRefused | io::ErrorKind::ConnectionAborted | io::ErrorKind::ConnectionReset
-    )
-}
-
-/// A throwaway CA and a serving certificate signed by it, all PEM.
-#[derive(Clone)]
-pub struct SelfSigned {
-    /// The CA certificate: what clients trust (a webhook configuration's `caBundle`).
-    pub ca_pem: String,
-    /// The serving certificate (leaf only), for [`TlsFiles::cert`].
-    pub cert_pem: String,
-    /// The serving certificate's PKCS#8 private key, for [`TlsFiles::key`].
-    pub key_pem: String,
-}
-
-impl fmt::Debug for SelfSigned {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SelfSigned")
-            .field("ca_pem", &self.ca_pem)
-            .field("cert_pem", &self.cert_pem)
-            .field("key_pem", &"<redacted>")
-            .finish()
-    }
-}
-
-/// A new CA (ECDSA P-256) and a serving certificate signed by it for `hosts`: IP literals
-/// (`127.0.0.1`, `::1`) become IP SANs, anything else a DNS SAN (for a webhook Service,
-/// `<service>.<namespace>.svc`). The first host is also the subject's common name. `hosts`
-/// should not be empty: clients check the SANs.
-///
-/// For tests and local setups only; production certificates come from cert-manager or a Secret.
-pub fn self_signed(hosts: &[&str]) -> Result<SelfSigned, TlsError> {
-    let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
-    ca_params.distinguished_name.push(DnType::CommonName, "berth webhook CA");
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params.key_usages =
-        vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
-    let ca_key = KeyPair::generate()?;
-    let ca_cert = ca_params.self_signed(&ca_key)?;
-    let issuer = Issuer::new(ca_params, ca_key);
-
-    let mut params = CertificateParams::new(hosts.iter().map(|host| (*host).to_owned()).collect::<Vec<_>>())?;
-    params.distinguished_name.push(DnType::CommonName, hosts.first().copied().unwrap_or("berth webhook"));
-    params.is_ca = IsCa::ExplicitNoCa;
-    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-    params.use_authority_key_identifier_extension = true;
-    let key = KeyPair::generate()?;
-    let cert = params.signed_by(&key, &issuer)?;
-
-    Ok(SelfSigned { ca_pem: ca_cert.pem(), cert_pem: cert.pem(), key_pem: key.serialize_pem() })
 }

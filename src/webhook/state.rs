@@ -1,0 +1,26 @@
+//! What every handler of the webhook's HTTP surface shares: the view of the cluster,
+//! the approval keys, the caller check and the metrics.
+
+use std::sync::Arc;
+
+use super::metrics::WebhookMetrics;
+use crate::{
+    approval::{Issuer, Verifier},
+    auth::BearerVerifier,
+    index::Index,
+};
+
+/// Everything the handlers need.
+#[derive(Clone)]
+pub struct WebhookState {
+    /// What admission reads about the cluster.
+    pub index: Arc<Index>,
+    /// Verifies approval tokens; `None` refuses every approval class.
+    pub verifier: Option<Arc<Verifier>>,
+    /// Signs approvals; `None` turns `POST /v1/approvals` off (503).
+    pub issuer: Option<Arc<Issuer>>,
+    /// Authenticates callers of the auth API; `None` turns it off (503).
+    pub bearer: Option<Arc<BearerVerifier>>,
+    /// Admission counters and latency.
+    pub metrics: Option<WebhookMetrics>,
+}
