@@ -710,7 +710,7 @@ fn main() {
     report.push_str(&format!(
         "Server: the real router behind `tls::serve` (TLS 1.3, ring, ECDSA P-256 certificate) on 127.0.0.1, \
          on a **current-thread** Tokio runtime in its own OS thread — one core. Metrics on. \
-         View: reflector stores, as the webhook's caches, holding the 3 example classes, {TENANTS} tenants \
+         Index: filled by hand as the watches fill it, holding the 3 example classes, {TENANTS} tenants \
          (copies of `payments`, maxEnvironments raised to 20) and {REQUESTS} provisioned requests, 10 per tenant. \
          One Ed25519 approval key configured.\n\n\
          Clients: `berth::cli::https::Connection` (HTTP/1.1 keep-alive over TLS) on a separate multi-thread \

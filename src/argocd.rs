@@ -5,8 +5,8 @@
 //! until the root app has applied the new Application and Argo CD has compared it.
 //! Gates built on that status pass too early (a known bug class of promotion tools).
 //! So an environment is Synced only when Argo CD compared the source Berth rendered
-//! (`status.sync.comparedTo`), its last sync operation succeeded for the revision it
-//! compared, and it reports Synced and Healthy.
+//! (`status.sync.comparedTo`) and reports Synced and Healthy; while it compares the
+//! rendered source, a running or failed sync of the compared revision says why not.
 
 use serde_json::Value;
 
@@ -68,8 +68,16 @@ pub fn verdict(sync: &SyncStatus, rendered: &SyncSource) -> Verdict {
         }
         Some(_) => {}
     }
-    if let Some(operation) = &sync.operation {
-        let revision = operation.revision.as_deref().unwrap_or("?");
+    let (status, health) = (sync.status.as_deref(), sync.health.as_deref());
+    if (status, health) == (Some("Synced"), Some("Healthy")) {
+        // Whatever the last operation said: an app repo's branch that moved without
+        // changing the manifests is compared (Synced) at the new revision, and no
+        // operation runs for it.
+        return Verdict::Synced;
+    }
+    // The last operation speaks only when it is about the revision Argo CD compared.
+    if let Some(operation) = sync.operation.as_ref().filter(|o| o.revision.is_none() || o.revision == sync.revision) {
+        let revision = operation.revision.as_deref().or(sync.revision.as_deref()).unwrap_or("?");
         match operation.phase.as_deref() {
             Some("Running" | "Terminating") => {
                 return Verdict::Pending(format!("Argo CD is syncing revision {revision}"));
@@ -80,22 +88,8 @@ pub fn verdict(sync: &SyncStatus, rendered: &SyncSource) -> Verdict {
             }
             _ => {}
         }
-        if let (Some(synced), Some(compared)) = (&operation.revision, &sync.revision)
-            && synced != compared
-        {
-            return Verdict::Pending(format!(
-                "Argo CD compared revision {compared} but last synced {synced}; waiting for it to sync"
-            ));
-        }
     }
-    match (sync.status.as_deref(), sync.health.as_deref()) {
-        (Some("Synced"), Some("Healthy")) => Verdict::Synced,
-        (status, health) => Verdict::NotSynced(format!(
-            "Argo CD reports {} and {}",
-            status.unwrap_or("Unknown"),
-            health.unwrap_or("Unknown")
-        )),
-    }
+    Verdict::NotSynced(format!("Argo CD reports {} and {}", status.unwrap_or("Unknown"), health.unwrap_or("Unknown")))
 }
 
 /// Sources are the same when repository, folder and revision are; a repository URL
@@ -156,9 +150,10 @@ mod tests {
         let running = json!({"phase": "Running", "operation": {"sync": {"revision": "bbb"}}});
         let syncing = sync_status(&application("v2", "bbb", "OutOfSync", "Progressing", running));
         assert!(matches!(verdict(&syncing, &rendered("v2")), Verdict::Pending(m) if m.contains("bbb")));
-        // Compared v2 but the last sync was still aaa: pending.
-        let compared = sync_status(&application("v2", "bbb", "Synced", "Healthy", succeeded("aaa")));
-        assert!(matches!(verdict(&compared, &rendered("v2")), Verdict::Pending(_)));
+        // The branch moved without changing the manifests: Argo CD compares (Synced) at
+        // the new revision and runs no operation; the last one, at aaa, does not hold it back.
+        let moved = sync_status(&application("v2", "bbb", "Synced", "Healthy", succeeded("aaa")));
+        assert_eq!(verdict(&moved, &rendered("v2")), Verdict::Synced);
         // Synced v2 and healthy.
         let done = sync_status(&application("v2", "bbb", "Synced", "Healthy", succeeded("bbb")));
         assert_eq!(verdict(&done, &rendered("v2")), Verdict::Synced);
@@ -171,6 +166,13 @@ mod tests {
         assert!(matches!(verdict(&sync, &rendered("v2")), Verdict::NotSynced(m) if m.contains("failed to apply")));
         let degraded = sync_status(&application("v2", "bbb", "Synced", "Degraded", Value::Null));
         assert!(matches!(verdict(&degraded, &rendered("v2")), Verdict::NotSynced(m) if m.contains("Degraded")));
+        // A failure of an older revision, now fixed by a later commit: Synced and Healthy wins.
+        let old_failure = json!({"phase": "Failed", "message": "boom", "syncResult": {"revision": "aaa"}});
+        let fixed = sync_status(&application("v2", "bbb", "Synced", "Healthy", old_failure.clone()));
+        assert_eq!(verdict(&fixed, &rendered("v2")), Verdict::Synced);
+        // ... and an old failure does not explain a current OutOfSync either.
+        let drifting = sync_status(&application("v2", "bbb", "OutOfSync", "Healthy", old_failure));
+        assert!(matches!(verdict(&drifting, &rendered("v2")), Verdict::NotSynced(m) if m.contains("OutOfSync")));
         assert!(matches!(verdict(&missing(), &rendered("v2")), Verdict::Pending(_)));
     }
 }

@@ -5,6 +5,7 @@ pub mod conditions;
 mod duration;
 pub mod git_url;
 pub mod labels;
+pub mod quantity;
 // clippy reads `#[kube(printcolumn(type_ = "string", ...))]` repeated across
 // columns as duplicated attributes; they are separate columns.
 #[allow(clippy::duplicated_attributes)]

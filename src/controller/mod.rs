@@ -128,9 +128,9 @@ async fn report_environments(store: Store<EnvironmentRequest>, metrics: crate::t
     }
 }
 
-/// Yields once, after the stores hold their first lists, when `resumed`: a standby
-/// taking over has drained its feeds, so their first events will not trigger reconciles
-/// (each controller gets one).
+/// Yields once, after the index holds its first lists, when `resumed`: a standby
+/// taking over subscribed its feeds only when elected, so what changed before that
+/// triggers nothing; each controller reconciles everything once instead.
 fn takeover(index: Arc<Index>, resumed: bool) -> impl futures::Stream<Item = ()> + Send + 'static {
     futures::stream::once(async move {
         if resumed {
@@ -184,7 +184,8 @@ pub async fn report_caches_synced(client: kube::Client, caches_synced: Readiness
 
 /// Runs the Tenant, EnvironmentClass and EnvironmentRequest controllers until
 /// `shutdown` completes; reconciles in flight finish first. `resumed` says the feeds
-/// were already read from (a standby taking over), so every request is reconciled once.
+/// were subscribed after the index filled (a standby taking over), so every object is
+/// reconciled once.
 pub async fn run(
     ctx: Arc<Context>,
     feeds: Feeds,

@@ -8,7 +8,6 @@
 
 mod diff;
 mod objects;
-pub(crate) mod quantity;
 #[cfg(test)]
 mod tests;
 
@@ -18,9 +17,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use serde_json::Value;
 
 use crate::api::environment_request::{Difference, DriftState, DriftStatus};
+use crate::api::quantity::Quantity;
 pub use diff::{MISSING_OBJECT_FIELD, diff};
 pub use objects::{DesiredObject, ObjectKey, desired_objects};
-use quantity::Quantity;
 
 /// At most this many differences go into status: the CRD's `maxItems`.
 pub const MAX_DIFFERENCES: usize = 100;

@@ -17,13 +17,13 @@ use k8s_openapi::apimachinery::pkg::{api::resource::Quantity, apis::meta::v1::Ti
 use kube::{Resource, ResourceExt};
 
 use crate::{
+    api::quantity,
     api::{
         EnvironmentClass, EnvironmentRequest,
         conditions::{self, reasons, types},
         environment_request::Phase,
         tenant::Budget,
     },
-    drift::quantity,
 };
 
 /// Resource name → amount in thousandths (exact; see [`quantity`]).

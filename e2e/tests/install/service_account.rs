@@ -264,7 +264,10 @@ spec:
     assert_eq!(status.sync.as_ref().and_then(|s| s.health.as_deref()), Some("Missing"));
     admin_apply(&files["application.yaml"]).await;
     let environment = status.namespace.unwrap_or_default();
-    let synced = r#"{"status":{"sync":{"status":"Synced","revision":"0123abcd"},"health":{"status":"Healthy"}}}"#;
+    // As Argo CD reports it: compared with the source Berth rendered, Synced and Healthy.
+    let synced = r#"{"status":{"sync":{"status":"Synced","revision":"0123abcd",
+        "comparedTo":{"source":{"repoURL":"https://git.example.com/web.git","path":"deploy","targetRevision":"v1"}}},
+        "health":{"status":"Healthy"}}}"#;
     let args = ["patch", "applications.argoproj.io", &environment, "-n", "argocd", "--type", "merge", "-p", synced];
     let out = cluster.kubectl("admin", &args, None).await;
     assert!(out.success, "{}", out.stderr);

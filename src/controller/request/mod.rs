@@ -99,7 +99,7 @@ async fn apply(request: &EnvironmentRequest, ctx: &Context) -> Result<Action, Er
         ctx.budget.forget(request);
     }
     let requeue = match &finding {
-        Finding::Committed(committed) if let Some(at) = &committed.expires_at => until(at).min(RESYNC),
+        Finding::Committed(committed) => committed.expires_at.as_ref().map_or(RESYNC, |at| until(at).min(RESYNC)),
         Finding::Expired { .. } => Duration::from_secs(3600),
         _ => RESYNC,
     };

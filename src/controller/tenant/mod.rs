@@ -271,14 +271,11 @@ mod tests {
             let usage = budget::usage("payments", [&provisioned("a")], &terms);
             tenant.status = Some(next_status(&tenant, "payments", None, &usage, &Time(Timestamp::now())));
             let (ctx, mut server, _remote) = context(index).await;
-            let script = async {
-                set_up(&mut server).await;
-                // Let the reconcile finish: a status write would be waiting here.
-                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-                server.assert_done();
-            };
-            let (action, ()) = tokio::join!(reconcile(Arc::new(tenant), ctx), script);
-            assert!(action.is_ok());
+            // A status write would wait forever for an answer: bounded, so the test fails.
+            let reconciled = tokio::time::timeout(std::time::Duration::from_secs(5), reconcile(Arc::new(tenant), ctx));
+            let (action, ()) = tokio::join!(reconciled, set_up(&mut server));
+            assert!(action.is_ok_and(|a| a.is_ok()), "the reconcile made a call nobody answered, or failed");
+            server.assert_done();
         }
 
         #[tokio::test]

@@ -1,4 +1,5 @@
-//! Exact Kubernetes quantities, so drift ignores the apiserver's canonical forms.
+//! Exact Kubernetes quantities: budgets add them up and drift compares them, ignoring the
+//! apiserver's canonical forms.
 //!
 //! The apiserver stores quantities in canonical form: a committed `0.5` reads back as
 //! `500m`, `1024Mi` as `1Gi`, and `2` (a YAML integer) as `"2"`. Comparing the strings
