@@ -266,7 +266,7 @@ spec:
     let environment = status.namespace.unwrap_or_default();
     // As Argo CD reports it: compared with the source Berth rendered, Synced and Healthy.
     let synced = r#"{"status":{"sync":{"status":"Synced","revision":"0123abcd",
-        "comparedTo":{"source":{"repoURL":"https://git.example.com/web.git","path":"deploy","targetRevision":"v1"}}},
+        "comparedTo":{"source":{"repoURL":"https://git.example.com/web.git","path":"deploy","targetRevision":"v1"},"destination":{"name":"in-cluster"}}},
         "health":{"status":"Healthy"}}}"#;
     let args = ["patch", "applications.argoproj.io", &environment, "-n", "argocd", "--type", "merge", "-p", synced];
     let out = cluster.kubectl("admin", &args, None).await;

@@ -55,7 +55,7 @@ async fn ready_follows_the_applications_sync_and_health_once_argocd_is_installed
     // Synced and Healthy, but about another source than the one Berth rendered (the old
     // report of a changed Application): not Ready, and status says what it waits for.
     let stale = r#"{"status":{"sync":{"status":"Synced","revision":"0123abcd",
-        "comparedTo":{"source":{"repoURL":"https://git.example.com/web.git","path":"deploy","targetRevision":"v0"}}},
+        "comparedTo":{"source":{"repoURL":"https://git.example.com/web.git","path":"deploy","targetRevision":"v0"},"destination":{"name":"in-cluster"}}},
         "health":{"status":"Healthy"}}}"#;
     report_as_argocd(&env_ns, stale).await;
     let api: kube::Api<berth::api::EnvironmentRequest> =
@@ -75,7 +75,7 @@ async fn ready_follows_the_applications_sync_and_health_once_argocd_is_installed
     assert!(synced_condition.message.contains("deploy@v1") && synced_condition.message.contains("deploy@v0"));
 
     let synced = r#"{"status":{"sync":{"status":"Synced","revision":"0123abcd",
-        "comparedTo":{"source":{"repoURL":"https://git.example.com/web.git","path":"deploy","targetRevision":"v1"}}},
+        "comparedTo":{"source":{"repoURL":"https://git.example.com/web.git","path":"deploy","targetRevision":"v1"},"destination":{"name":"in-cluster"}}},
         "health":{"status":"Healthy"},
         "operationState":{"phase":"Succeeded","syncResult":{"revision":"0123abcd"}}}}"#;
     report_as_argocd(&env_ns, synced).await;
