@@ -2,9 +2,11 @@
 # Builds a real Argo CD (pinned in argocd-runtime/go.mod) from its Go module, once,
 # for tier 3 (e2e/tests/argocd_real, `just argocd-up`): the one `argocd` binary,
 # named per component by symlinks (it dispatches on its file name), and the
-# argocd-redis stand-in (argocd-runtime/redis). Like build.sh, it lands in a
+# argocd-redis stand-in (argocd-runtime/redis), beside upstream's
+# git-verify-wrapper.sh, which the repo-server runs for every revision it reads
+# (upstream's image ships it on PATH). Like build.sh, it lands in a
 # cache folder named after the pins, so a change of pins rebuilds and nothing
-# else does. The first build compiles ~2,000 Go packages: about 10–15 minutes on
+# else does. The first build compiles ~2,000 Go packages: about 8–12 minutes on
 # 2 cores, with progress on stderr. Prints the bin/ folder on stdout.
 set -euo pipefail
 
@@ -14,7 +16,7 @@ key="$(cat "$here/build-argocd.sh" "$pins"/{go.mod,go.sum,redis/main.go} | sha25
 cache="${BERTH_ARGOCD_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/berth/argocd}"
 bin="$cache/$key/bin"
 
-if [[ -x "$bin/argocd" && -x "$bin/argocd-redis" ]]; then
+if [[ -x "$bin/argocd" && -x "$bin/argocd-redis" && -x "$bin/git-verify-wrapper.sh" ]]; then
   echo "$bin"
   exit 0
 fi
@@ -40,7 +42,7 @@ staging="$cache/$key/staging"
 rm -rf "$staging" && mkdir -p "$staging"
 total="$(go list -deps -f '{{if not .Standard}}x{{end}}' github.com/argoproj/argo-cd/v3/cmd ./redis | grep -c x)"
 echo "building Argo CD $version and argocd-redis into $bin" >&2
-echo "  (first build compiles $total Go packages: about 10-15 minutes on 2 cores; cached after)" >&2
+echo "  (first build compiles $total Go packages: about 8-12 minutes on 2 cores; cached after)" >&2
 started=$SECONDS
 log="$staging/build.log"
 # `go build -v` names each package as it compiles it: count them for progress.
@@ -60,6 +62,8 @@ if ! wait "$build"; then
   exit 1
 fi
 nice -n 10 go build -trimpath -ldflags "-s -w" -o "$staging/argocd-redis" ./redis
+module_dir="$(go list -m -f '{{.Dir}}' github.com/argoproj/argo-cd/v3)"
+install -m 0755 "$module_dir/hack/git-verify-wrapper.sh" "$staging/git-verify-wrapper.sh"
 for name in argocd-application-controller argocd-repo-server argocd-git-ask-pass; do
   ln -s argocd "$staging/$name"
 done
