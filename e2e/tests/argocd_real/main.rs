@@ -94,7 +94,7 @@ async fn get(kind: &str, namespace: Option<&str>, name: &str) -> Option<Value> {
     Some(serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("kubectl printed no JSON ({e}): {}", out.stdout)))
 }
 
-/// (sync status, health, revision) Argo CD reports on Application `name`.
+/// (sync status, health, revision) Argo CD reports on an Application.
 fn reported(app: &Value) -> (String, String, String) {
     let text = |value: &Value| value.as_str().unwrap_or_default().to_owned();
     let status = &app["status"];
