@@ -93,7 +93,8 @@ pub(crate) async fn start(info: &ClusterInfo, bin_dir: &Path, dir: &Path) -> Res
     let repo_server = format!("127.0.0.1:{repo_port}");
     let path = |p: &Path| p.display().to_string();
     let shared = |name: &str| -> Vec<(String, String)> {
-        // Its own PATH: the repo-server's git children run `argocd` as their askpass.
+        // The repo-server runs upstream's git-verify-wrapper.sh for every revision, and
+        // `argocd` as git's askpass, from its PATH.
         vec![
             ("ARGOCD_BINARY_NAME".into(), name.into()),
             ("PATH".into(), format!("{}:/usr/local/bin:/usr/bin:/bin", path(bin_dir))),
