@@ -9,10 +9,7 @@ mod common;
 
 use std::{collections::BTreeSet, path::Path, time::Duration};
 
-use berth::{
-    api::{EnvironmentRequest, environment_request::Phase},
-    labels,
-};
+use berth::api::{EnvironmentRequest, environment_request::Phase};
 use berth_e2e::{argocd::NAMESPACE as ARGOCD, fixture::Cluster, remote::commit_file};
 use common::*;
 use kube::Api;
@@ -128,9 +125,11 @@ fn committed_objects(remote: &Path, path: &str) -> Vec<(String, Option<String>, 
 fn assert_applied_by_argocd(object: &Value, what: &str, tenant: &str, env_ns: &str, root: &str) {
     let metadata = &object["metadata"];
     let label = |key: &str| metadata["labels"][key].as_str().unwrap_or_default().to_owned();
-    assert_eq!(label(labels::TENANT), tenant, "{what}: {metadata}");
-    assert_eq!(label(labels::ENVIRONMENT), env_ns, "{what}: {metadata}");
-    assert_eq!(label(labels::MANAGED_BY), labels::MANAGER, "{what}: {metadata}");
+    // The labels as users select by them (spelled out: they are Berth's contract, and
+    // the module holding their constants is moving).
+    assert_eq!(label("berth.dev/tenant"), tenant, "{what}: {metadata}");
+    assert_eq!(label("berth.dev/environment"), env_ns, "{what}: {metadata}");
+    assert_eq!(label("app.kubernetes.io/managed-by"), "berth", "{what}: {metadata}");
     // Argo CD (v3: annotation tracking) marks what an Application applied as its own.
     let tracking = metadata["annotations"]["argocd.argoproj.io/tracking-id"].as_str().unwrap_or_default();
     assert!(tracking.starts_with(&format!("{root}:")), "{what} was not applied by {root}: {metadata}");
