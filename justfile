@@ -38,10 +38,11 @@ crds:
     cargo run -q --bin berth -- crdgen --out crds
     cargo run -q --bin berth -- crdgen --out charts/berth/crds
 
-# Build kube-apiserver, kube-controller-manager, kubectl, etcd and helm from their Go modules (cached)
+# Build kube-apiserver, kube-controller-manager, kubectl, etcd, helm and Argo CD from their Go modules (cached)
 controlplane:
     e2e/controlplane/build.sh > /dev/null
     e2e/controlplane/build-helm.sh > /dev/null
+    e2e/controlplane/build-argocd.sh > /dev/null
 
 # The pinned helm, e.g. `just helm template berth charts/berth --set gitops.remote=…`
 helm *args:
@@ -50,6 +51,10 @@ helm *args:
 # Start a local control plane in the background and print how to use it
 cluster-up:
     {{controlplane}} up --detach
+
+# Like cluster-up, with a real Argo CD (application controller, repo-server, Redis) beside it
+argocd-up:
+    {{controlplane}} up --detach --argocd
 
 # Stop the local control plane (and the demo's operator); leaves no process behind
 cluster-down:

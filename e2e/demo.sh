@@ -2,6 +2,8 @@
 # Berth's demo on a real local control plane: install the CRDs, apply the
 # examples, and show what the apiserver now knows and refuses. Leaves the
 # control plane running for you to explore; `just cluster-down` stops it.
+# With Argo CD up beside it (`just argocd-up` first), Argo CD applies what Berth
+# commits, from a local app repository.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -11,6 +13,8 @@ run() { printf '$ %s\n' "$*"; "$@"; }
 step "Start a real kube-apiserver, etcd and kube-controller-manager on loopback"
 cargo run -q -p berth-e2e --bin berth-controlplane -- up --detach
 source .berth/cluster/env.sh
+argocd=false
+grep -q '"argocd": {' .berth/cluster/cluster.json && argocd=true
 
 step "Install Berth's CRDs"
 run kubectl apply --server-side -f crds/
@@ -26,6 +30,22 @@ if [[ -f .berth/operator.pid ]] && kill -0 "$(cat .berth/operator.pid)" 2>/dev/n
 fi
 rm -rf .berth/gitops-remote.git .berth/gitops-clone
 git init -q --bare --initial-branch=main .berth/gitops-remote.git
+# Commits a file (path, content) to a bare repository's main, as a person would push it.
+push_file() {
+  local repo path="$2" content="$3" work
+  repo="$(cd "$1" && pwd)"
+  work="$(mktemp -d)"
+  git init -q --initial-branch=main "$work"
+  mkdir -p "$work/$(dirname "$path")" && printf '%s' "$content" > "$work/$path"
+  git -C "$work" add -A && git -C "$work" -c user.name=platform -c user.email=platform@example.com commit -qm "add $path"
+  git -C "$work" push -q "$repo" main
+  rm -rf "$work"
+}
+if $argocd; then
+  # The platform team's own file keeps the folder the root app applies when no environment is left.
+  push_file .berth/gitops-remote.git clusters/in-cluster/platform/settings.yaml \
+    $'apiVersion: v1\nkind: ConfigMap\nmetadata: {name: platform-settings, namespace: argocd}\ndata: {owner: platform}\n'
+fi
 BERTH_GITOPS_REMOTE="file://$PWD/.berth/gitops-remote.git" BERTH_GITOPS_WORKDIR="$PWD/.berth/gitops-clone" \
   BERTH_LISTEN=127.0.0.1:18080 BERTH_LOG_FORMAT=text \
   BERTH_WEBHOOK_LISTEN=127.0.0.1:18443 \
@@ -48,9 +68,37 @@ for _ in $(seq 50); do kubectl get namespace payments >/dev/null 2>&1 && break; 
 run kubectl get namespace payments --show-labels
 run kubectl --context alice auth can-i create environmentrequests.berth.dev -n payments
 
+if $argocd; then
+  step "Argo CD: one root Application applies everything Berth commits for this cluster"
+  cat > .berth/berth-root.yaml <<YAML
+apiVersion: argoproj.io/v1alpha1
+kind: Application
+metadata: {name: berth-root, namespace: argocd}
+spec:
+  project: default
+  source: {repoURL: 'file://$PWD/.berth/gitops-remote.git', targetRevision: main, path: clusters/in-cluster, directory: {recurse: true}}
+  destination: {name: in-cluster, namespace: argocd}
+  syncPolicy: {automated: {prune: true}}
+YAML
+  run kubectl apply -f .berth/berth-root.yaml
+  # The app the preview deploys: a ConfigMap (no nodes here, so no Pods) at tag pr-1234.
+  rm -rf .berth/app-checkout.git && git init -q --bare --initial-branch=main .berth/app-checkout.git
+  push_file .berth/app-checkout.git deploy/overlays/preview/settings.yaml \
+    $'apiVersion: v1\nkind: ConfigMap\nmetadata: {name: checkout-settings}\ndata: {greeting: hello from pr-1234}\n'
+  git --git-dir .berth/app-checkout.git tag pr-1234 main
+fi
+
 step "Alice asks for a preview environment"
-run kubectl --context alice apply -f examples/environmentrequest-preview.yaml
-run kubectl wait --for=jsonpath='{.status.phase}'=Ready environmentrequest/checkout-pr-1234 -n payments --timeout=60s
+if $argocd; then
+  echo "(its app from the local repository .berth/app-checkout.git instead of git.example.com)"
+  sed "s#https://git.example.com/payments/checkout.git#file://$PWD/.berth/app-checkout.git#" \
+    examples/environmentrequest-preview.yaml | run kubectl --context alice apply -f -
+  # Ready once Argo CD has synced it: it looks at git every 10 s here.
+  run kubectl wait --for=jsonpath='{.status.phase}'=Ready environmentrequest/checkout-pr-1234 -n payments --timeout=180s
+else
+  run kubectl --context alice apply -f examples/environmentrequest-preview.yaml
+  run kubectl wait --for=jsonpath='{.status.phase}'=Ready environmentrequest/checkout-pr-1234 -n payments --timeout=60s
+fi
 run kubectl get environmentrequest checkout-pr-1234 -n payments -o jsonpath='{.metadata.annotations}'; echo
 
 step "Alice asks for production: the apiserver refuses it without an approval"
@@ -70,7 +118,12 @@ fi
 printf '$ BERTH_TOKEN_FILE=.berth/webhook/bob.token berth approve -f examples/environmentrequest-production.yaml -o yaml > .berth/checkout-prod.yaml\n'
 BERTH_TOKEN_FILE=.berth/webhook/bob.token $berth approve -f examples/environmentrequest-production.yaml -o yaml > .berth/checkout-prod.yaml
 run kubectl --context alice apply -f .berth/checkout-prod.yaml
-run kubectl wait --for=jsonpath='{.status.phase}'=Ready environmentrequest/checkout-prod -n payments --timeout=60s
+if $argocd; then
+  # Its cluster, prod-eu-west-1, is not this Argo CD's: committed, it waits for an Argo CD that applies it.
+  run kubectl wait --for=condition=Committed environmentrequest/checkout-prod -n payments --timeout=60s
+else
+  run kubectl wait --for=jsonpath='{.status.phase}'=Ready environmentrequest/checkout-prod -n payments --timeout=60s
+fi
 run kubectl get environmentrequest checkout-prod -n payments \
   -o jsonpath='{.status.conditions[?(@.type=="Approved")].message}'; echo
 run kubectl get berth -A
@@ -80,16 +133,32 @@ run kubectl apply -f examples/rollout-checkout.yaml   # Rollouts are stored; the
 step "What Berth committed to the GitOps repository"
 run git --git-dir .berth/gitops-remote.git log --stat -1 main
 
-step "Drift: apply the committed folder (Argo CD's job), then edit the live quota by hand"
-folder="clusters/in-cluster/tenants/payments/checkout-pr-1234"
-git --git-dir .berth/gitops-remote.git show "main:$folder/namespace.yaml" | kubectl apply -f -
-for file in resourcequota limitrange networkpolicy rolebindings; do
-  git --git-dir .berth/gitops-remote.git show "main:$folder/$file.yaml" | kubectl apply -f -
-done
 env_ns="$(kubectl get environmentrequest checkout-pr-1234 -n payments -o jsonpath='{.status.namespace}')"
+if $argocd; then
+  step "Argo CD applied what Berth committed: the environment's namespace, quota, ... and the app"
+  run kubectl get namespaces -l berth.dev/tenant=payments
+  run kubectl -n argocd get applications
+  run kubectl get resourcequota,limitrange,networkpolicy,rolebindings,configmap -n "$env_ns"
+  step "Drift: edit the live quota by hand (the preview class lets Argo CD heal it)"
+else
+  step "Drift: apply the committed folder (Argo CD's job), then edit the live quota by hand"
+  folder="clusters/in-cluster/tenants/payments/checkout-pr-1234"
+  git --git-dir .berth/gitops-remote.git show "main:$folder/namespace.yaml" | kubectl apply -f -
+  for file in resourcequota limitrange networkpolicy rolebindings; do
+    git --git-dir .berth/gitops-remote.git show "main:$folder/$file.yaml" | kubectl apply -f -
+  done
+fi
 run kubectl patch resourcequota berth-quota -n "$env_ns" --type merge -p '{"spec":{"hard":{"pods":"99"}}}'
 sleep 2
 run kubectl get environmentrequest checkout-pr-1234 -n payments -o jsonpath='{.status.drift}'; echo
+if $argocd; then
+  for _ in $(seq 30); do
+    [[ "$(kubectl get resourcequota berth-quota -n "$env_ns" -o jsonpath='{.spec.hard.pods}')" != 99 ]] && break
+    sleep 1
+  done
+  pods="$(kubectl get resourcequota berth-quota -n "$env_ns" -o jsonpath='{.spec.hard.pods}')"
+  if [[ "$pods" != 99 ]]; then echo "pods: $pods again: Argo CD healed the quota"; else echo "pods: still 99 (Argo CD has not healed it yet)"; fi
+fi
 
 step "Everything Berth knows, in one list"
 run kubectl get berth -A
@@ -111,3 +180,6 @@ metrics: curl 127.0.0.1:18080/metrics, webhook and auth API: https://127.0.0.1:1
   kubectl get berth -A
 Stop both with: just cluster-down
 MSG
+if $argocd; then
+  echo "Argo CD runs beside them: kubectl -n argocd get applications; its logs: .berth/cluster/logs/argocd-*.log"
+fi

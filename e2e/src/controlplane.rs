@@ -1,7 +1,8 @@
 //! Starts and stops a real Kubernetes control plane on loopback: etcd,
 //! kube-apiserver and kube-controller-manager, built from their Go modules by
 //! `e2e/controlplane/build.sh`, in one folder that holds their data, logs,
-//! certificates, tokens and the admin kubeconfig.
+//! certificates, tokens and the admin kubeconfig; optionally with a real Argo CD
+//! beside it (see [`crate::argocd`]), stopped with it.
 
 use std::{
     net::TcpListener,
@@ -15,7 +16,10 @@ use nix::{sys::signal::Signal, unistd::Pid};
 use serde::{Deserialize, Serialize};
 use tokio::process::{Child, Command};
 
-use crate::{pki, users};
+use crate::{
+    argocd::{self, ArgoCdInfo},
+    pki, users,
+};
 
 /// Where a running control plane is and how to talk to it; written to
 /// `cluster.json` in its folder once the apiserver is ready.
@@ -33,6 +37,9 @@ pub struct ClusterInfo {
     pub supervisor_pid: u32,
     /// Test users, with tokens, for clients that do not read the kubeconfig.
     pub users: Vec<users::TestUser>,
+    /// The Argo CD running beside it, when it was started with one.
+    #[serde(default)]
+    pub argocd: Option<ArgoCdInfo>,
 }
 
 impl ClusterInfo {
@@ -74,13 +81,25 @@ pub struct ControlPlane {
 
 const APISERVER: &str = "kube-apiserver";
 
-struct Process {
+/// A child process of the control plane, with its output in a log file.
+pub(crate) struct Process {
     name: &'static str,
     child: Child,
     log: PathBuf,
     /// How it was started, so it can be started again the same way.
     program: PathBuf,
     args: Vec<String>,
+    env: Vec<(String, String)>,
+}
+
+impl Process {
+    /// Fails with the process's last log lines if it has exited.
+    pub(crate) fn check_alive(&mut self) -> Result<()> {
+        if let Some(status) = self.child.try_wait().context("checking a control-plane process")? {
+            bail!("{} exited ({status}); last lines of {}:\n{}", self.name, self.log.display(), tail(&self.log, 30));
+        }
+        Ok(())
+    }
 }
 
 /// The control socket in a control-plane folder: `berth-controlplane` takes commands
@@ -108,31 +127,46 @@ pub async fn control(dir: &Path, command: &str) -> Result<String> {
 }
 
 /// A free TCP port on loopback (the kernel picks it; the listener is closed at once).
-fn free_port() -> Result<u16> {
+pub(crate) fn free_port() -> Result<u16> {
     let listener = TcpListener::bind("127.0.0.1:0").context("binding a free loopback port")?;
     Ok(listener.local_addr().context("reading the bound port")?.port())
 }
 
-fn spawn(name: &'static str, program: PathBuf, args: Vec<String>, logs: &Path) -> Result<Process> {
+/// Starts `program` with `args` and `env` (on top of this process's environment), its
+/// output in `<logs>/<name>.log`.
+pub(crate) fn spawn(
+    name: &'static str,
+    program: PathBuf,
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+    logs: &Path,
+) -> Result<Process> {
     let log = logs.join(format!("{name}.log"));
     std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
-    respawn(name, program, args, log)
+    respawn(name, program, args, env, log)
 }
 
 /// Starts a process with its output appended to `log`.
-fn respawn(name: &'static str, program: PathBuf, args: Vec<String>, log: PathBuf) -> Result<Process> {
+fn respawn(
+    name: &'static str,
+    program: PathBuf,
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+    log: PathBuf,
+) -> Result<Process> {
     let file =
         std::fs::OpenOptions::new().append(true).open(&log).with_context(|| format!("opening {}", log.display()))?;
     let err = file.try_clone().context("duplicating a log handle")?;
     let child = Command::new(&program)
         .args(&args)
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .stdout(file)
         .stderr(err)
         .kill_on_drop(true)
         .spawn()
         .with_context(|| format!("starting {}", program.display()))?;
-    Ok(Process { name, child, log, program, args })
+    Ok(Process { name, child, log, program, args, env })
 }
 
 /// Last lines of a log, to put in an error when a process dies.
@@ -145,8 +179,9 @@ fn tail(path: &Path, lines: usize) -> String {
 impl ControlPlane {
     /// Starts etcd, kube-apiserver and kube-controller-manager with their state in
     /// `dir` (created; must not hold another running control plane) and waits until
-    /// the apiserver answers `/readyz`.
-    pub async fn start(bin_dir: &Path, dir: &Path, supervisor_pid: u32) -> Result<Self> {
+    /// the apiserver answers `/readyz`. With `argocd_bin` (see
+    /// [`argocd::ensure_binaries`]), then starts Argo CD beside it and waits for it too.
+    pub async fn start(bin_dir: &Path, dir: &Path, supervisor_pid: u32, argocd_bin: Option<&Path>) -> Result<Self> {
         let started = Instant::now();
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         let dir = dir.canonicalize().context("resolving the control-plane folder")?;
@@ -186,6 +221,7 @@ impl ControlPlane {
                 "--unsafe-no-fsync".into(),
                 "--log-level=warn".into(),
             ],
+            Vec::new(),
             &logs,
         )?);
         processes.push(spawn(
@@ -208,6 +244,7 @@ impl ControlPlane {
                 format!("--service-account-signing-key-file={}", path(&pki.service_account_key)),
                 "--allow-privileged=true".into(),
             ],
+            Vec::new(),
             &logs,
         )?);
 
@@ -219,6 +256,7 @@ impl ControlPlane {
                 dir: dir.clone(),
                 supervisor_pid,
                 users: people,
+                argocd: None,
             },
             processes,
             stopped_apiserver: None,
@@ -240,10 +278,19 @@ impl ControlPlane {
                 "--bind-address=127.0.0.1".into(),
                 "--leader-elect=false".into(),
             ],
+            Vec::new(),
             &logs,
         )?;
         plane.processes.push(kcm);
         plane.check_alive()?;
+
+        // Started last, so stopped first: its controller still sees the apiserver
+        // while it shuts down.
+        if let Some(argocd_bin) = argocd_bin {
+            let (info, processes) = argocd::start(&plane.info, argocd_bin, &dir.join("argocd")).await?;
+            plane.processes.extend(processes);
+            plane.info.argocd = Some(info);
+        }
 
         // For shells: `source <dir>/env.sh` points kubectl at this control plane.
         let env = format!(
@@ -262,17 +309,7 @@ impl ControlPlane {
 
     /// Fails with the process's last log lines if any process has exited.
     pub fn check_alive(&mut self) -> Result<()> {
-        for process in &mut self.processes {
-            if let Some(status) = process.child.try_wait().context("checking a control-plane process")? {
-                bail!(
-                    "{} exited ({status}); last lines of {}:\n{}",
-                    process.name,
-                    process.log.display(),
-                    tail(&process.log, 30)
-                );
-            }
-        }
-        Ok(())
+        self.processes.iter_mut().try_for_each(Process::check_alive)
     }
 
     async fn wait_ready(&mut self, timeout: Duration) -> Result<()> {
@@ -309,13 +346,13 @@ impl ControlPlane {
     /// and waits until it answers `/readyz`.
     pub async fn start_apiserver(&mut self) -> Result<()> {
         let stopped = self.stopped_apiserver.take().context("kube-apiserver is not stopped")?;
-        let apiserver = respawn(stopped.name, stopped.program, stopped.args, stopped.log)?;
+        let apiserver = respawn(stopped.name, stopped.program, stopped.args, stopped.env, stopped.log)?;
         // Second, after etcd: `stop` takes them down in reverse order.
         self.processes.insert(1.min(self.processes.len()), apiserver);
         self.wait_ready(Duration::from_secs(120)).await
     }
 
-    /// Stops every process (controller manager, apiserver, then etcd) with SIGTERM,
+    /// Stops every process (Argo CD, controller manager, apiserver, then etcd) with SIGTERM,
     /// then SIGKILL after a grace period, and removes the folder.
     pub async fn stop(mut self) -> Result<()> {
         for process in self.processes.iter_mut().rev() {

@@ -39,7 +39,21 @@ impl Cluster {
     /// The control plane for this test binary, started on first use. Pass
     /// `env!("CARGO_BIN_EXE_berth-controlplane")`.
     pub fn shared(supervisor_exe: &str) -> &'static Cluster {
-        let started = SHARED.get_or_init(|| start(supervisor_exe).map_err(|e| format!("{e:#}")));
+        Self::shared_as(supervisor_exe, false)
+    }
+
+    /// Like [`Cluster::shared`] with a real Argo CD beside the control plane (tier 3):
+    /// its CRDs, configuration and `default` project installed, its application
+    /// controller and repo-server running. Only the binaries that ask for it build and
+    /// start it; call it before anything else asks for the cluster.
+    pub fn shared_with_argocd(supervisor_exe: &str) -> &'static Cluster {
+        let cluster = Self::shared_as(supervisor_exe, true);
+        assert!(cluster.info.argocd.is_some(), "this binary's control plane was started without Argo CD");
+        cluster
+    }
+
+    fn shared_as(supervisor_exe: &str, argocd: bool) -> &'static Cluster {
+        let started = SHARED.get_or_init(|| start(supervisor_exe, argocd).map_err(|e| format!("{e:#}")));
         match started {
             Ok(cluster) => cluster,
             Err(error) => panic!("the test control plane did not start: {error}"),
@@ -106,7 +120,8 @@ impl Cluster {
             let created = self.kubectl("admin", &["create", "namespace", "argocd"], None).await;
             assert!(created.success || created.stderr.contains("AlreadyExists"), "{}", created.stderr);
         }
-        let dir = argocd_crds_dir().unwrap_or_else(|e| panic!("{e:#}"));
+        let dir =
+            crate::argocd::manifests("manifests/crds", "application-crd.yaml").unwrap_or_else(|e| panic!("{e:#}"));
         let files = [dir.join("application-crd.yaml"), dir.join("appproject-crd.yaml")];
         self.install_once(&self.argocd_crds, &files).await;
     }
@@ -161,25 +176,20 @@ impl Cluster {
     }
 }
 
-/// Folder of Argo CD's CRD manifests, from the module pinned in `e2e/controlplane/argocd`.
-fn argocd_crds_dir() -> Result<PathBuf> {
-    let args = ["argocd", "github.com/argoproj/argo-cd/v3", "manifests/crds", "application-crd.yaml"];
-    crate::path_printed_by(&repo_root().join("e2e/controlplane/module-crds.sh"), &args)
-}
-
-fn start(supervisor_exe: &str) -> Result<Cluster> {
+fn start(supervisor_exe: &str, argocd: bool) -> Result<Cluster> {
     let dir = std::env::temp_dir().join(format!("berth-e2e-{}", std::process::id()));
     let log_path: PathBuf = dir.with_extension("log");
     let log = std::fs::File::create(&log_path).with_context(|| format!("creating {}", log_path.display()))?;
     let mut child = std::process::Command::new(supervisor_exe)
         .args(["up", "--watch-pid", &std::process::id().to_string(), "--dir"])
         .arg(&dir)
+        .args(argocd.then_some("--argocd"))
         .stdin(Stdio::null())
         .stdout(log.try_clone().context("duplicating the log handle")?)
         .stderr(log)
         .spawn()
         .with_context(|| format!("starting {supervisor_exe}"))?;
-    // A first run builds Kubernetes from source; later runs start in seconds.
+    // A first run builds Kubernetes (and Argo CD) from source; later runs start in seconds.
     let deadline = Instant::now() + Duration::from_secs(1800);
     let info = loop {
         if let Ok(info) = ClusterInfo::read(&dir) {

@@ -2,6 +2,7 @@
 //! DESIGN.md "Test tiers"), the `berth-controlplane` command that runs one for a
 //! person or a test binary, and helpers the e2e suites share.
 
+pub mod argocd;
 pub mod controlplane;
 pub mod fixture;
 pub mod install;

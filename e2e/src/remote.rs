@@ -35,18 +35,30 @@ pub fn folders_at_head(remote: &Path, folder: &str) -> Vec<String> {
 }
 
 /// Commits `content` at `path` on `main` of the bare remote, as another git user would
-/// push it (a compare-and-swap on the branch, so a concurrent push is never lost).
+/// push it (a compare-and-swap on the branch, so a concurrent push is never lost);
+/// creates `main` when the remote has none yet.
 pub fn commit_file(remote: &Path, path: &str, content: &str) -> Result<(), git2::Error> {
     let repo = git2::Repository::open_bare(remote)?;
-    let reference = repo.find_reference("refs/heads/main")?;
-    let parent = reference.peel_to_commit()?;
+    let parent = match repo.find_reference("refs/heads/main") {
+        Ok(reference) => Some(reference.peel_to_commit()?),
+        Err(e) if e.code() == git2::ErrorCode::NotFound => None,
+        Err(e) => return Err(e),
+    };
+    let base = match &parent {
+        Some(parent) => parent.tree()?,
+        None => repo.find_tree(repo.treebuilder(None)?.write()?)?,
+    };
     let blob = repo.blob(content.as_bytes())?;
-    let tree_id = git2::build::TreeUpdateBuilder::new()
-        .upsert(path, blob, git2::FileMode::Blob)
-        .create_updated(&repo, &parent.tree()?)?;
+    let tree_id =
+        git2::build::TreeUpdateBuilder::new().upsert(path, blob, git2::FileMode::Blob).create_updated(&repo, &base)?;
     let tree = repo.find_tree(tree_id)?;
     let person = git2::Signature::now("someone", "someone@example.com")?;
-    let commit = repo.commit(None, &person, &person, &format!("add {path}"), &tree, &[&parent])?;
-    repo.reference_matching("refs/heads/main", commit, true, parent.id(), "e2e: commit")?;
+    let parents: Vec<&git2::Commit> = parent.iter().collect();
+    let commit = repo.commit(None, &person, &person, &format!("add {path}"), &tree, &parents)?;
+    match &parent {
+        Some(parent) => repo.reference_matching("refs/heads/main", commit, true, parent.id(), "e2e: commit")?,
+        // Not forced: fails if someone created the branch meanwhile.
+        None => repo.reference("refs/heads/main", commit, false, "e2e: first commit")?,
+    };
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! `berth-controlplane`: runs a real Kubernetes control plane on loopback for a
 //! person (`just cluster-up` / `just cluster-down`) or for a test binary
-//! (`--watch-pid`: it stops when the test process ends, however it ends).
+//! (`--watch-pid`: it stops when the test process ends, however it ends), with a
+//! real Argo CD beside it on request (`--argocd`, `just argocd-up`).
 
 use std::{
     path::{Path, PathBuf},
@@ -10,7 +11,7 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 use berth_e2e::{
-    ClusterInfo,
+    ClusterInfo, argocd,
     controlplane::{self, ControlPlane},
 };
 use clap::{Parser, Subcommand};
@@ -36,6 +37,9 @@ enum Cmd {
         /// Start in the background, print how to use it once ready, and return.
         #[arg(long)]
         detach: bool,
+        /// Also run Argo CD (application controller, repo-server, Redis) against it.
+        #[arg(long)]
+        argocd: bool,
     },
     /// Stop the control plane running in a folder and wait until it is gone.
     Down {
@@ -47,8 +51,8 @@ enum Cmd {
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
     let result = match Cli::parse().command {
-        Cmd::Up { dir, detach: true, .. } => detach(&dir).await,
-        Cmd::Up { dir, watch_pid, detach: false } => supervise(&dir, watch_pid).await,
+        Cmd::Up { dir, detach: true, argocd, .. } => detach(&dir, argocd).await,
+        Cmd::Up { dir, watch_pid, detach: false, argocd } => supervise(&dir, watch_pid, argocd).await,
         Cmd::Down { dir } => down(&dir).await,
     };
     match result {
@@ -74,7 +78,7 @@ fn running_supervisor(dir: &Path) -> Option<ClusterInfo> {
 
 /// Runs the control plane in the foreground until SIGINT/SIGTERM, the watched
 /// process ending, or a control-plane process dying.
-async fn supervise(dir: &Path, watch_pid: Option<u32>) -> Result<()> {
+async fn supervise(dir: &Path, watch_pid: Option<u32>, with_argocd: bool) -> Result<()> {
     if let Some(info) = running_supervisor(dir) {
         bail!(
             "a control plane already runs in {} (pid {}); stop it with `just cluster-down`",
@@ -86,7 +90,8 @@ async fn supervise(dir: &Path, watch_pid: Option<u32>) -> Result<()> {
         std::fs::remove_dir_all(dir).with_context(|| format!("removing the stale {}", dir.display()))?;
     }
     let bin_dir = controlplane::ensure_binaries()?;
-    let mut plane = ControlPlane::start(&bin_dir, dir, std::process::id()).await?;
+    let argocd_bin = if with_argocd { Some(argocd::ensure_binaries()?) } else { None };
+    let mut plane = ControlPlane::start(&bin_dir, dir, std::process::id(), argocd_bin.as_deref()).await?;
 
     let mut sigterm =
         tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).context("SIGTERM handler")?;
@@ -151,13 +156,19 @@ async fn serve_command(plane: &mut ControlPlane, stream: tokio::net::UnixStream)
 
 /// Starts a supervisor in its own process group (so the terminal's Ctrl-C does not
 /// reach it) and returns once its control plane is ready.
-async fn detach(dir: &Path) -> Result<()> {
+async fn detach(dir: &Path, with_argocd: bool) -> Result<()> {
     if let Some(info) = running_supervisor(dir) {
+        if with_argocd && info.argocd.is_none() {
+            bail!("a control plane without Argo CD already runs in {}; `just cluster-down` first", dir.display());
+        }
         print_usage(&info);
         return Ok(());
     }
     // Build in the foreground so its progress shows in the terminal.
     controlplane::ensure_binaries()?;
+    if with_argocd {
+        argocd::ensure_binaries()?;
+    }
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let _ = std::fs::remove_file(ClusterInfo::path_in(dir));
     let log_path = dir.with_extension("log");
@@ -165,6 +176,7 @@ async fn detach(dir: &Path) -> Result<()> {
     let mut child = std::process::Command::new(std::env::current_exe().context("locating this program")?)
         .args(["up", "--dir"])
         .arg(dir)
+        .args(with_argocd.then_some("--argocd"))
         .stdin(Stdio::null())
         .stdout(log.try_clone().context("duplicating the log handle")?)
         .stderr(log)
@@ -198,6 +210,14 @@ fn print_usage(info: &ClusterInfo) {
     println!("point kubectl (v1.34, built with it) at it:");
     println!("  source {}", info.dir.join("env.sh").display());
     println!("users (kubectl --context NAME): admin (system:masters), alice (team-payments), bob (platform-approvers)");
+    if let Some(argocd) = &info.argocd {
+        println!(
+            "Argo CD runs beside it: application controller, repo-server {}, Redis {}",
+            argocd.repo_server, argocd.redis
+        );
+        println!("  its Applications: kubectl -n {} get applications", argocd::NAMESPACE);
+        println!("  its logs: {}/argocd-*.log", info.dir.join("logs").display());
+    }
     println!("stop it with: just cluster-down");
 }
 

@@ -102,8 +102,9 @@ pub async fn kubectl_apply(yaml: &str) {
     assert!(out.success, "kubectl apply refused:\n{}\n{yaml}", out.stderr);
 }
 
-/// A class `name` costing `cost` a month with the given TTL policy (YAML fragment).
-pub fn class_yaml(name: &str, cost: u32, ttl: &str) -> String {
+/// A class `name` costing `cost` a month with more spec fields, e.g. its TTL policy
+/// (a YAML fragment; lines after the first indented by two spaces).
+pub fn class_yaml(name: &str, cost: u32, extra: &str) -> String {
     format!(
         "apiVersion: berth.dev/v1alpha1
 kind: EnvironmentClass
@@ -112,7 +113,7 @@ spec:
   quota: {{requests.cpu: '2', pods: '10'}}
   networkPolicy: AllowSameNamespace
   estimatedMonthlyCostUSD: {cost}
-  {ttl}
+  {extra}
 "
     )
 }
