@@ -77,7 +77,8 @@ async fn ready_follows_the_applications_sync_and_health_once_argocd_is_installed
     let synced = r#"{"status":{"sync":{"status":"Synced","revision":"0123abcd",
         "comparedTo":{"source":{"repoURL":"https://git.example.com/web.git","path":"deploy","targetRevision":"v1"},"destination":{"name":"in-cluster"}}},
         "health":{"status":"Healthy"},
-        "operationState":{"phase":"Succeeded","syncResult":{"revision":"0123abcd"}}}}"#;
+        "operationState":{"phase":"Succeeded","startedAt":"2026-12-01T00:00:00Z",
+            "operation":{"sync":{"revision":"0123abcd"}},"syncResult":{"revision":"0123abcd"}}}}"#;
     report_as_argocd(&env_ns, synced).await;
 
     let ready = wait_phase(&tenant, "svc", Phase::Ready, Duration::from_secs(30)).await;
