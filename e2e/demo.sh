@@ -41,11 +41,6 @@ push_file() {
   git -C "$work" push -q "$repo" main
   rm -rf "$work"
 }
-if $argocd; then
-  # The platform team's own file keeps the folder the root app applies when no environment is left.
-  push_file .berth/gitops-remote.git clusters/in-cluster/platform/settings.yaml \
-    $'apiVersion: v1\nkind: ConfigMap\nmetadata: {name: platform-settings, namespace: argocd}\ndata: {owner: platform}\n'
-fi
 BERTH_GITOPS_REMOTE="file://$PWD/.berth/gitops-remote.git" BERTH_GITOPS_WORKDIR="$PWD/.berth/gitops-clone" \
   BERTH_LISTEN=127.0.0.1:18080 BERTH_LOG_FORMAT=text \
   BERTH_WEBHOOK_LISTEN=127.0.0.1:18443 \
@@ -78,7 +73,7 @@ spec:
   project: default
   source: {repoURL: 'file://$PWD/.berth/gitops-remote.git', targetRevision: main, path: clusters/in-cluster, directory: {recurse: true}}
   destination: {name: in-cluster, namespace: argocd}
-  syncPolicy: {automated: {prune: true}}
+  syncPolicy: {automated: {prune: true, allowEmpty: true}}
 YAML
   run kubectl apply -f .berth/berth-root.yaml
   # The app the preview deploys: a ConfigMap (no nodes here, so no Pods) at tag pr-1234.

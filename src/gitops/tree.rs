@@ -52,18 +52,32 @@ pub(crate) fn apply(
     for change in changes {
         root.insert(change);
     }
-    match build(repo, &root, base, written)? {
+    match build(repo, &root, base, written, &mut Vec::new())? {
         Some(id) => Ok(id),
         None => repo.treebuilder(None)?.write(),
     }
 }
 
-/// Builds the folder for `node` starting from `base`; `None` means "no folder" (empty).
-fn build(
+/// The file a cluster's folder keeps once its last environment is gone: Argo CD's root
+/// app points at `clusters/<cluster>`, and a path that disappears is reported missing,
+/// so the last environment's objects would never be pruned.
+pub const CLUSTER_KEEP_FILE: &str = "README.md";
+
+fn keep_note(cluster: &str) -> String {
+    format!(
+        "Berth's environments for cluster {cluster} live under tenants/. This file keeps the folder when \
+         the last one goes, so Argo CD prunes it instead of reporting the path missing.\n"
+    )
+}
+
+/// Builds the folder for `node` (at `path`) starting from `base`; `None` means "no
+/// folder" (empty).
+fn build<'a>(
     repo: &Repository,
-    node: &Node<'_>,
+    node: &'a Node<'a>,
     base: Option<Oid>,
     written: &WrittenFolders,
+    path: &mut Vec<&'a str>,
 ) -> Result<Option<Oid>, git2::Error> {
     let start = match &node.replace {
         None => base,
@@ -88,7 +102,10 @@ fn build(
     for (name, child) in &node.children {
         let child_base =
             builder.get(name)?.filter(|entry| entry.kind() == Some(ObjectType::Tree)).map(|entry| entry.id());
-        match build(repo, child, child_base, written)? {
+        path.push(name);
+        let built = build(repo, child, child_base, written, path);
+        path.pop();
+        match built? {
             Some(id) => {
                 builder.insert(name, id, FileMode::Tree.into())?;
             }
@@ -98,6 +115,12 @@ fn build(
                 }
             }
         }
+    }
+    if builder.is_empty()
+        && let ["clusters", cluster] = path.as_slice()
+    {
+        let note = repo.blob(keep_note(cluster).as_bytes())?;
+        builder.insert(CLUSTER_KEEP_FILE, note, FileMode::Blob.into())?;
     }
     if builder.is_empty() { Ok(None) } else { builder.write().map(Some) }
 }
@@ -205,6 +228,22 @@ mod tests {
         let retried = apply(&repo, Some(theirs), &ours, &written).expect("retry");
         assert_eq!(retried, apply_fresh(&repo, Some(theirs), &ours).expect("fresh"));
         assert_eq!(files(&repo, retried), ["c/t/a/f.yaml", "c/t/z/f.yaml"]);
+    }
+
+    #[test]
+    fn a_cluster_folder_keeps_a_note_when_its_last_environment_goes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let repo = Repository::init_bare(dir.path()).expect("init");
+        let env = |name: &str| format!("clusters/in-cluster/tenants/team/{name}");
+        let t1 = apply_fresh(&repo, None, &[put(&env("a"), &[("f.yaml", "x")]), put(&env("b"), &[("f.yaml", "y")])])
+            .expect("apply");
+        let t2 = apply_fresh(&repo, Some(t1), &[remove(&env("a"))]).expect("apply");
+        assert_eq!(files(&repo, t2), [format!("{}/f.yaml", env("b"))], "no note while environments remain");
+        let t3 = apply_fresh(&repo, Some(t2), &[remove(&env("b"))]).expect("apply");
+        assert_eq!(files(&repo, t3), ["clusters/in-cluster/README.md"], "Argo CD's root app path stays");
+        // The next environment of the cluster lands next to the note.
+        let t4 = apply_fresh(&repo, Some(t3), &[put(&env("c"), &[("f.yaml", "z")])]).expect("apply");
+        assert_eq!(files(&repo, t4), ["clusters/in-cluster/README.md".to_owned(), format!("{}/f.yaml", env("c"))]);
     }
 
     #[test]

@@ -10,7 +10,7 @@ mod common;
 use std::{collections::BTreeSet, path::Path, time::Duration};
 
 use berth::api::{EnvironmentRequest, environment_request::Phase};
-use berth_e2e::{argocd::NAMESPACE as ARGOCD, fixture::Cluster, remote::commit_file};
+use berth_e2e::{argocd::NAMESPACE as ARGOCD, fixture::Cluster};
 use common::*;
 use kube::Api;
 use serde::Deserialize;
@@ -39,18 +39,11 @@ spec:
     path: clusters/in-cluster
     directory: {{recurse: true}}
   destination: {{name: in-cluster, namespace: {ARGOCD}}}
-  syncPolicy: {{automated: {{prune: true, selfHeal: false}}}}
+  syncPolicy: {{automated: {{prune: true, selfHeal: false, allowEmpty: true}}}}
 ",
         remote = remote.display()
     )
 }
-
-/// The platform team's own object in the folder the root app applies. Without one,
-/// deleting the last environment removes the folder itself, and Argo CD neither syncs
-/// a path that does not exist nor lets an automated sync delete everything, so the
-/// environment would never be pruned.
-const PLATFORM_FILE: &str = "clusters/in-cluster/platform/settings.yaml";
-const PLATFORM_SETTINGS: &str = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: platform-settings, namespace: argocd}\ndata: {owner: platform}\n";
 
 /// Spec fields of a class whose environments Argo CD syncs and prunes by itself.
 const SYNCED_BY_ARGOCD: &str = "limitRange: {defaultRequest: {cpu: 100m}, default: {cpu: 500m}}
@@ -141,8 +134,8 @@ async fn argocd_applies_what_berth_commits_and_prunes_it_when_the_request_goes()
     operator().await;
     let remote = remote();
     let root = format!("berth-root-{}", suffix());
-    commit_file(&remote, PLATFORM_FILE, PLATFORM_SETTINGS)
-        .unwrap_or_else(|e| panic!("cannot commit {PLATFORM_FILE}: {e}"));
+    // Nothing of the platform team's in the folder: the last environment's removal
+    // leaves Berth's note there (src/gitops/tree.rs), and that is what gets it pruned.
     kubectl_apply(&root_application(&root, &remote)).await;
 
     let work = std::env::temp_dir().join(format!("berth-argocd-real-{}", std::process::id()));
