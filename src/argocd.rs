@@ -92,12 +92,43 @@ pub fn verdict(sync: &SyncStatus, rendered: &SyncSource) -> Verdict {
     Verdict::NotSynced(format!("Argo CD reports {} and {}", status.unwrap_or("Unknown"), health.unwrap_or("Unknown")))
 }
 
-/// Sources are the same when repository, folder and revision are; a repository URL
-/// differing only by a trailing `/` or `.git` is the same repository to Argo CD.
+/// Sources are the same when repository, folder and revision are.
 fn same_source(a: &SyncSource, b: &SyncSource) -> bool {
-    let repo = |url: &str| url.trim_end_matches('/').trim_end_matches(".git").to_ascii_lowercase();
     let path = |p: &str| p.trim_matches('/').to_owned();
-    repo(&a.repo_url) == repo(&b.repo_url) && path(&a.path) == path(&b.path) && a.target_revision == b.target_revision
+    same_repository(&a.repo_url, &b.repo_url)
+        && path(&a.path) == path(&b.path)
+        && a.target_revision == b.target_revision
+}
+
+/// Whether two repository URLs name the same repository, as Argo CD matches them: a
+/// trailing `/` or `.git`, letter case and any user name do not matter.
+pub fn same_repository(a: &str, b: &str) -> bool {
+    let normal = |url: &str| {
+        let url = url.trim().trim_end_matches('/').trim_end_matches(".git").to_ascii_lowercase();
+        match url.split_once("://") {
+            // Drop userinfo: `https://git@host/x` and `https://host/x` are one repository.
+            Some((scheme, rest)) => {
+                let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+                let host = authority.rsplit_once('@').map_or(authority, |(_, host)| host);
+                format!("{scheme}://{host}/{path}")
+            }
+            None => url,
+        }
+    };
+    normal(a) == normal(b)
+}
+
+/// The annotation that asks Argo CD to compare an Application with git now, instead of
+/// at its next poll (every 3 minutes by default).
+pub const REFRESH_ANNOTATION: &str = "argocd.argoproj.io/refresh";
+
+/// Whether the Application (as JSON) deploys from `repository`: one of Argo CD's
+/// root apps over Berth's GitOps repository, which should look again after a push.
+pub fn deploys_from(application: &Value, repository: &str) -> bool {
+    let spec = &application["spec"];
+    let single = spec["source"]["repoURL"].as_str();
+    let many = spec["sources"].as_array().into_iter().flatten().filter_map(|s| s["repoURL"].as_str());
+    single.into_iter().chain(many).any(|url| same_repository(url, repository))
 }
 
 #[cfg(test)]
@@ -157,6 +188,22 @@ mod tests {
         // Synced v2 and healthy.
         let done = sync_status(&application("v2", "bbb", "Synced", "Healthy", succeeded("bbb")));
         assert_eq!(verdict(&done, &rendered("v2")), Verdict::Synced);
+    }
+
+    #[test]
+    fn root_apps_are_those_that_deploy_from_berths_repository() {
+        let remote = "https://git.example.com/platform/environments.git";
+        let root = json!({"spec": {"source": {"repoURL": "https://git.example.com/platform/environments", "path": "clusters/in-cluster"}}});
+        let with_user =
+            json!({"spec": {"source": {"repoURL": "https://berth@GIT.example.com/platform/environments.git/"}}});
+        let multi = json!({"spec": {"sources": [{"repoURL": "https://other.example.com/x"}, {"repoURL": remote}]}});
+        let environment = json!({"spec": {"source": {"repoURL": "https://git.example.com/web.git"}}});
+        assert!(deploys_from(&root, remote));
+        assert!(deploys_from(&with_user, remote));
+        assert!(deploys_from(&multi, remote));
+        assert!(!deploys_from(&environment, remote));
+        assert!(!deploys_from(&json!({}), remote));
+        assert!(!same_repository("https://git.example.com/platform/environments-2", remote));
     }
 
     #[test]

@@ -65,6 +65,8 @@ pub struct Context {
     /// Requests, classes, tenants and live rendered objects in memory (shared with
     /// the webhook).
     pub index: std::sync::Arc<Index>,
+    /// Asks Argo CD's root apps to look at git again after each push.
+    pub refresh: super::refresh::Refresh,
 }
 
 impl Context {

@@ -101,11 +101,16 @@ impl ScriptedApiServer {
     }
 }
 
+/// A client whose apiserver is the returned script.
+pub fn scripted_client() -> (kube::Client, ScriptedApiServer) {
+    let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    (kube::Client::new(service, "default"), ScriptedApiServer { handle })
+}
+
 /// A context over `index`, its client scripted, its writer on a fresh local remote
 /// (kept alive by the returned folder).
 pub async fn context(index: Index) -> (Arc<Context>, ScriptedApiServer, tempfile::TempDir) {
-    let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-    let client = kube::Client::new(service, "default");
+    let (client, server) = scripted_client();
     let folder = tempfile::tempdir().expect("temp dir");
     let remote = folder.path().join("remote.git");
     git2::Repository::init_bare(&remote).expect("bare remote");
@@ -125,6 +130,7 @@ pub async fn context(index: Index) -> (Arc<Context>, ScriptedApiServer, tempfile
         inventory: Default::default(),
         approvals: None,
         index: Arc::new(index),
+        refresh: super::refresh::Refresh::off(),
     };
-    (Arc::new(ctx), ScriptedApiServer { handle }, folder)
+    (Arc::new(ctx), server, folder)
 }

@@ -11,6 +11,7 @@ pub mod events;
 mod fixtures;
 pub mod inventory;
 pub mod orphans;
+pub mod refresh;
 pub mod request;
 pub mod tenant;
 

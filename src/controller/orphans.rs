@@ -167,6 +167,7 @@ pub async fn sweep(ctx: &Context) -> Result<usize, Error> {
     let removed: Vec<&str> = results.iter().filter_map(|r| r.as_ref().ok().copied()).collect();
     if !removed.is_empty() {
         ctx.metrics.count_orphans_removed(removed.len() as u64);
+        ctx.refresh.after_push();
         tracing::info!(count = removed.len(), paths = ?removed, "removed folders from git whose requests no longer exist");
     }
     results.into_iter().find_map(Result::err).map_or(Ok(removed.len()), Err)

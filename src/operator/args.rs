@@ -55,6 +55,11 @@ pub struct RunArgs {
     /// Namespace Argo CD watches for Applications.
     #[arg(long, env = "BERTH_ARGOCD_NAMESPACE", default_value = "argocd")]
     pub argocd_namespace: String,
+    /// After each push, ask the Argo CD Applications that deploy from the GitOps
+    /// repository (its root apps) to refresh, so a commit reaches the cluster in
+    /// seconds instead of at Argo CD's next poll. Needs `patch` on Applications there.
+    #[arg(long, env = "BERTH_ARGOCD_REFRESH", default_value_t = true, action = clap::ArgAction::Set)]
+    pub argocd_refresh: bool,
     /// Address for /metrics, /healthz and /readyz.
     #[arg(long, env = "BERTH_LISTEN", default_value = "0.0.0.0:8080")]
     pub listen: SocketAddr,

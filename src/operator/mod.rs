@@ -128,6 +128,11 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     index.start(&watch_client, &watches);
     let unhealthy_after = Duration::from_secs(args.watch_unhealthy_after_seconds);
     let watch_monitor = tokio::spawn(watches.keep_current(watch_health, unhealthy_after));
+    let refresh = if args.argocd_refresh {
+        controller::refresh::Refresh::start(client.clone(), index.clone(), args.gitops_remote.clone(), metrics.clone())
+    } else {
+        controller::refresh::Refresh::off()
+    };
     let ctx = Arc::new(Context {
         events: controller::events::EventPublisher::new(client.clone(), "berth", std::env::var("POD_NAME").ok()),
         client,
@@ -139,6 +144,7 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         inventory: Default::default(),
         approvals: approvals.clone(),
         index: index.clone(),
+        refresh,
     });
 
     let shutdown = shutdown_signal().shared();

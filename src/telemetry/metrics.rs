@@ -23,6 +23,7 @@ const ENVIRONMENTS: &str = "berth_environments";
 const DRIFTED: &str = "berth_drifted_environments";
 const LEADER: &str = "berth_leader";
 const ORPHANS_REMOVED: &str = "berth_gitops_orphans_removed_total";
+const ARGOCD_REFRESHES: &str = "berth_argocd_refreshes_total";
 const WATCH_ERRORS: &str = "berth_watch_errors_total";
 const WATCH_HEALTHY: &str = "berth_watch_healthy";
 
@@ -91,6 +92,7 @@ pub struct Metrics {
     drifted_environments: IntGauge,
     leader: IntGauge,
     orphans_removed: IntCounter,
+    argocd_refreshes: IntCounter,
     watch_errors: IntCounterVec,
     watch_healthy: IntGaugeVec,
 }
@@ -127,6 +129,11 @@ impl Metrics {
         let orphans_removed =
             IntCounter::new(ORPHANS_REMOVED, "Folders removed from the GitOps repository because no request owns them")
                 .map_err(|source| Error::RegisterMetric { name: ORPHANS_REMOVED, source })?;
+        let argocd_refreshes = IntCounter::new(
+            ARGOCD_REFRESHES,
+            "Refreshes Berth asked of Argo CD's Applications that deploy its GitOps repository, after a push",
+        )
+        .map_err(|source| Error::RegisterMetric { name: ARGOCD_REFRESHES, source })?;
         let watch_errors = IntCounterVec::new(
             Opts::new(WATCH_ERRORS, "Errors of Berth's watches (each retried with backoff), by kind watched"),
             &["kind"],
@@ -139,6 +146,7 @@ impl Metrics {
         .map_err(|source| Error::RegisterMetric { name: WATCH_HEALTHY, source })?;
         register(&registry, LEADER, &leader)?;
         register(&registry, ORPHANS_REMOVED, &orphans_removed)?;
+        register(&registry, ARGOCD_REFRESHES, &argocd_refreshes)?;
         register(&registry, WATCH_ERRORS, &watch_errors)?;
         register(&registry, WATCH_HEALTHY, &watch_healthy)?;
 
@@ -159,6 +167,7 @@ impl Metrics {
             drifted_environments,
             leader,
             orphans_removed,
+            argocd_refreshes,
             watch_errors,
             watch_healthy,
         })
@@ -212,6 +221,10 @@ impl Metrics {
     }
 
     /// Counts folders the orphan sweeper removed from git.
+    pub fn count_argocd_refresh(&self) {
+        self.argocd_refreshes.inc();
+    }
+
     pub fn count_orphans_removed(&self, count: u64) {
         self.orphans_removed.inc_by(count);
     }

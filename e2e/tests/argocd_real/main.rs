@@ -157,6 +157,10 @@ async fn argocd_applies_what_berth_commits_and_prunes_it_when_the_request_goes()
     let env_ns = status.namespace.clone().unwrap_or_default();
     let berth_commit = status.gitops.as_ref().and_then(|g| g.commit.clone()).unwrap_or_default();
     assert_eq!(berth_commit, remote_head(&remote), "status names the commit Berth pushed");
+    // Berth asked the root app to refresh after its push instead of waiting for a poll.
+    let telemetry = operator().await.lock().unwrap_or_else(|e| e.into_inner()).telemetry.clone();
+    let refreshes = berth_e2e::operator::metric_at(&telemetry, "berth_argocd_refreshes_total").await;
+    assert!(refreshes.is_some_and(|n| n >= 1.0), "no refresh asked of Argo CD: {refreshes:?}");
 
     // The root app synced Berth's very commit, and applied each object Berth rendered.
     let root_app = get("applications.argoproj.io", Some(ARGOCD), &root).await.unwrap_or_default();

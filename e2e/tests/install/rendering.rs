@@ -82,7 +82,7 @@ fn applications_are_watchable_only_in_the_namespace_berth_watches_them_in() {
         let namespace = env_value(&rendered, "BERTH_ARGOCD_NAMESPACE");
         let namespace = namespace.as_str().unwrap_or_else(|| panic!("{name}: BERTH_ARGOCD_NAMESPACE"));
         let role = find(&rendered, &format!("Role {namespace}/berth-applications"));
-        let rule = serde_json::json!([{"apiGroups": ["argoproj.io"], "resources": ["applications"], "verbs": ["list", "watch"]}]);
+        let rule = serde_json::json!([{"apiGroups": ["argoproj.io"], "resources": ["applications"], "verbs": ["list", "watch", "patch"]}]);
         assert_eq!(role["rules"], rule, "{name}");
         let binding = find(&rendered, &format!("RoleBinding {namespace}/berth-applications"));
         assert_eq!(binding["roleRef"]["name"], "berth-applications", "{name}");

@@ -47,6 +47,8 @@ async fn assert_least_privilege() {
         &["create", "events.events.k8s.io", "-n", "any-tenant"],
         &["list", "applications.argoproj.io", "-n", "argocd"],
         &["watch", "applications.argoproj.io", "-n", "argocd"],
+        // The refresh annotation on root apps after a push.
+        &["patch", "applications.argoproj.io", "-n", "argocd"],
         &["get", "customresourcedefinitions.apiextensions.k8s.io/applications.argoproj.io"],
         &["update", "leases.coordination.k8s.io", "-n", "berth-system"],
     ];
@@ -72,7 +74,10 @@ async fn assert_least_privilege() {
         &["create", "limitranges", "-A"],
         &["patch", "networkpolicies.networking.k8s.io", "-A"],
         &["get", "applications.argoproj.io", "-n", "argocd"],
-        &["patch", "applications.argoproj.io", "-n", "argocd"],
+        &["create", "applications.argoproj.io", "-n", "argocd"],
+        &["update", "applications.argoproj.io", "-n", "argocd"],
+        &["delete", "applications.argoproj.io", "-n", "argocd"],
+        &["patch", "applications.argoproj.io", "-n", "berth-system"],
         // Applications only in BERTH_ARGOCD_NAMESPACE, where Berth renders them.
         &["watch", "applications.argoproj.io", "-A"],
         &["list", "applications.argoproj.io", "-A"],

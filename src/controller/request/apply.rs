@@ -50,6 +50,7 @@ pub async fn commit(request: &EnvironmentRequest, built: &Built, class: &str, ct
     // reports the same commit without touching git.
     let commit = outcome.commit.as_str().to_owned();
     ctx.committed.remember(path.as_str(), built.digest, commit.clone());
+    ctx.refresh.after_push();
     Ok(done(commit))
 }
 
@@ -60,6 +61,7 @@ pub async fn remove(ctx: &Context, path: &RepoPath, request: &EnvironmentRequest
     ctx.writer.remove(path.clone(), reason).await.map_err(|source| Error::Remove { path: path.to_string(), source })?;
     ctx.committed.forget(path.as_str());
     ctx.inventory.removed(path.as_str());
+    ctx.refresh.after_push();
     Ok(())
 }
 
