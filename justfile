@@ -76,7 +76,7 @@ kind-down:
     kind delete cluster --name berth
 
 # Every benchmark; reports land in target/bench/
-bench: bench-gitops bench-admission bench-operator
+bench: bench-gitops bench-admission bench-budget bench-operator
 
 # Operator on the loopback control plane: latency, burst of 1,000 vs raw create rate, commits, peak RSS
 bench-operator:
@@ -88,6 +88,11 @@ bench-operator:
 bench-gitops:
     cargo bench --bench gitops -- target/bench/gitops.md
     @cat target/bench/gitops.md
+
+# Budget decisions: CPU per decision in a tenant of 10,000 requests (target ≤ 1 ms)
+bench-budget:
+    cargo bench --bench budget -- target/bench/budget.md
+    @cat target/bench/budget.md
 
 # Admission webhook over loopback HTTPS: p50/p99 latency and reviews/s, one server core
 bench-admission:
