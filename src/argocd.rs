@@ -69,25 +69,23 @@ pub fn verdict(sync: &SyncStatus, rendered: &SyncSource) -> Verdict {
         Some(_) => {}
     }
     let (status, health) = (sync.status.as_deref(), sync.health.as_deref());
+    // The last operation speaks only when it is about the revision Argo CD compared.
+    let current = sync.operation.as_ref().filter(|o| o.revision.is_none() || o.revision == sync.revision);
+    let phase = current.and_then(|o| o.phase.as_deref());
+    let revision = current.and_then(|o| o.revision.as_deref()).or(sync.revision.as_deref()).unwrap_or("?");
+    // A sync still running (its PostSync hooks, say) is not done, whatever status says.
+    if matches!(phase, Some("Running" | "Terminating")) {
+        return Verdict::Pending(format!("Argo CD is syncing revision {revision}"));
+    }
     if (status, health) == (Some("Synced"), Some("Healthy")) {
-        // Whatever the last operation said: an app repo's branch that moved without
+        // Whatever an older operation said: an app repo's branch that moved without
         // changing the manifests is compared (Synced) at the new revision, and no
         // operation runs for it.
         return Verdict::Synced;
     }
-    // The last operation speaks only when it is about the revision Argo CD compared.
-    if let Some(operation) = sync.operation.as_ref().filter(|o| o.revision.is_none() || o.revision == sync.revision) {
-        let revision = operation.revision.as_deref().or(sync.revision.as_deref()).unwrap_or("?");
-        match operation.phase.as_deref() {
-            Some("Running" | "Terminating") => {
-                return Verdict::Pending(format!("Argo CD is syncing revision {revision}"));
-            }
-            Some("Failed" | "Error") => {
-                let why = operation.message.as_deref().unwrap_or("no message");
-                return Verdict::NotSynced(format!("Argo CD's sync of revision {revision} failed: {why}"));
-            }
-            _ => {}
-        }
+    if matches!(phase, Some("Failed" | "Error")) {
+        let why = current.and_then(|o| o.message.as_deref()).unwrap_or("no message");
+        return Verdict::NotSynced(format!("Argo CD's sync of revision {revision} failed: {why}"));
     }
     Verdict::NotSynced(format!("Argo CD reports {} and {}", status.unwrap_or("Unknown"), health.unwrap_or("Unknown")))
 }
@@ -100,22 +98,38 @@ fn same_source(a: &SyncSource, b: &SyncSource) -> bool {
         && a.target_revision == b.target_revision
 }
 
-/// Whether two repository URLs name the same repository, as Argo CD matches them: a
-/// trailing `/` or `.git`, letter case and any user name do not matter.
+/// Whether two repository URLs name the same repository, as Argo CD compares them
+/// (its `NormalizeGitURL`): case, a trailing `/` or `.git`, `git+` in the scheme, a
+/// default port, and the scp-like form (`git@host:org/x`) do not matter; a local
+/// path is a `file://` URL. Unlike Argo CD, a user name does not matter either.
 pub fn same_repository(a: &str, b: &str) -> bool {
-    let normal = |url: &str| {
-        let url = url.trim().trim_end_matches('/').trim_end_matches(".git").to_ascii_lowercase();
-        match url.split_once("://") {
-            // Drop userinfo: `https://git@host/x` and `https://host/x` are one repository.
-            Some((scheme, rest)) => {
-                let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
-                let host = authority.rsplit_once('@').map_or(authority, |(_, host)| host);
-                format!("{scheme}://{host}/{path}")
-            }
-            None => url,
-        }
+    normal_repository(a) == normal_repository(b)
+}
+
+fn normal_repository(url: &str) -> String {
+    let url = url.trim().to_ascii_lowercase();
+    let url = if url.starts_with('/') {
+        format!("file://{url}")
+    } else if !url.contains("://")
+        && let Some((userhost, path)) = url.split_once(':')
+    {
+        // scp-like: `git@host:org/x` is `ssh://git@host/org/x`.
+        format!("ssh://{userhost}/{}", path.trim_start_matches('/'))
+    } else {
+        url
     };
-    normal(a) == normal(b)
+    let url = url.replacen("git+", "", 1).replacen("+git", "", 1);
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url.as_str()));
+    let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+    // A user name does not make another repository (Berth's remote carries none, or `git@`).
+    let authority = authority.rsplit_once('@').map_or(authority, |(_, host)| host);
+    let host = match (scheme, authority.rsplit_once(':')) {
+        ("ssh", Some((host, "22"))) | ("https", Some((host, "443"))) | ("http", Some((host, "80"))) => host,
+        _ => authority,
+    };
+    let path = path.trim_end_matches('/');
+    let path = path.strip_suffix(".git").unwrap_or(path).trim_end_matches('/');
+    format!("{scheme}://{host}/{path}")
 }
 
 /// The annotation that asks Argo CD to compare an Application with git now, instead of
@@ -185,6 +199,11 @@ mod tests {
         // the new revision and runs no operation; the last one, at aaa, does not hold it back.
         let moved = sync_status(&application("v2", "bbb", "Synced", "Healthy", succeeded("aaa")));
         assert_eq!(verdict(&moved, &rendered("v2")), Verdict::Synced);
+        // Synced and Healthy while its PostSync hooks still run: not done yet.
+        let hooks =
+            json!({"phase": "Running", "operation": {"sync": {"revision": "bbb"}}, "syncResult": {"revision": "bbb"}});
+        let hooking = sync_status(&application("v2", "bbb", "Synced", "Healthy", hooks));
+        assert!(matches!(verdict(&hooking, &rendered("v2")), Verdict::Pending(_)));
         // Synced v2 and healthy.
         let done = sync_status(&application("v2", "bbb", "Synced", "Healthy", succeeded("bbb")));
         assert_eq!(verdict(&done, &rendered("v2")), Verdict::Synced);
@@ -204,6 +223,25 @@ mod tests {
         assert!(!deploys_from(&environment, remote));
         assert!(!deploys_from(&json!({}), remote));
         assert!(!same_repository("https://git.example.com/platform/environments-2", remote));
+        // The forms Argo CD treats as one repository.
+        let same = [
+            ("git@github.com:org/envs.git", "ssh://git@github.com/org/envs"),
+            ("ssh://git@github.com:22/org/envs.git", "ssh://git@github.com/org/envs"),
+            ("git+ssh://git@github.com/org/envs", "ssh://git@github.com/org/envs.git"),
+            ("https://github.com:443/org/ENVS.GIT", "https://github.com/org/envs/"),
+            ("/srv/git/envs.git", "file:///srv/git/envs"),
+        ];
+        for (a, b) in same {
+            assert!(same_repository(a, b), "{a} = {b}");
+        }
+        let different = [
+            ("git@github.com:org/envs", "git@github.com:org/other"),
+            ("https://github.com/org/envs", "https://gitlab.com/org/envs"),
+            ("https://github.com:8443/org/envs", "https://github.com/org/envs"),
+        ];
+        for (a, b) in different {
+            assert!(!same_repository(a, b), "{a} != {b}");
+        }
     }
 
     #[test]

@@ -45,33 +45,62 @@ impl Refresh {
     }
 }
 
+/// The shortest time between two rounds of refreshes: pushes within it are folded into
+/// the next round (each round lists Argo CD's Applications once).
+const FOLD: std::time::Duration = std::time::Duration::from_secs(1);
+
 async fn run(api: Api<DynamicObject>, index: Arc<Index>, repository: String, metrics: Metrics, wanted: Arc<Notify>) {
+    let mut warned_none = false;
     loop {
         wanted.notified().await;
         // Without Argo CD there is nothing to ask (and nothing to list).
         if !index.argocd_installed() {
             continue;
         }
-        if let Err(error) = refresh_root_apps(&api, &repository, &metrics).await {
-            tracing::warn!(%error, "cannot ask Argo CD to refresh; it picks the change up at its next poll");
+        match refresh_root_apps(&api, &repository, &metrics).await {
+            Ok(0) if !warned_none => {
+                warned_none = true;
+                tracing::info!(
+                    "no Argo CD Application deploys from Berth's GitOps repository; nothing to refresh after a push"
+                );
+            }
+            Ok(_) => {}
+            Err(error) => {
+                tracing::warn!(%error, "cannot ask Argo CD to refresh; it picks the change up at its next poll")
+            }
         }
+        tokio::time::sleep(FOLD).await;
     }
 }
 
-async fn refresh_root_apps(api: &Api<DynamicObject>, repository: &str, metrics: &Metrics) -> Result<(), kube::Error> {
-    let applications = api.list(&ListParams::default()).await?;
+/// Sets the refresh annotation on every Application that deploys from `repository`;
+/// how many were asked. One that cannot be patched (deleted since the list) does not
+/// keep the others from being asked.
+async fn refresh_root_apps(
+    api: &Api<DynamicObject>,
+    repository: &str,
+    metrics: &Metrics,
+) -> Result<usize, kube::Error> {
+    // From the apiserver's cache (resourceVersion=0): this runs after every push.
+    let applications = api.list(&ListParams::default().match_any()).await?;
     let patch = serde_json::json!({ "metadata": { "annotations": { argocd::REFRESH_ANNOTATION: "normal" } } });
+    let mut asked = 0;
     for app in applications.items {
         let name = app.metadata.name.clone().unwrap_or_default();
         let Ok(json) = serde_json::to_value(&app) else { continue };
         if !argocd::deploys_from(&json, repository) {
             continue;
         }
-        api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)).await?;
-        metrics.count_argocd_refresh();
-        tracing::debug!(application = %name, "asked Argo CD to refresh");
+        match api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+            Ok(_) => {
+                asked += 1;
+                metrics.count_argocd_refresh();
+                tracing::debug!(application = %name, "asked Argo CD to refresh");
+            }
+            Err(error) => tracing::warn!(application = %name, %error, "cannot ask Argo CD to refresh this Application"),
+        }
     }
-    Ok(())
+    Ok(asked)
 }
 
 #[cfg(test)]
@@ -103,7 +132,7 @@ mod tests {
         };
         let (refreshed, patch) =
             tokio::join!(refresh_root_apps(&api, "https://git.example.com/envs.git", &metrics), script);
-        assert!(refreshed.is_ok(), "{refreshed:?}");
+        assert_eq!(refreshed.ok(), Some(1));
         assert_eq!(patch.body["metadata"]["annotations"][argocd::REFRESH_ANNOTATION], json!("normal"));
         let exported = prometheus::TextEncoder::new().encode_to_string(&metrics.registry().gather()).expect("text");
         assert!(exported.contains("berth_argocd_refreshes_total 1"), "{exported}");

@@ -220,11 +220,12 @@ impl Metrics {
         self.drifted_environments.set(count);
     }
 
-    /// Counts folders the orphan sweeper removed from git.
+    /// Counts one refresh asked of an Argo CD root app.
     pub fn count_argocd_refresh(&self) {
         self.argocd_refreshes.inc();
     }
 
+    /// Counts folders the orphan sweeper removed from git.
     pub fn count_orphans_removed(&self, count: u64) {
         self.orphans_removed.inc_by(count);
     }

@@ -209,6 +209,9 @@ async fn argocd_applies_what_berth_commits_and_prunes_it_when_the_request_goes()
     })
     .await;
     assert!(files_at_head(&remote, &path).is_none(), "{path} is still committed");
+    // The cluster's folder stays, with Berth's note alone: the root app's path exists.
+    let cluster_folder = files_at_head(&remote, "clusters/in-cluster").unwrap_or_default();
+    assert_eq!(cluster_folder.keys().collect::<Vec<_>>(), ["README.md"], "{cluster_folder:?}");
     let deadline = std::time::Instant::now() + ARGOCD_PATIENCE;
     loop {
         let namespace = get("namespace", None, &env_ns).await;

@@ -6,7 +6,7 @@ use super::{build::Built, key};
 use crate::{
     api::EnvironmentRequest,
     controller::{Context, Error},
-    gitops::{ChangeReason, RepoPath},
+    gitops::{ChangeReason, CommitOutcome, RepoPath},
 };
 
 /// Where an environment's files were committed.
@@ -50,7 +50,7 @@ pub async fn commit(request: &EnvironmentRequest, built: &Built, class: &str, ct
     // reports the same commit without touching git.
     let commit = outcome.commit.as_str().to_owned();
     ctx.committed.remember(path.as_str(), built.digest, commit.clone());
-    ctx.refresh.after_push();
+    refresh_if_pushed(&outcome, ctx);
     Ok(done(commit))
 }
 
@@ -58,11 +58,23 @@ pub async fn commit(request: &EnvironmentRequest, built: &Built, class: &str, ct
 pub async fn remove(ctx: &Context, path: &RepoPath, request: &EnvironmentRequest, why: &str) -> Result<(), Error> {
     let reason =
         ChangeReason::new(key(request), request.metadata.generation, format!("remove {} ({why})", key(request)));
-    ctx.writer.remove(path.clone(), reason).await.map_err(|source| Error::Remove { path: path.to_string(), source })?;
+    let outcome = ctx
+        .writer
+        .remove(path.clone(), reason)
+        .await
+        .map_err(|source| Error::Remove { path: path.to_string(), source })?;
     ctx.committed.forget(path.as_str());
     ctx.inventory.removed(path.as_str());
-    ctx.refresh.after_push();
+    refresh_if_pushed(&outcome, ctx);
     Ok(())
+}
+
+/// Asks Argo CD to look again only when a new commit reached the branch it watches (in
+/// pull-request mode that happens when someone merges, not here).
+fn refresh_if_pushed(outcome: &CommitOutcome, ctx: &Context) {
+    if outcome.created && ctx.writer.pushes_to_watched_branch() {
+        ctx.refresh.after_push();
+    }
 }
 
 /// The commit the request's status records for `path` if it was made for the same
