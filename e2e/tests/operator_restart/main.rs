@@ -3,20 +3,20 @@
 //! the remote is consistent; and a deletion while the remote is down waits for it.
 //! Its own binary, so neither disturbs the other suites.
 
-#[path = "../../../tests/support/busy_pusher.rs"]
-mod busy_pusher;
 #[path = "../operator/common.rs"]
 mod common;
 
 use std::time::Duration;
 
-use berth::api::{EnvironmentRequest, environment_request::Phase};
+use berth::{
+    api::{EnvironmentRequest, environment_request::Phase},
+    testing::BusyPusher,
+};
 use berth_e2e::{
     operator::metric_at,
     policy::{Refusal, denying_policy},
     remote::{commit_file, folders_at_head},
 };
-use busy_pusher::BusyPusher;
 use common::*;
 use kube::Api;
 
