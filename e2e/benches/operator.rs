@@ -16,9 +16,6 @@ use kube::{
     api::{ListParams, PostParams},
 };
 
-#[path = "../tests/operator/common.rs"]
-mod common;
-
 const CONCURRENCY: usize = 32;
 
 /// A tenant budget every burst fits in, so the guard's work is measured, not its refusals.
@@ -26,7 +23,7 @@ const BUDGET: &str = "{maxEnvironments: 100000, monthlyCostUSD: 1000000, quota: 
 
 /// The same request the operator e2e suites create, typed for the kube client.
 fn request(namespace: &str, name: &str, tenant: &str, class: &str) -> EnvironmentRequest {
-    serde_yaml::from_str(&common::request_yaml(namespace, name, tenant, class, "")).expect("request yaml")
+    serde_yaml::from_str(&berth_e2e::suite::request_yaml(namespace, name, tenant, class, "")).expect("request yaml")
 }
 
 async fn setup(cluster: &Cluster, tenant: &str, class: &str) {

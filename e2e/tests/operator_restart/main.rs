@@ -3,9 +3,6 @@
 //! the remote is consistent; and a deletion while the remote is down waits for it.
 //! Its own binary, so neither disturbs the other suites.
 
-#[path = "../operator/common.rs"]
-mod common;
-
 use std::time::Duration;
 
 use berth::{
@@ -16,8 +13,8 @@ use berth_e2e::{
     operator::metric_at,
     policy::{Refusal, denying_policy},
     remote::{commit_file, folders_at_head},
+    suite::*,
 };
-use common::*;
 use kube::Api;
 
 /// These tests take the operator or its remote away, so they run one at a time.
