@@ -8,9 +8,15 @@ controlplane := "cargo run -q -p berth-e2e --bin berth-controlplane --"
 default:
     @just --list
 
-# The whole test suite: lint, unit tests and e2e against a real control plane
+# The whole test suite: lint, unit tests and e2e against a real control plane (and every
+# benchmark's smoke run: those of berth here, the operator one on the control plane)
 test: lint controlplane
     cargo test --workspace --locked
+
+# The fast loop: Berth's unit tests, tests/ and the benchmarks' smoke runs that need no
+# control plane; no lint, no e2e
+unit:
+    cargo test -p berth --locked
 
 # Formatting and clippy, warnings as errors
 lint:

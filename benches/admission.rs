@@ -6,12 +6,14 @@
 //! The server runs on a current-thread Tokio runtime in its own OS thread: one core.
 //! The clients run on a separate multi-thread runtime, on the same machine.
 //!
-//! `just bench-admission` (or `cargo bench --bench admission -- <report path>`).
+//! `just bench-admission` (or `cargo bench --bench admission -- <report path>`). `cargo test`
+//! runs it too, in a smoke mode with tiny sizes and the same assertions (cargo passes
+//! `--bench` only to real runs), so a change that breaks the benchmark cannot land.
 
 use std::{
     hint::black_box,
     path::Path,
-    sync::Arc,
+    sync::{Arc, OnceLock},
     time::{Duration, Instant},
 };
 
@@ -21,12 +23,13 @@ use berth::{
     api::{
         EnvironmentClass, EnvironmentRequest, Tenant,
         environment_request::{Approval, EnvironmentRequestStatus, GitOpsStatus, Phase},
-        labels::CREATED_BY_ANNOTATION,
+        labels::{CREATED_BY_ANNOTATION, SPEC_AUTHOR_ANNOTATION},
     },
-    approval::{Approver, Issuer, RequestRef, SigningKey, Target, Verifier, generate_ed25519, spec_digest},
+    approval::{Target, Verifier, spec_digest},
     cli::https::{Connection, Endpoint, client_config},
     index::Index,
     policy::{budget, request as rules},
+    testing::{ApprovalKeys as Keys, Review as AdmissionReview, approval_keys as keys, example},
     webhook::{
         Kind, WebhookState,
         admission::{self, Checks},
@@ -41,30 +44,59 @@ use kube::ResourceExt;
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
-/// Tenants in the view (the example's `payments` and copies of it).
-const TENANTS: usize = 100;
-/// Existing requests in the view, spread evenly over the tenants.
-const REQUESTS: usize = 1_000;
-/// Connection counts measured for every review.
-const CONNECTIONS: [usize; 3] = [1, 4, 16];
-const WARM_UP: Duration = Duration::from_secs(1);
-const MEASURE: Duration = Duration::from_secs(5);
+/// How much the benchmark does.
+struct Sizes {
+    /// Tenants in the view (the example's `payments` and copies of it).
+    tenants: usize,
+    /// Existing requests in the view, spread evenly over the tenants (10 each).
+    requests: usize,
+    /// Connection counts measured for every review.
+    connections: &'static [usize],
+    warm_up: Duration,
+    measure: Duration,
+    /// [`per_call`]: calls before timing, calls between two looks at the clock, and
+    /// the time it measures for.
+    per_call_warm_up: u32,
+    per_call_batch: u32,
+    per_call_time: Duration,
+}
+
+/// `cargo bench`.
+const FULL: Sizes = Sizes {
+    tenants: 100,
+    requests: 1_000,
+    connections: &[1, 4, 16],
+    warm_up: Duration::from_secs(1),
+    measure: Duration::from_secs(5),
+    per_call_warm_up: 200,
+    per_call_batch: 50,
+    per_call_time: Duration::from_millis(200),
+};
+
+/// `cargo test`: every step once or a few times, figures meaningless.
+const SMOKE: Sizes = Sizes {
+    tenants: 10,
+    requests: 100,
+    connections: &[1, 4],
+    warm_up: Duration::from_millis(20),
+    measure: Duration::from_millis(100),
+    per_call_warm_up: 1,
+    per_call_batch: 2,
+    per_call_time: Duration::from_millis(1),
+};
+
+static SIZES: OnceLock<&'static Sizes> = OnceLock::new();
+
+/// The sizes of this run, chosen once in `main`.
+fn sizes() -> &'static Sizes {
+    SIZES.get().copied().unwrap_or(&FULL)
+}
 /// Targets from the issue.
 const TARGET_P99: Duration = Duration::from_millis(2);
 const TARGET_RATE: f64 = 5_000.0;
 
 // ---------------------------------------------------------------------------------------
 // The index admission reads, filled by hand as the watches fill it.
-
-fn example<T: serde::de::DeserializeOwned>(name: &str) -> T {
-    serde_yaml::from_value(example_value(name)).unwrap_or_else(|e| panic!("{name}: {e}"))
-}
-
-fn example_value(name: &str) -> serde_yaml::Value {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples").join(name);
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
 
 /// The tenant named `name` owning namespace `name`: the payments example with room for
 /// 20 environments (the example allows 10, and each tenant already holds 10 here).
@@ -142,15 +174,17 @@ struct Review {
 /// uid, generation, creationTimestamp, managedFields and the last-applied annotation.
 fn stored_object(request: &EnvironmentRequest, manifest: &str, uid: &str, creator: Option<&str>) -> Value {
     let mut object = serde_json::to_value(request).expect("json");
-    let last_applied: Value = serde_json::to_value(example_value(manifest)).expect("json");
+    let last_applied: Value = example(manifest);
     let metadata = object["metadata"].as_object_mut().expect("metadata");
     let mut annotations = serde_json::Map::new();
     annotations.insert(
         "kubectl.kubernetes.io/last-applied-configuration".into(),
         Value::String(format!("{}\n", serde_json::to_string(&last_applied).expect("json"))),
     );
+    // As the mutating webhook leaves a request `creator` created (validation checks them).
     if let Some(creator) = creator {
         annotations.insert(CREATED_BY_ANNOTATION.into(), Value::String(creator.into()));
+        annotations.insert(SPEC_AUTHOR_ANNOTATION.into(), Value::String(creator.into()));
     }
     metadata.insert("annotations".into(), Value::Object(annotations));
     metadata.insert("uid".into(), json!(uid));
@@ -181,58 +215,22 @@ fn stored_object(request: &EnvironmentRequest, manifest: &str, uid: &str, creato
 }
 
 fn review_body(uid: &str, object: &Value) -> Bytes {
-    let gvk = json!({"group": "berth.dev", "version": "v1alpha1", "kind": "EnvironmentRequest"});
-    let gvr = json!({"group": "berth.dev", "version": "v1alpha1", "resource": "environmentrequests"});
-    let body = json!({
-        "apiVersion": "admission.k8s.io/v1",
-        "kind": "AdmissionReview",
-        "request": {
-            "uid": uid,
-            "kind": gvk,
-            "resource": gvr,
-            "requestKind": gvk,
-            "requestResource": gvr,
-            "name": object["metadata"]["name"],
-            "namespace": object["metadata"]["namespace"],
-            "operation": "CREATE",
-            "userInfo": {
-                "username": "alice",
-                "uid": "8f2b7c1e-2d4a-4c61-9f0e-3b5a6d7e8f90",
-                "groups": ["team-payments", "system:authenticated"]
-            },
-            "object": object,
-            "oldObject": null,
-            "dryRun": false,
-            "options": {
-                "apiVersion": "meta.k8s.io/v1",
-                "kind": "CreateOptions",
-                "fieldManager": "kubectl-client-side-apply",
-                "fieldValidation": "Strict"
-            }
-        }
-    });
-    Bytes::from(serde_json::to_vec(&body).expect("json"))
-}
-
-struct Keys {
-    issuer: Issuer,
-    verifier: Verifier,
-}
-
-fn keys() -> Keys {
-    let (private, _public) = generate_ed25519().expect("keys");
-    let signing = SigningKey::from_pem(private.as_bytes()).expect("signing key");
-    let issuer = Issuer::new(signing, "berth".into(), "berth.dev/approvals".into(), Duration::from_secs(3600));
-    let verifier = issuer.verifier();
-    Keys { issuer, verifier }
+    let review = AdmissionReview::create("environmentrequests", object.clone())
+        .uid(uid)
+        .user_uid("8f2b7c1e-2d4a-4c61-9f0e-3b5a6d7e8f90")
+        .options(json!({
+            "apiVersion": "meta.k8s.io/v1",
+            "kind": "CreateOptions",
+            "fieldManager": "kubectl-client-side-apply",
+            "fieldValidation": "Strict"
+        }));
+    Bytes::from(review.body())
 }
 
 /// The production request with a valid approval by bob, created by alice.
 fn approved_production(keys: &Keys) -> EnvironmentRequest {
     let mut prod: EnvironmentRequest = example("environmentrequest-production.yaml");
-    let approver = Approver { subject: "bob".into(), groups: vec!["platform-approvers".into()] };
-    let target = RequestRef { namespace: prod.namespace().unwrap_or_default(), name: prod.name_any() };
-    let token = keys.issuer.issue(&approver, &target, &prod.spec, Timestamp::now()).expect("issue");
+    let token = keys.approve(&prod, "bob", Timestamp::now());
     prod.spec.approval = Some(Approval { token });
     prod
 }
@@ -277,7 +275,7 @@ fn reviews(keys: &Keys) -> Vec<Review> {
         ),
         review(
             "mutate preview CREATE",
-            "records the creator: a JSON patch adding the annotation",
+            "records the creator and spec author, adds the finalizer: a JSON patch",
             "/mutate/environmentrequests",
             "3b1f0c52-0000-4000-8000-000000000003",
             stored_object(&preview, "environmentrequest-preview.yaml", "5c0e3a9d-7b1f-4e2a-9c4d-000000000a03", None),
@@ -311,7 +309,11 @@ fn assert_response(review: &Review, status: u16, body: &[u8]) {
             let patch: Value = serde_json::from_slice(&patch).expect("json patch");
             assert_eq!(
                 patch,
-                json!([{"op": "add", "path": "/metadata/annotations/berth.dev~1created-by", "value": "alice"}]),
+                json!([
+                    {"op": "add", "path": "/metadata/annotations/berth.dev~1created-by", "value": "alice"},
+                    {"op": "add", "path": "/metadata/annotations/berth.dev~1spec-author", "value": "alice"},
+                    {"op": "add", "path": "/metadata/finalizers", "value": ["berth.dev/gitops-cleanup"]}
+                ]),
                 "{}",
                 review.label
             );
@@ -380,7 +382,7 @@ impl Scenario {
 }
 
 /// `connections` keep-alive connections, each sending `review` back to back for
-/// [`WARM_UP`] then [`MEASURE`]; latencies of the requests sent after the warm-up.
+/// the warm-up then the measured time of [`sizes`]; latencies of the requests sent after the warm-up.
 async fn run(
     endpoint: &Endpoint,
     tls: &Arc<rustls::ClientConfig>,
@@ -393,8 +395,8 @@ async fn run(
         opened.push(Connection::open(endpoint, Arc::clone(tls)).await.expect("connect"));
     }
     let started = Instant::now();
-    let measure_from = started + WARM_UP;
-    let until = measure_from + MEASURE;
+    let measure_from = started + sizes().warm_up;
+    let until = measure_from + sizes().measure;
     let tasks: Vec<_> = opened
         .into_iter()
         .map(|mut connection| {
@@ -431,23 +433,24 @@ async fn run(
         last = last.max(finished);
     }
     sorted.sort();
-    let seconds = (last - measure_from).as_secs_f64().max(MEASURE.as_secs_f64());
+    let seconds = (last - measure_from).as_secs_f64().max(sizes().measure.as_secs_f64());
     let server_cpu = cpu_before.zip(cpu_after).map(|(before, after)| after.saturating_sub(before));
     Scenario { connections, requests: sorted.len(), seconds, server_cpu, sorted }
 }
 
 /// Mean time of one call of `f`, after a warm-up, over about 200 ms.
 fn per_call(mut f: impl FnMut()) -> Duration {
-    for _ in 0..200 {
+    let sizes = sizes();
+    for _ in 0..sizes.per_call_warm_up {
         f();
     }
     let started = Instant::now();
     let mut calls = 0u32;
-    while started.elapsed() < Duration::from_millis(200) {
-        for _ in 0..50 {
+    while started.elapsed() < sizes.per_call_time {
+        for _ in 0..sizes.per_call_batch {
             f();
         }
-        calls += 50;
+        calls += sizes.per_call_batch;
     }
     started.elapsed() / calls
 }
@@ -518,7 +521,7 @@ fn inside(request: &EnvironmentRequest, view: &Index, verifier: &Verifier) -> In
         requests
     };
     let requests = filter();
-    assert_eq!(requests.len(), REQUESTS / TENANTS);
+    assert_eq!(requests.len(), sizes().requests / sizes().tenants);
     let terms = {
         let classes = view.classes.state();
         budget::class_terms(classes.iter().map(AsRef::as_ref))
@@ -611,10 +614,12 @@ fn breakdown(review: &Review, state: &WebhookState, keys: &Keys) -> Breakdown {
 // ---------------------------------------------------------------------------------------
 
 fn main() {
-    let report_path = std::env::args()
-        .skip(1)
-        .find(|a| !a.starts_with('-'))
-        .unwrap_or_else(|| "target/bench/admission.md".to_owned());
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let smoke = !args.iter().any(|a| a == "--bench");
+    let _ = SIZES.set(if smoke { &SMOKE } else { &FULL });
+    let Sizes { tenants, requests, connections, warm_up, measure, .. } = *sizes();
+    let report_path =
+        args.iter().find(|a| !a.starts_with('-')).cloned().unwrap_or_else(|| "target/bench/admission.md".to_owned());
     let bench_started = Instant::now();
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let load_at_start = load_average();
@@ -622,7 +627,7 @@ fn main() {
     let keys = keys();
     let reviews = reviews(&keys);
     let state = WebhookState {
-        index: Arc::new(view(TENANTS, REQUESTS, Timestamp::now())),
+        index: Arc::new(view(tenants, requests, Timestamp::now())),
         verifier: Some(Arc::new(keys.verifier.clone())),
         issuer: None,
         bearer: None,
@@ -675,7 +680,7 @@ fn main() {
             let response = connection.post_json(review.path, review.body.clone(), None).await.expect("response");
             assert_response(review, response.status().as_u16(), response.body());
             drop(connection);
-            for connections in CONNECTIONS {
+            for &connections in connections {
                 let scenario = run(&endpoint, &client_tls, &server, review, connections).await;
                 eprintln!(
                     "{} × {connections}: {:.0}/s, p50 {} ms, p99 {} ms",
@@ -693,7 +698,7 @@ fn main() {
 
     let breakdowns: Vec<Breakdown> = reviews.iter().map(|review| breakdown(review, &state, &keys)).collect();
     // How the budget check grows with the cluster: ten times the requests (and tenants).
-    let big = WebhookState { index: Arc::new(view(10 * TENANTS, 10 * REQUESTS, Timestamp::now())), ..state.clone() };
+    let big = WebhookState { index: Arc::new(view(10 * tenants, 10 * requests, Timestamp::now())), ..state.clone() };
     let big_decide = breakdown(&reviews[0], &big, &keys).decide;
 
     // The report.
@@ -710,14 +715,14 @@ fn main() {
     report.push_str(&format!(
         "Server: the real router behind `tls::serve` (TLS 1.3, ring, ECDSA P-256 certificate) on 127.0.0.1, \
          on a **current-thread** Tokio runtime in its own OS thread — one core. Metrics on. \
-         Index: filled by hand as the watches fill it, holding the 3 example classes, {TENANTS} tenants \
-         (copies of `payments`, maxEnvironments raised to 20) and {REQUESTS} provisioned requests, 10 per tenant. \
+         Index: filled by hand as the watches fill it, holding the 3 example classes, {tenants} tenants \
+         (copies of `payments`, maxEnvironments raised to 20) and {requests} provisioned requests, 10 per tenant. \
          One Ed25519 approval key configured.\n\n\
          Clients: `berth::cli::https::Connection` (HTTP/1.1 keep-alive over TLS) on a separate multi-thread \
          runtime ({client_threads} worker thread(s)), each connection sending its review back to back: \
          {} s warm-up, then {} s measured. Latency is request sent → whole response read, client side.\n\n",
-        WARM_UP.as_secs(),
-        MEASURE.as_secs()
+        warm_up.as_secs(),
+        measure.as_secs()
     ));
     report.push_str("| review | what it exercises | body (bytes) | expected answer |\n|---|---|---|---|\n");
     for review in &reviews {
@@ -855,14 +860,18 @@ fn main() {
     report.push_str(&format!(
         "\nWith ten times the cluster in the cache ({} tenants, {} requests, still 10 per tenant), `decide` for \
          the {} review takes {} µs (vs {} µs): the budget check reads only the tenant's namespace, whatever the size of the cache.\n",
-        10 * TENANTS,
-        10 * REQUESTS,
+        10 * tenants,
+        10 * requests,
         reviews[0].label,
         us(big_decide),
         us(breakdowns[0].decide),
     ));
     report.push_str(&format!("\nWhole benchmark: {:.0} s.\n", bench_started.elapsed().as_secs_f64()));
 
+    if smoke {
+        eprintln!("smoke run: sizes too small to mean anything, no report written");
+        return;
+    }
     if let Some(parent) = Path::new(&report_path).parent() {
         std::fs::create_dir_all(parent).expect("report dir");
     }

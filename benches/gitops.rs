@@ -15,26 +15,17 @@ use std::{
     time::{Duration, Instant},
 };
 
+use berth::testing::BusyPusher;
 use berth::{
     gitops::{ChangeReason, GitOpsMetrics, Writer, WriterConfig, WriterHandle, environment_path},
     render::{RenderOptions, render},
+    testing::{class, payments, request},
 };
-use busy_pusher::BusyPusher;
 use futures::StreamExt;
-
-#[path = "../tests/support/busy_pusher.rs"]
-mod busy_pusher;
 
 /// One environment's files, as the renderer produces them for the preview example.
 fn environment_files() -> BTreeMap<String, Vec<u8>> {
-    let read = |name: &str| {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples").join(name);
-        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-    };
-    let class = serde_yaml::from_str(&read("environmentclass-preview.yaml")).expect("class");
-    let tenant = serde_yaml::from_str(&read("tenant-payments.yaml")).expect("tenant");
-    let request = serde_yaml::from_str(&read("environmentrequest-preview.yaml")).expect("request");
-    let env = render(&class, &tenant, &request, &RenderOptions::default()).expect("renders");
+    let env = render(&class("preview"), &payments(), &request("preview"), &RenderOptions::default()).expect("renders");
     env.files.into_iter().map(|(name, yaml)| (name, yaml.into_bytes())).collect()
 }
 

@@ -13,6 +13,6 @@ pub mod pem;
 pub mod policy;
 pub mod render;
 pub mod telemetry;
-#[cfg(test)]
-mod test_support;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 pub mod webhook;

@@ -15,6 +15,7 @@ use std::path::Path;
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use serde_json::{Value, json};
 
+use berth::testing::{Review, example};
 use harness::{Admitted, admit, approval_token, authenticate, bearer_token, fixtures, verify_approval};
 
 /// xorshift64*: a fixed, dependency-free stream of pseudo-random numbers.
@@ -184,28 +185,11 @@ const REQUIRED: [&str; 8] = [
 
 /// The review the apiserver sends for `object` (`None`: a DELETE of `old`).
 fn review(operation: &str, resource: &str, object: Option<Value>, old: Option<Value>) -> Value {
-    let source = object.as_ref().or(old.as_ref()).expect("an object");
-    json!({
-        "apiVersion": "admission.k8s.io/v1",
-        "kind": "AdmissionReview",
-        "request": {
-            "uid": "705ab4f5-6393-11e8-b7cc-42010a800002",
-            "kind": {"group": "berth.dev", "version": "v1alpha1", "kind": source["kind"]},
-            "resource": {"group": "berth.dev", "version": "v1alpha1", "resource": resource},
-            "name": source["metadata"]["name"],
-            "namespace": source["metadata"]["namespace"],
-            "operation": operation,
-            "userInfo": {"username": "alice", "groups": ["team-payments", "system:authenticated"]},
-            "object": object,
-            "oldObject": old,
-            "dryRun": false
-        }
-    })
+    Review::new(operation, resource, object, old).json()
 }
 
 fn preview_review() -> Value {
-    let preview: Value =
-        serde_yaml::from_str(include_str!("../examples/environmentrequest-preview.yaml")).expect("yaml");
+    let preview: Value = example("environmentrequest-preview.yaml");
     review("CREATE", "environmentrequests", Some(preview), None)
 }
 

@@ -11,13 +11,10 @@ use berth::gitops::{
     ChangeReason, CommitOutcome, Credentials, Error, FailureKind, GitOpsMetrics, PushMode, RepoPath, RetryPolicy,
     Secret, Writer, WriterConfig, WriterHandle, environment_path,
 };
-use busy_pusher::BusyPusher;
+use berth::testing::BusyPusher;
 use futures::StreamExt;
 use prometheus::{Registry, TextEncoder};
 use tempfile::TempDir;
-
-#[path = "support/busy_pusher.rs"]
-mod busy_pusher;
 
 // ---------------------------------------------------------------- helpers
 

@@ -60,6 +60,15 @@ impl Cluster {
         }
     }
 
+    /// [`Cluster::shared`] with the `berth-controlplane` cargo built next to the test
+    /// binary (for a library, which has no `CARGO_BIN_EXE_*`).
+    pub fn shared_next_to_test() -> &'static Cluster {
+        match crate::built_binary("berth-controlplane") {
+            Ok(exe) => Self::shared(&exe.to_string_lossy()),
+            Err(error) => panic!("the test control plane cannot start: {error:#}"),
+        }
+    }
+
     /// A kube client as `user` (`admin`, `alice` or `bob`).
     pub async fn client(&self, user: &str) -> kube::Client {
         match crate::client_for(&self.info, user).await {

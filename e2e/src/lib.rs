@@ -1,6 +1,7 @@
-//! Berth's test harness: a real Kubernetes control plane on loopback (tier 2 of
-//! DESIGN.md "Test tiers"), the `berth-controlplane` command that runs one for a
-//! person or a test binary, and helpers the e2e suites share.
+//! Berth's test harness: a real Kubernetes control plane on loopback (the e2e tier of
+//! the README's "Developing": `just test` runs it, `just unit` does not), the
+//! `berth-controlplane` command that runs one for a person or a test binary, and
+//! helpers the e2e suites share ([`suite`]).
 
 pub mod argocd;
 pub mod controlplane;
@@ -10,6 +11,7 @@ pub mod operator;
 pub mod pki;
 pub mod policy;
 pub mod remote;
+pub mod suite;
 pub mod users;
 pub mod webhook;
 
@@ -22,6 +24,18 @@ pub use controlplane::ClusterInfo;
 /// The repository root (holds `crds/` and `examples/`).
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
+}
+
+/// The binary `name` of this workspace, built by cargo into the folder of the running
+/// test or bench (`target/<profile>/deps/<test>` -> `target/<profile>/<name>`).
+pub fn built_binary(name: &str) -> Result<PathBuf> {
+    let exe = std::env::current_exe().context("locating the test binary")?;
+    let profile_dir = exe.parent().and_then(Path::parent).context("test binary outside target/")?;
+    let binary = profile_dir.join(name);
+    if !binary.is_file() {
+        anyhow::bail!("{} not found", binary.display());
+    }
+    Ok(binary)
 }
 
 /// Runs one of the `e2e/controlplane` scripts, which print a path on stdout (their

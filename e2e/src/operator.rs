@@ -9,7 +9,7 @@ use std::{
 
 use std::os::unix::process::CommandExt;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 
 use crate::ClusterInfo;
 
@@ -23,14 +23,7 @@ wait"#;
 
 /// The `berth` binary next to this test binary (`cargo test --workspace` builds it).
 pub fn berth_binary() -> Result<PathBuf> {
-    let exe = std::env::current_exe().context("locating the test binary")?;
-    // target/<profile>/deps/<test> -> target/<profile>/berth
-    let profile_dir = exe.parent().and_then(Path::parent).context("test binary outside target/")?;
-    let berth = profile_dir.join("berth");
-    if !berth.is_file() {
-        bail!("{} not found; build it first (`cargo build --bin berth`; `just test` does)", berth.display());
-    }
-    Ok(berth)
+    crate::built_binary("berth").context("build it first (`cargo build --bin berth`; `just test` does)")
 }
 
 /// A running operator; killed on drop.

@@ -25,12 +25,10 @@ use std::time::Duration;
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use berth::{
     api::{EnvironmentClass, EnvironmentRequest, Rollout, Tenant, labels::CREATED_BY_ANNOTATION},
-    approval::{
-        ApprovalClaims, Approver, DEFAULT_LEEWAY, Issuer, Rejection, RequestRef, SigningKey, Target, VerificationKeys,
-        Verifier, generate_ed25519, spec_digest,
-    },
+    approval::{ApprovalClaims, DEFAULT_LEEWAY, Issuer, Rejection, Target, VerificationKeys, Verifier, spec_digest},
     auth::{AuthError, BearerConfig, BearerVerifier, CLOCK_LEEWAY_SECONDS, Caller, dev_token},
     index::Index,
+    testing::{self, approval_keys, class, payments, request},
     webhook::{
         Kind,
         admission::{self, Checks},
@@ -42,27 +40,18 @@ use kube::core::admission::Operation;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
-const TENANT: &str = include_str!("../../examples/tenant-payments.yaml");
-const CLASSES: [&str; 3] = [
-    include_str!("../../examples/environmentclass-preview.yaml"),
-    include_str!("../../examples/environmentclass-staging.yaml"),
-    include_str!("../../examples/environmentclass-production.yaml"),
-];
-const STAGING: &str = include_str!("../../examples/environmentrequest-staging.yaml");
-const PRODUCTION: &str = include_str!("../../examples/environmentrequest-production.yaml");
-
 /// Every plural the webhook serves under `/validate/`.
 pub const KINDS: [&str; 4] = ["environmentrequests", "tenants", "environmentclasses", "rollouts"];
 /// The approval tokens' issuer.
-pub const ISSUER: &str = "berth";
+pub const ISSUER: &str = testing::ISSUER;
 /// The approval tokens' audience.
-pub const AUDIENCE: &str = "berth.dev/approvals";
+pub const AUDIENCE: &str = testing::AUDIENCE;
 /// Who created the production request (its `berth.dev/created-by`).
 pub const CREATOR: &str = "alice";
 /// Who approved it.
 pub const APPROVER: &str = "bob";
 /// The production class's approver group.
-pub const APPROVER_GROUP: &str = "platform-approvers";
+pub const APPROVER_GROUP: &str = testing::APPROVER_GROUP;
 /// The bearer tokens' audience.
 pub const BEARER_AUDIENCE: &str = "berth";
 /// HS256 secret of the bearer verifier (what `berth token` signs with in development).
@@ -114,30 +103,24 @@ impl Fixtures {
     }
 }
 
-fn yaml<T: DeserializeOwned>(text: &str) -> T {
-    serde_yaml::from_str(text).expect("an example object")
-}
-
 /// The fixtures, made on first use.
 pub fn fixtures() -> &'static Fixtures {
     static FIXTURES: OnceLock<Fixtures> = OnceLock::new();
     FIXTURES.get_or_init(|| {
-        let classes: Vec<EnvironmentClass> = CLASSES.iter().map(|text| yaml(text)).collect();
+        let classes: Vec<EnvironmentClass> = ["preview", "staging", "production"].map(class).into();
         let production_class = classes[2].clone();
         assert_eq!(production_class.spec.approval.approver_groups, [APPROVER_GROUP], "the production class");
-        let cluster = Index::with_objects([yaml(TENANT)], classes, [yaml(STAGING)]);
-        let mut production: EnvironmentRequest = yaml(PRODUCTION);
+        let cluster = Index::with_objects([payments()], classes, [request("staging")]);
+        let mut production = request("production");
         production.metadata.annotations.get_or_insert_default().insert(CREATED_BY_ANNOTATION.into(), CREATOR.into());
 
-        let (private, public) = generate_ed25519().expect("an Ed25519 key");
-        let signing = SigningKey::from_pem(private.as_bytes()).expect("the signing key");
-        let kid = signing.kid().to_owned();
-        let issuer = Issuer::new(signing, ISSUER.into(), AUDIENCE.into(), Duration::from_secs(3600));
+        let keys = approval_keys();
+        let approval = keys.approve(&production, APPROVER, now());
+        let (issuer, public) = (keys.issuer, keys.public_pem);
+        let kid = issuer.kid().to_owned();
+        // Verified from the public key's PEM, as Berth reads a configured key.
         let keys = VerificationKeys::from_pems(&[public.as_bytes()]).expect("the verification key");
         let verifier = Verifier::new(keys, ISSUER.into(), AUDIENCE.into());
-        let approver = Approver { subject: APPROVER.into(), groups: vec![APPROVER_GROUP.into()] };
-        let target = RequestRef { namespace: "payments".into(), name: "checkout-prod".into() };
-        let approval = issuer.issue(&approver, &target, &production.spec, now()).expect("an approval");
 
         let secret_file = std::env::temp_dir().join(format!("berth-fuzz-hs256-{}", std::process::id()));
         std::fs::write(&secret_file, BEARER_SECRET).expect("write the HS256 secret");

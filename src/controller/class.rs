@@ -135,7 +135,7 @@ mod tests {
 
     /// The preview class, changed to generation 2 after generation 1 was rendered.
     fn changed_class() -> EnvironmentClass {
-        let mut class = crate::test_support::class("preview");
+        let mut class = crate::testing::class("preview");
         class.metadata.generation = Some(2);
         class.status = Some(EnvironmentClassStatus { observed_generation: Some(1), ..Default::default() });
         class
@@ -185,7 +185,7 @@ mod tests {
             api::environment_request::{EnvironmentRequestStatus, GitOpsStatus, Phase},
             controller::fixtures::context,
             index::Index,
-            test_support::{payments, request},
+            testing::{payments, request},
         };
 
         const STATUS: &str = "/apis/berth.dev/v1alpha1/environmentclasses/preview/status";
@@ -224,7 +224,7 @@ mod tests {
 
         #[tokio::test]
         async fn a_settled_class_writes_nothing() {
-            let mut class = crate::test_support::class("preview");
+            let mut class = crate::testing::class("preview");
             class.metadata.generation = Some(1);
             class.status = Some(next_status(&class, 1, None, &at(10)));
             let index = Index::with_objects([payments()], [class.clone()], [provisioned()]);
@@ -237,7 +237,7 @@ mod tests {
 
         #[tokio::test]
         async fn an_unusable_class_is_reported_invalid_with_a_warning() {
-            let mut class = crate::test_support::class("preview");
+            let mut class = crate::testing::class("preview");
             class.metadata.generation = Some(1);
             class.status = Some(next_status(&class, 0, None, &at(10)));
             class.spec.quota.clear();

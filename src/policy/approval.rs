@@ -85,7 +85,7 @@ mod tests {
     use super::*;
     use crate::{
         api::labels,
-        test_support::{class, request},
+        testing::{class, request},
     };
 
     const TARGET: &str = "payments/checkout-prod";

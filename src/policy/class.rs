@@ -25,7 +25,7 @@ mod tests {
 
     #[test]
     fn an_unparsable_ttl_and_an_empty_quota_are_problems_and_the_examples_have_none() {
-        let class = crate::test_support::class("preview");
+        let class = crate::testing::class("preview");
         assert!(problems(&class).is_empty(), "{:?}", problems(&class));
         let mut broken = class.clone();
         broken.spec.quota.clear();

@@ -208,7 +208,7 @@ mod tests {
     use super::*;
     use crate::{
         api::git_url::{EXAMPLE_SECRET, EXAMPLES, Expected},
-        test_support::{class, payments, request},
+        testing::{class, payments, request},
     };
 
     #[test]

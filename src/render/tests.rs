@@ -13,7 +13,7 @@ fn repo_file(relative: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(relative)
 }
 
-use crate::test_support::{class, payments, request};
+use crate::testing::{class, payments, request};
 
 /// Compares with `tests/golden/render/<case>/`; `BERTH_UPDATE_GOLDEN=1` rewrites them.
 fn assert_golden(case: &str, env: &Environment) {

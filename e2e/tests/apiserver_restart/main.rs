@@ -8,9 +8,6 @@
 //! exit after SIGTERM before it is killed (default 90: it exits on its own, after
 //! about 60 s of refusing new connections while its watches stay open).
 
-#[path = "../operator/common.rs"]
-mod common;
-
 use std::{
     sync::Mutex,
     time::{Duration, Instant},
@@ -18,7 +15,7 @@ use std::{
 
 use berth::api::{EnvironmentRequest, environment_request::Phase};
 use berth_e2e::operator::{Operator, metric_at};
-use common::*;
+use berth_e2e::suite::*;
 use k8s_openapi::api::core::v1::Namespace;
 use kube::{
     Api,

@@ -4,14 +4,10 @@
 //! root Application, as a platform team sets it up; Berth reports what Argo CD
 //! reports. Nothing here writes an Application's status.
 
-#[path = "../operator/common.rs"]
-mod common;
-
 use std::{collections::BTreeSet, path::Path, time::Duration};
 
 use berth::api::{EnvironmentRequest, environment_request::Phase};
-use berth_e2e::{argocd::NAMESPACE as ARGOCD, fixture::Cluster};
-use common::*;
+use berth_e2e::{argocd::NAMESPACE as ARGOCD, fixture::Cluster, suite::*};
 use kube::Api;
 use serde::Deserialize;
 use serde_json::Value;

@@ -34,7 +34,7 @@ async fn every_example_is_accepted_and_reads_back_into_the_rust_types() {
     let create_ns = cluster.kubectl("admin", &["create", "namespace", "payments"], None).await;
     assert!(create_ns.success, "{}", create_ns.stderr);
 
-    let examples = berth_e2e::repo_root().join("examples");
+    let examples = berth::testing::examples_dir();
     let examples = examples.to_string_lossy();
     let dry_run = cluster.kubectl("admin", &["create", "--dry-run=server", "-f", &examples], None).await;
     assert!(dry_run.success, "server-side dry run refused an example: {}", dry_run.stderr);

@@ -12,11 +12,9 @@ fn cluster() -> &'static Cluster {
     Cluster::shared(env!("CARGO_BIN_EXE_berth-controlplane"))
 }
 
-/// Reads a file from `examples/` as YAML.
+/// A file from `examples/` as YAML.
 fn example(name: &str) -> serde_yaml::Value {
-    let path = berth_e2e::repo_root().join("examples").join(name);
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
-    serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("{} is not YAML: {e}", path.display()))
+    berth::testing::example(name)
 }
 
 fn to_yaml(value: &serde_yaml::Value) -> String {

@@ -2,14 +2,11 @@
 //! controllers), the other stands by; killing the leader hands the work to the
 //! standby within the lease. Its own binary: it runs its own pair of operators.
 
-#[path = "../operator/common.rs"]
-mod common;
-
 use std::time::{Duration, Instant};
 
 use berth::api::environment_request::Phase;
 use berth_e2e::operator::Operator;
-use common::*;
+use berth_e2e::suite::*;
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::Api;
 

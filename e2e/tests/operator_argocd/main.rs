@@ -5,16 +5,13 @@
 //! (Argo CD's controllers are tier 3; here the test plays their part on the
 //! Application, which is exactly the API Berth reads.)
 
-#[path = "../operator/common.rs"]
-mod common;
-
 use std::time::Duration;
 
 use berth::api::{
     conditions::{find, is_true, reasons, types},
     environment_request::Phase,
 };
-use common::*;
+use berth_e2e::suite::*;
 
 /// Writes the Application's status as Argo CD's application controller would.
 async fn report_as_argocd(application: &str, status: &str) {

@@ -3,21 +3,18 @@
 //! the remote is consistent; and a deletion while the remote is down waits for it.
 //! Its own binary, so neither disturbs the other suites.
 
-#[path = "../../../tests/support/busy_pusher.rs"]
-mod busy_pusher;
-#[path = "../operator/common.rs"]
-mod common;
-
 use std::time::Duration;
 
-use berth::api::{EnvironmentRequest, environment_request::Phase};
+use berth::{
+    api::{EnvironmentRequest, environment_request::Phase},
+    testing::BusyPusher,
+};
 use berth_e2e::{
     operator::metric_at,
     policy::{Refusal, denying_policy},
     remote::{commit_file, folders_at_head},
+    suite::*,
 };
-use busy_pusher::BusyPusher;
-use common::*;
 use kube::Api;
 
 /// These tests take the operator or its remote away, so they run one at a time.

@@ -5,18 +5,12 @@
 use berth::{
     api::{EnvironmentClass, EnvironmentRequest, Tenant},
     render::{RenderOptions, render},
+    testing::example,
 };
 use berth_e2e::fixture::Cluster;
-use serde::de::DeserializeOwned;
 
 fn cluster() -> &'static Cluster {
     Cluster::shared(env!("CARGO_BIN_EXE_berth-controlplane"))
-}
-
-fn example<T: DeserializeOwned>(name: &str) -> T {
-    let path = berth_e2e::repo_root().join("examples").join(name);
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
 #[tokio::test]

@@ -2,14 +2,11 @@
 //! `kubectl apply`, with the message a person reads; approvals go round trip through
 //! `berth approve`; the creator is recorded from the authenticated user.
 
-#[path = "../operator/common.rs"]
-mod common;
-
 use std::{sync::Mutex, time::Duration};
 
 use berth::api::{EnvironmentRequest, conditions, environment_request::Phase};
+use berth_e2e::suite::*;
 use berth_e2e::webhook::{self, WebhookSetup};
-use common::*;
 use kube::{Api, ResourceExt};
 use tokio::sync::OnceCell;
 

@@ -2,13 +2,10 @@
 //! closed) while kube-system and every other namespace carry on. Its own binary:
 //! it takes the webhook away from the whole cluster.
 
-#[path = "../operator/common.rs"]
-mod common;
-
 use std::{sync::Mutex, time::Duration};
 
+use berth_e2e::suite::*;
 use berth_e2e::webhook;
-use common::*;
 
 #[tokio::test]
 async fn berth_kinds_fail_closed_and_nothing_else_is_affected() {

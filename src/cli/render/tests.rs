@@ -1,10 +1,7 @@
 use std::path::{Path, PathBuf};
 
 use super::*;
-
-fn examples() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("examples")
-}
+use crate::testing::{example_text, examples_dir as examples};
 
 fn example_tree() -> BTreeMap<String, String> {
     let inputs = Inputs::read(&[examples()]).expect("examples read");
@@ -43,8 +40,8 @@ fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
 #[test]
 fn a_request_naming_a_class_not_given_is_a_clear_error() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let request = std::fs::read_to_string(examples().join("environmentrequest-preview.yaml")).expect("example");
-    let tenant = std::fs::read_to_string(examples().join("tenant-payments.yaml")).expect("example");
+    let request = example_text("environmentrequest-preview.yaml");
+    let tenant = example_text("tenant-payments.yaml");
     let file = write(dir.path(), "in.yaml", &format!("{request}---\n{tenant}"));
     let inputs = Inputs::read(&[file]).expect("reads");
     let err = rendered_tree(&inputs, &RenderOptions::default()).expect_err("class missing");

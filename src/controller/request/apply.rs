@@ -94,7 +94,7 @@ mod tests {
     use crate::api::environment_request::{EnvironmentRequestStatus, GitOpsStatus};
 
     fn with_gitops(commit: &str, path: &str, digest: Option<&str>) -> EnvironmentRequest {
-        let mut request = crate::test_support::request("preview");
+        let mut request = crate::testing::request("preview");
         request.status = Some(EnvironmentRequestStatus {
             gitops: Some(GitOpsStatus {
                 commit: Some(commit.into()),
@@ -117,7 +117,7 @@ mod tests {
         let old = with_gitops("c1", "clusters/a/tenants/t/r", None);
         assert_eq!(recorded_commit(&old, "clusters/a/tenants/t/r", "d1"), None);
         // Nothing committed yet.
-        let fresh = crate::test_support::request("preview");
+        let fresh = crate::testing::request("preview");
         assert_eq!(recorded_commit(&fresh, "clusters/a/tenants/t/r", "d1"), None);
     }
 }

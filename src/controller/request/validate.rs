@@ -60,7 +60,7 @@ mod tests {
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
     use super::*;
-    use crate::test_support::{class, payments, request};
+    use crate::testing::{class, payments, request};
 
     fn refs(class_name: &str) -> Dereferenced {
         Dereferenced {

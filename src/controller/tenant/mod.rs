@@ -142,7 +142,7 @@ mod tests {
 
     /// The tenant after a status write of `status`.
     fn with(status: TenantStatus) -> Tenant {
-        let mut tenant = crate::test_support::payments();
+        let mut tenant = crate::testing::payments();
         tenant.metadata.generation = Some(1);
         tenant.status = Some(status);
         tenant
@@ -154,7 +154,7 @@ mod tests {
 
     #[test]
     fn a_tenant_that_cannot_be_set_up_is_not_ready_and_says_why() {
-        let mut tenant = crate::test_support::payments();
+        let mut tenant = crate::testing::payments();
         tenant.metadata.generation = Some(1);
         let status = status(&tenant, Some(&terminating()), 10);
         let ready = conditions::find(&status.conditions, types::READY).expect("Ready");
@@ -204,7 +204,7 @@ mod tests {
             },
             controller::fixtures::{ScriptedApiServer, context},
             index::Index,
-            test_support::{class, request},
+            testing::{class, request},
         };
 
         const NAMESPACE: &str = "/api/v1/namespaces/payments";
@@ -213,7 +213,7 @@ mod tests {
         const STATUS: &str = "/apis/berth.dev/v1alpha1/tenants/payments/status";
 
         fn tenant() -> Tenant {
-            let mut tenant = crate::test_support::payments();
+            let mut tenant = crate::testing::payments();
             tenant.metadata.generation = Some(1);
             tenant.metadata.uid = Some("uid-payments".to_owned());
             tenant

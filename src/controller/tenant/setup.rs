@@ -184,7 +184,7 @@ mod tests {
     }
 
     fn tenant(name: &str, namespace: &str, created: i64) -> std::sync::Arc<Tenant> {
-        let mut tenant = crate::test_support::payments();
+        let mut tenant = crate::testing::payments();
         tenant.metadata.name = Some(name.to_owned());
         tenant.spec.request_namespace = Some(namespace.to_owned());
         let at = k8s_openapi::jiff::Timestamp::from_second(created).expect("time");

@@ -1,7 +1,7 @@
 //! Admission decisions against an in-memory view: every rule, with the message a
 //! person reads at `kubectl apply`.
 
-use std::{sync::Arc, time::Duration};
+use std::sync::Arc;
 
 use k8s_openapi::jiff::Timestamp;
 use kube::core::admission::AdmissionResponse;
@@ -13,8 +13,7 @@ use crate::{
         EnvironmentClass,
         environment_request::{Approval, EnvironmentRequestStatus, GitOpsStatus, Phase},
     },
-    approval::{Approver, Issuer, RequestRef, SigningKey, generate_ed25519},
-    test_support::{class, payments, request},
+    testing::{ApprovalKeys as Keys, Review, approval_keys as keys, class, payments, request},
     webhook::parse_review,
 };
 
@@ -44,27 +43,12 @@ fn cluster() -> Cluster {
     }
 }
 
-struct Keys {
-    issuer: Issuer,
-    verifier: Verifier,
-}
-
-fn keys() -> Keys {
-    let (private, _public) = generate_ed25519().expect("keys");
-    let signing = SigningKey::from_pem(private.as_bytes()).expect("signing key");
-    let issuer = Issuer::new(signing, "berth".into(), "berth.dev/approvals".into(), Duration::from_secs(3600));
-    let verifier = issuer.verifier();
-    Keys { issuer, verifier }
-}
-
 fn now() -> Timestamp {
     Timestamp::from_second(1_800_000_000).expect("valid")
 }
 
 fn approve(keys: &Keys, request: &EnvironmentRequest, approver: &str, at: Timestamp) -> String {
-    let approver = Approver { subject: approver.into(), groups: vec!["platform-approvers".into()] };
-    let target = RequestRef { namespace: request.namespace().unwrap_or_default(), name: request.name_any() };
-    keys.issuer.issue(&approver, &target, &request.spec, at).expect("issue")
+    keys.approve(request, approver, at)
 }
 
 /// The request as the mutating webhook leaves it when `creator` created it.
@@ -91,24 +75,7 @@ fn review_as(
     object: Option<Value>,
     old: Option<Value>,
 ) -> AdmissionRequest<DynamicObject> {
-    let source = object.as_ref().or(old.as_ref()).expect("an object");
-    let body = json!({
-        "apiVersion": "admission.k8s.io/v1",
-        "kind": "AdmissionReview",
-        "request": {
-            "uid": "705ab4f5-6393-11e8-b7cc-42010a800002",
-            "kind": {"group": "berth.dev", "version": "v1alpha1", "kind": source["kind"]},
-            "resource": {"group": "berth.dev", "version": "v1alpha1", "resource": resource},
-            "name": source["metadata"]["name"],
-            "namespace": source["metadata"]["namespace"],
-            "operation": operation,
-            "userInfo": {"username": user, "groups": ["system:authenticated"]},
-            "object": object,
-            "oldObject": old,
-            "dryRun": false
-        }
-    });
-    parse_review(&serde_json::to_vec(&body).expect("json")).expect("a valid review")
+    Review::new(operation, resource, object, old).by(user, &["system:authenticated"]).request()
 }
 
 fn value<T: serde::Serialize>(object: &T) -> Value {
@@ -451,7 +418,7 @@ fn classes_and_tenants_in_use_cannot_be_deleted() {
 #[test]
 fn rollouts_must_live_in_a_tenant_namespace_and_use_allowed_classes() {
     let cluster = cluster();
-    let rollout: Rollout = crate::test_support::example("rollout-checkout.yaml");
+    let rollout: Rollout = crate::testing::example("rollout-checkout.yaml");
     let response = decide(&cluster, None, &review("CREATE", "rollouts", Some(value(&rollout)), None));
     assert!(response.allowed, "{}", response.result.message);
 

@@ -1,5 +1,5 @@
 //! Another client pushing to a bare repository's `main` in a tight loop, as CI on a busy
-//! monorepo does. Shared by the writer tests and the GitOps benchmark.
+//! monorepo does. Shared by the writer tests, the GitOps benchmark and the operator e2e.
 
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -1,6 +1,6 @@
-//! Helpers shared by the operator e2e binaries (included with `#[path]`).
-
-#![allow(dead_code)]
+//! What the operator e2e suites (and the operator benchmark) share: one control plane
+//! and one operator per test binary, waiting for the cluster to get somewhere, and the
+//! YAML of the classes, tenants and requests they create.
 
 use std::{
     future::Future,
@@ -10,12 +10,14 @@ use std::{
 };
 
 use berth::api::{EnvironmentRequest, environment_request::Phase};
-use berth_e2e::{fixture::Cluster, operator::Operator};
 use kube::Api;
 use rand::{Rng, distr::Alphanumeric};
 
+use crate::{fixture::Cluster, operator::Operator};
+
+/// The control plane of this test binary, started on first use.
 pub fn cluster() -> &'static Cluster {
-    Cluster::shared(env!("CARGO_BIN_EXE_berth-controlplane"))
+    Cluster::shared_next_to_test()
 }
 
 pub static OPERATOR: OnceLock<Mutex<Operator>> = OnceLock::new();
@@ -78,8 +80,7 @@ pub async fn wait_phase(namespace: &str, name: &str, phase: Phase, timeout: Dura
     .await
 }
 
-#[allow(unused_imports)] // not every suite that includes this module reads the remote
-pub use berth_e2e::remote::files_at_head;
+pub use crate::remote::files_at_head;
 
 /// Commit ids on `main` from the head back to (excluding) `since`.
 pub fn commits_since(remote: &Path, since: &str) -> Vec<String> {

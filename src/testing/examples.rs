@@ -1,0 +1,40 @@
+//! The objects in `examples/`, the one loader every test, bench and fuzz target reads
+//! them with.
+
+use std::path::PathBuf;
+
+use serde::de::DeserializeOwned;
+
+use crate::api::{EnvironmentClass, EnvironmentRequest, Tenant};
+
+/// The `examples/` folder of this checkout.
+pub fn examples_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples")
+}
+
+/// The text of `examples/<name>`.
+pub fn example_text(name: &str) -> String {
+    let path = examples_dir().join(name);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// An object from `examples/<name>`, as any type YAML reads into (a Berth kind,
+/// `serde_yaml::Value`, `serde_json::Value`).
+pub fn example<T: DeserializeOwned>(name: &str) -> T {
+    serde_yaml::from_str(&example_text(name)).unwrap_or_else(|e| panic!("examples/{name}: {e}"))
+}
+
+/// `examples/environmentclass-<name>.yaml`.
+pub fn class(name: &str) -> EnvironmentClass {
+    example(&format!("environmentclass-{name}.yaml"))
+}
+
+/// `examples/tenant-payments.yaml`.
+pub fn payments() -> Tenant {
+    example("tenant-payments.yaml")
+}
+
+/// `examples/environmentrequest-<name>.yaml`.
+pub fn request(name: &str) -> EnvironmentRequest {
+    example(&format!("environmentrequest-{name}.yaml"))
+}
