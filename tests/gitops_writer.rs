@@ -273,9 +273,12 @@ async fn remove_deletes_the_folder_and_prunes_empty_parents() {
     let removed = writer.remove(other, reason("db", 2)).await.expect("remove");
     assert!(removed.created);
     let files = fx.files("main");
-    assert!(files.iter().all(|f| !f.starts_with("clusters/prod")), "{files:?}");
+    // The cluster's last environment went: its folder keeps only Berth's note (the path
+    // Argo CD's root app syncs must not vanish); the tenant's folders are pruned.
+    let prod: Vec<&String> = files.iter().filter(|f| f.starts_with("clusters/prod")).collect();
+    assert_eq!(prod, ["clusters/prod/README.md"], "{files:?}");
     let top = git(&fx.remote, &["ls-tree", "--name-only", "main", "clusters/"]);
-    assert_eq!(top, "clusters/dev", "empty parents are pruned");
+    assert_eq!(top, "clusters/dev\nclusters/prod", "both cluster folders stay");
     let subject = git(&fx.remote, &["log", "-1", "--format=%s", "main"]);
     assert_eq!(subject, "berth: remove clusters/prod/tenants/team-e/db");
 
@@ -286,6 +289,7 @@ async fn remove_deletes_the_folder_and_prunes_empty_parents() {
         BTreeSet::from([
             "clusters/dev/tenants/team-d/api/namespace.yaml".to_owned(),
             "clusters/dev/tenants/team-d/api/resourcequota.yaml".to_owned(),
+            "clusters/prod/README.md".to_owned(),
         ])
     );
     assert_eq!(fx.show("main", "clusters/dev/tenants/team-d/api/namespace.yaml"), api_before);

@@ -81,6 +81,12 @@ fn request_groups() -> Groups<EnvironmentRequest> {
     ])
 }
 
+/// Tenants by the namespace their people create requests in (its own name unless
+/// `spec.requestNamespace` says otherwise): who claims a namespace, in O(claimants).
+fn tenant_groups() -> Groups<Tenant> {
+    Groups::new(vec![|t: &Tenant| t.spec.request_namespace.as_deref().or(t.metadata.name.as_deref())])
+}
+
 /// Every watched kind; each is kept filled by its own watch task, on every replica.
 pub struct Index {
     pub requests: Watched<EnvironmentRequest>,
@@ -171,7 +177,7 @@ impl Index {
         Self {
             requests: Watched::new("environmentrequests", Some(request_groups())),
             classes: Watched::new("environmentclasses", None),
-            tenants: Watched::new("tenants", None),
+            tenants: Watched::new("tenants", Some(tenant_groups())),
             namespaces: Watched::new("namespaces", None),
             quotas: Watched::new("resourcequotas", None),
             limits: Watched::new("limitranges", None),
@@ -262,6 +268,16 @@ impl Index {
     /// The requests naming `tenant`, in any namespace.
     pub fn requests_of_tenant(&self, tenant: &str) -> Vec<Arc<EnvironmentRequest>> {
         self.request_group(BY_TENANT, tenant)
+    }
+
+    /// The tenants whose request namespace is `namespace` (one, unless two claim it).
+    pub fn tenants_claiming(&self, namespace: &str) -> Vec<Arc<Tenant>> {
+        self.tenants.groups().map(|groups| groups.get(0, namespace)).unwrap_or_default()
+    }
+
+    /// The names of the tenants that claim `namespace` as their request namespace.
+    pub fn claimants(&self, namespace: &str) -> Vec<String> {
+        crate::policy::request::claimants(namespace, self.tenants_claiming(namespace).iter().map(AsRef::as_ref))
     }
 
     fn request_group(&self, key: usize, group: &str) -> Vec<Arc<EnvironmentRequest>> {

@@ -70,3 +70,25 @@ fn the_index_is_ready_once_every_kind_is_listed_and_live_reads_rendered_kinds_on
     assert!(index.live("EnvironmentRequest", Some("env"), "x").is_err(), "only rendered kinds are live");
     assert_eq!(index.live("Application", Some("argocd"), "env"), Err("Argo CD is not installed".to_owned()));
 }
+
+#[test]
+fn tenants_are_found_by_the_namespace_they_claim() {
+    let tenant = |name: &str, namespace: Option<&str>| -> Tenant {
+        let mut t: Tenant = serde_yaml::from_str(&format!(
+            "metadata: {{name: {name}}}\nspec: {{owners: [{{kind: User, name: alice}}]}}"
+        ))
+        .expect("tenant");
+        t.spec.request_namespace = namespace.map(str::to_owned);
+        t
+    };
+    let index = Index::with_objects(
+        [tenant("payments", None), tenant("search", Some("team-search")), tenant("copycat", Some("payments"))],
+        [],
+        [],
+    );
+    let mut payments = index.claimants("payments");
+    payments.sort();
+    assert_eq!(payments, ["copycat", "payments"]);
+    assert_eq!(index.claimants("team-search"), ["search"]);
+    assert!(index.claimants("search").is_empty(), "search's requests live in team-search");
+}

@@ -124,8 +124,7 @@ fn validate_request(req: &AdmissionRequest<DynamicObject>, index: &Index, checks
     }
     let tenant = index.tenant(&new.spec.tenant);
     let class = index.class(&new.spec.class);
-    let tenants = index.tenants.state();
-    let claimants = request::claimants(&new.namespace().unwrap_or_default(), tenants.iter().map(AsRef::as_ref));
+    let claimants = index.claimants(&new.namespace().unwrap_or_default());
     let validated = request::check(&new, tenant.as_deref(), class.as_deref(), &claimants).map_err(|d| d.to_string())?;
     let (tenant, class) = (validated.tenant, validated.class);
     // On UPDATE the digest covers the new spec, so any spec change needs a new approval.

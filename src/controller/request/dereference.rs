@@ -10,7 +10,6 @@ use crate::{
     api::{EnvironmentClass, EnvironmentRequest, Tenant},
     controller::{Context, Error},
     index::Store,
-    policy,
 };
 
 /// The objects a request names, as they are now.
@@ -38,9 +37,7 @@ pub async fn dereference(request: &EnvironmentRequest, ctx: &Context) -> Result<
     let class =
         cached_or_read(index.classes.store(), Api::all(ctx.client.clone()), &spec.class, "EnvironmentClass").await?;
     let tenant = cached_or_read(index.tenants.store(), Api::all(ctx.client.clone()), &spec.tenant, "Tenant").await?;
-    let tenants = index.tenants.state();
-    let claimants =
-        policy::request::claimants(&request.namespace().unwrap_or_default(), tenants.iter().map(AsRef::as_ref));
+    let claimants = index.claimants(&request.namespace().unwrap_or_default());
     Ok(Dereferenced { tenant, class, claimants })
 }
 

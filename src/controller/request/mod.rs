@@ -40,7 +40,6 @@ use crate::{
     },
     gitops::{RepoPath, environment_path},
     policy::{
-        self,
         budget::{self, is_provisioned},
         request::Denial,
     },
@@ -220,9 +219,7 @@ pub(crate) async fn rerender(
     ctx: &Context,
 ) -> Result<Option<Folder>, Error> {
     let index = ctx.index().await;
-    let tenants = index.tenants.state();
-    let claimants =
-        policy::request::claimants(&request.namespace().unwrap_or_default(), tenants.iter().map(AsRef::as_ref));
+    let claimants = index.claimants(&request.namespace().unwrap_or_default());
     let refs = Dereferenced { tenant: index.tenant(&request.spec.tenant), class: Some(class), claimants };
     let Ok(validated) = validate::validate(request, &refs, ctx.approvals.as_deref(), Timestamp::now()) else {
         return Ok(None);
