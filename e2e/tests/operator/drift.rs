@@ -70,6 +70,14 @@ async fn editing_a_live_quota_is_reported_as_drift_and_fixing_it_clears_it() {
     let api: Api<EnvironmentRequest> = Api::namespaced(cluster().client("admin").await, &tenant);
     let conditions = api.get("app").await.ok().and_then(|r| r.status).map(|s| s.conditions).unwrap_or_default();
     assert_eq!(find(&conditions, types::IN_SYNC).map(|c| c.status.as_str()), Some("False"));
+    // A hand edit of objects that matched the commit is a Warning event, once.
+    let events = wait_for(Duration::from_secs(30), "a Drifted event", || async {
+        let args = ["events", "-n", &tenant, "--for", "environmentrequest/app", "--types", "Warning"];
+        let out = cluster().kubectl("admin", &args, None).await;
+        out.stdout.contains("Drifted").then_some(out.stdout)
+    })
+    .await;
+    assert!(events.contains("spec.hard.pods"), "{events}");
 
     set_live_pods(&env_ns, "10").await;
     wait_drift(&tenant, "app", DriftState::InSync).await;

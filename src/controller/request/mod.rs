@@ -36,6 +36,7 @@ use super::{
 use crate::{
     api::{
         EnvironmentClass, EnvironmentRequest,
+        conditions::{self, reasons, types},
         environment_request::{EnvironmentRequestStatus, Phase, SyncSource},
     },
     gitops::{RepoPath, environment_path},
@@ -276,7 +277,19 @@ async fn write_status(request: &EnvironmentRequest, ctx: &Context, finding: &Fin
             .unwrap_or_default();
         publish(ctx, request, type_, reason, message).await;
     }
+    if let Some(message) = drift_appeared(&old, &new) {
+        publish(ctx, request, EventType::Warning, reasons::DRIFTED, message).await;
+    }
     Ok(())
+}
+
+/// The message of a `Drifted` Warning when live objects that matched the commit no
+/// longer do (someone changed them by hand). Not for an environment Argo CD has not
+/// applied yet: its objects are missing from the start, which is no news.
+fn drift_appeared(old: &EnvironmentRequestStatus, new: &EnvironmentRequestStatus) -> Option<String> {
+    let before = conditions::find(&old.conditions, types::IN_SYNC)?;
+    let after = conditions::find(&new.conditions, types::IN_SYNC)?;
+    (before.status == "True" && after.status == "False").then(|| after.message.clone())
 }
 
 async fn patch_status(
@@ -294,5 +307,37 @@ pub(super) async fn publish(ctx: &Context, request: &EnvironmentRequest, type_: 
         Event { type_, reason: reason.to_owned(), note: Some(note), action: "Reconcile".to_owned(), secondary: None };
     if let Err(e) = ctx.events.publish(&event, &request.object_ref(&())).await {
         tracing::warn!(error = %e, request = %key(request), "cannot publish event");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+    use super::*;
+    use crate::api::conditions::{ConditionStatus, Observation, set_condition};
+
+    fn with_in_sync(status: ConditionStatus) -> EnvironmentRequestStatus {
+        let mut s = EnvironmentRequestStatus::default();
+        let observation = Observation {
+            type_: types::IN_SYNC,
+            status,
+            reason: reasons::DRIFTED,
+            message: "1 difference(s) from the commit: ResourceQuota/env/berth-quota spec.hard.pods".to_owned(),
+            observed_generation: Some(1),
+        };
+        set_condition(&mut s.conditions, observation, &Time(Timestamp::now()));
+        s
+    }
+
+    #[test]
+    fn a_drifted_warning_comes_only_when_matching_live_objects_are_changed() {
+        let (in_sync, drifted) = (with_in_sync(ConditionStatus::True), with_in_sync(ConditionStatus::False));
+        let message = drift_appeared(&in_sync, &drifted).expect("a warning");
+        assert!(message.contains("spec.hard.pods"), "{message}");
+        // Missing from the start (Argo CD has not applied it yet), still drifted, or back in sync.
+        assert_eq!(drift_appeared(&EnvironmentRequestStatus::default(), &drifted), None);
+        assert_eq!(drift_appeared(&drifted, &drifted), None);
+        assert_eq!(drift_appeared(&drifted, &in_sync), None);
     }
 }
