@@ -275,9 +275,13 @@ impl Index {
         self.tenants.groups().map(|groups| groups.get(0, namespace)).unwrap_or_default()
     }
 
-    /// The names of the tenants that claim `namespace` as their request namespace.
+    /// The names of the tenants that claim `namespace` as their request namespace,
+    /// sorted (a refusal that names them reads the same every time).
     pub fn claimants(&self, namespace: &str) -> Vec<String> {
-        crate::policy::request::claimants(namespace, self.tenants_claiming(namespace).iter().map(AsRef::as_ref))
+        let mut names =
+            crate::policy::request::claimants(namespace, self.tenants_claiming(namespace).iter().map(AsRef::as_ref));
+        names.sort();
+        names
     }
 
     fn request_group(&self, key: usize, group: &str) -> Vec<Arc<EnvironmentRequest>> {
