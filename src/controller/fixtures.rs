@@ -38,24 +38,30 @@ impl ScriptedApiServer {
     /// Takes the next call, which must be `method path`, and answers `status` with
     /// `reply`. Returns the call, for assertions on what was sent.
     pub async fn expect(&mut self, method: &str, path: &str, status: u16, reply: Value) -> Call {
-        let (request, send) = self.handle.next_request().await.expect("the reconcile makes another call");
-        let call = Call {
-            method: request.method().to_string(),
-            path: request.uri().path().to_owned(),
-            body: {
-                let bytes = request.into_body().collect().await.expect("request body").to_bytes();
-                serde_json::from_slice(&bytes).unwrap_or(Value::Null)
-            },
-        };
-        assert_eq!((call.method.as_str(), call.path.as_str()), (method, path), "unexpected call: {call:?}");
-        let body = serde_json::to_vec(&reply).expect("json");
-        send.send_response(Response::builder().status(status).body(Body::from(body)).expect("response"));
+        let (call, answer) = self.next(method, path).await;
+        answer.reply(status, &reply);
         call
     }
 
     /// Answers the next call, which must be `method path`, by echoing what was sent
     /// (as the apiserver does for an apply that is accepted).
     pub async fn echo(&mut self, method: &str, path: &str) -> Call {
+        let (call, answer) = self.next(method, path).await;
+        answer.reply(200, &call.body);
+        call
+    }
+
+    /// Answers a status apply to `object`'s `path`: the object with the status sent.
+    pub async fn status(&mut self, path: &str, object: &impl serde::Serialize) -> Call {
+        let (call, answer) = self.next("PATCH", path).await;
+        let mut reply = serde_json::to_value(object).expect("json");
+        reply["status"] = call.body["status"].clone();
+        answer.reply(200, &reply);
+        call
+    }
+
+    /// The next call, which must be `method path`, and the way to answer it.
+    async fn next(&mut self, method: &str, path: &str) -> (Call, Answer) {
         let (request, send) = self.handle.next_request().await.expect("the reconcile makes another call");
         let (parts, body) = request.into_parts();
         let bytes = body.collect().await.expect("request body").to_bytes();
@@ -65,26 +71,7 @@ impl ScriptedApiServer {
             body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
         };
         assert_eq!((call.method.as_str(), call.path.as_str()), (method, path), "unexpected call: {call:?}");
-        send.send_response(Response::builder().status(200).body(Body::from(bytes.to_vec())).expect("response"));
-        call
-    }
-
-    /// Answers a status apply to `object`'s `path`: the object with the status sent.
-    pub async fn status(&mut self, path: &str, object: &impl serde::Serialize) -> Call {
-        let (request, send) = self.handle.next_request().await.expect("the reconcile makes another call");
-        let (parts, body) = request.into_parts();
-        let bytes = body.collect().await.expect("request body").to_bytes();
-        let call = Call {
-            method: parts.method.to_string(),
-            path: parts.uri.path().to_owned(),
-            body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-        };
-        assert_eq!((call.method.as_str(), call.path.as_str()), ("PATCH", path), "unexpected call: {call:?}");
-        let mut reply = serde_json::to_value(object).expect("json");
-        reply["status"] = call.body["status"].clone();
-        let body = serde_json::to_vec(&reply).expect("json");
-        send.send_response(Response::builder().status(200).body(Body::from(body)).expect("response"));
-        call
+        (call, Answer(send))
     }
 
     /// Asserts that no call is waiting (the reconcile made no call beyond the script).
@@ -98,6 +85,16 @@ impl ScriptedApiServer {
     /// A refusal as the apiserver words it.
     pub fn refusal(code: u16, reason: &str, message: &str) -> Value {
         serde_json::json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "message": message, "reason": reason, "code": code})
+    }
+}
+
+/// The pending answer to one call.
+struct Answer(tower_test::mock::SendResponse<Response<Body>>);
+
+impl Answer {
+    fn reply(self, status: u16, body: &Value) {
+        let body = serde_json::to_vec(body).expect("json");
+        self.0.send_response(Response::builder().status(status).body(Body::from(body)).expect("response"));
     }
 }
 
