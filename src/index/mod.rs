@@ -117,8 +117,9 @@ enum Scope {
 trait Kind: Send + Sync {
     /// The watch's name in metrics and `/readyz` (the plural).
     fn name(&self) -> &'static str;
-    /// The Kubernetes kind (`ResourceQuota`).
-    fn kind(&self) -> String;
+    /// Whether this is the Kubernetes kind `kind` (`ResourceQuota`); no allocation,
+    /// since drift asks for every rendered object on every reconcile.
+    fn is_kind(&self, kind: &str) -> bool;
     fn listed(&self) -> bool;
     fn start(&self, client: &kube::Client, config: watcher::Config, report: WatchReport);
     /// The object as JSON, if the store holds it.
@@ -140,8 +141,8 @@ where
         Watched::name(self)
     }
 
-    fn kind(&self) -> String {
-        K::kind(&()).into_owned()
+    fn is_kind(&self, kind: &str) -> bool {
+        K::kind(&()) == kind
     }
 
     fn listed(&self) -> bool {
@@ -301,7 +302,7 @@ impl Index {
             }
             return Ok(self.applications.get(&key).and_then(|o| serde_json::to_value(o.as_ref()).ok()));
         }
-        match self.kinds().into_iter().find(|(k, scope)| *scope == Scope::Rendered && k.kind() == kind) {
+        match self.kinds().into_iter().find(|(k, scope)| *scope == Scope::Rendered && k.is_kind(kind)) {
             Some((watched, _)) => Ok(watched.json(namespace, name)),
             None => Err(format!("Berth does not watch {kind}")),
         }

@@ -181,16 +181,9 @@ async fn berth_does_its_whole_job_as_the_shipped_service_account_and_no_more() {
     // A class and a tenant: Berth creates the tenant's namespace, its Roles and the
     // bindings for its people (escalation prevention passes: Berth holds what the
     // Roles grant), and writes both statuses.
+    let class_yaml = berth_e2e::suite::class_yaml(&class, 40, "ttl: {default: 72h, max: 168h}");
     admin_apply(&format!(
-        "apiVersion: berth.dev/v1alpha1
-kind: EnvironmentClass
-metadata: {{name: {class}}}
-spec:
-  quota: {{requests.cpu: '2', pods: '10'}}
-  networkPolicy: AllowSameNamespace
-  estimatedMonthlyCostUSD: 40
-  ttl: {{default: 72h, max: 168h}}
----
+        "{class_yaml}---
 apiVersion: berth.dev/v1alpha1
 kind: Tenant
 metadata: {{name: {tenant}}}
