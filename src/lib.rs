@@ -12,6 +12,7 @@ pub mod operator;
 pub mod pem;
 pub mod policy;
 pub mod render;
+pub mod rollout;
 pub mod telemetry;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;

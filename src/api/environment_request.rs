@@ -176,6 +176,93 @@ pub struct EnvironmentRequestStatus {
     /// When the environment expires and is removed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<Time>,
+    /// The revision a Rollout promoted here; written only by the Rollout controller.
+    /// It is deployed instead of `spec.app.revision` while the spec is unchanged
+    /// since (`specGeneration`): a person's later spec edit wins.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub promotion: Option<Promotion>,
+}
+
+/// A Rollout's record on one of its environments. The Rollout never edits the
+/// request's spec: the spec is what its approval covers and what its team applies
+/// from their own git.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Promotion {
+    /// The Rollout (same namespace).
+    pub rollout: String,
+    /// The revision promoted.
+    pub revision: String,
+    /// The revision deployed before; what a rollback restores.
+    pub previous_revision: String,
+    /// Stage and 1-based batch of the Rollout.
+    pub stage: String,
+    pub batch: u32,
+    pub state: PromotionState,
+    /// The batch's commit, once pushed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit: Option<String>,
+    /// SHA-256 (hex) of the files that commit holds for this environment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rendered_digest: Option<String>,
+    /// The `metadata.generation` of the spec this record applies to.
+    pub spec_generation: i64,
+    /// When the state last changed.
+    pub since: Time,
+}
+
+/// Where an environment is in a rollout.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PromotionState {
+    /// Its batch's commit is being made: only that commit may change its folder.
+    Committing,
+    /// On the promoted revision.
+    Committed,
+    /// The rollback's commit is being made.
+    RollingBack,
+    /// Back on the previous revision; stays there until a new Rollout moves it.
+    RolledBack,
+}
+
+impl PromotionState {
+    /// Whether a batch commit (not the request's own reconcile) owns the folder now.
+    pub fn in_flight(self) -> bool {
+        matches!(self, Self::Committing | Self::RollingBack)
+    }
+
+    /// Whether the previous revision is the one deployed.
+    pub fn restores_previous(self) -> bool {
+        matches!(self, Self::RollingBack | Self::RolledBack)
+    }
+}
+
+impl EnvironmentRequest {
+    /// The Rollout's record, while it applies: made for the current spec.
+    pub fn promotion_in_effect(&self) -> Option<&Promotion> {
+        let promotion = self.status.as_ref()?.promotion.as_ref()?;
+        (Some(promotion.spec_generation) == self.metadata.generation).then_some(promotion)
+    }
+
+    /// The app revision to deploy: a Rollout's while its record applies, else the spec's.
+    /// The one rule rendering, status and the Rollout's gates share.
+    pub fn deployed_revision(&self) -> &str {
+        match self.promotion_in_effect() {
+            Some(p) if p.state.restores_previous() => &p.previous_revision,
+            Some(p) => &p.revision,
+            None => &self.spec.app.revision,
+        }
+    }
+
+    /// The source the environment's Application deploys ([`Self::deployed_revision`]
+    /// of the spec's repository and folder): what Argo CD must report having compared.
+    pub fn deployed_source(&self) -> SyncSource {
+        let app = &self.spec.app;
+        SyncSource {
+            repo_url: app.repo_url.clone(),
+            path: app.path.clone(),
+            target_revision: self.deployed_revision().to_owned(),
+        }
+    }
 }
 
 /// Where an environment lives in the GitOps repository.

@@ -1,20 +1,45 @@
-//! Rollout: promotes a revision across environments, stage by stage.
+//! Rollout: promotes a revision across environments, stage by stage, batch by batch.
+//!
+//! The spec says what to promote where; the status stays small whatever the fleet
+//! size (counts, the current batch, bounded failure and history lists). Where each
+//! environment stands lives on its EnvironmentRequest (`status.promotion`, see
+//! [`super::environment_request::Promotion`]), so `kubectl get envreq -l app=x` shows it.
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector, Time};
+use k8s_openapi::apimachinery::pkg::{
+    apis::meta::v1::{Condition, LabelSelector, Time},
+    util::intstr::IntOrString,
+};
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::GoDuration;
 
-/// Promotes an app revision to the environments `selector` picks, stage by stage,
-/// each stage gated on health, optionally on approval, and never inside a freeze window.
+/// Most stages in a rollout.
+pub const MAX_STAGES: usize = 16;
+/// Most environments one rollout plans (its status lists their names).
+pub const MAX_ENVIRONMENTS: usize = 10_000;
+/// Most failures kept in status (newest kept).
+pub const MAX_FAILURES: usize = 50;
+/// Most history lines kept in status (git holds the rest).
+pub const MAX_HISTORY: usize = 200;
+/// Most skipped environments named in status (all are counted).
+pub const MAX_SKIPPED_NAMES: usize = 100;
+
+/// Label that holds an environment back from every rollout (`"true"`).
+pub const HOLD_LABEL: &str = "berth.dev/hold";
+/// Annotation a person (or `berth rollout retry`) sets to any new value to have a
+/// failed batch's gate looked at again.
+pub const RETRY_ANNOTATION: &str = "berth.dev/retry";
+
+/// Promotes an app revision to the environments `selector` picks, stage by stage and
+/// batch by batch, each batch one commit, gated on Argo CD and drift.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
     group = "berth.dev",
     version = "v1alpha1",
     kind = "Rollout",
-    doc = "Promotes a revision across environments in stages, with health gates, approvals and freeze windows.",
+    doc = "Promotes a revision across environments in stages and batches, gated on Argo CD health and drift, with pause, abort and rollback.",
     namespaced,
     shortname = "bro",
     category = "berth",
@@ -22,26 +47,37 @@ use super::GoDuration;
     printcolumn(name = "Revision", type_ = "string", json_path = ".spec.revision"),
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
     printcolumn(name = "Stage", type_ = "string", json_path = ".status.currentStage"),
-    printcolumn(name = "Paused", type_ = "boolean", json_path = ".spec.paused"),
+    printcolumn(name = "Progress", type_ = "string", json_path = ".status.progress"),
+    printcolumn(name = "Reason", type_ = "string", json_path = ".status.reason", priority = 1),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[serde(rename_all = "camelCase")]
 pub struct RolloutSpec {
-    /// Branch, tag or commit to promote.
+    /// The app to promote: every environment the rollout touches deploys it
+    /// (`spec.app.name` of the EnvironmentRequest); others are skipped and counted.
+    #[schemars(length(min = 1, max = 53))]
+    pub app: String,
+
+    /// Branch, tag or commit to promote (a tag or commit is what you want: a branch
+    /// moves under the rollout). Cannot change: create a new Rollout for another revision.
     #[schemars(length(min = 1, max = 256))]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("revision cannot change; create a new Rollout for another revision"))]
     pub revision: String,
 
     /// Picks the EnvironmentRequests (in this namespace) the rollout may touch.
+    /// Requests labelled `berth.dev/hold: "true"` are skipped and counted.
     pub selector: LabelSelector,
 
-    /// Stages in order; a stage starts when the one before it finished and held its gate.
+    /// Stages in order; a stage starts when the one before it finished. Each
+    /// environment belongs to the first stage that matches it.
     #[schemars(length(max = 16))]
     #[x_kube(validation = Rule::new("size(self) > 0").message("a rollout needs at least one stage"))]
     #[x_kube(validation = Rule::new("self.all(s, self.exists_one(t, t.name == s.name))")
         .message("stage names must be unique"))]
     pub stages: Vec<Stage>,
 
-    /// Periods when nothing is promoted, e.g. a release freeze.
+    /// Periods when nothing is committed (a batch committed before one starts is
+    /// still verified; a rollback may proceed).
     #[serde(default)]
     #[schemars(length(max = 32))]
     pub freeze_windows: Vec<FreezeWindow>,
@@ -50,20 +86,32 @@ pub struct RolloutSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub not_before: Option<Time>,
 
-    /// Stop promoting after the current batch; set back to false to go on.
+    /// Finish the batch in flight, verify it, and start nothing new; set back to
+    /// false to go on.
     #[serde(default)]
     pub paused: bool,
 
-    /// What to do when a gate fails.
+    /// Stop for good: nothing more is committed, environments stay where they are.
+    /// Cannot be undone.
+    #[serde(default)]
+    #[x_kube(validation = Rule::new("self || !oldSelf").message("an aborted rollout stays aborted; create a new Rollout"))]
+    pub abort: bool,
+
+    /// What to do when a stage has more failed environments than it allows.
     #[serde(default)]
     pub on_failure: FailurePolicy,
+
+    /// What a rollback restores: the failed batch, its whole stage, or everything
+    /// this rollout committed.
+    #[serde(default)]
+    pub rollback_scope: RollbackScope,
 }
 
 /// One step of a rollout.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct Stage {
-    /// Unique name of the stage, e.g. `staging`.
+    /// Unique name of the stage, e.g. `canary`.
     #[schemars(length(min = 1, max = 63))]
     pub name: String,
     /// Classes of the environments in this stage; empty means any class.
@@ -73,10 +121,18 @@ pub struct Stage {
     /// Further narrows the environments in this stage, on top of the rollout's selector.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub selector: Option<LabelSelector>,
-    /// How many environments are promoted at once.
-    #[serde(default = "default_batch_size")]
-    #[schemars(range(min = 1, max = 1000))]
-    pub batch_size: u32,
+    /// Environments committed at once: a count (`10`) or a share of the stage
+    /// (`"10%"`, rounded down, at least 1). Each batch is one commit.
+    #[serde(default = "one")]
+    #[x_kube(validation = Rule::new("type(self) == int ? (self >= 1 && self <= 10000) : self.matches('^([1-9][0-9]?|100)%$')")
+        .message("batchSize is a count from 1 to 10000 or a percentage from 1% to 100%"))]
+    pub batch_size: IntOrString,
+    /// Environments of this stage that may fail their gate without failing the
+    /// stage: a count (`2`) or a share of the stage (`"5%"`, rounded down). Default 0.
+    #[serde(default = "zero")]
+    #[x_kube(validation = Rule::new("type(self) == int ? (self >= 0 && self <= 10000) : self.matches('^([0-9]|[1-9][0-9]|100)%$')")
+        .message("maxFailures is a count from 0 to 10000 or a percentage from 0% to 100%"))]
+    pub max_failures: IntOrString,
     /// What must hold before the next batch starts.
     #[serde(default)]
     pub health_gate: HealthGate,
@@ -85,28 +141,41 @@ pub struct Stage {
     pub require_approval: bool,
 }
 
-fn default_batch_size() -> u32 {
-    1
+fn one() -> IntOrString {
+    IntOrString::Int(1)
 }
 
-/// What must hold for a batch to count as promoted.
+fn zero() -> IntOrString {
+    IntOrString::Int(0)
+}
+
+/// What must hold for an environment of a batch to count as promoted.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct HealthGate {
-    /// Argo CD reports the Application synced at the new revision and healthy.
+    /// Argo CD reports the Application synced and healthy at the promoted revision
+    /// (never the status from before the change).
     #[serde(default = "yes")]
     pub require_synced: bool,
-    /// The environment shows no drift.
+    /// Berth's drift check finds the live objects matching the promoted commit.
     #[serde(default = "yes")]
     pub require_no_drift: bool,
-    /// How long the batch must stay healthy, e.g. `10m`.
+    /// How long the whole batch must stay healthy before the next one starts, e.g. `10m`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub soak: Option<GoDuration>,
+    /// How long an environment may take to become healthy after its batch was
+    /// committed before it counts as failed. Default `15m`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress_deadline: Option<GoDuration>,
+    /// How long a failing signal (Degraded, a failed sync, drift) may last before it
+    /// counts: flapping shorter than this is ignored. Default `0s`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tolerance: Option<GoDuration>,
 }
 
 impl Default for HealthGate {
     fn default() -> Self {
-        Self { require_synced: true, require_no_drift: true, soak: None }
+        Self { require_synced: true, require_no_drift: true, soak: None, progress_deadline: None, tolerance: None }
     }
 }
 
@@ -114,7 +183,7 @@ fn yes() -> bool {
     true
 }
 
-/// A period when nothing is promoted.
+/// A period when nothing is committed.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("timestamp(self.start) < timestamp(self.end)")
@@ -130,32 +199,60 @@ pub struct FreezeWindow {
     pub reason: Option<String>,
 }
 
-/// What a rollout does when a gate fails.
+/// What a rollout does when a stage fails its gate.
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum FailurePolicy {
-    /// Stop and wait for a person.
+    /// Stop and wait for a person (`retry`, `abort`, or a new Rollout).
     #[default]
     Pause,
-    /// Put the failed batch back on its previous revision, then stop.
+    /// Commit the previous revision back (see `rollbackScope`), then stop.
     Rollback,
+}
+
+/// What a rollback restores.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum RollbackScope {
+    /// The batch whose gate failed.
+    #[default]
+    Batch,
+    /// Every batch of the stage that failed.
+    Stage,
+    /// Every batch this rollout committed.
+    All,
 }
 
 /// Where a rollout is.
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RolloutPhase {
-    /// Waiting for `notBefore`, a freeze window to end, or an approval.
+    /// Not planned yet.
+    Pending,
+    /// Planned, waiting for `notBefore`, a freeze window to end, an approval, or
+    /// environments another rollout holds.
     Waiting,
-    /// Promoting a batch or waiting for its gate.
+    /// Committing a batch or waiting for its gate.
     Progressing,
-    /// Stopped by `paused` or by a failed gate.
+    /// Stopped by `paused` or by a failed gate; `reason` says which.
     Paused,
     /// Every stage promoted.
     Succeeded,
-    /// A gate failed and the batch was rolled back.
+    /// Committing previous revisions back after a failed gate.
+    RollingBack,
+    /// The rollback is committed; terminal.
     RolledBack,
+    /// Stopped for good by `abort`; terminal.
+    Aborted,
+    /// Cannot run as written (see the message); waits for a spec change.
+    Failed,
 }
 
-/// Observed state of a Rollout.
+impl RolloutPhase {
+    /// Whether nothing more will happen.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Self::Succeeded | Self::RolledBack | Self::Aborted)
+    }
+}
+
+/// Observed state of a Rollout: small whatever the fleet size.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct RolloutStatus {
@@ -165,30 +262,244 @@ pub struct RolloutStatus {
     /// Where the rollout is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<RolloutPhase>,
+    /// Why it is there, machine-readable (e.g. `Soaking`, `GateFailed`, `Blocked`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// One line a person can act on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// Environments promoted out of those planned, e.g. `230/1000`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<String>,
     /// Name of the stage being promoted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub current_stage: Option<String>,
-    /// Progress of each environment the rollout touches.
+    /// What the rollout selected and skipped, frozen when it started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan: Option<PlanSummary>,
+    /// Each stage: its environments in batch order, counts, and the batch in flight.
     #[serde(default)]
-    #[schemars(length(max = 10000))]
-    pub environments: Vec<EnvironmentProgress>,
-    /// Current state of the rollout.
+    #[schemars(length(max = 16))]
+    pub stages: Vec<StageStatus>,
+    /// The rollback in flight or done.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollback: Option<RollbackStatus>,
+    /// Environments that failed their gate (newest 50).
+    #[serde(default)]
+    #[schemars(length(max = 50))]
+    pub failures: Vec<GateFailure>,
+    /// One line per batch committed or rolled back (newest 200; git holds the rest).
+    #[serde(default)]
+    #[schemars(length(max = 200))]
+    pub history: Vec<HistoryEntry>,
+    /// The `berth.dev/retry` annotation value last acted on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retried: Option<String>,
+    /// `Ready` (succeeded), `Progressing`, `Degraded` (a gate failed).
     #[serde(default)]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,
 }
 
-/// Progress of one environment in a rollout.
+/// What a rollout selected, frozen when it started.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct PlanSummary {
+    /// Environments planned across all stages.
+    pub environments: u32,
+    /// Selected but skipped, by reason (`Held`, `OtherApp`, `NoStage`, `Busy`).
+    #[serde(default)]
+    pub skipped: u32,
+    /// The first skipped environments and why (at most 100; all are counted).
+    #[serde(default)]
+    #[schemars(length(max = 100))]
+    pub skipped_environments: Vec<Skipped>,
+    /// When the plan was made.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub planned_at: Option<Time>,
+}
+
+/// An environment the selector matched that the rollout leaves alone.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
-pub struct EnvironmentProgress {
+pub struct Skipped {
     /// The EnvironmentRequest's name.
     pub name: String,
-    /// The stage it belongs to.
-    pub stage: String,
-    /// Revision it runs now.
+    /// `Held` (labelled `berth.dev/hold`), `OtherApp`, `NoStage` (no stage matches)
+    /// or `Busy` (another active rollout holds it).
+    pub reason: String,
+}
+
+/// Where a stage is.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum StagePhase {
+    /// Not started.
+    #[default]
+    Pending,
+    /// Committing or verifying its batches.
+    Progressing,
+    /// Every batch passed its gate.
+    Succeeded,
+    /// More environments failed than `maxFailures` allows.
+    Failed,
+    /// Its batches were committed back to their previous revision.
+    RolledBack,
+}
+
+/// One stage's plan and progress.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct StageStatus {
+    pub name: String,
+    #[serde(default)]
+    pub phase: StagePhase,
+    /// Its environments in batch order (request names).
+    #[serde(default)]
+    #[schemars(length(max = 10000))]
+    pub environments: Vec<String>,
+    /// Environments per batch, resolved from `batchSize` when planned.
+    pub batch_size: u32,
+    /// Failed environments the stage tolerates, resolved from `maxFailures`.
+    #[serde(default)]
+    pub max_failures: u32,
+    /// Batches of the stage done (passed their gate).
+    #[serde(default)]
+    pub batches_done: u32,
+    #[serde(default)]
+    pub counts: StageCounts,
+    /// The batch in flight.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub revision: Option<String>,
-    /// `Pending`, `Promoting`, `Promoted`, `Failed` or `RolledBack`.
-    pub state: String,
+    pub current: Option<BatchStatus>,
+}
+
+/// How many of a stage's environments are where.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct StageCounts {
+    pub pending: u32,
+    pub committing: u32,
+    pub verifying: u32,
+    pub promoted: u32,
+    pub failed: u32,
+    pub rolled_back: u32,
+}
+
+/// Where a batch's commit is (each step idempotent, so a new leader repeats the
+/// step it cannot prove done and never makes a second commit).
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BatchStep {
+    /// The batch's environments carry a promotion record; the commit may not be made yet.
+    Marked,
+    /// The batch's commit is on the branch; its environments are being verified.
+    Committed,
+}
+
+/// The batch in flight.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct BatchStatus {
+    /// 1-based batch number within the stage.
+    pub number: u32,
+    /// Batches in the stage.
+    pub of: u32,
+    pub step: BatchStep,
+    /// The batch's commit, once pushed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub committed_at: Option<Time>,
+    /// When every environment of the batch (failures allowed aside) first passed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub healthy_since: Option<Time>,
+    /// When the soak ends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub soak_until: Option<Time>,
+    /// Environments of the batch by gate verdict.
+    #[serde(default)]
+    pub gate: GateTally,
+    /// Environments whose signal fails, since when (counted once past `tolerance`).
+    #[serde(default)]
+    #[schemars(length(max = 1000))]
+    pub failing: Vec<Failing>,
+}
+
+/// Gate verdicts of a batch's environments.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct GateTally {
+    pub passed: u32,
+    pub waiting: u32,
+    pub failing: u32,
+    pub failed: u32,
+}
+
+/// An environment whose gate signal fails, not yet past `tolerance`.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Failing {
+    pub environment: String,
+    pub since: Time,
+}
+
+/// An environment that failed its gate.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct GateFailure {
+    pub environment: String,
+    pub stage: String,
+    pub batch: u32,
+    /// `Degraded`, `SyncFailed`, `Drifted`, `ProgressDeadline`, `Superseded`…
+    pub reason: String,
+    #[schemars(length(max = 512))]
+    pub message: String,
+    pub at: Time,
+}
+
+/// The rollback in flight or done: batches committed back, newest first.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct RollbackStatus {
+    /// Batches still to roll back, in order (newest committed first).
+    #[serde(default)]
+    #[schemars(length(max = 10000))]
+    pub pending: Vec<BatchRef>,
+    /// The batch being rolled back and its step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current: Option<BatchRef>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step: Option<BatchStep>,
+    /// Batches rolled back so far.
+    #[serde(default)]
+    pub done: u32,
+}
+
+/// A batch of a stage.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct BatchRef {
+    pub stage: String,
+    /// 1-based.
+    pub batch: u32,
+    /// The commit that promoted it (a rollback names it in `Berth-Rollback-Of`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit: Option<String>,
+}
+
+/// What happened to a batch.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HistoryAction {
+    Promote,
+    Rollback,
+}
+
+/// One batch committed (promoted or rolled back).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct HistoryEntry {
+    pub stage: String,
+    pub batch: u32,
+    pub action: HistoryAction,
+    pub commit: String,
+    pub environments: u32,
+    pub at: Time,
 }

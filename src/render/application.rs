@@ -76,7 +76,7 @@ pub(super) fn application(env: &Validated<'_>, options: &RenderOptions) -> Appli
             source: Source {
                 repo_url: app.repo_url.clone(),
                 path: app.path.clone(),
-                target_revision: app.revision.clone(),
+                target_revision: env.request.deployed_revision().to_owned(),
             },
             destination: Destination { name: env.request.spec.cluster.clone(), namespace: env.namespace.clone() },
             sync_policy,

@@ -109,6 +109,7 @@ apiVersion: berth.dev/v1alpha1
 kind: Rollout
 metadata: {{name: listed, namespace: {namespace}}}
 spec:
+  app: web
   revision: v2
   selector: {{matchLabels: {{app: web}}}}
   stages: [{{name: all}}]

@@ -37,7 +37,7 @@ use crate::{
     api::{
         EnvironmentClass, EnvironmentRequest,
         conditions::{self, reasons, types},
-        environment_request::{EnvironmentRequestStatus, Phase, SyncSource},
+        environment_request::{EnvironmentRequestStatus, Phase},
     },
     gitops::{RepoPath, environment_path},
     policy::{
@@ -150,7 +150,7 @@ async fn assess(request: &EnvironmentRequest, refs: &Dereferenced, ctx: &Context
         expires_at: validated.expires_at.map(Time),
         approved_by: validated.approval.map(|a| a.approver),
         sync: live::sync_status(&environment.namespace, ctx).await?,
-        source: rendered_source(request),
+        source: request.deployed_source(),
         drift: Some(live::drift(&request.spec.cluster, &environment.files, old_drift, ctx).await?),
     })))
 }
@@ -174,12 +174,6 @@ async fn expire(request: &EnvironmentRequest, ctx: &Context) -> Result<Option<Fi
         remove(ctx, &folder, request, "expired").await?;
     }
     Ok(Some(Finding::Expired { path }))
-}
-
-/// The source the environment's Application deploys, as rendered for the current spec.
-fn rendered_source(request: &EnvironmentRequest) -> SyncSource {
-    let app = &request.spec.app;
-    SyncSource { repo_url: app.repo_url.clone(), path: app.path.clone(), target_revision: app.revision.clone() }
 }
 
 /// The class and its generation, as commit messages name them.

@@ -1,0 +1,760 @@
+//! The rollout's state machine (pure): `next(rollout, status, observations, now)`
+//! gives the next status, at most one batch of work (a commit), the events to publish
+//! and when to look again. The controller only does the I/O around it.
+//!
+//! Per batch: plan (once) → mark → commit → confirm → verify (gate, soak) → next
+//! batch. A failed stage pauses or rolls back (forward commits restoring the previous
+//! revision, newest batch first). `paused` finishes the batch in flight and starts
+//! nothing new; `abort` ends the rollout once no commit is in flight.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    sync::Arc,
+    time::Duration,
+};
+
+use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
+
+use super::{
+    gate::{self, Signal},
+    plan::{self, Plan},
+};
+use crate::api::{
+    EnvironmentRequest, Rollout,
+    conditions::{ConditionStatus, Observation, set_condition},
+    rollout::{
+        BatchRef, BatchStatus, BatchStep, FailurePolicy, GateFailure, GateTally, HistoryAction, HistoryEntry,
+        MAX_FAILURES, MAX_HISTORY, RETRY_ANNOTATION, RollbackScope, RollbackStatus, RolloutPhase, RolloutStatus,
+        StagePhase,
+    },
+};
+
+/// Default time an environment has to become healthy after its batch's commit.
+pub const DEFAULT_PROGRESS_DEADLINE: Duration = Duration::from_secs(15 * 60);
+
+/// What the controller sees besides the rollout.
+#[derive(Debug, Default)]
+pub struct Observations {
+    /// The requests of the rollout's namespace, by name.
+    pub requests: BTreeMap<String, Arc<EnvironmentRequest>>,
+    pub argocd_installed: bool,
+    /// Classes whose environments Argo CD does not sync on its own.
+    pub manual_sync_classes: BTreeSet<String>,
+    /// Other rollouts of the namespace that are not finished.
+    pub active_rollouts: BTreeSet<String>,
+}
+
+/// One batch commit for the controller to make: mark → commit → confirm.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Work {
+    pub action: HistoryAction,
+    pub stage: String,
+    pub batch: u32,
+    pub of: u32,
+    pub environments: Vec<String>,
+    /// For a rollback: the batch commit it undoes.
+    pub rollback_of: Option<String>,
+}
+
+/// An event to publish on the rollout.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Note {
+    pub warning: bool,
+    pub reason: String,
+    pub message: String,
+}
+
+/// What to do next.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Decision {
+    pub status: RolloutStatus,
+    pub work: Option<Work>,
+    pub notes: Vec<Note>,
+    /// Look again after this long at the latest (a soak, deadline or window ends).
+    pub requeue: Option<Duration>,
+}
+
+/// Reasons in status and events.
+pub mod reasons {
+    pub const PLANNED: &str = "Planned";
+    pub const NOT_BEFORE: &str = "NotBefore";
+    pub const FROZEN: &str = "Frozen";
+    pub const BLOCKED: &str = "Blocked";
+    pub const AWAITING_APPROVAL: &str = "AwaitingApproval";
+    pub const USER_PAUSED: &str = "UserPaused";
+    pub const COMMITTING: &str = "Committing";
+    pub const VERIFYING: &str = "Verifying";
+    pub const SOAKING: &str = "Soaking";
+    pub const GATE_PASSED: &str = "GatePassed";
+    pub const GATE_FAILED: &str = "GateFailed";
+    pub const RETRIED: &str = "Retried";
+    pub const ROLLING_BACK: &str = "RollingBack";
+    pub const ROLLED_BACK: &str = "RolledBack";
+    pub const SUCCEEDED: &str = "Succeeded";
+    pub const ABORTED: &str = "Aborted";
+    pub const INVALID: &str = "Invalid";
+}
+
+struct Step<'a> {
+    rollout: &'a Rollout,
+    obs: &'a Observations,
+    now: Timestamp,
+    status: RolloutStatus,
+    notes: Vec<Note>,
+    requeue: Option<Duration>,
+}
+
+/// The next step of `rollout` from `old` (its current status).
+pub fn next(rollout: &Rollout, old: &RolloutStatus, obs: &Observations, now: Timestamp) -> Decision {
+    let mut step = Step { rollout, obs, now, status: old.clone(), notes: Vec::new(), requeue: None };
+    step.status.observed_generation = rollout.metadata.generation;
+    let work = step.advance();
+    step.finish(old);
+    Decision { status: step.status, work, notes: step.notes, requeue: step.requeue }
+}
+
+/// Records that `work`'s commit landed as `commit` (the batch is now verified, or
+/// the rollback moves on).
+pub fn record_commit(status: &mut RolloutStatus, work: &Work, commit: &str, now: Timestamp) {
+    let at = Time(now);
+    match work.action {
+        HistoryAction::Promote => {
+            if let Some(batch) =
+                status.stages.iter_mut().find(|s| s.name == work.stage).and_then(|s| s.current.as_mut())
+            {
+                batch.step = BatchStep::Committed;
+                batch.commit = Some(commit.to_owned());
+                batch.committed_at = Some(at.clone());
+            }
+        }
+        HistoryAction::Rollback => {
+            if let Some(rollback) = status.rollback.as_mut() {
+                rollback.current = None;
+                rollback.step = None;
+                rollback.done += 1;
+            }
+            if let Some(stage) = status.stages.iter_mut().find(|s| s.name == work.stage) {
+                stage.counts.rolled_back += u32::try_from(work.environments.len()).unwrap_or(u32::MAX);
+                stage.phase = StagePhase::RolledBack;
+            }
+        }
+    }
+    status.history.push(HistoryEntry {
+        stage: work.stage.clone(),
+        batch: work.batch,
+        action: work.action,
+        commit: commit.to_owned(),
+        environments: u32::try_from(work.environments.len()).unwrap_or(u32::MAX),
+        at,
+    });
+    let excess = status.history.len().saturating_sub(MAX_HISTORY);
+    status.history.drain(..excess);
+}
+
+/// The trailers that name a batch's commit, so a new leader can find it again.
+pub fn step_trailer(work: &Work) -> String {
+    match work.action {
+        HistoryAction::Promote => format!("{}/{}", work.stage, work.batch),
+        HistoryAction::Rollback => format!("{}/{}/rollback", work.stage, work.batch),
+    }
+}
+
+fn to_std(d: &crate::api::GoDuration) -> Option<Duration> {
+    d.parse().ok()
+}
+
+fn add(at: Timestamp, d: Duration) -> Timestamp {
+    k8s_openapi::jiff::SignedDuration::try_from(d).ok().and_then(|d| at.checked_add(d).ok()).unwrap_or(at)
+}
+
+impl Step<'_> {
+    fn set(&mut self, phase: RolloutPhase, reason: &str, message: impl Into<String>) {
+        self.status.phase = Some(phase);
+        self.status.reason = Some(reason.to_owned());
+        self.status.message = Some(message.into());
+    }
+
+    fn note(&mut self, warning: bool, reason: &'static str, message: impl Into<String>) {
+        self.notes.push(Note { warning, reason: reason.to_owned(), message: message.into() });
+    }
+
+    fn wake_at(&mut self, at: Timestamp) {
+        let after = Duration::try_from(at.duration_since(self.now)).unwrap_or(Duration::ZERO);
+        let after = after + Duration::from_millis(100);
+        self.requeue = Some(self.requeue.map_or(after, |r| r.min(after)));
+    }
+
+    fn advance(&mut self) -> Option<Work> {
+        let phase = self.status.phase;
+        if phase.is_some_and(RolloutPhase::is_terminal) {
+            return None;
+        }
+        if self.status.plan.is_none() {
+            if !self.make_plan() {
+                return None;
+            }
+        }
+        if self.status.rollback.is_some() {
+            return self.roll_back();
+        }
+        // A commit in flight finishes first, whatever else changed (it may be on the
+        // branch already).
+        if let Some(work) = self.in_flight() {
+            return Some(work);
+        }
+        if self.rollout.spec.abort {
+            self.set(RolloutPhase::Aborted, reasons::ABORTED, "aborted: nothing more is committed");
+            return None;
+        }
+        loop {
+            let Some(index) = self.status.stages.iter().position(|s| s.phase != StagePhase::Succeeded) else {
+                let total = self.planned();
+                self.set(RolloutPhase::Succeeded, reasons::SUCCEEDED, format!("{total} environments promoted"));
+                self.status.current_stage = None;
+                return None;
+            };
+            self.status.current_stage = Some(self.status.stages[index].name.clone());
+            if self.status.stages[index].current.is_some() {
+                match self.verify(index) {
+                    Verified::Done => continue,
+                    Verified::Waiting => return None,
+                    Verified::Failed => return self.fail(index),
+                }
+            }
+            let stage = &self.status.stages[index];
+            if stage.batches_done >= plan::batches(stage) {
+                self.status.stages[index].phase = StagePhase::Succeeded;
+                continue;
+            }
+            return self.start_batch(index);
+        }
+    }
+
+    fn planned(&self) -> usize {
+        self.status.stages.iter().map(|s| s.environments.len()).sum()
+    }
+
+    /// Plans the rollout once; `false` while it cannot be planned yet.
+    fn make_plan(&mut self) -> bool {
+        let spec = &self.rollout.spec;
+        if let Some(at) = spec.not_before.as_ref().filter(|at| at.0 > self.now) {
+            self.set(RolloutPhase::Waiting, reasons::NOT_BEFORE, format!("starts at {}", at.0));
+            self.wake_at(at.0);
+            return false;
+        }
+        let plan = match plan::plan(spec, self.obs.requests.values().map(AsRef::as_ref)) {
+            Ok(plan) => plan,
+            Err(error) => {
+                self.set(RolloutPhase::Failed, reasons::INVALID, format!("{error}; fix the spec"));
+                return false;
+            }
+        };
+        if let Some((name, other)) = self.busy(&plan).into_iter().next() {
+            self.set(
+                RolloutPhase::Waiting,
+                reasons::BLOCKED,
+                format!("environment {name} is in rollout {other}, which has not finished; this one starts after it"),
+            );
+            return false;
+        }
+        let total = plan.environments();
+        self.status.plan = Some(plan.summary(Time(self.now)));
+        let skipped = plan.skipped.len();
+        self.status.stages = plan.stages;
+        self.note(false, reasons::PLANNED, format!("planned {total} environments ({skipped} skipped)"));
+        true
+    }
+
+    /// Planned environments that another unfinished rollout holds.
+    fn busy(&self, plan: &Plan) -> Vec<(String, String)> {
+        let this = self.rollout.metadata.name.as_deref().unwrap_or_default();
+        plan.stages
+            .iter()
+            .flat_map(|s| &s.environments)
+            .filter_map(|name| {
+                let promotion = self.obs.requests.get(name)?.promotion_in_effect()?;
+                (promotion.rollout != this && self.obs.active_rollouts.contains(&promotion.rollout))
+                    .then(|| (name.clone(), promotion.rollout.clone()))
+            })
+            .collect()
+    }
+
+    /// The batch whose commit was marked but not confirmed (a crash, or a failed push).
+    fn in_flight(&mut self) -> Option<Work> {
+        let stage =
+            self.status.stages.iter().find(|s| s.current.as_ref().is_some_and(|b| b.step == BatchStep::Marked))?;
+        let batch = stage.current.as_ref()?;
+        let work = Work {
+            action: HistoryAction::Promote,
+            stage: stage.name.clone(),
+            batch: batch.number,
+            of: batch.of,
+            environments: self.eligible(plan::batch(stage, batch.number)),
+            rollback_of: None,
+        };
+        self.status.current_stage = Some(stage.name.clone());
+        let message = format!("committing {} batch {}/{}", work.stage, work.batch, work.of);
+        self.set(RolloutPhase::Progressing, reasons::COMMITTING, message);
+        Some(work)
+    }
+
+    /// Environments of a batch still to promote: deleted or held ones are left alone.
+    fn eligible(&self, names: &[String]) -> Vec<String> {
+        names
+            .iter()
+            .filter(|name| {
+                self.obs.requests.get(*name).is_some_and(|r| {
+                    r.metadata.deletion_timestamp.is_none()
+                        && r.metadata.labels.as_ref().and_then(|l| l.get(crate::api::rollout::HOLD_LABEL))
+                            != Some(&"true".to_owned())
+                })
+            })
+            .cloned()
+            .collect()
+    }
+
+    fn frozen_until(&self) -> Option<(Timestamp, String)> {
+        self.rollout
+            .spec
+            .freeze_windows
+            .iter()
+            .find(|w| w.start.0 <= self.now && self.now < w.end.0)
+            .map(|w| (w.end.0, w.reason.clone().unwrap_or_else(|| "freeze window".to_owned())))
+    }
+
+    fn start_batch(&mut self, index: usize) -> Option<Work> {
+        let spec = &self.rollout.spec;
+        let name = self.status.stages[index].name.clone();
+        if spec.paused {
+            self.set(
+                RolloutPhase::Paused,
+                reasons::USER_PAUSED,
+                format!("paused before {name}; set spec.paused to false to go on"),
+            );
+            return None;
+        }
+        if let Some((end, why)) = self.frozen_until() {
+            self.set(RolloutPhase::Waiting, reasons::FROZEN, format!("{why}: nothing is committed until {end}"));
+            self.wake_at(end);
+            return None;
+        }
+        let stage_spec = spec.stages.iter().find(|s| s.name == name);
+        let first = self.status.stages[index].batches_done == 0;
+        if first && stage_spec.is_some_and(|s| s.require_approval) {
+            self.set(
+                RolloutPhase::Waiting,
+                reasons::AWAITING_APPROVAL,
+                format!("stage {name} requires an approval, and signed rollout approvals are not supported yet: remove requireApproval to go on"),
+            );
+            return None;
+        }
+        let stage = &self.status.stages[index];
+        let (number, of) = (stage.batches_done + 1, plan::batches(stage));
+        let environments = self.eligible(plan::batch(stage, number));
+        let stage = &mut self.status.stages[index];
+        stage.phase = StagePhase::Progressing;
+        stage.current = Some(BatchStatus {
+            number,
+            of,
+            step: BatchStep::Marked,
+            commit: None,
+            committed_at: None,
+            healthy_since: None,
+            soak_until: None,
+            gate: GateTally::default(),
+            failing: Vec::new(),
+        });
+        self.set(RolloutPhase::Progressing, reasons::COMMITTING, format!("committing {name} batch {number}/{of}"));
+        Some(Work { action: HistoryAction::Promote, stage: name, batch: number, of, environments, rollback_of: None })
+    }
+
+    /// Judges the committed batch of stage `index`.
+    fn verify(&mut self, index: usize) -> Verified {
+        self.take_retry(index);
+        let spec = &self.rollout.spec;
+        let stage = &self.status.stages[index];
+        let Some(batch) = stage.current.clone() else {
+            return Verified::Done;
+        };
+        let Some(gate_spec) = spec.stages.iter().find(|s| s.name == stage.name).map(|s| s.health_gate.clone()) else {
+            return Verified::Done;
+        };
+        if stage.phase == StagePhase::Failed {
+            return Verified::Failed;
+        }
+        let commit = batch.commit.clone().unwrap_or_default();
+        let committed_at = batch.committed_at.clone().map_or(self.now, |t| t.0);
+        let deadline = add(
+            committed_at,
+            gate_spec.progress_deadline.as_ref().and_then(to_std).unwrap_or(DEFAULT_PROGRESS_DEADLINE),
+        );
+        let tolerance = gate_spec.tolerance.as_ref().and_then(to_std).unwrap_or_default();
+        let rollout_name = self.rollout.metadata.name.clone().unwrap_or_default();
+        let names = plan::batch(stage, batch.number).to_vec();
+        let stage_name = stage.name.clone();
+        let already_failed: BTreeSet<String> = self
+            .status
+            .failures
+            .iter()
+            .filter(|f| f.stage == stage_name && f.batch == batch.number)
+            .map(|f| f.environment.clone())
+            .collect();
+        let mut tally = GateTally::default();
+        let mut failing = Vec::new();
+        let mut new_failures = Vec::new();
+        let mut first_wait: Option<String> = None;
+        for name in &names {
+            if already_failed.contains(name) {
+                tally.failed += 1;
+                continue;
+            }
+            let request = self.obs.requests.get(name).map(AsRef::as_ref);
+            let cx = gate::Context {
+                rollout: &rollout_name,
+                commit: &commit,
+                gate: &gate_spec,
+                argocd_installed: self.obs.argocd_installed,
+                auto_sync: request.is_none_or(|r| !self.obs.manual_sync_classes.contains(&r.spec.class)),
+            };
+            let signal = gate::judge(request, cx);
+            let overdue = self.now >= deadline;
+            match signal {
+                Signal::Passed | Signal::Superseded(_) => tally.passed += 1,
+                Signal::Waiting(message) if overdue => {
+                    new_failures.push((name.clone(), "ProgressDeadline", format!("not healthy in time: {message}")));
+                }
+                Signal::Waiting(message) => {
+                    tally.waiting += 1;
+                    first_wait.get_or_insert_with(|| format!("{name}: {message}"));
+                    self.wake_at(deadline);
+                }
+                Signal::Failing { reason, message } => {
+                    let since = batch
+                        .failing
+                        .iter()
+                        .find(|f| &f.environment == name)
+                        .map_or_else(|| Time(self.now), |f| f.since.clone());
+                    let counts_at = gate::counts_at(&since, tolerance);
+                    if self.now >= counts_at || overdue {
+                        new_failures.push((name.clone(), reason, message));
+                    } else {
+                        tally.failing += 1;
+                        first_wait.get_or_insert_with(|| format!("{name}: {message}"));
+                        failing.push(crate::api::rollout::Failing { environment: name.clone(), since });
+                        self.wake_at(counts_at.min(deadline));
+                    }
+                }
+            }
+        }
+        for (environment, reason, message) in new_failures {
+            tally.failed += 1;
+            self.status.stages[index].counts.failed += 1;
+            let text = format!("{environment} failed its gate ({reason}): {message}");
+            self.note(true, reasons::GATE_FAILED, text);
+            self.status.failures.push(GateFailure {
+                environment,
+                stage: stage_name.clone(),
+                batch: batch.number,
+                reason: reason.to_owned(),
+                message: message.chars().take(512).collect(),
+                at: Time(self.now),
+            });
+        }
+        let excess = self.status.failures.len().saturating_sub(MAX_FAILURES);
+        self.status.failures.drain(..excess);
+        let stage = &mut self.status.stages[index];
+        let Some(current) = stage.current.as_mut() else {
+            return Verified::Done;
+        };
+        current.gate = tally.clone();
+        current.failing = failing;
+        if stage.counts.failed > stage.max_failures {
+            stage.phase = StagePhase::Failed;
+            return Verified::Failed;
+        }
+        let (number, of) = (current.number, current.of);
+        if tally.waiting + tally.failing > 0 {
+            current.healthy_since = None;
+            current.soak_until = None;
+            let why = first_wait.unwrap_or_default();
+            let message =
+                format!("verifying {stage_name} batch {number}/{of}: {}/{} passed; {why}", tally.passed, names.len());
+            self.set_progressing_or_paused(reasons::VERIFYING, message);
+            return Verified::Waiting;
+        }
+        let soak = gate_spec.soak.as_ref().and_then(to_std).unwrap_or_default();
+        let since = current.healthy_since.get_or_insert_with(|| Time(self.now)).0;
+        let soak_until = add(since, soak);
+        current.soak_until = (!soak.is_zero()).then(|| Time(soak_until));
+        if self.now < soak_until {
+            let message =
+                format!("{stage_name} batch {number}/{of}: {} healthy, soaking until {soak_until}", tally.passed);
+            self.set_progressing_or_paused(reasons::SOAKING, message);
+            self.wake_at(soak_until);
+            return Verified::Waiting;
+        }
+        stage.counts.promoted += tally.passed;
+        stage.batches_done += 1;
+        stage.current = None;
+        let message = format!("{stage_name} batch {number}/{of}: {} environments promoted", tally.passed);
+        self.note(false, reasons::GATE_PASSED, message);
+        Verified::Done
+    }
+
+    /// Verification goes on while paused; the phase says who stopped the rollout.
+    fn set_progressing_or_paused(&mut self, reason: &str, message: String) {
+        if self.rollout.spec.paused {
+            self.set(RolloutPhase::Paused, reasons::USER_PAUSED, format!("paused; still {message}"));
+        } else {
+            self.set(RolloutPhase::Progressing, reason, message);
+        }
+    }
+
+    /// A new `berth.dev/retry` value: the failed batch's gate is looked at afresh
+    /// (failures forgotten, a new progress deadline).
+    fn take_retry(&mut self, index: usize) {
+        let annotations = self.rollout.metadata.annotations.as_ref();
+        let Some(value) = annotations.and_then(|a| a.get(RETRY_ANNOTATION)) else {
+            return;
+        };
+        if self.status.retried.as_deref() == Some(value.as_str()) {
+            return;
+        }
+        self.status.retried = Some(value.clone());
+        let stage = &mut self.status.stages[index];
+        let Some(batch) = stage.current.as_mut() else {
+            return;
+        };
+        if stage.phase != StagePhase::Failed {
+            return;
+        }
+        let (name, number) = (stage.name.clone(), batch.number);
+        let before = self.status.failures.len();
+        self.status.failures.retain(|f| !(f.stage == name && f.batch == number));
+        let forgotten = u32::try_from(before - self.status.failures.len()).unwrap_or(u32::MAX);
+        stage.counts.failed = stage.counts.failed.saturating_sub(forgotten);
+        stage.phase = StagePhase::Progressing;
+        batch.committed_at = Some(Time(self.now));
+        batch.healthy_since = None;
+        batch.soak_until = None;
+        batch.failing.clear();
+        self.note(false, reasons::RETRIED, format!("looking at {name} batch {number} again"));
+    }
+
+    fn fail(&mut self, index: usize) -> Option<Work> {
+        let stage = &self.status.stages[index];
+        let (name, failed, allowed) = (stage.name.clone(), stage.counts.failed, stage.max_failures);
+        let what = format!("stage {name}: {failed} environments failed their gate ({allowed} allowed)");
+        let newly = self.status.phase != Some(RolloutPhase::Paused);
+        match self.rollout.spec.on_failure {
+            FailurePolicy::Pause => {
+                if newly {
+                    self.note(true, reasons::GATE_FAILED, format!("{what}; paused"));
+                }
+                self.set(
+                    RolloutPhase::Paused,
+                    reasons::GATE_FAILED,
+                    format!("{what}; fix them and run `berth rollout retry`, or abort"),
+                );
+                None
+            }
+            FailurePolicy::Rollback => {
+                self.status.rollback =
+                    Some(RollbackStatus { pending: self.rollback_plan(index), ..Default::default() });
+                self.note(true, reasons::ROLLING_BACK, format!("{what}; rolling back"));
+                self.roll_back()
+            }
+        }
+    }
+
+    /// The batches to commit back, newest first, from what this rollout committed.
+    fn rollback_plan(&self, index: usize) -> Vec<BatchRef> {
+        let scope = self.rollout.spec.rollback_scope;
+        let mut committed: Vec<BatchRef> = Vec::new();
+        for (i, s) in self.status.stages.iter().enumerate() {
+            let in_scope = match scope {
+                RollbackScope::Batch | RollbackScope::Stage => i == index,
+                RollbackScope::All => i <= index,
+            };
+            if !in_scope {
+                continue;
+            }
+            let current = s.current.as_ref().filter(|b| b.step == BatchStep::Committed);
+            let last = s.batches_done + u32::from(current.is_some());
+            let first = if scope == RollbackScope::Batch { last } else { 1 };
+            for number in first..=last {
+                if number == 0 {
+                    continue;
+                }
+                committed.push(BatchRef {
+                    stage: s.name.clone(),
+                    batch: number,
+                    commit: self.commit_of(&s.name, number),
+                });
+            }
+        }
+        committed.reverse();
+        committed
+    }
+
+    fn commit_of(&self, stage: &str, batch: u32) -> Option<String> {
+        self.status
+            .history
+            .iter()
+            .rev()
+            .find(|h| h.stage == stage && h.batch == batch && h.action == HistoryAction::Promote)
+            .map(|h| h.commit.clone())
+    }
+
+    fn roll_back(&mut self) -> Option<Work> {
+        let rollout_name = self.rollout.metadata.name.clone().unwrap_or_default();
+        let Some(rollback) = self.status.rollback.as_mut() else {
+            return None;
+        };
+        let current = match rollback.current.clone() {
+            Some(current) => current,
+            None => {
+                if rollback.pending.is_empty() {
+                    let done = rollback.done;
+                    self.set(
+                        RolloutPhase::RolledBack,
+                        reasons::ROLLED_BACK,
+                        format!("{done} batches committed back to their previous revision"),
+                    );
+                    self.note(false, reasons::ROLLED_BACK, format!("{done} batches rolled back"));
+                    return None;
+                }
+                let next = rollback.pending.remove(0);
+                rollback.current = Some(next.clone());
+                rollback.step = Some(BatchStep::Marked);
+                next
+            }
+        };
+        let Some(stage) = self.status.stages.iter().find(|s| s.name == current.stage) else {
+            return None;
+        };
+        // Only environments still on this rollout's promotion: a person's edit wins.
+        let environments = plan::batch(stage, current.batch)
+            .iter()
+            .filter(|name| {
+                self.obs
+                    .requests
+                    .get(*name)
+                    .and_then(|r| r.promotion_in_effect())
+                    .is_some_and(|p| p.rollout == rollout_name)
+            })
+            .cloned()
+            .collect();
+        let of = plan::batches(stage);
+        let message =
+            format!("committing {} batch {}/{of} back to the previous revision", current.stage, current.batch);
+        self.set(RolloutPhase::RollingBack, reasons::ROLLING_BACK, message);
+        Some(Work {
+            action: HistoryAction::Rollback,
+            stage: current.stage.clone(),
+            batch: current.batch,
+            of,
+            environments,
+            rollback_of: current.commit,
+        })
+    }
+
+    /// Counts, progress and conditions, from the status built so far.
+    fn finish(&mut self, old: &RolloutStatus) {
+        for stage in &mut self.status.stages {
+            let total = u32::try_from(stage.environments.len()).unwrap_or(u32::MAX);
+            let in_batch = stage
+                .current
+                .as_ref()
+                .map_or(0, |b| u32::try_from(plan::batch(stage, b.number).len()).unwrap_or(u32::MAX));
+            let (committing, verifying) = match stage.current.as_ref().map(|b| b.step) {
+                Some(BatchStep::Marked) => (in_batch, 0),
+                Some(BatchStep::Committed) => {
+                    (0, in_batch.saturating_sub(stage.current.as_ref().map_or(0, |b| b.gate.failed)))
+                }
+                None => (0, 0),
+            };
+            let done = stage.batches_done.saturating_mul(stage.batch_size).min(total);
+            stage.counts.pending = total.saturating_sub(done).saturating_sub(in_batch);
+            stage.counts.committing = committing;
+            stage.counts.verifying = verifying;
+        }
+        let promoted: u32 = self.status.stages.iter().map(|s| s.counts.promoted).sum();
+        if !self.status.stages.is_empty() {
+            self.status.progress = Some(format!("{promoted}/{}", self.planned()));
+        }
+        let now = Time(self.now);
+        let generation = self.rollout.metadata.generation;
+        let phase = self.status.phase.unwrap_or(RolloutPhase::Pending);
+        let reason = self.status.reason.clone().unwrap_or_else(|| "Pending".to_owned());
+        let message = self.status.message.clone().unwrap_or_default();
+        let flag = |b: bool| if b { ConditionStatus::True } else { ConditionStatus::False };
+        let conditions = &mut self.status.conditions;
+        let ready = phase == RolloutPhase::Succeeded;
+        set_condition(
+            conditions,
+            Observation {
+                type_: "Ready",
+                status: flag(ready),
+                reason: &reason,
+                message: message.clone(),
+                observed_generation: generation,
+            },
+            &now,
+        );
+        let progressing = matches!(phase, RolloutPhase::Progressing | RolloutPhase::RollingBack);
+        set_condition(
+            conditions,
+            Observation {
+                type_: "Progressing",
+                status: flag(progressing),
+                reason: &reason,
+                message: message.clone(),
+                observed_generation: generation,
+            },
+            &now,
+        );
+        let degraded =
+            self.status.stages.iter().any(|s| matches!(s.phase, StagePhase::Failed | StagePhase::RolledBack));
+        let (degraded_reason, degraded_message) = if degraded {
+            (
+                reasons::GATE_FAILED,
+                self.status.failures.last().map(|f| format!("{}: {}", f.environment, f.message)).unwrap_or_default(),
+            )
+        } else {
+            ("Healthy", "no stage failed".to_owned())
+        };
+        set_condition(
+            conditions,
+            Observation {
+                type_: "Degraded",
+                status: flag(degraded),
+                reason: degraded_reason,
+                message: degraded_message,
+                observed_generation: generation,
+            },
+            &now,
+        );
+        // Phase changes are events too (batch-level ones were noted on the way);
+        // committing and verifying are narrated by the batch events.
+        if old.phase != self.status.phase || old.reason != self.status.reason {
+            let quiet = matches!(reason.as_str(), reasons::COMMITTING | reasons::VERIFYING | reasons::SOAKING);
+            if !quiet && !self.notes.iter().any(|n| n.reason == reason) {
+                let warning = matches!(phase, RolloutPhase::Failed | RolloutPhase::Paused | RolloutPhase::Aborted);
+                self.notes.push(Note { warning, reason, message });
+            }
+        }
+    }
+}
+
+enum Verified {
+    /// The batch passed (or there was none): go on.
+    Done,
+    /// Not decided yet.
+    Waiting,
+    /// The stage has more failures than it allows.
+    Failed,
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,441 @@
+use k8s_openapi::jiff::SignedDuration;
+
+use super::*;
+use crate::api::{
+    environment_request::{
+        DriftState, DriftStatus, EnvironmentRequestStatus, GitOpsStatus, Promotion, PromotionState, SyncStatus,
+    },
+    rollout::RolloutSpec,
+};
+
+const T0: i64 = 1_800_000_000;
+
+fn at(seconds: i64) -> Timestamp {
+    Timestamp::from_second(T0 + seconds).expect("a time")
+}
+
+fn rollout(spec: serde_json::Value) -> Rollout {
+    let spec: RolloutSpec = serde_json::from_value(spec).expect("a spec");
+    let mut rollout = Rollout::new("checkout-v2", spec);
+    rollout.metadata.namespace = Some("payments".into());
+    rollout.metadata.generation = Some(1);
+    rollout
+}
+
+/// canary (1 environment) then production in batches of 1.
+fn two_stages(extra: serde_json::Value) -> Rollout {
+    let mut spec = serde_json::json!({
+        "app": "checkout",
+        "revision": "v2",
+        "selector": { "matchLabels": { "app": "checkout" } },
+        "stages": [
+            { "name": "canary", "classes": ["staging"] },
+            { "name": "production", "classes": ["production"], "batchSize": 1 },
+        ],
+    });
+    if let (Some(spec), Some(extra)) = (spec.as_object_mut(), extra.as_object()) {
+        spec.extend(extra.clone());
+    }
+    rollout(spec)
+}
+
+fn request(name: &str, class: &str) -> EnvironmentRequest {
+    let mut r = crate::testing::request(class);
+    r.metadata.name = Some(name.into());
+    r.metadata.namespace = Some("payments".into());
+    r.metadata.generation = Some(1);
+    r.spec.app.name = "checkout".into();
+    r.spec.app.revision = "v1".into();
+    r.metadata.labels = Some([("app".to_owned(), "checkout".to_owned())].into());
+    r
+}
+
+/// `r` as the controllers leave it once its batch's commit is confirmed and Argo CD
+/// reports `health` at the promoted revision.
+fn promoted(mut r: EnvironmentRequest, commit: &str, health: &str) -> EnvironmentRequest {
+    let promotion = Promotion {
+        rollout: "checkout-v2".into(),
+        revision: "v2".into(),
+        previous_revision: "v1".into(),
+        stage: "canary".into(),
+        batch: 1,
+        state: PromotionState::Committed,
+        commit: Some(commit.into()),
+        rendered_digest: Some("d2".into()),
+        spec_generation: 1,
+        since: Time(at(0)),
+    };
+    r.status = Some(EnvironmentRequestStatus { promotion: Some(promotion), ..Default::default() });
+    let source = r.deployed_source();
+    let status = r.status.as_mut().expect("a status");
+    status.gitops = Some(GitOpsStatus { rendered_digest: Some("d2".into()), ..Default::default() });
+    status.sync = Some(SyncStatus {
+        status: Some("Synced".into()),
+        health: Some(health.into()),
+        revision: Some("abc".into()),
+        compared_to: Some(source),
+        operation: None,
+    });
+    status.drift = Some(DriftStatus { state: DriftState::InSync, checked_at: None, differences: Vec::new() });
+    r
+}
+
+struct World {
+    requests: Vec<EnvironmentRequest>,
+}
+
+impl World {
+    fn three() -> Self {
+        Self {
+            requests: vec![
+                request("stage-1", "staging"),
+                request("prod-a", "production"),
+                request("prod-b", "production"),
+            ],
+        }
+    }
+
+    fn obs(&self) -> Observations {
+        Observations {
+            requests: self
+                .requests
+                .iter()
+                .map(|r| (r.metadata.name.clone().unwrap_or_default(), Arc::new(r.clone())))
+                .collect(),
+            argocd_installed: true,
+            ..Observations::default()
+        }
+    }
+
+    fn set(&mut self, name: &str, f: impl FnOnce(EnvironmentRequest) -> EnvironmentRequest) {
+        if let Some(slot) = self.requests.iter_mut().find(|r| r.metadata.name.as_deref() == Some(name)) {
+            *slot = f(slot.clone());
+        }
+    }
+}
+
+/// Runs `next`, and when it asks for a commit, "makes" it as `commit`.
+fn step(rollout: &Rollout, status: &mut RolloutStatus, world: &World, now: Timestamp, commit: &str) -> Decision {
+    let decision = next(rollout, status, &world.obs(), now);
+    *status = decision.status.clone();
+    if let Some(work) = &decision.work {
+        record_commit(status, work, commit, now);
+    }
+    decision
+}
+
+fn reasons_of(decision: &Decision) -> Vec<&str> {
+    decision.notes.iter().map(|n| n.reason.as_str()).collect()
+}
+
+#[test]
+fn a_rollout_commits_one_batch_at_a_time_and_moves_on_only_when_the_gate_passes() {
+    let rollout = two_stages(serde_json::json!({}));
+    let mut world = World::three();
+    let mut status = RolloutStatus::default();
+
+    let first = step(&rollout, &mut status, &world, at(0), "c1");
+    let work = first.work.clone().expect("the canary batch");
+    assert_eq!(
+        (work.stage.as_str(), work.batch, work.environments.as_slice()),
+        ("canary", 1, ["stage-1".to_owned()].as_slice())
+    );
+    assert_eq!(reasons_of(&first), ["Planned"]);
+    assert_eq!(status.plan.as_ref().map(|p| p.environments), Some(3));
+    assert_eq!(status.progress.as_deref(), Some("0/3"));
+
+    // Committed, but Argo CD has not synced it: nothing new starts.
+    let waiting = step(&rollout, &mut status, &world, at(5), "unused");
+    assert_eq!(waiting.work, None);
+    assert_eq!(status.reason.as_deref(), Some(reasons::VERIFYING));
+    assert_eq!(status.stages[0].counts.verifying, 1);
+
+    world.set("stage-1", |r| promoted(r, "c1", "Healthy"));
+    let next_batch = step(&rollout, &mut status, &world, at(10), "c2");
+    assert_eq!(reasons_of(&next_batch), ["GatePassed"]);
+    let work = next_batch.work.expect("production batch 1");
+    assert_eq!((work.stage.as_str(), work.batch, work.of), ("production", 1, 2));
+    assert_eq!(work.environments, ["prod-a"]);
+    assert_eq!(status.progress.as_deref(), Some("1/3"));
+
+    world.set("prod-a", |r| promoted(r, "c2", "Healthy"));
+    let second = step(&rollout, &mut status, &world, at(20), "c3").work.expect("production batch 2");
+    assert_eq!(second.environments, ["prod-b"]);
+    world.set("prod-b", |r| promoted(r, "c3", "Healthy"));
+    let done = step(&rollout, &mut status, &world, at(30), "unused");
+    assert_eq!(done.work, None);
+    assert_eq!(status.phase, Some(RolloutPhase::Succeeded));
+    assert_eq!(status.progress.as_deref(), Some("3/3"));
+    assert_eq!(status.history.iter().map(|h| h.commit.as_str()).collect::<Vec<_>>(), ["c1", "c2", "c3"]);
+    assert!(crate::api::conditions::is_true(&status.conditions, "Ready"));
+    assert!(reasons_of(&done).contains(&"Succeeded"));
+    // Finished is finished.
+    assert_eq!(next(&rollout, &status, &world.obs(), at(40)).work, None);
+}
+
+#[test]
+fn a_soak_holds_the_next_batch_until_it_ends_and_says_when() {
+    let rollout = rollout(serde_json::json!({
+        "app": "checkout", "revision": "v2",
+        "selector": { "matchLabels": { "app": "checkout" } },
+        "stages": [{ "name": "canary", "classes": ["staging"], "healthGate": { "soak": "10m" } },
+                   { "name": "production", "classes": ["production"], "batchSize": "100%" }],
+    }));
+    let mut world = World::three();
+    let mut status = RolloutStatus::default();
+    step(&rollout, &mut status, &world, at(0), "c1");
+    world.set("stage-1", |r| promoted(r, "c1", "Healthy"));
+    let soaking = step(&rollout, &mut status, &world, at(60), "unused");
+    assert_eq!(soaking.work, None);
+    assert_eq!(status.reason.as_deref(), Some(reasons::SOAKING));
+    assert_eq!(soaking.requeue, Some(Duration::from_secs(600) + Duration::from_millis(100)));
+    assert_eq!(step(&rollout, &mut status, &world, at(659), "unused").work, None);
+    let production = step(&rollout, &mut status, &world, at(660), "c2").work.expect("production");
+    assert_eq!(production.environments, ["prod-a", "prod-b"]);
+}
+
+#[test]
+fn a_degraded_environment_pauses_the_rollout_and_retry_looks_again() {
+    let mut rollout = two_stages(serde_json::json!({}));
+    let mut world = World::three();
+    let mut status = RolloutStatus::default();
+    step(&rollout, &mut status, &world, at(0), "c1");
+    world.set("stage-1", |r| promoted(r, "c1", "Degraded"));
+    let failed = step(&rollout, &mut status, &world, at(5), "unused");
+    assert_eq!(failed.work, None);
+    assert_eq!(status.phase, Some(RolloutPhase::Paused));
+    assert_eq!(status.reason.as_deref(), Some(reasons::GATE_FAILED));
+    assert_eq!(status.failures.len(), 1);
+    assert_eq!(status.failures[0].reason, "Degraded");
+    assert!(failed.notes.iter().all(|n| n.warning), "{:?}", failed.notes);
+    // Paused it stays, without new events.
+    let again = step(&rollout, &mut status, &world, at(6), "unused");
+    assert!(again.notes.is_empty(), "{:?}", again.notes);
+
+    world.set("stage-1", |r| promoted(r, "c1", "Healthy"));
+    rollout.metadata.annotations = Some([(RETRY_ANNOTATION.to_owned(), "1".to_owned())].into());
+    let retried = step(&rollout, &mut status, &world, at(10), "c2");
+    assert!(reasons_of(&retried).contains(&"Retried"));
+    assert_eq!(retried.work.map(|w| w.stage), Some("production".to_owned()));
+    assert!(status.failures.is_empty());
+}
+
+#[test]
+fn with_rollback_a_failed_batch_is_committed_back_naming_the_commit_it_undoes() {
+    let rollout = two_stages(serde_json::json!({ "onFailure": "Rollback" }));
+    let mut world = World::three();
+    let mut status = RolloutStatus::default();
+    step(&rollout, &mut status, &world, at(0), "c1");
+    world.set("stage-1", |r| promoted(r, "c1", "Degraded"));
+    let decision = step(&rollout, &mut status, &world, at(5), "r1");
+    let work = decision.work.expect("a rollback");
+    assert_eq!(work.action, HistoryAction::Rollback);
+    assert_eq!(work.rollback_of.as_deref(), Some("c1"));
+    assert_eq!(work.environments, ["stage-1"]);
+    assert_eq!(status.phase, Some(RolloutPhase::RollingBack));
+    let done = step(&rollout, &mut status, &world, at(6), "unused");
+    assert_eq!(done.work, None);
+    assert_eq!(status.phase, Some(RolloutPhase::RolledBack));
+    assert_eq!(status.stages[0].counts.rolled_back, 1);
+    assert_eq!(status.history.last().map(|h| (h.action, h.commit.as_str())), Some((HistoryAction::Rollback, "r1")));
+    // Terminal: the next stage never starts.
+    assert_eq!(next(&rollout, &status, &world.obs(), at(7)).work, None);
+}
+
+#[test]
+fn rolling_back_a_stage_undoes_its_batches_newest_first() {
+    let rollout = rollout(serde_json::json!({
+        "app": "checkout", "revision": "v2", "onFailure": "Rollback", "rollbackScope": "Stage",
+        "selector": { "matchLabels": { "app": "checkout" } },
+        "stages": [{ "name": "production", "classes": ["production"], "batchSize": 1 }],
+    }));
+    let mut world = World::three();
+    let mut status = RolloutStatus::default();
+    step(&rollout, &mut status, &world, at(0), "c1");
+    world.set("prod-a", |r| promoted(r, "c1", "Healthy"));
+    step(&rollout, &mut status, &world, at(1), "c2");
+    world.set("prod-b", |r| promoted(r, "c2", "Degraded"));
+    let first = step(&rollout, &mut status, &world, at(2), "r2").work.expect("rollback of batch 2");
+    assert_eq!((first.batch, first.rollback_of.as_deref()), (2, Some("c2")));
+    let second = step(&rollout, &mut status, &world, at(3), "r1").work.expect("rollback of batch 1");
+    assert_eq!(
+        (second.batch, second.rollback_of.as_deref(), second.environments.as_slice()),
+        (1, Some("c1"), ["prod-a".to_owned()].as_slice())
+    );
+    step(&rollout, &mut status, &world, at(4), "unused");
+    assert_eq!(status.phase, Some(RolloutPhase::RolledBack));
+}
+
+#[test]
+fn a_flapping_signal_counts_only_once_it_lasts_the_tolerance() {
+    let rollout = rollout(serde_json::json!({
+        "app": "checkout", "revision": "v2",
+        "selector": { "matchLabels": { "app": "checkout" } },
+        "stages": [{ "name": "canary", "classes": ["staging"], "healthGate": { "tolerance": "2m" } }],
+    }));
+    let mut world = World::three();
+    let mut status = RolloutStatus::default();
+    step(&rollout, &mut status, &world, at(0), "c1");
+    world.set("stage-1", |r| promoted(r, "c1", "Degraded"));
+    let flapping = step(&rollout, &mut status, &world, at(10), "unused");
+    assert_eq!(status.phase, Some(RolloutPhase::Progressing));
+    assert_eq!(status.stages[0].current.as_ref().map(|b| b.gate.failing), Some(1));
+    assert_eq!(flapping.requeue, Some(Duration::from_secs(120) + Duration::from_millis(100)));
+    // Healthy again in time: forgotten.
+    world.set("stage-1", |r| promoted(r, "c1", "Healthy"));
+    step(&rollout, &mut status, &world, at(60), "unused");
+    assert_eq!(status.phase, Some(RolloutPhase::Succeeded));
+
+    // Degraded for longer than the tolerance: failed.
+    let mut status = RolloutStatus::default();
+    let mut world = World::three();
+    step(&rollout, &mut status, &world, at(0), "c1");
+    world.set("stage-1", |r| promoted(r, "c1", "Degraded"));
+    step(&rollout, &mut status, &world, at(10), "unused");
+    step(&rollout, &mut status, &world, at(129), "unused");
+    assert_eq!(status.phase, Some(RolloutPhase::Progressing));
+    step(&rollout, &mut status, &world, at(130), "unused");
+    assert_eq!(status.phase, Some(RolloutPhase::Paused));
+}
+
+#[test]
+fn an_environment_that_never_gets_healthy_fails_at_the_progress_deadline() {
+    let rollout = rollout(serde_json::json!({
+        "app": "checkout", "revision": "v2",
+        "selector": { "matchLabels": { "app": "checkout" } },
+        "stages": [{ "name": "canary", "classes": ["staging"], "healthGate": { "progressDeadline": "5m" } }],
+    }));
+    let world = World::three();
+    let mut status = RolloutStatus::default();
+    step(&rollout, &mut status, &world, at(0), "c1");
+    let waiting = step(&rollout, &mut status, &world, at(10), "unused");
+    assert_eq!(waiting.requeue, Some(Duration::from_secs(290) + Duration::from_millis(100)));
+    step(&rollout, &mut status, &world, at(300), "unused");
+    assert_eq!(status.phase, Some(RolloutPhase::Paused));
+    assert_eq!(status.failures[0].reason, "ProgressDeadline");
+}
+
+#[test]
+fn max_failures_lets_a_stage_pass_with_that_many_failed() {
+    let rollout = rollout(serde_json::json!({
+        "app": "checkout", "revision": "v2",
+        "selector": { "matchLabels": { "app": "checkout" } },
+        "stages": [{ "name": "production", "classes": ["production"], "batchSize": "100%", "maxFailures": 1 }],
+    }));
+    let mut world = World::three();
+    let mut status = RolloutStatus::default();
+    step(&rollout, &mut status, &world, at(0), "c1");
+    world.set("prod-a", |r| promoted(r, "c1", "Degraded"));
+    world.set("prod-b", |r| promoted(r, "c1", "Healthy"));
+    step(&rollout, &mut status, &world, at(1), "unused");
+    assert_eq!(status.phase, Some(RolloutPhase::Succeeded));
+    assert_eq!((status.stages[0].counts.promoted, status.stages[0].counts.failed), (1, 1));
+}
+
+#[test]
+fn paused_finishes_the_batch_in_flight_and_starts_nothing_new() {
+    let mut rollout = two_stages(serde_json::json!({}));
+    let mut world = World::three();
+    let mut status = RolloutStatus::default();
+    step(&rollout, &mut status, &world, at(0), "c1");
+    rollout.spec.paused = true;
+    step(&rollout, &mut status, &world, at(1), "unused");
+    assert_eq!((status.phase, status.reason.as_deref()), (Some(RolloutPhase::Paused), Some(reasons::USER_PAUSED)));
+    world.set("stage-1", |r| promoted(r, "c1", "Healthy"));
+    let paused = step(&rollout, &mut status, &world, at(2), "unused");
+    assert_eq!(paused.work, None);
+    assert_eq!(status.stages[0].phase, StagePhase::Succeeded);
+    rollout.spec.paused = false;
+    assert!(step(&rollout, &mut status, &world, at(3), "c2").work.is_some());
+}
+
+#[test]
+fn a_crash_after_marking_repeats_the_same_commit_and_abort_waits_for_it() {
+    let mut rollout = two_stages(serde_json::json!({}));
+    let world = World::three();
+    // Marked, never confirmed (the process died).
+    let marked = next(&rollout, &RolloutStatus::default(), &world.obs(), at(0));
+    let again = next(&rollout, &marked.status, &world.obs(), at(5));
+    assert_eq!(again.work, marked.work);
+    rollout.spec.abort = true;
+    let aborting = next(&rollout, &marked.status, &world.obs(), at(6));
+    assert_eq!(aborting.work, marked.work, "the commit in flight finishes first");
+    let mut status = marked.status.clone();
+    if let Some(work) = &aborting.work {
+        record_commit(&mut status, work, "c1", at(6));
+    }
+    let aborted = next(&rollout, &status, &world.obs(), at(7));
+    assert_eq!(aborted.work, None);
+    assert_eq!(aborted.status.phase, Some(RolloutPhase::Aborted));
+    assert!(aborted.notes.iter().any(|n| n.reason == "Aborted"));
+}
+
+#[test]
+fn a_rollout_waits_for_not_before_a_freeze_and_another_rollout_holding_its_environments() {
+    let later = Time(at(3600));
+    let mut rollout = two_stages(serde_json::json!({ "notBefore": later }));
+    let mut world = World::three();
+    let waiting = next(&rollout, &RolloutStatus::default(), &world.obs(), at(0));
+    assert_eq!(waiting.status.reason.as_deref(), Some(reasons::NOT_BEFORE));
+    assert_eq!(waiting.requeue, Some(Duration::from_secs(3600) + Duration::from_millis(100)));
+
+    rollout.spec.not_before = None;
+    rollout.spec.freeze_windows = vec![crate::api::rollout::FreezeWindow {
+        start: Time(at(-60)),
+        end: Time(at(600)),
+        reason: Some("release freeze".into()),
+    }];
+    let frozen = next(&rollout, &RolloutStatus::default(), &world.obs(), at(0));
+    assert_eq!(frozen.work, None);
+    assert_eq!(frozen.status.reason.as_deref(), Some(reasons::FROZEN));
+    assert!(frozen.status.message.as_deref().is_some_and(|m| m.contains("release freeze")));
+
+    rollout.spec.freeze_windows.clear();
+    world.set("prod-a", |r| {
+        let mut r = promoted(r, "c0", "Healthy");
+        if let Some(p) = r.status.as_mut().and_then(|s| s.promotion.as_mut()) {
+            p.rollout = "checkout-v1".into();
+        }
+        r
+    });
+    let mut obs = world.obs();
+    obs.active_rollouts.insert("checkout-v1".into());
+    let blocked = next(&rollout, &RolloutStatus::default(), &obs, at(0));
+    assert_eq!(blocked.status.reason.as_deref(), Some(reasons::BLOCKED));
+    assert!(blocked.status.message.as_deref().is_some_and(|m| m.contains("prod-a") && m.contains("checkout-v1")));
+    // Once that one has finished, this one plans.
+    obs.active_rollouts.clear();
+    assert!(next(&rollout, &RolloutStatus::default(), &obs, at(0)).work.is_some());
+}
+
+#[test]
+fn a_person_editing_a_promoted_environment_wins_and_does_not_fail_the_gate() {
+    let rollout = two_stages(serde_json::json!({}));
+    let mut world = World::three();
+    let mut status = RolloutStatus::default();
+    step(&rollout, &mut status, &world, at(0), "c1");
+    world.set("stage-1", |r| {
+        let mut r = promoted(r, "c1", "Degraded");
+        r.metadata.generation = Some(2);
+        r
+    });
+    let decision = step(&rollout, &mut status, &world, at(1), "c2");
+    assert!(status.failures.is_empty());
+    assert_eq!(decision.work.map(|w| w.stage), Some("production".to_owned()));
+}
+
+#[test]
+fn status_stays_small_at_ten_thousand_environments() {
+    let rollout = rollout(serde_json::json!({
+        "app": "checkout", "revision": "v2",
+        "selector": { "matchLabels": { "app": "checkout" } },
+        "stages": [{ "name": "production", "classes": ["production"], "batchSize": "10%" }],
+    }));
+    let world =
+        World { requests: (0..10_000).map(|i| request(&format!("checkout-prod-{i:05}"), "production")).collect() };
+    let decision = next(&rollout, &RolloutStatus::default(), &world.obs(), at(0));
+    assert_eq!(decision.work.as_ref().map(|w| w.environments.len()), Some(1000));
+    let bytes = serde_json::to_vec(&decision.status).expect("json").len();
+    assert!(bytes <= 512 * 1024, "{bytes} bytes");
+    let _ = SignedDuration::ZERO;
+}
