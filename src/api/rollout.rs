@@ -124,14 +124,12 @@ pub struct Stage {
     /// Environments committed at once: a count (`10`) or a share of the stage
     /// (`"10%"`, rounded down, at least 1). Each batch is one commit.
     #[serde(default = "one")]
-    #[x_kube(validation = Rule::new("type(self) == int ? (self >= 1 && self <= 10000) : self.matches('^([1-9][0-9]?|100)%$')")
-        .message("batchSize is a count from 1 to 10000 or a percentage from 1% to 100%"))]
+    #[schemars(schema_with = "batch_size_schema")]
     pub batch_size: IntOrString,
     /// Environments of this stage that may fail their gate without failing the
     /// stage: a count (`2`) or a share of the stage (`"5%"`, rounded down). Default 0.
     #[serde(default = "zero")]
-    #[x_kube(validation = Rule::new("type(self) == int ? (self >= 0 && self <= 10000) : self.matches('^([0-9]|[1-9][0-9]|100)%$')")
-        .message("maxFailures is a count from 0 to 10000 or a percentage from 0% to 100%"))]
+    #[schemars(schema_with = "max_failures_schema")]
     pub max_failures: IntOrString,
     /// What must hold before the next batch starts.
     #[serde(default)]
@@ -139,6 +137,40 @@ pub struct Stage {
     /// The stage waits for an approval before it starts.
     #[serde(default)]
     pub require_approval: bool,
+}
+
+/// A count or a percentage. OpenAPI's `minimum`/`maximum` apply only to the integer
+/// form and `pattern`/`maxLength` only to the string form, so plain schema checks do
+/// what a CEL rule would, without CEL's cost on an unbounded string.
+fn count_or_percentage(description: &str, min: u32, percent: &str) -> schemars::Schema {
+    schemars::json_schema!({
+        "description": description,
+        "x-kubernetes-int-or-string": true,
+        "minimum": min,
+        "maximum": 10000,
+        "pattern": percent,
+        "maxLength": 4,
+    })
+}
+
+fn batch_size_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    let mut schema = count_or_percentage(
+        "Environments committed at once: a count from 1 to 10000 (`10`) or a share of the stage from 1% to 100% (`\"10%\"`, rounded down, at least 1). Each batch is one commit.",
+        1,
+        "^([1-9][0-9]?|100)%$",
+    );
+    schema.insert("default".to_owned(), 1.into());
+    schema
+}
+
+fn max_failures_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    let mut schema = count_or_percentage(
+        "Environments of this stage that may fail their gate without failing the stage: a count (`2`) or a share of the stage (`\"5%\"`, rounded down). Default 0.",
+        0,
+        "^([0-9]|[1-9][0-9]|100)%$",
+    );
+    schema.insert("default".to_owned(), 0.into());
+    schema
 }
 
 fn one() -> IntOrString {

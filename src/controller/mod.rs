@@ -1,4 +1,5 @@
-//! The kube-runtime controllers: one reconciler per kind, sharing a [`Context`].
+//! The kube-runtime controllers: one reconciler per kind (Tenant, EnvironmentClass,
+//! EnvironmentRequest, Rollout), sharing a [`Context`].
 //! Each reconcile reads top to bottom: gather (I/O) → decide (pure) → commit or
 //! apply (I/O) → status.
 
@@ -13,6 +14,7 @@ pub mod inventory;
 pub mod orphans;
 pub mod refresh;
 pub mod request;
+pub mod rollout;
 pub mod tenant;
 
 use std::{future::Future, sync::Arc, time::Duration};
@@ -183,7 +185,7 @@ pub async fn report_caches_synced(client: kube::Client, caches_synced: Readiness
     }
 }
 
-/// Runs the Tenant, EnvironmentClass and EnvironmentRequest controllers until
+/// Runs the Tenant, EnvironmentClass, EnvironmentRequest and Rollout controllers until
 /// `shutdown` completes; reconciles in flight finish first. `resumed` says the feeds
 /// were subscribed after the index filled (a standby taking over), so every object is
 /// reconciled once.
@@ -259,8 +261,18 @@ pub async fn run(
         .with_config(summaries)
         .reconcile_on(changed_classes)
         .reconcile_all_on(takeover(ctx.index.clone(), resumed))
+        .graceful_shutdown_on(shutdown.clone())
+        .run(|o, c| instrumented(Kind::EnvironmentClass, o, c, class::reconcile), error_policy, ctx.clone())
+        .for_each(|_| async {});
+
+    // A request's status (Argo CD's sync, Berth's drift, a promotion) is what a
+    // rollout's gate reads, so its changes wake the rollout that holds it.
+    let by_request = ctx.index.clone();
+    let rollouts = Controller::for_stream(triggers(feeds.rollouts), ctx.index.rollouts.store().clone())
+        .watches_stream(triggers(feeds.rollout_requests), move |request| rollout::rollouts_of(&by_request, &request))
+        .reconcile_all_on(takeover(ctx.index.clone(), resumed))
         .graceful_shutdown_on(shutdown)
-        .run(|o, c| instrumented(Kind::EnvironmentClass, o, c, class::reconcile), error_policy, ctx)
+        .run(|o, c| instrumented(Kind::Rollout, o, c, rollout::reconcile), error_policy, ctx)
         .for_each(|_| async {});
 
     // Only the leader sweeps (this runs on the leader), and stops with the controllers.
@@ -271,5 +283,5 @@ pub async fn run(
         }
     };
 
-    futures::join!(requests, tenants, classes, sweeper);
+    futures::join!(requests, tenants, classes, rollouts, sweeper);
 }

@@ -10,7 +10,7 @@ use k8s_openapi::api::{
 use kube::api::DynamicObject;
 
 use super::{Feed, Index};
-use crate::api::{EnvironmentClass, EnvironmentRequest, Tenant};
+use crate::api::{EnvironmentClass, EnvironmentRequest, Rollout, Tenant};
 
 pub struct Feeds {
     pub requests: Feed<EnvironmentRequest>,
@@ -26,6 +26,9 @@ pub struct Feeds {
     pub tenant_controller: Feed<Tenant>,
     /// Classes again, for the EnvironmentClass controller.
     pub class_controller: Feed<EnvironmentClass>,
+    pub rollouts: Feed<Rollout>,
+    /// Requests again, for the Rollout controller (their status says how a batch fares).
+    pub rollout_requests: Feed<EnvironmentRequest>,
 }
 
 impl Index {
@@ -45,6 +48,8 @@ impl Index {
             applications: self.applications.subscribe(),
             tenant_controller: self.tenants.subscribe(),
             class_controller: self.classes.subscribe(),
+            rollouts: self.rollouts.subscribe(),
+            rollout_requests: self.requests.subscribe(),
         }
     }
 }

@@ -38,7 +38,7 @@ pub use watch::WATCH_BACKOFF_MAX;
 pub use watched::{Feed, Watched};
 
 use crate::{
-    api::{EnvironmentClass, EnvironmentRequest, Tenant, labels},
+    api::{EnvironmentClass, EnvironmentRequest, Rollout, Tenant, labels},
     telemetry::{WatchReport, Watches},
 };
 use groups::Groups;
@@ -92,6 +92,7 @@ pub struct Index {
     pub requests: Watched<EnvironmentRequest>,
     pub classes: Watched<EnvironmentClass>,
     pub tenants: Watched<Tenant>,
+    pub rollouts: Watched<Rollout>,
     pub namespaces: Watched<Namespace>,
     pub quotas: Watched<ResourceQuota>,
     pub limits: Watched<LimitRange>,
@@ -179,6 +180,7 @@ impl Index {
             requests: Watched::new("environmentrequests", Some(request_groups())),
             classes: Watched::new("environmentclasses", None),
             tenants: Watched::new("tenants", Some(tenant_groups())),
+            rollouts: Watched::new("rollouts", None),
             namespaces: Watched::new("namespaces", None),
             quotas: Watched::new("resourcequotas", None),
             limits: Watched::new("limitranges", None),
@@ -201,6 +203,7 @@ impl Index {
         index.tenants.fill(tenants);
         index.classes.fill(classes);
         index.requests.fill(requests);
+        index.rollouts.fill([]);
         index.namespaces.fill([]);
         index.quotas.fill([]);
         index.limits.fill([]);
@@ -210,11 +213,12 @@ impl Index {
     }
 
     /// The kinds table: every kind of a type known at compile time, with its scope.
-    fn kinds(&self) -> [(&dyn Kind, Scope); 8] {
+    fn kinds(&self) -> [(&dyn Kind, Scope); 9] {
         [
             (&self.requests, Scope::All),
             (&self.classes, Scope::All),
             (&self.tenants, Scope::All),
+            (&self.rollouts, Scope::All),
             (&self.namespaces, Scope::Rendered),
             (&self.quotas, Scope::Rendered),
             (&self.limits, Scope::Rendered),
@@ -254,6 +258,15 @@ impl Index {
 
     pub fn request(&self, namespace: &str, name: &str) -> Option<Arc<EnvironmentRequest>> {
         self.requests.get(&ObjectRef::new(name).within(namespace))
+    }
+
+    /// The rollouts in `namespace` (few: a scan of all rollouts is cheap).
+    pub fn rollouts_in(&self, namespace: &str) -> Vec<Arc<Rollout>> {
+        self.rollouts.state().into_iter().filter(|r| r.metadata.namespace.as_deref() == Some(namespace)).collect()
+    }
+
+    pub fn rollout(&self, namespace: &str, name: &str) -> Option<Arc<Rollout>> {
+        self.rollouts.get(&ObjectRef::new(name).within(namespace))
     }
 
     /// The requests in `namespace` (a tenant's request namespace): O(their number).

@@ -51,7 +51,9 @@ pub fn namespace(tenant: &Tenant, namespace: &str) -> Namespace {
 pub fn roles(tenant: &Tenant, namespace: &str) -> Vec<Role> {
     let rule = |verbs: &[&str]| PolicyRule {
         api_groups: Some(vec![crate::api::GROUP.to_owned()]),
-        resources: Some(vec!["environmentrequests".to_owned()]),
+        // Rollouts promote the tenant's own environments, so who may ask for an
+        // environment may ask for a rollout of it.
+        resources: Some(vec!["environmentrequests".to_owned(), "rollouts".to_owned()]),
         verbs: verbs.iter().map(|v| (*v).to_owned()).collect(),
         ..PolicyRule::default()
     };

@@ -32,6 +32,9 @@ use crate::api::{
 /// Default time an environment has to become healthy after its batch's commit.
 pub const DEFAULT_PROGRESS_DEADLINE: Duration = Duration::from_secs(15 * 60);
 
+/// How often a rollout blocked by another one looks again.
+const BLOCKED_RECHECK: Duration = Duration::from_secs(30);
+
 /// What the controller sees besides the rollout.
 #[derive(Debug, Default)]
 pub struct Observations {
@@ -189,10 +192,8 @@ impl Step<'_> {
         if phase.is_some_and(RolloutPhase::is_terminal) {
             return None;
         }
-        if self.status.plan.is_none() {
-            if !self.make_plan() {
-                return None;
-            }
+        if self.status.plan.is_none() && !self.make_plan() {
+            return None;
         }
         if self.status.rollback.is_some() {
             return self.roll_back();
@@ -255,6 +256,8 @@ impl Step<'_> {
                 reasons::BLOCKED,
                 format!("environment {name} is in rollout {other}, which has not finished; this one starts after it"),
             );
+            // Also woken when that rollout's environments change; this bounds the wait.
+            self.wake_at(add(self.now, BLOCKED_RECHECK));
             return false;
         }
         let total = plan.environments();
@@ -304,7 +307,7 @@ impl Step<'_> {
             .iter()
             .filter(|name| {
                 self.obs.requests.get(*name).is_some_and(|r| {
-                    r.metadata.deletion_timestamp.is_none()
+                    crate::policy::budget::is_provisioned(r)
                         && r.metadata.labels.as_ref().and_then(|l| l.get(crate::api::rollout::HOLD_LABEL))
                             != Some(&"true".to_owned())
                 })
@@ -483,9 +486,9 @@ impl Step<'_> {
             return Verified::Waiting;
         }
         let soak = gate_spec.soak.as_ref().and_then(to_std).unwrap_or_default();
-        let since = current.healthy_since.get_or_insert_with(|| Time(self.now)).0;
+        let since = current.healthy_since.get_or_insert(Time(self.now)).0;
         let soak_until = add(since, soak);
-        current.soak_until = (!soak.is_zero()).then(|| Time(soak_until));
+        current.soak_until = (!soak.is_zero()).then_some(Time(soak_until));
         if self.now < soak_until {
             let message =
                 format!("{stage_name} batch {number}/{of}: {} healthy, soaking until {soak_until}", tally.passed);
@@ -608,9 +611,7 @@ impl Step<'_> {
 
     fn roll_back(&mut self) -> Option<Work> {
         let rollout_name = self.rollout.metadata.name.clone().unwrap_or_default();
-        let Some(rollback) = self.status.rollback.as_mut() else {
-            return None;
-        };
+        let rollback = self.status.rollback.as_mut()?;
         let current = match rollback.current.clone() {
             Some(current) => current,
             None => {
@@ -630,9 +631,7 @@ impl Step<'_> {
                 next
             }
         };
-        let Some(stage) = self.status.stages.iter().find(|s| s.name == current.stage) else {
-            return None;
-        };
+        let stage = self.status.stages.iter().find(|s| s.name == current.stage)?;
         // Only environments still on this rollout's promotion: a person's edit wins.
         let environments = plan::batch(stage, current.batch)
             .iter()
@@ -758,3 +757,19 @@ enum Verified {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+pub(crate) mod tests_support {
+    use crate::api::{
+        EnvironmentRequest,
+        environment_request::{EnvironmentRequestStatus, GitOpsStatus, Phase},
+    };
+
+    /// Makes `request` look provisioned (Ready, a commit recorded).
+    pub fn provision(request: &mut EnvironmentRequest) {
+        let status = request.status.get_or_insert_with(EnvironmentRequestStatus::default);
+        status.phase = Some(Phase::Ready);
+        let gitops = status.gitops.get_or_insert_with(GitOpsStatus::default);
+        gitops.commit.get_or_insert_with(|| "c0".to_owned());
+    }
+}

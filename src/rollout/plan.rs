@@ -11,6 +11,7 @@ use crate::api::{
     EnvironmentRequest,
     rollout::{HOLD_LABEL, MAX_ENVIRONMENTS, MAX_SKIPPED_NAMES, PlanSummary, RolloutSpec, Skipped, StageStatus},
 };
+use crate::policy::budget::is_provisioned;
 
 /// Why a selected environment is left alone.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -21,6 +22,9 @@ pub enum SkipReason {
     OtherApp,
     /// No stage matches it.
     NoStage,
+    /// Not provisioned (awaiting approval, over budget, failed): a rollout only
+    /// moves environments that run, and never around their own admission.
+    NotProvisioned,
 }
 
 impl SkipReason {
@@ -29,6 +33,7 @@ impl SkipReason {
             Self::Held => "Held",
             Self::OtherApp => "OtherApp",
             Self::NoStage => "NoStage",
+            Self::NotProvisioned => "NotProvisioned",
         }
     }
 }
@@ -125,6 +130,10 @@ pub fn plan<'a>(
             skipped.push((name, SkipReason::OtherApp));
             continue;
         }
+        if !is_provisioned(request) {
+            skipped.push((name, SkipReason::NotProvisioned));
+            continue;
+        }
         let stage = spec.stages.iter().zip(&stage_selectors).position(|(stage, stage_selector)| {
             (stage.classes.is_empty() || stage.classes.contains(&request.spec.class))
                 && stage_selector.as_ref().is_none_or(|s| s.matches(labels))
@@ -192,6 +201,7 @@ mod tests {
         r.metadata.name = Some(name.to_owned());
         r.spec.app.name = app.to_owned();
         r.metadata.labels = Some(labels.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect());
+        super::super::machine::tests_support::provision(&mut r);
         r
     }
 
@@ -222,6 +232,11 @@ mod tests {
             request("web", "production", "web", &[TEAM]),
             request("preview", "preview", "checkout", &[TEAM]),
             request("unlabelled", "production", "checkout", &[]),
+            {
+                let mut waiting = request("awaiting", "production", "checkout", &[TEAM]);
+                waiting.status = None;
+                waiting
+            },
         ];
         let spec = spec(vec![
             stage("staging", &["staging"], IntOrString::Int(1)),
@@ -233,6 +248,7 @@ mod tests {
         assert_eq!(
             plan.skipped,
             [
+                ("awaiting".to_owned(), SkipReason::NotProvisioned),
                 ("held".to_owned(), SkipReason::Held),
                 ("preview".to_owned(), SkipReason::NoStage),
                 ("web".to_owned(), SkipReason::OtherApp),

@@ -40,6 +40,8 @@ async fn assert_least_privilege() {
     let allowed: &[&[&str]] = &[
         &["watch", "environmentrequests.berth.dev", "-A"],
         &["patch", "environmentrequests.berth.dev", "--subresource=status", "-A"],
+        &["watch", "rollouts.berth.dev", "-A"],
+        &["patch", "rollouts.berth.dev", "--subresource=status", "-A"],
         &["patch", "tenants.berth.dev", "--subresource=status"],
         &["create", "namespaces"],
         &["patch", "namespaces"],
@@ -87,7 +89,7 @@ async fn assert_least_privilege() {
         &["patch", "tenants.berth.dev"],
         &["delete", "tenants.berth.dev"],
         &["patch", "environmentclasses.berth.dev"],
-        &["list", "rollouts.berth.dev", "-A"],
+        &["update", "rollouts.berth.dev", "--subresource=status", "-A"],
         // A request's status only by patch (server-side apply); the tenant Roles never
         // grant status, so Berth need not hold more of it.
         &["update", "environmentrequests.berth.dev", "--subresource=status", "-A"],

@@ -34,6 +34,11 @@ pub async fn commit(request: &EnvironmentRequest, built: &Built, class: &str, ct
     if let Some(commit) = ctx.committed.current(path.as_str(), &built.digest) {
         return Ok(done(commit));
     }
+    if let Some(commit) = promoted_commit(request, &hex) {
+        // A Rollout's batch commit holds exactly this rendering.
+        ctx.committed.remember(path.as_str(), built.digest, commit.clone());
+        return Ok(done(commit));
+    }
     // Recorded before the push: a change the writer owes after a failed push may still
     // land, and a refusal or deletion meanwhile must know to remove it.
     ctx.inventory.put(path.as_str(), &key(request));
@@ -85,6 +90,14 @@ fn recorded_commit(request: &EnvironmentRequest, path: &str, digest: &str) -> Op
     let gitops = request.status.as_ref()?.gitops.as_ref()?;
     (gitops.path.as_deref() == Some(path) && gitops.rendered_digest.as_deref() == Some(digest))
         .then(|| gitops.commit.clone())
+        .flatten()
+}
+
+/// The batch commit a Rollout made of this very rendering (`digest`), if any.
+fn promoted_commit(request: &EnvironmentRequest, digest: &str) -> Option<String> {
+    let promotion = request.promotion_in_effect()?;
+    (!promotion.state.in_flight() && promotion.rendered_digest.as_deref() == Some(digest))
+        .then(|| promotion.commit.clone())
         .flatten()
 }
 

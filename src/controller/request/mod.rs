@@ -47,7 +47,7 @@ use crate::{
 };
 
 /// `namespace/name`, as trailers and messages name a request.
-pub(super) fn key(request: &EnvironmentRequest) -> String {
+pub(crate) fn key(request: &EnvironmentRequest) -> String {
     format!("{}/{}", request.namespace().unwrap_or_default(), request.name_any())
 }
 
@@ -78,6 +78,11 @@ fn folder(request: &EnvironmentRequest) -> Result<RepoPath, String> {
 /// The request's lifecycle step: dereference → validate → admit (budget) → build →
 /// apply (commit) → observe (sync, drift) → status.
 async fn apply(request: &EnvironmentRequest, ctx: &Context) -> Result<Action, Error> {
+    if rollout_commit_in_flight(request, ctx).await {
+        // The rollout's batch commit owns the folder until it confirms the promotion;
+        // that status change brings the request back here.
+        return Ok(Action::requeue(RESYNC));
+    }
     let refs = dereference(request, ctx).await?;
     if is_provisioned(request) && refs.class_change_pending() {
         // The class controller re-renders all of the class's environments in one batch;
@@ -114,6 +119,15 @@ async fn apply(request: &EnvironmentRequest, ctx: &Context) -> Result<Action, Er
     write_status(request, ctx, &finding).await?;
     removed?;
     Ok(Action::requeue(requeue))
+}
+
+/// Whether a Rollout is committing this environment's batch (and still exists: a
+/// rollout deleted mid-commit must not hold its environments forever).
+async fn rollout_commit_in_flight(request: &EnvironmentRequest, ctx: &Context) -> bool {
+    let Some(promotion) = request.promotion_in_effect().filter(|p| p.state.in_flight()) else {
+        return false;
+    };
+    ctx.index().await.rollout(&request.namespace().unwrap_or_default(), &promotion.rollout).is_some()
 }
 
 /// Time from now until `at` (zero when past), for requeueing at expiry.
@@ -225,6 +239,38 @@ pub(crate) async fn rerender(
     apply::commit(request, &built, &class_label(&validated), ctx).await.map(Some)
 }
 
+/// What a Rollout's batch commit writes for `request` (which carries the promotion
+/// the batch applies): its folder, files and digest, through the same dereference →
+/// validate → build steps as the request's own reconcile, so the request controller
+/// later renders the very same bytes and makes no second commit. `Err` says why the
+/// environment cannot be rendered now (its own reconcile reports it too).
+pub(crate) async fn render_for_rollout(request: &EnvironmentRequest, ctx: &Context) -> Result<ForRollout, Error> {
+    let refs = dereference(request, ctx).await?;
+    let validated = match validate::validate(request, &refs, ctx.approvals.as_deref(), Timestamp::now()) {
+        Ok(validated) => validated,
+        Err(denial) => return Ok(ForRollout::Refused(denial.to_string())),
+    };
+    let built = match build::build(&validated, &ctx.render) {
+        Ok(built) => built,
+        Err(e) => return Ok(ForRollout::Refused(e.to_string())),
+    };
+    let digest = built.digest_hex();
+    let files = built.environment.files.into_iter().map(|(name, yaml)| (name, yaml.into_bytes())).collect();
+    Ok(ForRollout::Folder { path: built.folder, files, digest })
+}
+
+/// An environment rendered for a Rollout's batch.
+pub(crate) enum ForRollout {
+    Folder {
+        path: RepoPath,
+        files: std::collections::BTreeMap<String, Vec<u8>>,
+        /// SHA-256 (hex) of the files, as status records it.
+        digest: String,
+    },
+    /// It cannot be rendered as it stands; why.
+    Refused(String),
+}
+
 /// Deletion: the folder leaves git before the finalizer goes. An unreachable remote
 /// fails the cleanup, which keeps the finalizer and retries.
 async fn cleanup(request: &EnvironmentRequest, ctx: &Context) -> Result<Action, Error> {
@@ -249,7 +295,10 @@ async fn cleanup(request: &EnvironmentRequest, ctx: &Context) -> Result<Action, 
 }
 
 async fn write_status(request: &EnvironmentRequest, ctx: &Context, finding: &Finding) -> Result<(), Error> {
-    let old = request.status.clone().unwrap_or_default();
+    let mut old = request.status.clone().unwrap_or_default();
+    // `promotion` is the Rollout controller's (its own field manager): never sent from
+    // here, so a cached copy cannot overwrite its newer record.
+    old.promotion = None;
     let now = Time(Timestamp::now());
     let new = next_status(&old, request.metadata.generation, finding, &now);
     if new == old {

@@ -47,6 +47,7 @@ fn request(name: &str, class: &str) -> EnvironmentRequest {
     r.spec.app.name = "checkout".into();
     r.spec.app.revision = "v1".into();
     r.metadata.labels = Some([("app".to_owned(), "checkout".to_owned())].into());
+    super::tests_support::provision(&mut r);
     r
 }
 
@@ -66,9 +67,11 @@ fn promoted(mut r: EnvironmentRequest, commit: &str, health: &str) -> Environmen
         since: Time(at(0)),
     };
     r.status = Some(EnvironmentRequestStatus { promotion: Some(promotion), ..Default::default() });
+    super::tests_support::provision(&mut r);
     let source = r.deployed_source();
     let status = r.status.as_mut().expect("a status");
-    status.gitops = Some(GitOpsStatus { rendered_digest: Some("d2".into()), ..Default::default() });
+    status.gitops =
+        Some(GitOpsStatus { rendered_digest: Some("d2".into()), commit: Some(commit.into()), ..Default::default() });
     status.sync = Some(SyncStatus {
         status: Some("Synced".into()),
         health: Some(health.into()),

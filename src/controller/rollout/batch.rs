@@ -1,0 +1,186 @@
+//! One batch commit, crash-safe: **mark** each environment (`status.promotion`,
+//! state Committing or RollingBack: from then on only this commit changes its
+//! folder) → **commit** the batch's renderings as one commit of its own, with
+//! trailers naming the rollout, the step and the revision → **confirm** (state
+//! Committed or RolledBack, with the commit and the digest of what it holds). Each
+//! step is idempotent: a new leader repeats the batch from its status; the writer
+//! makes no commit for a tree that already holds the batch, and the batch's commit
+//! is found again by its trailers.
+
+use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
+use kube::{
+    Api, ResourceExt,
+    api::{Patch, PatchParams},
+};
+
+use super::PROMOTION_FIELD_MANAGER;
+use crate::{
+    api::{
+        EnvironmentRequest, Rollout,
+        environment_request::{EnvironmentRequestStatus, Promotion, PromotionState},
+        rollout::HistoryAction,
+    },
+    controller::{
+        Context, Error,
+        request::{ForRollout, render_for_rollout},
+    },
+    gitops::{BatchChange, BatchCommit, ChangeReason},
+    rollout::{Work, machine::step_trailer},
+};
+
+/// How far back a new leader looks for a batch's commit.
+const FIND_DEPTH: usize = 500;
+
+/// Makes `work`'s commit; returns it (`none` when no environment was left to commit).
+pub(super) async fn run(rollout: &Rollout, work: &Work, ctx: &Context) -> Result<String, Error> {
+    let index = ctx.index().await;
+    let namespace = rollout.namespace().unwrap_or_default();
+    let (marking, done) = match work.action {
+        HistoryAction::Promote => (PromotionState::Committing, PromotionState::Committed),
+        HistoryAction::Rollback => (PromotionState::RollingBack, PromotionState::RolledBack),
+    };
+    let mut marked = Vec::new();
+    for name in &work.environments {
+        let Some(request) = index.request(&namespace, name) else {
+            continue;
+        };
+        let Some(promotion) = mark(rollout, work, &request, marking) else {
+            continue;
+        };
+        patch_promotion(&request, &promotion, ctx).await?;
+        let mut with = (*request).clone();
+        with.status.get_or_insert_with(EnvironmentRequestStatus::default).promotion = Some(promotion.clone());
+        marked.push((with, promotion));
+    }
+
+    let mut changes = Vec::new();
+    let mut rendered = Vec::new();
+    for (request, promotion) in marked {
+        match render_for_rollout(&request, ctx).await? {
+            ForRollout::Folder { path, files, digest } => {
+                let summary = match work.action {
+                    HistoryAction::Promote => format!("promote to {}", promotion.revision),
+                    HistoryAction::Rollback => format!("roll back to {}", promotion.previous_revision),
+                };
+                let reason =
+                    ChangeReason::new(crate::controller::request::key(&request), request.metadata.generation, summary);
+                changes.push(BatchChange { path, files, reason });
+                rendered.push((request, promotion, digest));
+            }
+            ForRollout::Refused(why) => {
+                // Not committed: put it back where it was, and say why.
+                tracing::warn!(request = %request.name_any(), %why, "cannot render an environment of a rollout batch");
+                let released =
+                    Promotion { state: PromotionState::RolledBack, since: Time(Timestamp::now()), ..promotion };
+                patch_promotion(&request, &released, ctx).await?;
+            }
+        }
+    }
+    if changes.is_empty() {
+        return Ok("none".to_owned());
+    }
+    let trailers = trailers(rollout, work);
+    let batch = BatchCommit { changes, subject: subject(rollout, work), trailers: trailers.clone() };
+    let path = format!("{} batch {}", work.stage, work.batch);
+    let outcome =
+        ctx.writer.commit_batch(batch).await.map_err(|source| Error::Commit { path: path.clone(), source })?;
+    let commit = if outcome.created {
+        if ctx.writer.pushes_to_watched_branch() {
+            ctx.refresh.after_push();
+        }
+        outcome.commit.as_str().to_owned()
+    } else {
+        // Already on the branch (a repeat after a crash): the commit that made it.
+        let search = trailers.into_iter().filter(|(k, _)| k != "Berth-Revision").collect();
+        let found =
+            ctx.writer.find_commit(search, FIND_DEPTH).await.map_err(|source| Error::Commit { path, source })?;
+        found.map_or_else(|| outcome.commit.as_str().to_owned(), |c| c.as_str().to_owned())
+    };
+    for (request, promotion, digest) in rendered {
+        let confirmed = Promotion {
+            state: done,
+            commit: Some(commit.clone()),
+            rendered_digest: Some(digest),
+            since: Time(Timestamp::now()),
+            ..promotion
+        };
+        patch_promotion(&request, &confirmed, ctx).await?;
+    }
+    Ok(commit)
+}
+
+/// The promotion record that marks `request` for `work`; `None` when the request is
+/// not this rollout's to roll back (a person edited it, or another rollout took it).
+fn mark(rollout: &Rollout, work: &Work, request: &EnvironmentRequest, state: PromotionState) -> Option<Promotion> {
+    let generation = request.metadata.generation.unwrap_or_default();
+    let now = Time(Timestamp::now());
+    let this = rollout.name_any();
+    let current = request.promotion_in_effect().filter(|p| p.rollout == this);
+    match work.action {
+        HistoryAction::Promote => {
+            // A repeat keeps the revision recorded as previous by the first mark.
+            let previous = match current {
+                Some(p) if p.stage == work.stage && p.batch == work.batch => p.previous_revision.clone(),
+                _ => request.deployed_revision().to_owned(),
+            };
+            Some(Promotion {
+                rollout: this,
+                revision: rollout.spec.revision.clone(),
+                previous_revision: previous,
+                stage: work.stage.clone(),
+                batch: work.batch,
+                state,
+                commit: None,
+                rendered_digest: None,
+                spec_generation: generation,
+                since: now,
+            })
+        }
+        HistoryAction::Rollback => {
+            let current = current?;
+            Some(Promotion { state, commit: None, rendered_digest: None, since: now, ..current.clone() })
+        }
+    }
+}
+
+async fn patch_promotion(request: &EnvironmentRequest, promotion: &Promotion, ctx: &Context) -> Result<(), Error> {
+    let api: Api<EnvironmentRequest> = Api::namespaced(ctx.client.clone(), &request.namespace().unwrap_or_default());
+    let patch = serde_json::json!({
+        "apiVersion": "berth.dev/v1alpha1",
+        "kind": "EnvironmentRequest",
+        "status": { "promotion": promotion },
+    });
+    let name = request.name_any();
+    api.patch_status(&name, &PatchParams::apply(PROMOTION_FIELD_MANAGER).force(), &Patch::Apply(&patch))
+        .await
+        .map_err(|source| Error::Status { what: format!("EnvironmentRequest {name} (promotion)"), source })?;
+    Ok(())
+}
+
+fn subject(rollout: &Rollout, work: &Work) -> String {
+    let (app, count) = (&rollout.spec.app, work.environments.len());
+    match work.action {
+        HistoryAction::Promote => format!(
+            "berth: promote {app} {} to {count} environments ({} {}/{})",
+            rollout.spec.revision, work.stage, work.batch, work.of
+        ),
+        HistoryAction::Rollback => format!(
+            "berth: roll back {app} in {count} environments to their previous revision ({} {}/{})",
+            work.stage, work.batch, work.of
+        ),
+    }
+}
+
+fn trailers(rollout: &Rollout, work: &Work) -> Vec<(String, String)> {
+    let key = format!("{}/{}", rollout.namespace().unwrap_or_default(), rollout.name_any());
+    let mut trailers = vec![
+        ("Berth-Rollout".to_owned(), key),
+        ("Berth-Rollout-Uid".to_owned(), rollout.uid().unwrap_or_default()),
+        ("Berth-Rollout-Step".to_owned(), step_trailer(work)),
+        ("Berth-Revision".to_owned(), rollout.spec.revision.clone()),
+    ];
+    if let Some(undone) = &work.rollback_of {
+        trailers.push(("Berth-Rollback-Of".to_owned(), undone.clone()));
+    }
+    trailers
+}

@@ -1,0 +1,148 @@
+//! Rollout controller: read the rollout and its namespace's requests from the index
+//! → the pure state machine ([`crate::rollout::next`]) → at most one batch commit
+//! ([`batch`]: mark → commit → confirm) → status, only if it changed → events.
+//!
+//! Watch-driven: a request's status change wakes the rollout its promotion names
+//! (Argo CD's sync and Berth's drift land there); deadlines (soak, progress,
+//! tolerance, windows) requeue at their exact time.
+
+mod batch;
+
+use std::{sync::Arc, time::Duration};
+
+use k8s_openapi::jiff::Timestamp;
+use kube::{Api, Resource, ResourceExt, runtime::controller::Action};
+
+use super::{
+    Context, Error, RESYNC,
+    events::{Event, EventType},
+};
+use crate::{
+    api::{
+        EnvironmentRequest, Rollout,
+        rollout::{HistoryAction, RolloutStatus},
+    },
+    index::Index,
+    rollout::{self as core, Note, Observations},
+};
+
+/// Field manager of what the Rollout controller writes on EnvironmentRequests
+/// (`status.promotion`): the request controller never sends that field, so neither
+/// overwrites the other.
+pub const PROMOTION_FIELD_MANAGER: &str = "berth-rollout";
+
+/// How soon a batch just committed is looked at (its requests' status changes also wake it).
+const AFTER_COMMIT: Duration = Duration::from_millis(500);
+
+/// Reconciles one rollout (entry point for the kube-runtime Controller).
+pub async fn reconcile(rollout: Arc<Rollout>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let index = ctx.index().await;
+    let observations = observe(&rollout, index);
+    let old = rollout.status.clone().unwrap_or_default();
+    let decision = core::next(&rollout, &old, &observations, Timestamp::now());
+    let mut status = decision.status;
+    // Status first (it records the plan and the batch being marked), so a crash
+    // after this point repeats the same batch rather than planning another.
+    if status != old {
+        write_status(&rollout, &status, &ctx).await?;
+    }
+    publish(&ctx, &rollout, &decision.notes).await;
+    let Some(work) = decision.work else {
+        return Ok(Action::requeue(decision.requeue.map_or(RESYNC, |r| r.min(RESYNC))));
+    };
+    let commit = batch::run(&rollout, &work, &ctx).await?;
+    core::record_commit(&mut status, &work, &commit, Timestamp::now());
+    write_status(&rollout, &status, &ctx).await?;
+    let note = match work.action {
+        HistoryAction::Promote => Note {
+            warning: false,
+            reason: "BatchCommitted".to_owned(),
+            message: format!(
+                "{} batch {}/{}: {} environments to {} in commit {}",
+                work.stage,
+                work.batch,
+                work.of,
+                work.environments.len(),
+                rollout.spec.revision,
+                short(&commit)
+            ),
+        },
+        HistoryAction::Rollback => Note {
+            warning: true,
+            reason: "BatchRolledBack".to_owned(),
+            message: format!(
+                "{} batch {}/{}: {} environments back to their previous revision in commit {}",
+                work.stage,
+                work.batch,
+                work.of,
+                work.environments.len(),
+                short(&commit)
+            ),
+        },
+    };
+    publish(&ctx, &rollout, &[note]).await;
+    Ok(Action::requeue(AFTER_COMMIT))
+}
+
+fn short(commit: &str) -> &str {
+    commit.get(..12).unwrap_or(commit)
+}
+
+/// What the state machine needs besides the rollout, from the index.
+fn observe(rollout: &Rollout, index: &Index) -> Observations {
+    let namespace = rollout.namespace().unwrap_or_default();
+    let requests = index
+        .requests_in(&namespace)
+        .into_iter()
+        .map(|r| (r.name_any(), r))
+        .collect::<std::collections::BTreeMap<String, Arc<EnvironmentRequest>>>();
+    let manual_sync_classes =
+        index.classes.state().iter().filter(|c| !c.spec.argocd.sync_policy.automated).map(|c| c.name_any()).collect();
+    let this = rollout.name_any();
+    let active_rollouts = index
+        .rollouts_in(&namespace)
+        .iter()
+        .filter(|r| r.name_any() != this)
+        .filter(|r| !r.status.as_ref().and_then(|s| s.phase).is_some_and(|p| p.is_terminal()))
+        .map(|r| r.name_any())
+        .collect();
+    Observations { requests, argocd_installed: index.argocd_installed(), manual_sync_classes, active_rollouts }
+}
+
+async fn write_status(rollout: &Rollout, status: &RolloutStatus, ctx: &Context) -> Result<(), Error> {
+    let api: Api<Rollout> = Api::namespaced(ctx.client.clone(), &rollout.namespace().unwrap_or_default());
+    super::apply_status(&api, rollout, status).await
+}
+
+/// Events are best effort: a failed event never fails a reconcile.
+async fn publish(ctx: &Context, rollout: &Rollout, notes: &[Note]) {
+    for note in notes {
+        let event = Event {
+            type_: if note.warning { EventType::Warning } else { EventType::Normal },
+            reason: note.reason.clone(),
+            note: Some(note.message.clone()),
+            action: "Promote".to_owned(),
+            secondary: None,
+        };
+        ctx.events.publish_or_log(&event, &rollout.object_ref(&())).await;
+    }
+}
+
+/// The rollout a request change concerns: the one its promotion names, or, for a
+/// request no rollout holds, the namespace's rollouts not planned yet (a request
+/// becoming Ready may be what they wait for).
+pub(super) fn rollouts_of(
+    index: &Index,
+    request: &EnvironmentRequest,
+) -> Vec<kube::runtime::reflector::ObjectRef<Rollout>> {
+    let namespace = request.namespace().unwrap_or_default();
+    if let Some(promotion) = request.status.as_ref().and_then(|s| s.promotion.as_ref()) {
+        return vec![kube::runtime::reflector::ObjectRef::new(&promotion.rollout).within(&namespace)];
+    }
+    index
+        .rollouts_in(&namespace)
+        .iter()
+        .filter(|r| r.status.as_ref().is_none_or(|s| s.plan.is_none()))
+        .map(|r| kube::runtime::reflector::ObjectRef::from_obj(r.as_ref()))
+        .collect()
+}
