@@ -112,8 +112,8 @@ impl ChangeSet {
     }
 
     /// Forgets the written folder trees: the clone that held them is gone.
-    pub(crate) fn forget_written(&mut self) {
-        self.written.get_mut().clear();
+    pub(crate) fn forget_written(&self) {
+        self.written.borrow_mut().clear();
     }
 
     /// A short, stable digest of what the set writes (not of the reasons), used to name

@@ -41,7 +41,7 @@ enum Load<'a> {
 }
 
 /// Lost races one publish retries at once before the writer loop takes over to add
-/// the changes that arrived meanwhile (see [`Engine::publish_pending`]).
+/// the changes that arrived meanwhile (see [`Engine::publish_load`]).
 const RACES_PER_PUBLISH: u32 = 4;
 
 /// A short random pause before pushing again after losing a race: a few milliseconds
@@ -222,6 +222,9 @@ impl Engine {
             tracing::debug!(failures, races, error = %failure, "gitops publish attempt failed");
             if failure.kind == FailureKind::Local {
                 self.discard_clone();
+                if let Load::Batch(batch) = load {
+                    batch.set.forget_written();
+                }
             }
             if !failure.kind.is_retryable() {
                 return Err(self.ctx.error(failure));
