@@ -366,3 +366,29 @@ async fn a_batch_that_loses_a_race_lands_on_top_as_one_commit_without_force() {
     assert!(metric(&registry, "berth_gitops_push_failures_total{reason=\"non_fast_forward\"}") >= 1.0);
     fx.fsck_clean();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shared_changes_sent_before_a_batch_land_before_it_in_their_own_commit() {
+    let fx = Fixture::new();
+    fx.seed();
+    let (writer, _) = start(fx.config("w")).await;
+    // Each put is polled once: its change is then in the writer's queue, ahead of the
+    // batch, and its window is still open when the batch arrives.
+    let mut before = Vec::new();
+    for name in ["early-1", "early-2"] {
+        let mut pending = Box::pin(put(&writer, "team-order", name, 1));
+        assert!(futures::poll!(&mut pending).is_pending(), "answered before the writer saw it");
+        before.push(pending);
+    }
+    let requests = names("web", 2);
+    let outcome = writer.commit_batch(batch("team-order", &requests, "v2", "production/1")).await.expect("batch");
+    let before = futures::future::join_all(before).await;
+    writer.shutdown().await.expect("shutdown");
+
+    let parent = git(&fx.remote, &["rev-parse", &format!("{}^", outcome.commit)]);
+    assert_eq!(changed_folders(&fx, outcome.commit.as_str()), folders_of("team-order", &requests));
+    for shared in &before {
+        assert_ne!(shared.commit, outcome.commit);
+        assert!(fx.is_ancestor(shared.commit.as_str(), &parent), "the open shared batch went first");
+    }
+}
