@@ -17,7 +17,9 @@ use std::{
 
 use berth::testing::BusyPusher;
 use berth::{
-    gitops::{ChangeReason, GitOpsMetrics, Writer, WriterConfig, WriterHandle, environment_path},
+    gitops::{
+        BatchChange, BatchCommit, ChangeReason, GitOpsMetrics, Writer, WriterConfig, WriterHandle, environment_path,
+    },
     render::{RenderOptions, render},
     testing::{class, payments, request},
 };
@@ -288,6 +290,80 @@ async fn growth_and_batch(files: &BTreeMap<String, Vec<u8>>, smoke: bool, report
     report.push_str(&line);
 }
 
+/// The batch moving environments `range` (of `tenants` tenants, as [`put_many`] names
+/// them) to `revision`: the rendered files plus a marker of the revision.
+fn rollout_batch(
+    files: &BTreeMap<String, Vec<u8>>,
+    range: std::ops::Range<usize>,
+    tenants: usize,
+    revision: usize,
+) -> BatchCommit {
+    let size = range.len();
+    let changes = range
+        .map(|i| {
+            let mut files = files.clone();
+            files.insert("revision.yaml".to_owned(), format!("revision: v{revision}\n").into_bytes());
+            BatchChange {
+                path: environment_path("in-cluster", &format!("tenant-{:03}", i % tenants), &format!("env-{i:05}"))
+                    .expect("path"),
+                files,
+                reason: ChangeReason::new(format!("bench/env-{i:05}"), Some(2), format!("promote to v{revision}")),
+            }
+        })
+        .collect();
+    BatchCommit {
+        changes,
+        subject: format!("berth: promote bench v{revision} to {size} environments"),
+        trailers: vec![
+            ("Berth-Rollout".to_owned(), "bench/rollout".to_owned()),
+            ("Berth-Revision".to_owned(), format!("v{revision}")),
+        ],
+    }
+}
+
+/// Rollout batches (`commit_batch`): one commit per batch, timed from the call to the
+/// pushed commit, into a repository that already holds many environments. Revisions
+/// alternate, so every other batch is what a rollback commits.
+async fn rollout_batches(files: &BTreeMap<String, Vec<u8>>, smoke: bool, report: &mut String) {
+    let (existing, tenants, size, samples) = if smoke { (20, 2, 5, 3) } else { (1_000, 10, 100, 20) };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let remote = dir.path().join("remote.git");
+    git2::Repository::init_bare(&remote).expect("bare remote");
+    let writer = writer(dir.path(), &remote, Duration::from_millis(500)).await;
+    let mut seeded = 0;
+    while seeded < existing {
+        let chunk = (existing - seeded).min(1_000);
+        put_many(&writer, files, seeded, chunk, tenants).await;
+        seeded += chunk;
+    }
+    let mut times = Vec::new();
+    for sample in 0..samples {
+        let start = (sample * size) % existing.saturating_sub(size).max(1);
+        let batch = rollout_batch(files, start..start + size, tenants, 1 + sample % 2);
+        let started = Instant::now();
+        let outcome = writer.commit_batch(batch).await.expect("batch commits");
+        times.push(started.elapsed());
+        assert!(outcome.created, "every batch changes its environments");
+    }
+    let all = rollout_batch(files, 0..existing, tenants, 3);
+    let started = Instant::now();
+    writer.commit_batch(all).await.expect("whole fleet commits");
+    let whole = started.elapsed();
+    writer.shutdown().await.expect("writer stops");
+    times.sort();
+    let line = format!(
+        "\n## Rollout batches\n\n`commit_batch` of {size} environments into a repo of {existing} (one commit each, \
+         revisions alternating as in a rollback): p50 {} ms, p90 {} ms, max {} ms over {samples}; \
+         all {existing} in one batch: {} ms.\n",
+        ms(percentile(&times, 0.5)),
+        ms(percentile(&times, 0.9)),
+        ms(percentile(&times, 1.0)),
+        ms(whole)
+    );
+    eprint!("{line}");
+    report.push_str(&line);
+}
+
 #[tokio::main]
 async fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -306,6 +382,7 @@ async fn main() {
     // `BERTH_BENCH_BUSY_ONLY=1` runs the busy-branch section alone.
     if std::env::var_os("BERTH_BENCH_BUSY_ONLY").is_none() {
         growth_and_batch(&files, smoke, &mut report).await;
+        rollout_batches(&files, smoke, &mut report).await;
     }
 
     let runs = std::env::var("BERTH_BENCH_BUSY_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(5);

@@ -149,6 +149,16 @@ async fn put(handle: &WriterHandle, tenant: &str, request: &str, version: u32) -
         .expect("put")
 }
 
+/// Puts `env-00`, `env-01`, … of `tenant` from `count` concurrent tasks.
+fn spawn_puts(writer: &WriterHandle, tenant: &'static str, count: usize) -> tokio::task::JoinSet<CommitOutcome> {
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..count {
+        let writer = writer.clone();
+        tasks.spawn(async move { put(&writer, tenant, &format!("env-{i:02}"), 1).await });
+    }
+    tasks
+}
+
 async fn wait_until(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
     let started = Instant::now();
     while !check() {
@@ -158,6 +168,10 @@ async fn wait_until(what: &str, timeout: Duration, mut check: impl FnMut() -> bo
 }
 
 // ---------------------------------------------------------------- tests
+
+/// Exclusive batches (`WriterHandle::commit_batch`), on the helpers above.
+#[path = "gitops_writer/batch.rs"]
+mod batch;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn put_lands_as_one_commit_with_files_and_trailers() {
@@ -205,11 +219,7 @@ async fn concurrent_puts_within_the_window_make_one_commit() {
     config.batch_window = Duration::from_millis(400);
     let (writer, registry) = start(config).await;
 
-    let mut tasks = tokio::task::JoinSet::new();
-    for i in 0..20 {
-        let writer = writer.clone();
-        tasks.spawn(async move { put(&writer, "team-b", &format!("env-{i:02}"), 1).await });
-    }
+    let mut tasks = spawn_puts(&writer, "team-b", 20);
     let mut commits = BTreeSet::new();
     while let Some(outcome) = tasks.join_next().await {
         let outcome = outcome.expect("task");
@@ -432,8 +442,14 @@ exit 0
 
 /// The fixture's remote behind a `git daemon` whose hook races the first `times` pushes.
 fn racing_remote(fx: &Fixture, times: u32) -> Daemon {
+    hooked_remote(fx, &racing_pre_receive(times))
+}
+
+/// The fixture's remote behind a `git daemon` running `pre_receive` (a shell script) on
+/// every push, and refusing non-fast-forwards.
+fn hooked_remote(fx: &Fixture, pre_receive: &str) -> Daemon {
     let hook = fx.remote.join("hooks/pre-receive");
-    std::fs::write(&hook, racing_pre_receive(times)).expect("hook");
+    std::fs::write(&hook, pre_receive).expect("hook");
     git(&fx.remote, &["config", "receive.denyNonFastForwards", "true"]);
     std::process::Command::new("chmod").args(["+x", hook.to_str().expect("utf-8")]).status().expect("chmod");
     Daemon::start(fx)

@@ -11,12 +11,14 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Instant, sleep_until};
 
+use super::batch::Exclusive;
 use super::change::Change;
 use super::config::WriterConfig;
 use super::error::Error;
 use super::inventory::EnvironmentFolder;
 use super::metrics::GitOpsMetrics;
-use super::publish::{CommitOutcome, Engine, race_jitter};
+use super::outcome::{CommitId, CommitOutcome};
+use super::publish::{Engine, race_jitter};
 
 /// Most changes in one batch; a full batch is committed without waiting for the window.
 const MAX_BATCH: usize = 500;
@@ -64,6 +66,12 @@ pub(crate) type Ready = oneshot::Receiver<Result<(), Error>>;
 pub(crate) enum Request {
     /// Apply a change (batched) and answer with the commit that holds it.
     Change { change: Change, reply: Reply<CommitOutcome> },
+    /// Publish an exclusive batch as one commit of its own.
+    Batch { batch: Exclusive, reply: Reply<CommitOutcome> },
+    /// Fetch now and find the newest commit on the watched branch with these trailers.
+    FindCommit { trailers: Vec<(String, String)>, depth: usize, reply: Reply<Option<CommitId>> },
+    /// Fetch now and say whether a commit is on the watched branch.
+    IsMerged { commit: CommitId, reply: Reply<bool> },
     /// Fetch now and report whether the remote is usable.
     CheckRemote { reply: Reply<()> },
     /// Fetch now and list the environment folders at the remote head.
@@ -126,6 +134,20 @@ fn thread_main(
     tracing::info!(%remote, "gitops writer stopped");
 }
 
+/// When the open batch closes and what the last one looked like.
+#[derive(Default)]
+struct Schedule {
+    /// When the open batch is published.
+    deadline: Option<Instant>,
+    /// The latest the open batch may wait: its window's end.
+    window_end: Option<Instant>,
+    /// When owed changes are tried again on their own.
+    retry_at: Option<Instant>,
+    /// Size and end of the last batch: what tells load from a lone change.
+    last_batch: usize,
+    last_flush: Option<Instant>,
+}
+
 /// The batching loop. Returns the shutdown reply (if asked to shut down) and the
 /// result of the final flush.
 async fn run(
@@ -137,45 +159,63 @@ async fn run(
 ) -> Option<(Reply<()>, Result<(), Error>)> {
     let mut batch: Vec<(Change, Reply<CommitOutcome>)> = Vec::new();
     let mut waiting: Waiting = Vec::new();
-    let mut deadline: Option<Instant> = None;
-    // The latest the open batch may wait: its window's end.
-    let mut window_end: Option<Instant> = None;
-    let mut retry_at: Option<Instant> = None;
-    // Size and end of the last batch: what tells load from a lone change.
-    let mut last_batch = 0;
-    let mut last_flush: Option<Instant> = None;
+    let mut at = Schedule::default();
+    let close = |engine: &mut Engine,
+                 batch: &mut Vec<(Change, Reply<CommitOutcome>)>,
+                 waiting: &mut Waiting,
+                 at: &mut Schedule| {
+        (at.deadline, at.window_end, at.last_batch) = (None, None, batch.len());
+        let result = flush(engine, batch, waiting, patience);
+        at.last_flush = Some(Instant::now());
+        at.retry_at = next_retry(engine, retry_interval);
+        if !waiting.is_empty() {
+            // Lost to other writers, with callers waiting: go again at once, with
+            // whatever arrives during the jitter riding along.
+            let again = Instant::now() + race_jitter();
+            (at.deadline, at.window_end, at.retry_at) = (Some(again), Some(again), None);
+        }
+        result
+    };
     loop {
         let idle = Instant::now() + Duration::from_secs(3600);
         tokio::select! {
             biased;
-            () = sleep_until(deadline.unwrap_or(idle)), if deadline.is_some() => {
-                deadline = None;
-                window_end = None;
-                last_batch = batch.len();
-                let _ = flush(engine, &mut batch, &mut waiting, patience);
-                last_flush = Some(Instant::now());
-                retry_at = next_retry(engine, retry_interval);
-                if !waiting.is_empty() {
-                    // Lost to other writers, with callers waiting: go again at once, with
-                    // whatever arrives during the jitter riding along.
-                    let again = Instant::now() + race_jitter();
-                    (deadline, window_end, retry_at) = (Some(again), Some(again), None);
-                }
+            () = sleep_until(at.deadline.unwrap_or(idle)), if at.deadline.is_some() => {
+                let _ = close(engine, &mut batch, &mut waiting, &mut at);
             }
-            () = sleep_until(retry_at.unwrap_or(idle)), if retry_at.is_some() && batch.is_empty() => {
+            () = sleep_until(at.retry_at.unwrap_or(idle)), if at.retry_at.is_some() && batch.is_empty() => {
                 // Owed changes from a failed batch, retried although nobody asked again.
                 let _ = engine.publish(Vec::new());
-                retry_at = next_retry(engine, retry_interval);
+                at.retry_at = next_retry(engine, retry_interval);
             }
             request = rx.recv() => match request {
                 Some(Request::Change { change, reply }) => {
                     let now = Instant::now();
-                    let end = *window_end.get_or_insert_with(|| batch_deadline(now, window, last_batch, last_flush));
+                    let end = *at.window_end.get_or_insert_with(|| batch_deadline(now, window, at.last_batch, at.last_flush));
                     batch.push((change, reply));
-                    deadline = Some(deadline_after_change(end, now, batch.len()));
+                    at.deadline = Some(deadline_after_change(end, now, batch.len()));
                     if batch.len() >= MAX_BATCH {
-                        deadline = Some(Instant::now());
+                        at.deadline = Some(Instant::now());
                     }
+                }
+                Some(Request::Batch { batch: exclusive, reply }) => {
+                    // The open shared batch goes first, as a commit of its own; when it
+                    // fails, so does the exclusive one, unapplied.
+                    let ahead = if batch.is_empty() && waiting.is_empty() {
+                        Ok(())
+                    } else {
+                        close(engine, &mut batch, &mut waiting, &mut at)
+                    };
+                    let _ = reply.send(ahead.and_then(|()| engine.publish_batch(&exclusive)));
+                    if at.deadline.is_none() {
+                        at.retry_at = next_retry(engine, retry_interval);
+                    }
+                }
+                Some(Request::FindCommit { trailers, depth, reply }) => {
+                    let _ = reply.send(engine.find_commit(&trailers, depth).map(|found| found.map(CommitId::from)));
+                }
+                Some(Request::IsMerged { commit, reply }) => {
+                    let _ = reply.send(commit.oid().and_then(|oid| engine.is_merged(oid)));
                 }
                 Some(Request::CheckRemote { reply }) => {
                     let _ = reply.send(engine.check_remote());

@@ -112,14 +112,21 @@ impl ChangeSet {
     }
 
     /// Forgets the written folder trees: the clone that held them is gone.
-    pub(crate) fn forget_written(&mut self) {
-        self.written.get_mut().clear();
+    pub(crate) fn forget_written(&self) {
+        self.written.borrow_mut().clear();
     }
 
     /// A short, stable digest of what the set writes (not of the reasons), used to name
     /// promotion branches: the same changes always map to the same branch, so a
     /// restarted writer finds its earlier branch instead of opening another.
     pub(crate) fn short_digest(&self) -> String {
+        self.short_digest_with(&[])
+    }
+
+    /// [`Self::short_digest`] that also covers `labels` (an exclusive batch's trailers),
+    /// so a rollback that restores content an earlier batch wrote gets a branch of its own.
+    /// Without labels it equals [`Self::short_digest`].
+    pub(crate) fn short_digest_with(&self, labels: &[(String, String)]) -> String {
         let mut hasher = Sha256::new();
         for change in &self.changes {
             hasher.update(change.path.as_str().as_bytes());
@@ -136,6 +143,13 @@ impl ChangeSet {
                     }
                 }
             }
+            hasher.update([0xff]);
+        }
+        for (key, value) in labels {
+            hasher.update(b"label\0");
+            hasher.update(key.as_bytes());
+            hasher.update([0]);
+            hasher.update(value.as_bytes());
             hasher.update([0xff]);
         }
         let digest = hasher.finalize();
@@ -201,5 +215,9 @@ mod tests {
         assert_eq!(one.short_digest(), same.short_digest());
         assert_ne!(one.short_digest(), other.short_digest());
         assert_eq!(one.short_digest().len(), 12);
+        assert_eq!(one.short_digest_with(&[]), one.short_digest(), "shared batches keep their branch names");
+        let label = |v: &str| [("Berth-Rollout-Step".to_owned(), v.to_owned())];
+        assert_ne!(one.short_digest_with(&label("p/1")), one.short_digest());
+        assert_ne!(one.short_digest_with(&label("p/1")), one.short_digest_with(&label("p/2")));
     }
 }

@@ -25,6 +25,8 @@ pub enum GitOp {
     BuildTree,
     /// Reading the folders a commit holds.
     ReadTree,
+    /// Reading the watched branch's history (commits, trailers, ancestry).
+    ReadHistory,
     /// Writing a commit.
     Commit,
     /// Updating a local reference.
@@ -41,6 +43,7 @@ impl GitOp {
             Self::Fetch => "fetch",
             Self::BuildTree => "build tree",
             Self::ReadTree => "read tree",
+            Self::ReadHistory => "read history",
             Self::Commit => "commit",
             Self::UpdateRef => "update ref",
             Self::Push => "push",
@@ -210,6 +213,18 @@ pub enum Error {
         #[source]
         source: LayoutError,
     },
+    /// An exclusive batch (or a search for one) that cannot be written as asked.
+    #[error("invalid gitops batch: {reason}")]
+    InvalidBatch {
+        /// What to fix.
+        reason: String,
+    },
+    /// A commit id that is not 40 hexadecimal digits.
+    #[error("invalid commit id {value:?}: expected 40 hexadecimal digits")]
+    InvalidCommitId {
+        /// The refused text.
+        value: String,
+    },
     /// The working copy directory could not be prepared or removed.
     #[error("cannot prepare working copy {path}")]
     Workdir {
@@ -229,7 +244,8 @@ pub enum Error {
         /// What failed, redacted.
         failure: GitFailure,
     },
-    /// Pushing failed on every allowed attempt; the change is kept and retried later.
+    /// Pushing failed on every allowed attempt; shared changes are kept and retried
+    /// later, an exclusive batch is not (its caller retries).
     #[error("gitops {remote} branch {branch}: gave up after {attempts} attempts, last: {last}")]
     PushGaveUp {
         /// Remote URL, userinfo removed.
@@ -241,8 +257,9 @@ pub enum Error {
         /// The last failure, redacted.
         last: GitFailure,
     },
-    /// Other writers kept moving the branch between the writer's fetch and its push. The
-    /// changes stay owed and are pushed again at once; nothing is lost or forced.
+    /// Other writers kept moving the branch between the writer's fetch and its push.
+    /// Shared changes stay owed and are pushed again at once; an exclusive batch is not
+    /// kept (its caller retries). Nothing is lost or forced.
     #[error(
         "gitops {remote} branch {branch}: branch busy, {waiting} changes waiting after {rejections} pushes \
          lost to other writers; still retrying"
@@ -276,7 +293,11 @@ impl Error {
         match self {
             Self::Git { failure, .. } | Self::PushGaveUp { last: failure, .. } => failure.kind.is_retryable(),
             Self::Workdir { .. } | Self::Stopped | Self::Spawn { .. } | Self::Contended { .. } => true,
-            Self::InvalidConfig { .. } | Self::ReadSecret { .. } | Self::InvalidFile { .. } => false,
+            Self::InvalidConfig { .. }
+            | Self::ReadSecret { .. }
+            | Self::InvalidFile { .. }
+            | Self::InvalidBatch { .. }
+            | Self::InvalidCommitId { .. } => false,
         }
     }
 

@@ -7,7 +7,8 @@ use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, 
 
 use super::error::FailureKind;
 
-/// Outcome of one batch, the `outcome` label of `berth_gitops_batches_total`.
+/// Outcome of one batch, the `outcome` label of `berth_gitops_batches_total` and
+/// `berth_gitops_exclusive_batches_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum BatchOutcome {
     Committed,
@@ -33,6 +34,7 @@ impl BatchOutcome {
 pub struct GitOpsMetrics {
     commits: IntCounter,
     batches: IntCounterVec,
+    exclusive_batches: IntCounterVec,
     push_attempts: IntCounter,
     push_failures: IntCounterVec,
     batch_size: Histogram,
@@ -49,6 +51,13 @@ impl GitOpsMetrics {
             commits: IntCounter::new("berth_gitops_commits_total", "Commits the GitOps writer pushed")?,
             batches: IntCounterVec::new(
                 Opts::new("berth_gitops_batches_total", "Change batches processed, by outcome"),
+                &["outcome"],
+            )?,
+            exclusive_batches: IntCounterVec::new(
+                Opts::new(
+                    "berth_gitops_exclusive_batches_total",
+                    "Exclusive batches (one commit of their own, e.g. a rollout batch) processed, by outcome",
+                ),
                 &["outcome"],
             )?,
             push_attempts: IntCounter::new(
@@ -86,6 +95,7 @@ impl GitOpsMetrics {
         };
         registry.register(Box::new(metrics.commits.clone()))?;
         registry.register(Box::new(metrics.batches.clone()))?;
+        registry.register(Box::new(metrics.exclusive_batches.clone()))?;
         registry.register(Box::new(metrics.push_attempts.clone()))?;
         registry.register(Box::new(metrics.push_failures.clone()))?;
         registry.register(Box::new(metrics.batch_size.clone()))?;
@@ -100,6 +110,7 @@ impl GitOpsMetrics {
         for outcome in [BatchOutcome::Committed, BatchOutcome::Unchanged, BatchOutcome::Contended, BatchOutcome::Failed]
         {
             metrics.batches.with_label_values(&[outcome.as_str()]);
+            metrics.exclusive_batches.with_label_values(&[outcome.as_str()]);
         }
         Ok(metrics)
     }
@@ -112,6 +123,11 @@ impl GitOpsMetrics {
         self.batches.with_label_values(&[outcome.as_str()]).inc();
         self.batch_size.observe(size as f64);
         self.push_duration.observe(seconds);
+    }
+
+    /// An exclusive batch ended; its commit, if any, is counted by [`Self::commit`].
+    pub(crate) fn exclusive_batch(&self, outcome: BatchOutcome) {
+        self.exclusive_batches.with_label_values(&[outcome.as_str()]).inc();
     }
 
     pub(crate) fn attempt(&self) {

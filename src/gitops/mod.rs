@@ -41,6 +41,24 @@
 //!   Owed changes live in memory only; after a restart the reconcilers re-send state.
 //!   A batch the server rejects (hook, protected branch) is dropped instead, so it
 //!   cannot poison later batches.
+//! - **Exclusive batches.** [`WriterHandle::commit_batch`] publishes a [`BatchCommit`]
+//!   (a rollout batch) as one commit of its own: the open shared batch and any owed
+//!   changes are published first, in their own commits (if that fails, so does the
+//!   batch, unapplied); the batch is never merged with other callers' changes nor cut
+//!   at the shared batch limit (1,200 folders are one commit). Its message is the
+//!   caller's subject, the change list, the caller's `Berth-*` trailers in order, then
+//!   one `Berth-Request`/`Berth-Generation` pair per change. All or nothing: a batch
+//!   that cannot be pushed is not owed (the caller retries); races are retried at once
+//!   as above, for up to [`RetryPolicy::contended_patience`], never forced. Re-sending a
+//!   batch that landed commits nothing (`created: false`, the current head), so a new
+//!   leader may repeat the commit step; [`WriterHandle::find_commit`] finds the batch's
+//!   commit by its trailers and [`WriterHandle::is_merged`] says whether a commit is on
+//!   the watched branch (pull-request mode: merged; a squash or rebase merge makes a new
+//!   commit, so look it up by trailers then). Counted in
+//!   `berth_gitops_exclusive_batches_total{outcome}`. In pull-request mode the batch's
+//!   promotion branch is named after its content and trailers, so a rollback restoring
+//!   older bytes gets a branch of its own, and a promotion branch already merged starts
+//!   again from the watched branch instead of answering "already there".
 //! - **Modes.** [`PushMode::Direct`] pushes to the watched branch.
 //!   [`PushMode::PullRequest`] pushes each batch to a promotion branch
 //!   `<prefix><digest>` (digest of the batch's content, so a retry or restart finds the
@@ -68,14 +86,17 @@
 //! rotated secret files (read once at start).
 
 mod actor;
+mod batch;
 mod change;
 mod config;
 mod credentials;
 mod error;
+mod history;
 mod inventory;
 pub mod layout;
 pub mod message;
 mod metrics;
+mod outcome;
 mod publish;
 mod redact;
 mod remote;
@@ -86,6 +107,7 @@ use std::collections::BTreeMap;
 
 use tokio::sync::{mpsc, oneshot};
 
+pub use batch::{BatchChange, BatchCommit};
 pub use change::ChangeReason;
 pub use config::{PushMode, RetryPolicy, WriterConfig};
 pub use credentials::{Credentials, Secret};
@@ -93,10 +115,11 @@ pub use error::{Error, FailureKind, GitFailure, GitOp};
 pub use inventory::EnvironmentFolder;
 pub use layout::{LayoutError, RepoPath, environment_path};
 pub use metrics::GitOpsMetrics;
-pub use publish::{CommitId, CommitOutcome};
+pub use outcome::{CommitId, CommitOutcome};
 pub use redact::redact_userinfo;
 
-use actor::Request;
+use actor::{Reply, Request};
+use batch::Exclusive;
 use change::{Change, Operation};
 
 /// Starts GitOps writers.
@@ -139,13 +162,7 @@ impl WriterHandle {
         files: BTreeMap<String, Vec<u8>>,
         reason: ChangeReason,
     ) -> Result<CommitOutcome, Error> {
-        for name in files.keys() {
-            layout::validate_file_name(name).map_err(|source| Error::InvalidFile {
-                path: path.clone(),
-                name: name.clone(),
-                source,
-            })?;
-        }
+        batch::check_files(&path, &files)?;
         self.submit(Change { path, operation: Operation::Put(files), reason }).await
     }
 
@@ -155,39 +172,60 @@ impl WriterHandle {
         self.submit(Change { path, operation: Operation::Remove, reason }).await
     }
 
+    /// Publishes `batch` as one commit of its own (see "Exclusive batches" in the module
+    /// docs). Returns the outcome: the new commit, or `created: false` with the current
+    /// head when the tree already held the batch. On error nothing of the batch is owed.
+    pub async fn commit_batch(&self, batch: BatchCommit) -> Result<CommitOutcome, Error> {
+        let batch = Exclusive::new(batch)?;
+        self.ask(|reply| Request::Batch { batch, reply }).await
+    }
+
+    /// The newest commit reachable from the watched branch's remote head (fetched first)
+    /// whose trailers include every `(key, value)` in `trailers` (keys without regard to
+    /// case, values as the writer writes them); searches at most `depth` commits. For a
+    /// new leader to prove a batch commit already landed.
+    pub async fn find_commit(&self, trailers: Vec<(String, String)>, depth: usize) -> Result<Option<CommitId>, Error> {
+        if trailers.is_empty() {
+            return Err(Error::InvalidBatch { reason: "a search needs at least one trailer".to_owned() });
+        }
+        let trailers = trailers.into_iter().map(|(key, value)| (key, message::trailer_value(&value))).collect();
+        self.ask(|reply| Request::FindCommit { trailers, depth, reply }).await
+    }
+
+    /// Whether `commit` is reachable from the watched branch's remote head (fetched
+    /// first): in pull-request mode, whether the batch was merged.
+    pub async fn is_merged(&self, commit: CommitId) -> Result<bool, Error> {
+        self.ask(|reply| Request::IsMerged { commit, reply }).await
+    }
+
     /// Fetches from the remote now: `Ok` when it is reachable with the configured
     /// credentials. Suitable for a readiness check or a clear startup error.
     pub async fn check_remote(&self) -> Result<(), Error> {
-        let (reply, answer) = oneshot::channel();
-        self.send(Request::CheckRemote { reply }).await?;
-        answer.await.map_err(|_| Error::Stopped)?
+        self.ask(|reply| Request::CheckRemote { reply }).await
     }
 
     /// Fetches and lists every environment folder (`clusters/*/tenants/*/*`) at the
     /// remote head of the watched branch, each with the content of its `marker` file:
     /// what git says is deployed, whatever the cluster's objects say.
     pub async fn environment_folders(&self, marker: &str) -> Result<Vec<EnvironmentFolder>, Error> {
-        let (reply, answer) = oneshot::channel();
-        self.send(Request::Folders { marker: marker.to_owned(), reply }).await?;
-        answer.await.map_err(|_| Error::Stopped)?
+        self.ask(|reply| Request::Folders { marker: marker.to_owned(), reply }).await
     }
 
     /// Publishes what is queued (and anything still owed from failed batches), then
     /// stops the writer and releases the clone. Other handles then get
     /// [`Error::Stopped`]. The error is the final publish's, if it failed.
     pub async fn shutdown(self) -> Result<(), Error> {
-        let (reply, answer) = oneshot::channel();
-        self.send(Request::Shutdown { reply }).await?;
-        answer.await.map_err(|_| Error::Stopped)?
+        self.ask(|reply| Request::Shutdown { reply }).await
     }
 
     async fn submit(&self, change: Change) -> Result<CommitOutcome, Error> {
-        let (reply, answer) = oneshot::channel();
-        self.send(Request::Change { change, reply }).await?;
-        answer.await.map_err(|_| Error::Stopped)?
+        self.ask(|reply| Request::Change { change, reply }).await
     }
 
-    async fn send(&self, request: Request) -> Result<(), Error> {
-        self.tx.send(request).await.map_err(|_| Error::Stopped)
+    /// Sends the request `make` builds around a reply channel and awaits the answer.
+    async fn ask<T>(&self, make: impl FnOnce(Reply<T>) -> Request) -> Result<T, Error> {
+        let (reply, answer) = oneshot::channel();
+        self.tx.send(make(reply)).await.map_err(|_| Error::Stopped)?;
+        answer.await.map_err(|_| Error::Stopped)?
     }
 }

@@ -3,55 +3,21 @@
 //!
 //! Runs on the writer thread only; every call here may block on disk or network.
 
-use std::fmt;
 use std::time::{Duration, Instant};
 
 use git2::{Oid, Repository};
 
+use super::batch::Exclusive;
 use super::change::{Change, ChangeSet};
 use super::config::{PushMode, WriterConfig};
 use super::error::{Error, ErrorContext, FailureKind, GitFailure, GitOp};
+use super::history;
 use super::inventory::{EnvironmentFolder, environment_folders};
 use super::message::commit_message;
 use super::metrics::{BatchOutcome, GitOpsMetrics};
+use super::outcome::CommitOutcome;
 use super::remote::{RemoteAccess, tracking_ref};
 use super::{repo, tree};
-
-/// A commit id (40 hex digits).
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct CommitId(String);
-
-impl CommitId {
-    /// The id as hex.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl From<Oid> for CommitId {
-    fn from(oid: Oid) -> Self {
-        Self(oid.to_string())
-    }
-}
-
-impl fmt::Display for CommitId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-/// What a put or remove achieved.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CommitOutcome {
-    /// The commit that holds the change: the new commit, or the existing head when
-    /// nothing had to change.
-    pub commit: CommitId,
-    /// The branch that commit is on: the watched branch, or in pull-request mode the
-    /// promotion branch (the watched branch when the change is already there).
-    pub branch: String,
-    /// Whether this batch pushed a new commit.
-    pub created: bool,
-}
 
 /// The writer's git state: the clone, the changes owed to the remote, the config.
 pub(crate) struct Engine {
@@ -67,8 +33,15 @@ pub(crate) struct Engine {
     lost_races: u32,
 }
 
+/// What one publish pushes: the owed shared changes, or an exclusive batch.
+#[derive(Clone, Copy)]
+enum Load<'a> {
+    Owed,
+    Batch(&'a Exclusive),
+}
+
 /// Lost races one publish retries at once before the writer loop takes over to add
-/// the changes that arrived meanwhile (see [`Engine::publish_pending`]).
+/// the changes that arrived meanwhile (see [`Engine::publish_load`]).
 const RACES_PER_PUBLISH: u32 = 4;
 
 /// A short random pause before pushing again after losing a race: a few milliseconds
@@ -117,13 +90,40 @@ impl Engine {
     /// Fetches the watched branch and lists the environment folders at its head, each
     /// with the content of its `marker` file (see [`super::inventory`]).
     pub(crate) fn folders(&mut self, marker: &str) -> Result<Vec<EnvironmentFolder>, Error> {
+        self.read_remote_head(GitOp::ReadTree, |repo, head| {
+            let Some(head) = head else { return Ok(Vec::new()) };
+            environment_folders(repo, repo.find_commit(head)?.tree_id(), marker)
+        })
+    }
+
+    /// Fetches the watched branch and returns the newest of the first `depth` commits
+    /// of its history whose trailers include all of `wanted` (see [`history`]).
+    pub(crate) fn find_commit(&mut self, wanted: &[(String, String)], depth: usize) -> Result<Option<Oid>, Error> {
+        self.read_remote_head(GitOp::ReadHistory, |repo, head| match head {
+            Some(head) => history::find_with_trailers(repo, head, wanted, depth),
+            None => Ok(None),
+        })
+    }
+
+    /// Fetches the watched branch and says whether `commit` is on it.
+    pub(crate) fn is_merged(&mut self, commit: Oid) -> Result<bool, Error> {
+        self.read_remote_head(GitOp::ReadHistory, |repo, head| match head {
+            Some(head) => history::reachable(repo, head, commit),
+            None => Ok(false),
+        })
+    }
+
+    /// Fetches the watched branch and reads its remote head (`None`: the branch does
+    /// not exist yet) with `read`; a read failure is reported as `op`.
+    fn read_remote_head<T>(
+        &mut self,
+        op: GitOp,
+        read: impl FnOnce(&Repository, Option<Oid>) -> Result<T, git2::Error>,
+    ) -> Result<T, Error> {
         let result = self.ensure_repo().and_then(|()| {
             let repo = self.repo.as_ref().ok_or_else(missing_clone)?;
             let head = self.access().fetch(repo, &[self.config.branch.as_str()])?.first().copied().flatten();
-            let Some(head) = head else { return Ok(Vec::new()) };
-            let read = |e: git2::Error| self.ctx.failure(GitOp::ReadTree, &e);
-            let tree = repo.find_commit(head).map_err(read)?.tree_id();
-            environment_folders(repo, tree, marker).map_err(read)
+            read(repo, head).map_err(|e| self.ctx.failure(op, &e))
         });
         result.map_err(|failure| {
             if failure.kind == FailureKind::Local {
@@ -141,14 +141,8 @@ impl Engine {
         self.metrics.pending(self.pending.len());
         let started = Instant::now();
         let lost_before = self.lost_races;
-        let result = self.publish_pending();
-        let outcome = match &result {
-            Ok(o) if o.created => BatchOutcome::Committed,
-            Ok(_) => BatchOutcome::Unchanged,
-            Err(e) if e.is_contended() => BatchOutcome::Contended,
-            Err(_) => BatchOutcome::Failed,
-        };
-        self.metrics.batch(outcome, received, started.elapsed().as_secs_f64());
+        let result = self.publish_load(Load::Owed);
+        self.metrics.batch(outcome_of(&result), received, started.elapsed().as_secs_f64());
         match &result {
             Ok(o) => {
                 tracing::info!(
@@ -183,20 +177,44 @@ impl Engine {
         result
     }
 
-    /// Attempts until the owed changes are pushed. A lost race (someone else pushed
-    /// first) is tried again at once after [`race_jitter`]: the next attempt fetches
-    /// their head and rebuilds the tree on it, which costs milliseconds, while a
-    /// growing sleep would let a busy branch move again and again. Races do not use up
+    /// Publishes `batch` as one commit of its own, after whatever shared changes are
+    /// still owed (their own commit; if that fails, so does the batch, unapplied). All or
+    /// nothing: when the batch cannot be pushed nothing of it stays owed, the caller
+    /// retries. Races are retried at once for up to
+    /// [`RetryPolicy::contended_patience`](super::RetryPolicy): nothing can ride along.
+    pub(crate) fn publish_batch(&mut self, batch: &Exclusive) -> Result<CommitOutcome, Error> {
+        if self.has_pending() {
+            self.publish(Vec::new())?;
+        }
+        let started = Instant::now();
+        let result = self.publish_load(Load::Batch(batch));
+        self.metrics.exclusive_batch(outcome_of(&result));
+        match &result {
+            Ok(o) => tracing::info!(
+                commit = %o.commit, branch = %o.branch, created = o.created, changes = batch.set.len(),
+                seconds = started.elapsed().as_secs_f64(), "gitops exclusive batch published"
+            ),
+            Err(e) => tracing::warn!(error = %e, changes = batch.set.len(), "gitops exclusive batch not published"),
+        }
+        result
+    }
+
+    /// Attempts until `load` is pushed. A lost race (someone else pushed first) is
+    /// tried again at once after [`race_jitter`]: the next attempt fetches their head
+    /// and rebuilds the tree on it, which costs milliseconds, while a growing sleep
+    /// would let a busy branch move again and again. Races do not use up
     /// [`RetryPolicy::max_push_attempts`](super::RetryPolicy); after
-    /// [`RACES_PER_PUBLISH`] of them the writer loop takes over, adds the changes that
-    /// arrived meanwhile and calls again. Outages (network, local damage) back off.
-    fn publish_pending(&mut self) -> Result<CommitOutcome, Error> {
+    /// [`RACES_PER_PUBLISH`] of them the writer loop takes over owed changes, adds the
+    /// changes that arrived meanwhile and calls again, while an exclusive batch keeps
+    /// going for up to the contended patience. Outages (network, local damage) back off.
+    fn publish_load(&mut self, load: Load<'_>) -> Result<CommitOutcome, Error> {
         let policy = self.config.retry.clone();
+        let started = Instant::now();
         let mut failures = 0;
         let mut races = 0;
         loop {
             self.metrics.attempt();
-            let failure = match self.attempt() {
+            let failure = match self.attempt(load) {
                 Ok(outcome) => return Ok(outcome),
                 Err(failure) => failure,
             };
@@ -204,6 +222,9 @@ impl Engine {
             tracing::debug!(failures, races, error = %failure, "gitops publish attempt failed");
             if failure.kind == FailureKind::Local {
                 self.discard_clone();
+                if let Load::Batch(batch) = load {
+                    batch.set.forget_written();
+                }
             }
             if !failure.kind.is_retryable() {
                 return Err(self.ctx.error(failure));
@@ -213,13 +234,19 @@ impl Engine {
             // never end. It is an outage: back off, and give up in the end.
             if failure.kind == FailureKind::NonFastForward && self.branch_moved() {
                 races += 1;
-                self.lost_races = self.lost_races.saturating_add(1);
-                if races >= RACES_PER_PUBLISH {
+                let (rejections, waiting, give_way) = match load {
+                    Load::Owed => {
+                        self.lost_races = self.lost_races.saturating_add(1);
+                        (self.lost_races, self.pending.len(), races >= RACES_PER_PUBLISH)
+                    }
+                    Load::Batch(batch) => (races, batch.set.len(), started.elapsed() >= policy.contended_patience),
+                };
+                if give_way {
                     return Err(Error::Contended {
                         remote: self.ctx.remote.clone(),
                         branch: self.ctx.branch.clone(),
-                        rejections: self.lost_races,
-                        waiting: self.pending.len(),
+                        rejections,
+                        waiting,
                     });
                 }
                 std::thread::sleep(race_jitter());
@@ -253,28 +280,38 @@ impl Engine {
         }
     }
 
-    /// One try: fetch, apply the owed changes on the remote head, commit if the tree
-    /// changed, push fast-forward only.
-    fn attempt(&mut self) -> Result<CommitOutcome, GitFailure> {
+    /// One try: fetch, apply `load` on the remote head, commit if the tree changed,
+    /// push fast-forward only.
+    fn attempt(&mut self, load: Load<'_>) -> Result<CommitOutcome, GitFailure> {
         self.ensure_repo()?;
         let repo = self.repo.as_ref().ok_or_else(missing_clone)?;
         let access = self.access();
         let target = self.config.branch.as_str();
-        let changes = self.pending.changes();
+        let set = match load {
+            Load::Owed => &self.pending,
+            Load::Batch(batch) => &batch.set,
+        };
+        let changes = set.changes();
         let author = (&self.config.author_name, &self.config.author_email);
         let ctx = &self.ctx;
         let local_fail = |op: GitOp| move |e: git2::Error| ctx.failure(op, &e);
 
         let promotion = match &self.config.mode {
             PushMode::Direct => None,
-            PushMode::PullRequest { branch_prefix } => Some(format!("{branch_prefix}{}", self.pending.short_digest())),
+            PushMode::PullRequest { branch_prefix } => {
+                let digest = match load {
+                    Load::Owed => set.short_digest(),
+                    Load::Batch(batch) => batch.short_digest(),
+                };
+                Some(format!("{branch_prefix}{digest}"))
+            }
         };
         let mut branches = vec![target];
         branches.extend(promotion.as_deref());
         let heads = access.fetch(repo, &branches)?;
         let target_head = heads.first().copied().flatten();
 
-        let written = self.pending.written();
+        let written = set.written();
         let (tree, base_tree) = apply_on(repo, target_head, changes, written).map_err(local_fail(GitOp::BuildTree))?;
         if let Some(head) = target_head
             && base_tree == Some(tree)
@@ -285,6 +322,11 @@ impl Engine {
         let (branch, parent, expected, tree) = match promotion.as_deref() {
             None => (target, target_head, target_head, tree),
             Some(promo) => match heads.get(1).copied().flatten() {
+                // Merged (or left behind) and the watched branch no longer holds these
+                // changes: the branch starts again from the watched head, a fast-forward.
+                Some(promo_head) if merged(repo, target_head, promo_head) => {
+                    (promo, target_head, Some(promo_head), tree)
+                }
                 Some(promo_head) => {
                     let (promo_tree, promo_base) =
                         apply_on(repo, Some(promo_head), changes, written).map_err(local_fail(GitOp::BuildTree))?;
@@ -296,7 +338,11 @@ impl Engine {
                 None => (promo, target_head, None, tree),
             },
         };
-        let commit = write_commit(repo, author, tree, parent, changes).map_err(local_fail(GitOp::Commit))?;
+        let message = match load {
+            Load::Owed => commit_message(changes),
+            Load::Batch(batch) => batch.message(),
+        };
+        let commit = write_commit(repo, author, tree, parent, &message).map_err(local_fail(GitOp::Commit))?;
         let local = format!("refs/heads/{branch}");
         repo.reference(&local, commit, true, "berth: commit").map_err(local_fail(GitOp::UpdateRef))?;
         access.push(repo, &local, commit, expected)?;
@@ -348,6 +394,21 @@ impl Engine {
     }
 }
 
+/// How a publish ended, for the metrics.
+fn outcome_of(result: &Result<CommitOutcome, Error>) -> BatchOutcome {
+    match result {
+        Ok(o) if o.created => BatchOutcome::Committed,
+        Ok(_) => BatchOutcome::Unchanged,
+        Err(e) if e.is_contended() => BatchOutcome::Contended,
+        Err(_) => BatchOutcome::Failed,
+    }
+}
+
+/// Whether the promotion branch head `promo` is already in the watched branch's history.
+fn merged(repo: &Repository, target: Option<Oid>, promo: Oid) -> bool {
+    target.is_some_and(|target| history::reachable(repo, target, promo).unwrap_or(false))
+}
+
 fn unchanged(head: Oid, branch: &str) -> CommitOutcome {
     CommitOutcome { commit: head.into(), branch: branch.to_owned(), created: false }
 }
@@ -369,13 +430,13 @@ fn write_commit(
     (name, email): (&String, &String),
     tree: Oid,
     parent: Option<Oid>,
-    changes: &[Change],
+    message: &str,
 ) -> Result<Oid, git2::Error> {
     let signature = git2::Signature::now(name, email)?;
     let tree = repo.find_tree(tree)?;
     let parent = parent.map(|id| repo.find_commit(id)).transpose()?;
     let parents: Vec<&git2::Commit<'_>> = parent.iter().collect();
-    repo.commit(None, &signature, &signature, &commit_message(changes), &tree, &parents)
+    repo.commit(None, &signature, &signature, message, &tree, &parents)
 }
 
 fn missing_clone() -> GitFailure {
