@@ -66,6 +66,7 @@ fn promoted(r: &EnvironmentRequest, commit: &str) -> EnvironmentRequest {
     let status = r.status.get_or_insert_with(EnvironmentRequestStatus::default);
     status.promotion = Some(Promotion {
         rollout: "checkout-v2".into(),
+        rollout_uid: String::new(),
         revision: "v2".into(),
         previous_revision: "v1".into(),
         stage: "production".into(),
@@ -182,7 +183,7 @@ fn main() {
     let environments: Vec<EnvironmentRequest> = (0..large).map(environment).collect();
     let spec = rollout("10%").spec;
     let planning = median_cpu(runs, 1, || {
-        let plan = plan(&spec, environments.iter()).expect("a plan");
+        let plan = plan(&spec, environments.iter(), &Default::default()).expect("a plan");
         assert_eq!(std::hint::black_box(plan).environments(), large);
     });
 

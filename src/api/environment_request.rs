@@ -191,6 +191,9 @@ pub struct EnvironmentRequestStatus {
 pub struct Promotion {
     /// The Rollout (same namespace).
     pub rollout: String,
+    /// Its uid: a Rollout re-created under the same name is another rollout.
+    #[serde(default)]
+    pub rollout_uid: String,
     /// The revision promoted.
     pub revision: String,
     /// The revision deployed before; what a rollback restores.
@@ -230,9 +233,11 @@ impl PromotionState {
         matches!(self, Self::Committing | Self::RollingBack)
     }
 
-    /// Whether the previous revision is the one deployed.
-    pub fn restores_previous(self) -> bool {
-        matches!(self, Self::RollingBack | Self::RolledBack)
+    /// Whether the previous revision is the one deployed: a batch's commit deploys
+    /// its target only once confirmed, so until then (and if its rollout goes away
+    /// mid-batch) the environment keeps what it ran.
+    pub fn runs_previous(self) -> bool {
+        matches!(self, Self::Committing | Self::RolledBack)
     }
 }
 
@@ -247,7 +252,7 @@ impl EnvironmentRequest {
     /// The one rule rendering, status and the Rollout's gates share.
     pub fn deployed_revision(&self) -> &str {
         match self.promotion_in_effect() {
-            Some(p) if p.state.restores_previous() => &p.previous_revision,
+            Some(p) if p.state.runs_previous() => &p.previous_revision,
             Some(p) => &p.revision,
             None => &self.spec.app.revision,
         }

@@ -437,6 +437,19 @@ pub struct BatchStatus {
     /// Batches in the stage.
     pub of: u32,
     pub step: BatchStep,
+    /// The environments this batch marked (and commits): the batch's planned ones
+    /// that were still there and not held when it started.
+    #[serde(default)]
+    #[schemars(length(max = 10000))]
+    pub environments: Vec<String>,
+    /// Those that failed the gate (counted once, whatever the failure list keeps).
+    #[serde(default)]
+    #[schemars(length(max = 10000))]
+    pub failed: Vec<String>,
+    /// When every environment first passed: from then on the progress deadline no
+    /// longer applies, only the tolerance.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verified_at: Option<Time>,
     /// The batch's commit, once pushed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub commit: Option<String>,

@@ -49,20 +49,27 @@ pub fn namespace(tenant: &Tenant, namespace: &str) -> Namespace {
 /// record of what it provisioned, and one an owner could write (phase Ready, a commit)
 /// would skip the budget guard.
 pub fn roles(tenant: &Tenant, namespace: &str) -> Vec<Role> {
-    let rule = |verbs: &[&str]| PolicyRule {
+    let rule = |resource: &str, verbs: &[&str]| PolicyRule {
         api_groups: Some(vec![crate::api::GROUP.to_owned()]),
-        // Rollouts promote the tenant's own environments, so who may ask for an
-        // environment may ask for a rollout of it.
-        resources: Some(vec!["environmentrequests".to_owned(), "rollouts".to_owned()]),
+        resources: Some(vec![resource.to_owned()]),
         verbs: verbs.iter().map(|v| (*v).to_owned()).collect(),
         ..PolicyRule::default()
     };
+    const ALL: &[&str] = &["get", "list", "watch", "create", "update", "patch", "delete"];
     [
-        (REQUESTER_ROLE, rule(&["get", "list", "watch", "create"])),
-        (MANAGER_ROLE, rule(&["get", "list", "watch", "create", "update", "patch", "delete"])),
+        // Members may see rollouts but not start one: a rollout changes what every
+        // environment of the namespace runs, other people's included.
+        (
+            REQUESTER_ROLE,
+            vec![
+                rule("environmentrequests", &["get", "list", "watch", "create"]),
+                rule("rollouts", &["get", "list", "watch"]),
+            ],
+        ),
+        (MANAGER_ROLE, vec![rule("environmentrequests", ALL), rule("rollouts", ALL)]),
     ]
     .into_iter()
-    .map(|(name, rule)| Role { metadata: owned_meta(tenant, name, namespace), rules: Some(vec![rule]) })
+    .map(|(name, rules)| Role { metadata: owned_meta(tenant, name, namespace), rules: Some(rules) })
     .collect()
 }
 

@@ -31,6 +31,8 @@ pub enum Signal {
 #[derive(Clone, Copy, Debug)]
 pub struct Context<'a> {
     pub rollout: &'a str,
+    /// The rollout's uid (empty when unknown): a namesake re-created later is another rollout.
+    pub rollout_uid: &'a str,
     /// The batch's commit the environment's promotion must record.
     pub commit: &'a str,
     pub gate: &'a HealthGate,
@@ -47,7 +49,9 @@ pub fn judge(request: Option<&EnvironmentRequest>, cx: Context<'_>) -> Signal {
     let Some(promotion) = request.status.as_ref().and_then(|s| s.promotion.as_ref()) else {
         return Signal::Waiting("the environment is not marked for this batch yet".to_owned());
     };
-    if promotion.rollout != cx.rollout {
+    let namesake =
+        !cx.rollout_uid.is_empty() && !promotion.rollout_uid.is_empty() && promotion.rollout_uid != cx.rollout_uid;
+    if promotion.rollout != cx.rollout || namesake {
         return Signal::Superseded(format!("rollout {} took it over", promotion.rollout));
     }
     if request.promotion_in_effect().is_none() {
@@ -135,6 +139,7 @@ mod tests {
             drift: Some(DriftStatus { state: DriftState::InSync, checked_at: None, differences: Vec::new() }),
             promotion: Some(Promotion {
                 rollout: "r".into(),
+                rollout_uid: String::new(),
                 revision: "v2".into(),
                 previous_revision: "v1".into(),
                 stage: "production".into(),
@@ -164,7 +169,7 @@ mod tests {
     }
 
     fn cx(gate: &HealthGate) -> Context<'_> {
-        Context { rollout: "r", commit: COMMIT, gate, argocd_installed: true, auto_sync: true }
+        Context { rollout: "r", rollout_uid: "", commit: COMMIT, gate, argocd_installed: true, auto_sync: true }
     }
 
     #[test]

@@ -43,8 +43,12 @@ pub struct Observations {
     pub argocd_installed: bool,
     /// Classes whose environments Argo CD does not sync on its own.
     pub manual_sync_classes: BTreeSet<String>,
-    /// Other rollouts of the namespace that are not finished.
-    pub active_rollouts: BTreeSet<String>,
+    /// Classes whose environments need an approval: a rollout leaves them alone
+    /// until rollouts can carry signed approvals of their own.
+    pub approval_classes: BTreeSet<String>,
+    /// Other rollouts of the namespace that are not finished, each with the
+    /// environments it planned (empty while not planned).
+    pub active_rollouts: BTreeMap<String, BTreeSet<String>>,
 }
 
 /// One batch commit for the controller to make: mark → commit → confirm.
@@ -119,6 +123,11 @@ pub fn next(rollout: &Rollout, old: &RolloutStatus, obs: &Observations, now: Tim
 /// Records that `work`'s commit landed as `commit` (the batch is now verified, or
 /// the rollback moves on).
 pub fn record_commit(status: &mut RolloutStatus, work: &Work, commit: &str, now: Timestamp) {
+    // Recorded already (a reconcile that ran on a cached status from before the last write).
+    let done = |h: &HistoryEntry| h.stage == work.stage && h.batch == work.batch && h.action == work.action;
+    if status.history.iter().any(|h| done(h) && h.commit == commit) {
+        return;
+    }
     let at = Time(now);
     match work.action {
         HistoryAction::Promote => {
@@ -192,6 +201,12 @@ impl Step<'_> {
         if phase.is_some_and(RolloutPhase::is_terminal) {
             return None;
         }
+        if self.rollout.spec.abort {
+            // At once, even mid-batch: a mark whose commit never lands keeps running
+            // the previous revision (see `PromotionState::runs_previous`).
+            self.set(RolloutPhase::Aborted, reasons::ABORTED, "aborted: nothing more is committed");
+            return None;
+        }
         if self.status.plan.is_none() && !self.make_plan() {
             return None;
         }
@@ -202,10 +217,6 @@ impl Step<'_> {
         // branch already).
         if let Some(work) = self.in_flight() {
             return Some(work);
-        }
-        if self.rollout.spec.abort {
-            self.set(RolloutPhase::Aborted, reasons::ABORTED, "aborted: nothing more is committed");
-            return None;
         }
         loop {
             let Some(index) = self.status.stages.iter().position(|s| s.phase != StagePhase::Succeeded) else {
@@ -227,7 +238,12 @@ impl Step<'_> {
                 self.status.stages[index].phase = StagePhase::Succeeded;
                 continue;
             }
-            return self.start_batch(index);
+            match self.start_batch(index) {
+                Started::Work(work) => return Some(work),
+                Started::Waiting => return None,
+                // Nothing left of the batch to promote: on to the next.
+                Started::Empty => continue,
+            }
         }
     }
 
@@ -243,7 +259,7 @@ impl Step<'_> {
             self.wake_at(at.0);
             return false;
         }
-        let plan = match plan::plan(spec, self.obs.requests.values().map(AsRef::as_ref)) {
+        let plan = match plan::plan(spec, self.obs.requests.values().map(AsRef::as_ref), &self.obs.approval_classes) {
             Ok(plan) => plan,
             Err(error) => {
                 self.set(RolloutPhase::Failed, reasons::INVALID, format!("{error}; fix the spec"));
@@ -268,15 +284,18 @@ impl Step<'_> {
         true
     }
 
-    /// Planned environments that another unfinished rollout holds.
+    /// Planned environments that another unfinished rollout planned or holds.
     fn busy(&self, plan: &Plan) -> Vec<(String, String)> {
         let this = self.rollout.metadata.name.as_deref().unwrap_or_default();
         plan.stages
             .iter()
             .flat_map(|s| &s.environments)
             .filter_map(|name| {
+                if let Some((other, _)) = self.obs.active_rollouts.iter().find(|(_, planned)| planned.contains(name)) {
+                    return Some((name.clone(), other.clone()));
+                }
                 let promotion = self.obs.requests.get(name)?.promotion_in_effect()?;
-                (promotion.rollout != this && self.obs.active_rollouts.contains(&promotion.rollout))
+                (promotion.rollout != this && self.obs.active_rollouts.contains_key(&promotion.rollout))
                     .then(|| (name.clone(), promotion.rollout.clone()))
             })
             .collect()
@@ -292,7 +311,7 @@ impl Step<'_> {
             stage: stage.name.clone(),
             batch: batch.number,
             of: batch.of,
-            environments: self.eligible(plan::batch(stage, batch.number)),
+            environments: batch.environments.clone(),
             rollback_of: None,
         };
         self.status.current_stage = Some(stage.name.clone());
@@ -325,7 +344,7 @@ impl Step<'_> {
             .map(|w| (w.end.0, w.reason.clone().unwrap_or_else(|| "freeze window".to_owned())))
     }
 
-    fn start_batch(&mut self, index: usize) -> Option<Work> {
+    fn start_batch(&mut self, index: usize) -> Started {
         let spec = &self.rollout.spec;
         let name = self.status.stages[index].name.clone();
         if spec.paused {
@@ -334,12 +353,12 @@ impl Step<'_> {
                 reasons::USER_PAUSED,
                 format!("paused before {name}; set spec.paused to false to go on"),
             );
-            return None;
+            return Started::Waiting;
         }
         if let Some((end, why)) = self.frozen_until() {
             self.set(RolloutPhase::Waiting, reasons::FROZEN, format!("{why}: nothing is committed until {end}"));
             self.wake_at(end);
-            return None;
+            return Started::Waiting;
         }
         let stage_spec = spec.stages.iter().find(|s| s.name == name);
         let first = self.status.stages[index].batches_done == 0;
@@ -349,17 +368,24 @@ impl Step<'_> {
                 reasons::AWAITING_APPROVAL,
                 format!("stage {name} requires an approval, and signed rollout approvals are not supported yet: remove requireApproval to go on"),
             );
-            return None;
+            return Started::Waiting;
         }
         let stage = &self.status.stages[index];
         let (number, of) = (stage.batches_done + 1, plan::batches(stage));
         let environments = self.eligible(plan::batch(stage, number));
         let stage = &mut self.status.stages[index];
         stage.phase = StagePhase::Progressing;
+        if environments.is_empty() {
+            stage.batches_done += 1;
+            return Started::Empty;
+        }
         stage.current = Some(BatchStatus {
             number,
             of,
             step: BatchStep::Marked,
+            environments: environments.clone(),
+            failed: Vec::new(),
+            verified_at: None,
             commit: None,
             committed_at: None,
             healthy_since: None,
@@ -368,7 +394,14 @@ impl Step<'_> {
             failing: Vec::new(),
         });
         self.set(RolloutPhase::Progressing, reasons::COMMITTING, format!("committing {name} batch {number}/{of}"));
-        Some(Work { action: HistoryAction::Promote, stage: name, batch: number, of, environments, rollback_of: None })
+        Started::Work(Work {
+            action: HistoryAction::Promote,
+            stage: name,
+            batch: number,
+            of,
+            environments,
+            rollback_of: None,
+        })
     }
 
     /// Judges the committed batch of stage `index`.
@@ -393,15 +426,12 @@ impl Step<'_> {
         );
         let tolerance = gate_spec.tolerance.as_ref().and_then(to_std).unwrap_or_default();
         let rollout_name = self.rollout.metadata.name.clone().unwrap_or_default();
-        let names = plan::batch(stage, batch.number).to_vec();
+        let rollout_uid = self.rollout.metadata.uid.clone().unwrap_or_default();
+        let names = batch.environments.clone();
         let stage_name = stage.name.clone();
-        let already_failed: BTreeSet<String> = self
-            .status
-            .failures
-            .iter()
-            .filter(|f| f.stage == stage_name && f.batch == batch.number)
-            .map(|f| f.environment.clone())
-            .collect();
+        // Once the batch was healthy, only the tolerance judges it (a soak may outlast the deadline).
+        let deadline_applies = batch.verified_at.is_none();
+        let already_failed: BTreeSet<&String> = batch.failed.iter().collect();
         let mut tally = GateTally::default();
         let mut failing = Vec::new();
         let mut new_failures = Vec::new();
@@ -414,13 +444,14 @@ impl Step<'_> {
             let request = self.obs.requests.get(name).map(AsRef::as_ref);
             let cx = gate::Context {
                 rollout: &rollout_name,
+                rollout_uid: &rollout_uid,
                 commit: &commit,
                 gate: &gate_spec,
                 argocd_installed: self.obs.argocd_installed,
                 auto_sync: request.is_none_or(|r| !self.obs.manual_sync_classes.contains(&r.spec.class)),
             };
             let signal = gate::judge(request, cx);
-            let overdue = self.now >= deadline;
+            let overdue = deadline_applies && self.now >= deadline;
             match signal {
                 Signal::Passed | Signal::Superseded(_) => tally.passed += 1,
                 Signal::Waiting(message) if overdue => {
@@ -429,7 +460,9 @@ impl Step<'_> {
                 Signal::Waiting(message) => {
                     tally.waiting += 1;
                     first_wait.get_or_insert_with(|| format!("{name}: {message}"));
-                    self.wake_at(deadline);
+                    if deadline_applies {
+                        self.wake_at(deadline);
+                    }
                 }
                 Signal::Failing { reason, message } => {
                     let since = batch
@@ -444,7 +477,7 @@ impl Step<'_> {
                         tally.failing += 1;
                         first_wait.get_or_insert_with(|| format!("{name}: {message}"));
                         failing.push(crate::api::rollout::Failing { environment: name.clone(), since });
-                        self.wake_at(counts_at.min(deadline));
+                        self.wake_at(if deadline_applies { counts_at.min(deadline) } else { counts_at });
                     }
                 }
             }
@@ -452,6 +485,9 @@ impl Step<'_> {
         for (environment, reason, message) in new_failures {
             tally.failed += 1;
             self.status.stages[index].counts.failed += 1;
+            if let Some(current) = self.status.stages[index].current.as_mut() {
+                current.failed.push(environment.clone());
+            }
             let text = format!("{environment} failed its gate ({reason}): {message}");
             self.note(true, reasons::GATE_FAILED, text);
             self.status.failures.push(GateFailure {
@@ -486,6 +522,7 @@ impl Step<'_> {
             return Verified::Waiting;
         }
         let soak = gate_spec.soak.as_ref().and_then(to_std).unwrap_or_default();
+        current.verified_at.get_or_insert(Time(self.now));
         let since = current.healthy_since.get_or_insert(Time(self.now)).0;
         let soak_until = add(since, soak);
         current.soak_until = (!soak.is_zero()).then_some(Time(soak_until));
@@ -532,9 +569,10 @@ impl Step<'_> {
             return;
         }
         let (name, number) = (stage.name.clone(), batch.number);
-        let before = self.status.failures.len();
         self.status.failures.retain(|f| !(f.stage == name && f.batch == number));
-        let forgotten = u32::try_from(before - self.status.failures.len()).unwrap_or(u32::MAX);
+        let forgotten = u32::try_from(batch.failed.len()).unwrap_or(u32::MAX);
+        batch.failed.clear();
+        batch.verified_at = None;
         stage.counts.failed = stage.counts.failed.saturating_sub(forgotten);
         stage.phase = StagePhase::Progressing;
         batch.committed_at = Some(Time(self.now));
@@ -610,8 +648,23 @@ impl Step<'_> {
     }
 
     fn roll_back(&mut self) -> Option<Work> {
+        loop {
+            match self.next_rollback() {
+                Started::Work(work) => return Some(work),
+                Started::Waiting => return None,
+                Started::Empty => {}
+            }
+        }
+    }
+
+    /// The next batch to commit back; `Empty` when none of its environments is still
+    /// this rollout's (it then counts as done).
+    fn next_rollback(&mut self) -> Started {
         let rollout_name = self.rollout.metadata.name.clone().unwrap_or_default();
-        let rollback = self.status.rollback.as_mut()?;
+        let rollout_uid = self.rollout.metadata.uid.clone().unwrap_or_default();
+        let Some(rollback) = self.status.rollback.as_mut() else {
+            return Started::Waiting;
+        };
         let current = match rollback.current.clone() {
             Some(current) => current,
             None => {
@@ -623,7 +676,7 @@ impl Step<'_> {
                         format!("{done} batches committed back to their previous revision"),
                     );
                     self.note(false, reasons::ROLLED_BACK, format!("{done} batches rolled back"));
-                    return None;
+                    return Started::Waiting;
                 }
                 let next = rollback.pending.remove(0);
                 rollback.current = Some(next.clone());
@@ -631,24 +684,33 @@ impl Step<'_> {
                 next
             }
         };
-        let stage = self.status.stages.iter().find(|s| s.name == current.stage)?;
+        let Some(stage) = self.status.stages.iter().find(|s| s.name == current.stage) else {
+            return Started::Waiting;
+        };
         // Only environments still on this rollout's promotion: a person's edit wins.
-        let environments = plan::batch(stage, current.batch)
-            .iter()
-            .filter(|name| {
-                self.obs
-                    .requests
-                    .get(*name)
-                    .and_then(|r| r.promotion_in_effect())
-                    .is_some_and(|p| p.rollout == rollout_name)
+        let ours = |r: &EnvironmentRequest| {
+            r.promotion_in_effect().is_some_and(|p| {
+                p.rollout == rollout_name && (p.rollout_uid.is_empty() || p.rollout_uid == rollout_uid)
             })
+        };
+        let environments: Vec<String> = plan::batch(stage, current.batch)
+            .iter()
+            .filter(|name| self.obs.requests.get(*name).is_some_and(|r| ours(r)))
             .cloned()
             .collect();
         let of = plan::batches(stage);
+        if environments.is_empty() {
+            if let Some(rollback) = self.status.rollback.as_mut() {
+                rollback.current = None;
+                rollback.step = None;
+                rollback.done += 1;
+            }
+            return Started::Empty;
+        }
         let message =
             format!("committing {} batch {}/{of} back to the previous revision", current.stage, current.batch);
         self.set(RolloutPhase::RollingBack, reasons::ROLLING_BACK, message);
-        Some(Work {
+        Started::Work(Work {
             action: HistoryAction::Rollback,
             stage: current.stage.clone(),
             batch: current.batch,
@@ -744,6 +806,15 @@ impl Step<'_> {
             }
         }
     }
+}
+
+enum Started {
+    /// A batch to commit.
+    Work(Work),
+    /// Nothing to do until something changes.
+    Waiting,
+    /// The batch had nothing left to commit; go on to the next.
+    Empty,
 }
 
 enum Verified {

@@ -25,6 +25,9 @@ pub enum SkipReason {
     /// Not provisioned (awaiting approval, over budget, failed): a rollout only
     /// moves environments that run, and never around their own admission.
     NotProvisioned,
+    /// Its class needs an approval, and a rollout cannot carry one yet: changing
+    /// what such an environment runs takes a new approved spec.
+    ApprovalRequired,
 }
 
 impl SkipReason {
@@ -34,6 +37,7 @@ impl SkipReason {
             Self::OtherApp => "OtherApp",
             Self::NoStage => "NoStage",
             Self::NotProvisioned => "NotProvisioned",
+            Self::ApprovalRequired => "ApprovalRequired",
         }
     }
 }
@@ -103,6 +107,7 @@ pub fn resolve(value: &IntOrString, total: usize, minimum: u32) -> Option<u32> {
 pub fn plan<'a>(
     spec: &RolloutSpec,
     requests: impl IntoIterator<Item = &'a EnvironmentRequest>,
+    approval_classes: &std::collections::BTreeSet<String>,
 ) -> Result<Plan, PlanError> {
     let rollout_selector = selector("spec.selector", &spec.selector)?;
     let stage_selectors = spec
@@ -132,6 +137,10 @@ pub fn plan<'a>(
         }
         if !is_provisioned(request) {
             skipped.push((name, SkipReason::NotProvisioned));
+            continue;
+        }
+        if approval_classes.contains(&request.spec.class) {
+            skipped.push((name, SkipReason::ApprovalRequired));
             continue;
         }
         let stage = spec.stages.iter().zip(&stage_selectors).position(|(stage, stage_selector)| {
@@ -242,7 +251,7 @@ mod tests {
             stage("staging", &["staging"], IntOrString::Int(1)),
             stage("production", &["production"], IntOrString::Int(1)),
         ]);
-        let plan = plan(&spec, &requests).expect("a plan");
+        let plan = plan(&spec, &requests, &Default::default()).expect("a plan");
         assert_eq!(plan.stages[0].environments, ["stage-1"]);
         assert_eq!(plan.stages[1].environments, ["prod-a", "prod-b"]);
         assert_eq!(
@@ -258,7 +267,7 @@ mod tests {
         // The same requests in another order plan the same.
         let mut reversed = requests.clone();
         reversed.reverse();
-        assert_eq!(super::plan(&spec, &reversed).expect("a plan"), plan);
+        assert_eq!(super::plan(&spec, &reversed, &Default::default()).expect("a plan"), plan);
     }
 
     #[test]
@@ -280,7 +289,7 @@ mod tests {
         let requests: Vec<_> =
             (0..7).map(|i| request(&format!("prod-{i}"), "production", "checkout", &[TEAM])).collect();
         let spec = spec(vec![stage("production", &["production"], IntOrString::String("30%".into()))]);
-        let plan = plan(&spec, &requests).expect("a plan");
+        let plan = plan(&spec, &requests, &Default::default()).expect("a plan");
         let production = &plan.stages[0];
         assert_eq!(production.batch_size, 2);
         assert_eq!(batches(production), 4);
@@ -293,13 +302,13 @@ mod tests {
     fn nothing_to_promote_and_bad_selectors_are_errors_a_person_can_act_on() {
         let spec = spec(vec![stage("production", &["production"], IntOrString::Int(1))]);
         let other = [request("web", "production", "web", &[TEAM])];
-        let error = plan(&spec, &other).expect_err("nothing to promote");
+        let error = plan(&spec, &other, &Default::default()).expect_err("nothing to promote");
         assert_eq!(error.to_string(), "the selector matches no environment that deploys app checkout");
         let mut bad = spec.clone();
         bad.selector.match_expressions = Some(vec![
             serde_json::from_value(serde_json::json!({ "key": "team", "operator": "Near", "values": ["x"] }))
                 .expect("an expression"),
         ]);
-        assert!(matches!(plan(&bad, &other), Err(PlanError::Selector { .. })));
+        assert!(matches!(plan(&bad, &other, &Default::default()), Err(PlanError::Selector { .. })));
     }
 }

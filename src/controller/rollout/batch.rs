@@ -48,8 +48,11 @@ pub(super) async fn run(rollout: &Rollout, work: &Work, ctx: &Context) -> Result
             continue;
         };
         patch_promotion(&request, &promotion, ctx).await?;
+        // Rendered as it will be once confirmed: what the request controller renders
+        // then, so it finds the batch's commit and makes none of its own.
         let mut with = (*request).clone();
-        with.status.get_or_insert_with(EnvironmentRequestStatus::default).promotion = Some(promotion.clone());
+        let landed = Promotion { state: done, ..promotion.clone() };
+        with.status.get_or_insert_with(EnvironmentRequestStatus::default).promotion = Some(landed);
         marked.push((with, promotion));
     }
 
@@ -64,6 +67,8 @@ pub(super) async fn run(rollout: &Rollout, work: &Work, ctx: &Context) -> Result
                 };
                 let reason =
                     ChangeReason::new(crate::controller::request::key(&request), request.metadata.generation, summary);
+                // What this process last committed there is about to change.
+                ctx.committed.forget(path.as_str());
                 changes.push(BatchChange { path, files, reason });
                 rendered.push((request, promotion, digest));
             }
@@ -114,17 +119,21 @@ pub(super) async fn run(rollout: &Rollout, work: &Work, ctx: &Context) -> Result
 fn mark(rollout: &Rollout, work: &Work, request: &EnvironmentRequest, state: PromotionState) -> Option<Promotion> {
     let generation = request.metadata.generation.unwrap_or_default();
     let now = Time(Timestamp::now());
-    let this = rollout.name_any();
-    let current = request.promotion_in_effect().filter(|p| p.rollout == this);
+    let (this, uid) = (rollout.name_any(), rollout.uid().unwrap_or_default());
+    let current = request.promotion_in_effect().filter(|p| p.rollout == this && p.rollout_uid == uid);
     match work.action {
         HistoryAction::Promote => {
-            // A repeat keeps the revision recorded as previous by the first mark.
+            // A repeat of this very step keeps the revision its first mark recorded as
+            // previous; anything else starts from what the environment runs now.
             let previous = match current {
-                Some(p) if p.stage == work.stage && p.batch == work.batch => p.previous_revision.clone(),
+                Some(p) if p.stage == work.stage && p.batch == work.batch && p.state.in_flight() => {
+                    p.previous_revision.clone()
+                }
                 _ => request.deployed_revision().to_owned(),
             };
             Some(Promotion {
                 rollout: this,
+                rollout_uid: uid,
                 revision: rollout.spec.revision.clone(),
                 previous_revision: previous,
                 stage: work.stage.clone(),

@@ -38,8 +38,17 @@ const AFTER_COMMIT: Duration = Duration::from_millis(500);
 pub async fn reconcile(rollout: Arc<Rollout>, ctx: Arc<Context>) -> Result<Action, Error> {
     let index = ctx.index().await;
     let observations = observe(&rollout, index);
+    let mut rollout = rollout;
+    let mut decision =
+        core::next(&rollout, &rollout.status.clone().unwrap_or_default(), &observations, Timestamp::now());
+    if decision.work.is_some() {
+        // About to mark and commit: decide on the rollout as stored, not on a cached
+        // copy that may predate this controller's last status write (which would
+        // repeat a batch already confirmed). One read per batch.
+        rollout = Arc::new(read(&rollout, &ctx).await?);
+        decision = core::next(&rollout, &rollout.status.clone().unwrap_or_default(), &observations, Timestamp::now());
+    }
     let old = rollout.status.clone().unwrap_or_default();
-    let decision = core::next(&rollout, &old, &observations, Timestamp::now());
     let mut status = decision.status;
     // Status first (it records the plan and the batch being marked), so a crash
     // after this point repeats the same batch rather than planning another.
@@ -91,6 +100,12 @@ pub async fn reconcile(rollout: Arc<Rollout>, ctx: Arc<Context>) -> Result<Actio
     Ok(Action::requeue(AFTER_COMMIT))
 }
 
+async fn read(rollout: &Rollout, ctx: &Context) -> Result<Rollout, Error> {
+    let api: Api<Rollout> = Api::namespaced(ctx.client.clone(), &rollout.namespace().unwrap_or_default());
+    let name = rollout.name_any();
+    api.get(&name).await.map_err(|source| Error::Read { what: format!("Rollout {name}"), source })
+}
+
 fn short(commit: &str) -> &str {
     commit.get(..12).unwrap_or(commit)
 }
@@ -105,15 +120,27 @@ fn observe(rollout: &Rollout, index: &Index) -> Observations {
         .collect::<std::collections::BTreeMap<String, Arc<EnvironmentRequest>>>();
     let manual_sync_classes =
         index.classes.state().iter().filter(|c| !c.spec.argocd.sync_policy.automated).map(|c| c.name_any()).collect();
+    let approval_classes =
+        index.classes.state().iter().filter(|c| c.spec.approval.required).map(|c| c.name_any()).collect();
     let this = rollout.name_any();
     let active_rollouts = index
         .rollouts_in(&namespace)
         .iter()
         .filter(|r| r.name_any() != this)
         .filter(|r| !r.status.as_ref().and_then(|s| s.phase).is_some_and(|p| p.is_terminal()))
-        .map(|r| r.name_any())
+        .map(|r| {
+            let planned =
+                r.status.iter().flat_map(|s| &s.stages).flat_map(|s| s.environments.iter().cloned()).collect();
+            (r.name_any(), planned)
+        })
         .collect();
-    Observations { requests, argocd_installed: index.argocd_installed(), manual_sync_classes, active_rollouts }
+    Observations {
+        requests,
+        argocd_installed: index.argocd_installed(),
+        manual_sync_classes,
+        approval_classes,
+        active_rollouts,
+    }
 }
 
 async fn write_status(rollout: &Rollout, status: &RolloutStatus, ctx: &Context) -> Result<(), Error> {

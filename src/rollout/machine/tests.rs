@@ -56,6 +56,7 @@ fn request(name: &str, class: &str) -> EnvironmentRequest {
 fn promoted(mut r: EnvironmentRequest, commit: &str, health: &str) -> EnvironmentRequest {
     let promotion = Promotion {
         rollout: "checkout-v2".into(),
+        rollout_uid: String::new(),
         revision: "v2".into(),
         previous_revision: "v1".into(),
         stage: "canary".into(),
@@ -353,24 +354,21 @@ fn paused_finishes_the_batch_in_flight_and_starts_nothing_new() {
 }
 
 #[test]
-fn a_crash_after_marking_repeats_the_same_commit_and_abort_waits_for_it() {
+fn a_crash_after_marking_repeats_the_same_commit_and_abort_stops_at_once() {
     let mut rollout = two_stages(serde_json::json!({}));
     let world = World::three();
     // Marked, never confirmed (the process died).
     let marked = next(&rollout, &RolloutStatus::default(), &world.obs(), at(0));
     let again = next(&rollout, &marked.status, &world.obs(), at(5));
     assert_eq!(again.work, marked.work);
+    // Abort does not wait for a commit that may never land (a mark unconfirmed keeps
+    // running the previous revision).
     rollout.spec.abort = true;
-    let aborting = next(&rollout, &marked.status, &world.obs(), at(6));
-    assert_eq!(aborting.work, marked.work, "the commit in flight finishes first");
-    let mut status = marked.status.clone();
-    if let Some(work) = &aborting.work {
-        record_commit(&mut status, work, "c1", at(6));
-    }
-    let aborted = next(&rollout, &status, &world.obs(), at(7));
+    let aborted = next(&rollout, &marked.status, &world.obs(), at(6));
     assert_eq!(aborted.work, None);
     assert_eq!(aborted.status.phase, Some(RolloutPhase::Aborted));
     assert!(aborted.notes.iter().any(|n| n.reason == "Aborted"));
+    assert_eq!(next(&rollout, &aborted.status, &world.obs(), at(7)).work, None);
 }
 
 #[test]
@@ -402,7 +400,7 @@ fn a_rollout_waits_for_not_before_a_freeze_and_another_rollout_holding_its_envir
         r
     });
     let mut obs = world.obs();
-    obs.active_rollouts.insert("checkout-v1".into());
+    obs.active_rollouts.insert("checkout-v1".into(), Default::default());
     let blocked = next(&rollout, &RolloutStatus::default(), &obs, at(0));
     assert_eq!(blocked.status.reason.as_deref(), Some(reasons::BLOCKED));
     assert!(blocked.status.message.as_deref().is_some_and(|m| m.contains("prod-a") && m.contains("checkout-v1")));
@@ -441,4 +439,104 @@ fn status_stays_small_at_ten_thousand_environments() {
     let bytes = serde_json::to_vec(&decision.status).expect("json").len();
     assert!(bytes <= 512 * 1024, "{bytes} bytes");
     let _ = SignedDuration::ZERO;
+}
+
+#[test]
+fn a_held_or_deleted_environment_after_planning_is_not_judged_and_an_empty_batch_is_skipped() {
+    let rollout = rollout(serde_json::json!({
+        "app": "checkout", "revision": "v2",
+        "selector": { "matchLabels": { "app": "checkout" } },
+        "stages": [{ "name": "production", "classes": ["production"], "batchSize": 1 }],
+    }));
+    let mut world = World::three();
+    let mut status = RolloutStatus::default();
+    let first = step(&rollout, &mut status, &world, at(0), "c1").work.expect("batch 1");
+    assert_eq!(first.environments, ["prod-a"]);
+    // prod-b is held after planning: batch 2 has nothing to commit and is skipped.
+    world.set("prod-b", |mut r| {
+        r.metadata.labels.get_or_insert_with(Default::default).insert("berth.dev/hold".into(), "true".into());
+        r
+    });
+    world.set("prod-a", |r| promoted(r, "c1", "Healthy"));
+    let done = step(&rollout, &mut status, &world, at(1), "unused");
+    assert_eq!(done.work, None);
+    assert_eq!(status.phase, Some(RolloutPhase::Succeeded));
+    assert_eq!(status.history.len(), 1, "no history line for a batch that committed nothing");
+}
+
+#[test]
+fn failures_are_counted_once_however_many_there_are() {
+    let rollout = rollout(serde_json::json!({
+        "app": "checkout", "revision": "v2",
+        "selector": { "matchLabels": { "app": "checkout" } },
+        "stages": [{ "name": "production", "classes": ["production"], "batchSize": "100%", "maxFailures": "90%" }],
+    }));
+    let mut world = World { requests: (0..80).map(|i| request(&format!("prod-{i:02}"), "production")).collect() };
+    let mut status = RolloutStatus::default();
+    step(&rollout, &mut status, &world, at(0), "c1");
+    for i in 0..60 {
+        world.set(&format!("prod-{i:02}"), |r| promoted(r, "c1", "Degraded"));
+    }
+    for _ in 0..3 {
+        step(&rollout, &mut status, &world, at(1), "unused");
+    }
+    assert_eq!(status.stages[0].counts.failed, 60);
+    assert_eq!(status.failures.len(), crate::api::rollout::MAX_FAILURES);
+}
+
+#[test]
+fn after_a_batch_was_healthy_its_soak_outlasts_the_progress_deadline() {
+    let rollout = rollout(serde_json::json!({
+        "app": "checkout", "revision": "v2",
+        "selector": { "matchLabels": { "app": "checkout" } },
+        "stages": [{ "name": "canary", "classes": ["staging"],
+                     "healthGate": { "soak": "1h", "progressDeadline": "5m", "tolerance": "2m" } }],
+    }));
+    let mut world = World::three();
+    let mut status = RolloutStatus::default();
+    step(&rollout, &mut status, &world, at(0), "c1");
+    world.set("stage-1", |r| promoted(r, "c1", "Healthy"));
+    step(&rollout, &mut status, &world, at(10), "unused");
+    assert_eq!(status.reason.as_deref(), Some(reasons::SOAKING));
+    // Forty minutes in, a short Progressing blip: waiting, not failed by the deadline.
+    world.set("stage-1", |r| promoted(r, "c1", "Progressing"));
+    step(&rollout, &mut status, &world, at(2400), "unused");
+    assert_eq!(status.phase, Some(RolloutPhase::Progressing));
+    assert!(status.failures.is_empty(), "{:?}", status.failures);
+}
+
+#[test]
+fn recording_a_commit_twice_records_it_once() {
+    let rollout = two_stages(serde_json::json!({}));
+    let world = World::three();
+    let decision = next(&rollout, &RolloutStatus::default(), &world.obs(), at(0));
+    let work = decision.work.expect("a batch");
+    let mut status = decision.status;
+    record_commit(&mut status, &work, "c1", at(1));
+    record_commit(&mut status, &work, "c1", at(2));
+    assert_eq!(status.history.len(), 1);
+}
+
+#[test]
+fn a_rollout_waits_for_another_that_planned_the_same_environments() {
+    let rollout = two_stages(serde_json::json!({}));
+    let world = World::three();
+    let mut obs = world.obs();
+    obs.active_rollouts.insert("checkout-v1".into(), ["prod-b".to_owned()].into());
+    let blocked = next(&rollout, &RolloutStatus::default(), &obs, at(0));
+    assert_eq!(blocked.status.reason.as_deref(), Some(reasons::BLOCKED));
+    assert_eq!(blocked.work, None);
+}
+
+#[test]
+fn environments_of_classes_that_need_an_approval_are_skipped() {
+    let rollout = two_stages(serde_json::json!({}));
+    let world = World::three();
+    let mut obs = world.obs();
+    obs.approval_classes.insert("production".into());
+    let decision = next(&rollout, &RolloutStatus::default(), &obs, at(0));
+    let plan = decision.status.plan.expect("planned");
+    assert_eq!(plan.environments, 1);
+    assert!(plan.skipped_environments.iter().all(|s| s.reason == "ApprovalRequired"));
+    assert_eq!(plan.skipped, 2);
 }
