@@ -21,6 +21,8 @@ use berth::api::{
 use berth_e2e::suite::*;
 use kube::Api;
 
+mod cli;
+
 /// Plays Argo CD for the environments of one tenant.
 #[derive(Clone, Default)]
 struct FakeArgoCd {

@@ -197,3 +197,45 @@ async fn tenants_cannot_take_a_system_namespace_or_another_tenants() {
     let out = cluster().kubectl("admin", &["apply", "-f", "-"], Some(&system)).await;
     assert!(!out.success && out.stderr.contains("\"kube-system\" is reserved"), "{}", out.stderr);
 }
+
+#[tokio::test]
+async fn a_rollout_whose_selector_picks_another_apps_environment_is_refused_until_it_is_held() {
+    berth().await;
+    let (name, class) = (format!("tn-{}", suffix()), format!("small-{}", suffix()));
+    kubectl_apply(&class_yaml(&class, 1, "")).await;
+    tenant(&name, &[&class], "{}", false).await;
+    // A request of app web that carries checkout's label.
+    let web = request_yaml(&name, "web-prod", &name, &class, "")
+        .replace("namespace: ", "labels: {app: checkout}, namespace: ");
+    apply_as("alice", &web).await.expect("the request is admitted");
+    let rollout = format!(
+        "apiVersion: berth.dev/v1alpha1
+kind: Rollout
+metadata: {{name: checkout-v2, namespace: {name}}}
+spec:
+  app: checkout
+  revision: v2
+  selector: {{matchLabels: {{app: checkout}}}}
+  stages: [{{name: all}}]
+"
+    );
+    // The webhook sees the request once its index has it.
+    let refused = wait_for(Duration::from_secs(30), "the rollout to be refused", || {
+        let rollout = rollout.clone();
+        async move { apply_as("alice", &rollout).await.err() }
+    })
+    .await;
+    assert!(refused.contains("denied the request"), "{refused}");
+    assert!(refused.contains("deploy another app than \"checkout\": web-prod (app web)"), "{refused}");
+    assert!(refused.contains("berth.dev/hold"), "{refused}");
+
+    // Holding the request, as the message says, lets the rollout in.
+    let out =
+        cluster().kubectl("admin", &["label", "envreq", "web-prod", "-n", &name, "berth.dev/hold=true"], None).await;
+    assert!(out.success, "{}", out.stderr);
+    wait_for(Duration::from_secs(30), "the rollout to be admitted", || {
+        let rollout = rollout.clone();
+        async move { apply_as("alice", &rollout).await.ok() }
+    })
+    .await;
+}
