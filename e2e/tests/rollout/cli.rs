@@ -36,18 +36,7 @@ async fn pause_resume_retry_and_abort_are_patches_on_the_rollout_and_status_prin
     operator().await;
     let (tenant, _class) = tenant_with_class("cli", "{}").await;
     // Nothing to promote: the controller gives it a phase at once, which is all `status` needs.
-    kubectl_apply(&format!(
-        "apiVersion: berth.dev/v1alpha1
-kind: Rollout
-metadata: {{name: web-v2, namespace: {tenant}}}
-spec:
-  app: web
-  revision: v2
-  selector: {{matchLabels: {{app: web}}}}
-  stages: [{{name: all}}]
-"
-    ))
-    .await;
+    kubectl_apply(&app_rollout_yaml(&tenant, "web-v2", "web", "v2", "[{name: all}]")).await;
     let api: Api<Rollout> = Api::namespaced(cluster().client("admin").await, &tenant);
     let api = &api;
     let get = || async move { api.get("web-v2").await.unwrap_or_else(|e| panic!("{e}")) };

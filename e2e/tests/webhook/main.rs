@@ -208,17 +208,7 @@ async fn a_rollout_whose_selector_picks_another_apps_environment_is_refused_unti
     let web = request_yaml(&name, "web-prod", &name, &class, "")
         .replace("namespace: ", "labels: {app: checkout}, namespace: ");
     apply_as("alice", &web).await.expect("the request is admitted");
-    let rollout = format!(
-        "apiVersion: berth.dev/v1alpha1
-kind: Rollout
-metadata: {{name: checkout-v2, namespace: {name}}}
-spec:
-  app: checkout
-  revision: v2
-  selector: {{matchLabels: {{app: checkout}}}}
-  stages: [{{name: all}}]
-"
-    );
+    let rollout = app_rollout_yaml(&name, "checkout-v2", "checkout", "v2", "[{name: all}]");
     // The webhook sees the request once its index has it.
     let refused = wait_for(Duration::from_secs(30), "the rollout to be refused", || {
         let rollout = rollout.clone();
