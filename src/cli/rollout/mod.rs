@@ -2,8 +2,10 @@
 //! controller wrote ([`status`]); `pause`, `resume`, `abort` and `retry` are each one
 //! merge patch a person could send with kubectl ([`change`]), printed with that
 //! command. They talk to the cluster of the current kubeconfig context, as kubectl does.
+//! `plan` works on files only ([`plan`]).
 
 mod change;
+mod plan;
 mod status;
 
 use clap::{Args, Subcommand};
@@ -15,6 +17,7 @@ use kube::{
 };
 
 pub use change::{Change, Control, Refusal, change};
+pub use plan::{PlanArgs, dry_run};
 pub use status::format_status;
 
 use crate::api::Rollout;
@@ -46,6 +49,9 @@ enum RolloutCommand {
     /// Look again at a batch whose gate failed: its failures are forgotten and its
     /// environments get a new progress deadline (sets the berth.dev/retry annotation).
     Retry(Target),
+    /// Print the plan a Rollout would freeze when it starts, from files: its stages,
+    /// their batches in commit order, and the environments skipped and why.
+    Plan(PlanArgs),
 }
 
 /// Which rollout, in which cluster.
@@ -73,6 +79,9 @@ struct AbortArgs {
 
 /// `berth rollout …`.
 pub fn rollout(args: &RolloutArgs) -> Result<(), String> {
+    if let RolloutCommand::Plan(args) = &args.command {
+        return plan::plan_command(args); // Files only: no cluster, no runtime.
+    }
     super::runtime()?.block_on(async {
         match &args.command {
             RolloutCommand::Status(target) => {
@@ -84,6 +93,7 @@ pub fn rollout(args: &RolloutArgs) -> Result<(), String> {
             RolloutCommand::Resume(target) => steer(target, Control::Resume, false).await,
             RolloutCommand::Abort(args) => steer(&args.target, Control::Abort, args.yes).await,
             RolloutCommand::Retry(target) => steer(target, Control::Retry, false).await,
+            RolloutCommand::Plan(_) => Ok(()), // Answered above, without the cluster.
         }
     })
 }
