@@ -82,7 +82,7 @@ kind-down:
     kind delete cluster --name berth
 
 # Every benchmark; reports land in target/bench/
-bench: bench-gitops bench-admission bench-budget bench-operator
+bench: bench-gitops bench-admission bench-budget bench-rollout bench-operator
 
 # Operator on the loopback control plane: latency, burst of 1,000 vs raw create rate, commits, peak RSS
 bench-operator:
@@ -99,6 +99,11 @@ bench-gitops:
 bench-budget:
     cargo bench --bench budget -- target/bench/budget.md
     @cat target/bench/budget.md
+
+# Rollouts: planning 10,000 environments, status size at 1,000 and 10,000, one commit per batch
+bench-rollout:
+    cargo bench --bench rollout -- target/bench/rollout.md
+    @cat target/bench/rollout.md
 
 # Admission webhook over loopback HTTPS: p50/p99 latency and reviews/s, one server core
 bench-admission:

@@ -337,19 +337,7 @@ fn us(d: Duration) -> String {
     format!("{:.1}", d.as_secs_f64() * 1e6)
 }
 
-/// CPU time the calling thread has used: `/proc/thread-self/schedstat` (ns), else the
-/// utime+stime ticks of `/proc/thread-self/stat`; `None` off Linux.
-fn thread_cpu() -> Option<Duration> {
-    if let Ok(text) = std::fs::read_to_string("/proc/thread-self/schedstat")
-        && let Some(ns) = text.split_whitespace().next().and_then(|n| n.parse::<u64>().ok())
-    {
-        return Some(Duration::from_nanos(ns));
-    }
-    let text = std::fs::read_to_string("/proc/thread-self/stat").ok()?;
-    let fields: Vec<&str> = text.rsplit_once(')')?.1.split_whitespace().collect();
-    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
-    Some(Duration::from_millis(ticks * 10))
-}
+use berth::testing::cpu::thread_cpu;
 
 /// The 1-minute load average, from `/proc/loadavg`.
 fn load_average() -> String {

@@ -58,30 +58,12 @@ spec: {{tenant: {tenant}, class: preview, app: {{name: web, repoURL: 'https://ex
     request
 }
 
-/// CPU time of the calling thread (`/proc/thread-self/schedstat`, ns). Without it the
-/// benchmark cannot measure anything, and says so rather than report zeros.
-fn thread_cpu() -> Duration {
-    let text = std::fs::read_to_string("/proc/thread-self/schedstat").expect("/proc/thread-self/schedstat (Linux)");
-    Duration::from_nanos(text.split_whitespace().next().and_then(|n| n.parse().ok()).expect("a CPU time in ns"))
-}
-
 /// Calls of `decide` per sample: the thread's CPU clock may tick in jiffies (4 ms
 /// here), so each sample times a batch and divides.
 const PER_SAMPLE: u32 = 50;
 
-/// The median CPU time of one call of `decide`, over `runs` samples of [`PER_SAMPLE`] calls.
-fn median_cpu(runs: usize, mut decide: impl FnMut()) -> Duration {
-    let mut samples: Vec<Duration> = (0..runs)
-        .map(|_| {
-            let start = thread_cpu();
-            for _ in 0..PER_SAMPLE {
-                decide();
-            }
-            thread_cpu().saturating_sub(start) / PER_SAMPLE
-        })
-        .collect();
-    samples.sort_unstable();
-    samples[samples.len() / 2]
+fn median_cpu(runs: usize, decide: impl FnMut()) -> Duration {
+    berth::testing::cpu::median_cpu(runs, PER_SAMPLE, decide)
 }
 
 /// Admission's decision: the namespace's requests from the index, claims, decision.

@@ -123,7 +123,49 @@ run kubectl get environmentrequest checkout-prod -n payments \
   -o jsonpath='{.status.conditions[?(@.type=="Approved")].message}'; echo
 run kubectl get berth -A
 
-run kubectl apply -f examples/rollout-checkout.yaml   # Rollouts are stored; their controller comes later
+step "A rollout: checkout's previews to v1.9.0, a canary first, then the rest in two batches (each batch one commit)"
+# Two more previews of checkout; checkout-pr-1234 is the canary.
+for pr in 1235 1236; do
+  sed -e "s/checkout-pr-1234/checkout-pr-$pr/" -e "s/revision: pr-1234/revision: pr-$pr/" \
+    examples/environmentrequest-preview.yaml > ".berth/checkout-pr-$pr.yaml"
+  if $argocd; then
+    sed -i "s#https://git.example.com/payments/checkout.git#file://$PWD/.berth/app-checkout.git#" ".berth/checkout-pr-$pr.yaml"
+    git --git-dir .berth/app-checkout.git tag -f "pr-$pr" main >/dev/null
+  fi
+  run kubectl --context alice apply -f ".berth/checkout-pr-$pr.yaml"
+done
+run kubectl label environmentrequest checkout-pr-1234 -n payments ring=canary
+if $argocd; then
+  git --git-dir .berth/app-checkout.git tag -f v1.9.0 main >/dev/null
+  gate='{}'   # Argo CD synced and healthy at v1.9.0, live objects matching the commit
+  wait_s=300
+else
+  # Nothing reports sync here: the gate only waits until each batch's commit is recorded.
+  gate='{requireSynced: false, requireNoDrift: false}'
+  wait_s=60
+fi
+for pr in 1235 1236; do
+  kubectl wait --for=jsonpath='{.status.phase}'=Ready "environmentrequest/checkout-pr-$pr" -n payments --timeout=${wait_s}s >/dev/null
+done
+cat > .berth/rollout-previews.yaml <<YAML
+apiVersion: berth.dev/v1alpha1
+kind: Rollout
+metadata: {name: checkout-previews-v1-9-0, namespace: payments}
+spec:
+  app: checkout
+  revision: v1.9.0
+  selector: {matchLabels: {app: checkout}}
+  stages:
+    - {name: canary, classes: [preview], selector: {matchLabels: {ring: canary}}, healthGate: $gate}
+    - {name: previews, classes: [preview], batchSize: 1, healthGate: $gate}
+YAML
+run kubectl --context alice apply -f .berth/rollout-previews.yaml
+echo "(checkout-prod is selected too, but no stage takes production: it is skipped and counted)"
+run kubectl wait --for=jsonpath='{.status.phase}'=Succeeded rollout/checkout-previews-v1-9-0 -n payments --timeout=${wait_s}s
+run kubectl get rollouts -n payments
+run kubectl get environmentrequests -n payments -l app=checkout \
+  -o custom-columns='NAME:.metadata.name,SPEC:.spec.app.revision,PROMOTED:.status.promotion.revision,STATE:.status.promotion.state,PHASE:.status.phase'
+run git --git-dir .berth/gitops-remote.git log -3 --format='%h %s%n%(trailers:key=Berth-Rollout-Step,key=Berth-Revision)' main
 
 step "What Berth committed to the GitOps repository"
 run git --git-dir .berth/gitops-remote.git log --stat -1 main

@@ -11,6 +11,7 @@ pub mod operator;
 pub mod pki;
 pub mod policy;
 pub mod remote;
+pub mod rollout;
 pub mod suite;
 pub mod users;
 pub mod webhook;

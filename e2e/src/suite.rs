@@ -149,22 +149,6 @@ spec:
     )
 }
 
-/// A Rollout `name` in `namespace` promoting `app` to `revision` over the requests
-/// labelled `app: <app>`, in `stages` (a YAML flow sequence, e.g. `[{name: all}]`).
-pub fn app_rollout_yaml(namespace: &str, name: &str, app: &str, revision: &str, stages: &str) -> String {
-    format!(
-        "apiVersion: berth.dev/v1alpha1
-kind: Rollout
-metadata: {{name: {name}, namespace: {namespace}}}
-spec:
-  app: {app}
-  revision: {revision}
-  selector: {{matchLabels: {{app: {app}}}}}
-  stages: {stages}
-"
-    )
-}
-
 /// A fresh class `<prefix>-<suffix>` and a tenant allowed it with `budget` (a YAML
 /// fragment), once the tenant's request namespace exists; returns (tenant, class).
 pub async fn tenant_with_class(prefix: &str, budget: &str) -> (String, String) {

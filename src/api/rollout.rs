@@ -22,7 +22,9 @@ pub const MAX_ENVIRONMENTS: usize = 10_000;
 /// Most failures kept in status (newest kept).
 pub const MAX_FAILURES: usize = 50;
 /// Most history lines kept in status (git holds the rest).
-pub const MAX_HISTORY: usize = 200;
+pub const MAX_HISTORY: usize = 64;
+/// Longest failure message kept in status.
+pub const MAX_FAILURE_MESSAGE: usize = 256;
 /// Most skipped environments named in status (all are counted).
 pub const MAX_SKIPPED_NAMES: usize = 100;
 
@@ -320,9 +322,9 @@ pub struct RolloutStatus {
     #[serde(default)]
     #[schemars(length(max = 50))]
     pub failures: Vec<GateFailure>,
-    /// One line per batch committed or rolled back (newest 200; git holds the rest).
+    /// One line per batch committed or rolled back (newest 64; git holds the rest).
     #[serde(default)]
-    #[schemars(length(max = 200))]
+    #[schemars(length(max = 64))]
     pub history: Vec<HistoryEntry>,
     /// The `berth.dev/retry` annotation value last acted on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -482,7 +484,7 @@ pub struct GateFailure {
     pub batch: u32,
     /// `Degraded`, `SyncFailed`, `Drifted`, `ProgressDeadline`, `Superseded`…
     pub reason: String,
-    #[schemars(length(max = 512))]
+    #[schemars(length(max = 256))]
     pub message: String,
     pub at: Time,
 }

@@ -54,6 +54,15 @@ fn error_policy<K>(_object: Arc<K>, error: &Error, _ctx: Arc<Context>) -> Action
     if error.is_transient() { Action::requeue(TRANSIENT_RETRY) } else { Action::requeue(PERMANENT_RETRY) }
 }
 
+/// A rollout looks again sooner after a "permanent" error: what refuses its writes
+/// (an admission policy, a quota) is usually fixed by a person while the rollout
+/// waits mid-batch, and a batch should not sit for minutes after that.
+const ROLLOUT_PERMANENT_RETRY: Duration = Duration::from_secs(15);
+
+fn rollout_error_policy(_object: Arc<crate::api::Rollout>, error: &Error, _ctx: Arc<Context>) -> Action {
+    if error.is_transient() { Action::requeue(TRANSIENT_RETRY) } else { Action::requeue(ROLLOUT_PERMANENT_RETRY) }
+}
+
 /// Wraps a reconciler with its metrics timer and tracing span.
 async fn instrumented<K, F, Fut>(kind: Kind, object: Arc<K>, ctx: Arc<Context>, reconcile: F) -> Result<Action, Error>
 where
@@ -272,7 +281,7 @@ pub async fn run(
         .watches_stream(triggers(feeds.rollout_requests), move |request| rollout::rollouts_of(&by_request, &request))
         .reconcile_all_on(takeover(ctx.index.clone(), resumed))
         .graceful_shutdown_on(shutdown)
-        .run(|o, c| instrumented(Kind::Rollout, o, c, rollout::reconcile), error_policy, ctx)
+        .run(|o, c| instrumented(Kind::Rollout, o, c, rollout::reconcile), rollout_error_policy, ctx)
         .for_each(|_| async {});
 
     // Only the leader sweeps (this runs on the leader), and stops with the controllers.

@@ -24,8 +24,8 @@ use crate::api::{
     conditions::{ConditionStatus, Observation, set_condition},
     rollout::{
         BatchRef, BatchStatus, BatchStep, FailurePolicy, GateFailure, GateTally, HistoryAction, HistoryEntry,
-        MAX_FAILURES, MAX_HISTORY, RETRY_ANNOTATION, RollbackScope, RollbackStatus, RolloutPhase, RolloutStatus,
-        StagePhase,
+        MAX_FAILURE_MESSAGE, MAX_FAILURES, MAX_HISTORY, RETRY_ANNOTATION, RollbackScope, RollbackStatus, RolloutPhase,
+        RolloutStatus, StagePhase,
     },
 };
 
@@ -459,7 +459,7 @@ impl Step<'_> {
                 stage: stage_name.clone(),
                 batch: batch.number,
                 reason: reason.to_owned(),
-                message: message.chars().take(512).collect(),
+                message: message.chars().take(MAX_FAILURE_MESSAGE).collect(),
                 at: Time(self.now),
             });
         }

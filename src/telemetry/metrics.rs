@@ -26,6 +26,8 @@ const ORPHANS_REMOVED: &str = "berth_gitops_orphans_removed_total";
 const ARGOCD_REFRESHES: &str = "berth_argocd_refreshes_total";
 const WATCH_ERRORS: &str = "berth_watch_errors_total";
 const WATCH_HEALTHY: &str = "berth_watch_healthy";
+const ROLLOUT_BATCHES: &str = "berth_rollout_batches_total";
+const ROLLOUT_GATE_FAILURES: &str = "berth_rollout_gate_failures_total";
 
 /// Reconcile durations span cache-only passes (milliseconds) to passes that wait for a git
 /// push (seconds), so the buckets reach further than Prometheus' defaults.
@@ -95,6 +97,8 @@ pub struct Metrics {
     argocd_refreshes: IntCounter,
     watch_errors: IntCounterVec,
     watch_healthy: IntGaugeVec,
+    rollout_batches: IntCounterVec,
+    rollout_gate_failures: IntCounterVec,
 }
 
 impl Metrics {
@@ -149,6 +153,21 @@ impl Metrics {
         register(&registry, ARGOCD_REFRESHES, &argocd_refreshes)?;
         register(&registry, WATCH_ERRORS, &watch_errors)?;
         register(&registry, WATCH_HEALTHY, &watch_healthy)?;
+        let rollout_batches = IntCounterVec::new(
+            Opts::new(ROLLOUT_BATCHES, "Rollout batches committed, by action (promote, rollback)"),
+            &["action"],
+        )
+        .map_err(|source| Error::RegisterMetric { name: ROLLOUT_BATCHES, source })?;
+        let rollout_gate_failures = IntCounterVec::new(
+            Opts::new(ROLLOUT_GATE_FAILURES, "Environments that failed a rollout's gate, by reason"),
+            &["reason"],
+        )
+        .map_err(|source| Error::RegisterMetric { name: ROLLOUT_GATE_FAILURES, source })?;
+        register(&registry, ROLLOUT_BATCHES, &rollout_batches)?;
+        register(&registry, ROLLOUT_GATE_FAILURES, &rollout_gate_failures)?;
+        for action in ["promote", "rollback"] {
+            rollout_batches.with_label_values(&[action]);
+        }
 
         // Create every (controller, outcome) series at zero: `rate()` and alerts then work
         // from the first scrape instead of only after the first error of each kind.
@@ -170,6 +189,8 @@ impl Metrics {
             argocd_refreshes,
             watch_errors,
             watch_healthy,
+            rollout_batches,
+            rollout_gate_failures,
         })
     }
 
@@ -228,6 +249,17 @@ impl Metrics {
     /// Counts folders the orphan sweeper removed from git.
     pub fn count_orphans_removed(&self, count: u64) {
         self.orphans_removed.inc_by(count);
+    }
+
+    /// Counts a rollout batch committed; `action` is `promote` or `rollback`.
+    pub fn count_rollout_batch(&self, action: &'static str) {
+        self.rollout_batches.with_label_values(&[action]).inc();
+    }
+
+    /// Counts an environment that failed a rollout's gate; `reason` is one of the
+    /// gate's fixed reasons (`Degraded`, `SyncFailed`, `Drifted`, `ProgressDeadline`).
+    pub fn count_rollout_gate_failure(&self, reason: &str) {
+        self.rollout_gate_failures.with_label_values(&[reason]).inc();
     }
 
     /// Records whether this replica currently holds the leader lease.

@@ -5,6 +5,7 @@
 //! change of format is made once.
 
 mod busy_pusher;
+pub mod cpu;
 mod examples;
 mod keys;
 mod review;

@@ -4,7 +4,7 @@
 use std::{process::Command, time::Duration};
 
 use berth::api::{Rollout, rollout::RETRY_ANNOTATION};
-use berth_e2e::suite::*;
+use berth_e2e::{rollout::rollout_yaml, suite::*};
 use kube::Api;
 
 /// Runs `berth rollout ARGS` as the admin context of the test kubeconfig:
@@ -36,7 +36,7 @@ async fn pause_resume_retry_and_abort_are_patches_on_the_rollout_and_status_prin
     operator().await;
     let (tenant, _class) = tenant_with_class("cli", "{}").await;
     // Nothing to promote: the controller gives it a phase at once, which is all `status` needs.
-    kubectl_apply(&app_rollout_yaml(&tenant, "web-v2", "web", "v2", "[{name: all}]")).await;
+    kubectl_apply(&rollout_yaml(&tenant, "web-v2", "v2", "")).await;
     let api: Api<Rollout> = Api::namespaced(cluster().client("admin").await, &tenant);
     let api = &api;
     let get = || async move { api.get("web-v2").await.unwrap_or_else(|e| panic!("{e}")) };

@@ -5,8 +5,8 @@
 use std::{sync::Mutex, time::Duration};
 
 use berth::api::{EnvironmentRequest, conditions, environment_request::Phase};
-use berth_e2e::suite::*;
 use berth_e2e::webhook::{self, WebhookSetup};
+use berth_e2e::{rollout::rollout_yaml, suite::*};
 use kube::{Api, ResourceExt};
 use tokio::sync::OnceCell;
 
@@ -204,11 +204,13 @@ async fn a_rollout_whose_selector_picks_another_apps_environment_is_refused_unti
     let (name, class) = (format!("tn-{}", suffix()), format!("small-{}", suffix()));
     kubectl_apply(&class_yaml(&class, 1, "")).await;
     tenant(&name, &[&class], "{}", false).await;
-    // A request of app web that carries checkout's label.
-    let web = request_yaml(&name, "web-prod", &name, &class, "")
-        .replace("namespace: ", "labels: {app: checkout}, namespace: ");
-    apply_as("alice", &web).await.expect("the request is admitted");
-    let rollout = app_rollout_yaml(&name, "checkout-v2", "checkout", "v2", "[{name: all}]");
+    // A request of app api that carries web's label.
+    let api = request_yaml(&name, "api-prod", &name, &class, "")
+        .replace("namespace: ", "labels: {app: web}, namespace: ")
+        .replace("app: {name: web,", "app: {name: api,");
+    apply_as("alice", &api).await.expect("the request is admitted");
+    // Promotes app web over the requests labelled app: web.
+    let rollout = rollout_yaml(&name, "web-v2", "v2", "");
     // The webhook sees the request once its index has it.
     let refused = wait_for(Duration::from_secs(30), "the rollout to be refused", || {
         let rollout = rollout.clone();
@@ -216,12 +218,12 @@ async fn a_rollout_whose_selector_picks_another_apps_environment_is_refused_unti
     })
     .await;
     assert!(refused.contains("denied the request"), "{refused}");
-    assert!(refused.contains("deploy another app than \"checkout\": web-prod (app web)"), "{refused}");
+    assert!(refused.contains("deploy another app than \"web\": api-prod (app api)"), "{refused}");
     assert!(refused.contains("berth.dev/hold"), "{refused}");
 
     // Holding the request, as the message says, lets the rollout in.
     let out =
-        cluster().kubectl("admin", &["label", "envreq", "web-prod", "-n", &name, "berth.dev/hold=true"], None).await;
+        cluster().kubectl("admin", &["label", "envreq", "api-prod", "-n", &name, "berth.dev/hold=true"], None).await;
     assert!(out.success, "{}", out.stderr);
     wait_for(Duration::from_secs(30), "the rollout to be admitted", || {
         let rollout = rollout.clone();

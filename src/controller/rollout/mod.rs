@@ -47,12 +47,19 @@ pub async fn reconcile(rollout: Arc<Rollout>, ctx: Arc<Context>) -> Result<Actio
         write_status(&rollout, &status, &ctx).await?;
     }
     publish(&ctx, &rollout, &decision.notes).await;
+    for failure in status.failures.iter().skip_while(|f| old.failures.contains(f)) {
+        ctx.metrics.count_rollout_gate_failure(&failure.reason);
+    }
     let Some(work) = decision.work else {
         return Ok(Action::requeue(decision.requeue.map_or(RESYNC, |r| r.min(RESYNC))));
     };
     let commit = batch::run(&rollout, &work, &ctx).await?;
     core::record_commit(&mut status, &work, &commit, Timestamp::now());
     write_status(&rollout, &status, &ctx).await?;
+    ctx.metrics.count_rollout_batch(match work.action {
+        HistoryAction::Promote => "promote",
+        HistoryAction::Rollback => "rollback",
+    });
     let note = match work.action {
         HistoryAction::Promote => Note {
             warning: false,

@@ -1,0 +1,236 @@
+//! What the Rollout e2e suites share: a fake Argo CD that plays the application
+//! controller for one tenant's environments, the YAML of rollouts and their
+//! environments, and reading what the batches committed.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use berth::api::{EnvironmentRequest, Rollout, environment_request::Phase, rollout::RolloutPhase};
+use kube::Api;
+
+use crate::suite::*;
+
+/// Plays Argo CD for the environments of one tenant.
+#[derive(Clone, Default)]
+pub struct FakeArgoCd {
+    /// Environments (request names) reported Degraded at a revision: name → revision.
+    degraded: Arc<Mutex<BTreeMap<String, String>>>,
+    /// What was reported last per environment (folder digest), to skip repeats.
+    reported: Arc<Mutex<BTreeMap<String, String>>>,
+    /// Each environment's folder as first seen, and when: a change is synced only
+    /// after [`FakeArgoCd::lag`], so the Healthy status from before it stays up
+    /// meanwhile, as it does with a real Argo CD.
+    seen: Arc<Mutex<BTreeMap<String, (String, Instant)>>>,
+    lag: Duration,
+}
+
+impl FakeArgoCd {
+    /// A fake that syncs a change only `lag` after it appears in git.
+    pub fn lagging(lag: Duration) -> Self {
+        Self { lag, ..Self::default() }
+    }
+
+    pub fn degrade(&self, request: &str, revision: &str) {
+        self.degraded.lock().unwrap_or_else(|e| e.into_inner()).insert(request.to_owned(), revision.to_owned());
+    }
+
+    /// Every 300 ms: for each request of `tenant`, apply its folder at the head and
+    /// report its Application.
+    pub fn run(self, tenant: String) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(async move {
+            loop {
+                self.pass(&tenant).await;
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+        })
+    }
+
+    async fn pass(&self, tenant: &str) {
+        let api: Api<EnvironmentRequest> = Api::namespaced(cluster().client("admin").await, tenant);
+        let Ok(requests) = api.list(&Default::default()).await else {
+            return;
+        };
+        for request in requests {
+            let name = request.metadata.name.clone().unwrap_or_default();
+            let Some(path) = request.status.as_ref().and_then(|s| s.gitops.as_ref()).and_then(|g| g.path.clone())
+            else {
+                continue;
+            };
+            let Some(files) = files_at_head(&remote(), &path) else {
+                continue;
+            };
+            let Some(application) = files.get("application.yaml") else {
+                continue;
+            };
+            let revision = target_revision(application);
+            let degraded = self.degraded.lock().unwrap_or_else(|e| e.into_inner()).get(&name) == Some(&revision);
+            let health = if degraded { "Degraded" } else { "Healthy" };
+            let key = format!("{}|{health}", files.values().cloned().collect::<Vec<_>>().join("---\n"));
+            if self.reported.lock().unwrap_or_else(|e| e.into_inner()).get(&name) == Some(&key) {
+                continue;
+            }
+            let since = {
+                let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+                let entry = seen.entry(name.clone()).or_insert_with(|| (key.clone(), Instant::now()));
+                if entry.0 != key {
+                    *entry = (key.clone(), Instant::now());
+                }
+                entry.1
+            };
+            if since.elapsed() < self.lag {
+                continue;
+            }
+            // The namespace first, then the rest, as Argo CD's sync waves would.
+            let mut manifests = files.get("namespace.yaml").cloned().unwrap_or_default();
+            for (file, yaml) in &files {
+                if file != "namespace.yaml" && file != "README.md" {
+                    manifests.push_str("\n---\n");
+                    manifests.push_str(yaml);
+                }
+            }
+            if !cluster().kubectl("admin", &["apply", "-f", "-"], Some(&manifests)).await.success {
+                continue;
+            }
+            let namespace = request.status.as_ref().and_then(|s| s.namespace.clone()).unwrap_or_default();
+            let status = serde_json::json!({"status": {
+                "sync": {"status": "Synced", "revision": format!("sha-{revision}"),
+                    "comparedTo": {"source": {"repoURL": "https://git.example.com/web.git", "path": "deploy",
+                        "targetRevision": revision}, "destination": {"name": "in-cluster"}}},
+                "health": {"status": health},
+            }});
+            let status = status.to_string();
+            let args =
+                ["patch", "applications.argoproj.io", &namespace, "-n", "argocd", "--type", "merge", "-p", &status];
+            let patched = cluster().kubectl("admin", &args, None).await;
+            if patched.success {
+                self.reported.lock().unwrap_or_else(|e| e.into_inner()).insert(name, key);
+            }
+        }
+    }
+}
+
+pub fn target_revision(application_yaml: &str) -> String {
+    let value: serde_yaml::Value = serde_yaml::from_str(application_yaml).unwrap_or_default();
+    value["spec"]["source"]["targetRevision"].as_str().unwrap_or_default().to_owned()
+}
+
+pub fn environment_yaml(tenant: &str, name: &str, class: &str, ring: &str) -> String {
+    format!(
+        "apiVersion: berth.dev/v1alpha1
+kind: EnvironmentRequest
+metadata: {{name: {name}, namespace: {tenant}, labels: {{app: web, ring: {ring}}}}}
+spec:
+  tenant: {tenant}
+  class: {class}
+  app: {{name: web, repoURL: https://git.example.com/web.git, path: deploy, revision: v1}}
+"
+    )
+}
+
+pub fn rollout_yaml(tenant: &str, name: &str, revision: &str, extra: &str) -> String {
+    format!(
+        "apiVersion: berth.dev/v1alpha1
+kind: Rollout
+metadata: {{name: {name}, namespace: {tenant}}}
+spec:
+  app: web
+  revision: {revision}
+  selector: {{matchLabels: {{app: web}}}}
+  stages:
+    - name: canary
+      selector: {{matchLabels: {{ring: canary}}}}
+    - name: production
+      batchSize: 1
+      healthGate: {{progressDeadline: 2m}}
+  {extra}
+"
+    )
+}
+
+/// A tenant with three Ready environments on v1 (`canary`, `prod-a`, `prod-b`), and
+/// the fake Argo CD playing for it.
+pub async fn three_environments(argocd: &FakeArgoCd) -> (String, tokio::task::JoinHandle<()>) {
+    cluster().install_argocd_crds().await;
+    operator().await;
+    let (tenant, class) = (format!("tn-{}", suffix()), format!("ro-{}", suffix()));
+    // Argo CD syncs the class's environments on its own: what a gate on sync needs.
+    kubectl_apply(&class_yaml(&class, 1, "argocd: {syncPolicy: {automated: true}}")).await;
+    kubectl_apply(&tenant_yaml(&tenant, &[&class], "{}")).await;
+    wait_tenant_namespace(&tenant).await;
+    for (name, ring) in [("canary", "canary"), ("prod-a", "production"), ("prod-b", "production")] {
+        kubectl_apply(&environment_yaml(&tenant, name, &class, ring)).await;
+    }
+    let task = argocd.clone().run(tenant.clone());
+    for name in ["canary", "prod-a", "prod-b"] {
+        wait_phase(&tenant, name, Phase::Ready, Duration::from_secs(60)).await;
+    }
+    (tenant, task)
+}
+
+pub async fn wait_rollout(tenant: &str, name: &str, phase: RolloutPhase) -> Rollout {
+    let api: Api<Rollout> = Api::namespaced(cluster().client("admin").await, tenant);
+    let last = Arc::new(Mutex::new(String::new()));
+    let what = format!("rollout {name} to be {phase:?}");
+    let waiting = wait_for(Duration::from_secs(90), &what, || {
+        let (api, last) = (api.clone(), last.clone());
+        async move {
+            let rollout = api.get_opt(name).await.ok().flatten()?;
+            let status = rollout.status.clone()?;
+            *last.lock().unwrap_or_else(|e| e.into_inner()) = serde_yaml::to_string(&status).unwrap_or_default();
+            (status.phase == Some(phase)).then_some(rollout)
+        }
+    });
+    // On a timeout, the rollout's last status says where it stood.
+    let guard = LastStatus(last.clone());
+    let rollout = waiting.await;
+    std::mem::forget(guard);
+    rollout
+}
+
+/// Prints the rollout's last status if the wait panics.
+struct LastStatus(Arc<Mutex<String>>);
+
+impl Drop for LastStatus {
+    fn drop(&mut self) {
+        eprintln!("rollout status when the wait gave up:\n{}", self.0.lock().unwrap_or_else(|e| e.into_inner()));
+    }
+}
+
+/// The commits on main since `since`, oldest first, with their messages.
+pub fn messages_since(since: &str) -> Vec<(String, String)> {
+    let repo = git2::Repository::open_bare(remote()).unwrap_or_else(|e| panic!("{e}"));
+    let mut out: Vec<(String, String)> = commits_since(&remote(), since)
+        .into_iter()
+        .filter_map(|id| {
+            let commit = repo.find_commit(git2::Oid::from_str(&id).ok()?).ok()?;
+            Some((id, commit.message().unwrap_or_default().to_owned()))
+        })
+        .collect();
+    out.reverse();
+    out
+}
+
+pub fn head() -> String {
+    let repo = git2::Repository::open_bare(remote()).unwrap_or_else(|e| panic!("{e}"));
+    repo.refname_to_id("refs/heads/main").map(|id| id.to_string()).unwrap_or_default()
+}
+
+/// Folders a commit changed, against its first parent.
+pub fn changed_folders(commit: &str) -> BTreeSet<String> {
+    let repo = git2::Repository::open_bare(remote()).unwrap_or_else(|e| panic!("{e}"));
+    let commit = repo.find_commit(git2::Oid::from_str(commit).unwrap_or_else(|e| panic!("{e}"))).expect("commit");
+    let parent = commit.parent(0).ok().and_then(|p| p.tree().ok());
+    let diff = repo.diff_tree_to_tree(parent.as_ref(), commit.tree().ok().as_ref(), None).expect("diff");
+    diff.deltas()
+        .filter_map(|d| d.new_file().path().or(d.old_file().path()).map(|p| p.to_string_lossy().into_owned()))
+        .filter_map(|p| p.rsplit_once('/').map(|(dir, _)| dir.to_owned()))
+        .collect()
+}
+
+pub async fn request(tenant: &str, name: &str) -> EnvironmentRequest {
+    let api: Api<EnvironmentRequest> = Api::namespaced(cluster().client("admin").await, tenant);
+    api.get(name).await.unwrap_or_else(|e| panic!("{e}"))
+}
