@@ -20,6 +20,7 @@ fn main() -> ExitCode {
         Command::Render(args) => done(cli::render::render_command(&args)),
         Command::Diff(args) => cli::render::diff_command(&args),
         Command::Approve(args) => done(cli::approve::approve(&args)),
+        Command::Rollout(args) => done(cli::rollout::rollout(&args)),
         Command::Token(args) => done(cli::token::token(&args)),
         Command::WebhookConfig(args) => done(cli::webhook_config::webhook_config(&args)),
         Command::DevCredentials(args) => done(cli::dev::dev_credentials(&args)),

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use kube::ResourceExt;
 use serde::Deserialize;
 
-use crate::api::{EnvironmentClass, EnvironmentRequest, Tenant};
+use crate::api::{EnvironmentClass, EnvironmentRequest, Rollout, Tenant};
 
 /// Berth objects read from files.
 #[derive(Debug, Default)]
@@ -13,6 +13,7 @@ pub struct Inputs {
     pub classes: Vec<EnvironmentClass>,
     pub tenants: Vec<Tenant>,
     pub requests: Vec<EnvironmentRequest>,
+    pub rollouts: Vec<Rollout>,
 }
 
 /// What was wrong with the input files; each names the file.
@@ -75,6 +76,7 @@ impl Inputs {
                 "EnvironmentClass" => self.classes.push(serde_yaml::from_value(value).map_err(object)?),
                 "Tenant" => self.tenants.push(serde_yaml::from_value(value).map_err(object)?),
                 "EnvironmentRequest" => self.requests.push(serde_yaml::from_value(value).map_err(object)?),
+                "Rollout" => self.rollouts.push(serde_yaml::from_value(value).map_err(object)?),
                 _ => {}
             }
         }

@@ -5,6 +5,8 @@
 //! - [`crdgen`]: `berth crdgen`
 //! - [`render`]: `berth render` and `berth diff`, over objects read by [`Inputs`]
 //! - [`approve`]: `berth approve`, a client of the auth API (over [`https`])
+//! - [`rollout`]: `berth rollout status|pause|resume|abort|retry`, a client of the apiserver,
+//!   and `berth rollout plan` over files
 //! - [`token`]: `berth token`
 //! - [`webhook_config`]: `berth webhook-config`
 //! - [`dev`]: `berth dev-credentials`
@@ -15,6 +17,7 @@ pub mod dev;
 pub mod https;
 mod inputs;
 pub mod render;
+pub mod rollout;
 pub mod run;
 pub mod token;
 pub mod webhook_config;
@@ -53,6 +56,10 @@ pub enum Command {
     /// approver of its class, and not its creator). Prints the token, or the request
     /// with the token filled in (`-o yaml`), ready for `kubectl apply -f -`.
     Approve(Box<approve::ApproveArgs>),
+    /// Look at a Rollout (`status`) and steer it (`pause`, `resume`, `abort`, `retry`):
+    /// each change is one patch, printed with the kubectl command that does the same.
+    /// `plan` shows what a Rollout in a file would do, before it is applied.
+    Rollout(rollout::RolloutArgs),
     /// Mint a bearer token for the auth API from the local-development HS256 secret.
     Token(token::TokenArgs),
     /// Print the Validating- and MutatingWebhookConfiguration that register Berth's webhook.

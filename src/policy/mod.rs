@@ -6,3 +6,4 @@ pub mod budget;
 pub mod class;
 pub mod references;
 pub mod request;
+pub mod rollout;

@@ -101,6 +101,11 @@ pub fn resolve(value: &IntOrString, total: usize, minimum: u32) -> Option<u32> {
     Some(resolved.max(minimum))
 }
 
+/// Whether the request is held back from every rollout (`berth.dev/hold: "true"`).
+pub fn is_held(request: &EnvironmentRequest) -> bool {
+    request.metadata.labels.as_ref().and_then(|l| l.get(HOLD_LABEL)).is_some_and(|v| v == "true")
+}
+
 /// Plans `spec` over `requests` (the rollout namespace's requests, any order).
 /// Environments are ordered by name within each stage: stable, and the order a
 /// person reading `kubectl get envreq` expects.
@@ -127,7 +132,7 @@ pub fn plan<'a>(
         let name = request.metadata.name.clone().unwrap_or_default();
         let empty = BTreeMap::new();
         let labels = request.metadata.labels.as_ref().unwrap_or(&empty);
-        if labels.get(HOLD_LABEL).is_some_and(|v| v == "true") {
+        if is_held(request) {
             skipped.push((name, SkipReason::Held));
             continue;
         }

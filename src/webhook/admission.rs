@@ -22,6 +22,7 @@ use crate::{
         budget,
         references::{self, Conflict},
         request::{self, Denial},
+        rollout as policy_rollout,
     },
 };
 
@@ -205,8 +206,13 @@ fn validate_rollout(req: &AdmissionRequest<DynamicObject>, index: &Index) -> Res
     let tenants = index.tenants.state();
     let owner = references::owner_of(&namespace, &tenants);
     let mut rollout = rollout;
-    rollout.metadata.namespace = Some(namespace);
-    references::check_rollout(&rollout, owner).map_err(|c: Conflict| c.to_string())
+    rollout.metadata.namespace = Some(namespace.clone());
+    references::check_rollout(&rollout, owner).map_err(|c: Conflict| c.to_string())?;
+    let old = typed::<Rollout>(req.old_object.as_ref(), "oldObject")?;
+    // O(the requests of this namespace): a Rollout only selects in its own.
+    let requests = index.requests_in(&namespace);
+    let requests: Vec<&EnvironmentRequest> = requests.iter().map(AsRef::as_ref).collect();
+    policy_rollout::check(&rollout, old.as_ref(), &requests).map_err(|d| d.to_string())
 }
 
 /// The author annotations on `object`, as (creator, spec author).

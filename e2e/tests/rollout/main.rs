@@ -15,6 +15,8 @@ use berth::api::{
 };
 use berth_e2e::{rollout::*, suite::*};
 
+mod cli;
+
 #[tokio::test]
 async fn a_rollout_commits_each_batch_once_and_moves_on_only_when_argo_cd_reports_the_new_revision() {
     // Argo CD syncs each change 3 s after it lands; until then the Application keeps

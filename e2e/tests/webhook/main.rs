@@ -5,8 +5,8 @@
 use std::{sync::Mutex, time::Duration};
 
 use berth::api::{EnvironmentRequest, conditions, environment_request::Phase};
-use berth_e2e::suite::*;
 use berth_e2e::webhook::{self, WebhookSetup};
+use berth_e2e::{rollout::rollout_yaml, suite::*};
 use kube::{Api, ResourceExt};
 use tokio::sync::OnceCell;
 
@@ -196,4 +196,38 @@ async fn tenants_cannot_take_a_system_namespace_or_another_tenants() {
         .replace(&format!("requestNamespace: {name}-3"), "requestNamespace: kube-system");
     let out = cluster().kubectl("admin", &["apply", "-f", "-"], Some(&system)).await;
     assert!(!out.success && out.stderr.contains("\"kube-system\" is reserved"), "{}", out.stderr);
+}
+
+#[tokio::test]
+async fn a_rollout_whose_selector_picks_another_apps_environment_is_refused_until_it_is_held() {
+    berth().await;
+    let (name, class) = (format!("tn-{}", suffix()), format!("small-{}", suffix()));
+    kubectl_apply(&class_yaml(&class, 1, "")).await;
+    tenant(&name, &[&class], "{}", false).await;
+    // A request of app api that carries web's label.
+    let api = request_yaml(&name, "api-prod", &name, &class, "")
+        .replace("namespace: ", "labels: {app: web}, namespace: ")
+        .replace("app: {name: web,", "app: {name: api,");
+    apply_as("alice", &api).await.expect("the request is admitted");
+    // Promotes app web over the requests labelled app: web.
+    let rollout = rollout_yaml(&name, "web-v2", "v2", "");
+    // The webhook sees the request once its index has it.
+    let refused = wait_for(Duration::from_secs(30), "the rollout to be refused", || {
+        let rollout = rollout.clone();
+        async move { apply_as("alice", &rollout).await.err() }
+    })
+    .await;
+    assert!(refused.contains("denied the request"), "{refused}");
+    assert!(refused.contains("deploy another app than \"web\": api-prod (app api)"), "{refused}");
+    assert!(refused.contains("berth.dev/hold"), "{refused}");
+
+    // Holding the request, as the message says, lets the rollout in.
+    let out =
+        cluster().kubectl("admin", &["label", "envreq", "api-prod", "-n", &name, "berth.dev/hold=true"], None).await;
+    assert!(out.success, "{}", out.stderr);
+    wait_for(Duration::from_secs(30), "the rollout to be admitted", || {
+        let rollout = rollout.clone();
+        async move { apply_as("alice", &rollout).await.ok() }
+    })
+    .await;
 }

@@ -440,3 +440,35 @@ fn malformed_reviews_are_errors_not_panics() {
         assert!(parse_review(body).is_err(), "{:?}", String::from_utf8_lossy(body));
     }
 }
+
+#[test]
+fn a_rollout_selecting_another_apps_environments_or_changing_what_it_planned_from_is_refused() {
+    let mut cluster = cluster();
+    let mut web = provisioned("web-prod", "production").as_ref().clone();
+    web.spec.app.name = "web".into();
+    web.metadata.labels = Some([("app".to_owned(), "checkout".to_owned())].into());
+    cluster.requests = vec![Arc::new(web)];
+    let rollout: Rollout = crate::testing::example("rollout-checkout.yaml");
+    let response = decide(&cluster, None, &review("CREATE", "rollouts", Some(value(&rollout)), None));
+    let message = denied(&response);
+    assert!(
+        message.contains("picks 1 EnvironmentRequest(s) that deploy another app than \"checkout\": web-prod (app web)"),
+        "{message}"
+    );
+
+    // Started (a plan in status): pausing is fine, a new selector is not.
+    let mut started = rollout.clone();
+    started.status = Some(crate::api::rollout::RolloutStatus {
+        plan: Some(crate::api::rollout::PlanSummary::default()),
+        ..Default::default()
+    });
+    let mut paused = started.clone();
+    paused.spec.paused = true;
+    let update = review("UPDATE", "rollouts", Some(value(&paused)), Some(value(&started)));
+    let response = decide(&cluster, None, &update);
+    assert!(response.allowed, "{}", response.result.message);
+    let mut widened = started.clone();
+    widened.spec.selector.match_labels = Some([("team".to_owned(), "payments".to_owned())].into());
+    let update = review("UPDATE", "rollouts", Some(value(&widened)), Some(value(&started)));
+    assert!(denied(&decide(&cluster, None, &update)).contains("spec.selector cannot change; create a new Rollout"));
+}
