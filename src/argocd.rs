@@ -10,17 +10,26 @@
 
 use serde_json::Value;
 
-use crate::api::environment_request::{SyncOperation, SyncSource, SyncStatus};
+use crate::api::environment_request::{LiveRevision, SyncOperation, SyncSource, SyncStatus};
 
 /// The sync report of an Application object (as JSON); `Unknown` where it says nothing.
 pub fn sync_status(application: &Value) -> SyncStatus {
     let status = &application["status"];
     let text = |value: &Value| value.as_str().map(str::to_owned);
-    let compared = &status["sync"]["comparedTo"]["source"];
-    let compared_to = compared.is_object().then(|| SyncSource {
-        repo_url: text(&compared["repoURL"]).unwrap_or_default(),
-        path: text(&compared["path"]).unwrap_or_default(),
-        target_revision: text(&compared["targetRevision"]).unwrap_or_default(),
+    let source = |source: &Value| {
+        source.is_object().then(|| SyncSource {
+            repo_url: text(&source["repoURL"]).unwrap_or_default(),
+            path: text(&source["path"]).unwrap_or_default(),
+            target_revision: text(&source["targetRevision"]).unwrap_or_default(),
+        })
+    };
+    let compared_to = source(&status["sync"]["comparedTo"]["source"]);
+    // Argo CD appends to its history after each completed sync: the last entry runs.
+    let last = status["history"].as_array().and_then(|history| history.last()).unwrap_or(&Value::Null);
+    let live = source(&last["source"]).map(|source| LiveRevision {
+        source,
+        revision: text(&last["revision"]).unwrap_or_default(),
+        deployed_at: serde_json::from_value(last["deployedAt"].clone()).ok(),
     });
     let operation = &status["operationState"];
     let operation = operation.is_object().then(|| SyncOperation {
@@ -35,6 +44,8 @@ pub fn sync_status(application: &Value) -> SyncStatus {
         revision: text(&status["sync"]["revision"]),
         compared_to,
         operation,
+        live,
+        pending_commit: None,
     }
 }
 
@@ -183,6 +194,20 @@ mod tests {
         assert_eq!(sync.operation.as_ref().and_then(|o| o.phase.as_deref()), Some("Succeeded"));
         assert_eq!(sync_status(&json!({})).status.as_deref(), Some("Unknown"));
         assert_eq!(sync_status(&json!({})).compared_to, None);
+    }
+
+    #[test]
+    fn what_runs_is_the_newest_entry_of_argo_cds_history() {
+        let mut app = application("v2", "bbb", "OutOfSync", "Healthy", Value::Null);
+        assert_eq!(sync_status(&app).live, None, "nothing deployed yet");
+        let entry = |revision: &str, tag: &str| {
+            json!({"id": 1, "revision": revision, "deployedAt": "2026-12-01T10:00:00Z",
+                   "source": {"repoURL": "https://git.example.com/web", "path": "deploy", "targetRevision": tag}})
+        };
+        app["status"]["history"] = json!([entry("000", "v0"), entry("aaa", "v1")]);
+        let live = sync_status(&app).live.expect("live");
+        assert_eq!((live.revision.as_str(), live.source.target_revision.as_str()), ("aaa", "v1"));
+        assert!(live.deployed_at.is_some());
     }
 
     #[test]

@@ -216,14 +216,39 @@ pub struct SyncStatus {
     /// Argo CD's last sync operation (`status.operationState`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub operation: Option<SyncOperation>,
+    /// What runs: the source and revision of Argo CD's last completed sync of the
+    /// Application (the newest entry of its `status.history`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub live: Option<LiveRevision>,
+    /// Berth's commit for the current spec (`status.gitops.commit`) while Argo CD has
+    /// not synced it yet; absent once the environment runs it. With `live`, it tells
+    /// "committed" from "running".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending_commit: Option<String>,
+}
+
+/// A source Argo CD deployed, and the commit it resolved to.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct LiveRevision {
+    /// The source as the Application named it then.
+    pub source: SyncSource,
+    /// The git commit of that source Argo CD applied.
+    #[serde(default)]
+    pub revision: String,
+    /// When Argo CD finished applying it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deployed_at: Option<Time>,
 }
 
 /// An Application's source: which repository, folder and revision it deploys.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct SyncSource {
+    /// The git repository.
     #[serde(rename = "repoURL")]
     pub repo_url: String,
+    /// The folder in it.
     #[serde(default)]
     pub path: String,
     /// The branch, tag or commit asked for.
