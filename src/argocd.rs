@@ -156,6 +156,53 @@ pub fn deploys_from(application: &Value, repository: &str) -> bool {
     single.into_iter().chain(many).any(|url| same_repository(url, repository))
 }
 
+/// The Application that applied `object` (as JSON), by the mark Argo CD leaves on
+/// what it applies: the tracking id annotation (`app:group/kind:namespace/name`, with
+/// `namespace_app` for Applications outside Argo CD's namespace), or the instance
+/// label of label tracking. `(namespace, name)`; no namespace means Argo CD's own.
+pub fn managed_by(object: &Value) -> Option<(Option<String>, String)> {
+    let metadata = &object["metadata"];
+    let tracking = metadata["annotations"][TRACKING_ANNOTATION].as_str().and_then(|id| id.split_once(':'));
+    let app = match tracking {
+        Some((app, _)) => app,
+        None => metadata["labels"][INSTANCE_LABEL].as_str()?,
+    };
+    // Application names are DNS subdomains, so `_` only ever separates a namespace.
+    Some(match app.split_once('_') {
+        Some((namespace, name)) => (Some(namespace.to_owned()), name.to_owned()),
+        None => (None, app.to_owned()),
+    })
+    .filter(|(_, name)| !name.is_empty())
+}
+
+const TRACKING_ANNOTATION: &str = "argocd.argoproj.io/tracking-id";
+const INSTANCE_LABEL: &str = "app.kubernetes.io/instance";
+
+/// Whether Argo CD runs, or is about to run, an operation on the Application (as
+/// JSON): a new one would replace it.
+pub fn operation_running(application: &Value) -> bool {
+    let phase = application["status"]["operationState"]["phase"].as_str();
+    !application["operation"].is_null() || matches!(phase, Some("Running" | "Terminating"))
+}
+
+/// The `operation` that asks Argo CD to sync only `resources` of an Application, as
+/// `argocd app sync APP --resource GROUP:KIND:NAMESPACE/NAME` sets it, with `reason`
+/// in its info (Argo CD shows it in the sync's history).
+pub fn sync_operation(resources: &[crate::drift::ObjectKey], reason: &str) -> Value {
+    let resources: Vec<Value> = resources
+        .iter()
+        .map(|key| {
+            serde_json::json!({"group": key.group(), "kind": key.kind, "name": key.name,
+                               "namespace": key.namespace.clone().unwrap_or_default()})
+        })
+        .collect();
+    serde_json::json!({
+        "initiatedBy": {"username": "berth"},
+        "info": [{"name": "reason", "value": reason}],
+        "sync": {"syncStrategy": {"hook": {}}, "resources": resources},
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;
@@ -194,6 +241,46 @@ mod tests {
         assert_eq!(sync.operation.as_ref().and_then(|o| o.phase.as_deref()), Some("Succeeded"));
         assert_eq!(sync_status(&json!({})).status.as_deref(), Some("Unknown"));
         assert_eq!(sync_status(&json!({})).compared_to, None);
+    }
+
+    #[test]
+    fn the_application_that_applied_an_object_is_read_from_argo_cds_mark() {
+        let annotated = |id: &str| json!({"metadata": {"annotations": {"argocd.argoproj.io/tracking-id": id}}});
+        assert_eq!(
+            managed_by(&annotated("berth-root:/ResourceQuota:env/berth-quota")),
+            Some((None, "berth-root".to_owned()))
+        );
+        assert_eq!(
+            managed_by(&annotated("platform_berth-root:/Namespace:/env")),
+            Some((Some("platform".to_owned()), "berth-root".to_owned()))
+        );
+        let labelled = json!({"metadata": {"labels": {"app.kubernetes.io/instance": "berth-root"}}});
+        assert_eq!(managed_by(&labelled), Some((None, "berth-root".to_owned())));
+        assert_eq!(managed_by(&json!({"metadata": {}})), None);
+        assert_eq!(managed_by(&annotated(":/Namespace:/env")), None);
+    }
+
+    #[test]
+    fn an_operation_set_or_running_is_one_berth_must_not_replace() {
+        assert!(operation_running(&json!({"operation": {"sync": {}}})));
+        assert!(operation_running(&json!({"status": {"operationState": {"phase": "Running"}}})));
+        assert!(!operation_running(&json!({"status": {"operationState": {"phase": "Succeeded"}}})));
+        assert!(!operation_running(&json!({})));
+    }
+
+    #[test]
+    fn the_sync_operation_names_only_the_drifted_objects() {
+        let files = std::collections::BTreeMap::from([(
+            "q.yaml".to_owned(),
+            "apiVersion: v1\nkind: ResourceQuota\nmetadata: {name: berth-quota, namespace: env}\n".to_owned(),
+        )]);
+        let keys: Vec<_> = crate::drift::desired_objects(&files).expect("objects").into_iter().map(|o| o.key).collect();
+        let operation = sync_operation(&keys, "drift");
+        assert_eq!(
+            operation["sync"]["resources"],
+            json!([{"group": "", "kind": "ResourceQuota", "name": "berth-quota", "namespace": "env"}])
+        );
+        assert_eq!(operation["initiatedBy"]["username"], "berth");
     }
 
     #[test]

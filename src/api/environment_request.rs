@@ -284,6 +284,20 @@ pub struct DriftStatus {
     #[serde(default)]
     #[schemars(length(max = 100))]
     pub differences: Vec<Difference>,
+    /// Berth's request that Argo CD sync the drifted objects back (class
+    /// `drift.mode: Remediate`), once per episode of drift; absent while in sync.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remediation: Option<Remediation>,
+}
+
+/// Where Berth's request to sync drifted objects back stands.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Remediation {
+    /// Not asked yet: Argo CD is running an operation on the Application that applied
+    /// the objects (or the request failed); Berth asks once it is done.
+    Pending,
+    /// Berth set a sync operation on that Application; it asks no more this episode.
+    Requested,
 }
 
 /// Whether live objects match what was committed.

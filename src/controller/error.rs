@@ -24,6 +24,9 @@ pub enum Error {
     Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
     #[error("object has no {0}")]
     Incomplete(&'static str),
+    /// Not a failure: a deleted request keeps its finalizer until Argo CD pruned it.
+    #[error("{0}")]
+    AwaitingPrune(String),
 }
 
 impl Error {
@@ -36,7 +39,7 @@ impl Error {
             Self::Commit { source, .. } | Self::Remove { source, .. } | Self::Inventory { source } => {
                 source.is_transient()
             }
-            Self::InventoryNotLoaded(_) => true,
+            Self::InventoryNotLoaded(_) | Self::AwaitingPrune(_) => true,
             Self::Finalizer(inner) => match inner.as_ref() {
                 kube::runtime::finalizer::Error::ApplyFailed(e) | kube::runtime::finalizer::Error::CleanupFailed(e) => {
                     e.is_transient()

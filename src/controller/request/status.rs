@@ -350,6 +350,7 @@ mod tests {
                 desired: Some("\"10\"".into()),
                 live: Some("\"99\"".into()),
             }],
+            remediation: None,
         });
         let status = next_status(&Default::default(), Some(1), &Finding::Committed(facts.clone()), &at(10));
         let in_sync = find(&status.conditions, types::IN_SYNC).expect("InSync");
@@ -357,7 +358,12 @@ mod tests {
         assert!(in_sync.message.contains("ResourceQuota/ns/berth-quota spec.hard.pods"), "{}", in_sync.message);
         assert!(is_true(&status.conditions, types::READY), "drift is reported, it does not unready the environment");
 
-        facts.drift = Some(DriftStatus { state: DriftState::InSync, checked_at: Some(at(20)), differences: vec![] });
+        facts.drift = Some(DriftStatus {
+            state: DriftState::InSync,
+            checked_at: Some(at(20)),
+            differences: vec![],
+            remediation: None,
+        });
         let fixed = next_status(&status, Some(1), &Finding::Committed(facts), &at(20));
         assert!(is_true(&fixed.conditions, types::IN_SYNC));
         assert_eq!(fixed.drift.map(|d| d.state), Some(DriftState::InSync));
