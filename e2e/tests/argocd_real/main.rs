@@ -14,7 +14,11 @@ use berth::api::{
     EnvironmentRequest,
     environment_request::{EnvironmentRequestStatus, Phase},
 };
-use berth_e2e::{argocd::NAMESPACE as ARGOCD, fixture::Cluster, suite::*};
+use berth_e2e::{
+    argocd::{NAMESPACE as ARGOCD, root_application},
+    fixture::Cluster,
+    suite::*,
+};
 use kube::Api;
 use serde::Deserialize;
 use serde_json::Value;
@@ -53,27 +57,6 @@ async fn root_app() -> &'static str {
     .await
 }
 
-/// The root "app of apps": everything Berth commits for this cluster, applied by Argo
-/// CD with pruning, as the README tells a platform team to set it up.
-fn root_application(name: &str, remote: &Path) -> String {
-    format!(
-        "apiVersion: argoproj.io/v1alpha1
-kind: Application
-metadata: {{name: {name}, namespace: {ARGOCD}}}
-spec:
-  project: default
-  source:
-    repoURL: file://{remote}
-    targetRevision: main
-    path: clusters/in-cluster
-    directory: {{recurse: true}}
-  destination: {{name: in-cluster, namespace: {ARGOCD}}}
-  syncPolicy: {{automated: {{prune: true, selfHeal: false, allowEmpty: true}}}}
-",
-        remote = remote.display()
-    )
-}
-
 /// Spec fields of a class whose environments Argo CD syncs and prunes by itself.
 const SYNCED_BY_ARGOCD: &str = "limitRange: {defaultRequest: {cpu: 100m}, default: {cpu: 500m}}
   argocd: {project: default, syncPolicy: {automated: true, prune: true, selfHeal: false}}";
@@ -81,51 +64,20 @@ const SYNCED_BY_ARGOCD: &str = "limitRange: {defaultRequest: {cpu: 100m}, defaul
 /// The app's greeting at each tag of [`app_repository`].
 const GREETINGS: [(&str, &str); 2] = [("v1", "hello"), ("v2", "hello again")];
 
-/// A bare app repository with one ConfigMap under `deploy/` (no Pods: the control
-/// plane has no nodes) at tags `v1` and `v2` (see [`GREETINGS`]), made once per test
-/// binary; its path and the tagged commits.
+/// The app repository of this test binary (see [`berth_e2e::argocd::app_repository`]),
+/// with [`GREETINGS`]: its path and the tagged commits.
 fn app_repository() -> &'static (std::path::PathBuf, Vec<String>) {
     static REPO: OnceLock<(std::path::PathBuf, Vec<String>)> = OnceLock::new();
     REPO.get_or_init(|| {
         let path = std::env::temp_dir().join(format!("berth-argocd-real-{}/web.git", std::process::id()));
-        let repo = git2::Repository::init_opts(&path, git2::RepositoryInitOptions::new().bare(true).initial_head("main"))
-            .unwrap_or_else(|e| panic!("cannot create {}: {e}", path.display()));
-        let commits = (|| -> Result<Vec<String>, git2::Error> {
-            let person = git2::Signature::now("app team", "app@example.com")?;
-            let mut parent = None;
-            let mut commits = Vec::new();
-            for (tag, greeting) in GREETINGS {
-                let configmap =
-                    format!("apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: web-settings}}\ndata: {{greeting: {greeting}}}\n");
-                let blob = repo.blob(configmap.as_bytes())?;
-                let empty = repo.find_tree(repo.treebuilder(None)?.write()?)?;
-                let tree = git2::build::TreeUpdateBuilder::new()
-                    .upsert("deploy/configmap.yaml", blob, git2::FileMode::Blob)
-                    .create_updated(&repo, &empty)?;
-                let parents: Vec<git2::Commit<'_>> = parent.iter().map(|p| repo.find_commit(*p)).collect::<Result<_, _>>()?;
-                let parents: Vec<&git2::Commit<'_>> = parents.iter().collect();
-                let message = format!("web {tag}");
-                let commit = repo.commit(Some("refs/heads/main"), &person, &person, &message, &repo.find_tree(tree)?, &parents)?;
-                repo.reference(&format!("refs/tags/{tag}"), commit, false, &format!("tag {tag}"))?;
-                parent = Some(commit);
-                commits.push(commit.to_string());
-            }
-            Ok(commits)
-        })()
-        .unwrap_or_else(|e| panic!("cannot commit to the app repository: {e}"));
+        let commits = berth_e2e::argocd::app_repository(&path, &GREETINGS);
         (path, commits)
     })
 }
 
 /// A request `name` of `class` in `tenant` for the app at `revision`.
 fn request_for_app(tenant: &str, name: &str, class: &str, revision: &str) -> String {
-    let (app_repo, _) = app_repository();
-    let app =
-        format!("app: {{name: web, repoURL: 'file://{}', path: deploy, revision: {revision}}}", app_repo.display());
-    let request = request_yaml(tenant, name, tenant, class, "")
-        .replace("app: {name: web, repoURL: https://git.example.com/web.git, path: deploy, revision: v1}", &app);
-    assert!(request.contains("file://"), "the request template changed: {request}");
-    request
+    berth_e2e::argocd::request_for_app(tenant, name, class, &app_repository().0, revision)
 }
 
 /// A tenant, a class Argo CD syncs with more spec fields `extra` (a YAML fragment),
