@@ -69,7 +69,8 @@ const GREETINGS: [(&str, &str); 2] = [("v1", "hello"), ("v2", "hello again")];
 fn app_repository() -> &'static (std::path::PathBuf, Vec<String>) {
     static REPO: OnceLock<(std::path::PathBuf, Vec<String>)> = OnceLock::new();
     REPO.get_or_init(|| {
-        let path = std::env::temp_dir().join(format!("berth-argocd-real-{}/web.git", std::process::id()));
+        // In the control plane's folder, which goes with it.
+        let path = cluster_with_argocd().info.dir.join("app-web.git");
         let commits = berth_e2e::argocd::app_repository(&path, &GREETINGS);
         (path, commits)
     })
