@@ -82,7 +82,14 @@ kind-down:
     kind delete cluster --name berth
 
 # Every benchmark; reports land in target/bench/
-bench: bench-gitops bench-admission bench-budget bench-rollout bench-operator
+bench: bench-gitops bench-admission bench-budget bench-rollout bench-operator bench-argocd
+
+# Commit → Synced latency with a real Argo CD, with refresh after push and without.
+# Argo CD's seconds dominate, so a debug build of Berth is enough (no release build).
+bench-argocd: controlplane
+    cargo build --bin berth
+    cargo test -p berth-e2e --bench argocd -- --bench "$PWD/target/bench/argocd.md"
+    @cat target/bench/argocd.md
 
 # Operator on the loopback control plane: latency, burst of 1,000 vs raw create rate, commits, peak RSS
 bench-operator:

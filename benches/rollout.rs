@@ -88,8 +88,10 @@ fn promoted(r: &EnvironmentRequest, commit: &str) -> EnvironmentRequest {
         revision: Some("abc".into()),
         compared_to: Some(source),
         operation: None,
+        ..SyncStatus::default()
     });
-    status.drift = Some(DriftStatus { state: DriftState::InSync, checked_at: None, differences: Vec::new() });
+    status.drift =
+        Some(DriftStatus { state: DriftState::InSync, checked_at: None, differences: Vec::new(), remediation: None });
     r
 }
 

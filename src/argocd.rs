@@ -10,17 +10,26 @@
 
 use serde_json::Value;
 
-use crate::api::environment_request::{SyncOperation, SyncSource, SyncStatus};
+use crate::api::environment_request::{LiveRevision, SyncOperation, SyncSource, SyncStatus};
 
 /// The sync report of an Application object (as JSON); `Unknown` where it says nothing.
 pub fn sync_status(application: &Value) -> SyncStatus {
     let status = &application["status"];
     let text = |value: &Value| value.as_str().map(str::to_owned);
-    let compared = &status["sync"]["comparedTo"]["source"];
-    let compared_to = compared.is_object().then(|| SyncSource {
-        repo_url: text(&compared["repoURL"]).unwrap_or_default(),
-        path: text(&compared["path"]).unwrap_or_default(),
-        target_revision: text(&compared["targetRevision"]).unwrap_or_default(),
+    let source = |source: &Value| {
+        source.is_object().then(|| SyncSource {
+            repo_url: text(&source["repoURL"]).unwrap_or_default(),
+            path: text(&source["path"]).unwrap_or_default(),
+            target_revision: text(&source["targetRevision"]).unwrap_or_default(),
+        })
+    };
+    let compared_to = source(&status["sync"]["comparedTo"]["source"]);
+    // Argo CD appends to its history after each completed sync: the last entry runs.
+    let last = status["history"].as_array().and_then(|history| history.last()).unwrap_or(&Value::Null);
+    let live = source(&last["source"]).map(|source| LiveRevision {
+        source,
+        revision: text(&last["revision"]).unwrap_or_default(),
+        deployed_at: serde_json::from_value(last["deployedAt"].clone()).ok(),
     });
     let operation = &status["operationState"];
     let operation = operation.is_object().then(|| SyncOperation {
@@ -35,6 +44,8 @@ pub fn sync_status(application: &Value) -> SyncStatus {
         revision: text(&status["sync"]["revision"]),
         compared_to,
         operation,
+        live,
+        pending_commit: None,
     }
 }
 
@@ -145,6 +156,53 @@ pub fn deploys_from(application: &Value, repository: &str) -> bool {
     single.into_iter().chain(many).any(|url| same_repository(url, repository))
 }
 
+/// The Application that applied `object` (as JSON), by the mark Argo CD leaves on
+/// what it applies: the tracking id annotation (`app:group/kind:namespace/name`, with
+/// `namespace_app` for Applications outside Argo CD's namespace), or the instance
+/// label of label tracking. `(namespace, name)`; no namespace means Argo CD's own.
+pub fn managed_by(object: &Value) -> Option<(Option<String>, String)> {
+    let metadata = &object["metadata"];
+    let tracking = metadata["annotations"][TRACKING_ANNOTATION].as_str().and_then(|id| id.split_once(':'));
+    let app = match tracking {
+        Some((app, _)) => app,
+        None => metadata["labels"][INSTANCE_LABEL].as_str()?,
+    };
+    // Application names are DNS subdomains, so `_` only ever separates a namespace.
+    Some(match app.split_once('_') {
+        Some((namespace, name)) => (Some(namespace.to_owned()), name.to_owned()),
+        None => (None, app.to_owned()),
+    })
+    .filter(|(_, name)| !name.is_empty())
+}
+
+const TRACKING_ANNOTATION: &str = "argocd.argoproj.io/tracking-id";
+const INSTANCE_LABEL: &str = "app.kubernetes.io/instance";
+
+/// Whether Argo CD runs, or is about to run, an operation on the Application (as
+/// JSON): a new one would replace it.
+pub fn operation_running(application: &Value) -> bool {
+    let phase = application["status"]["operationState"]["phase"].as_str();
+    !application["operation"].is_null() || matches!(phase, Some("Running" | "Terminating"))
+}
+
+/// The `operation` that asks Argo CD to sync only `resources` of an Application, as
+/// `argocd app sync APP --resource GROUP:KIND:NAMESPACE/NAME` sets it, with `reason`
+/// in its info (Argo CD shows it in the sync's history).
+pub fn sync_operation(resources: &[crate::drift::ObjectKey], reason: &str) -> Value {
+    let resources: Vec<Value> = resources
+        .iter()
+        .map(|key| {
+            serde_json::json!({"group": key.group(), "kind": key.kind, "name": key.name,
+                               "namespace": key.namespace.clone().unwrap_or_default()})
+        })
+        .collect();
+    serde_json::json!({
+        "initiatedBy": {"username": "berth"},
+        "info": [{"name": "reason", "value": reason}],
+        "sync": {"syncStrategy": {"hook": {}}, "resources": resources},
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;
@@ -183,6 +241,60 @@ mod tests {
         assert_eq!(sync.operation.as_ref().and_then(|o| o.phase.as_deref()), Some("Succeeded"));
         assert_eq!(sync_status(&json!({})).status.as_deref(), Some("Unknown"));
         assert_eq!(sync_status(&json!({})).compared_to, None);
+    }
+
+    #[test]
+    fn the_application_that_applied_an_object_is_read_from_argo_cds_mark() {
+        let annotated = |id: &str| json!({"metadata": {"annotations": {"argocd.argoproj.io/tracking-id": id}}});
+        assert_eq!(
+            managed_by(&annotated("berth-root:/ResourceQuota:env/berth-quota")),
+            Some((None, "berth-root".to_owned()))
+        );
+        assert_eq!(
+            managed_by(&annotated("platform_berth-root:/Namespace:/env")),
+            Some((Some("platform".to_owned()), "berth-root".to_owned()))
+        );
+        let labelled = json!({"metadata": {"labels": {"app.kubernetes.io/instance": "berth-root"}}});
+        assert_eq!(managed_by(&labelled), Some((None, "berth-root".to_owned())));
+        assert_eq!(managed_by(&json!({"metadata": {}})), None);
+        assert_eq!(managed_by(&annotated(":/Namespace:/env")), None);
+    }
+
+    #[test]
+    fn an_operation_set_or_running_is_one_berth_must_not_replace() {
+        assert!(operation_running(&json!({"operation": {"sync": {}}})));
+        assert!(operation_running(&json!({"status": {"operationState": {"phase": "Running"}}})));
+        assert!(!operation_running(&json!({"status": {"operationState": {"phase": "Succeeded"}}})));
+        assert!(!operation_running(&json!({})));
+    }
+
+    #[test]
+    fn the_sync_operation_names_only_the_drifted_objects() {
+        let files = std::collections::BTreeMap::from([(
+            "q.yaml".to_owned(),
+            "apiVersion: v1\nkind: ResourceQuota\nmetadata: {name: berth-quota, namespace: env}\n".to_owned(),
+        )]);
+        let keys: Vec<_> = crate::drift::desired_objects(&files).expect("objects").into_iter().map(|o| o.key).collect();
+        let operation = sync_operation(&keys, "drift");
+        assert_eq!(
+            operation["sync"]["resources"],
+            json!([{"group": "", "kind": "ResourceQuota", "name": "berth-quota", "namespace": "env"}])
+        );
+        assert_eq!(operation["initiatedBy"]["username"], "berth");
+    }
+
+    #[test]
+    fn what_runs_is_the_newest_entry_of_argo_cds_history() {
+        let mut app = application("v2", "bbb", "OutOfSync", "Healthy", Value::Null);
+        assert_eq!(sync_status(&app).live, None, "nothing deployed yet");
+        let entry = |revision: &str, tag: &str| {
+            json!({"id": 1, "revision": revision, "deployedAt": "2026-12-01T10:00:00Z",
+                   "source": {"repoURL": "https://git.example.com/web", "path": "deploy", "targetRevision": tag}})
+        };
+        app["status"]["history"] = json!([entry("000", "v0"), entry("aaa", "v1")]);
+        let live = sync_status(&app).live.expect("live");
+        assert_eq!((live.revision.as_str(), live.source.target_revision.as_str()), ("aaa", "v1"));
+        assert!(live.deployed_at.is_some());
     }
 
     #[test]

@@ -289,3 +289,68 @@ async fn exchange(address: &str, request: &[u8]) -> Option<String> {
     };
     tokio::time::timeout(Duration::from_secs(5), talk).await.ok().flatten()
 }
+
+/// The root "app of apps" `name` over Berth's GitOps `remote`: everything Berth
+/// commits for this cluster, applied by Argo CD with pruning, as the README tells a
+/// platform team to set it up.
+pub fn root_application(name: &str, remote: &Path) -> String {
+    format!(
+        "apiVersion: argoproj.io/v1alpha1
+kind: Application
+metadata: {{name: {name}, namespace: {NAMESPACE}}}
+spec:
+  project: default
+  source:
+    repoURL: file://{remote}
+    targetRevision: main
+    path: clusters/in-cluster
+    directory: {{recurse: true}}
+  destination: {{name: in-cluster, namespace: {NAMESPACE}}}
+  syncPolicy: {{automated: {{prune: true, selfHeal: false, allowEmpty: true}}}}
+",
+        remote = remote.display()
+    )
+}
+
+/// A bare app repository at `path` with one ConfigMap under `deploy/` (no Pods: the
+/// control plane has no nodes), one commit per `(tag, greeting)`, each tagged; returns
+/// the tagged commits. Panics when git refuses: a test fixture.
+pub fn app_repository(path: &Path, greetings: &[(&str, &str)]) -> Vec<String> {
+    let repo = git2::Repository::init_opts(path, git2::RepositoryInitOptions::new().bare(true).initial_head("main"))
+        .unwrap_or_else(|e| panic!("cannot create {}: {e}", path.display()));
+    let commits = (|| -> Result<Vec<String>, git2::Error> {
+        let person = git2::Signature::now("app team", "app@example.com")?;
+        let empty = repo.find_tree(repo.treebuilder(None)?.write()?)?;
+        let mut parent: Option<git2::Commit<'_>> = None;
+        let mut commits = Vec::new();
+        for (tag, greeting) in greetings {
+            let configmap = format!(
+                "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: web-settings}}\ndata: {{greeting: {greeting}}}\n"
+            );
+            let blob = repo.blob(configmap.as_bytes())?;
+            let tree = git2::build::TreeUpdateBuilder::new()
+                .upsert("deploy/configmap.yaml", blob, git2::FileMode::Blob)
+                .create_updated(&repo, &empty)?;
+            let parents: Vec<&git2::Commit<'_>> = parent.iter().collect();
+            let message = format!("web {tag}");
+            let id =
+                repo.commit(Some("refs/heads/main"), &person, &person, &message, &repo.find_tree(tree)?, &parents)?;
+            repo.reference(&format!("refs/tags/{tag}"), id, false, &format!("tag {tag}"))?;
+            parent = Some(repo.find_commit(id)?);
+            commits.push(id.to_string());
+        }
+        Ok(commits)
+    })();
+    commits.unwrap_or_else(|e| panic!("cannot commit to the app repository: {e}"))
+}
+
+/// A request `name` of `class` in `tenant` (its request namespace) for the app in
+/// the repository at `app_repo` at `revision`.
+pub fn request_for_app(tenant: &str, name: &str, class: &str, app_repo: &Path, revision: &str) -> String {
+    let app =
+        format!("app: {{name: web, repoURL: 'file://{}', path: deploy, revision: {revision}}}", app_repo.display());
+    let request = crate::suite::request_yaml(tenant, name, tenant, class, "")
+        .replace("app: {name: web, repoURL: https://git.example.com/web.git, path: deploy, revision: v1}", &app);
+    assert!(request.contains("file://"), "the request template changed: {request}");
+    request
+}

@@ -76,7 +76,8 @@ pub struct ControlPlane {
     pub info: ClusterInfo,
     processes: Vec<Process>,
     /// kube-apiserver while [`ControlPlane::stop_apiserver`] holds it down.
-    stopped_apiserver: Option<Process>,
+    /// Processes a test stopped (see [`ControlPlane::stop_process`]), to start again.
+    stopped: Vec<Process>,
 }
 
 const APISERVER: &str = "kube-apiserver";
@@ -259,7 +260,7 @@ impl ControlPlane {
                 argocd: None,
             },
             processes,
-            stopped_apiserver: None,
+            stopped: Vec::new(),
         };
         plane.wait_ready(Duration::from_secs(120)).await?;
 
@@ -331,24 +332,39 @@ impl ControlPlane {
     /// then SIGKILL if it has not exited after `grace`. Returns how long it took to exit.
     /// etcd and the controller manager keep running.
     pub async fn stop_apiserver(&mut self, grace: Duration) -> Result<Duration> {
-        if self.stopped_apiserver.is_some() {
-            bail!("kube-apiserver is already stopped");
+        self.stop_process(APISERVER, grace).await
+    }
+
+    /// Stops the process `name` alone (e.g. `argocd-application-controller`, as an
+    /// outage would): SIGTERM, then SIGKILL after `grace`. Returns how long it took.
+    pub async fn stop_process(&mut self, name: &str, grace: Duration) -> Result<Duration> {
+        if self.stopped.iter().any(|p| p.name == name) {
+            bail!("{name} is already stopped");
         }
-        let index = self.processes.iter().position(|p| p.name == APISERVER).context("no kube-apiserver")?;
-        let mut apiserver = self.processes.remove(index);
+        let index = self.processes.iter().position(|p| p.name == name).with_context(|| format!("no {name}"))?;
+        let mut process = self.processes.remove(index);
         let started = Instant::now();
-        terminate_within(&mut apiserver, grace).await;
-        self.stopped_apiserver = Some(apiserver);
+        terminate_within(&mut process, grace).await;
+        self.stopped.push(process);
         Ok(started.elapsed())
+    }
+
+    /// Starts a process [`ControlPlane::stop_process`] stopped, with the same flags,
+    /// at `position` in stopping order (`stop` takes them down in reverse order).
+    pub fn start_process(&mut self, name: &str, position: usize) -> Result<()> {
+        let index =
+            self.stopped.iter().position(|p| p.name == name).with_context(|| format!("{name} is not stopped"))?;
+        let stopped = self.stopped.remove(index);
+        let process = respawn(stopped.name, stopped.program, stopped.args, stopped.env, stopped.log)?;
+        self.processes.insert(position.min(self.processes.len()), process);
+        Ok(())
     }
 
     /// Starts kube-apiserver again with the same flags, certificates, port and etcd,
     /// and waits until it answers `/readyz`.
     pub async fn start_apiserver(&mut self) -> Result<()> {
-        let stopped = self.stopped_apiserver.take().context("kube-apiserver is not stopped")?;
-        let apiserver = respawn(stopped.name, stopped.program, stopped.args, stopped.env, stopped.log)?;
-        // Second, after etcd: `stop` takes them down in reverse order.
-        self.processes.insert(1.min(self.processes.len()), apiserver);
+        // Second, after etcd.
+        self.start_process(APISERVER, 1)?;
         self.wait_ready(Duration::from_secs(120)).await
     }
 

@@ -116,6 +116,19 @@ impl Cluster {
         crate::controlplane::control(&self.info.dir, "start-apiserver").await.unwrap_or_else(|e| panic!("{e:#}"));
     }
 
+    /// Stops one process of the control plane (e.g. `argocd-application-controller`)
+    /// until [`Cluster::start_process`]. Only for a test binary whose tests all expect it.
+    pub async fn stop_process(&self, name: &str) {
+        let command = format!("stop {name} 10000");
+        crate::controlplane::control(&self.info.dir, &command).await.unwrap_or_else(|e| panic!("{e:#}"));
+    }
+
+    /// Starts a process [`Cluster::stop_process`] stopped, with the same flags.
+    pub async fn start_process(&self, name: &str) {
+        let command = format!("start {name}");
+        crate::controlplane::control(&self.info.dir, &command).await.unwrap_or_else(|e| panic!("{e:#}"));
+    }
+
     /// Applies Berth's `crds/` once per test binary and waits until every CRD is Established.
     pub async fn install_crds(&self) {
         let crds = repo_root().join("crds");

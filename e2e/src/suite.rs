@@ -97,6 +97,14 @@ pub fn commits_since(remote: &Path, since: &str) -> Vec<String> {
     walk.filter_map(Result::ok).map(|oid| oid.to_string()).collect()
 }
 
+/// Merge-patches Argo CD's Application `name` as admin: the tests play Argo CD's
+/// application controller (its status, its operation) this way.
+pub async fn patch_application(name: &str, patch: &str) {
+    let args = ["patch", "applications.argoproj.io", name, "-n", "argocd", "--type", "merge", "-p", patch];
+    let patched = cluster().kubectl("admin", &args, None).await;
+    assert!(patched.success, "{}", patched.stderr);
+}
+
 /// Applies YAML as admin and panics with kubectl's message when refused.
 pub async fn kubectl_apply(yaml: &str) {
     let out = cluster().kubectl("admin", &["apply", "-f", "-"], Some(yaml)).await;

@@ -69,6 +69,12 @@ pub mod reasons {
     pub const IN_SYNC: &str = "InSync";
     pub const DRIFTED: &str = "Drifted";
     pub const DRIFT_UNKNOWN: &str = "DriftUnknown";
+    /// Berth asked Argo CD to sync drifted objects back (class `drift.mode: Remediate`).
+    pub const REMEDIATED: &str = "Remediated";
+    /// A deleted request's folder is out of git; Argo CD has yet to prune its environment.
+    pub const AWAITING_PRUNE: &str = "AwaitingPrune";
+    /// Argo CD did not prune a deleted environment in time; the request went anyway.
+    pub const PRUNE_TIMED_OUT: &str = "PruneTimedOut";
 }
 
 /// The three statuses a condition can have.

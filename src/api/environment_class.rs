@@ -96,6 +96,32 @@ pub struct EnvironmentClassSpec {
     /// How the environment's Argo CD Application is set up.
     #[serde(default)]
     pub argocd: ArgoCdPolicy,
+
+    /// What Berth does when an environment's live objects no longer match the commit.
+    #[serde(default)]
+    pub drift: DriftPolicy,
+}
+
+/// What Berth does about drift (live objects changed by hand).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct DriftPolicy {
+    /// `Report` (default): `status.drift`, the `InSync` condition and a `Drifted`
+    /// Warning event. `Remediate`: the same, and Berth asks Argo CD, once per episode
+    /// of drift, to sync the drifted objects back to the commit (whatever
+    /// `argocd.syncPolicy.selfHeal` says).
+    #[serde(default)]
+    pub mode: DriftMode,
+}
+
+/// Whether Berth only reports drift or also has Argo CD put it right.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum DriftMode {
+    /// Report drift in status and an event.
+    #[default]
+    Report,
+    /// Report drift, and ask Argo CD to sync the drifted objects back.
+    Remediate,
 }
 
 fn default_allowed_clusters() -> Vec<String> {

@@ -308,14 +308,39 @@ pub struct SyncStatus {
     /// Argo CD's last sync operation (`status.operationState`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub operation: Option<SyncOperation>,
+    /// What runs: the source and revision of Argo CD's last completed sync of the
+    /// Application (the newest entry of its `status.history`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub live: Option<LiveRevision>,
+    /// Berth's commit for the current spec (`status.gitops.commit`) while Argo CD has
+    /// not synced it yet; absent once the environment runs it. With `live`, it tells
+    /// "committed" from "running".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending_commit: Option<String>,
+}
+
+/// A source Argo CD deployed, and the commit it resolved to.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct LiveRevision {
+    /// The source as the Application named it then.
+    pub source: SyncSource,
+    /// The git commit of that source Argo CD applied.
+    #[serde(default)]
+    pub revision: String,
+    /// When Argo CD finished applying it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deployed_at: Option<Time>,
 }
 
 /// An Application's source: which repository, folder and revision it deploys.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct SyncSource {
+    /// The git repository.
     #[serde(rename = "repoURL")]
     pub repo_url: String,
+    /// The folder in it.
     #[serde(default)]
     pub path: String,
     /// The branch, tag or commit asked for.
@@ -351,6 +376,20 @@ pub struct DriftStatus {
     #[serde(default)]
     #[schemars(length(max = 100))]
     pub differences: Vec<Difference>,
+    /// Berth's request that Argo CD sync the drifted objects back (class
+    /// `drift.mode: Remediate`), once per episode of drift; absent while in sync.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remediation: Option<Remediation>,
+}
+
+/// Where Berth's request to sync drifted objects back stands.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Remediation {
+    /// Not asked yet: Argo CD is running an operation on the Application that applied
+    /// the objects (or the request failed); Berth asks once it is done.
+    Pending,
+    /// Berth set a sync operation on that Application; it asks no more this episode.
+    Requested,
 }
 
 /// Whether live objects match what was committed.

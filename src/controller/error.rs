@@ -24,9 +24,24 @@ pub enum Error {
     Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
     #[error("object has no {0}")]
     Incomplete(&'static str),
+    /// Not a failure: a deleted request keeps its finalizer until Argo CD pruned it.
+    #[error("{0}")]
+    AwaitingPrune(String),
 }
 
 impl Error {
+    /// A deleted request waiting for Argo CD to prune it: expected, retried soon, and
+    /// neither logged nor counted as a failure.
+    pub fn is_awaiting_prune(&self) -> bool {
+        match self {
+            Self::AwaitingPrune(_) => true,
+            Self::Finalizer(inner) => {
+                matches!(inner.as_ref(), kube::runtime::finalizer::Error::CleanupFailed(e) if e.is_awaiting_prune())
+            }
+            _ => false,
+        }
+    }
+
     /// Whether trying again later can succeed (network, conflicts, the git remote).
     pub fn is_transient(&self) -> bool {
         match self {
@@ -36,7 +51,7 @@ impl Error {
             Self::Commit { source, .. } | Self::Remove { source, .. } | Self::Inventory { source } => {
                 source.is_transient()
             }
-            Self::InventoryNotLoaded(_) => true,
+            Self::InventoryNotLoaded(_) | Self::AwaitingPrune(_) => true,
             Self::Finalizer(inner) => match inner.as_ref() {
                 kube::runtime::finalizer::Error::ApplyFailed(e) | kube::runtime::finalizer::Error::CleanupFailed(e) => {
                     e.is_transient()
@@ -45,5 +60,19 @@ impl Error {
             },
             Self::Incomplete(_) => false,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_deletion_waiting_for_argo_cd_is_retried_and_no_failure() {
+        let waiting = || Error::AwaitingPrune("payments/web: waiting for Argo CD".to_owned());
+        let through_finalizer = Error::Finalizer(Box::new(kube::runtime::finalizer::Error::CleanupFailed(waiting())));
+        assert!(through_finalizer.is_awaiting_prune() && through_finalizer.is_transient());
+        assert!(waiting().is_awaiting_prune());
+        assert!(!Error::Incomplete("namespace").is_awaiting_prune());
     }
 }

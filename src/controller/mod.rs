@@ -79,11 +79,14 @@ where
     let result = tracing::Instrument::instrument(reconcile(object, ctx.clone()), span.clone()).await;
     let outcome = match &result {
         Ok(_) => Outcome::Success,
+        Err(e) if e.is_awaiting_prune() => Outcome::Success,
         Err(e) if e.is_transient() => Outcome::ErrorTransient,
         Err(_) => Outcome::ErrorPermanent,
     };
-    if let Err(error) = &result {
-        span.in_scope(|| tracing::warn!(%error, "reconcile failed"));
+    match &result {
+        Err(error) if error.is_awaiting_prune() => span.in_scope(|| tracing::debug!(%error, "deletion waits")),
+        Err(error) => span.in_scope(|| tracing::warn!(%error, "reconcile failed")),
+        Ok(_) => {}
     }
     timer.finish(outcome);
     result

@@ -8,6 +8,7 @@
 
 mod diff;
 mod objects;
+pub mod remediation;
 #[cfg(test)]
 mod tests;
 
@@ -63,5 +64,5 @@ pub fn drift_status(
 ) -> Result<DriftStatus, DriftError> {
     let desired = desired_objects(desired_files)?;
     let (state, differences) = summarize(diff_all(&desired, live_objects));
-    Ok(DriftStatus { state, checked_at: Some(checked_at), differences })
+    Ok(DriftStatus { state, checked_at: Some(checked_at), differences, remediation: None })
 }

@@ -136,7 +136,12 @@ mod tests {
         request.spec.app.revision = "v1".to_owned();
         request.status = Some(EnvironmentRequestStatus {
             gitops: Some(GitOpsStatus { rendered_digest: Some("d2".into()), ..Default::default() }),
-            drift: Some(DriftStatus { state: DriftState::InSync, checked_at: None, differences: Vec::new() }),
+            drift: Some(DriftStatus {
+                state: DriftState::InSync,
+                checked_at: None,
+                differences: Vec::new(),
+                remediation: None,
+            }),
             promotion: Some(Promotion {
                 rollout: "r".into(),
                 rollout_uid: String::new(),
@@ -163,6 +168,7 @@ mod tests {
             revision: Some("abc".into()),
             compared_to: Some(source),
             operation: None,
+            ..SyncStatus::default()
         };
         request.status.as_mut().expect("a status").sync = Some(sync);
         request

@@ -24,6 +24,7 @@ const DRIFTED: &str = "berth_drifted_environments";
 const LEADER: &str = "berth_leader";
 const ORPHANS_REMOVED: &str = "berth_gitops_orphans_removed_total";
 const ARGOCD_REFRESHES: &str = "berth_argocd_refreshes_total";
+const DRIFT_REMEDIATIONS: &str = "berth_drift_remediations_total";
 const WATCH_ERRORS: &str = "berth_watch_errors_total";
 const WATCH_HEALTHY: &str = "berth_watch_healthy";
 const ROLLOUT_BATCHES: &str = "berth_rollout_batches_total";
@@ -95,6 +96,7 @@ pub struct Metrics {
     leader: IntGauge,
     orphans_removed: IntCounter,
     argocd_refreshes: IntCounter,
+    drift_remediations: IntCounter,
     watch_errors: IntCounterVec,
     watch_healthy: IntGaugeVec,
     rollout_batches: IntCounterVec,
@@ -138,6 +140,11 @@ impl Metrics {
             "Refreshes Berth asked of Argo CD's Applications that deploy its GitOps repository, after a push",
         )
         .map_err(|source| Error::RegisterMetric { name: ARGOCD_REFRESHES, source })?;
+        let drift_remediations = IntCounter::new(
+            DRIFT_REMEDIATIONS,
+            "Sync operations Berth set on Argo CD's Applications to put drifted environments right",
+        )
+        .map_err(|source| Error::RegisterMetric { name: DRIFT_REMEDIATIONS, source })?;
         let watch_errors = IntCounterVec::new(
             Opts::new(WATCH_ERRORS, "Errors of Berth's watches (each retried with backoff), by kind watched"),
             &["kind"],
@@ -151,6 +158,7 @@ impl Metrics {
         register(&registry, LEADER, &leader)?;
         register(&registry, ORPHANS_REMOVED, &orphans_removed)?;
         register(&registry, ARGOCD_REFRESHES, &argocd_refreshes)?;
+        register(&registry, DRIFT_REMEDIATIONS, &drift_remediations)?;
         register(&registry, WATCH_ERRORS, &watch_errors)?;
         register(&registry, WATCH_HEALTHY, &watch_healthy)?;
         let rollout_batches = IntCounterVec::new(
@@ -187,6 +195,7 @@ impl Metrics {
             leader,
             orphans_removed,
             argocd_refreshes,
+            drift_remediations,
             watch_errors,
             watch_healthy,
             rollout_batches,
@@ -244,6 +253,11 @@ impl Metrics {
     /// Counts one refresh asked of an Argo CD root app.
     pub fn count_argocd_refresh(&self) {
         self.argocd_refreshes.inc();
+    }
+
+    /// Counts one sync operation set on an Argo CD Application to put drift right.
+    pub fn count_drift_remediation(&self) {
+        self.drift_remediations.inc();
     }
 
     /// Counts folders the orphan sweeper removed from git.

@@ -130,7 +130,8 @@ async fn supervise(dir: &Path, watch_pid: Option<u32>, with_argocd: bool) -> Res
 
 /// Answers one command on the control socket (a test taking the apiserver away):
 /// `stop-apiserver <grace-ms>` → `ok <ms it took to exit>`; `start-apiserver` → `ok`
-/// once it answers `/readyz` again.
+/// once it answers `/readyz` again; `stop <process> <grace-ms>` and `start <process>`
+/// for another process (say `argocd-application-controller`).
 async fn serve_command(plane: &mut ControlPlane, stream: tokio::net::UnixStream) {
     use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
     let (read, mut write) = stream.into_split();
@@ -144,6 +145,14 @@ async fn serve_command(plane: &mut ControlPlane, stream: tokio::net::UnixStream)
             Err(_) => Err(anyhow::anyhow!("grace must be milliseconds, not {grace_ms:?}")),
         },
         ["start-apiserver"] => plane.start_apiserver().await.map(|()| String::new()),
+        ["stop", name, grace_ms] => match grace_ms.parse() {
+            Ok(ms) => {
+                plane.stop_process(name, Duration::from_millis(ms)).await.map(|took| took.as_millis().to_string())
+            }
+            Err(_) => Err(anyhow::anyhow!("grace must be milliseconds, not {grace_ms:?}")),
+        },
+        // Last in stopping order: Argo CD's processes are started after the rest.
+        ["start", name] => plane.start_process(name, usize::MAX).map(|()| String::new()),
         _ => Err(anyhow::anyhow!("unknown command {:?}", line.trim())),
     };
     let answer = match answer {

@@ -4,10 +4,21 @@
 //! root Application, as a platform team sets it up; Berth reports what Argo CD
 //! reports. Nothing here writes an Application's status.
 
-use std::{collections::BTreeSet, path::Path, time::Duration};
+mod drift;
+mod prune;
+mod revision;
 
-use berth::api::{EnvironmentRequest, environment_request::Phase};
-use berth_e2e::{argocd::NAMESPACE as ARGOCD, fixture::Cluster, suite::*};
+use std::{collections::BTreeSet, path::Path, sync::OnceLock, time::Duration};
+
+use berth::api::{
+    EnvironmentRequest,
+    environment_request::{EnvironmentRequestStatus, Phase},
+};
+use berth_e2e::{
+    argocd::{NAMESPACE as ARGOCD, root_application},
+    fixture::Cluster,
+    suite::*,
+};
 use kube::Api;
 use serde::Deserialize;
 use serde_json::Value;
@@ -20,50 +31,88 @@ fn cluster_with_argocd() -> &'static Cluster {
     Cluster::shared_with_argocd(env!("CARGO_BIN_EXE_berth-controlplane"))
 }
 
-/// The root "app of apps": everything Berth commits for this cluster, applied by Argo
-/// CD with pruning, as the README tells a platform team to set it up.
-fn root_application(name: &str, remote: &Path) -> String {
-    format!(
-        "apiVersion: argoproj.io/v1alpha1
-kind: Application
-metadata: {{name: {name}, namespace: {ARGOCD}}}
-spec:
-  project: default
-  source:
-    repoURL: file://{remote}
-    targetRevision: main
-    path: clusters/in-cluster
-    directory: {{recurse: true}}
-  destination: {{name: in-cluster, namespace: {ARGOCD}}}
-  syncPolicy: {{automated: {{prune: true, selfHeal: false, allowEmpty: true}}}}
-",
-        remote = remote.display()
-    )
+/// One test at a time: they share Argo CD's root app, and each asserts which of its
+/// own commits Argo CD synced.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// The test's turn, with the control plane, Argo CD and Berth running.
+async fn turn() -> tokio::sync::MutexGuard<'static, ()> {
+    let turn = SERIAL.lock().await;
+    cluster_with_argocd();
+    operator().await;
+    turn
+}
+
+static ROOT: tokio::sync::OnceCell<String> = tokio::sync::OnceCell::const_new();
+
+/// The root app over Berth's remote, created by the first test that needs it.
+async fn root_app() -> &'static str {
+    ROOT.get_or_init(|| async {
+        let root = format!("berth-root-{}", suffix());
+        // Nothing of the platform team's in the folder: the last environment's removal
+        // leaves Berth's note there (src/gitops/tree.rs), and that is what gets it pruned.
+        kubectl_apply(&root_application(&root, &remote())).await;
+        root
+    })
+    .await
 }
 
 /// Spec fields of a class whose environments Argo CD syncs and prunes by itself.
 const SYNCED_BY_ARGOCD: &str = "limitRange: {defaultRequest: {cpu: 100m}, default: {cpu: 500m}}
   argocd: {project: default, syncPolicy: {automated: true, prune: true, selfHeal: false}}";
 
-/// A bare app repository with one ConfigMap under `deploy/` (no Pods: the control
-/// plane has no nodes) at tag `v1`; returns the tagged commit.
-fn app_repository(path: &Path) -> String {
-    let repo = git2::Repository::init_opts(path, git2::RepositoryInitOptions::new().bare(true).initial_head("main"))
-        .unwrap_or_else(|e| panic!("cannot create {}: {e}", path.display()));
-    let configmap = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: web-settings}\ndata: {greeting: hello}\n";
-    let commit = (|| -> Result<git2::Oid, git2::Error> {
-        let blob = repo.blob(configmap.as_bytes())?;
-        let empty = repo.find_tree(repo.treebuilder(None)?.write()?)?;
-        let tree = git2::build::TreeUpdateBuilder::new()
-            .upsert("deploy/configmap.yaml", blob, git2::FileMode::Blob)
-            .create_updated(&repo, &empty)?;
-        let person = git2::Signature::now("app team", "app@example.com")?;
-        let commit = repo.commit(Some("refs/heads/main"), &person, &person, "web v1", &repo.find_tree(tree)?, &[])?;
-        repo.reference("refs/tags/v1", commit, false, "tag v1")?;
-        Ok(commit)
-    })()
-    .unwrap_or_else(|e| panic!("cannot commit to the app repository: {e}"));
-    commit.to_string()
+/// The app's greeting at each tag of [`app_repository`].
+const GREETINGS: [(&str, &str); 2] = [("v1", "hello"), ("v2", "hello again")];
+
+/// The app repository of this test binary (see [`berth_e2e::argocd::app_repository`]),
+/// with [`GREETINGS`]: its path and the tagged commits.
+fn app_repository() -> &'static (std::path::PathBuf, Vec<String>) {
+    static REPO: OnceLock<(std::path::PathBuf, Vec<String>)> = OnceLock::new();
+    REPO.get_or_init(|| {
+        // In the control plane's folder, which goes with it.
+        let path = cluster_with_argocd().info.dir.join("app-web.git");
+        let commits = berth_e2e::argocd::app_repository(&path, &GREETINGS);
+        (path, commits)
+    })
+}
+
+/// A request `name` of `class` in `tenant` for the app at `revision`.
+fn request_for_app(tenant: &str, name: &str, class: &str, revision: &str) -> String {
+    berth_e2e::argocd::request_for_app(tenant, name, class, &app_repository().0, revision)
+}
+
+/// A tenant, a class Argo CD syncs with more spec fields `extra` (a YAML fragment),
+/// and request `name` at `v1`, Ready (Argo CD synced it); returns the tenant and the
+/// request's status.
+async fn provisioned(extra: &str, name: &str) -> (String, EnvironmentRequestStatus) {
+    root_app().await;
+    let (tenant, class) = (format!("tn-{}", suffix()), format!("real-{}", suffix()));
+    kubectl_apply(&class_yaml(&class, 5, &format!("{SYNCED_BY_ARGOCD}\n  {extra}"))).await;
+    kubectl_apply(&tenant_yaml(&tenant, &[&class], "{}")).await;
+    wait_tenant_namespace(&tenant).await;
+    kubectl_apply(&request_for_app(&tenant, name, &class, "v1")).await;
+    let ready = wait_phase(&tenant, name, Phase::Ready, ARGOCD_PATIENCE).await;
+    (tenant, ready.status.unwrap_or_default())
+}
+
+/// Deletes the request and waits until it is gone, which Berth lets happen only once
+/// Argo CD pruned its environment: then its namespace and Application are gone.
+async fn delete_and_see_it_pruned(tenant: &str, name: &str, env_ns: &str) {
+    let out =
+        cluster().kubectl("admin", &["delete", "environmentrequest", name, "-n", tenant, "--wait=false"], None).await;
+    assert!(out.success, "{}", out.stderr);
+    let requests: Api<EnvironmentRequest> = Api::namespaced(cluster().client("admin").await, tenant);
+    wait_for(ARGOCD_PATIENCE, &format!("{tenant}/{name} to be gone"), || {
+        let requests = requests.clone();
+        async move { matches!(requests.get_opt(name).await, Ok(None)).then_some(()) }
+    })
+    .await;
+    assert_eq!(
+        get("namespace", None, env_ns).await.map(|n| n["status"].clone()),
+        None,
+        "the request went before its namespace"
+    );
+    assert_eq!(get("applications.argoproj.io", Some(ARGOCD), env_ns).await.map(|a| a["metadata"].clone()), None);
 }
 
 /// An object as admin reads it with kubectl; `None` while it does not exist.
@@ -126,26 +175,15 @@ fn assert_applied_by_argocd(object: &Value, what: &str, tenant: &str, env_ns: &s
 
 #[tokio::test]
 async fn argocd_applies_what_berth_commits_and_prunes_it_when_the_request_goes() {
-    cluster_with_argocd();
-    operator().await;
+    let _turn = turn().await;
     let remote = remote();
-    let root = format!("berth-root-{}", suffix());
-    // Nothing of the platform team's in the folder: the last environment's removal
-    // leaves Berth's note there (src/gitops/tree.rs), and that is what gets it pruned.
-    kubectl_apply(&root_application(&root, &remote)).await;
-
-    let work = std::env::temp_dir().join(format!("berth-argocd-real-{}", std::process::id()));
-    let app_repo = work.join("web.git");
-    let app_commit = app_repository(&app_repo);
+    let root = root_app().await.to_owned();
+    let app_commit = app_repository().1[0].clone();
     let (tenant, class) = (format!("tn-{}", suffix()), format!("real-{}", suffix()));
     kubectl_apply(&class_yaml(&class, 5, SYNCED_BY_ARGOCD)).await;
     kubectl_apply(&tenant_yaml(&tenant, &[&class], "{}")).await;
     wait_tenant_namespace(&tenant).await;
-    let app = format!("app: {{name: web, repoURL: 'file://{}', path: deploy, revision: v1}}", app_repo.display());
-    let request = request_yaml(&tenant, "preview", &tenant, &class, "")
-        .replace("app: {name: web, repoURL: https://git.example.com/web.git, path: deploy, revision: v1}", &app);
-    assert!(request.contains("file://"), "the request template changed: {request}");
-    kubectl_apply(&request).await;
+    kubectl_apply(&request_for_app(&tenant, "preview", &class, "v1")).await;
 
     // Berth commits; Argo CD applies the commit; Berth reports Ready from Argo CD's status.
     let ready = wait_phase(&tenant, "preview", Phase::Ready, ARGOCD_PATIENCE).await;
@@ -199,7 +237,7 @@ async fn argocd_applies_what_berth_commits_and_prunes_it_when_the_request_goes()
         .await;
     assert!(out.success, "{}", out.stderr);
     let requests: Api<EnvironmentRequest> = Api::namespaced(cluster().client("admin").await, &tenant);
-    wait_for(Duration::from_secs(60), "the request to be gone", || {
+    wait_for(ARGOCD_PATIENCE, "the request to be gone", || {
         let requests = requests.clone();
         async move { matches!(requests.get_opt("preview").await, Ok(None)).then_some(()) }
     })
@@ -228,5 +266,4 @@ async fn argocd_applies_what_berth_commits_and_prunes_it_when_the_request_goes()
     }
     let root_app = get("applications.argoproj.io", Some(ARGOCD), &root).await.unwrap_or_default();
     assert_eq!(reported(&root_app).2, remote_head(&remote), "the root app synced the deletion commit: {root_app}");
-    let _ = std::fs::remove_dir_all(&work);
 }

@@ -76,6 +76,12 @@ fn env_value(objects: &[Value], name: &str) -> Value {
 }
 
 #[test]
+fn the_chart_turns_refresh_after_push_on_or_off() {
+    assert_eq!(env_value(&chart(&[]), "BERTH_ARGOCD_REFRESH"), "true");
+    assert_eq!(env_value(&chart(&["--set", "argocd.refresh=false"]), "BERTH_ARGOCD_REFRESH"), "false");
+}
+
+#[test]
 fn applications_are_watchable_only_in_the_namespace_berth_watches_them_in() {
     let gitops = chart(&["--set", "argocd.namespace=gitops"]);
     for (name, rendered) in [("config/default", config_default()), ("the chart", chart(&[])), ("gitops", gitops)] {

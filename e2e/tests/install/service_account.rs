@@ -49,7 +49,7 @@ async fn assert_least_privilege() {
         &["create", "events.events.k8s.io", "-n", "any-tenant"],
         &["list", "applications.argoproj.io", "-n", "argocd"],
         &["watch", "applications.argoproj.io", "-n", "argocd"],
-        // The refresh annotation on root apps after a push.
+        // The refresh annotation on root apps after a push; the sync operation of drift remediation.
         &["patch", "applications.argoproj.io", "-n", "argocd"],
         &["get", "customresourcedefinitions.apiextensions.k8s.io/applications.argoproj.io"],
         &["update", "leases.coordination.k8s.io", "-n", "berth-system"],
@@ -275,9 +275,23 @@ spec:
     let conditions = ready.status.unwrap_or_default().conditions;
     assert!(find(&conditions, types::SYNCED).is_some_and(|c| c.status == "True"), "{conditions:?}");
 
-    // Alice deletes it: the folder leaves git before the request goes.
+    // Alice deletes it: the folder leaves git, and the request waits for Argo CD to
+    // prune the environment (played here: the Application goes) before it goes.
     let out =
         cluster.kubectl("alice", &["delete", "environmentrequest", "web", "-n", &tenant, "--wait=false"], None).await;
+    assert!(out.success, "{}", out.stderr);
+    wait_for(Duration::from_secs(60), "the request to wait for Argo CD's prune", log, || async {
+        let status = requests.get_opt("web").await.ok().flatten()?.status?;
+        find(&status.conditions, types::READY).is_some_and(|c| c.reason == "AwaitingPrune").then_some(())
+    })
+    .await;
+    assert_eq!(files_at_head(&remote, &path), None, "{path} is still in git");
+    let unfinalize = r#"{"metadata":{"finalizers":null}}"#;
+    let args = ["patch", "applications.argoproj.io", &environment, "-n", "argocd", "--type", "merge", "-p", unfinalize];
+    let out = cluster.kubectl("admin", &args, None).await;
+    assert!(out.success, "{}", out.stderr);
+    let out =
+        cluster.kubectl("admin", &["delete", "applications.argoproj.io", &environment, "-n", "argocd"], None).await;
     assert!(out.success, "{}", out.stderr);
     wait_for(Duration::from_secs(60), "the request to be gone", log, || async {
         requests.get_opt("web").await.ok().flatten().is_none().then_some(())

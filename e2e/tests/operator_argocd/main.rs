@@ -13,13 +13,6 @@ use berth::api::{
 };
 use berth_e2e::suite::*;
 
-/// Writes the Application's status as Argo CD's application controller would.
-async fn report_as_argocd(application: &str, status: &str) {
-    let args = ["patch", "applications.argoproj.io", application, "-n", "argocd", "--type", "merge", "-p", status];
-    let patched = cluster().kubectl("admin", &args, None).await;
-    assert!(patched.success, "{}", patched.stderr);
-}
-
 #[tokio::test]
 async fn ready_follows_the_applications_sync_and_health_once_argocd_is_installed() {
     cluster().install_crds().await;
@@ -54,7 +47,7 @@ async fn ready_follows_the_applications_sync_and_health_once_argocd_is_installed
     let stale = r#"{"status":{"sync":{"status":"Synced","revision":"0123abcd",
         "comparedTo":{"source":{"repoURL":"https://git.example.com/web.git","path":"deploy","targetRevision":"v0"},"destination":{"name":"in-cluster"}}},
         "health":{"status":"Healthy"}}}"#;
-    report_as_argocd(&env_ns, stale).await;
+    patch_application(&env_ns, stale).await;
     let api: kube::Api<berth::api::EnvironmentRequest> =
         kube::Api::namespaced(cluster().client("admin").await, &tenant);
     let pending = wait_for(Duration::from_secs(30), "Berth to read the stale report", || {
@@ -76,7 +69,7 @@ async fn ready_follows_the_applications_sync_and_health_once_argocd_is_installed
         "health":{"status":"Healthy"},
         "operationState":{"phase":"Succeeded","startedAt":"2026-12-01T00:00:00Z",
             "operation":{"sync":{"revision":"0123abcd"}},"syncResult":{"revision":"0123abcd"}}}}"#;
-    report_as_argocd(&env_ns, synced).await;
+    patch_application(&env_ns, synced).await;
 
     let ready = wait_phase(&tenant, "svc", Phase::Ready, Duration::from_secs(30)).await;
     let status = ready.status.unwrap_or_default();
@@ -89,7 +82,7 @@ async fn ready_follows_the_applications_sync_and_health_once_argocd_is_installed
 
     // Degraded again: Ready goes back to False with Argo CD's words.
     let degraded = r#"{"status":{"health":{"status":"Degraded"}}}"#;
-    report_as_argocd(&env_ns, degraded).await;
+    patch_application(&env_ns, degraded).await;
     let back = wait_phase(&tenant, "svc", Phase::Provisioning, Duration::from_secs(30)).await;
     let conditions = back.status.unwrap_or_default().conditions;
     assert!(find(&conditions, types::SYNCED).is_some_and(|c| c.status == "False" && c.message.contains("Degraded")));

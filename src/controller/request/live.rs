@@ -75,7 +75,12 @@ pub async fn drift(
 fn unknown(reason: String, old: Option<&DriftStatus>) -> DriftStatus {
     tracing::warn!(%reason, "drift unknown");
     keep_checked_at(
-        DriftStatus { state: DriftState::Unknown, checked_at: Some(Time(Timestamp::now())), differences: Vec::new() },
+        DriftStatus {
+            state: DriftState::Unknown,
+            checked_at: Some(Time(Timestamp::now())),
+            differences: Vec::new(),
+            remediation: None,
+        },
         old,
     )
 }

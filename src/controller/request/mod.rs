@@ -9,6 +9,8 @@ mod build;
 mod dereference;
 mod git_record;
 pub(crate) mod live;
+mod prune;
+mod remediate;
 mod status;
 mod validate;
 
@@ -37,7 +39,7 @@ use crate::{
     api::{
         EnvironmentClass, EnvironmentRequest,
         conditions::{self, reasons, types},
-        environment_request::{EnvironmentRequestStatus, Phase},
+        environment_request::{EnvironmentRequestStatus, Phase, Remediation},
     },
     gitops::{RepoPath, environment_path},
     policy::{
@@ -104,7 +106,12 @@ async fn apply(request: &EnvironmentRequest, ctx: &Context) -> Result<Action, Er
         ctx.budget.forget(request);
     }
     let requeue = match &finding {
-        Finding::Committed(committed) => committed.expires_at.as_ref().map_or(RESYNC, |at| until(at).min(RESYNC)),
+        Finding::Committed(committed) => {
+            // A remediation waiting on Argo CD is tried again soon.
+            let pending = committed.drift.as_ref().is_some_and(|d| d.remediation == Some(Remediation::Pending));
+            let resync = if pending { Duration::from_secs(5) } else { RESYNC };
+            committed.expires_at.as_ref().map_or(resync, |at| until(at).min(resync))
+        }
         Finding::Expired { .. } => Duration::from_secs(3600),
         _ => RESYNC,
     };
@@ -164,6 +171,7 @@ async fn assess(request: &EnvironmentRequest, refs: &Dereferenced, ctx: &Context
     if let Err(exceeded) = admit(request, &validated, ctx).await? {
         return Ok(Finding::Denied(Denial::OverBudget(exceeded)));
     }
+    let drift_mode = validated.environment.class.spec.drift.mode;
     let built = match build::build(&validated, &ctx.render) {
         Ok(built) => built,
         Err(e) => return Ok(Finding::Denied(Denial::Invalid(e.to_string()))),
@@ -171,6 +179,8 @@ async fn assess(request: &EnvironmentRequest, refs: &Dereferenced, ctx: &Context
     let Folder { commit, path, digest } = apply::commit(request, &built, &class_label(&validated), ctx).await?;
     let environment = &built.environment;
     let old_drift = request.status.as_ref().and_then(|s| s.drift.as_ref());
+    let drift = live::drift(&request.spec.cluster, &environment.files, old_drift, ctx).await?;
+    let drift = remediate::remediate(request, drift_mode, &environment.files, drift, ctx).await;
     Ok(Finding::Committed(Box::new(Committed {
         namespace: environment.namespace.clone(),
         commit,
@@ -181,7 +191,7 @@ async fn assess(request: &EnvironmentRequest, refs: &Dereferenced, ctx: &Context
         approved_by: validated.approval.map(|a| a.approver),
         sync: live::sync_status(&environment.namespace, ctx).await?,
         source: request.deployed_source(),
-        drift: Some(live::drift(&request.spec.cluster, &environment.files, old_drift, ctx).await?),
+        drift: Some(drift),
     })))
 }
 
@@ -287,9 +297,20 @@ pub(crate) enum ForRollout {
     Refused(String),
 }
 
-/// Deletion: the folder leaves git before the finalizer goes. An unreachable remote
-/// fails the cleanup, which keeps the finalizer and retries.
+/// Deletion: the folder leaves git, then Argo CD prunes the environment (see
+/// [`prune`]), before the finalizer goes. An unreachable remote fails the cleanup,
+/// which keeps the finalizer and retries.
 async fn cleanup(request: &EnvironmentRequest, ctx: &Context) -> Result<Action, Error> {
+    if !prune::awaiting(request) {
+        remove_folders(request, ctx).await?;
+    }
+    prune::wait(request, ctx).await?;
+    ctx.budget.forget(request);
+    Ok(Action::await_change())
+}
+
+/// The request's folders leave git (deletion's first step).
+async fn remove_folders(request: &EnvironmentRequest, ctx: &Context) -> Result<(), Error> {
     // Only the folder Berth recorded committing for this request: never a path
     // recomputed from a spec that may name another tenant.
     let recorded = committed_path(request).and_then(|p| RepoPath::parse(&p).ok());
@@ -306,8 +327,7 @@ async fn cleanup(request: &EnvironmentRequest, ctx: &Context) -> Result<Action, 
         remove(ctx, &path, request, "deleted").await?;
         publish(ctx, request, EventType::Normal, "Removed", format!("removed {path} from git")).await;
     }
-    ctx.budget.forget(request);
-    Ok(Action::await_change())
+    Ok(())
 }
 
 async fn write_status(request: &EnvironmentRequest, ctx: &Context, finding: &Finding) -> Result<(), Error> {

@@ -53,6 +53,31 @@ impl Committed {
     fn verdict(&self) -> Option<Verdict> {
         self.sync.as_ref().map(|sync| argocd::verdict(sync, &self.source))
     }
+
+    /// Whether Argo CD has yet to sync this commit: anything but a Synced report about
+    /// the rendered source (Synced but Degraded runs it, unhealthy).
+    fn pending(&self, verdict: &Verdict) -> bool {
+        let synced = self.sync.as_ref().is_some_and(|s| s.status.as_deref() == Some("Synced"));
+        match verdict {
+            Verdict::Synced => false,
+            Verdict::NotSynced(_) => !synced,
+            Verdict::Pending(_) => true,
+        }
+    }
+
+    /// `why`, led by what runs and which commit it waits for: "Argo CD runs
+    /// deploy@v1 (0a1b2c3d), waiting for commit 4e5f6a7b: …".
+    fn live_and_pending(&self, why: &str) -> String {
+        let short = |commit: &str| commit.chars().take(8).collect::<String>();
+        let live = self.sync.as_ref().and_then(|s| s.live.as_ref()).map_or_else(
+            || "nothing yet".to_owned(),
+            |live| {
+                let source = &live.source;
+                format!("{}@{} ({})", source.path.trim_matches('/'), source.target_revision, short(&live.revision))
+            },
+        );
+        format!("Argo CD runs {live}, waiting for commit {}: {why}", short(&self.commit))
+    }
 }
 
 /// The new status: phase, conditions (transition times kept when unchanged) and
@@ -98,6 +123,11 @@ pub fn next_status(
             status.estimated_monthly_cost_usd = Some(committed.monthly_cost_usd);
             status.expires_at = committed.expires_at.clone();
             status.sync = committed.sync.clone();
+            let verdict = committed.verdict();
+            let pending = verdict.as_ref().is_some_and(|verdict| committed.pending(verdict));
+            if let Some(sync) = status.sync.as_mut() {
+                sync.pending_commit = pending.then(|| committed.commit.clone());
+            }
             if let Some(approver) = &committed.approved_by {
                 set(types::APPROVED, True, reasons::APPROVED, format!("approved by {approver}"));
             }
@@ -124,7 +154,7 @@ pub fn next_status(
                 };
                 set(types::IN_SYNC, state, reason, message);
             }
-            match committed.verdict() {
+            match verdict {
                 None => {
                     let message = "Argo CD's Application CRD is not installed; nothing reports sync".to_owned();
                     set(types::SYNCED, Unknown, reasons::ARGOCD_NOT_INSTALLED, message);
@@ -140,10 +170,12 @@ pub fn next_status(
                     (Phase::Ready, reasons::READY, "committed, synced and healthy".to_owned())
                 }
                 Some(Verdict::Pending(message)) => {
+                    let message = committed.live_and_pending(&message);
                     set(types::SYNCED, False, reasons::SYNC_PENDING, message.clone());
                     (Phase::Provisioning, reasons::PROVISIONING, message)
                 }
                 Some(Verdict::NotSynced(message)) => {
+                    let message = if pending { committed.live_and_pending(&message) } else { message };
                     set(types::SYNCED, False, reasons::NOT_SYNCED, message.clone());
                     (Phase::Provisioning, reasons::PROVISIONING, message)
                 }
@@ -277,6 +309,35 @@ mod tests {
     }
 
     #[test]
+    fn while_argo_cd_runs_an_older_source_status_names_what_runs_and_the_commit_it_waits_for() {
+        use crate::api::environment_request::LiveRevision;
+        let Finding::Committed(mut facts) = committed(Some(("Synced", "Healthy"))) else { unreachable!() };
+        let old_source = SyncSource { target_revision: "v0".into(), ..source() };
+        let sync = facts.sync.as_mut().expect("sync");
+        sync.compared_to = Some(old_source.clone());
+        sync.live = Some(LiveRevision { source: old_source, revision: "0123456789ab".into(), deployed_at: None });
+        let pending = next_status(&Default::default(), Some(2), &Finding::Committed(facts.clone()), &at(10));
+        assert_eq!(pending.phase, Some(Phase::Provisioning));
+        assert_eq!(pending.sync.as_ref().and_then(|s| s.pending_commit.as_deref()), Some("abc123"));
+        let synced = find(&pending.conditions, types::SYNCED).expect("Synced");
+        assert!(
+            synced.message.starts_with("Argo CD runs deploy@v0 (01234567), waiting for commit abc123: "),
+            "{}",
+            synced.message
+        );
+        // Argo CD synced the rendered source: nothing pending, and the message says so.
+        facts.sync.as_mut().expect("sync").compared_to = Some(source());
+        let ready = next_status(&pending, Some(2), &Finding::Committed(facts.clone()), &at(20));
+        assert_eq!(ready.phase, Some(Phase::Ready));
+        assert_eq!(ready.sync.as_ref().and_then(|s| s.pending_commit.as_deref()), None);
+        // Synced but Degraded runs the commit: not pending, and no "waiting for" in the message.
+        facts.sync.as_mut().expect("sync").health = Some("Degraded".into());
+        let degraded = next_status(&ready, Some(2), &Finding::Committed(facts), &at(30));
+        assert_eq!(degraded.sync.as_ref().and_then(|s| s.pending_commit.as_deref()), None);
+        assert!(find(&degraded.conditions, types::SYNCED).is_some_and(|c| !c.message.contains("waiting for")));
+    }
+
+    #[test]
     fn drift_sets_in_sync_and_lists_the_first_fields() {
         use crate::api::environment_request::Difference;
         let Finding::Committed(mut facts) = committed(None) else { unreachable!("committed() builds Committed") };
@@ -289,6 +350,7 @@ mod tests {
                 desired: Some("\"10\"".into()),
                 live: Some("\"99\"".into()),
             }],
+            remediation: None,
         });
         let status = next_status(&Default::default(), Some(1), &Finding::Committed(facts.clone()), &at(10));
         let in_sync = find(&status.conditions, types::IN_SYNC).expect("InSync");
@@ -296,7 +358,12 @@ mod tests {
         assert!(in_sync.message.contains("ResourceQuota/ns/berth-quota spec.hard.pods"), "{}", in_sync.message);
         assert!(is_true(&status.conditions, types::READY), "drift is reported, it does not unready the environment");
 
-        facts.drift = Some(DriftStatus { state: DriftState::InSync, checked_at: Some(at(20)), differences: vec![] });
+        facts.drift = Some(DriftStatus {
+            state: DriftState::InSync,
+            checked_at: Some(at(20)),
+            differences: vec![],
+            remediation: None,
+        });
         let fixed = next_status(&status, Some(1), &Finding::Committed(facts), &at(20));
         assert!(is_true(&fixed.conditions, types::IN_SYNC));
         assert_eq!(fixed.drift.map(|d| d.state), Some(DriftState::InSync));

@@ -79,8 +79,10 @@ fn promoted(mut r: EnvironmentRequest, commit: &str, health: &str) -> Environmen
         revision: Some("abc".into()),
         compared_to: Some(source),
         operation: None,
+        ..SyncStatus::default()
     });
-    status.drift = Some(DriftStatus { state: DriftState::InSync, checked_at: None, differences: Vec::new() });
+    status.drift =
+        Some(DriftStatus { state: DriftState::InSync, checked_at: None, differences: Vec::new(), remediation: None });
     r
 }
 
