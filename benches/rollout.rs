@@ -17,10 +17,7 @@ use std::{collections::BTreeMap, sync::Arc, time::Duration};
 use berth::{
     api::{
         EnvironmentRequest, Rollout,
-        environment_request::{
-            DriftState, DriftStatus, EnvironmentRequestStatus, GitOpsStatus, Phase, Promotion, PromotionState,
-            SyncStatus,
-        },
+        environment_request::{EnvironmentRequestStatus, GitOpsStatus, Phase},
         rollout::{GateFailure, HistoryAction, RolloutPhase, RolloutStatus},
     },
     rollout::{Observations, next, plan::plan, record_commit},
@@ -61,38 +58,7 @@ fn environment(i: usize) -> EnvironmentRequest {
 
 /// `r` once its batch's commit `commit` is confirmed and Argo CD reports it healthy.
 fn promoted(r: &EnvironmentRequest, commit: &str) -> EnvironmentRequest {
-    let mut r = r.clone();
-    let digest = format!("digest-{commit}");
-    let status = r.status.get_or_insert_with(EnvironmentRequestStatus::default);
-    status.promotion = Some(Promotion {
-        rollout: "checkout-v2".into(),
-        rollout_uid: String::new(),
-        revision: "v2".into(),
-        previous_revision: "v1".into(),
-        stage: "production".into(),
-        batch: 1,
-        state: PromotionState::Committed,
-        commit: Some(commit.into()),
-        rendered_digest: Some(digest.clone()),
-        spec_generation: 1,
-        since: Time(Timestamp::UNIX_EPOCH),
-    });
-    if let Some(gitops) = status.gitops.as_mut() {
-        gitops.rendered_digest = Some(digest);
-    }
-    let source = r.deployed_source();
-    let status = r.status.get_or_insert_with(EnvironmentRequestStatus::default);
-    status.sync = Some(SyncStatus {
-        status: Some("Synced".into()),
-        health: Some("Healthy".into()),
-        revision: Some("abc".into()),
-        compared_to: Some(source),
-        operation: None,
-        ..SyncStatus::default()
-    });
-    status.drift =
-        Some(DriftStatus { state: DriftState::InSync, checked_at: None, differences: Vec::new(), remediation: None });
-    r
+    berth::testing::rollout::promoted(r, commit, "Healthy")
 }
 
 fn observations(environments: &[EnvironmentRequest]) -> Observations {

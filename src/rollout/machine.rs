@@ -828,19 +828,3 @@ enum Verified {
 
 #[cfg(test)]
 mod tests;
-
-#[cfg(test)]
-pub(crate) mod tests_support {
-    use crate::api::{
-        EnvironmentRequest,
-        environment_request::{EnvironmentRequestStatus, GitOpsStatus, Phase},
-    };
-
-    /// Makes `request` look provisioned (Ready, a commit recorded).
-    pub fn provision(request: &mut EnvironmentRequest) {
-        let status = request.status.get_or_insert_with(EnvironmentRequestStatus::default);
-        status.phase = Some(Phase::Ready);
-        let gitops = status.gitops.get_or_insert_with(GitOpsStatus::default);
-        gitops.commit.get_or_insert_with(|| "c0".to_owned());
-    }
-}

@@ -215,7 +215,7 @@ mod tests {
         r.metadata.name = Some(name.to_owned());
         r.spec.app.name = app.to_owned();
         r.metadata.labels = Some(labels.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect());
-        super::super::machine::tests_support::provision(&mut r);
+        crate::testing::rollout::provision(&mut r);
         r
     }
 

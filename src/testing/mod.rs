@@ -9,6 +9,7 @@ pub mod cpu;
 mod examples;
 mod keys;
 mod review;
+pub mod rollout;
 
 pub use busy_pusher::BusyPusher;
 pub use examples::{class, example, example_text, examples_dir, payments, request};

@@ -1,12 +1,7 @@
 use k8s_openapi::jiff::SignedDuration;
 
 use super::*;
-use crate::api::{
-    environment_request::{
-        DriftState, DriftStatus, EnvironmentRequestStatus, GitOpsStatus, Promotion, PromotionState, SyncStatus,
-    },
-    rollout::RolloutSpec,
-};
+use crate::api::rollout::RolloutSpec;
 
 const T0: i64 = 1_800_000_000;
 
@@ -47,43 +42,13 @@ fn request(name: &str, class: &str) -> EnvironmentRequest {
     r.spec.app.name = "checkout".into();
     r.spec.app.revision = "v1".into();
     r.metadata.labels = Some([("app".to_owned(), "checkout".to_owned())].into());
-    super::tests_support::provision(&mut r);
+    crate::testing::rollout::provision(&mut r);
     r
 }
 
-/// `r` as the controllers leave it once its batch's commit is confirmed and Argo CD
-/// reports `health` at the promoted revision.
-fn promoted(mut r: EnvironmentRequest, commit: &str, health: &str) -> EnvironmentRequest {
-    let promotion = Promotion {
-        rollout: "checkout-v2".into(),
-        rollout_uid: String::new(),
-        revision: "v2".into(),
-        previous_revision: "v1".into(),
-        stage: "canary".into(),
-        batch: 1,
-        state: PromotionState::Committed,
-        commit: Some(commit.into()),
-        rendered_digest: Some("d2".into()),
-        spec_generation: 1,
-        since: Time(at(0)),
-    };
-    r.status = Some(EnvironmentRequestStatus { promotion: Some(promotion), ..Default::default() });
-    super::tests_support::provision(&mut r);
-    let source = r.deployed_source();
-    let status = r.status.as_mut().expect("a status");
-    status.gitops =
-        Some(GitOpsStatus { rendered_digest: Some("d2".into()), commit: Some(commit.into()), ..Default::default() });
-    status.sync = Some(SyncStatus {
-        status: Some("Synced".into()),
-        health: Some(health.into()),
-        revision: Some("abc".into()),
-        compared_to: Some(source),
-        operation: None,
-        ..SyncStatus::default()
-    });
-    status.drift =
-        Some(DriftStatus { state: DriftState::InSync, checked_at: None, differences: Vec::new(), remediation: None });
-    r
+/// `r` once its batch's commit is confirmed and Argo CD reports `health` at v2.
+fn promoted(r: EnvironmentRequest, commit: &str, health: &str) -> EnvironmentRequest {
+    crate::testing::rollout::promoted(&r, commit, health)
 }
 
 struct World {
