@@ -93,8 +93,9 @@ pub struct RolloutSpec {
     #[serde(default)]
     pub paused: bool,
 
-    /// Stop for good: nothing more is committed, environments stay where they are.
-    /// Cannot be undone.
+    /// Stop for good, at once: no further batch is committed. Confirmed batches stay
+    /// promoted; a batch marked but not yet confirmed goes back to its previous
+    /// revision. Cannot be undone.
     #[serde(default)]
     #[x_kube(validation = Rule::new("self || !oldSelf").message("an aborted rollout stays aborted; create a new Rollout"))]
     pub abort: bool,

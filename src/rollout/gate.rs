@@ -43,7 +43,7 @@ pub struct Context<'a> {
 
 /// Judges one environment of a committed batch.
 pub fn judge(request: Option<&EnvironmentRequest>, cx: Context<'_>) -> Signal {
-    let Some(request) = request else {
+    let Some(request) = request.filter(|r| r.metadata.deletion_timestamp.is_none()) else {
         return Signal::Superseded("the request was deleted".to_owned());
     };
     let Some(promotion) = request.status.as_ref().and_then(|s| s.promotion.as_ref()) else {
@@ -225,6 +225,9 @@ mod tests {
         edited.metadata.generation = Some(4);
         assert!(matches!(judge(Some(&edited), cx(&gate)), Signal::Superseded(m) if m.contains("edit wins")));
         assert!(matches!(judge(None, cx(&gate)), Signal::Superseded(_)));
+        let mut deleting = with_sync(promoted(PromotionState::Committed), "v2", "Synced", "Healthy");
+        deleting.metadata.deletion_timestamp = Some(Time(Timestamp::UNIX_EPOCH));
+        assert!(matches!(judge(Some(&deleting), cx(&gate)), Signal::Superseded(_)));
     }
 
     #[test]

@@ -5,7 +5,8 @@
 //! Per batch: plan (once) → mark → commit → confirm → verify (gate, soak) → next
 //! batch. A failed stage pauses or rolls back (forward commits restoring the previous
 //! revision, newest batch first). `paused` finishes the batch in flight and starts
-//! nothing new; `abort` ends the rollout once no commit is in flight.
+//! nothing new; `abort` ends the rollout at once (a batch marked but not confirmed
+//! goes back to its previous revision: see `PromotionState::runs_previous`).
 
 use std::{
     collections::{BTreeMap, BTreeSet},

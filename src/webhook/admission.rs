@@ -207,8 +207,17 @@ fn validate_rollout(req: &AdmissionRequest<DynamicObject>, index: &Index) -> Res
     let owner = references::owner_of(&namespace, &tenants);
     let mut rollout = rollout;
     rollout.metadata.namespace = Some(namespace.clone());
-    references::check_rollout(&rollout, owner).map_err(|c: Conflict| c.to_string())?;
     let old = typed::<Rollout>(req.old_object.as_ref(), "oldObject")?;
+    // Placement is checked when it is set: pausing, resuming or aborting a rollout
+    // must work after its tenant dropped a class (or went away).
+    let placement_unchanged = old.as_ref().is_some_and(|old| {
+        old.spec.app == rollout.spec.app
+            && old.spec.selector == rollout.spec.selector
+            && old.spec.stages == rollout.spec.stages
+    });
+    if !placement_unchanged {
+        references::check_rollout(&rollout, owner).map_err(|c: Conflict| c.to_string())?;
+    }
     // O(the requests of this namespace): a Rollout only selects in its own.
     let requests = index.requests_in(&namespace);
     let requests: Vec<&EnvironmentRequest> = requests.iter().map(AsRef::as_ref).collect();

@@ -253,6 +253,11 @@ pub(crate) async fn rerender(
     class: Arc<EnvironmentClass>,
     ctx: &Context,
 ) -> Result<Option<Folder>, Error> {
+    if rollout_commit_in_flight(request, ctx).await {
+        // The rollout's batch renders it with the new class; a commit from here could
+        // put the previous revision back under the batch's commit.
+        return Ok(None);
+    }
     let index = ctx.index().await;
     let claimants = index.claimants(&request.namespace().unwrap_or_default());
     let refs = Dereferenced { tenant: index.tenant(&request.spec.tenant), class: Some(class), claimants };
@@ -377,7 +382,9 @@ async fn patch_status(
     status: &EnvironmentRequestStatus,
 ) -> Result<(), Error> {
     let api: Api<EnvironmentRequest> = Api::namespaced(ctx.client.clone(), &request.namespace().unwrap_or_default());
-    super::apply_status(&api, request, status).await
+    // `promotion` is the Rollout controller's field: never sent from here, whoever calls.
+    let status = EnvironmentRequestStatus { promotion: None, ..status.clone() };
+    super::apply_status(&api, request, &status).await
 }
 
 /// Events are best effort: a failed event never fails a reconcile.

@@ -41,7 +41,8 @@ pub(super) async fn run(rollout: &Rollout, work: &Work, ctx: &Context) -> Result
     };
     let mut marked = Vec::new();
     for name in &work.environments {
-        let Some(request) = index.request(&namespace, name) else {
+        let Some(request) = index.request(&namespace, name).filter(|r| r.metadata.deletion_timestamp.is_none()) else {
+            // Gone or going: its folder leaves git, and must not come back with this batch.
             continue;
         };
         let Some(promotion) = mark(rollout, work, &request, marking) else {
@@ -126,9 +127,9 @@ fn mark(rollout: &Rollout, work: &Work, request: &EnvironmentRequest, state: Pro
             // A repeat of this very step keeps the revision its first mark recorded as
             // previous; anything else starts from what the environment runs now.
             let previous = match current {
-                Some(p) if p.stage == work.stage && p.batch == work.batch && p.state.in_flight() => {
-                    p.previous_revision.clone()
-                }
+                // (confirmed already, too: a crash between confirm and the rollout's status
+                // write repeats a batch whose environments run the target by now).
+                Some(p) if p.stage == work.stage && p.batch == work.batch => p.previous_revision.clone(),
                 _ => request.deployed_revision().to_owned(),
             };
             Some(Promotion {
@@ -192,4 +193,75 @@ fn trailers(rollout: &Rollout, work: &Work) -> Vec<(String, String)> {
         trailers.push(("Berth-Rollback-Of".to_owned(), undone.clone()));
     }
     trailers
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rollout() -> Rollout {
+        let spec = serde_json::from_value(serde_json::json!({
+            "app": "checkout", "revision": "v2",
+            "selector": { "matchLabels": { "app": "checkout" } },
+            "stages": [{ "name": "production" }],
+        }))
+        .expect("a spec");
+        let mut rollout = Rollout::new("checkout-v2", spec);
+        rollout.metadata.uid = Some("uid-2".into());
+        rollout
+    }
+
+    fn work(action: HistoryAction) -> Work {
+        Work { action, stage: "production".into(), batch: 1, of: 1, environments: vec![], rollback_of: None }
+    }
+
+    fn with(state: PromotionState, uid: &str, batch: u32) -> EnvironmentRequest {
+        let mut request = crate::testing::request("production");
+        request.metadata.generation = Some(1);
+        request.spec.app.revision = "v1".into();
+        request.status = Some(EnvironmentRequestStatus {
+            promotion: Some(Promotion {
+                rollout: "checkout-v2".into(),
+                rollout_uid: uid.into(),
+                revision: "v2".into(),
+                previous_revision: "v1".into(),
+                stage: "production".into(),
+                batch,
+                state,
+                commit: None,
+                rendered_digest: None,
+                spec_generation: 1,
+                since: Time(Timestamp::UNIX_EPOCH),
+            }),
+            ..Default::default()
+        });
+        request
+    }
+
+    #[test]
+    fn a_repeated_batch_keeps_the_previous_revision_its_first_mark_recorded() {
+        let (rollout, promote) = (rollout(), work(HistoryAction::Promote));
+        // Marked, or already confirmed before a crash: v2 runs (or will), v1 is what a rollback restores.
+        for state in [PromotionState::Committing, PromotionState::Committed] {
+            let marked =
+                mark(&rollout, &promote, &with(state, "uid-2", 1), PromotionState::Committing).expect("marked");
+            assert_eq!(marked.previous_revision, "v1", "{state:?}");
+        }
+        // A namesake rollout re-created later starts from what runs now (v2).
+        let earlier =
+            mark(&rollout, &promote, &with(PromotionState::Committed, "uid-1", 1), PromotionState::Committing);
+        assert_eq!(earlier.expect("marked").previous_revision, "v2");
+        // So does another batch of this rollout.
+        let other = mark(&rollout, &promote, &with(PromotionState::Committed, "uid-2", 2), PromotionState::Committing);
+        assert_eq!(other.expect("marked").previous_revision, "v2");
+    }
+
+    #[test]
+    fn a_rollback_marks_only_environments_this_rollout_promoted() {
+        let (rollout, back) = (rollout(), work(HistoryAction::Rollback));
+        let ours = mark(&rollout, &back, &with(PromotionState::Committed, "uid-2", 1), PromotionState::RollingBack);
+        assert_eq!(ours.map(|p| (p.state, p.previous_revision)), Some((PromotionState::RollingBack, "v1".into())));
+        let namesake = mark(&rollout, &back, &with(PromotionState::Committed, "uid-1", 1), PromotionState::RollingBack);
+        assert_eq!(namesake, None);
+    }
 }
