@@ -34,11 +34,10 @@ pub async fn commit(request: &EnvironmentRequest, built: &Built, class: &str, ct
     if let Some(commit) = ctx.committed.current(path.as_str(), &built.digest) {
         return Ok(done(commit));
     }
-    if let Some(commit) = promoted_commit(request, &hex) {
-        // A Rollout's batch commit holds exactly this rendering.
-        ctx.committed.remember(path.as_str(), built.digest, commit.clone());
-        return Ok(done(commit));
-    }
+    // A Rollout's batch commit made this very rendering. It is the commit to report
+    // only if the branch still holds it: the writer's put below is a no-op then (no
+    // commit), and puts it right if someone changed the folder since.
+    let promoted = promoted_commit(request, &hex);
     // Recorded before the push: a change the writer owes after a failed push may still
     // land, and a refusal or deletion meanwhile must know to remove it.
     ctx.inventory.put(path.as_str(), &key(request));
@@ -53,7 +52,10 @@ pub async fn commit(request: &EnvironmentRequest, built: &Built, class: &str, ct
     // A commit that holds the folder as rendered: the new one, or the current head
     // when the tree did not change. Remembered, so the next unchanged rendering
     // reports the same commit without touching git.
-    let commit = outcome.commit.as_str().to_owned();
+    let commit = match promoted {
+        Some(batch) if !outcome.created => batch,
+        _ => outcome.commit.as_str().to_owned(),
+    };
     ctx.committed.remember(path.as_str(), built.digest, commit.clone());
     refresh_if_pushed(&outcome, ctx);
     Ok(done(commit))
