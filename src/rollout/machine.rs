@@ -7,6 +7,10 @@
 //! revision, newest batch first). `paused` finishes the batch in flight and starts
 //! nothing new; `abort` ends the rollout at once (a batch marked but not confirmed
 //! goes back to its previous revision: see `PromotionState::runs_previous`).
+//!
+//! Longer than the ~400 lines the project aims for: every step shares the `Step`
+//! builder (status, notes, wake-up). The next cut is one file per phase (planning,
+//! verifying a batch, rolling back, the summary), each an `impl Step` block.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
