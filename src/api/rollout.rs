@@ -287,6 +287,27 @@ impl RolloutPhase {
     }
 }
 
+impl RolloutStatus {
+    /// Whether a batch (a promotion or a rollback) was marked and its commit is not
+    /// confirmed yet.
+    pub fn commit_in_flight(&self) -> bool {
+        self.stages.iter().any(|s| s.current.as_ref().is_some_and(|b| b.step == BatchStep::Marked))
+            || self.rollback_marked()
+    }
+
+    fn rollback_marked(&self) -> bool {
+        self.rollback.as_ref().is_some_and(|r| r.step == Some(BatchStep::Marked))
+    }
+
+    /// Whether the rollout still owns the folders of its marked environments: a batch
+    /// is in flight and the rollout goes on, or was aborted and has yet to confirm
+    /// whether that batch's commit landed.
+    pub fn owns_marked_folders(&self) -> bool {
+        let ended = self.phase.is_some_and(|p| p.is_terminal() && p != RolloutPhase::Aborted);
+        self.commit_in_flight() && !ended
+    }
+}
+
 /// Observed state of a Rollout: small whatever the fleet size.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
@@ -456,6 +477,10 @@ pub struct BatchStatus {
     pub commit: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub committed_at: Option<Time>,
+    /// Pull-request mode: when the batch's commit was first seen on the watched
+    /// branch (its pull request merged). The progress deadline counts from then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub merged_at: Option<Time>,
     /// When every environment of the batch (failures allowed aside) first passed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub healthy_since: Option<Time>,

@@ -40,6 +40,13 @@ pub const DEFAULT_PROGRESS_DEADLINE: Duration = Duration::from_secs(15 * 60);
 /// How often a rollout blocked by another one looks again.
 const BLOCKED_RECHECK: Duration = Duration::from_secs(30);
 
+/// How often a batch waiting for its pull request to merge looks again (a merge is
+/// not a Kubernetes event: nothing wakes the rollout when it happens).
+pub const MERGE_RECHECK: Duration = Duration::from_secs(20);
+
+/// What a batch step that committed nothing records as its commit.
+pub const NO_COMMIT: &str = "none";
+
 /// What the controller sees besides the rollout.
 #[derive(Debug, Default)]
 pub struct Observations {
@@ -54,6 +61,11 @@ pub struct Observations {
     /// Other rollouts of the namespace that are not finished, each with the
     /// environments it planned (empty while not planned).
     pub active_rollouts: BTreeMap<String, BTreeSet<String>>,
+    /// Pull-request mode: batch commits land on a promotion branch and count only
+    /// once merged into the watched branch.
+    pub pull_requests: bool,
+    /// Pull-request mode: batch commits known not to be on the watched branch yet.
+    pub unmerged: BTreeSet<String>,
 }
 
 /// One batch commit for the controller to make: mark → commit → confirm.
@@ -66,6 +78,9 @@ pub struct Work {
     pub environments: Vec<String>,
     /// For a rollback: the batch commit it undoes.
     pub rollback_of: Option<String>,
+    /// Only find the batch's commit and confirm it, never commit: the rollout was
+    /// aborted with this batch marked (its commit may have landed).
+    pub settle: bool,
 }
 
 /// An event to publish on the rollout.
@@ -93,6 +108,7 @@ pub mod reasons {
     pub const FROZEN: &str = "Frozen";
     pub const BLOCKED: &str = "Blocked";
     pub const AWAITING_APPROVAL: &str = "AwaitingApproval";
+    pub const AWAITING_MERGE: &str = "AwaitingMerge";
     pub const USER_PAUSED: &str = "UserPaused";
     pub const COMMITTING: &str = "Committing";
     pub const VERIFYING: &str = "Verifying";
@@ -134,6 +150,23 @@ pub fn record_commit(status: &mut RolloutStatus, work: &Work, commit: &str, now:
         return;
     }
     let at = Time(now);
+    if work.settle && commit == NO_COMMIT {
+        // The aborted batch's commit never landed: nothing to record.
+        match work.action {
+            HistoryAction::Promote => {
+                if let Some(stage) = status.stages.iter_mut().find(|s| s.name == work.stage) {
+                    stage.current = None;
+                }
+            }
+            HistoryAction::Rollback => {
+                if let Some(rollback) = status.rollback.as_mut() {
+                    rollback.current = None;
+                    rollback.step = None;
+                }
+            }
+        }
+        return;
+    }
     match work.action {
         HistoryAction::Promote => {
             if let Some(batch) =
@@ -203,14 +236,15 @@ impl Step<'_> {
 
     fn advance(&mut self) -> Option<Work> {
         let phase = self.status.phase;
+        if phase == Some(RolloutPhase::Aborted) {
+            return self.settle();
+        }
         if phase.is_some_and(RolloutPhase::is_terminal) {
             return None;
         }
         if self.rollout.spec.abort {
-            // At once, even mid-batch: a mark whose commit never lands keeps running
-            // the previous revision (see `PromotionState::runs_previous`).
             self.set(RolloutPhase::Aborted, reasons::ABORTED, "aborted: nothing more is committed");
-            return None;
+            return self.settle();
         }
         if self.status.plan.is_none() && !self.make_plan() {
             return None;
@@ -318,10 +352,34 @@ impl Step<'_> {
             of: batch.of,
             environments: batch.environments.clone(),
             rollback_of: None,
+            settle: false,
         };
         self.status.current_stage = Some(stage.name.clone());
         let message = format!("committing {} batch {}/{}", work.stage, work.batch, work.of);
         self.set(RolloutPhase::Progressing, reasons::COMMITTING, message);
+        Some(work)
+    }
+
+    /// Aborted with a batch marked: its commit may have landed (pushed, then the
+    /// confirmation lost), so it is looked up and confirmed, never made. A batch
+    /// whose commit never landed keeps running the previous revision (see
+    /// `PromotionState::runs_previous`).
+    fn settle(&mut self) -> Option<Work> {
+        let rollback_marked = self.status.rollback.as_ref().is_some_and(|r| r.step == Some(BatchStep::Marked));
+        let mut work = match self.in_flight() {
+            Some(work) => work,
+            None if rollback_marked => match self.next_rollback() {
+                Started::Work(work) => work,
+                Started::Waiting | Started::Empty => return None,
+            },
+            None => return None,
+        };
+        work.settle = true;
+        let message = format!(
+            "aborted: nothing more is committed (confirming whether {} batch {}/{} landed)",
+            work.stage, work.batch, work.of
+        );
+        self.set(RolloutPhase::Aborted, reasons::ABORTED, message);
         Some(work)
     }
 
@@ -393,6 +451,7 @@ impl Step<'_> {
             verified_at: None,
             commit: None,
             committed_at: None,
+            merged_at: None,
             healthy_since: None,
             soak_until: None,
             gate: GateTally::default(),
@@ -406,6 +465,7 @@ impl Step<'_> {
             of,
             environments,
             rollback_of: None,
+            settle: false,
         })
     }
 
@@ -424,7 +484,27 @@ impl Step<'_> {
             return Verified::Failed;
         }
         let commit = batch.commit.clone().unwrap_or_default();
-        let committed_at = batch.committed_at.clone().map_or(self.now, |t| t.0);
+        if self.obs.pull_requests && batch.merged_at.is_none() {
+            if self.obs.unmerged.contains(&commit) {
+                let (number, of, name) = (batch.number, batch.of, stage.name.clone());
+                let message = format!(
+                    "{name} batch {number}/{of}: commit {} waits on its promotion branch; merge its pull request",
+                    commit.get(..12).unwrap_or(&commit)
+                );
+                self.set_progressing_or_paused(reasons::AWAITING_MERGE, message);
+                self.wake_at(add(self.now, MERGE_RECHECK));
+                return Verified::Waiting;
+            }
+            if let Some(current) = self.status.stages[index].current.as_mut() {
+                current.merged_at = Some(Time(self.now));
+            }
+        }
+        let stage = &self.status.stages[index];
+        let merged_at = stage.current.as_ref().and_then(|b| b.merged_at.clone());
+        // The deadline counts from when the change reached the watched branch (or
+        // from a retry, which moves `committedAt`).
+        let committed_at = [batch.committed_at.clone(), merged_at].into_iter().flatten().map(|t| t.0).max();
+        let committed_at = committed_at.unwrap_or(self.now);
         let deadline = add(
             committed_at,
             gate_spec.progress_deadline.as_ref().and_then(to_std).unwrap_or(DEFAULT_PROGRESS_DEADLINE),
@@ -722,6 +802,7 @@ impl Step<'_> {
             of,
             environments,
             rollback_of: current.commit,
+            settle: false,
         })
     }
 

@@ -128,9 +128,10 @@ async fn apply(request: &EnvironmentRequest, ctx: &Context) -> Result<Action, Er
     Ok(Action::requeue(requeue))
 }
 
-/// Whether a Rollout is committing this environment's batch right now. A rollout
-/// deleted, finished or aborted mid-batch holds nothing: the environment then runs
-/// what it ran before (`PromotionState::runs_previous`), rendered here as usual.
+/// Whether a Rollout is committing this environment's batch right now, or, aborted
+/// mid-batch, has yet to confirm whether that commit landed. A rollout deleted or
+/// finished mid-batch holds nothing: the environment then runs what it ran before
+/// (`PromotionState::runs_previous`), rendered here as usual.
 async fn rollout_commit_in_flight(request: &EnvironmentRequest, ctx: &Context) -> bool {
     let Some(promotion) = request.promotion_in_effect().filter(|p| p.state.in_flight()) else {
         return false;
@@ -145,12 +146,7 @@ async fn rollout_commit_in_flight(request: &EnvironmentRequest, ctx: &Context) -
         .uid
         .as_deref()
         .is_none_or(|uid| promotion.rollout_uid.is_empty() || promotion.rollout_uid == uid);
-    let marked = status
-        .stages
-        .iter()
-        .any(|s| s.current.as_ref().is_some_and(|b| b.step == crate::api::rollout::BatchStep::Marked))
-        || status.rollback.as_ref().is_some_and(|r| r.step == Some(crate::api::rollout::BatchStep::Marked));
-    same && marked && !status.phase.is_some_and(|p| p.is_terminal())
+    same && status.owns_marked_folders()
 }
 
 /// Time from now until `at` (zero when past), for requeueing at expiry.

@@ -24,8 +24,11 @@ use crate::{
         Context, Error,
         request::{ForRollout, render_for_rollout},
     },
-    gitops::{BatchChange, BatchCommit, ChangeReason},
-    rollout::{Work, machine::step_trailer},
+    gitops::{BatchChange, BatchCommit, ChangeReason, CommitId},
+    rollout::{
+        Work,
+        machine::{NO_COMMIT, step_trailer},
+    },
 };
 
 /// How far back a new leader looks for a batch's commit.
@@ -83,24 +86,28 @@ pub(super) async fn run(rollout: &Rollout, work: &Work, ctx: &Context) -> Result
         }
     }
     if changes.is_empty() {
-        return Ok("none".to_owned());
+        return Ok(NO_COMMIT.to_owned());
     }
-    let trailers = trailers(rollout, work);
-    let batch = BatchCommit { changes, subject: subject(rollout, work), trailers: trailers.clone() };
     let path = format!("{} batch {}", work.stage, work.batch);
-    let outcome =
-        ctx.writer.commit_batch(batch).await.map_err(|source| Error::Commit { path: path.clone(), source })?;
-    let commit = if outcome.created {
-        if ctx.writer.pushes_to_watched_branch() {
-            ctx.refresh.after_push();
-        }
-        outcome.commit.as_str().to_owned()
+    let commit = if work.settle {
+        // Aborted: confirm the batch's commit if it landed, never make it.
+        let found = find(rollout, work, ctx).await?;
+        let Some(found) = found else {
+            return Ok(NO_COMMIT.to_owned());
+        };
+        found
     } else {
-        // Already on the branch (a repeat after a crash): the commit that made it.
-        let search = trailers.into_iter().filter(|(k, _)| k != "Berth-Revision").collect();
-        let found =
-            ctx.writer.find_commit(search, FIND_DEPTH).await.map_err(|source| Error::Commit { path, source })?;
-        found.map_or_else(|| outcome.commit.as_str().to_owned(), |c| c.as_str().to_owned())
+        let batch = BatchCommit { changes, subject: subject(rollout, work), trailers: trailers(rollout, work) };
+        let outcome = ctx.writer.commit_batch(batch).await.map_err(|source| Error::Commit { path, source })?;
+        if outcome.created {
+            if ctx.writer.pushes_to_watched_branch() {
+                ctx.refresh.after_push();
+            }
+            outcome.commit.as_str().to_owned()
+        } else {
+            // Already on the branch (a repeat after a crash): the commit that made it.
+            find(rollout, work, ctx).await?.unwrap_or_else(|| outcome.commit.as_str().to_owned())
+        }
     };
     for (request, promotion, digest) in rendered {
         let confirmed = Promotion {
@@ -167,6 +174,27 @@ async fn patch_promotion(request: &EnvironmentRequest, promotion: &Promotion, ct
     Ok(())
 }
 
+/// The commit on the watched branch that carries `work`'s trailers (the revision
+/// aside), if any: how a repeated or settled batch finds the commit it made.
+async fn find(rollout: &Rollout, work: &Work, ctx: &Context) -> Result<Option<String>, Error> {
+    let search = trailers(rollout, work).into_iter().filter(|(k, _)| k != "Berth-Revision").collect();
+    let path = format!("{} batch {}", work.stage, work.batch);
+    let found = ctx.writer.find_commit(search, FIND_DEPTH).await.map_err(|source| Error::Commit { path, source })?;
+    Ok(found.map(|c| c.as_str().to_owned()))
+}
+
+/// Pull-request mode: whether the promote batch `work` reached the watched branch,
+/// as `commit` itself (a merge or fast-forward) or as a commit carrying its trailers
+/// (a squash or rebase merge that kept the message).
+pub(super) async fn merged(rollout: &Rollout, work: &Work, commit: &str, ctx: &Context) -> Result<bool, Error> {
+    let path = format!("{} batch {}", work.stage, work.batch);
+    let id: CommitId = commit.parse().map_err(|source| Error::Commit { path: path.clone(), source })?;
+    if ctx.writer.is_merged(id).await.map_err(|source| Error::Commit { path, source })? {
+        return Ok(true);
+    }
+    Ok(find(rollout, work, ctx).await?.is_some())
+}
+
 fn subject(rollout: &Rollout, work: &Work) -> String {
     let (app, count) = (&rollout.spec.app, work.environments.len());
     match work.action {
@@ -212,7 +240,15 @@ mod tests {
     }
 
     fn work(action: HistoryAction) -> Work {
-        Work { action, stage: "production".into(), batch: 1, of: 1, environments: vec![], rollback_of: None }
+        Work {
+            action,
+            stage: "production".into(),
+            batch: 1,
+            of: 1,
+            environments: vec![],
+            rollback_of: None,
+            settle: false,
+        }
     }
 
     fn with(state: PromotionState, uid: &str, batch: u32) -> EnvironmentRequest {

@@ -20,10 +20,10 @@ use super::{
 use crate::{
     api::{
         EnvironmentRequest, Rollout,
-        rollout::{HistoryAction, RolloutStatus},
+        rollout::{BatchStep, HistoryAction, RolloutStatus},
     },
     index::Index,
-    rollout::{self as core, Note, Observations},
+    rollout::{self as core, Note, Observations, Work},
 };
 
 /// Field manager of what the Rollout controller writes on EnvironmentRequests
@@ -37,7 +37,11 @@ const AFTER_COMMIT: Duration = Duration::from_millis(500);
 /// Reconciles one rollout (entry point for the kube-runtime Controller).
 pub async fn reconcile(rollout: Arc<Rollout>, ctx: Arc<Context>) -> Result<Action, Error> {
     let index = ctx.index().await;
-    let observations = observe(&rollout, index);
+    let mut observations = observe(&rollout, index);
+    if !ctx.writer.pushes_to_watched_branch() {
+        observations.pull_requests = true;
+        observations.unmerged = unmerged(&rollout, &ctx).await?;
+    }
     let mut rollout = rollout;
     let mut decision =
         core::next(&rollout, &rollout.status.clone().unwrap_or_default(), &observations, Timestamp::now());
@@ -65,6 +69,10 @@ pub async fn reconcile(rollout: Arc<Rollout>, ctx: Arc<Context>) -> Result<Actio
     let commit = batch::run(&rollout, &work, &ctx).await?;
     core::record_commit(&mut status, &work, &commit, Timestamp::now());
     write_status(&rollout, &status, &ctx).await?;
+    if work.settle {
+        publish(&ctx, &rollout, &[settled(&work, &commit)]).await;
+        return Ok(Action::await_change());
+    }
     ctx.metrics.count_rollout_batch(match work.action {
         HistoryAction::Promote => "promote",
         HistoryAction::Rollback => "rollback",
@@ -98,6 +106,52 @@ pub async fn reconcile(rollout: Arc<Rollout>, ctx: Arc<Context>) -> Result<Actio
     };
     publish(&ctx, &rollout, &[note]).await;
     Ok(Action::requeue(AFTER_COMMIT))
+}
+
+/// Pull-request mode: the commits of batches awaiting verification that are not on
+/// the watched branch yet (asked of the remote until each one is merged).
+async fn unmerged(rollout: &Rollout, ctx: &Context) -> Result<std::collections::BTreeSet<String>, Error> {
+    let mut unmerged = std::collections::BTreeSet::new();
+    let Some(status) = rollout.status.as_ref() else {
+        return Ok(unmerged);
+    };
+    for stage in &status.stages {
+        let Some(batch) = stage.current.as_ref().filter(|b| b.step == BatchStep::Committed && b.merged_at.is_none())
+        else {
+            continue;
+        };
+        let Some(commit) = batch.commit.as_deref().filter(|c| *c != core::machine::NO_COMMIT) else {
+            continue;
+        };
+        let work = Work {
+            action: HistoryAction::Promote,
+            stage: stage.name.clone(),
+            batch: batch.number,
+            of: batch.of,
+            environments: Vec::new(),
+            rollback_of: None,
+            settle: false,
+        };
+        if !batch::merged(rollout, &work, commit, ctx).await? {
+            unmerged.insert(commit.to_owned());
+        }
+    }
+    Ok(unmerged)
+}
+
+/// What became of the batch in flight when the rollout was aborted.
+fn settled(work: &Work, commit: &str) -> Note {
+    let step = format!("{} batch {}/{}", work.stage, work.batch, work.of);
+    let message = if commit == core::machine::NO_COMMIT {
+        format!("aborted before {step} landed: its environments keep what they ran")
+    } else {
+        let now_on = match work.action {
+            HistoryAction::Promote => "the promoted revision",
+            HistoryAction::Rollback => "their previous revision",
+        };
+        format!("aborted after {step} landed in commit {}: confirmed, its environments stay on {now_on}", short(commit))
+    };
+    Note { warning: false, reason: "BatchSettled".to_owned(), message }
 }
 
 async fn read(rollout: &Rollout, ctx: &Context) -> Result<Rollout, Error> {
@@ -140,6 +194,7 @@ fn observe(rollout: &Rollout, index: &Index) -> Observations {
         manual_sync_classes,
         approval_classes,
         active_rollouts,
+        ..Observations::default()
     }
 }
 

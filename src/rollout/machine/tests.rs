@@ -321,21 +321,102 @@ fn paused_finishes_the_batch_in_flight_and_starts_nothing_new() {
 }
 
 #[test]
-fn a_crash_after_marking_repeats_the_same_commit_and_abort_stops_at_once() {
+fn a_crash_after_marking_repeats_the_same_commit_and_abort_only_settles_the_batch_in_flight() {
     let mut rollout = two_stages(serde_json::json!({}));
     let world = World::three();
     // Marked, never confirmed (the process died).
     let marked = next(&rollout, &RolloutStatus::default(), &world.obs(), at(0));
     let again = next(&rollout, &marked.status, &world.obs(), at(5));
     assert_eq!(again.work, marked.work);
-    // Abort does not wait for a commit that may never land (a mark unconfirmed keeps
-    // running the previous revision).
+    // Aborted at once; the batch's commit may have landed, so it is looked up and
+    // confirmed (settled), never made.
     rollout.spec.abort = true;
     let aborted = next(&rollout, &marked.status, &world.obs(), at(6));
-    assert_eq!(aborted.work, None);
     assert_eq!(aborted.status.phase, Some(RolloutPhase::Aborted));
     assert!(aborted.notes.iter().any(|n| n.reason == "Aborted"));
-    assert_eq!(next(&rollout, &aborted.status, &world.obs(), at(7)).work, None);
+    let settle = aborted.work.clone().expect("the batch in flight, to settle");
+    assert!(settle.settle);
+    assert_eq!((settle.stage.as_str(), settle.batch), ("canary", 1));
+    // Settling fails (git unreachable): the next look settles it again, still aborted.
+    let retried = next(&rollout, &aborted.status, &world.obs(), at(7));
+    assert_eq!(retried.work, Some(settle.clone()));
+    assert_eq!(retried.status.phase, Some(RolloutPhase::Aborted));
+    // Found on the branch: recorded as committed, and nothing more is asked for.
+    let mut landed = aborted.status.clone();
+    record_commit(&mut landed, &settle, "c1", at(8));
+    assert_eq!(landed.stages[0].current.as_ref().map(|b| b.step), Some(BatchStep::Committed));
+    assert_eq!(landed.history.iter().map(|h| h.commit.as_str()).collect::<Vec<_>>(), ["c1"]);
+    assert!(!landed.owns_marked_folders());
+    assert_eq!(next(&rollout, &landed, &world.obs(), at(9)).work, None);
+    // Never landed: the batch is dropped, with no history entry.
+    let mut lost = aborted.status.clone();
+    assert!(lost.owns_marked_folders(), "the request controller waits for the settling");
+    record_commit(&mut lost, &settle, NO_COMMIT, at(8));
+    assert!(lost.stages[0].current.is_none());
+    assert!(lost.history.is_empty());
+    assert!(!lost.owns_marked_folders());
+    assert_eq!(next(&rollout, &lost, &world.obs(), at(9)).work, None);
+}
+
+#[test]
+fn aborting_during_a_rollback_settles_the_rollback_commit_in_flight() {
+    let mut rollout = two_stages(serde_json::json!({"onFailure": "Rollback"}));
+    let mut world = World::three();
+    let mut status = RolloutStatus::default();
+    step(&rollout, &mut status, &world, at(0), "c1");
+    world.set("stage-1", |r| promoted(r, "c1", "Degraded"));
+    let rolling_back = next(&rollout, &status, &world.obs(), at(5));
+    let work = rolling_back.work.clone().expect("the rollback batch");
+    assert_eq!(work.action, HistoryAction::Rollback);
+    rollout.spec.abort = true;
+    let aborted = next(&rollout, &rolling_back.status, &world.obs(), at(6));
+    assert_eq!(aborted.status.phase, Some(RolloutPhase::Aborted));
+    let settle = aborted.work.expect("the rollback in flight, to settle");
+    assert_eq!(
+        (settle.action, settle.settle, settle.rollback_of.as_deref()),
+        (HistoryAction::Rollback, true, Some("c1"))
+    );
+    let mut landed = aborted.status.clone();
+    record_commit(&mut landed, &settle, "r1", at(7));
+    assert_eq!(landed.rollback.as_ref().map(|r| r.done), Some(1));
+    assert_eq!(next(&rollout, &landed, &world.obs(), at(8)).work, None);
+    assert_eq!(next(&rollout, &landed, &world.obs(), at(8)).status.phase, Some(RolloutPhase::Aborted));
+}
+
+#[test]
+fn in_pull_request_mode_a_batch_is_judged_only_once_merged_and_its_deadline_starts_then() {
+    let rollout = two_stages(serde_json::json!({
+        "stages": [{ "name": "canary", "classes": ["staging"], "healthGate": { "progressDeadline": "10m" } }],
+    }));
+    let mut world = World::three();
+    let mut status = RolloutStatus::default();
+    step(&rollout, &mut status, &world, at(0), "c1");
+    // Even a healthy report does not count while the pull request is open, for
+    // longer than the progress deadline.
+    world.set("stage-1", |r| promoted(r, "c1", "Healthy"));
+    let mut obs = world.obs();
+    obs.pull_requests = true;
+    obs.unmerged.insert("c1".into());
+    let open = next(&rollout, &status, &obs, at(3600));
+    assert_eq!(open.status.reason.as_deref(), Some(reasons::AWAITING_MERGE));
+    assert_eq!(open.status.phase, Some(RolloutPhase::Progressing));
+    assert!(
+        open.status.message.as_deref().is_some_and(|m| m.contains("merge its pull request")),
+        "{:?}",
+        open.status.message
+    );
+    assert_eq!(open.requeue, Some(MERGE_RECHECK + Duration::from_millis(100)));
+    assert!(open.status.failures.is_empty());
+    // Merged: its deadline counts from now, so a slow Argo CD is not failed at once.
+    world.set("stage-1", |r| promoted(r, "c1", "Progressing"));
+    obs = world.obs();
+    obs.pull_requests = true;
+    let merged = next(&rollout, &open.status, &obs, at(3700));
+    assert_eq!(merged.status.stages[0].current.as_ref().and_then(|b| b.merged_at.clone()), Some(Time(at(3700))));
+    assert!(merged.status.failures.is_empty(), "{:?}", merged.status.failures);
+    assert_eq!(merged.status.reason.as_deref(), Some(reasons::VERIFYING));
+    let late = next(&rollout, &merged.status, &obs, at(3700 + 601));
+    assert_eq!(late.status.failures.len(), 1, "the deadline counts from the merge");
 }
 
 #[test]
