@@ -37,6 +37,11 @@ impl FakeArgoCd {
         self.degraded.lock().unwrap_or_else(|e| e.into_inner()).insert(request.to_owned(), revision.to_owned());
     }
 
+    /// Reports `request` Healthy again (its Degraded revision fixed).
+    pub fn heal(&self, request: &str) {
+        self.degraded.lock().unwrap_or_else(|e| e.into_inner()).remove(request);
+    }
+
     /// Every 300 ms: for each request of `tenant`, apply its folder at the head and
     /// report its Application.
     pub fn run(self, tenant: String) -> tokio::task::JoinHandle<()> {
@@ -233,4 +238,106 @@ pub fn changed_folders(commit: &str) -> BTreeSet<String> {
 pub async fn request(tenant: &str, name: &str) -> EnvironmentRequest {
     let api: Api<EnvironmentRequest> = Api::namespaced(cluster().client("admin").await, tenant);
     api.get(name).await.unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Merge-patches rollout `name` in `tenant` as the admin (what `berth rollout` and
+/// `kubectl patch` do); returns whether the apiserver took it, and its message.
+pub async fn patch_rollout(tenant: &str, name: &str, patch: &str) -> (bool, String) {
+    let args = ["patch", "rollout", name, "-n", tenant, "--type", "merge", "-p", patch];
+    let out = cluster().kubectl("admin", &args, None).await;
+    (out.success, out.stderr)
+}
+
+/// Reasons of the events about rollout `name`, oldest first.
+pub async fn rollout_events(tenant: &str, name: &str) -> Vec<String> {
+    let args = ["events", "-n", tenant, "--for", &format!("rollout/{name}"), "-o", "json"];
+    let out = cluster().kubectl("admin", &args, None).await;
+    let list: serde_json::Value = serde_json::from_str(&out.stdout).unwrap_or_default();
+    list["items"].as_array().into_iter().flatten().filter_map(|e| e["reason"].as_str().map(str::to_owned)).collect()
+}
+
+/// The steps (`Berth-Rollout-Step`) of rollout `name`'s commits since `since`, oldest first.
+pub fn batch_steps(tenant: &str, name: &str, since: &str) -> Vec<String> {
+    messages_since(since)
+        .into_iter()
+        .filter(|(_, m)| m.contains(&format!("Berth-Rollout: {tenant}/{name}\n")))
+        .filter_map(|(_, m)| m.lines().find_map(|l| l.strip_prefix("Berth-Rollout-Step: ")).map(str::to_owned))
+        .collect()
+}
+
+/// Waits until rollout `name` recorded `count` batch commits in its history.
+pub async fn wait_history(tenant: &str, name: &str, count: usize) -> Rollout {
+    let api: Api<Rollout> = Api::namespaced(cluster().client("admin").await, tenant);
+    wait_for(Duration::from_secs(90), &format!("rollout {name} to record {count} commits"), || {
+        let api = api.clone();
+        async move {
+            let rollout = api.get_opt(name).await.ok().flatten()?;
+            (rollout.status.as_ref()?.history.len() >= count).then_some(rollout)
+        }
+    })
+    .await
+}
+
+/// The environment's folder at the remote's head.
+pub async fn folder(tenant: &str, name: &str) -> BTreeMap<String, String> {
+    let path = request(tenant, name).await.status.and_then(|s| s.gitops).and_then(|g| g.path).unwrap_or_default();
+    files_at_head(&remote(), &path).unwrap_or_default()
+}
+
+/// Makes the apiserver refuse to record a confirmed promotion to `revision` in
+/// `tenant` (a ValidatingAdmissionPolicy), as if the controller died between its
+/// commit and the confirmation; returns once the apiserver enforces it.
+pub async fn refuse_confirmations(tenant: &str, revision: &str) {
+    let expression = format!(
+        "!has(object.status) || !has(object.status.promotion) || object.status.promotion.state != 'Committed' || object.status.promotion.revision != '{revision}'"
+    );
+    let refusal = crate::policy::denying_policy(&crate::policy::Refusal {
+        name: &format!("refuse-confirm-{tenant}"),
+        group: "berth.dev",
+        resource: "environmentrequests/status",
+        operation: "UPDATE",
+        expression: &expression,
+        message: "confirmations are refused by the e2e test",
+        namespace: Some(tenant),
+    });
+    kubectl_apply(&refusal).await;
+    wait_confirmations(tenant, revision, true).await;
+}
+
+/// Lifts [`refuse_confirmations`]; returns once the apiserver no longer enforces it.
+pub async fn allow_confirmations(tenant: &str, revision: &str) {
+    let name = format!("refuse-confirm-{tenant}");
+    let args = ["delete", "validatingadmissionpolicy,validatingadmissionpolicybinding", &name];
+    let deleted = cluster().kubectl("admin", &args, None).await;
+    assert!(deleted.success, "{}", deleted.stderr);
+    wait_confirmations(tenant, revision, false).await;
+}
+
+/// Waits until the apiserver refuses (or allows again) recording a confirmed
+/// promotion to `revision` in `tenant`: it loads and drops policies asynchronously.
+/// Asked as a server-side dry run, which admission sees and nothing stores.
+async fn wait_confirmations(tenant: &str, revision: &str, refused: bool) {
+    let what = if refused { "confirmations to be refused" } else { "confirmations to be allowed again" };
+    wait_for(Duration::from_secs(30), what, || async move {
+        let promotion = serde_json::json!({"status": {"promotion": {
+            "rollout": "probe", "revision": revision, "previousRevision": "v1", "stage": "canary", "batch": 1,
+            "state": "Committed", "specGeneration": 1, "since": "2026-12-01T00:00:00Z"}}});
+        let patch = promotion.to_string();
+        let args = [
+            "patch",
+            "environmentrequest",
+            "prod-b",
+            "-n",
+            tenant,
+            "--subresource=status",
+            "--type=merge",
+            "--dry-run=server",
+            "-p",
+            &patch,
+        ];
+        let out = cluster().kubectl("admin", &args, None).await;
+        let is_refused = !out.success && out.stderr.contains("refused by the e2e test");
+        (is_refused == refused && (refused || out.success)).then_some(())
+    })
+    .await;
 }

@@ -7,11 +7,7 @@
 use std::time::Duration;
 
 use berth::api::{environment_request::PromotionState, rollout::RolloutPhase};
-use berth_e2e::{
-    policy::{Refusal, denying_policy},
-    rollout::*,
-    suite::*,
-};
+use berth_e2e::{rollout::*, suite::*};
 
 fn kill_operator_sync() {
     if let Some(operator) = OPERATOR.get() {
@@ -24,48 +20,10 @@ async fn restart_operator() {
     operator.restart().unwrap_or_else(|e| panic!("restart: {e:#}"));
 }
 
-/// The batch commits of rollout `name` in `tenant` since `before`, by step.
-fn batch_steps(tenant: &str, name: &str, before: &str) -> Vec<String> {
-    messages_since(before)
-        .into_iter()
-        .filter(|(_, m)| m.contains(&format!("Berth-Rollout: {tenant}/{name}\n")))
-        .filter_map(|(_, m)| m.lines().find_map(|l| l.strip_prefix("Berth-Rollout-Step: ")).map(str::to_owned))
-        .collect()
-}
-
 async fn wait_marked(tenant: &str, name: &str) {
     wait_for(Duration::from_secs(60), &format!("{name} to be marked for its batch"), || async move {
         let promotion = request(tenant, name).await.status.and_then(|s| s.promotion)?;
         (promotion.state == PromotionState::Committing).then_some(())
-    })
-    .await;
-}
-
-/// Waits until the apiserver refuses (or allows again) recording a confirmed v3
-/// promotion in `tenant`: it loads and drops policies asynchronously. Asked as a
-/// server-side dry run, which admission sees and nothing stores.
-async fn wait_confirmations(tenant: &str, refused: bool) {
-    let what = if refused { "confirmations to be refused" } else { "confirmations to be allowed again" };
-    wait_for(Duration::from_secs(30), what, || async move {
-        let promotion = serde_json::json!({"status": {"promotion": {
-            "rollout": "probe", "revision": "v3", "previousRevision": "v1", "stage": "canary", "batch": 1,
-            "state": "Committed", "specGeneration": 1, "since": "2026-12-01T00:00:00Z"}}});
-        let patch = promotion.to_string();
-        let args = [
-            "patch",
-            "environmentrequest",
-            "prod-b",
-            "-n",
-            tenant,
-            "--subresource=status",
-            "--type=merge",
-            "--dry-run=server",
-            "-p",
-            &patch,
-        ];
-        let out = cluster().kubectl("admin", &args, None).await;
-        let is_refused = !out.success && out.stderr.contains("refused by the e2e test");
-        (is_refused == refused && (refused || out.success)).then_some(())
     })
     .await;
 }
@@ -91,17 +49,7 @@ async fn a_leader_killed_between_mark_commit_and_confirm_makes_exactly_one_commi
     // 2. Killed after the commit landed, before the promotion was confirmed: the
     //    apiserver refuses to record a confirmed promotion in this namespace.
     let before = head();
-    let refusal = denying_policy(&Refusal {
-        name: &format!("refuse-confirm-{tenant}"),
-        group: "berth.dev",
-        resource: "environmentrequests/status",
-        operation: "UPDATE",
-        expression: "!has(object.status) || !has(object.status.promotion) || object.status.promotion.state != 'Committed' || object.status.promotion.revision != 'v3'",
-        message: "confirmations are refused by the e2e test",
-        namespace: Some(&tenant),
-    });
-    kubectl_apply(&refusal).await;
-    wait_confirmations(&tenant, true).await;
+    refuse_confirmations(&tenant, "v3").await;
     kubectl_apply(&rollout_yaml(&tenant, "web-v3", "v3", "")).await;
     wait_for(Duration::from_secs(60), "the canary batch's commit", || {
         let (tenant, before) = (tenant.clone(), before.clone());
@@ -114,19 +62,7 @@ async fn a_leader_killed_between_mark_commit_and_confirm_makes_exactly_one_commi
     let canary = request(&tenant, "canary").await.status.and_then(|s| s.promotion).expect("marked");
     assert_eq!(canary.state, PromotionState::Committing, "the confirmation must have been refused");
     kill_operator_sync();
-    let deleted = cluster()
-        .kubectl(
-            "admin",
-            &[
-                "delete",
-                "validatingadmissionpolicy,validatingadmissionpolicybinding",
-                &format!("refuse-confirm-{tenant}"),
-            ],
-            None,
-        )
-        .await;
-    assert!(deleted.success, "{}", deleted.stderr);
-    wait_confirmations(&tenant, false).await;
+    allow_confirmations(&tenant, "v3").await;
     restart_operator().await;
     let done = wait_rollout(&tenant, "web-v3", RolloutPhase::Succeeded).await;
     task.abort();
