@@ -62,3 +62,68 @@ pub fn commit_file(remote: &Path, path: &str, content: &str) -> Result<(), git2:
     };
     Ok(())
 }
+
+/// Merges every branch named `prefix*` that `main` does not hold yet into `main` of
+/// the bare remote, as a person merging Berth's pull requests would: a fast-forward
+/// when possible, else a merge commit (a branch that conflicts is left open).
+/// Returns the branches merged.
+pub fn merge_branches(remote: &Path, prefix: &str) -> Result<Vec<String>, git2::Error> {
+    let repo = git2::Repository::open_bare(remote)?;
+    let mut merged = Vec::new();
+    let branches: Vec<(String, git2::Oid)> = repo
+        .references_glob(&format!("refs/heads/{prefix}*"))?
+        .filter_map(Result::ok)
+        .filter_map(|r| Some((r.name().ok()?.to_owned(), r.target()?)))
+        .collect();
+    for (name, theirs) in branches {
+        let ours = match repo.find_reference("refs/heads/main") {
+            Ok(main) => main.target().ok_or_else(|| git2::Error::from_str("main is symbolic"))?,
+            Err(e) if e.code() == git2::ErrorCode::NotFound => {
+                // The first merge creates the watched branch (not forced: a push may have).
+                if repo.reference("refs/heads/main", theirs, false, "e2e: first merge").is_ok() {
+                    merged.push(name);
+                }
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        if ours == theirs || repo.graph_descendant_of(ours, theirs)? {
+            continue;
+        }
+        let target = if repo.graph_descendant_of(theirs, ours)? {
+            theirs
+        } else {
+            let (ours_commit, theirs_commit) = (repo.find_commit(ours)?, repo.find_commit(theirs)?);
+            let mut index = repo.merge_commits(&ours_commit, &theirs_commit, None)?;
+            if index.has_conflicts() {
+                continue;
+            }
+            let tree = repo.find_tree(index.write_tree_to(&repo)?)?;
+            let person = git2::Signature::now("reviewer", "reviewer@example.com")?;
+            let message = format!("Merge branch '{}'", name.trim_start_matches("refs/heads/"));
+            repo.commit(None, &person, &person, &message, &tree, &[&ours_commit, &theirs_commit])?
+        };
+        // A compare-and-swap: a push that landed meanwhile wins, the merge waits a turn.
+        if repo.reference_matching("refs/heads/main", target, true, ours, "e2e: merge").is_ok() {
+            merged.push(name);
+        }
+    }
+    Ok(merged)
+}
+
+/// Commits on branches named `prefix*` of the bare remote, with their messages.
+pub fn branch_heads(remote: &Path, prefix: &str) -> Vec<(String, String)> {
+    let Ok(repo) = git2::Repository::open_bare(remote) else {
+        return Vec::new();
+    };
+    let Ok(references) = repo.references_glob(&format!("refs/heads/{prefix}*")) else {
+        return Vec::new();
+    };
+    references
+        .filter_map(Result::ok)
+        .filter_map(|r| {
+            let commit = r.peel_to_commit().ok()?;
+            Some((commit.id().to_string(), commit.message().unwrap_or_default().to_owned()))
+        })
+        .collect()
+}
