@@ -21,6 +21,15 @@ run kubectl apply --server-side -f crds/
 # A just-created CRD may not have conditions yet; kubectl wait then errors instead of waiting.
 for _ in $(seq 20); do kubectl wait --for=condition=Established --timeout=60s -f crds/ 2>/dev/null && break; sleep 0.25; done
 
+if ! $argocd && kubectl get crd applications.argoproj.io >/dev/null 2>&1; then
+  echo "(a previous run played Argo CD here: remove the Application CRD it installed, and first the finalizer"
+  echo " on its Applications that only Argo CD would clear, so this run starts without Argo CD)"
+  for app in $(kubectl get applications.argoproj.io -n argocd -o name); do
+    kubectl patch "$app" -n argocd --type merge -p '{"metadata":{"finalizers":null}}' >/dev/null
+  done
+  run kubectl delete crd applications.argoproj.io
+fi
+
 step "Start the operator (berth run) with its admission webhook, committing to a local bare GitOps repository"
 cargo build -q --bin berth
 berth=target/debug/berth
@@ -248,11 +257,16 @@ if $argocd; then
   echo " Berth commits the rollback)"
 else
   # The canary's batch commit first; then Argo CD's part, played.
-  for _ in $(seq 150); do
+  canary_committed() {
     git --git-dir .berth/gitops-remote.git show "main:$canary_folder/application.yaml" 2>/dev/null \
-      | grep -q 'targetRevision: v2.0.0-bad' && break
-    sleep 0.2
-  done
+      | grep -q 'targetRevision: v2.0.0-bad'
+  }
+  for _ in $(seq 150); do canary_committed && break; sleep 0.2; done
+  if ! canary_committed; then
+    echo "the canary's batch commit did not land within 30 s (a rollout of an earlier run on this control plane" >&2
+    echo "is over already?): just cluster-down, then just demo" >&2
+    exit 1
+  fi
   play_argocd checkout-pr-1234 Degraded
   echo "(a few seconds: Berth sees Degraded at v2.0.0-bad and commits the rollback)"
 fi
