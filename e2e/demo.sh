@@ -21,6 +21,15 @@ run kubectl apply --server-side -f crds/
 # A just-created CRD may not have conditions yet; kubectl wait then errors instead of waiting.
 for _ in $(seq 20); do kubectl wait --for=condition=Established --timeout=60s -f crds/ 2>/dev/null && break; sleep 0.25; done
 
+if ! $argocd && kubectl get crd applications.argoproj.io >/dev/null 2>&1; then
+  echo "(a previous run played Argo CD here: remove the Application CRD it installed, and first the finalizer"
+  echo " on its Applications that only Argo CD would clear, so this run starts without Argo CD)"
+  for app in $(kubectl get applications.argoproj.io -n argocd -o name); do
+    kubectl patch "$app" -n argocd --type merge -p '{"metadata":{"finalizers":null}}' >/dev/null
+  done
+  run kubectl delete crd applications.argoproj.io
+fi
+
 step "Start the operator (berth run) with its admission webhook, committing to a local bare GitOps repository"
 cargo build -q --bin berth
 berth=target/debug/berth
@@ -40,6 +49,40 @@ push_file() {
   git -C "$work" add -A && git -C "$work" -c user.name=platform -c user.email=platform@example.com commit -qm "add $path"
   git -C "$work" push -q "$repo" main
   rm -rf "$work"
+}
+# Commits files (path content ...) on top of a bare repository's main and pushes the commit as
+# tag $2 only, as an app team tags a release.
+tag_files() {
+  local repo tag="$2" work
+  repo="$(cd "$1" && pwd)"
+  shift 2
+  work="$(mktemp -d)"
+  git clone -q "$repo" "$work"
+  while (($#)); do
+    mkdir -p "$work/$(dirname "$1")" && printf '%s' "$2" > "$work/$1"
+    shift 2
+  done
+  git -C "$work" add -A && git -C "$work" -c user.name=app-team -c user.email=app@example.com commit -qm "checkout $tag"
+  git -C "$work" tag "$tag" && git -C "$work" push -q origin "$tag"
+  rm -rf "$work"
+}
+# Only without Argo CD, where the demo says so: plays Argo CD's application controller for request
+# $1. Applies the Application Berth committed for it and writes the status Argo CD would report:
+# Synced, health $2, having compared the source (and revision) the committed Application names.
+play_argocd() {
+  local name="$1" health="$2" folder app source destination revision
+  folder="$(kubectl get environmentrequest "$name" -n payments -o jsonpath='{.status.gitops.path}')"
+  app="$(kubectl get environmentrequest "$name" -n payments -o jsonpath='{.status.namespace}')"
+  # Berth's Applications carry Argo CD's own finalizer, which kubectl warns about.
+  git --git-dir .berth/gitops-remote.git show "main:$folder/application.yaml" \
+    | kubectl apply -f - 2>&1 >/dev/null | { grep -v '^Warning: metadata.finalizers' >&2 || true; }
+  source="$(kubectl get application "$app" -n argocd -o jsonpath='{.spec.source}')"
+  destination="$(kubectl get application "$app" -n argocd -o jsonpath='{.spec.destination}')"
+  revision="$(kubectl get application "$app" -n argocd -o jsonpath='{.spec.source.targetRevision}')"
+  printf '(playing Argo CD) %s: Synced, %s at %s\n' "$app" "$health" "$revision"
+  kubectl patch application "$app" -n argocd --type merge -p "{\"status\": {\"sync\": {\"status\": \"Synced\",
+    \"revision\": \"$revision\", \"comparedTo\": {\"source\": $source, \"destination\": $destination}},
+    \"health\": {\"status\": \"$health\"}}}" >/dev/null
 }
 BERTH_GITOPS_REMOTE="file://$PWD/.berth/gitops-remote.git" BERTH_GITOPS_WORKDIR="$PWD/.berth/gitops-clone" \
   BERTH_LISTEN=127.0.0.1:18080 BERTH_LOG_FORMAT=text \
@@ -166,6 +209,88 @@ run kubectl get rollouts -n payments
 run kubectl get environmentrequests -n payments -l app=checkout \
   -o custom-columns='NAME:.metadata.name,SPEC:.spec.app.revision,PROMOTED:.status.promotion.revision,STATE:.status.promotion.state,PHASE:.status.phase'
 run git --git-dir .berth/gitops-remote.git log -3 --format='%h %s%n%(trailers:key=Berth-Rollout-Step,key=Berth-Revision)' main
+
+step "A revision that goes Degraded is rolled back: checkout's previews to v2.0.0-bad, onFailure: Rollback"
+canary_ns="$(kubectl get environmentrequest checkout-pr-1234 -n payments -o jsonpath='{.status.namespace}')"
+canary_folder="$(kubectl get environmentrequest checkout-pr-1234 -n payments -o jsonpath='{.status.gitops.path}')"
+if $argocd; then
+  echo "The app team tags v2.0.0-bad: a new greeting and a Deployment whose Pod no node will ever run (this"
+  echo "control plane has none): kube-controller-manager gives up on it after its 10 s progress deadline,"
+  echo "and Argo CD's own health check reports the Application Degraded."
+  tag_files .berth/app-checkout.git v2.0.0-bad \
+    deploy/overlays/preview/settings.yaml \
+    $'apiVersion: v1\nkind: ConfigMap\nmetadata: {name: checkout-settings}\ndata: {greeting: hello from v2.0.0-bad}\n' \
+    deploy/overlays/preview/deployment.yaml \
+    $'apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: checkout}\nspec:\n  replicas: 1\n  progressDeadlineSeconds: 10\n  selector: {matchLabels: {app: checkout}}\n  template:\n    metadata: {labels: {app: checkout}}\n    spec: {containers: [{name: checkout, image: registry.invalid/checkout:v2.0.0-bad}]}\n'
+  run git --git-dir .berth/app-checkout.git show --stat --format='%h %s' v2.0.0-bad
+else
+  echo "Without Argo CD nothing reports health. For this act only, the demo plays Argo CD's part: it installs"
+  echo "Argo CD's Application CRD (Berth notices it), applies the Applications Berth committed and writes"
+  echo "the status Argo CD would report: the previews Synced and Healthy now, the canary Degraded at v2.0.0-bad."
+  argocd_crds="$(e2e/controlplane/module-crds.sh argocd github.com/argoproj/argo-cd/v3 manifests/crds application-crd.yaml)"
+  kubectl create namespace argocd --dry-run=client -o yaml | kubectl apply -f - >/dev/null
+  run kubectl apply --server-side -f "$argocd_crds/application-crd.yaml"
+  for _ in $(seq 20); do kubectl wait --for=condition=Established --timeout=60s -f "$argocd_crds/application-crd.yaml" 2>/dev/null && break; sleep 0.25; done
+  for pr in 1234 1235 1236; do play_argocd "checkout-pr-$pr" Healthy; done
+  echo "(from here checkout-prod, committed for cluster prod-eu-west-1, waits for an Argo CD there to sync it, as with Argo CD up)"
+  for pr in 1234 1235 1236; do
+    kubectl wait --for=jsonpath='{.status.sync.health}'=Healthy "environmentrequest/checkout-pr-$pr" -n payments --timeout=60s >/dev/null
+  done
+fi
+before="$(git --git-dir .berth/gitops-remote.git rev-parse main)"
+cat > .berth/rollout-bad.yaml <<YAML
+apiVersion: berth.dev/v1alpha1
+kind: Rollout
+metadata: {name: checkout-previews-v2-0-0-bad, namespace: payments}
+spec:
+  app: checkout
+  revision: v2.0.0-bad
+  selector: {matchLabels: {app: checkout}}
+  onFailure: Rollback
+  stages:
+    - {name: canary, classes: [preview], selector: {matchLabels: {ring: canary}}, healthGate: {progressDeadline: 3m}}
+    - {name: previews, classes: [preview], batchSize: 1, healthGate: {progressDeadline: 3m}}
+YAML
+run kubectl --context alice apply -f .berth/rollout-bad.yaml
+if $argocd; then
+  echo "(about 15-60 s: Argo CD syncs the canary's commit, the Deployment gets 10 s, Argo CD reports Degraded,"
+  echo " Berth commits the rollback)"
+else
+  # The canary's batch commit first; then Argo CD's part, played.
+  canary_committed() {
+    git --git-dir .berth/gitops-remote.git show "main:$canary_folder/application.yaml" 2>/dev/null \
+      | grep -q 'targetRevision: v2.0.0-bad'
+  }
+  for _ in $(seq 150); do canary_committed && break; sleep 0.2; done
+  if ! canary_committed; then
+    echo "the canary's batch commit did not land within 30 s (a rollout of an earlier run on this control plane" >&2
+    echo "is over already?): just cluster-down, then just demo" >&2
+    exit 1
+  fi
+  play_argocd checkout-pr-1234 Degraded
+  echo "(a few seconds: Berth sees Degraded at v2.0.0-bad and commits the rollback)"
+fi
+run kubectl wait --for=jsonpath='{.status.phase}'=RolledBack rollout/checkout-previews-v2-0-0-bad -n payments --timeout=300s
+run kubectl get rollouts -n payments
+run $berth rollout status checkout-previews-v2-0-0-bad -n payments
+run git --git-dir .berth/gitops-remote.git log -2 --format='%h %s%n%(trailers)' main
+printf '$ git diff --stat %s main -- %s\n' "${before:0:7}" "$canary_folder"
+if git --git-dir .berth/gitops-remote.git diff --exit-code --stat "$before" main -- "$canary_folder"; then
+  echo "(no difference: the canary's folder holds the exact bytes it held before the rollout)"
+fi
+if $argocd; then
+  echo "Argo CD syncs v1.9.0 again and prunes the Deployment (about 10-30 s)"
+  run kubectl wait --for=jsonpath='{.status.sync.comparedTo.source.targetRevision}'=v1.9.0 "application/$canary_ns" -n argocd --timeout=180s
+  run kubectl wait --for=jsonpath='{.status.health.status}'=Healthy "application/$canary_ns" -n argocd --timeout=180s
+  run kubectl get configmap checkout-settings -n "$canary_ns" -o jsonpath='{.data.greeting}'; echo
+  run kubectl get deployments -n "$canary_ns"
+else
+  play_argocd checkout-pr-1234 Healthy
+fi
+run kubectl wait --for=jsonpath='{.status.sync.comparedTo.targetRevision}'=v1.9.0 environmentrequest/checkout-pr-1234 -n payments --timeout=60s
+run kubectl wait --for=jsonpath='{.status.phase}'=Ready environmentrequest/checkout-pr-1234 -n payments --timeout=60s
+run kubectl get environmentrequests -n payments -l app=checkout \
+  -o custom-columns='NAME:.metadata.name,SPEC:.spec.app.revision,PROMOTED:.status.promotion.revision,STATE:.status.promotion.state,ARGOCD:.status.sync.comparedTo.targetRevision,HEALTH:.status.sync.health,PHASE:.status.phase'
 
 step "What Berth committed to the GitOps repository"
 run git --git-dir .berth/gitops-remote.git log --stat -1 main

@@ -312,10 +312,43 @@ spec:
     )
 }
 
+/// One tagged revision of an app repository (see [`app_repository_with`]).
+#[derive(Clone, Copy, Debug)]
+pub struct AppRevision<'a> {
+    pub tag: &'a str,
+    /// The greeting in its ConfigMap `web-settings`.
+    pub greeting: &'a str,
+    /// Whether it also holds [`STUCK_DEPLOYMENT`], which Argo CD reports Degraded.
+    pub stuck: bool,
+}
+
+/// A Deployment that never progresses here: its Pod waits for a node that the
+/// control plane does not have, so after 10 s kube-controller-manager marks it
+/// `ProgressDeadlineExceeded`, and Argo CD's built-in health check reports Degraded.
+pub const STUCK_DEPLOYMENT: &str = "apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web}
+spec:
+  replicas: 1
+  progressDeadlineSeconds: 10
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      containers: [{name: web, image: registry.invalid/web:stuck, resources: {requests: {cpu: 10m}}}]
+";
+
 /// A bare app repository at `path` with one ConfigMap under `deploy/` (no Pods: the
 /// control plane has no nodes), one commit per `(tag, greeting)`, each tagged; returns
 /// the tagged commits. Panics when git refuses: a test fixture.
 pub fn app_repository(path: &Path, greetings: &[(&str, &str)]) -> Vec<String> {
+    let revisions: Vec<AppRevision<'_>> =
+        greetings.iter().map(|&(tag, greeting)| AppRevision { tag, greeting, stuck: false }).collect();
+    app_repository_with(path, &revisions)
+}
+
+/// Like [`app_repository`], with a [`STUCK_DEPLOYMENT`] in the revisions that ask for it.
+pub fn app_repository_with(path: &Path, revisions: &[AppRevision<'_>]) -> Vec<String> {
     let repo = git2::Repository::init_opts(path, git2::RepositoryInitOptions::new().bare(true).initial_head("main"))
         .unwrap_or_else(|e| panic!("cannot create {}: {e}", path.display()));
     let commits = (|| -> Result<Vec<String>, git2::Error> {
@@ -323,14 +356,16 @@ pub fn app_repository(path: &Path, greetings: &[(&str, &str)]) -> Vec<String> {
         let empty = repo.find_tree(repo.treebuilder(None)?.write()?)?;
         let mut parent: Option<git2::Commit<'_>> = None;
         let mut commits = Vec::new();
-        for (tag, greeting) in greetings {
+        for AppRevision { tag, greeting, stuck } in revisions {
             let configmap = format!(
                 "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: web-settings}}\ndata: {{greeting: {greeting}}}\n"
             );
-            let blob = repo.blob(configmap.as_bytes())?;
-            let tree = git2::build::TreeUpdateBuilder::new()
-                .upsert("deploy/configmap.yaml", blob, git2::FileMode::Blob)
-                .create_updated(&repo, &empty)?;
+            let mut tree = git2::build::TreeUpdateBuilder::new();
+            tree.upsert("deploy/configmap.yaml", repo.blob(configmap.as_bytes())?, git2::FileMode::Blob);
+            if *stuck {
+                tree.upsert("deploy/deployment.yaml", repo.blob(STUCK_DEPLOYMENT.as_bytes())?, git2::FileMode::Blob);
+            }
+            let tree = tree.create_updated(&repo, &empty)?;
             let parents: Vec<&git2::Commit<'_>> = parent.iter().collect();
             let message = format!("web {tag}");
             let id =

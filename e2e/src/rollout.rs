@@ -176,10 +176,15 @@ pub async fn three_environments(argocd: &FakeArgoCd) -> (String, tokio::task::Jo
 }
 
 pub async fn wait_rollout(tenant: &str, name: &str, phase: RolloutPhase) -> Rollout {
+    wait_rollout_within(tenant, name, phase, Duration::from_secs(90)).await
+}
+
+/// Like [`wait_rollout`], for at most `timeout`.
+pub async fn wait_rollout_within(tenant: &str, name: &str, phase: RolloutPhase, timeout: Duration) -> Rollout {
     let api: Api<Rollout> = Api::namespaced(cluster().client("admin").await, tenant);
     let last = Arc::new(Mutex::new(String::new()));
     let what = format!("rollout {name} to be {phase:?}");
-    let waiting = wait_for(Duration::from_secs(90), &what, || {
+    let waiting = wait_for(timeout, &what, || {
         let (api, last) = (api.clone(), last.clone());
         async move {
             let rollout = api.get_opt(name).await.ok().flatten()?;

@@ -7,6 +7,7 @@
 mod drift;
 mod prune;
 mod revision;
+mod rollout;
 
 use std::{collections::BTreeSet, path::Path, sync::OnceLock, time::Duration};
 
@@ -15,7 +16,7 @@ use berth::api::{
     environment_request::{EnvironmentRequestStatus, Phase},
 };
 use berth_e2e::{
-    argocd::{NAMESPACE as ARGOCD, root_application},
+    argocd::{AppRevision, NAMESPACE as ARGOCD, root_application},
     fixture::Cluster,
     suite::*,
 };
@@ -61,17 +62,21 @@ async fn root_app() -> &'static str {
 const SYNCED_BY_ARGOCD: &str = "limitRange: {defaultRequest: {cpu: 100m}, default: {cpu: 500m}}
   argocd: {project: default, syncPolicy: {automated: true, prune: true, selfHeal: false}}";
 
-/// The app's greeting at each tag of [`app_repository`].
-const GREETINGS: [(&str, &str); 2] = [("v1", "hello"), ("v2", "hello again")];
+/// The tags of [`app_repository`]: v3 holds a Deployment Argo CD reports Degraded.
+const REVISIONS: [AppRevision<'static>; 3] = [
+    AppRevision { tag: "v1", greeting: "hello", stuck: false },
+    AppRevision { tag: "v2", greeting: "hello again", stuck: false },
+    AppRevision { tag: "v3", greeting: "hello stuck", stuck: true },
+];
 
-/// The app repository of this test binary (see [`berth_e2e::argocd::app_repository`]),
-/// with [`GREETINGS`]: its path and the tagged commits.
+/// The app repository of this test binary (see [`berth_e2e::argocd::app_repository_with`]),
+/// with [`REVISIONS`]: its path and the tagged commits.
 fn app_repository() -> &'static (std::path::PathBuf, Vec<String>) {
     static REPO: OnceLock<(std::path::PathBuf, Vec<String>)> = OnceLock::new();
     REPO.get_or_init(|| {
         // In the control plane's folder, which goes with it.
         let path = cluster_with_argocd().info.dir.join("app-web.git");
-        let commits = berth_e2e::argocd::app_repository(&path, &GREETINGS);
+        let commits = berth_e2e::argocd::app_repository_with(&path, &REVISIONS);
         (path, commits)
     })
 }

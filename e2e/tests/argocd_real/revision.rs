@@ -69,6 +69,6 @@ async fn a_new_app_revision_is_ready_only_once_argo_cd_synced_it() {
         assert_eq!(sync.pending_commit, None, "{story:?}");
     }
     let settings = get("configmap", Some(&env_ns), "web-settings").await.unwrap_or_default();
-    assert_eq!(settings["data"]["greeting"], GREETINGS[1].1, "the app's ConfigMap: {settings}");
+    assert_eq!(settings["data"]["greeting"], REVISIONS[1].greeting, "the app's ConfigMap: {settings}");
     delete_and_see_it_pruned(&tenant, "rev", &env_ns).await;
 }
