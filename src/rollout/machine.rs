@@ -209,6 +209,10 @@ pub fn step_trailer(work: &Work) -> String {
     }
 }
 
+fn counted_batches(count: u32) -> String {
+    super::counted(usize::try_from(count).unwrap_or(usize::MAX), "batch")
+}
+
 fn to_std(d: &crate::api::GoDuration) -> Option<Duration> {
     d.parse().ok()
 }
@@ -260,7 +264,11 @@ impl Step<'_> {
         loop {
             let Some(index) = self.status.stages.iter().position(|s| s.phase != StagePhase::Succeeded) else {
                 let total = self.planned();
-                self.set(RolloutPhase::Succeeded, reasons::SUCCEEDED, format!("{total} environments promoted"));
+                self.set(
+                    RolloutPhase::Succeeded,
+                    reasons::SUCCEEDED,
+                    format!("{} promoted", super::counted(total, "environment")),
+                );
                 self.status.current_stage = None;
                 return None;
             };
@@ -319,7 +327,11 @@ impl Step<'_> {
         self.status.plan = Some(plan.summary(Time(self.now)));
         let skipped = plan.skipped.len();
         self.status.stages = plan.stages;
-        self.note(false, reasons::PLANNED, format!("planned {total} environments ({skipped} skipped)"));
+        self.note(
+            false,
+            reasons::PLANNED,
+            format!("planned {} ({skipped} skipped)", super::counted(total, "environment")),
+        );
         true
     }
 
@@ -621,7 +633,8 @@ impl Step<'_> {
         stage.counts.promoted += tally.passed;
         stage.batches_done += 1;
         stage.current = None;
-        let message = format!("{stage_name} batch {number}/{of}: {} environments promoted", tally.passed);
+        let promoted = super::counted(usize::try_from(tally.passed).unwrap_or(usize::MAX), "environment");
+        let message = format!("{stage_name} batch {number}/{of}: {promoted} promoted");
         self.note(false, reasons::GATE_PASSED, message);
         Verified::Done
     }
@@ -670,7 +683,8 @@ impl Step<'_> {
     fn fail(&mut self, index: usize) -> Option<Work> {
         let stage = &self.status.stages[index];
         let (name, failed, allowed) = (stage.name.clone(), stage.counts.failed, stage.max_failures);
-        let what = format!("stage {name}: {failed} environments failed their gate ({allowed} allowed)");
+        let failed = super::counted(usize::try_from(failed).unwrap_or(usize::MAX), "environment");
+        let what = format!("stage {name}: {failed} failed their gate ({allowed} allowed)");
         let newly = self.status.phase != Some(RolloutPhase::Paused);
         match self.rollout.spec.on_failure {
             FailurePolicy::Pause => {
@@ -758,9 +772,9 @@ impl Step<'_> {
                     self.set(
                         RolloutPhase::RolledBack,
                         reasons::ROLLED_BACK,
-                        format!("{done} batches committed back to their previous revision"),
+                        format!("{} committed back to their previous revision", counted_batches(done)),
                     );
-                    self.note(false, reasons::ROLLED_BACK, format!("{done} batches rolled back"));
+                    self.note(false, reasons::ROLLED_BACK, format!("{} rolled back", counted_batches(done)));
                     return Started::Waiting;
                 }
                 let next = rollback.pending.remove(0);

@@ -7,5 +7,14 @@ pub mod gate;
 pub mod machine;
 pub mod plan;
 
+/// `count` and `noun`, in the plural unless one: `1 environment`, `3 batches`.
+pub fn counted(count: usize, noun: &str) -> String {
+    match (count, noun) {
+        (1, _) => format!("1 {noun}"),
+        (_, "batch") => format!("{count} batches"),
+        _ => format!("{count} {noun}s"),
+    }
+}
+
 pub use machine::{Decision, Note, Observations, Work, next, record_commit};
 pub use plan::{Plan, PlanError};

@@ -220,11 +220,7 @@ fn short(commit: &str) -> &str {
 }
 
 fn plural(count: u32, noun: &str) -> String {
-    match (count, noun) {
-        (1, _) => format!("1 {noun}"),
-        (_, "batch") => format!("{count} batches"),
-        _ => format!("{count} {noun}s"),
-    }
+    crate::rollout::counted(usize::try_from(count).unwrap_or(usize::MAX), noun)
 }
 
 fn more(out: &mut String, hidden: usize) {

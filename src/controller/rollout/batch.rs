@@ -26,7 +26,7 @@ use crate::{
     },
     gitops::{BatchChange, BatchCommit, ChangeReason, CommitId},
     rollout::{
-        Work,
+        Work, counted,
         machine::{NO_COMMIT, step_trailer},
     },
 };
@@ -199,12 +199,19 @@ fn subject(rollout: &Rollout, work: &Work) -> String {
     let (app, count) = (&rollout.spec.app, work.environments.len());
     match work.action {
         HistoryAction::Promote => format!(
-            "berth: promote {app} {} to {count} environments ({} {}/{})",
-            rollout.spec.revision, work.stage, work.batch, work.of
+            "berth: promote {app} {} to {} ({} {}/{})",
+            rollout.spec.revision,
+            counted(count, "environment"),
+            work.stage,
+            work.batch,
+            work.of
         ),
         HistoryAction::Rollback => format!(
-            "berth: roll back {app} in {count} environments to their previous revision ({} {}/{})",
-            work.stage, work.batch, work.of
+            "berth: roll back {app} in {} to their previous revision ({} {}/{})",
+            counted(count, "environment"),
+            work.stage,
+            work.batch,
+            work.of
         ),
     }
 }

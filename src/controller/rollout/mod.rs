@@ -82,11 +82,11 @@ pub async fn reconcile(rollout: Arc<Rollout>, ctx: Arc<Context>) -> Result<Actio
             warning: false,
             reason: "BatchCommitted".to_owned(),
             message: format!(
-                "{} batch {}/{}: {} environments to {} in commit {}",
+                "{} batch {}/{}: {} to {} in commit {}",
                 work.stage,
                 work.batch,
                 work.of,
-                work.environments.len(),
+                core::counted(work.environments.len(), "environment"),
                 rollout.spec.revision,
                 short(&commit)
             ),
@@ -95,11 +95,11 @@ pub async fn reconcile(rollout: Arc<Rollout>, ctx: Arc<Context>) -> Result<Actio
             warning: true,
             reason: "BatchRolledBack".to_owned(),
             message: format!(
-                "{} batch {}/{}: {} environments back to their previous revision in commit {}",
+                "{} batch {}/{}: {} back to their previous revision in commit {}",
                 work.stage,
                 work.batch,
                 work.of,
-                work.environments.len(),
+                core::counted(work.environments.len(), "environment"),
                 short(&commit)
             ),
         },
