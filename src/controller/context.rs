@@ -67,6 +67,8 @@ pub struct Context {
     pub index: std::sync::Arc<Index>,
     /// Asks Argo CD's root apps to look at git again after each push.
     pub refresh: super::refresh::Refresh,
+    /// Pull-request mode: when each rollout batch commit was last found not merged.
+    pub merge_checks: super::rollout::MergeChecks,
 }
 
 impl Context {

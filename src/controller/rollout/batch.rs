@@ -48,10 +48,19 @@ pub(super) async fn run(rollout: &Rollout, work: &Work, ctx: &Context) -> Result
             // Gone or going: its folder leaves git, and must not come back with this batch.
             continue;
         };
-        let Some(promotion) = mark(rollout, work, &request, marking) else {
+        let promotion = if work.settle {
+            // Settling: only the environments this very batch marked, as marked
+            // (one marked later by a person's edit or another rollout is theirs).
+            marked_by(rollout, work, &request, marking)
+        } else {
+            mark(rollout, work, &request, marking)
+        };
+        let Some(promotion) = promotion else {
             continue;
         };
-        patch_promotion(&request, &promotion, ctx).await?;
+        if !work.settle {
+            patch_promotion(&request, &promotion, ctx).await?;
+        }
         // Rendered as it will be once confirmed: what the request controller renders
         // then, so it finds the batch's commit and makes none of its own.
         let mut with = (*request).clone();
@@ -158,6 +167,16 @@ fn mark(rollout: &Rollout, work: &Work, request: &EnvironmentRequest, state: Pro
             Some(Promotion { state, commit: None, rendered_digest: None, since: now, ..current.clone() })
         }
     }
+}
+
+/// `request`'s record in effect if `work` marked it (`state`) and nothing replaced it since.
+fn marked_by(rollout: &Rollout, work: &Work, request: &EnvironmentRequest, state: PromotionState) -> Option<Promotion> {
+    let (this, uid) = (rollout.name_any(), rollout.uid().unwrap_or_default());
+    request
+        .promotion_in_effect()
+        .filter(|p| p.rollout == this && p.rollout_uid == uid && p.stage == work.stage && p.batch == work.batch)
+        .filter(|p| p.state == state)
+        .cloned()
 }
 
 async fn patch_promotion(request: &EnvironmentRequest, promotion: &Promotion, ctx: &Context) -> Result<(), Error> {
@@ -306,5 +325,28 @@ mod tests {
         assert_eq!(ours.map(|p| (p.state, p.previous_revision)), Some((PromotionState::RollingBack, "v1".into())));
         let namesake = mark(&rollout, &back, &with(PromotionState::Committed, "uid-1", 1), PromotionState::RollingBack);
         assert_eq!(namesake, None);
+    }
+
+    #[test]
+    fn settling_takes_only_environments_this_batch_marked_and_nothing_replaced() {
+        let rollout = rollout();
+        let settle = Work { settle: true, ..work(HistoryAction::Promote) };
+        let ours =
+            marked_by(&rollout, &settle, &with(PromotionState::Committing, "uid-2", 1), PromotionState::Committing);
+        assert_eq!(ours.map(|p| p.state), Some(PromotionState::Committing));
+        // Never marked (a crash mid-marking), marked by a namesake or another batch,
+        // confirmed already, or edited by a person since: not this settle's to touch.
+        let unmarked = crate::testing::request("production");
+        assert_eq!(marked_by(&rollout, &settle, &unmarked, PromotionState::Committing), None);
+        for other in [
+            with(PromotionState::Committing, "uid-1", 1),
+            with(PromotionState::Committing, "uid-2", 2),
+            with(PromotionState::Committed, "uid-2", 1),
+        ] {
+            assert_eq!(marked_by(&rollout, &settle, &other, PromotionState::Committing), None);
+        }
+        let mut edited = with(PromotionState::Committing, "uid-2", 1);
+        edited.metadata.generation = Some(2);
+        assert_eq!(marked_by(&rollout, &settle, &edited, PromotionState::Committing), None);
     }
 }

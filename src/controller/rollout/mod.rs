@@ -7,6 +7,9 @@
 //! tolerance, windows) requeue at their exact time.
 
 mod batch;
+mod merges;
+
+pub use merges::MergeChecks;
 
 use std::{sync::Arc, time::Duration};
 
@@ -20,7 +23,7 @@ use super::{
 use crate::{
     api::{
         EnvironmentRequest, Rollout,
-        rollout::{BatchStep, HistoryAction, RolloutStatus},
+        rollout::{HistoryAction, RolloutStatus},
     },
     index::Index,
     rollout::{self as core, Note, Observations, Work},
@@ -38,9 +41,9 @@ const AFTER_COMMIT: Duration = Duration::from_millis(500);
 pub async fn reconcile(rollout: Arc<Rollout>, ctx: Arc<Context>) -> Result<Action, Error> {
     let index = ctx.index().await;
     let mut observations = observe(&rollout, index);
-    if !ctx.writer.pushes_to_watched_branch() {
-        observations.pull_requests = true;
-        observations.unmerged = unmerged(&rollout, &ctx).await?;
+    observations.pull_requests = !ctx.writer.pushes_to_watched_branch();
+    if observations.pull_requests {
+        observations.merged = merges::merged(&rollout, &ctx).await;
     }
     let mut rollout = rollout;
     let mut decision =
@@ -50,6 +53,9 @@ pub async fn reconcile(rollout: Arc<Rollout>, ctx: Arc<Context>) -> Result<Actio
         // copy that may predate this controller's last status write (which would
         // repeat a batch already confirmed). One read per batch.
         rollout = Arc::new(read(&rollout, &ctx).await?);
+        if observations.pull_requests {
+            observations.merged = merges::merged(&rollout, &ctx).await;
+        }
         decision = core::next(&rollout, &rollout.status.clone().unwrap_or_default(), &observations, Timestamp::now());
     }
     let old = rollout.status.clone().unwrap_or_default();
@@ -108,37 +114,6 @@ pub async fn reconcile(rollout: Arc<Rollout>, ctx: Arc<Context>) -> Result<Actio
     Ok(Action::requeue(AFTER_COMMIT))
 }
 
-/// Pull-request mode: the commits of batches awaiting verification that are not on
-/// the watched branch yet (asked of the remote until each one is merged).
-async fn unmerged(rollout: &Rollout, ctx: &Context) -> Result<std::collections::BTreeSet<String>, Error> {
-    let mut unmerged = std::collections::BTreeSet::new();
-    let Some(status) = rollout.status.as_ref() else {
-        return Ok(unmerged);
-    };
-    for stage in &status.stages {
-        let Some(batch) = stage.current.as_ref().filter(|b| b.step == BatchStep::Committed && b.merged_at.is_none())
-        else {
-            continue;
-        };
-        let Some(commit) = batch.commit.as_deref().filter(|c| *c != core::machine::NO_COMMIT) else {
-            continue;
-        };
-        let work = Work {
-            action: HistoryAction::Promote,
-            stage: stage.name.clone(),
-            batch: batch.number,
-            of: batch.of,
-            environments: Vec::new(),
-            rollback_of: None,
-            settle: false,
-        };
-        if !batch::merged(rollout, &work, commit, ctx).await? {
-            unmerged.insert(commit.to_owned());
-        }
-    }
-    Ok(unmerged)
-}
-
 /// What became of the batch in flight when the rollout was aborted.
 fn settled(work: &Work, commit: &str) -> Note {
     let step = format!("{} batch {}/{}", work.stage, work.batch, work.of);
@@ -181,7 +156,10 @@ fn observe(rollout: &Rollout, index: &Index) -> Observations {
         .rollouts_in(&namespace)
         .iter()
         .filter(|r| r.name_any() != this)
-        .filter(|r| !r.status.as_ref().and_then(|s| s.phase).is_some_and(|p| p.is_terminal()))
+        // An aborted rollout still settling its batch holds its environments until then.
+        .filter(|r| {
+            r.status.as_ref().is_none_or(|s| !s.phase.is_some_and(|p| p.is_terminal()) || s.owns_marked_folders())
+        })
         .map(|r| {
             let planned =
                 r.status.iter().flat_map(|s| &s.stages).flat_map(|s| s.environments.iter().cloned()).collect();
