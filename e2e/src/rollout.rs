@@ -11,13 +11,18 @@ use std::{
 use berth::api::{EnvironmentRequest, Rollout, environment_request::Phase, rollout::RolloutPhase};
 use kube::Api;
 
-use crate::suite::*;
+use crate::{
+    fake_argocd::{Applier, Degraded},
+    suite::*,
+};
 
-/// Plays Argo CD for the environments of one tenant.
+/// Plays Argo CD for the environments of one tenant, each change a while after it
+/// lands in git (see [`FakeArgoCd::lagging`]); applies with the fleet fake's
+/// [`Applier`].
 #[derive(Clone, Default)]
 pub struct FakeArgoCd {
-    /// Environments (request names) reported Degraded at a revision: name → revision.
-    degraded: Arc<Mutex<BTreeMap<String, String>>>,
+    degraded: Degraded,
+    applier: Arc<tokio::sync::OnceCell<Applier>>,
     /// What was reported last per environment (folder digest), to skip repeats.
     reported: Arc<Mutex<BTreeMap<String, String>>>,
     /// Each environment's folder as first seen, and when: a change is synced only
@@ -34,7 +39,7 @@ impl FakeArgoCd {
     }
 
     pub fn degrade(&self, request: &str, revision: &str) {
-        self.degraded.lock().unwrap_or_else(|e| e.into_inner()).insert(request.to_owned(), revision.to_owned());
+        self.degraded.insert(request, revision);
     }
 
     /// Every 300 ms: for each request of `tenant`, apply its folder at the head and
@@ -49,7 +54,9 @@ impl FakeArgoCd {
     }
 
     async fn pass(&self, tenant: &str) {
-        let api: Api<EnvironmentRequest> = Api::namespaced(cluster().client("admin").await, tenant);
+        let client = cluster().client("admin").await;
+        let applier = self.applier.get_or_init(|| async { Applier::new(client.clone(), self.degraded.clone()) }).await;
+        let api: Api<EnvironmentRequest> = Api::namespaced(client, tenant);
         let Ok(requests) = api.list(&Default::default()).await else {
             return;
         };
@@ -65,9 +72,7 @@ impl FakeArgoCd {
             let Some(application) = files.get("application.yaml") else {
                 continue;
             };
-            let revision = target_revision(application);
-            let degraded = self.degraded.lock().unwrap_or_else(|e| e.into_inner()).get(&name) == Some(&revision);
-            let health = if degraded { "Degraded" } else { "Healthy" };
+            let health = self.degraded.health(&name, &target_revision(application));
             let key = format!("{}|{health}", files.values().cloned().collect::<Vec<_>>().join("---\n"));
             if self.reported.lock().unwrap_or_else(|e| e.into_inner()).get(&name) == Some(&key) {
                 continue;
@@ -83,29 +88,7 @@ impl FakeArgoCd {
             if since.elapsed() < self.lag {
                 continue;
             }
-            // The namespace first, then the rest, as Argo CD's sync waves would.
-            let mut manifests = files.get("namespace.yaml").cloned().unwrap_or_default();
-            for (file, yaml) in &files {
-                if file != "namespace.yaml" && file != "README.md" {
-                    manifests.push_str("\n---\n");
-                    manifests.push_str(yaml);
-                }
-            }
-            if !cluster().kubectl("admin", &["apply", "-f", "-"], Some(&manifests)).await.success {
-                continue;
-            }
-            let namespace = request.status.as_ref().and_then(|s| s.namespace.clone()).unwrap_or_default();
-            let status = serde_json::json!({"status": {
-                "sync": {"status": "Synced", "revision": format!("sha-{revision}"),
-                    "comparedTo": {"source": {"repoURL": "https://git.example.com/web.git", "path": "deploy",
-                        "targetRevision": revision}, "destination": {"name": "in-cluster"}}},
-                "health": {"status": health},
-            }});
-            let status = status.to_string();
-            let args =
-                ["patch", "applications.argoproj.io", &namespace, "-n", "argocd", "--type", "merge", "-p", &status];
-            let patched = cluster().kubectl("admin", &args, None).await;
-            if patched.success {
+            if applier.apply_folder(&name, &files).await.is_ok() {
                 self.reported.lock().unwrap_or_else(|e| e.into_inner()).insert(name, key);
             }
         }
