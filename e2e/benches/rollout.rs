@@ -38,7 +38,7 @@ use berth_e2e::{
     fake_argocd::GitWatchingArgoCd,
     fixture::Cluster,
     measure::{all_requests, apiserver_requests, count, load_average, ms, percentile, status_mib},
-    rollout::{environment_yaml, head, messages_since},
+    rollout::{environment_yaml, head, messages_since, rollout_with_stages},
     suite::{OPERATOR, class_yaml, files_at_head, kubectl_apply, operator, remote, tenant_yaml, wait_tenant_namespace},
 };
 use futures::{StreamExt, stream};
@@ -83,20 +83,10 @@ fn name(i: usize) -> String {
     format!("env-{i:05}")
 }
 
+/// A rollout of the tenant's environments to `revision` in `batches` batches of one stage.
 fn rollout_yaml(tenant: &str, name: &str, revision: &str, batches: usize, extra: &str) -> String {
-    format!(
-        "apiVersion: berth.dev/v1alpha1
-kind: Rollout
-metadata: {{name: {name}, namespace: {tenant}}}
-spec:
-  app: web
-  revision: {revision}
-  selector: {{matchLabels: {{app: web}}}}
-  stages: [{{name: production, batchSize: '{}%'}}]
-  {extra}
-",
-        100 / batches
-    )
+    let stages = format!("[{{name: production, batchSize: '{}%'}}]", 100 / batches);
+    rollout_with_stages(tenant, name, revision, &stages, extra)
 }
 
 /// Ready, and Argo CD and Berth's drift check agree it runs what git holds.
@@ -241,22 +231,37 @@ fn tenant_commits(since: &str, tenant: &str) -> usize {
     messages_since(since).iter().filter(|(_, m)| m.contains(&format!("Berth-Request: {tenant}/"))).count()
 }
 
-/// Apiserver writes between two counter readings, by "verb resource", for `resources`.
+/// Apiserver writes between two counter readings, by "verb resource", for `resources`
+/// (`environmentrequests` counts the object and its subresources, `rollouts/status` that one).
 fn writes(before: &BTreeMap<String, f64>, after: &BTreeMap<String, f64>, resources: &[&str]) -> BTreeMap<String, f64> {
     const WRITES: [&str; 6] = ["POST", "PUT", "PATCH", "APPLY", "DELETE", "DELETECOLLECTION"];
     after
         .iter()
         .filter(|(key, _)| {
             let (verb, resource) = key.split_once(' ').unwrap_or_default();
-            WRITES.contains(&verb) && resources.contains(&resource.split('/').next().unwrap_or_default())
+            WRITES.contains(&verb)
+                && (resources.contains(&resource)
+                    || resources.contains(&resource.split('/').next().unwrap_or_default()))
         })
         .map(|(key, value)| (key.clone(), value - before.get(key).copied().unwrap_or(0.0)))
         .filter(|(_, value)| *value > 0.0)
         .collect()
 }
 
-/// Berth's own writes: what it writes on requests, rollouts and events.
-const BERTH_RESOURCES: [&str; 3] = ["environmentrequests", "rollouts", "events"];
+/// The events of `namespace`, counted by kind of object and reason ("EnvironmentRequest Ready").
+async fn events_by_reason(client: &kube::Client, namespace: &str) -> BTreeMap<String, i64> {
+    let api: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), namespace);
+    let mut counts = BTreeMap::new();
+    for event in api.list(&Default::default()).await.map(|l| l.items).unwrap_or_default() {
+        let kind = event.regarding.and_then(|r| r.kind).unwrap_or_default();
+        *counts.entry(format!("{kind} {}", event.reason.unwrap_or_default())).or_default() += 1;
+    }
+    counts
+}
+
+/// Berth's own writes: requests, the rollout's status (not its creation, which is
+/// the benchmark's), events.
+const BERTH_RESOURCES: [&str; 3] = ["environmentrequests", "rollouts/status", "events"];
 
 /// Counter readings once Berth's writes stopped for a second.
 async fn quiet_counters(client: &kube::Client, since: &BTreeMap<String, f64>) -> BTreeMap<String, f64> {
@@ -290,6 +295,8 @@ struct Round {
     /// Per batch: Argo CD reported it → its gate passed (Berth's request controller).
     argo_to_gate: Vec<Duration>,
     berth_writes: BTreeMap<String, f64>,
+    /// Events published meanwhile, by kind of object and reason.
+    events: BTreeMap<String, i64>,
     fake_writes: BTreeMap<String, f64>,
     status_bytes: usize,
 }
@@ -298,12 +305,18 @@ async fn round(client: &kube::Client, argocd: &GitWatchingArgoCd, clock: &Mutex<
     let (tenant, n, batches) = (TENANTS[0], sizes().environments, sizes().batches);
     let rollout = format!("web-{revision}");
     let before = head();
+    let events_before = events_by_reason(client, tenant).await;
     let counters = apiserver_requests(client).await;
     let yaml = rollout_yaml(tenant, &rollout, revision, batches, "");
     let (done, started, ended) =
         run_rollout(client, &yaml, phase_is(RolloutPhase::Succeeded), Duration::from_secs(600)).await;
     let total = ended - started;
     let after = quiet_counters(client, &counters).await;
+    let mut events = events_by_reason(client, tenant).await;
+    for (reason, n) in &mut events {
+        *n -= events_before.get(reason).copied().unwrap_or_default();
+    }
+    events.retain(|_, n| *n > 0);
 
     // Exactly one commit per batch, in order, each naming its share of the fleet, and no
     // other commit for the tenant's environments.
@@ -350,6 +363,7 @@ async fn round(client: &kube::Client, argocd: &GitWatchingArgoCd, clock: &Mutex<
         argo_to_push,
         argo_to_gate,
         berth_writes: writes(&counters, &after, &BERTH_RESOURCES),
+        events,
         fake_writes: writes(&counters, &after, &["applications"]),
         status_bytes,
     }
@@ -644,9 +658,10 @@ fn report(
     );
     for r in rounds {
         out.push_str(&format!(
-            "- {}: Berth {}; the fake Argo CD {}; Rollout status {} bytes\n",
+            "- {}: Berth {} (events: {}); the fake Argo CD {}; Rollout status {} bytes\n",
             r.revision,
             per(&r.berth_writes, n),
+            r.events.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", "),
             per(&r.fake_writes, n),
             r.status_bytes
         ));

@@ -113,7 +113,17 @@ spec:
     )
 }
 
+/// A rollout of `web` to `revision` in two stages: the `canary` ring, then production
+/// one environment at a time.
 pub fn rollout_yaml(tenant: &str, name: &str, revision: &str, extra: &str) -> String {
+    let stages = "[{name: canary, selector: {matchLabels: {ring: canary}}}, \
+                  {name: production, batchSize: 1, healthGate: {progressDeadline: 2m}}]";
+    rollout_with_stages(tenant, name, revision, stages, extra)
+}
+
+/// A rollout of every `app: web` environment of `tenant` to `revision` through
+/// `stages` (a YAML flow sequence), with more spec fields in `extra`.
+pub fn rollout_with_stages(tenant: &str, name: &str, revision: &str, stages: &str, extra: &str) -> String {
     format!(
         "apiVersion: berth.dev/v1alpha1
 kind: Rollout
@@ -122,12 +132,7 @@ spec:
   app: web
   revision: {revision}
   selector: {{matchLabels: {{app: web}}}}
-  stages:
-    - name: canary
-      selector: {{matchLabels: {{ring: canary}}}}
-    - name: production
-      batchSize: 1
-      healthGate: {{progressDeadline: 2m}}
+  stages: {stages}
   {extra}
 "
     )
