@@ -13,6 +13,8 @@ pub mod environment_class;
 #[allow(clippy::duplicated_attributes)]
 pub mod environment_request;
 #[allow(clippy::duplicated_attributes)]
+pub mod freeze;
+#[allow(clippy::duplicated_attributes)]
 pub mod rollout;
 #[allow(clippy::duplicated_attributes)]
 pub mod tenant;
@@ -23,6 +25,7 @@ use kube::CustomResourceExt;
 pub use duration::{GoDuration, InvalidDuration};
 pub use environment_class::{EnvironmentClass, EnvironmentClassSpec};
 pub use environment_request::{EnvironmentRequest, EnvironmentRequestSpec};
+pub use freeze::{Freeze, FreezeSpec, FreezeWindow};
 pub use rollout::{Rollout, RolloutSpec};
 pub use tenant::{Tenant, TenantSpec};
 
@@ -42,6 +45,7 @@ pub fn crds() -> Vec<(&'static str, CustomResourceDefinition)> {
         ("tenants.yaml", Tenant::crd()),
         ("environmentrequests.yaml", EnvironmentRequest::crd()),
         ("rollouts.yaml", Rollout::crd()),
+        ("freezes.yaml", freeze::Freeze::crd()),
     ]
 }
 

@@ -140,7 +140,16 @@ fn observe(rollout: &Rollout, index: &Index) -> Observations {
         manual_sync_classes,
         approval_classes,
         active_rollouts,
+        freezes: freezes(index),
     }
+}
+
+/// The classes' and the cluster's freeze windows, from the index.
+pub(super) fn freezes(index: &Index) -> crate::freeze::Calendar {
+    crate::freeze::Calendar::new(
+        index.classes.state().iter().map(|c| (c.name_any(), c.spec.freeze_windows.clone())),
+        index.freezes.state().iter().map(|f| (f.name_any(), f.spec.windows.clone())),
+    )
 }
 
 async fn write_status(rollout: &Rollout, status: &RolloutStatus, ctx: &Context) -> Result<(), Error> {
