@@ -504,3 +504,5 @@ fn environments_of_classes_that_need_an_approval_are_skipped() {
     assert!(plan.skipped_environments.iter().all(|s| s.reason == "ApprovalRequired"));
     assert_eq!(plan.skipped, 2);
 }
+
+mod freeze;
