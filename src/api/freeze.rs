@@ -12,9 +12,8 @@ use serde::{Deserialize, Serialize};
 
 use super::GoDuration;
 
-/// A cluster-wide freeze: while one of its windows covers now, no rollout commits a
-/// batch and no EnvironmentClass change is re-rendered (a rollback still may).
-/// Cluster-scoped, so only who may write cluster objects (a platform admin) sets it.
+/// The windows of a cluster-wide freeze (cluster-scoped, so only who may write
+/// cluster objects, a platform admin, sets one). A rollback still goes on during it.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
     group = "berth.dev",

@@ -42,6 +42,9 @@ mod tests {
         frozen.spec.freeze_windows = vec![serde_json::from_value(typo).expect("a window")];
         let found = problems(&frozen);
         assert_eq!(found.len(), 1, "{found:?}");
-        assert!(found[0].starts_with("freezeWindows[0].timeZone \"Europe/Berlln\" is not an IANA time zone"), "{found:?}");
+        assert!(
+            found[0].starts_with("freezeWindows[0].timeZone \"Europe/Berlln\" is not an IANA time zone"),
+            "{found:?}"
+        );
     }
 }

@@ -194,8 +194,14 @@ mod tests {
         new.spec.freeze_windows.push(window("0 17 * * 5", "Europe/Berlln"));
         new.spec.freeze_windows.push(window("every friday", "UTC"));
         let error = check(&new, Some(&good), &[]).expect_err("unreadable windows").to_string();
-        assert!(error.starts_with("spec.freezeWindows[2].timeZone \"Europe/Berlln\" is not an IANA time zone"), "{error}");
-        assert!(error.contains("; spec.freezeWindows[3].schedule \"every friday\" is not a cron expression"), "{error}");
+        assert!(
+            error.starts_with("spec.freezeWindows[2].timeZone \"Europe/Berlln\" is not an IANA time zone"),
+            "{error}"
+        );
+        assert!(
+            error.contains("; spec.freezeWindows[3].schedule \"every friday\" is not a cron expression"),
+            "{error}"
+        );
         // Admitted before (say, by an older Berth): pausing it is not refused for them.
         let mut paused = new.clone();
         paused.spec.paused = true;
