@@ -1,4 +1,4 @@
-//! Berth's API (`berth.dev/v1alpha1`): the four custom resources and the helpers
+//! Berth's API (`berth.dev/v1alpha1`): the five custom resources and the helpers
 //! their statuses share.
 
 pub mod conditions;

@@ -82,6 +82,17 @@ pub async fn reconcile(class: Arc<EnvironmentClass>, ctx: Arc<Context>) -> Resul
     Ok(Action::requeue(requeue))
 }
 
+/// The classes whose change waits to be re-rendered (a Freeze change may release them).
+pub(super) fn held(index: &crate::index::Index) -> Vec<kube::runtime::reflector::ObjectRef<EnvironmentClass>> {
+    index
+        .classes
+        .state()
+        .iter()
+        .filter(|c| c.status.as_ref().and_then(|s| s.observed_generation) != c.metadata.generation)
+        .map(|c| kube::runtime::reflector::ObjectRef::from_obj(c.as_ref()))
+        .collect()
+}
+
 /// How re-rendering the class's environments for this generation went.
 enum Rerender {
     /// Done, or nothing to do.

@@ -189,3 +189,14 @@ pub(super) fn rollouts_of(
         .map(|r| kube::runtime::reflector::ObjectRef::from_obj(r.as_ref()))
         .collect()
 }
+
+/// The rollouts a freeze holds (a Freeze change may release them).
+pub(super) fn frozen(index: &Index) -> Vec<kube::runtime::reflector::ObjectRef<Rollout>> {
+    index
+        .rollouts
+        .state()
+        .iter()
+        .filter(|r| r.status.as_ref().is_some_and(|s| s.frozen.is_some()))
+        .map(|r| kube::runtime::reflector::ObjectRef::from_obj(r.as_ref()))
+        .collect()
+}
