@@ -53,7 +53,9 @@ pub async fn reconcile(class: Arc<EnvironmentClass>, ctx: Arc<Context>) -> Resul
     let now = Timestamp::now();
     let mut requeue = super::RESYNC;
     let changed = class.status.as_ref().and_then(|s| s.observed_generation) != class.metadata.generation;
-    let freeze = changed.then(|| super::rollout::freezes(index).for_class(&class.name_any()).check(now));
+    // Only a change with environments to re-render waits (a new class never does).
+    let rerenders = changed && requests.iter().any(|r| crate::policy::budget::is_provisioned(r));
+    let freeze = rerenders.then(|| super::rollout::freezes(index).for_class(&class.name_any()).check(now));
     let rerendered = match freeze {
         Some(verdict) if verdict.frozen() => {
             if let Some(opens) = verdict.opens_at {
@@ -62,8 +64,8 @@ pub async fn reconcile(class: Arc<EnvironmentClass>, ctx: Arc<Context>) -> Resul
             }
             Rerender::Held(verdict)
         }
-        Some(_) => rerender(&class, &requests, &ctx).await.map_or_else(Rerender::Failed, |()| Rerender::Done),
-        None => Rerender::Done,
+        _ if changed => rerender(&class, &requests, &ctx).await.map_or_else(Rerender::Failed, |()| Rerender::Done),
+        _ => Rerender::Done,
     };
     let environments = requests
         .iter()
