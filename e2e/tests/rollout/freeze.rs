@@ -59,17 +59,8 @@ async fn a_recurring_freeze_around_now_holds_the_next_batch_and_releases_it_when
 /// A class of `pods` pods, frozen from a minute ago until `end`.
 fn frozen_class_yaml(name: &str, pods: u32, end: Timestamp) -> String {
     let start = Timestamp::now() - SignedDuration::from_mins(1);
-    format!(
-        "apiVersion: berth.dev/v1alpha1
-kind: EnvironmentClass
-metadata: {{name: {name}}}
-spec:
-  quota: {{requests.cpu: '2', pods: '{pods}'}}
-  networkPolicy: AllowSameNamespace
-  estimatedMonthlyCostUSD: 1
-  freezeWindows: [{{start: '{start}', end: '{end}', reason: quarter close}}]
-"
-    )
+    let window = format!("freezeWindows: [{{start: '{start}', end: '{end}', reason: quarter close}}]");
+    class_yaml(name, 1, &window).replace("pods: '10'", &format!("pods: '{pods}'"))
 }
 
 #[tokio::test]
