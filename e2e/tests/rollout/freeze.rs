@@ -71,10 +71,19 @@ async fn a_class_freeze_holds_the_re_render_of_a_class_change_until_it_ends() {
     kubectl_apply(&frozen_class_yaml(&class, 10, end)).await;
     kubectl_apply(&tenant_yaml(&tenant, &[&class], "{}")).await;
     wait_tenant_namespace(&tenant).await;
-    // A new environment is not a class-wide re-render: it is provisioned during the freeze.
+    // A new environment is not a class-wide re-render: it is committed during the
+    // freeze (Ready or not: other tests of this binary install Argo CD's CRDs).
     kubectl_apply(&request_yaml(&tenant, "web", &tenant, &class, "")).await;
-    let ready = wait_phase(&tenant, "web", Phase::Ready, Duration::from_secs(60)).await;
-    let path = ready.status.and_then(|s| s.gitops).and_then(|g| g.path).expect("committed");
+    let path = wait_for(Duration::from_secs(60), "the new environment to be committed", || {
+        let tenant = tenant.clone();
+        async move {
+            let status = request(&tenant, "web").await.status?;
+            let provisioned = matches!(status.phase, Some(Phase::Provisioning | Phase::Ready));
+            let gitops = status.gitops.filter(|g| g.commit.is_some() && provisioned)?;
+            gitops.path
+        }
+    })
+    .await;
     let before = head();
     assert!(Timestamp::now() + SignedDuration::from_secs(10) < end, "provisioning took the whole freeze");
 
