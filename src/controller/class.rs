@@ -216,6 +216,19 @@ mod tests {
     }
 
     #[test]
+    fn a_freeze_change_wakes_the_classes_whose_change_waits() {
+        let settled = {
+            let mut class = crate::testing::class("staging");
+            class.metadata.generation = Some(2);
+            class.status = Some(EnvironmentClassStatus { observed_generation: Some(2), ..Default::default() });
+            class
+        };
+        let index = crate::index::Index::with_objects([], [changed_class(), settled], []);
+        let woken: Vec<String> = held(&index).iter().map(|c| c.name.clone()).collect();
+        assert_eq!(woken, ["preview"], "not staging, settled");
+    }
+
+    #[test]
     fn an_unchanged_class_writes_the_same_status_again() {
         let mut class = changed_class();
         class.status = Some(next_status(&class, 1, &Rerender::Done, &at(10)));

@@ -200,3 +200,23 @@ pub(super) fn frozen(index: &Index) -> Vec<kube::runtime::reflector::ObjectRef<R
         .map(|r| kube::runtime::reflector::ObjectRef::from_obj(r.as_ref()))
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::rollout::FrozenStatus;
+
+    #[test]
+    fn a_freeze_change_wakes_the_frozen_rollouts_and_only_them() {
+        let index = Index::with_objects([], [], []);
+        let rollout = |name: &str, frozen: bool| {
+            let mut r: Rollout = crate::testing::example("rollout-checkout.yaml");
+            r.metadata.name = Some(name.to_owned());
+            r.status = Some(RolloutStatus { frozen: frozen.then(FrozenStatus::default), ..RolloutStatus::default() });
+            r
+        };
+        index.rollouts.fill([rollout("waiting", true), rollout("going", false)]);
+        let woken: Vec<String> = frozen(&index).iter().map(|r| r.name.clone()).collect();
+        assert_eq!(woken, ["waiting"]);
+    }
+}
