@@ -211,7 +211,7 @@ impl Verdict {
     /// One line a person can act on.
     pub fn message(&self, what: &str) -> String {
         let until = self.opens_at.map_or_else(
-            || "no end is known: Berth looks again every few minutes".to_owned(),
+            || "no end is known (Berth keeps looking)".to_owned(),
             |at| format!("{what} waits until {at}"),
         );
         format!("frozen by {}; {until}", self.covering.join("; "))
