@@ -6,6 +6,7 @@ pub mod auth;
 pub mod cli;
 pub mod controller;
 pub mod drift;
+pub mod freeze;
 pub mod gitops;
 pub mod index;
 pub mod operator;

@@ -7,7 +7,7 @@ use std::path::Path;
 fn assert_fresh(folder: &str) {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join(folder);
     let files = berth::api::crd_files().expect("CRDs serialize");
-    assert_eq!(files.len(), 4, "one file per kind");
+    assert_eq!(files.len(), 5, "one file per kind");
     for (name, generated) in &files {
         let path = dir.join(name);
         let committed = std::fs::read_to_string(&path)

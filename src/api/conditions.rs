@@ -64,6 +64,8 @@ pub mod reasons {
     pub const BRANCH_BUSY: &str = "BranchBusy";
     /// A class's environments could not be re-rendered and committed.
     pub const RERENDER_FAILED: &str = "RerenderFailed";
+    /// A class change waits for a freeze window (the class's or the cluster's) to end.
+    pub const FROZEN: &str = "Frozen";
     pub const VALID: &str = "Valid";
     pub const INVALID: &str = "Invalid";
     pub const IN_SYNC: &str = "InSync";

@@ -100,6 +100,13 @@ pub struct EnvironmentClassSpec {
     /// What Berth does when an environment's live objects no longer match the commit.
     #[serde(default)]
     pub drift: DriftPolicy,
+
+    /// Platform freeze windows: while one covers now, no rollout commits a batch
+    /// touching environments of this class and a change to this class waits to be
+    /// re-rendered (a tenant's Rollout cannot remove them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    pub freeze_windows: Vec<super::FreezeWindow>,
 }
 
 /// What Berth does about drift (live objects changed by hand).

@@ -1,4 +1,4 @@
-//! Berth's API (`berth.dev/v1alpha1`): the four custom resources and the helpers
+//! Berth's API (`berth.dev/v1alpha1`): the five custom resources and the helpers
 //! their statuses share.
 
 pub mod conditions;
@@ -13,6 +13,8 @@ pub mod environment_class;
 #[allow(clippy::duplicated_attributes)]
 pub mod environment_request;
 #[allow(clippy::duplicated_attributes)]
+pub mod freeze;
+#[allow(clippy::duplicated_attributes)]
 pub mod rollout;
 #[allow(clippy::duplicated_attributes)]
 pub mod tenant;
@@ -23,6 +25,7 @@ use kube::CustomResourceExt;
 pub use duration::{GoDuration, InvalidDuration};
 pub use environment_class::{EnvironmentClass, EnvironmentClassSpec};
 pub use environment_request::{EnvironmentRequest, EnvironmentRequestSpec};
+pub use freeze::{Freeze, FreezeSpec, FreezeWindow};
 pub use rollout::{Rollout, RolloutSpec};
 pub use tenant::{Tenant, TenantSpec};
 
@@ -42,6 +45,7 @@ pub fn crds() -> Vec<(&'static str, CustomResourceDefinition)> {
         ("tenants.yaml", Tenant::crd()),
         ("environmentrequests.yaml", EnvironmentRequest::crd()),
         ("rollouts.yaml", Rollout::crd()),
+        ("freezes.yaml", freeze::Freeze::crd()),
     ]
 }
 

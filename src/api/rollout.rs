@@ -14,6 +14,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::GoDuration;
+pub use super::freeze::FreezeWindow;
 
 /// Most stages in a rollout.
 pub const MAX_STAGES: usize = 16;
@@ -78,8 +79,9 @@ pub struct RolloutSpec {
         .message("stage names must be unique"))]
     pub stages: Vec<Stage>,
 
-    /// Periods when nothing is committed (a batch committed before one starts is
-    /// still verified; a rollback may proceed).
+    /// Periods when no batch is committed (a batch committed before one starts is
+    /// still verified; a rollback may proceed), on top of the windows of the
+    /// environments' classes and the cluster's `Freeze` objects.
     #[serde(default)]
     #[schemars(length(max = 32))]
     pub freeze_windows: Vec<FreezeWindow>,
@@ -218,22 +220,6 @@ fn yes() -> bool {
     true
 }
 
-/// A period when nothing is committed.
-#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
-#[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("timestamp(self.start) < timestamp(self.end)")
-    .message("a freeze window must end after it starts"))]
-pub struct FreezeWindow {
-    /// Start of the freeze (RFC 3339).
-    pub start: Time,
-    /// End of the freeze (RFC 3339).
-    pub end: Time,
-    /// Why, shown to people waiting on the rollout.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = 256))]
-    pub reason: Option<String>,
-}
-
 /// What a rollout does when a stage fails its gate.
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum FailurePolicy {
@@ -348,6 +334,10 @@ pub struct RolloutStatus {
     #[serde(default)]
     #[schemars(length(max = 64))]
     pub history: Vec<HistoryEntry>,
+    /// While a freeze window holds the next batch: which windows, and when commits
+    /// may go on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub frozen: Option<FrozenStatus>,
     /// The `berth.dev/retry` annotation value last acted on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retried: Option<String>,
@@ -355,6 +345,24 @@ pub struct RolloutStatus {
     #[serde(default)]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,
+}
+
+/// The freeze holding a rollout's next batch.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct FrozenStatus {
+    /// The windows covering now, e.g. `EnvironmentClass production: No weekend
+    /// changes (0 17 * * 5 for 64h in Europe/Berlin)` (the first 8).
+    #[serde(default)]
+    #[schemars(length(max = 8))]
+    pub windows: Vec<String>,
+    /// When no window covers the batch any more and it is committed; absent when
+    /// Berth finds no end (an unreadable window, or frozen for more than a year).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub opens_at: Option<Time>,
+    /// When the next freeze after that starts, if one is scheduled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub closes_at: Option<Time>,
 }
 
 /// What a rollout selected, frozen when it started.

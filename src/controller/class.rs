@@ -1,9 +1,11 @@
 //! EnvironmentClass controller: validates the class into status, counts its
 //! environments and re-renders them all when the class changes, so the GitOps
 //! writer batches those renders into one commit. `Valid` and `Rendered` say what
-//! it cannot do, with a Warning event when either turns False.
+//! it cannot do, with a Warning event when either turns False. While a freeze
+//! window of the class or of the cluster covers now, the re-render waits (its
+//! environments keep their rendering) and goes out when the freeze ends.
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
 use kube::{Api, Resource, ResourceExt, runtime::controller::Action};
@@ -46,40 +48,75 @@ async fn rerender(
 }
 
 pub async fn reconcile(class: Arc<EnvironmentClass>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let requests = ctx.index().await.requests_of_class(&class.name_any());
-    let rerendered = if class.status.as_ref().and_then(|s| s.observed_generation) != class.metadata.generation {
-        rerender(&class, &requests, &ctx).await
-    } else {
-        Ok(())
+    let index = ctx.index().await;
+    let requests = index.requests_of_class(&class.name_any());
+    let now = Timestamp::now();
+    let mut requeue = super::RESYNC;
+    let changed = class.status.as_ref().and_then(|s| s.observed_generation) != class.metadata.generation;
+    // Only a change with environments to re-render waits (a new class never does).
+    let rerenders = changed && requests.iter().any(|r| crate::policy::budget::is_provisioned(r));
+    let freeze = rerenders.then(|| super::rollout::freezes(index).for_class(&class.name_any()).check(now));
+    let rerendered = match freeze {
+        Some(verdict) if verdict.frozen() => {
+            if let Some(opens) = verdict.opens_at {
+                let after = Duration::try_from(opens.duration_since(now)).unwrap_or_default();
+                requeue = requeue.min(after + Duration::from_millis(100));
+            }
+            Rerender::Held(verdict)
+        }
+        _ if changed => rerender(&class, &requests, &ctx).await.map_or_else(Rerender::Failed, |()| Rerender::Done),
+        _ => Rerender::Done,
     };
     let environments = requests
         .iter()
         .filter(|r| r.spec.class == class.name_any())
         .filter(|r| crate::policy::budget::is_provisioned(r))
         .count();
-    let status = next_status(&class, environments, rerendered.as_ref().err(), &Time(Timestamp::now()));
+    let status = next_status(&class, environments, &rerendered, &Time(now));
     if class.status.as_ref() != Some(&status) {
         super::apply_status(&Api::<EnvironmentClass>::all(ctx.client.clone()), class.as_ref(), &status).await?;
         announce(&class, &status, &ctx).await;
     }
     // A failed re-render is retried as its error says; the status above told it once.
-    rerendered?;
-    Ok(Action::requeue(super::RESYNC))
+    if let Rerender::Failed(error) = rerendered {
+        return Err(error);
+    }
+    Ok(Action::requeue(requeue))
 }
 
-/// The class's status (pure; transition times kept when unchanged). `rerender_failed`
-/// is why its environments could not be re-rendered for this generation: then
-/// `observedGeneration` stays behind, which keeps its provisioned requests waiting
-/// and makes the next pass try again.
+/// The classes whose change waits to be re-rendered (a Freeze change may release them).
+pub(super) fn held(index: &crate::index::Index) -> Vec<kube::runtime::reflector::ObjectRef<EnvironmentClass>> {
+    index
+        .classes
+        .state()
+        .iter()
+        .filter(|c| c.status.as_ref().and_then(|s| s.observed_generation) != c.metadata.generation)
+        .map(|c| kube::runtime::reflector::ObjectRef::from_obj(c.as_ref()))
+        .collect()
+}
+
+/// How re-rendering the class's environments for this generation went.
+enum Rerender {
+    /// Done, or nothing to do.
+    Done,
+    /// Why it could not be done.
+    Failed(Error),
+    /// A freeze window holds it.
+    Held(crate::freeze::Verdict),
+}
+
+/// The class's status (pure; transition times kept when unchanged). Unless the
+/// re-render is done, `observedGeneration` stays behind, which keeps its
+/// provisioned requests waiting and makes the next pass try again.
 fn next_status(
     class: &EnvironmentClass,
     environments: usize,
-    rerender_failed: Option<&Error>,
+    rerender: &Rerender,
     now: &Time,
 ) -> EnvironmentClassStatus {
     let mut status: EnvironmentClassStatus = class.status.clone().unwrap_or_default();
     let generation = class.metadata.generation;
-    if rerender_failed.is_none() {
+    if matches!(rerender, Rerender::Done) {
         status.observed_generation = generation;
     }
     status.environments = u32::try_from(environments).unwrap_or(u32::MAX);
@@ -92,13 +129,21 @@ fn next_status(
     let valid = Observation { type_: types::VALID, status: state, reason, message, observed_generation: generation };
     set_condition(&mut status.conditions, valid, now);
     let generation_text = generation.unwrap_or_default();
-    let (state, reason, message) = match rerender_failed {
-        None => (
+    let (state, reason, message) = match rerender {
+        Rerender::Done => (
             ConditionStatus::True,
             reasons::RENDERED,
             format!("its environments are rendered from generation {generation_text}"),
         ),
-        Some(error) => (
+        Rerender::Held(verdict) => (
+            ConditionStatus::False,
+            reasons::FROZEN,
+            format!(
+                "generation {generation_text} is not rendered yet: {}; its environments keep their last rendering until then",
+                verdict.message("re-rendering its environments")
+            ),
+        ),
+        Rerender::Failed(error) => (
             ConditionStatus::False,
             reasons::RERENDER_FAILED,
             format!(
@@ -148,7 +193,7 @@ mod tests {
     #[test]
     fn a_failed_re_render_says_so_and_keeps_the_generation_behind() {
         let class = changed_class();
-        let status = next_status(&class, 3, Some(&commit_failed()), &at(10));
+        let status = next_status(&class, 3, &Rerender::Failed(commit_failed()), &at(10));
         assert_eq!(status.observed_generation, Some(1), "requests keep waiting and the next pass retries");
         let rendered = conditions::find(&status.conditions, types::RENDERED).expect("Rendered");
         assert_eq!((rendered.status.as_str(), rendered.reason.as_str()), ("False", "RerenderFailed"));
@@ -161,8 +206,8 @@ mod tests {
     #[test]
     fn a_successful_re_render_catches_up_and_recovers() {
         let mut class = changed_class();
-        class.status = Some(next_status(&class, 3, Some(&commit_failed()), &at(10)));
-        let status = next_status(&class, 3, None, &at(20));
+        class.status = Some(next_status(&class, 3, &Rerender::Failed(commit_failed()), &at(10)));
+        let status = next_status(&class, 3, &Rerender::Done, &at(20));
         assert_eq!(status.observed_generation, Some(2));
         let rendered = conditions::find(&status.conditions, types::RENDERED).expect("Rendered");
         assert_eq!((rendered.status.as_str(), rendered.reason.as_str()), ("True", "Rendered"));
@@ -171,10 +216,23 @@ mod tests {
     }
 
     #[test]
+    fn a_freeze_change_wakes_the_classes_whose_change_waits() {
+        let settled = {
+            let mut class = crate::testing::class("staging");
+            class.metadata.generation = Some(2);
+            class.status = Some(EnvironmentClassStatus { observed_generation: Some(2), ..Default::default() });
+            class
+        };
+        let index = crate::index::Index::with_objects([], [changed_class(), settled], []);
+        let woken: Vec<String> = held(&index).iter().map(|c| c.name.clone()).collect();
+        assert_eq!(woken, ["preview"], "not staging, settled");
+    }
+
+    #[test]
     fn an_unchanged_class_writes_the_same_status_again() {
         let mut class = changed_class();
-        class.status = Some(next_status(&class, 1, None, &at(10)));
-        assert_eq!(Some(next_status(&class, 1, None, &at(99))), class.status);
+        class.status = Some(next_status(&class, 1, &Rerender::Done, &at(10)));
+        assert_eq!(Some(next_status(&class, 1, &Rerender::Done, &at(99))), class.status);
     }
 
     mod reconcile_against_a_scripted_apiserver {
@@ -223,10 +281,43 @@ mod tests {
         }
 
         #[tokio::test]
+        async fn a_class_change_during_its_freeze_waits_uncommitted_and_says_until_when() {
+            let mut class = changed_class();
+            let end = Timestamp::now().checked_add(k8s_openapi::jiff::SignedDuration::from_mins(2)).expect("a time");
+            class.spec.freeze_windows =
+                vec![crate::api::FreezeWindow::once(at(0), Time(end), Some("quarter close".to_owned()))];
+            let index = Index::with_objects([payments()], [class.clone()], [provisioned()]);
+            let (ctx, mut server, remote) = context(index).await;
+            let script = async {
+                let status = server.status(STATUS, &class).await;
+                let event = server.echo("POST", "/apis/events.k8s.io/v1/namespaces/default/events").await;
+                server.assert_done();
+                (status, event)
+            };
+            let (action, (call, event)) = tokio::join!(reconcile(Arc::new(class.clone()), ctx.clone()), script);
+            let action = action.expect("reconciled");
+            assert!(action != Action::requeue(crate::controller::RESYNC), "woken when the freeze ends: {action:?}");
+            assert_eq!(call.body["status"]["observedGeneration"], json!(1), "its requests keep waiting");
+            let rendered = call.body["status"]["conditions"]
+                .as_array()
+                .and_then(|c| c.iter().find(|c| c["type"] == "Rendered"))
+                .cloned()
+                .expect("Rendered");
+            assert_eq!((rendered["status"].as_str(), rendered["reason"].as_str()), (Some("False"), Some("Frozen")));
+            let message = rendered["message"].as_str().unwrap_or_default();
+            assert!(message.contains("EnvironmentClass preview: quarter close"), "{message}");
+            assert!(message.contains(&format!("waits until {end}")), "{message}");
+            assert_eq!(event.body["reason"], json!("Frozen"));
+            let folders = ctx.writer.environment_folders(crate::render::NAMESPACE_FILE).await.expect("listed");
+            assert!(folders.is_empty(), "nothing committed during the freeze: {folders:?}");
+            drop(remote);
+        }
+
+        #[tokio::test]
         async fn a_settled_class_writes_nothing() {
             let mut class = crate::testing::class("preview");
             class.metadata.generation = Some(1);
-            class.status = Some(next_status(&class, 1, None, &at(10)));
+            class.status = Some(next_status(&class, 1, &Rerender::Done, &at(10)));
             let index = Index::with_objects([payments()], [class.clone()], [provisioned()]);
             let (ctx, mut server, _remote) = context(index).await;
             // A write would wait forever for an answer: bounded, so the test fails instead.
@@ -239,7 +330,7 @@ mod tests {
         async fn an_unusable_class_is_reported_invalid_with_a_warning() {
             let mut class = crate::testing::class("preview");
             class.metadata.generation = Some(1);
-            class.status = Some(next_status(&class, 0, None, &at(10)));
+            class.status = Some(next_status(&class, 0, &Rerender::Done, &at(10)));
             class.spec.quota.clear();
             let index = Index::with_objects([payments()], [class.clone()], []);
             let (ctx, mut server, _remote) = context(index).await;

@@ -36,7 +36,7 @@ pub use error::Error;
 
 use crate::{
     api::labels,
-    api::{EnvironmentClass, EnvironmentRequest, Tenant},
+    api::{EnvironmentClass, EnvironmentRequest, Freeze, Tenant},
     index::{Feeds, Index},
     telemetry::{Controller as Kind, Outcome, ReadinessCheck},
 };
@@ -269,9 +269,12 @@ pub async fn run(
         .run(|o, c| instrumented(Kind::Tenant, o, c, tenant::reconcile), error_policy, ctx.clone())
         .for_each(|_| async {});
 
+    // A Freeze changed (lifted early, say): the class changes it may hold look again.
+    let frozen_classes = ctx.index.clone();
     let classes = Controller::for_stream(triggers(feeds.class_controller), ctx.index.classes.store().clone())
         .with_config(summaries)
         .reconcile_on(changed_classes)
+        .watches_stream(triggers(feeds.class_freezes), move |_: Freeze| class::held(&frozen_classes))
         .reconcile_all_on(takeover(ctx.index.clone(), resumed))
         .graceful_shutdown_on(shutdown.clone())
         .run(|o, c| instrumented(Kind::EnvironmentClass, o, c, class::reconcile), error_policy, ctx.clone())
@@ -279,9 +282,10 @@ pub async fn run(
 
     // A request's status (Argo CD's sync, Berth's drift, a promotion) is what a
     // rollout's gate reads, so its changes wake the rollout that holds it.
-    let by_request = ctx.index.clone();
+    let (by_request, frozen_rollouts) = (ctx.index.clone(), ctx.index.clone());
     let rollouts = Controller::for_stream(triggers(feeds.rollouts), ctx.index.rollouts.store().clone())
         .watches_stream(triggers(feeds.rollout_requests), move |request| rollout::rollouts_of(&by_request, &request))
+        .watches_stream(triggers(feeds.rollout_freezes), move |_: Freeze| rollout::frozen(&frozen_rollouts))
         .reconcile_all_on(takeover(ctx.index.clone(), resumed))
         .graceful_shutdown_on(shutdown)
         .run(|o, c| instrumented(Kind::Rollout, o, c, rollout::reconcile), rollout_error_policy, ctx)

@@ -10,7 +10,7 @@ use k8s_openapi::api::{
 use kube::api::DynamicObject;
 
 use super::{Feed, Index};
-use crate::api::{EnvironmentClass, EnvironmentRequest, Rollout, Tenant};
+use crate::api::{EnvironmentClass, EnvironmentRequest, Freeze, Rollout, Tenant};
 
 pub struct Feeds {
     pub requests: Feed<EnvironmentRequest>,
@@ -29,6 +29,10 @@ pub struct Feeds {
     pub rollouts: Feed<Rollout>,
     /// Requests again, for the Rollout controller (their status says how a batch fares).
     pub rollout_requests: Feed<EnvironmentRequest>,
+    /// Cluster-wide freezes, for the Rollout controller (a freeze lifted early).
+    pub rollout_freezes: Feed<Freeze>,
+    /// Cluster-wide freezes, for the EnvironmentClass controller.
+    pub class_freezes: Feed<Freeze>,
 }
 
 impl Index {
@@ -50,6 +54,8 @@ impl Index {
             class_controller: self.classes.subscribe(),
             rollouts: self.rollouts.subscribe(),
             rollout_requests: self.requests.subscribe(),
+            rollout_freezes: self.freezes.subscribe(),
+            class_freezes: self.freezes.subscribe(),
         }
     }
 }

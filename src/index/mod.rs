@@ -38,7 +38,7 @@ pub use watch::WATCH_BACKOFF_MAX;
 pub use watched::{Feed, Watched};
 
 use crate::{
-    api::{EnvironmentClass, EnvironmentRequest, Rollout, Tenant, labels},
+    api::{EnvironmentClass, EnvironmentRequest, Freeze, Rollout, Tenant, labels},
     telemetry::{WatchReport, Watches},
 };
 use groups::Groups;
@@ -93,6 +93,8 @@ pub struct Index {
     pub classes: Watched<EnvironmentClass>,
     pub tenants: Watched<Tenant>,
     pub rollouts: Watched<Rollout>,
+    /// Cluster-wide freezes (few).
+    pub freezes: Watched<Freeze>,
     pub namespaces: Watched<Namespace>,
     pub quotas: Watched<ResourceQuota>,
     pub limits: Watched<LimitRange>,
@@ -181,6 +183,7 @@ impl Index {
             classes: Watched::new("environmentclasses", None),
             tenants: Watched::new("tenants", Some(tenant_groups())),
             rollouts: Watched::new("rollouts", None),
+            freezes: Watched::new("freezes", None),
             namespaces: Watched::new("namespaces", None),
             quotas: Watched::new("resourcequotas", None),
             limits: Watched::new("limitranges", None),
@@ -204,6 +207,7 @@ impl Index {
         index.classes.fill(classes);
         index.requests.fill(requests);
         index.rollouts.fill([]);
+        index.freezes.fill([]);
         index.namespaces.fill([]);
         index.quotas.fill([]);
         index.limits.fill([]);
@@ -213,12 +217,13 @@ impl Index {
     }
 
     /// The kinds table: every kind of a type known at compile time, with its scope.
-    fn kinds(&self) -> [(&dyn Kind, Scope); 9] {
+    fn kinds(&self) -> [(&dyn Kind, Scope); 10] {
         [
             (&self.requests, Scope::All),
             (&self.classes, Scope::All),
             (&self.tenants, Scope::All),
             (&self.rollouts, Scope::All),
+            (&self.freezes, Scope::All),
             (&self.namespaces, Scope::Rendered),
             (&self.quotas, Scope::Rendered),
             (&self.limits, Scope::Rendered),

@@ -31,10 +31,19 @@ pub enum RolloutDenial {
         "this rollout has started (its plan is frozen in status), so {fields} cannot change; create a new Rollout instead (paused, abort, freezeWindows, notBefore, onFailure and rollbackScope stay editable)"
     )]
     Started { fields: String },
+    #[error("{problems}; fix the window (a window Berth cannot read would hold every batch)")]
+    FreezeWindows { problems: String },
 }
 
 /// Admits `new` (with `old` on an update) over `requests`, the requests of its namespace.
 pub fn check(new: &Rollout, old: Option<&Rollout>, requests: &[&EnvironmentRequest]) -> Result<(), RolloutDenial> {
+    // Checked when they change, so pausing or aborting never trips over them.
+    if old.is_none_or(|old| old.spec.freeze_windows != new.spec.freeze_windows) {
+        let problems = crate::freeze::problems("spec.freezeWindows", &new.spec.freeze_windows);
+        if !problems.is_empty() {
+            return Err(RolloutDenial::FreezeWindows { problems: problems.join("; ") });
+        }
+    }
     if let Some(old) = old {
         check_started_edit(&old.spec, &new.spec, old.status.as_ref().is_some_and(|s| s.plan.is_some()))?;
         if old.spec.app == new.spec.app && old.spec.selector == new.spec.selector {
@@ -170,6 +179,33 @@ mod tests {
         assert!(error.to_string().contains("create a new Rollout"), "{error}");
         // Before it started, the same edit is fine.
         assert_eq!(check(&new, Some(&rollout()), &[]), Ok(()));
+    }
+
+    #[test]
+    fn a_freeze_window_with_an_unknown_time_zone_or_a_bad_schedule_is_refused_naming_the_field() {
+        let good = rollout();
+        let mut new = good.clone();
+        let window = |schedule: &str, zone: &str| {
+            serde_json::from_value(serde_json::json!({"schedule": schedule, "duration": "64h", "timeZone": zone}))
+                .expect("a window")
+        };
+        new.spec.freeze_windows.push(window("0 17 * * 5", "Europe/Berlin"));
+        assert_eq!(check(&new, None, &[]), Ok(()));
+        new.spec.freeze_windows.push(window("0 17 * * 5", "Europe/Berlln"));
+        new.spec.freeze_windows.push(window("every friday", "UTC"));
+        let error = check(&new, Some(&good), &[]).expect_err("unreadable windows").to_string();
+        assert!(
+            error.starts_with("spec.freezeWindows[2].timeZone \"Europe/Berlln\" is not an IANA time zone"),
+            "{error}"
+        );
+        assert!(
+            error.contains("; spec.freezeWindows[3].schedule \"every friday\" is not a cron expression"),
+            "{error}"
+        );
+        // Admitted before (say, by an older Berth): pausing it is not refused for them.
+        let mut paused = new.clone();
+        paused.spec.paused = true;
+        assert_eq!(check(&paused, Some(&new), &[]), Ok(()));
     }
 
     #[test]

@@ -67,6 +67,8 @@ pub struct Observations {
     /// Pull-request mode: batch commits known to be on the watched branch (merged);
     /// a commit not known to be is taken as not merged yet.
     pub merged: BTreeSet<String>,
+    /// The classes' and the cluster's freeze windows.
+    pub freezes: crate::freeze::Calendar,
 }
 
 /// One batch commit for the controller to make: mark → commit → confirm.
@@ -107,6 +109,7 @@ pub mod reasons {
     pub const PLANNED: &str = "Planned";
     pub const NOT_BEFORE: &str = "NotBefore";
     pub const FROZEN: &str = "Frozen";
+    pub const UNFROZEN: &str = "Unfrozen";
     pub const BLOCKED: &str = "Blocked";
     pub const AWAITING_APPROVAL: &str = "AwaitingApproval";
     pub const AWAITING_MERGE: &str = "AwaitingMerge";
@@ -441,13 +444,23 @@ impl Step<'_> {
             .collect()
     }
 
-    fn frozen_until(&self) -> Option<(Timestamp, String)> {
-        self.rollout
-            .spec
-            .freeze_windows
-            .iter()
-            .find(|w| w.start.0 <= self.now && self.now < w.end.0)
-            .map(|w| (w.end.0, w.reason.clone().unwrap_or_else(|| "freeze window".to_owned())))
+    /// Whether a freeze window holds stage `index`'s next batch (see
+    /// [`crate::freeze`]); if so the rollout waits, woken when the freeze ends.
+    fn frozen(&mut self, index: usize) -> bool {
+        let stage = &self.status.stages[index];
+        let batch = plan::batch(stage, stage.batches_done + 1);
+        let classes = batch.iter().filter_map(|n| self.obs.requests.get(n)).map(|r| r.spec.class.as_str());
+        let verdict = self.obs.freezes.for_batch(&self.rollout.spec.freeze_windows, classes).check(self.now);
+        if !verdict.frozen() {
+            if self.status.reason.as_deref() == Some(reasons::FROZEN) {
+                self.note(false, reasons::UNFROZEN, "no freeze window covers the next batch any more");
+            }
+            return false;
+        }
+        self.set(RolloutPhase::Waiting, reasons::FROZEN, verdict.message("the next batch"));
+        self.wake_at(verdict.opens_at.unwrap_or_else(|| add(self.now, BLOCKED_RECHECK)));
+        self.status.frozen = Some(verdict.status());
+        true
     }
 
     fn start_batch(&mut self, index: usize) -> Started {
@@ -461,9 +474,7 @@ impl Step<'_> {
             );
             return Started::Waiting;
         }
-        if let Some((end, why)) = self.frozen_until() {
-            self.set(RolloutPhase::Waiting, reasons::FROZEN, format!("{why}: nothing is committed until {end}"));
-            self.wake_at(end);
+        if self.frozen(index) {
             return Started::Waiting;
         }
         let stage_spec = spec.stages.iter().find(|s| s.name == name);
@@ -861,6 +872,9 @@ impl Step<'_> {
 
     /// Counts, progress and conditions, from the status built so far.
     fn finish(&mut self, old: &RolloutStatus) {
+        if self.status.reason.as_deref() != Some(reasons::FROZEN) {
+            self.status.frozen = None;
+        }
         for stage in &mut self.status.stages {
             let total = u32::try_from(stage.environments.len()).unwrap_or(u32::MAX);
             let in_batch = stage

@@ -39,6 +39,7 @@ pub enum Kind {
     Tenant,
     EnvironmentClass,
     Rollout,
+    Freeze,
 }
 
 impl Kind {
@@ -49,6 +50,7 @@ impl Kind {
             "tenants" => Some(Kind::Tenant),
             "environmentclasses" => Some(Kind::EnvironmentClass),
             "rollouts" => Some(Kind::Rollout),
+            "freezes" => Some(Kind::Freeze),
             _ => None,
         }
     }
@@ -60,6 +62,7 @@ impl Kind {
             Kind::Tenant => "tenants",
             Kind::EnvironmentClass => "environmentclasses",
             Kind::Rollout => "rollouts",
+            Kind::Freeze => "freezes",
         }
     }
 }
@@ -86,6 +89,7 @@ pub fn validate(
         Kind::Tenant => validate_tenant(req, index),
         Kind::EnvironmentClass => validate_class(req, index).map(|()| Vec::new()),
         Kind::Rollout => validate_rollout(req, index).map(|()| Vec::new()),
+        Kind::Freeze => validate_freeze(req).map(|()| Vec::new()),
     };
     match verdict {
         Ok(warnings) if warnings.is_empty() => response,
@@ -222,6 +226,19 @@ fn validate_rollout(req: &AdmissionRequest<DynamicObject>, index: &Index) -> Res
     let requests = index.requests_in(&namespace);
     let requests: Vec<&EnvironmentRequest> = requests.iter().map(AsRef::as_ref).collect();
     policy_rollout::check(&rollout, old.as_ref(), &requests).map_err(|d| d.to_string())
+}
+
+/// A cluster-wide freeze Berth cannot read would hold every rollout: refused, naming
+/// the field (the CRD's CEL rules cannot parse cron or know time zones).
+fn validate_freeze(req: &AdmissionRequest<DynamicObject>) -> Result<(), String> {
+    let Some(freeze) = typed::<crate::api::Freeze>(req.object.as_ref(), "object")? else {
+        return Ok(());
+    };
+    let problems = crate::freeze::problems("spec.windows", &freeze.spec.windows);
+    if problems.is_empty() {
+        return Ok(());
+    }
+    Err(format!("{}; fix the window (a window Berth cannot read would hold every rollout)", problems.join("; ")))
 }
 
 /// The author annotations on `object`, as (creator, spec author).

@@ -110,6 +110,7 @@ pub fn validating(registration: &Registration) -> ValidatingWebhookConfiguration
             validating_webhook(registration, Kind::Tenant, &["CREATE", "UPDATE", "DELETE"]),
             validating_webhook(registration, Kind::EnvironmentClass, &["DELETE"]),
             validating_webhook(registration, Kind::Rollout, &["CREATE", "UPDATE"]),
+            validating_webhook(registration, Kind::Freeze, &["CREATE", "UPDATE"]),
         ]),
     }
 }
@@ -199,7 +200,7 @@ mod tests {
                 )
             }))
             .collect();
-        assert_eq!(webhooks.len(), 5);
+        assert_eq!(webhooks.len(), 6);
         for (name, failure, side_effects, timeout, rules, selector) in webhooks {
             assert_eq!(failure, Some("Fail"), "{name}");
             assert_eq!(side_effects, "None", "{name}");

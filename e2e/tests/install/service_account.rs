@@ -42,6 +42,7 @@ async fn assert_least_privilege() {
         &["patch", "environmentrequests.berth.dev", "--subresource=status", "-A"],
         &["watch", "rollouts.berth.dev", "-A"],
         &["patch", "rollouts.berth.dev", "--subresource=status", "-A"],
+        &["watch", "freezes.berth.dev"],
         &["patch", "tenants.berth.dev", "--subresource=status"],
         &["create", "namespaces"],
         &["patch", "namespaces"],
@@ -89,6 +90,9 @@ async fn assert_least_privilege() {
         &["patch", "tenants.berth.dev"],
         &["delete", "tenants.berth.dev"],
         &["patch", "environmentclasses.berth.dev"],
+        // A freeze is a platform admin's to set: Berth only reads it.
+        &["patch", "freezes.berth.dev"],
+        &["delete", "freezes.berth.dev"],
         &["update", "rollouts.berth.dev", "--subresource=status", "-A"],
         // A request's status only by patch (server-side apply); the tenant Roles never
         // grant status, so Berth need not hold more of it.

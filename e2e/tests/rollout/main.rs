@@ -17,6 +17,7 @@ use berth_e2e::{rollout::*, suite::*};
 
 mod cli;
 mod control;
+mod freeze;
 
 #[tokio::test]
 async fn a_rollout_commits_each_batch_once_and_moves_on_only_when_argo_cd_reports_the_new_revision() {

@@ -10,6 +10,8 @@ use berth_e2e::{rollout::rollout_yaml, suite::*};
 use kube::{Api, ResourceExt};
 use tokio::sync::OnceCell;
 
+mod freeze;
+
 static SETUP: OnceCell<WebhookSetup> = OnceCell::const_new();
 
 /// The webhook-enabled operator shared by this binary's tests.

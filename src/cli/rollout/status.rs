@@ -36,6 +36,12 @@ pub fn format_status(rollout: &Rollout, now: Timestamp) -> String {
     if let Some(message) = &status.message {
         let _ = writeln!(out, "Message:  {message}");
     }
+    if let Some(frozen) = &status.frozen {
+        let opens =
+            frozen.opens_at.as_ref().map_or_else(|| "no end known".to_owned(), |t| format!("until {}", when(t, now)));
+        let closes = frozen.closes_at.as_ref().map(|t| format!("; next freeze {}", when(t, now))).unwrap_or_default();
+        let _ = writeln!(out, "Frozen:   {opens}{closes}");
+    }
     let mut controls = Vec::new();
     if spec.paused {
         controls.push("spec.paused is true (`berth rollout resume` goes on)");

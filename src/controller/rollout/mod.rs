@@ -172,8 +172,17 @@ fn observe(rollout: &Rollout, index: &Index) -> Observations {
         manual_sync_classes,
         approval_classes,
         active_rollouts,
+        freezes: freezes(index),
         ..Observations::default()
     }
+}
+
+/// The classes' and the cluster's freeze windows, from the index.
+pub(super) fn freezes(index: &Index) -> crate::freeze::Calendar {
+    crate::freeze::Calendar::new(
+        index.classes.state().iter().map(|c| (c.name_any(), c.spec.freeze_windows.clone())),
+        index.freezes.state().iter().map(|f| (f.name_any(), f.spec.windows.clone())),
+    )
 }
 
 async fn write_status(rollout: &Rollout, status: &RolloutStatus, ctx: &Context) -> Result<(), Error> {
@@ -212,4 +221,35 @@ pub(super) fn rollouts_of(
         .filter(|r| r.status.as_ref().is_none_or(|s| s.plan.is_none()))
         .map(|r| kube::runtime::reflector::ObjectRef::from_obj(r.as_ref()))
         .collect()
+}
+
+/// The rollouts a freeze holds (a Freeze change may release them).
+pub(super) fn frozen(index: &Index) -> Vec<kube::runtime::reflector::ObjectRef<Rollout>> {
+    index
+        .rollouts
+        .state()
+        .iter()
+        .filter(|r| r.status.as_ref().is_some_and(|s| s.frozen.is_some()))
+        .map(|r| kube::runtime::reflector::ObjectRef::from_obj(r.as_ref()))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::rollout::FrozenStatus;
+
+    #[test]
+    fn a_freeze_change_wakes_the_frozen_rollouts_and_only_them() {
+        let index = Index::with_objects([], [], []);
+        let rollout = |name: &str, frozen: bool| {
+            let mut r: Rollout = crate::testing::example("rollout-checkout.yaml");
+            r.metadata.name = Some(name.to_owned());
+            r.status = Some(RolloutStatus { frozen: frozen.then(FrozenStatus::default), ..RolloutStatus::default() });
+            r
+        };
+        index.rollouts.fill([rollout("waiting", true), rollout("going", false)]);
+        let woken: Vec<String> = frozen(&index).iter().map(|r| r.name.clone()).collect();
+        assert_eq!(woken, ["waiting"]);
+    }
 }

@@ -448,11 +448,8 @@ fn a_rollout_waits_for_not_before_a_freeze_and_another_rollout_holding_its_envir
     assert_eq!(waiting.requeue, Some(Duration::from_secs(3600) + Duration::from_millis(100)));
 
     rollout.spec.not_before = None;
-    rollout.spec.freeze_windows = vec![crate::api::rollout::FreezeWindow {
-        start: Time(at(-60)),
-        end: Time(at(600)),
-        reason: Some("release freeze".into()),
-    }];
+    rollout.spec.freeze_windows =
+        vec![crate::api::rollout::FreezeWindow::once(Time(at(-60)), Time(at(600)), Some("release freeze".into()))];
     let frozen = next(&rollout, &RolloutStatus::default(), &world.obs(), at(0));
     assert_eq!(frozen.work, None);
     assert_eq!(frozen.status.reason.as_deref(), Some(reasons::FROZEN));
@@ -607,3 +604,5 @@ fn environments_of_classes_that_need_an_approval_are_skipped() {
     assert!(plan.skipped_environments.iter().all(|s| s.reason == "ApprovalRequired"));
     assert_eq!(plan.skipped, 2);
 }
+
+mod freeze;

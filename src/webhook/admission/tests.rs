@@ -472,3 +472,23 @@ fn a_rollout_selecting_another_apps_environments_or_changing_what_it_planned_fro
     let update = review("UPDATE", "rollouts", Some(value(&widened)), Some(value(&started)));
     assert!(denied(&decide(&cluster, None, &update)).contains("spec.selector cannot change; create a new Rollout"));
 }
+
+#[test]
+fn a_cluster_freeze_berth_cannot_read_is_refused_naming_the_field() {
+    let cluster = cluster();
+    let window = |zone: &str| {
+        serde_json::from_value(serde_json::json!({"schedule": "0 17 * * 5", "duration": "64h", "timeZone": zone}))
+            .expect("a window")
+    };
+    let good = crate::api::Freeze::new("weekends", crate::api::FreezeSpec { windows: vec![window("Europe/Berlin")] });
+    let response = decide(&cluster, None, &review("CREATE", "freezes", Some(value(&good)), None));
+    assert!(response.allowed, "{}", response.result.message);
+    let mut typo = good.clone();
+    typo.spec.windows.push(window("Europe/Berlln"));
+    let response = decide(&cluster, None, &review("UPDATE", "freezes", Some(value(&typo)), Some(value(&good))));
+    assert!(
+        denied(&response).starts_with("spec.windows[1].timeZone \"Europe/Berlln\" is not an IANA time zone"),
+        "{}",
+        denied(&response)
+    );
+}

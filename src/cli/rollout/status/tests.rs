@@ -120,6 +120,27 @@ Control:  spec.paused is true (`berth rollout resume` goes on)
 }
 
 #[test]
+fn a_frozen_rollout_says_until_when_and_when_the_next_freeze_starts() {
+    let mut rollout = midway();
+    let at = |text: &str| Time(text.parse().expect("a time"));
+    let status = rollout.status.get_or_insert_with(Default::default);
+    status.frozen = Some(berth_frozen(at("2026-12-01T12:00:00Z"), at("2026-12-04T16:00:00Z")));
+    let text = format_status(&rollout, now());
+    assert!(
+        text.contains("Frozen:   until 2026-12-01T12:00:00Z (in 2h0m); next freeze 2026-12-04T16:00:00Z (in 3d6h)\n"),
+        "\n{text}"
+    );
+}
+
+fn berth_frozen(opens: Time, closes: Time) -> crate::api::rollout::FrozenStatus {
+    crate::api::rollout::FrozenStatus {
+        windows: vec!["Rollout: weekend".into()],
+        opens_at: Some(opens),
+        closes_at: Some(closes),
+    }
+}
+
+#[test]
 fn a_status_from_before_the_last_spec_change_says_so() {
     let mut rollout = midway();
     rollout.metadata.generation = Some(3);
