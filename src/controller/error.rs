@@ -27,6 +27,10 @@ pub enum Error {
     /// Not a failure: a deleted request keeps its finalizer until Argo CD pruned it.
     #[error("{0}")]
     AwaitingPrune(String),
+    /// An environment's class changed and its re-render has not gone out (a freeze may
+    /// hold it): nothing else renders the environment from the new class first.
+    #[error("{0}")]
+    ClassChangeWaits(String),
 }
 
 impl Error {
@@ -51,7 +55,7 @@ impl Error {
             Self::Commit { source, .. } | Self::Remove { source, .. } | Self::Inventory { source } => {
                 source.is_transient()
             }
-            Self::InventoryNotLoaded(_) | Self::AwaitingPrune(_) => true,
+            Self::InventoryNotLoaded(_) | Self::AwaitingPrune(_) | Self::ClassChangeWaits(_) => true,
             Self::Finalizer(inner) => match inner.as_ref() {
                 kube::runtime::finalizer::Error::ApplyFailed(e) | kube::runtime::finalizer::Error::CleanupFailed(e) => {
                     e.is_transient()

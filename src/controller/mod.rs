@@ -22,7 +22,6 @@ use std::{future::Future, sync::Arc, time::Duration};
 use futures::StreamExt;
 use kube::{
     Api, Resource, ResourceExt,
-    api::ListParams,
     runtime::{
         Controller,
         controller::{self, Action},
@@ -175,25 +174,23 @@ fn refs(requests: Vec<Arc<EnvironmentRequest>>) -> Vec<ObjectRef<EnvironmentRequ
     requests.iter().map(|r| ObjectRef::from_obj(r.as_ref())).collect()
 }
 
-/// Marks `caches_synced` ready once Berth's kinds can be listed (CRDs installed, RBAC
-/// in place), retrying every 2 s until then.
-pub async fn report_caches_synced(client: kube::Client, caches_synced: ReadinessCheck) {
-    // (`Store::wait_until_ready` on the controller's own store never resolved here.)
-    let one = ListParams::default().limit(1);
-    let (requests, classes, tenants) = (
-        Api::<EnvironmentRequest>::all(client.clone()),
-        Api::<EnvironmentClass>::all(client.clone()),
-        Api::<Tenant>::all(client),
-    );
+/// Marks `caches_synced` ready once every kind the controllers wait for is listed, by
+/// the index's own rule, so a pod whose controllers wait (a CRD an upgrade forgot, such
+/// as `freezes.berth.dev`, or missing RBAC) is not reported ready; until then it says
+/// which kinds are missing every 10 s.
+pub async fn report_caches_synced(index: Arc<Index>, caches_synced: ReadinessCheck) {
+    let mut checks: u32 = 0;
     loop {
-        match tokio::try_join!(requests.list(&one), classes.list(&one), tenants.list(&one)) {
-            Ok(_) => {
-                caches_synced.set(true);
-                return;
-            }
-            Err(error) => tracing::warn!(%error, "cannot list Berth's kinds yet"),
+        if index.all_listed() {
+            caches_synced.set(true);
+            return;
         }
-        tokio::time::sleep(Duration::from_secs(2)).await;
+        checks += 1;
+        if checks.is_multiple_of(50) {
+            let missing = index.unlisted().join(", ");
+            tracing::warn!(%missing, "cannot list Berth's kinds yet: are the CRDs in crds/ applied (`kubectl apply -f crds/`) and is Berth's RBAC in place?");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 

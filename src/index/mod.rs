@@ -343,6 +343,11 @@ impl Index {
         self.kinds().iter().all(|(kind, _)| kind.listed()) && applications
     }
 
+    /// The kinds whose first full list has not arrived (a CRD not installed, RBAC missing).
+    pub fn unlisted(&self) -> Vec<&'static str> {
+        self.kinds().iter().filter(|(kind, _)| !kind.listed()).map(|(kind, _)| kind.name()).collect()
+    }
+
     /// Resolves once every store holds its first full list.
     pub async fn ready(&self) {
         while !self.all_listed() {

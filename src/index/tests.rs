@@ -63,7 +63,11 @@ fn the_index_is_ready_once_every_kind_is_listed_and_live_reads_rendered_kinds_on
     index.classes.fill([]);
     index.tenants.fill([]);
     assert!(!index.all_listed(), "the rendered kinds are not listed yet");
+    // What readiness reports while it waits: a kind whose CRD an upgrade forgot.
+    assert!(index.unlisted().contains(&"freezes"), "{:?}", index.unlisted());
+    assert!(!index.unlisted().contains(&"environmentrequests"), "{:?}", index.unlisted());
     let index = Index::with_objects([], [], []);
+    assert_eq!(index.unlisted(), Vec::<&str>::new());
     assert!(index.all_listed(), "Argo CD absent at start is not waited for");
     assert_eq!(index.live("ResourceQuota", Some("env"), "quota"), Ok(None));
     assert!(index.live("Secret", Some("env"), "x").is_err());

@@ -154,7 +154,7 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     let start = webhook::settings::Start { index, verifier: approvals, registry: metrics_registry };
     let webhook = webhook::settings::start(&args.webhook, start, shutdown.clone()).await?;
     let remote_probe = tokio::spawn(probe_remote(writer.clone(), remote));
-    let synced = tokio::spawn(controller::report_caches_synced(ctx.client.clone(), caches));
+    let synced = tokio::spawn(controller::report_caches_synced(ctx.index.clone(), caches));
     let max = args.max_concurrent_reconciles;
     let lost_lease = match (&candidacy, feeds) {
         (Some(candidacy), _) => lead_when_elected(ctx, candidacy, max, shutdown.clone()).await,

@@ -4,10 +4,14 @@
 
 use std::sync::Arc;
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{Api, Resource, ResourceExt};
 
 use crate::{
-    api::{EnvironmentClass, EnvironmentRequest, Tenant},
+    api::{
+        EnvironmentClass, EnvironmentRequest, Tenant,
+        conditions::{find, reasons, types},
+    },
     controller::{Context, Error},
     index::Store,
 };
@@ -28,6 +32,22 @@ impl Dereferenced {
         self.class
             .as_ref()
             .is_some_and(|c| c.status.as_ref().and_then(|s| s.observed_generation) != c.metadata.generation)
+    }
+
+    /// Whether a freeze window holds the class's pending re-render (its `Rendered`
+    /// condition says `Frozen`).
+    pub fn class_change_frozen(&self) -> bool {
+        self.class_rendered().is_some_and(|c| c.reason == reasons::FROZEN)
+    }
+
+    /// What the class's `Rendered` condition says, if it says anything.
+    pub fn class_rendered_message(&self) -> Option<&str> {
+        self.class_rendered().map(|c| c.message.as_str()).filter(|m| !m.is_empty())
+    }
+
+    fn class_rendered(&self) -> Option<&Condition> {
+        let status = self.class.as_ref()?.status.as_ref()?;
+        find(&status.conditions, types::RENDERED)
     }
 }
 

@@ -35,6 +35,7 @@ use super::{
     context::FINALIZER,
     events::{Event, EventType},
 };
+use crate::argocd::Verdict;
 use crate::{
     api::{
         EnvironmentClass, EnvironmentRequest,
@@ -88,8 +89,10 @@ async fn apply(request: &EnvironmentRequest, ctx: &Context) -> Result<Action, Er
     let refs = dereference(request, ctx).await?;
     if is_provisioned(request) && refs.class_change_pending() {
         // The class controller re-renders all of the class's environments in one batch;
-        // this request catches up once the class status says that is done.
-        return Ok(Action::requeue(Duration::from_secs(2)));
+        // this request catches up once the class status says that is done (a class
+        // status change wakes it). A freeze can hold that for days: no polling then.
+        let poll = if refs.class_change_frozen() { RESYNC } else { Duration::from_secs(2) };
+        return Ok(Action::requeue(poll));
     }
     let finding = match assess(request, &refs, ctx).await {
         // Others keep pushing first: say so in status, and try again soon (the change
@@ -190,9 +193,16 @@ async fn assess(request: &EnvironmentRequest, refs: &Dereferenced, ctx: &Context
     };
     let Folder { commit, path, digest } = apply::commit(request, &built, &class_label(&validated), ctx).await?;
     let environment = &built.environment;
+    let sync = live::sync_status(&environment.namespace, ctx).await?;
+    let source = request.deployed_source();
     let old_drift = request.status.as_ref().and_then(|s| s.drift.as_ref());
-    let drift = live::drift(&request.spec.cluster, &environment.files, old_drift, ctx).await?;
-    let drift = remediate::remediate(request, drift_mode, &environment.files, drift, ctx).await;
+    let mut drift = live::drift(&request.spec.cluster, &environment.files, old_drift, ctx).await?;
+    // Until Argo CD has looked at the rendered source (a new revision on its way),
+    // differences from the commit are that change, not drift: nothing to put right.
+    let applying = sync.as_ref().is_some_and(|s| matches!(crate::argocd::verdict(s, &source), Verdict::Pending(_)));
+    if !applying {
+        drift = remediate::remediate(request, drift_mode, &environment.files, drift, ctx).await;
+    }
     Ok(Finding::Committed(Box::new(Committed {
         namespace: environment.namespace.clone(),
         commit,
@@ -201,8 +211,8 @@ async fn assess(request: &EnvironmentRequest, refs: &Dereferenced, ctx: &Context
         monthly_cost_usd: environment.estimated_monthly_cost_usd,
         expires_at: validated.expires_at.map(Time),
         approved_by: validated.approval.map(|a| a.approver),
-        sync: live::sync_status(&environment.namespace, ctx).await?,
-        source: request.deployed_source(),
+        sync,
+        source,
         drift: Some(drift),
     })))
 }
@@ -300,6 +310,23 @@ pub(crate) async fn render_for_rollout(request: &EnvironmentRequest, ctx: &Conte
     let digest = built.digest_hex();
     let files = built.environment.files.into_iter().map(|(name, yaml)| (name, yaml.into_bytes())).collect();
     Ok(ForRollout::Folder { path: built.folder, files, digest })
+}
+
+/// `Err` while the request's class changed and the class controller has not re-rendered
+/// its environments yet: a Rollout batch rendering it now would ship the class's new
+/// generation ahead of that re-render, and through a freeze that holds it. The batch
+/// waits for the class instead (checked before anything is marked).
+pub(crate) async fn ensure_class_rendered(request: &EnvironmentRequest, ctx: &Context) -> Result<(), Error> {
+    let refs = dereference(request, ctx).await?;
+    if !(is_provisioned(request) && refs.class_change_pending()) {
+        return Ok(());
+    }
+    Err(Error::ClassChangeWaits(format!(
+        "{}: its class {} changed and that change is not rendered yet ({}); the batch waits for it",
+        key(request),
+        request.spec.class,
+        refs.class_rendered_message().unwrap_or("its environments are being re-rendered"),
+    )))
 }
 
 /// An environment rendered for a Rollout's batch.

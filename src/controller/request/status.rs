@@ -144,9 +144,20 @@ pub fn next_status(
                     DriftState::Drifted => {
                         let fields: Vec<String> =
                             drift.differences.iter().take(3).map(|d| format!("{} {}", d.resource, d.field)).collect();
-                        let message =
-                            format!("{} difference(s) from the commit: {}", drift.differences.len(), fields.join(", "));
-                        (False, reasons::DRIFTED, message)
+                        let count = drift.differences.len();
+                        if matches!(verdict, Some(Verdict::Pending(_))) {
+                            // The change on its way (a new revision Argo CD has not
+                            // looked at yet), not drift: no Warning, no remediation.
+                            let message = format!(
+                                "{count} difference(s) from commit {}, which Argo CD has not applied yet: {}",
+                                committed.commit,
+                                fields.join(", ")
+                            );
+                            (Unknown, reasons::SYNC_PENDING, message)
+                        } else {
+                            let message = format!("{count} difference(s) from the commit: {}", fields.join(", "));
+                            (False, reasons::DRIFTED, message)
+                        }
                     }
                     DriftState::Unknown => {
                         (Unknown, reasons::DRIFT_UNKNOWN, "live objects could not be compared".to_owned())
@@ -306,6 +317,47 @@ mod tests {
             Some(at(10)),
             "Committed did not change, so its transition time stays"
         );
+    }
+
+    #[test]
+    fn differences_from_a_commit_argo_cd_has_not_applied_yet_are_not_drift() {
+        use crate::api::environment_request::{Difference, DriftState, DriftStatus};
+        let Finding::Committed(mut facts) = committed(Some(("Synced", "Healthy"))) else { unreachable!() };
+        facts.drift = Some(DriftStatus {
+            state: DriftState::Drifted,
+            checked_at: None,
+            differences: vec![Difference {
+                resource: "Application/argocd/web".into(),
+                field: "spec.source.targetRevision".into(),
+                desired: Some("\"v1\"".into()),
+                live: Some("\"v0\"".into()),
+            }],
+            remediation: None,
+        });
+        let in_sync = || {
+            let mut s = EnvironmentRequestStatus::default();
+            let observation = Observation {
+                type_: types::IN_SYNC,
+                status: ConditionStatus::True,
+                reason: reasons::IN_SYNC,
+                message: String::new(),
+                observed_generation: Some(1),
+            };
+            set_condition(&mut s.conditions, observation, &at(0));
+            s
+        };
+        // A promotion on its way: Argo CD still reports the older source (v0; v1 is rendered).
+        let mut applying = facts.clone();
+        applying.sync.as_mut().expect("sync").compared_to =
+            Some(SyncSource { target_revision: "v0".into(), ..source() });
+        let status = next_status(&in_sync(), Some(1), &Finding::Committed(applying), &at(10));
+        let condition = find(&status.conditions, types::IN_SYNC).expect("InSync");
+        assert_eq!((condition.status.as_str(), condition.reason.as_str()), ("Unknown", reasons::SYNC_PENDING));
+        assert!(condition.message.contains("has not applied yet"), "{}", condition.message);
+        // Applied, and still different: that is drift.
+        let status = next_status(&in_sync(), Some(1), &Finding::Committed(facts), &at(20));
+        let condition = find(&status.conditions, types::IN_SYNC).expect("InSync");
+        assert_eq!((condition.status.as_str(), condition.reason.as_str()), ("False", reasons::DRIFTED));
     }
 
     #[test]

@@ -68,6 +68,9 @@ pub(super) async fn run(rollout: &Rollout, work: &Work, ctx: &Context) -> Result
         .collect();
     // Every mark is written before the commit, several at a time (a settle writes none).
     if !work.settle {
+        for (request, _) in &to_mark {
+            crate::controller::request::ensure_class_rendered(request, ctx).await?;
+        }
         patch_all(&to_mark, ctx).await?;
     }
     let marked: Vec<(EnvironmentRequest, Promotion)> = to_mark
