@@ -65,6 +65,14 @@ pub enum Verdict {
     NotSynced(String),
 }
 
+/// Whether Argo CD is on its way to `rendered`: it last compared another source (a new
+/// revision it has not looked at yet) or a sync is running. Live objects that differ
+/// from the commit meanwhile are that change arriving, not drift. An Application Argo
+/// CD never compared is not on its way to anything: differences then are drift.
+pub fn applying(sync: &SyncStatus, rendered: &SyncSource) -> bool {
+    sync.compared_to.is_some() && matches!(verdict(sync, rendered), Verdict::Pending(_))
+}
+
 /// Judges `sync` against `rendered`, the source Berth rendered for the current spec.
 pub fn verdict(sync: &SyncStatus, rendered: &SyncSource) -> Verdict {
     let shown = |source: &SyncSource| format!("{}@{}", source.path.trim_matches('/'), source.target_revision);

@@ -35,7 +35,6 @@ use super::{
     context::FINALIZER,
     events::{Event, EventType},
 };
-use crate::argocd::Verdict;
 use crate::{
     api::{
         EnvironmentClass, EnvironmentRequest,
@@ -199,7 +198,7 @@ async fn assess(request: &EnvironmentRequest, refs: &Dereferenced, ctx: &Context
     let mut drift = live::drift(&request.spec.cluster, &environment.files, old_drift, ctx).await?;
     // Until Argo CD has looked at the rendered source (a new revision on its way),
     // differences from the commit are that change, not drift: nothing to put right.
-    let applying = sync.as_ref().is_some_and(|s| matches!(crate::argocd::verdict(s, &source), Verdict::Pending(_)));
+    let applying = sync.as_ref().is_some_and(|s| crate::argocd::applying(s, &source));
     if !applying {
         drift = remediate::remediate(request, drift_mode, &environment.files, drift, ctx).await;
     }

@@ -145,7 +145,7 @@ pub fn next_status(
                         let fields: Vec<String> =
                             drift.differences.iter().take(3).map(|d| format!("{} {}", d.resource, d.field)).collect();
                         let count = drift.differences.len();
-                        if matches!(verdict, Some(Verdict::Pending(_))) {
+                        if committed.sync.as_ref().is_some_and(|sync| argocd::applying(sync, &committed.source)) {
                             // The change on its way (a new revision Argo CD has not
                             // looked at yet), not drift: no Warning, no remediation.
                             let message = format!(
@@ -354,6 +354,12 @@ mod tests {
         let condition = find(&status.conditions, types::IN_SYNC).expect("InSync");
         assert_eq!((condition.status.as_str(), condition.reason.as_str()), ("Unknown", reasons::SYNC_PENDING));
         assert!(condition.message.contains("has not applied yet"), "{}", condition.message);
+        // An Application Argo CD never compared is on its way to nothing: drift.
+        let mut never_compared = facts.clone();
+        never_compared.sync.as_mut().expect("sync").compared_to = None;
+        let status = next_status(&in_sync(), Some(1), &Finding::Committed(never_compared), &at(15));
+        let condition = find(&status.conditions, types::IN_SYNC).expect("InSync");
+        assert_eq!((condition.status.as_str(), condition.reason.as_str()), ("False", reasons::DRIFTED));
         // Applied, and still different: that is drift.
         let status = next_status(&in_sync(), Some(1), &Finding::Committed(facts), &at(20));
         let condition = find(&status.conditions, types::IN_SYNC).expect("InSync");
