@@ -22,6 +22,7 @@ use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
 
 use super::{
     gate::{self, Signal},
+    metric,
     plan::{self, Plan},
 };
 use crate::api::{
@@ -468,6 +469,7 @@ impl Step<'_> {
             soak_until: None,
             gate: GateTally::default(),
             failing: Vec::new(),
+            metrics: Vec::new(),
         });
         self.set(RolloutPhase::Progressing, reasons::COMMITTING, format!("committing {name} batch {number}/{of}"));
         Started::Work(Work {
@@ -489,9 +491,10 @@ impl Step<'_> {
         let Some(batch) = stage.current.clone() else {
             return Verified::Done;
         };
-        let Some(gate_spec) = spec.stages.iter().find(|s| s.name == stage.name).map(|s| s.health_gate.clone()) else {
+        let Some(stage_spec) = spec.stages.iter().find(|s| s.name == stage.name) else {
             return Verified::Done;
         };
+        let (gate_spec, metric_gates) = (stage_spec.health_gate.clone(), &stage_spec.metrics);
         if stage.phase == StagePhase::Failed {
             return Verified::Failed;
         }
@@ -547,7 +550,7 @@ impl Step<'_> {
                 argocd_installed: self.obs.argocd_installed,
                 auto_sync: request.is_none_or(|r| !self.obs.manual_sync_classes.contains(&r.spec.class)),
             };
-            let signal = gate::judge(request, cx);
+            let signal = metric::fold(gate::judge(request, cx), name, metric_gates, &batch.metrics);
             let overdue = deadline_applies && self.now >= deadline;
             match signal {
                 Signal::Passed | Signal::Superseded(_) => tally.passed += 1,
