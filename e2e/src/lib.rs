@@ -10,6 +10,7 @@ pub mod install;
 pub mod operator;
 pub mod pki;
 pub mod policy;
+pub mod prometheus;
 pub mod remote;
 pub mod rollout;
 pub mod suite;

@@ -1,0 +1,148 @@
+//! Metric gates through the real operator (tier 2): a rollout's batch is judged by
+//! PromQL queries as well as by Argo CD, against a stand-in for Prometheus' query API
+//! ([`StandIn`], the documented `/api/v1/query` format; no Prometheus binary is built
+//! here). (Its own binary: its operator is started with the Prometheus settings.)
+
+use std::{sync::OnceLock, time::Duration};
+
+use berth::api::{
+    Rollout,
+    environment_request::PromotionState,
+    rollout::{MeasurementVerdict, RolloutPhase},
+};
+use berth_e2e::{
+    operator::Operator,
+    prometheus::{Answer, StandIn},
+    rollout::*,
+    suite::*,
+};
+use kube::Api;
+
+const TOKEN: &str = "s3cret-token";
+
+static PROMETHEUS: OnceLock<StandIn> = OnceLock::new();
+
+/// The stand-in, and this binary's operator pointed at it (token and tenant set).
+async fn metrics_operator() -> &'static StandIn {
+    let cluster = cluster();
+    cluster.install_argocd_crds().await;
+    cluster.install_crds().await;
+    let prometheus = PROMETHEUS.get_or_init(|| StandIn::start().unwrap_or_else(|e| panic!("stand-in: {e}")));
+    OPERATOR.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("berth-operator-metrics-e2e-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
+        let token = dir.join("prometheus-token");
+        std::fs::write(&token, format!("{TOKEN}\n")).unwrap_or_else(|e| panic!("{e}"));
+        let env = vec![
+            ("BERTH_PROMETHEUS_URL".to_owned(), prometheus.url.clone()),
+            ("BERTH_PROMETHEUS_TOKEN_FILE".to_owned(), token.display().to_string()),
+            ("BERTH_PROMETHEUS_TENANT".to_owned(), "team-a".to_owned()),
+        ];
+        let operator = Operator::start_with_env(&cluster.info, &dir, &dir.join("remote.git"), 200, env)
+            .unwrap_or_else(|e| panic!("operator did not start: {e:#}"));
+        std::sync::Mutex::new(operator)
+    });
+    prometheus
+}
+
+/// A rollout whose canary stage is gated by `metric` (a YAML flow mapping).
+fn gated_rollout(tenant: &str, name: &str, revision: &str, metric: &str, extra: &str) -> String {
+    format!(
+        "apiVersion: berth.dev/v1alpha1
+kind: Rollout
+metadata: {{name: {name}, namespace: {tenant}}}
+spec:
+  app: web
+  revision: {revision}
+  selector: {{matchLabels: {{app: web}}}}
+  stages:
+    - name: canary
+      selector: {{matchLabels: {{ring: canary}}}}
+      healthGate: {{progressDeadline: 2m}}
+      metrics:
+        - {metric}
+    - name: production
+      batchSize: 2
+  {extra}
+"
+    )
+}
+
+async fn namespace_of(tenant: &str, name: &str) -> String {
+    request(tenant, name).await.status.and_then(|s| s.namespace).expect("the environment's namespace")
+}
+
+#[tokio::test]
+async fn a_failing_metric_fails_the_canary_and_the_rollout_rolls_it_back() {
+    let prometheus = metrics_operator().await;
+    let argocd = FakeArgoCd::default();
+    let (tenant, task) = three_environments(&argocd).await;
+    let canary_ns = namespace_of(&tenant, "canary").await;
+    // The canary's error rate is far above the gate's maximum.
+    prometheus.answer(&canary_ns, Answer::value("0.5"));
+    let metric = r#"{name: error-rate, query: 'sum(rate(http_errors_total{namespace=~"{{namespaces}}", revision="{{revision}}"}[1m]))', max: 0.05, interval: 1s, failureLimit: 1}"#;
+    kubectl_apply(&gated_rollout(&tenant, "web-v2", "v2", metric, "onFailure: Rollback")).await;
+    let rolled_back = wait_rollout(&tenant, "web-v2", RolloutPhase::RolledBack).await;
+    task.abort();
+
+    let status = rolled_back.status.unwrap_or_default();
+    let failure = status.failures.iter().find(|f| f.environment == "canary").expect("the canary failed");
+    assert_eq!(failure.reason, "MetricFailed", "{:?}", status.failures);
+    assert!(failure.message.contains("error-rate") && failure.message.contains("> max 0.05"), "{}", failure.message);
+    // The query went out resolved: the batch's namespace, the revision, quoted.
+    let asked = prometheus.asked(&canary_ns);
+    let expected = format!(r#"sum(rate(http_errors_total{{namespace=~"{canary_ns}", revision="v2"}}[1m]))"#);
+    assert!(asked.iter().all(|a| a.query == expected), "{asked:#?}");
+    // failureLimit 1: only the second failed measurement failed the gate.
+    assert!(asked.len() >= 2, "{asked:#?}");
+    let header = |a: &berth_e2e::prometheus::Asked, name: &str| {
+        a.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone()).unwrap_or_default()
+    };
+    assert_eq!(header(&asked[0], "authorization"), format!("Bearer {TOKEN}"));
+    assert_eq!(header(&asked[0], "x-scope-orgid"), "team-a");
+    // The canary went back; production was never touched.
+    let canary = request(&tenant, "canary").await.status.and_then(|s| s.promotion).expect("a record");
+    assert_eq!(canary.state, PromotionState::RolledBack);
+    assert_eq!(request(&tenant, "prod-a").await.status.and_then(|s| s.promotion), None);
+    let events = rollout_events(&tenant, "web-v2").await;
+    assert!(events.iter().any(|e| e == "MetricMeasured"), "{events:?}");
+    assert!(events.iter().any(|e| e == "RollingBack"), "{events:?}");
+    // The token never shows in the operator's log.
+    assert!(!operator_log().contains(TOKEN));
+}
+
+#[tokio::test]
+async fn a_metric_without_data_holds_the_batch_until_its_values_pass() {
+    let prometheus = metrics_operator().await;
+    let argocd = FakeArgoCd::default();
+    let (tenant, task) = three_environments(&argocd).await;
+    let canary_ns = namespace_of(&tenant, "canary").await;
+    // No traffic yet: Prometheus answers NaN (0/0) for the ratio.
+    prometheus.answer(&canary_ns, Answer::value("NaN"));
+    let metric = r#"{name: success-ratio, query: 'avg(ratio{namespace="{{namespace}}", app="{{app}}"})', min: 0.99, interval: 1s, onNoData: Wait}"#;
+    kubectl_apply(&gated_rollout(&tenant, "web-v2", "v2", metric, "")).await;
+    let api: Api<Rollout> = Api::namespaced(cluster().client("admin").await, &tenant);
+    let waiting = wait_for(Duration::from_secs(60), "the canary to wait for data", || {
+        let api = api.clone();
+        async move {
+            let status = api.get("web-v2").await.ok()?.status?;
+            let batch = status.stages.first()?.current.clone()?;
+            let result = batch.metrics.first().filter(|m| m.measurements >= 2)?.clone();
+            let message = status.message.clone().unwrap_or_default();
+            message.contains("success-ratio: no data").then_some((status, result))
+        }
+    })
+    .await;
+    let (status, result) = waiting;
+    assert_eq!(result.verdict, MeasurementVerdict::NoData);
+    assert_eq!((result.environment.as_deref(), result.value.as_deref()), (Some("canary"), Some("NaN")));
+    assert_eq!(result.query, format!(r#"avg(ratio{{namespace="{canary_ns}", app="web"}})"#));
+    assert_eq!(result.failures, 0, "no data is not a failure with onNoData: Wait");
+    assert_eq!(status.phase, Some(RolloutPhase::Progressing));
+
+    // Traffic arrives, healthy: the canary passes and the rollout goes on.
+    prometheus.answer(&canary_ns, Answer::value("0.999"));
+    let done = wait_rollout(&tenant, "web-v2", RolloutPhase::Succeeded).await;
+    task.abort();
+    assert_eq!(done.status.unwrap_or_default().progress.as_deref(), Some("3/3"));
+}
