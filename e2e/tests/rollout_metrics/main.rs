@@ -146,3 +146,18 @@ async fn a_metric_without_data_holds_the_batch_until_its_values_pass() {
     task.abort();
     assert_eq!(done.status.unwrap_or_default().progress.as_deref(), Some("3/3"));
 }
+
+#[tokio::test]
+async fn the_api_refuses_a_metric_gate_without_bounds_or_with_a_repeated_name() {
+    metrics_operator().await;
+    let unbounded = r#"{name: error-rate, query: 'sum(up)'}"#;
+    let twice = r#"{name: up, query: 'sum(up)', min: 1}
+        - {name: up, query: 'sum(up)', max: 9}"#;
+    for (metric, refusal) in
+        [(unbounded, "a metric gate needs min, max or both"), (twice, "metric names must be unique within a stage")]
+    {
+        let yaml = gated_rollout("default", "refused", "v2", metric, "");
+        let out = cluster().kubectl("admin", &["apply", "--dry-run=server", "-f", "-"], Some(&yaml)).await;
+        assert!(!out.success && out.stderr.contains(refusal), "{}\n{yaml}", out.stderr);
+    }
+}
