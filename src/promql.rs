@@ -17,7 +17,10 @@ use hyper_util::{
     rt::TokioExecutor,
 };
 
-use crate::{gitops::Secret, rollout::metric};
+use crate::{
+    gitops::{Secret, redact::percent_encode},
+    rollout::metric,
+};
 
 /// Largest answer read (a query meant for a gate returns a few series).
 const MAX_ANSWER: usize = 1 << 20;
@@ -97,7 +100,7 @@ impl Prometheus {
     }
 
     async fn ask(&self, query: &str) -> Result<Vec<metric::Sample>, String> {
-        let uri = format!("{}/api/v1/query?query={}", self.base, encode(query));
+        let uri = format!("{}/api/v1/query?query={}", self.base, percent_encode(query));
         let mut request = Request::get(uri);
         if let Some(token) = &self.token {
             let mut value = HeaderValue::try_from(format!("Bearer {}", token.expose()))
@@ -125,28 +128,9 @@ impl Prometheus {
     }
 }
 
-/// Percent-encodes a query parameter (everything but RFC 3986's unreserved characters).
-fn encode(text: &str) -> String {
-    let mut out = String::with_capacity(text.len() * 3);
-    for byte in text.bytes() {
-        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
-            out.push(char::from(byte));
-        } else {
-            out.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn queries_are_percent_encoded() {
-        assert_eq!(encode(r#"up{a="b c"}"#), "up%7Ba%3D%22b%20c%22%7D");
-        assert_eq!(encode("é|"), "%C3%A9%7C");
-    }
 
     #[test]
     fn only_a_plain_http_address_without_credentials_is_accepted() {
