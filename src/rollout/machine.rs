@@ -652,7 +652,7 @@ impl Step<'_> {
     }
 
     /// A new `berth.dev/retry` value: the failed batch's gate is looked at afresh
-    /// (failures forgotten, a new progress deadline).
+    /// (failures and metric measurements forgotten, a new progress deadline).
     fn take_retry(&mut self, index: usize) {
         let annotations = self.rollout.metadata.annotations.as_ref();
         let Some(value) = annotations.and_then(|a| a.get(RETRY_ANNOTATION)) else {
@@ -680,6 +680,7 @@ impl Step<'_> {
         batch.healthy_since = None;
         batch.soak_until = None;
         batch.failing.clear();
+        batch.metrics.clear();
         self.note(false, reasons::RETRIED, format!("looking at {name} batch {number} again"));
     }
 

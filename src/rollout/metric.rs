@@ -418,4 +418,75 @@ mod tests {
         g.interval = Some("1ms".parse().expect("duration"));
         assert_eq!(interval(&g), MIN_INTERVAL);
     }
+
+    /// The machine with a metric gate: one canary environment, Argo CD healthy at v2,
+    /// the batch's metric results `results`; then, with `retry`, that annotation set.
+    fn gated(
+        results: Vec<MetricResult>,
+        on_failure: &str,
+        retry: Option<&str>,
+    ) -> (super::super::Decision, Option<super::super::Decision>) {
+        use std::sync::Arc;
+
+        use crate::api::{Rollout, rollout::RolloutSpec};
+        let spec: RolloutSpec = serde_json::from_value(serde_json::json!({
+            "app": "checkout", "revision": "v2", "onFailure": on_failure,
+            "selector": { "matchLabels": { "app": "checkout" } },
+            "stages": [{ "name": "canary", "metrics": [{ "name": "errors", "query": "q", "max": 0.05 }] }],
+        }))
+        .expect("a spec");
+        let mut rollout = Rollout::new("checkout-v2", spec);
+        rollout.metadata.namespace = Some("payments".into());
+        let mut request = crate::testing::request("staging");
+        request.metadata.name = Some("canary".into());
+        request.metadata.namespace = Some("payments".into());
+        request.metadata.generation = Some(1);
+        request.spec.app.name = "checkout".into();
+        request.spec.app.revision = "v1".into();
+        request.metadata.labels = Some([("app".to_owned(), "checkout".to_owned())].into());
+        crate::testing::rollout::provision(&mut request);
+        let mut obs = super::super::Observations { argocd_installed: true, ..Default::default() };
+        obs.requests.insert("canary".into(), Arc::new(request.clone()));
+        let now = Timestamp::from_second(1_800_000_000).expect("a time");
+        let first = super::super::next(&rollout, &Default::default(), &obs, now);
+        let mut status = first.status;
+        super::super::record_commit(&mut status, &first.work.expect("the canary batch"), "c1", now);
+        obs.requests.insert("canary".into(), Arc::new(crate::testing::rollout::promoted(&request, "c1", "Healthy")));
+        if let Some(batch) = status.stages[0].current.as_mut() {
+            batch.metrics = results;
+        }
+        let decision = super::super::next(&rollout, &status, &obs, now);
+        let retried = retry.map(|value| {
+            rollout.metadata.annotations =
+                Some([(crate::api::rollout::RETRY_ANNOTATION.to_owned(), value.to_owned())].into());
+            super::super::next(&rollout, &decision.status, &obs, now)
+        });
+        (decision, retried)
+    }
+
+    #[test]
+    fn the_machine_holds_a_healthy_batch_for_its_metric_and_rolls_it_back_when_the_metric_fails() {
+        let (unmeasured, _) = gated(Vec::new(), "Rollback", None);
+        assert_eq!(unmeasured.work, None);
+        let message = unmeasured.status.message.unwrap_or_default();
+        assert!(message.contains("metric errors is not measured yet"), "{message}");
+
+        let (failed, _) = gated(vec![result(Some("canary"), MeasurementVerdict::Fail, 1)], "Rollback", None);
+        assert_eq!(failed.status.failures.first().map(|f| f.reason.as_str()), Some(METRIC_FAILED));
+        assert_eq!(failed.work.map(|w| w.action), Some(crate::api::rollout::HistoryAction::Rollback));
+
+        let (passed, _) = gated(vec![result(None, MeasurementVerdict::Pass, 0)], "Rollback", None);
+        assert_eq!(passed.status.phase, Some(crate::api::rollout::RolloutPhase::Succeeded));
+    }
+
+    #[test]
+    fn a_retry_forgets_the_failed_batch_s_metric_measurements() {
+        let failing = vec![result(Some("canary"), MeasurementVerdict::Fail, 1)];
+        let (paused, retried) = gated(failing, "Pause", Some("1"));
+        assert_eq!(paused.status.reason.as_deref(), Some(super::super::machine::reasons::GATE_FAILED));
+        let retried = retried.expect("retried");
+        let batch = retried.status.stages[0].current.clone().expect("the batch, verified again");
+        assert!(batch.metrics.is_empty(), "{:?}", batch.metrics);
+        assert!(retried.status.message.is_some_and(|m| m.contains("not measured yet")));
+    }
 }
