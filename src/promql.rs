@@ -120,11 +120,13 @@ impl Prometheus {
             .await
             .map_err(|e| format!("cannot read Prometheus' answer: {e}"))?
             .to_bytes();
-        // Prometheus answers 400/422/503 with its JSON error: that says more than the status.
-        match metric::parse(&body) {
-            Err(_) if !status.is_success() => Err(format!("Prometheus answered HTTP {status}")),
-            answer => answer,
+        // Prometheus answers 400/422/503 with its JSON error, which says more than the
+        // status; anything else that is not a success (a proxy's page) says only the status.
+        let json_error = serde_json::from_slice::<serde_json::Value>(&body).is_ok_and(|v| v["status"] == "error");
+        if !status.is_success() && !json_error {
+            return Err(format!("Prometheus answered HTTP {status}"));
         }
+        metric::parse(&body)
     }
 }
 

@@ -17,6 +17,8 @@ pub enum Answer {
     Vector(Vec<String>),
     /// `{"status":"error"}` with HTTP 400, as Prometheus answers a bad query.
     Error(String),
+    /// The answer, after this long (to make the operator's request time out).
+    Slow(std::time::Duration, Box<Answer>),
 }
 
 impl Answer {
@@ -39,6 +41,10 @@ impl Answer {
             }
             Self::Error(error) => {
                 (400, serde_json::json!({"status": "error", "errorType": "bad_data", "error": error}).to_string())
+            }
+            Self::Slow(delay, answer) => {
+                std::thread::sleep(*delay);
+                answer.http()
             }
         }
     }
@@ -118,10 +124,13 @@ fn serve(stream: TcpStream, state: &Mutex<State>) -> std::io::Result<()> {
     let query = params.split('&').find_map(|p| p.strip_prefix("query=")).map(decode);
     let (status, body) = match (path, query) {
         ("/api/v1/query", Some(query)) => {
-            let mut state = state.lock().unwrap_or_else(|e| e.into_inner());
-            let answer =
-                state.rules.iter().rev().find(|(text, _)| query.contains(text.as_str())).map(|(_, a)| a.clone());
-            state.asked.push(Asked { query, headers });
+            let answer = {
+                let mut state = state.lock().unwrap_or_else(|e| e.into_inner());
+                let rule = state.rules.iter().rev().find(|(text, _)| query.contains(text.as_str()));
+                let answer = rule.map(|(_, a)| a.clone());
+                state.asked.push(Asked { query, headers });
+                answer
+            };
             answer.unwrap_or(Answer::Vector(Vec::new())).http()
         }
         _ => (404, "404 page not found".to_owned()),

@@ -37,6 +37,7 @@ async fn metrics_operator() -> &'static StandIn {
             ("BERTH_PROMETHEUS_URL".to_owned(), prometheus.url.clone()),
             ("BERTH_PROMETHEUS_TOKEN_FILE".to_owned(), token.display().to_string()),
             ("BERTH_PROMETHEUS_TENANT".to_owned(), "team-a".to_owned()),
+            ("BERTH_PROMETHEUS_TIMEOUT_SECONDS".to_owned(), "1".to_owned()),
         ];
         let operator = Operator::start_with_env(&cluster.info, &dir, &dir.join("remote.git"), 200, env)
             .unwrap_or_else(|e| panic!("operator did not start: {e:#}"));
@@ -145,6 +146,44 @@ async fn a_metric_without_data_holds_the_batch_until_its_values_pass() {
     let done = wait_rollout(&tenant, "web-v2", RolloutPhase::Succeeded).await;
     task.abort();
     assert_eq!(done.status.unwrap_or_default().progress.as_deref(), Some("3/3"));
+}
+
+/// Waits until the canary batch's first metric result says `what`.
+async fn canary_metric(tenant: &str, what: &str) -> berth::api::rollout::MetricResult {
+    let api: Api<Rollout> = Api::namespaced(cluster().client("admin").await, tenant);
+    wait_for(Duration::from_secs(60), &format!("the canary's metric to say {what}"), || {
+        let api = api.clone();
+        async move {
+            let status = api.get("web-v2").await.ok()?.status?;
+            let result = status.stages.first()?.current.as_ref()?.metrics.first()?.clone();
+            result.message.as_deref().is_some_and(|m| m.contains(what)).then_some(result)
+        }
+    })
+    .await
+}
+
+#[tokio::test]
+async fn an_error_or_a_timeout_holds_the_batch_without_counting_as_a_failure() {
+    let prometheus = metrics_operator().await;
+    let argocd = FakeArgoCd::default();
+    let (tenant, task) = three_environments(&argocd).await;
+    let series = format!("p99_{}", tenant.replace('-', "_"));
+    prometheus.answer(&series, Answer::Error("1:5: parse error: unexpected identifier".into()));
+    let metric = format!("{{name: latency, query: 'max({series})', max: 0.3, interval: 1s, onNoData: Fail}}");
+    kubectl_apply(&gated_rollout(&tenant, "web-v2", "v2", &metric, "")).await;
+    let error = canary_metric(&tenant, "bad_data: 1:5: parse error").await;
+    assert_eq!((error.verdict, error.failures), (MeasurementVerdict::Error, 0));
+
+    prometheus.answer(&series, Answer::Slow(Duration::from_secs(3), Box::new(Answer::value("0.1"))));
+    let timeout = canary_metric(&tenant, "did not answer within").await;
+    assert_eq!((timeout.verdict, timeout.failures), (MeasurementVerdict::Error, 0));
+    let prod_a = request(&tenant, "prod-a").await;
+    assert_eq!(prod_a.status.and_then(|s| s.promotion), None, "production waits for the canary");
+
+    // Prometheus is back: the canary passes.
+    prometheus.answer(&series, Answer::value("0.1"));
+    wait_rollout(&tenant, "web-v2", RolloutPhase::Succeeded).await;
+    task.abort();
 }
 
 #[tokio::test]
