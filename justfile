@@ -107,10 +107,19 @@ bench-budget:
     cargo bench --bench budget -- target/bench/budget.md
     @cat target/bench/budget.md
 
-# Rollouts: planning 10,000 environments, status size at 1,000 and 10,000, one commit per batch
-bench-rollout:
+# Rollouts: the controller's own cost (planning 10,000 environments, status size at 1,000 and
+# 10,000), then the operator on the control plane (bench-rollout-operator)
+bench-rollout: && bench-rollout-operator
     cargo bench --bench rollout -- target/bench/rollout.md
     @cat target/bench/rollout.md
+
+# Rollouts through the operator on the loopback control plane: 1,000 environments in 10 batches
+# (start → Succeeded, gate passed → next push, writes per environment), a rolled-back batch,
+# memory with 10,000 in flight
+bench-rollout-operator:
+    cargo build --release --bin berth
+    cargo bench -p berth-e2e --bench rollout -- "$PWD/target/bench/rollout-operator.md"
+    @cat target/bench/rollout-operator.md
 
 # Admission webhook over loopback HTTPS: p50/p99 latency and reviews/s, one server core
 bench-admission:

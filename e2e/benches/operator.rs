@@ -14,7 +14,11 @@ use std::{
 };
 
 use berth::api::{EnvironmentRequest, environment_request::Phase};
-use berth_e2e::{fixture::Cluster, operator::Operator};
+use berth_e2e::{
+    fixture::Cluster,
+    measure::{all_requests, apiserver_requests, count, ms, percentile, status_mib},
+    operator::Operator,
+};
 use futures::{StreamExt, stream};
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::{
@@ -46,19 +50,6 @@ static SIZES: OnceLock<&'static Sizes> = OnceLock::new();
 /// The sizes of this run, chosen once in `main`.
 fn sizes() -> &'static Sizes {
     SIZES.get().copied().unwrap_or(&FULL)
-}
-
-/// `n` with thousands separated, as the report writes counts.
-fn count(n: usize) -> String {
-    let digits = n.to_string();
-    let mut out = String::new();
-    for (i, digit) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(digit);
-    }
-    out
 }
 
 /// A tenant budget every burst fits in, so the guard's work is measured, not its refusals.
@@ -99,19 +90,9 @@ spec:
     }
 }
 
-/// Resolves once `count` requests in `api`'s namespace are Ready. Watches rather
-/// than lists: listing thousands of requests every few hundred milliseconds cost
-/// the apiserver more CPU than a tenth of the work it was waiting for.
+/// Resolves once `count` requests in `api`'s namespace are Ready.
 async fn all_ready(api: &Api<EnvironmentRequest>, count: usize) {
-    use kube::runtime::{WatchStreamExt, watcher};
-    let mut ready = std::collections::HashSet::new();
-    let mut events = std::pin::pin!(watcher(api.clone(), watcher::Config::default()).applied_objects());
-    while ready.len() < count {
-        let request = events.next().await.expect("the watch goes on").expect("watch event");
-        if request.status.as_ref().and_then(|s| s.phase) == Some(Phase::Ready) {
-            ready.insert(request.metadata.name.unwrap_or_default());
-        }
-    }
+    all_requests(api, count, |r| r.status.as_ref().and_then(|s| s.phase) == Some(Phase::Ready)).await
 }
 
 fn commits(remote: &std::path::Path) -> usize {
@@ -121,14 +102,6 @@ fn commits(remote: &std::path::Path) -> usize {
         return 0;
     }
     walk.count()
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    sorted[(((sorted.len() - 1) as f64) * p).round() as usize]
-}
-
-fn ms(d: Duration) -> String {
-    format!("{:.0}", d.as_secs_f64() * 1000.0)
 }
 
 /// CPU seconds (user + system) each process of interest has used so far: the
@@ -175,25 +148,6 @@ fn cpu_seconds(supervisor: u32, operator: Option<u32>) -> Vec<(&'static str, f64
 /// CPU used between two [`cpu_seconds`] readings, as "name 1.2 s" pairs.
 fn cpu_used(before: &[(&str, f64)], after: &[(&str, f64)]) -> String {
     before.iter().zip(after).map(|((name, b), (_, a))| format!("{name} {:.1} s", a - b)).collect::<Vec<_>>().join(", ")
-}
-
-/// The apiserver's request counters (`apiserver_request_total`) summed by
-/// verb, resource and subresource, from its /metrics.
-async fn apiserver_requests(client: &kube::Client) -> std::collections::BTreeMap<String, f64> {
-    let mut counts = std::collections::BTreeMap::new();
-    let Ok(request) = http::Request::get("/metrics").body(Vec::new()) else { return counts };
-    let Ok(text) = client.request_text(request).await else { return counts };
-    for line in text.lines().filter(|l| l.starts_with("apiserver_request_total{")) {
-        let label = |name: &str| {
-            let start = line.find(&format!("{name}=\""))? + name.len() + 2;
-            line[start..].split('"').next().map(str::to_owned)
-        };
-        let (Some(verb), Some(resource)) = (label("verb"), label("resource")) else { continue };
-        let subresource = label("subresource").filter(|s| !s.is_empty()).map(|s| format!("/{s}")).unwrap_or_default();
-        let Some(value) = line.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()) else { continue };
-        *counts.entry(format!("{verb} {resource}{subresource}")).or_default() += value;
-    }
-    counts
 }
 
 /// Apiserver calls between two [`apiserver_requests`] readings, per `per` objects,
@@ -379,14 +333,6 @@ async fn call_costs(
         table.push_str(&format!("| {call} | {rate:.0}/s | {share:.0} % | {cpu} |\n"));
     }
     table + "\n"
-}
-
-/// A memory figure of `/proc/<pid>/status` (`VmHWM`, `RssAnon`, …) in MiB.
-fn status_mib(pid: u32, field: &str) -> Option<f64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.strip_prefix(field).is_some_and(|rest| rest.starts_with(':')))?;
-    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib / 1024.0)
 }
 
 /// EnvironmentRequest status writes the apiserver has served so far.

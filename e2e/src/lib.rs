@@ -5,8 +5,10 @@
 
 pub mod argocd;
 pub mod controlplane;
+pub mod fake_argocd;
 pub mod fixture;
 pub mod install;
+pub mod measure;
 pub mod operator;
 pub mod pki;
 pub mod policy;

@@ -127,3 +127,14 @@ pub fn branch_heads(remote: &Path, prefix: &str) -> Vec<(String, String)> {
         })
         .collect()
 }
+
+/// Whether `commit` is on `main` of the bare remote (a promotion branch merged).
+pub fn merged_into_main(remote: &Path, commit: &str) -> bool {
+    let check = || -> Option<bool> {
+        let repo = git2::Repository::open_bare(remote).ok()?;
+        let main = repo.refname_to_id("refs/heads/main").ok()?;
+        let commit = git2::Oid::from_str(commit).ok()?;
+        Some(main == commit || repo.graph_descendant_of(main, commit).ok()?)
+    };
+    check().unwrap_or(false)
+}

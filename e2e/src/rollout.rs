@@ -11,13 +11,18 @@ use std::{
 use berth::api::{EnvironmentRequest, Rollout, environment_request::Phase, rollout::RolloutPhase};
 use kube::Api;
 
-use crate::suite::*;
+use crate::{
+    fake_argocd::{Applier, Degraded},
+    suite::*,
+};
 
-/// Plays Argo CD for the environments of one tenant.
+/// Plays Argo CD for the environments of one tenant, each change a while after it
+/// lands in git (see [`FakeArgoCd::lagging`]); applies with the fleet fake's
+/// [`Applier`].
 #[derive(Clone, Default)]
 pub struct FakeArgoCd {
-    /// Environments (request names) reported Degraded at a revision: name → revision.
-    degraded: Arc<Mutex<BTreeMap<String, String>>>,
+    degraded: Degraded,
+    applier: Arc<tokio::sync::OnceCell<Applier>>,
     /// What was reported last per environment (folder digest), to skip repeats.
     reported: Arc<Mutex<BTreeMap<String, String>>>,
     /// Each environment's folder as first seen, and when: a change is synced only
@@ -25,6 +30,8 @@ pub struct FakeArgoCd {
     /// meanwhile, as it does with a real Argo CD.
     seen: Arc<Mutex<BTreeMap<String, (String, Instant)>>>,
     lag: Duration,
+    /// Environments whose changes are not synced until released (see [`FakeArgoCd::hold`]).
+    held: Arc<Mutex<BTreeSet<String>>>,
 }
 
 impl FakeArgoCd {
@@ -34,12 +41,22 @@ impl FakeArgoCd {
     }
 
     pub fn degrade(&self, request: &str, revision: &str) {
-        self.degraded.lock().unwrap_or_else(|e| e.into_inner()).insert(request.to_owned(), revision.to_owned());
+        self.degraded.insert(request, revision);
     }
 
     /// Reports `request` Healthy again (its Degraded revision fixed).
     pub fn heal(&self, request: &str) {
-        self.degraded.lock().unwrap_or_else(|e| e.into_inner()).remove(request);
+        self.degraded.remove(request);
+    }
+
+    /// Syncs no change of `request` until [`FakeArgoCd::release`]: its Application
+    /// keeps reporting what it reported (a slow sync, for as long as a test needs).
+    pub fn hold(&self, request: &str) {
+        self.held.lock().unwrap_or_else(|e| e.into_inner()).insert(request.to_owned());
+    }
+
+    pub fn release(&self, request: &str) {
+        self.held.lock().unwrap_or_else(|e| e.into_inner()).remove(request);
     }
 
     /// Every 300 ms: for each request of `tenant`, apply its folder at the head and
@@ -54,12 +71,17 @@ impl FakeArgoCd {
     }
 
     async fn pass(&self, tenant: &str) {
-        let api: Api<EnvironmentRequest> = Api::namespaced(cluster().client("admin").await, tenant);
+        let client = cluster().client("admin").await;
+        let applier = self.applier.get_or_init(|| async { Applier::new(client.clone(), self.degraded.clone()) }).await;
+        let api: Api<EnvironmentRequest> = Api::namespaced(client, tenant);
         let Ok(requests) = api.list(&Default::default()).await else {
             return;
         };
         for request in requests {
             let name = request.metadata.name.clone().unwrap_or_default();
+            if self.held.lock().unwrap_or_else(|e| e.into_inner()).contains(&name) {
+                continue;
+            }
             let Some(path) = request.status.as_ref().and_then(|s| s.gitops.as_ref()).and_then(|g| g.path.clone())
             else {
                 continue;
@@ -70,9 +92,7 @@ impl FakeArgoCd {
             let Some(application) = files.get("application.yaml") else {
                 continue;
             };
-            let revision = target_revision(application);
-            let degraded = self.degraded.lock().unwrap_or_else(|e| e.into_inner()).get(&name) == Some(&revision);
-            let health = if degraded { "Degraded" } else { "Healthy" };
+            let health = self.degraded.health(&name, &target_revision(application));
             let key = format!("{}|{health}", files.values().cloned().collect::<Vec<_>>().join("---\n"));
             if self.reported.lock().unwrap_or_else(|e| e.into_inner()).get(&name) == Some(&key) {
                 continue;
@@ -88,29 +108,7 @@ impl FakeArgoCd {
             if since.elapsed() < self.lag {
                 continue;
             }
-            // The namespace first, then the rest, as Argo CD's sync waves would.
-            let mut manifests = files.get("namespace.yaml").cloned().unwrap_or_default();
-            for (file, yaml) in &files {
-                if file != "namespace.yaml" && file != "README.md" {
-                    manifests.push_str("\n---\n");
-                    manifests.push_str(yaml);
-                }
-            }
-            if !cluster().kubectl("admin", &["apply", "-f", "-"], Some(&manifests)).await.success {
-                continue;
-            }
-            let namespace = request.status.as_ref().and_then(|s| s.namespace.clone()).unwrap_or_default();
-            let status = serde_json::json!({"status": {
-                "sync": {"status": "Synced", "revision": format!("sha-{revision}"),
-                    "comparedTo": {"source": {"repoURL": "https://git.example.com/web.git", "path": "deploy",
-                        "targetRevision": revision}, "destination": {"name": "in-cluster"}}},
-                "health": {"status": health},
-            }});
-            let status = status.to_string();
-            let args =
-                ["patch", "applications.argoproj.io", &namespace, "-n", "argocd", "--type", "merge", "-p", &status];
-            let patched = cluster().kubectl("admin", &args, None).await;
-            if patched.success {
+            if applier.apply_folder(&name, &files).await.is_ok() {
                 self.reported.lock().unwrap_or_else(|e| e.into_inner()).insert(name, key);
             }
         }
@@ -135,7 +133,17 @@ spec:
     )
 }
 
+/// A rollout of `web` to `revision` in two stages: the `canary` ring, then production
+/// one environment at a time.
 pub fn rollout_yaml(tenant: &str, name: &str, revision: &str, extra: &str) -> String {
+    let stages = "[{name: canary, selector: {matchLabels: {ring: canary}}}, \
+                  {name: production, batchSize: 1, healthGate: {progressDeadline: 2m}}]";
+    rollout_with_stages(tenant, name, revision, stages, extra)
+}
+
+/// A rollout of every `app: web` environment of `tenant` to `revision` through
+/// `stages` (a YAML flow sequence), with more spec fields in `extra`.
+pub fn rollout_with_stages(tenant: &str, name: &str, revision: &str, stages: &str, extra: &str) -> String {
     format!(
         "apiVersion: berth.dev/v1alpha1
 kind: Rollout
@@ -144,12 +152,7 @@ spec:
   app: web
   revision: {revision}
   selector: {{matchLabels: {{app: web}}}}
-  stages:
-    - name: canary
-      selector: {{matchLabels: {{ring: canary}}}}
-    - name: production
-      batchSize: 1
-      healthGate: {{progressDeadline: 2m}}
+  stages: {stages}
   {extra}
 "
     )

@@ -107,10 +107,19 @@ pub enum KeyError {
 }
 
 /// A new Ed25519 key pair, as `(private PKCS#8 PEM, public SPKI PEM)`: for
-/// `berth keys generate` and tests.
+/// `berth dev-credentials` and tests.
+///
+/// The private key is written as PKCS#8 v1 (RFC 8410: the seed alone), the encoding
+/// `openssl genpkey` writes and every tool reads; the generator's v2 encoding (the
+/// public key included) is refused by OpenSSL 3 and Python's cryptography.
 pub fn generate_ed25519() -> Result<(String, String), KeyError> {
-    let pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).map_err(|e| KeyError::Generate(e.to_string()))?;
-    Ok((pair.serialize_pem(), pair.public_key_pem()))
+    use pkcs8::der::{Decode, Encode};
+    let generate = |e: &dyn fmt::Display| KeyError::Generate(e.to_string());
+    let pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).map_err(|e| generate(&e))?;
+    let der = pair.serialize_der();
+    let generated = pkcs8::PrivateKeyInfo::from_der(&der).map_err(|e| generate(&e))?;
+    let v1 = pkcs8::PrivateKeyInfo { public_key: None, ..generated }.to_der().map_err(|e| generate(&e))?;
+    Ok((pem::encode("PRIVATE KEY", &v1), pair.public_key_pem()))
 }
 
 /// The private key Berth signs approvals with, and its derived key id.

@@ -69,6 +69,8 @@ pub struct Context {
     pub refresh: super::refresh::Refresh,
     /// What rollouts' metric gates ask; `None` when not configured (gates then wait).
     pub prometheus: Option<std::sync::Arc<crate::promql::Prometheus>>,
+    /// Pull-request mode: when each rollout batch commit was last found not merged.
+    pub merge_checks: super::rollout::MergeChecks,
 }
 
 impl Context {

@@ -123,6 +123,7 @@ pub async fn context(index: Index) -> (Arc<Context>, ScriptedApiServer, tempfile
         writer,
         render: RenderOptions::default(),
         committed: Default::default(),
+        merge_checks: Default::default(),
         budget: Default::default(),
         inventory: Default::default(),
         approvals: None,

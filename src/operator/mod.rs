@@ -143,6 +143,7 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         writer: writer.clone(),
         render: RenderOptions { argocd_namespace: args.argocd_namespace.clone() },
         committed: Default::default(),
+        merge_checks: Default::default(),
         budget: Default::default(),
         inventory: Default::default(),
         approvals: approvals.clone(),

@@ -65,8 +65,9 @@ pub struct Observations {
     /// Pull-request mode: batch commits land on a promotion branch and count only
     /// once merged into the watched branch.
     pub pull_requests: bool,
-    /// Pull-request mode: batch commits known not to be on the watched branch yet.
-    pub unmerged: BTreeSet<String>,
+    /// Pull-request mode: batch commits known to be on the watched branch (merged);
+    /// a commit not known to be is taken as not merged yet.
+    pub merged: BTreeSet<String>,
 }
 
 /// One batch commit for the controller to make: mark → commit → confirm.
@@ -151,21 +152,8 @@ pub fn record_commit(status: &mut RolloutStatus, work: &Work, commit: &str, now:
         return;
     }
     let at = Time(now);
-    if work.settle && commit == NO_COMMIT {
-        // The aborted batch's commit never landed: nothing to record.
-        match work.action {
-            HistoryAction::Promote => {
-                if let Some(stage) = status.stages.iter_mut().find(|s| s.name == work.stage) {
-                    stage.current = None;
-                }
-            }
-            HistoryAction::Rollback => {
-                if let Some(rollback) = status.rollback.as_mut() {
-                    rollback.current = None;
-                    rollback.step = None;
-                }
-            }
-        }
+    if work.settle {
+        settle_recorded(status, work, commit, &at);
         return;
     }
     match work.action {
@@ -200,6 +188,49 @@ pub fn record_commit(status: &mut RolloutStatus, work: &Work, commit: &str, now:
     });
     let excess = status.history.len().saturating_sub(MAX_HISTORY);
     status.history.drain(..excess);
+}
+
+/// An aborted rollout's batch in flight, settled: recorded if its commit landed (the
+/// batch is over either way: nothing verifies it any more).
+fn settle_recorded(status: &mut RolloutStatus, work: &Work, commit: &str, at: &Time) {
+    let step = format!("{} batch {}/{}", work.stage, work.batch, work.of);
+    let landed = commit != NO_COMMIT;
+    match work.action {
+        HistoryAction::Promote => {
+            if let Some(stage) = status.stages.iter_mut().find(|s| s.name == work.stage) {
+                stage.current = None;
+                stage.batches_done += u32::from(landed);
+            }
+        }
+        HistoryAction::Rollback => {
+            if let Some(rollback) = status.rollback.as_mut() {
+                rollback.current = None;
+                rollback.step = None;
+                rollback.done += u32::from(landed);
+            }
+        }
+    }
+    status.message = Some(if landed {
+        format!("aborted: nothing more is committed; {step} had landed in {} and stays", short(commit))
+    } else {
+        format!("aborted: nothing more is committed; {step} never landed, its environments keep what they ran")
+    });
+    if landed {
+        status.history.push(HistoryEntry {
+            stage: work.stage.clone(),
+            batch: work.batch,
+            action: work.action,
+            commit: commit.to_owned(),
+            environments: u32::try_from(work.environments.len()).unwrap_or(u32::MAX),
+            at: at.clone(),
+        });
+        let excess = status.history.len().saturating_sub(MAX_HISTORY);
+        status.history.drain(..excess);
+    }
+}
+
+fn short(commit: &str) -> &str {
+    commit.get(..12).unwrap_or(commit)
 }
 
 /// The trailers that name a batch's commit, so a new leader can find it again.
@@ -500,7 +531,12 @@ impl Step<'_> {
         }
         let commit = batch.commit.clone().unwrap_or_default();
         if self.obs.pull_requests && batch.merged_at.is_none() {
-            if self.obs.unmerged.contains(&commit) {
+            // Merged as itself or with its trailers; or evidently: Argo CD, which watches
+            // only the branch, reports every environment synced at the promoted
+            // revision (a squash merge that dropped the trailers).
+            let deployed = gate_spec.require_synced
+                && batch.environments.iter().all(|n| matches!(self.judge(n, &commit, &gate_spec), Signal::Passed));
+            if !self.obs.merged.contains(&commit) && !deployed {
                 let (number, of, name) = (batch.number, batch.of, stage.name.clone());
                 let message = format!(
                     "{name} batch {number}/{of}: commit {} waits on its promotion branch; merge its pull request",
@@ -516,8 +552,8 @@ impl Step<'_> {
         }
         let stage = &self.status.stages[index];
         let merged_at = stage.current.as_ref().and_then(|b| b.merged_at.clone());
-        // The deadline counts from when the change reached the watched branch (or
-        // from a retry, which moves `committedAt`).
+        // The deadline counts from when the rollout saw the change on the watched
+        // branch (or from a retry, which moves `committedAt`).
         let committed_at = [batch.committed_at.clone(), merged_at].into_iter().flatten().map(|t| t.0).max();
         let committed_at = committed_at.unwrap_or(self.now);
         let deadline = add(
@@ -525,8 +561,6 @@ impl Step<'_> {
             gate_spec.progress_deadline.as_ref().and_then(to_std).unwrap_or(DEFAULT_PROGRESS_DEADLINE),
         );
         let tolerance = gate_spec.tolerance.as_ref().and_then(to_std).unwrap_or_default();
-        let rollout_name = self.rollout.metadata.name.clone().unwrap_or_default();
-        let rollout_uid = self.rollout.metadata.uid.clone().unwrap_or_default();
         let names = batch.environments.clone();
         let stage_name = stage.name.clone();
         // Once the batch was healthy, only the tolerance judges it (a soak may outlast the deadline).
@@ -541,16 +575,7 @@ impl Step<'_> {
                 tally.failed += 1;
                 continue;
             }
-            let request = self.obs.requests.get(name).map(AsRef::as_ref);
-            let cx = gate::Context {
-                rollout: &rollout_name,
-                rollout_uid: &rollout_uid,
-                commit: &commit,
-                gate: &gate_spec,
-                argocd_installed: self.obs.argocd_installed,
-                auto_sync: request.is_none_or(|r| !self.obs.manual_sync_classes.contains(&r.spec.class)),
-            };
-            let signal = metric::fold(gate::judge(request, cx), name, metric_gates, &batch.metrics);
+            let signal = metric::fold(self.judge(name, &commit, &gate_spec), name, metric_gates, &batch.metrics);
             let overdue = deadline_applies && self.now >= deadline;
             match signal {
                 Signal::Passed | Signal::Superseded(_) => tally.passed += 1,
@@ -640,6 +665,20 @@ impl Step<'_> {
         let message = format!("{stage_name} batch {number}/{of}: {promoted} promoted");
         self.note(false, reasons::GATE_PASSED, message);
         Verified::Done
+    }
+
+    /// The gate's verdict on environment `name` of the batch committed as `commit`.
+    fn judge(&self, name: &str, commit: &str, gate_spec: &crate::api::rollout::HealthGate) -> Signal {
+        let request = self.obs.requests.get(name).map(AsRef::as_ref);
+        let cx = gate::Context {
+            rollout: self.rollout.metadata.name.as_deref().unwrap_or_default(),
+            rollout_uid: self.rollout.metadata.uid.as_deref().unwrap_or_default(),
+            commit,
+            gate: gate_spec,
+            argocd_installed: self.obs.argocd_installed,
+            auto_sync: request.is_none_or(|r| !self.obs.manual_sync_classes.contains(&r.spec.class)),
+        };
+        gate::judge(request, cx)
     }
 
     /// Verification goes on while paused; the phase says who stopped the rollout.

@@ -14,7 +14,7 @@ use std::{
 use berth::api::{Rollout, rollout::RolloutPhase};
 use berth_e2e::{
     operator::Operator,
-    remote::{branch_heads, merge_branches},
+    remote::{branch_heads, merge_branches, merged_into_main},
     rollout::*,
     suite::*,
 };
@@ -78,9 +78,15 @@ async fn each_batch_waits_for_its_pull_request_to_merge() {
     let on_branch = branch_heads(&remote(), PREFIX).into_iter().find(|(c, _)| c == &commit);
     let message = on_branch.map(|(_, m)| m).expect("the batch's commit heads a promotion branch");
     assert!(message.contains("Berth-Rollout-Step: canary/1"), "{message}");
-    // Nothing reaches main, and nothing else starts, while it is open.
+    // Nothing reaches main, and nothing else starts, while it is open: the batch's is
+    // the only pull request (once confirmed, the request controller opens none of its own).
+    let branches_before = branch_heads(&remote(), PREFIX).len();
     tokio::time::sleep(Duration::from_secs(4)).await;
     assert!(batch_steps(&tenant, "web-v2", &before).is_empty());
+    let open: Vec<_> =
+        branch_heads(&remote(), PREFIX).into_iter().filter(|(c, _)| !merged_into_main(&remote(), c)).collect();
+    assert_eq!(open.len(), 1, "open pull requests: {open:#?}");
+    assert_eq!(branch_heads(&remote(), PREFIX).len(), branches_before);
     let steps_on_branches = branch_heads(&remote(), PREFIX)
         .into_iter()
         .filter(|(_, m)| m.contains(&format!("Berth-Rollout: {tenant}/web-v2\n")))

@@ -38,6 +38,14 @@ pub async fn commit(request: &EnvironmentRequest, built: &Built, class: &str, ct
     // only if the branch still holds it: the writer's put below is a no-op then (no
     // commit), and puts it right if someone changed the folder since.
     let promoted = promoted_commit(request, &hex);
+    if let Some(batch) = promoted.as_ref().filter(|_| !ctx.writer.pushes_to_watched_branch()) {
+        // Pull-request mode: the batch's own promotion branch carries this rendering;
+        // a put would open a second pull request for the same change (one that, merged
+        // after a rollback, would bring the rolled-back revision back).
+        ctx.inventory.put(path.as_str(), &key(request));
+        ctx.committed.remember(path.as_str(), built.digest, batch.clone());
+        return Ok(done(batch.clone()));
+    }
     // Recorded before the push: a change the writer owes after a failed push may still
     // land, and a refusal or deletion meanwhile must know to remove it.
     ctx.inventory.put(path.as_str(), &key(request));

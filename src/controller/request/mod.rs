@@ -140,13 +140,29 @@ async fn rollout_commit_in_flight(request: &EnvironmentRequest, ctx: &Context) -
     let Some(rollout) = index.rollout(&request.namespace().unwrap_or_default(), &promotion.rollout) else {
         return false;
     };
+    holds(&rollout, promotion)
+}
+
+/// Whether `rollout` holds the environment whose in-flight `promotion` it wrote: while
+/// the batch is marked (and, aborted, until it is settled), and once its commit is recorded (the rollout confirms every
+/// environment before it records the commit, so this copy of the request predates
+/// its confirmation: the two watches need not arrive in order). Rendering the
+/// previous revision then would commit it back over the batch's commit.
+fn holds(rollout: &crate::api::Rollout, promotion: &crate::api::environment_request::Promotion) -> bool {
+    use crate::api::{environment_request::PromotionState, rollout::HistoryAction};
     let status = rollout.status.clone().unwrap_or_default();
     let same = rollout
         .metadata
         .uid
         .as_deref()
         .is_none_or(|uid| promotion.rollout_uid.is_empty() || promotion.rollout_uid == uid);
-    same && status.owns_marked_folders()
+    let action = match promotion.state {
+        PromotionState::RollingBack => HistoryAction::Rollback,
+        _ => HistoryAction::Promote,
+    };
+    let recorded =
+        status.history.iter().any(|h| h.stage == promotion.stage && h.batch == promotion.batch && h.action == action);
+    same && (status.owns_marked_folders() || recorded)
 }
 
 /// Time from now until `at` (zero when past), for requeueing at expiry.
@@ -397,6 +413,85 @@ mod tests {
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
     use super::*;
+
+    #[test]
+    fn a_request_copy_older_than_its_confirmation_stays_held_once_the_batch_commit_is_recorded() {
+        use crate::api::{
+            environment_request::{Promotion, PromotionState},
+            rollout::{BatchStatus, BatchStep, HistoryAction, HistoryEntry, RolloutPhase, RolloutStatus, StageStatus},
+        };
+        let at = Time(Timestamp::UNIX_EPOCH);
+        let promotion = Promotion {
+            rollout: "web-v2".into(),
+            rollout_uid: "uid".into(),
+            revision: "v2".into(),
+            previous_revision: "v1".into(),
+            stage: "production".into(),
+            batch: 6,
+            state: PromotionState::Committing,
+            commit: None,
+            rendered_digest: None,
+            spec_generation: 1,
+            since: at.clone(),
+        };
+        let spec = serde_json::from_value(serde_json::json!({
+            "app": "web", "revision": "v2", "selector": {}, "stages": [{"name": "production"}],
+        }))
+        .expect("a spec");
+        let mut rollout = crate::api::Rollout::new("web-v2", spec);
+        rollout.metadata.uid = Some("uid".into());
+        let batch = |step| BatchStatus {
+            number: 6,
+            of: 10,
+            step,
+            environments: vec![],
+            failed: vec![],
+            verified_at: None,
+            commit: None,
+            committed_at: None,
+            merged_at: None,
+            healthy_since: None,
+            soak_until: None,
+            gate: Default::default(),
+            failing: vec![],
+            metrics: vec![],
+        };
+        let with = |step, history: Vec<HistoryEntry>, phase| RolloutStatus {
+            phase: Some(phase),
+            stages: vec![StageStatus { name: "production".into(), current: Some(batch(step)), ..Default::default() }],
+            history,
+            ..Default::default()
+        };
+        let entry = HistoryEntry {
+            stage: "production".into(),
+            batch: 6,
+            action: HistoryAction::Promote,
+            commit: "c0ffee".into(),
+            environments: 100,
+            at,
+        };
+        // Marked: held.
+        rollout.status = Some(with(BatchStep::Marked, vec![], RolloutPhase::Progressing));
+        assert!(holds(&rollout, &promotion));
+        // Committed and recorded (so this copy misses its confirmation): still held, even
+        // once the rollout has finished.
+        for phase in [RolloutPhase::Progressing, RolloutPhase::Succeeded] {
+            rollout.status = Some(with(BatchStep::Committed, vec![entry.clone()], phase));
+            assert!(holds(&rollout, &promotion), "{phase:?}");
+        }
+        // Aborted while marked: held until the abort settles the batch (its commit may
+        // have landed); settled without a commit, the previous revision runs.
+        rollout.status = Some(with(BatchStep::Marked, vec![], RolloutPhase::Aborted));
+        assert!(holds(&rollout, &promotion));
+        let mut settled = with(BatchStep::Marked, vec![], RolloutPhase::Aborted);
+        settled.stages[0].current = None;
+        rollout.status = Some(settled);
+        assert!(!holds(&rollout, &promotion));
+        // Another rollout of the same name: not its promotion.
+        rollout.status = Some(with(BatchStep::Marked, vec![entry], RolloutPhase::Progressing));
+        rollout.metadata.uid = Some("other".into());
+        assert!(!holds(&rollout, &promotion));
+    }
     use crate::api::conditions::{ConditionStatus, Observation, set_condition};
 
     fn with_in_sync(status: ConditionStatus) -> EnvironmentRequestStatus {

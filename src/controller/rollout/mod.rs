@@ -8,7 +8,10 @@
 //! next measurement ([`metrics`]).
 
 mod batch;
+mod merges;
 mod metrics;
+
+pub use merges::MergeChecks;
 
 use std::{sync::Arc, time::Duration};
 
@@ -22,7 +25,7 @@ use super::{
 use crate::{
     api::{
         EnvironmentRequest, Rollout,
-        rollout::{BatchStep, HistoryAction, RolloutStatus},
+        rollout::{HistoryAction, RolloutStatus},
     },
     index::Index,
     rollout::{self as core, Note, Observations, Work},
@@ -40,9 +43,9 @@ const AFTER_COMMIT: Duration = Duration::from_millis(500);
 pub async fn reconcile(rollout: Arc<Rollout>, ctx: Arc<Context>) -> Result<Action, Error> {
     let index = ctx.index().await;
     let mut observations = observe(&rollout, index);
-    if !ctx.writer.pushes_to_watched_branch() {
-        observations.pull_requests = true;
-        observations.unmerged = unmerged(&rollout, &ctx).await?;
+    observations.pull_requests = !ctx.writer.pushes_to_watched_branch();
+    if observations.pull_requests {
+        observations.merged = merges::merged(&rollout, &ctx).await;
     }
     let now = Timestamp::now();
     let prometheus = ctx.prometheus.as_deref();
@@ -55,6 +58,9 @@ pub async fn reconcile(rollout: Arc<Rollout>, ctx: Arc<Context>) -> Result<Actio
         // copy that may predate this controller's last status write (which would
         // repeat a batch already confirmed). One read per batch.
         rollout = Arc::new(read(&rollout, &ctx).await?);
+        if observations.pull_requests {
+            observations.merged = merges::merged(&rollout, &ctx).await;
+        }
         decision = core::next(&rollout, &measured_status(&rollout, &measured), &observations, Timestamp::now());
     }
     decision.notes.splice(0..0, measured.notes.iter().cloned());
@@ -118,37 +124,6 @@ pub async fn reconcile(rollout: Arc<Rollout>, ctx: Arc<Context>) -> Result<Actio
     Ok(Action::requeue(AFTER_COMMIT))
 }
 
-/// Pull-request mode: the commits of batches awaiting verification that are not on
-/// the watched branch yet (asked of the remote until each one is merged).
-async fn unmerged(rollout: &Rollout, ctx: &Context) -> Result<std::collections::BTreeSet<String>, Error> {
-    let mut unmerged = std::collections::BTreeSet::new();
-    let Some(status) = rollout.status.as_ref() else {
-        return Ok(unmerged);
-    };
-    for stage in &status.stages {
-        let Some(batch) = stage.current.as_ref().filter(|b| b.step == BatchStep::Committed && b.merged_at.is_none())
-        else {
-            continue;
-        };
-        let Some(commit) = batch.commit.as_deref().filter(|c| *c != core::machine::NO_COMMIT) else {
-            continue;
-        };
-        let work = Work {
-            action: HistoryAction::Promote,
-            stage: stage.name.clone(),
-            batch: batch.number,
-            of: batch.of,
-            environments: Vec::new(),
-            rollback_of: None,
-            settle: false,
-        };
-        if !batch::merged(rollout, &work, commit, ctx).await? {
-            unmerged.insert(commit.to_owned());
-        }
-    }
-    Ok(unmerged)
-}
-
 /// What became of the batch in flight when the rollout was aborted.
 fn settled(work: &Work, commit: &str) -> Note {
     let step = format!("{} batch {}/{}", work.stage, work.batch, work.of);
@@ -198,7 +173,10 @@ fn observe(rollout: &Rollout, index: &Index) -> Observations {
         .rollouts_in(&namespace)
         .iter()
         .filter(|r| r.name_any() != this)
-        .filter(|r| !r.status.as_ref().and_then(|s| s.phase).is_some_and(|p| p.is_terminal()))
+        // An aborted rollout still settling its batch holds its environments until then.
+        .filter(|r| {
+            r.status.as_ref().is_none_or(|s| !s.phase.is_some_and(|p| p.is_terminal()) || s.owns_marked_folders())
+        })
         .map(|r| {
             let planned =
                 r.status.iter().flat_map(|s| &s.stages).flat_map(|s| s.environments.iter().cloned()).collect();

@@ -344,8 +344,9 @@ fn a_crash_after_marking_repeats_the_same_commit_and_abort_only_settles_the_batc
     // Found on the branch: recorded as committed, and nothing more is asked for.
     let mut landed = aborted.status.clone();
     record_commit(&mut landed, &settle, "c1", at(8));
-    assert_eq!(landed.stages[0].current.as_ref().map(|b| b.step), Some(BatchStep::Committed));
+    assert!(landed.stages[0].current.is_none(), "nothing verifies an aborted rollout's batch");
     assert_eq!(landed.history.iter().map(|h| h.commit.as_str()).collect::<Vec<_>>(), ["c1"]);
+    assert!(landed.message.as_deref().is_some_and(|m| m.contains("had landed in c1")), "{:?}", landed.message);
     assert!(!landed.owns_marked_folders());
     assert_eq!(next(&rollout, &landed, &world.obs(), at(9)).work, None);
     // Never landed: the batch is dropped, with no history entry.
@@ -354,6 +355,7 @@ fn a_crash_after_marking_repeats_the_same_commit_and_abort_only_settles_the_batc
     record_commit(&mut lost, &settle, NO_COMMIT, at(8));
     assert!(lost.stages[0].current.is_none());
     assert!(lost.history.is_empty());
+    assert!(lost.message.as_deref().is_some_and(|m| m.contains("never landed")), "{:?}", lost.message);
     assert!(!lost.owns_marked_folders());
     assert_eq!(next(&rollout, &lost, &world.obs(), at(9)).work, None);
 }
@@ -391,32 +393,49 @@ fn in_pull_request_mode_a_batch_is_judged_only_once_merged_and_its_deadline_star
     let mut world = World::three();
     let mut status = RolloutStatus::default();
     step(&rollout, &mut status, &world, at(0), "c1");
-    // Even a healthy report does not count while the pull request is open, for
-    // longer than the progress deadline.
-    world.set("stage-1", |r| promoted(r, "c1", "Healthy"));
+    // Not known to be merged, for longer than the progress deadline: it waits.
+    world.set("stage-1", |r| promoted(r, "c1", "Progressing"));
     let mut obs = world.obs();
     obs.pull_requests = true;
-    obs.unmerged.insert("c1".into());
     let open = next(&rollout, &status, &obs, at(3600));
     assert_eq!(open.status.reason.as_deref(), Some(reasons::AWAITING_MERGE));
     assert_eq!(open.status.phase, Some(RolloutPhase::Progressing));
-    assert!(
-        open.status.message.as_deref().is_some_and(|m| m.contains("merge its pull request")),
-        "{:?}",
-        open.status.message
-    );
+    let message = open.status.message.as_deref().unwrap_or_default();
+    assert!(message.contains("merge its pull request"), "{message}");
     assert_eq!(open.requeue, Some(MERGE_RECHECK + Duration::from_millis(100)));
     assert!(open.status.failures.is_empty());
     // Merged: its deadline counts from now, so a slow Argo CD is not failed at once.
-    world.set("stage-1", |r| promoted(r, "c1", "Progressing"));
-    obs = world.obs();
-    obs.pull_requests = true;
+    obs.merged.insert("c1".into());
     let merged = next(&rollout, &open.status, &obs, at(3700));
     assert_eq!(merged.status.stages[0].current.as_ref().and_then(|b| b.merged_at.clone()), Some(Time(at(3700))));
     assert!(merged.status.failures.is_empty(), "{:?}", merged.status.failures);
     assert_eq!(merged.status.reason.as_deref(), Some(reasons::VERIFYING));
+    // Once seen merged, it no longer needs the remote's word.
+    obs.merged.clear();
     let late = next(&rollout, &merged.status, &obs, at(3700 + 601));
     assert_eq!(late.status.failures.len(), 1, "the deadline counts from the merge");
+}
+
+#[test]
+fn in_pull_request_mode_argo_cd_syncing_the_promoted_revision_everywhere_proves_the_merge() {
+    // A squash merge that dropped the trailers: the remote cannot say, Argo CD can.
+    let rollout = two_stages(serde_json::json!({ "stages": [{ "name": "canary", "classes": ["staging"] }] }));
+    let mut world = World::three();
+    let mut status = RolloutStatus::default();
+    step(&rollout, &mut status, &world, at(0), "c1");
+    world.set("stage-1", |r| promoted(r, "c1", "Healthy"));
+    let mut obs = world.obs();
+    obs.pull_requests = true;
+    let done = next(&rollout, &status, &obs, at(60));
+    assert_eq!(done.status.phase, Some(RolloutPhase::Succeeded), "{:?}", done.status.message);
+    // Without a gate on sync, nothing proves it: it waits for the remote.
+    let unsynced = two_stages(serde_json::json!({
+        "stages": [{ "name": "canary", "classes": ["staging"], "healthGate": { "requireSynced": false } }],
+    }));
+    let mut status = RolloutStatus::default();
+    step(&unsynced, &mut status, &world, at(0), "c1");
+    let waiting = next(&unsynced, &status, &obs, at(60));
+    assert_eq!(waiting.status.reason.as_deref(), Some(reasons::AWAITING_MERGE));
 }
 
 #[test]
