@@ -1,10 +1,15 @@
 //! A small Prometheus client: instant queries (`GET /api/v1/query`) over plain http,
-//! with a bearer token read from a file and a tenant header (Cortex, Mimir, Thanos:
+//! with a bearer token read from a file (read again whenever the file changes: a
+//! projected ServiceAccount token is rotated in place) and a tenant header (Cortex, Mimir, Thanos:
 //! `X-Scope-OrgID`), each answer bounded in time and size. Where Prometheus is, is an
 //! operator setting: tenants only write queries, never the address Berth calls.
 //! Reading the answer is pure: [`crate::rollout::metric::parse`].
 
-use std::time::Duration;
+use std::{
+    path::{Path, PathBuf},
+    sync::Mutex,
+    time::{Duration, SystemTime},
+};
 
 use http_body_util::{BodyExt, Empty, Limited};
 use hyper::{
@@ -41,7 +46,7 @@ pub enum ConfigError {
 /// Asks one Prometheus (or a compatible API) instant queries.
 pub struct Prometheus {
     base: String,
-    token: Option<Secret>,
+    token: Option<TokenFile>,
     tenant: Option<(HeaderName, HeaderValue)>,
     timeout: Duration,
     client: Client<HttpConnector, Empty<Bytes>>,
@@ -71,12 +76,8 @@ impl Prometheus {
         if !plain {
             return Err(ConfigError::Url(base));
         }
-        let token = settings
-            .token_file
-            .as_deref()
-            .map(Secret::from_file)
-            .transpose()
-            .map_err(|e| ConfigError::Token(e.to_string()))?;
+        // Read now, so that a missing or empty file stops the operator at startup.
+        let token = settings.token_file.clone().map(TokenFile::new).transpose()?;
         let tenant = settings
             .tenant
             .as_ref()
@@ -103,10 +104,7 @@ impl Prometheus {
         let uri = format!("{}/api/v1/query?query={}", self.base, percent_encode(query));
         let mut request = Request::get(uri);
         if let Some(token) = &self.token {
-            let mut value = HeaderValue::try_from(format!("Bearer {}", token.expose()))
-                .map_err(|_| "the Prometheus token is not a valid header value".to_owned())?;
-            value.set_sensitive(true);
-            request = request.header(AUTHORIZATION, value);
+            request = request.header(AUTHORIZATION, token.header()?);
         }
         if let Some((name, value)) = &self.tenant {
             request = request.header(name, value);
@@ -130,6 +128,46 @@ impl Prometheus {
     }
 }
 
+/// The bearer token's file, read again when its modification time or size changes
+/// (the kubelet swaps a projected token's file in place well before it expires).
+/// The token is only ever in a sensitive header value, never in a message.
+struct TokenFile {
+    path: PathBuf,
+    /// The header made of the file as last read, and what the file looked like then.
+    read: Mutex<(Option<(SystemTime, u64)>, HeaderValue)>,
+}
+
+impl TokenFile {
+    fn new(path: PathBuf) -> Result<Self, ConfigError> {
+        let (seen, header) = Self::read(&path).map_err(ConfigError::Token)?;
+        Ok(Self { path, read: Mutex::new((seen, header)) })
+    }
+
+    /// The file's modification time and size (following symlinks, as the kubelet's are).
+    fn seen(path: &Path) -> Option<(SystemTime, u64)> {
+        std::fs::metadata(path).ok().and_then(|m| Some((m.modified().ok()?, m.len())))
+    }
+
+    fn read(path: &Path) -> Result<(Option<(SystemTime, u64)>, HeaderValue), String> {
+        let seen = Self::seen(path);
+        let token = Secret::from_file(path).map_err(|e| e.to_string())?;
+        let mut value = HeaderValue::try_from(format!("Bearer {}", token.expose()))
+            .map_err(|_| "the Prometheus token is not a valid header value".to_owned())?;
+        value.set_sensitive(true);
+        Ok((seen, value))
+    }
+
+    /// The `Authorization` header, from the file as it is now.
+    fn header(&self) -> Result<HeaderValue, String> {
+        let mut read = self.read.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let seen = Self::seen(&self.path);
+        if seen.is_none() || seen != read.0 {
+            *read = Self::read(&self.path).map_err(|e| format!("cannot read the Prometheus token file: {e}"))?;
+        }
+        Ok(read.1.clone())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -141,5 +179,36 @@ mod tests {
         assert!(Prometheus::new(&settings("https://prometheus:9090")).is_err());
         assert!(Prometheus::new(&settings("http://user:pw@prometheus:9090")).is_err());
         assert!(Prometheus::new(&settings("prometheus:9090")).is_err());
+    }
+
+    #[test]
+    fn a_rotated_token_file_is_read_again() {
+        let dir = tempfile::tempdir().expect("a directory");
+        let path = dir.path().join("token");
+        std::fs::write(&path, "first\n").expect("written");
+        let settings = Settings {
+            url: "http://prometheus:9090".into(),
+            token_file: Some(path.clone()),
+            timeout: Duration::from_secs(1),
+            ..Settings::default()
+        };
+        let prometheus = Prometheus::new(&settings).expect("configured");
+        let token = prometheus.token.as_ref().expect("a token");
+        let header = token.header().expect("a header");
+        assert_eq!(header.to_str().ok(), Some("Bearer first"));
+        assert!(header.is_sensitive());
+        // Rotated (the same size, a later modification time): the new one is sent.
+        std::fs::write(&path, "secnd\n").expect("written");
+        let later = SystemTime::now() + Duration::from_secs(10);
+        std::fs::File::options().write(true).open(&path).and_then(|f| f.set_modified(later)).expect("touched");
+        assert_eq!(token.header().expect("a header").to_str().ok(), Some("Bearer secnd"));
+        // Neither the client's nor the token's debug output shows it.
+        assert!(!format!("{prometheus:?}").contains("secnd"));
+        // Gone: an error that names the file, not the token.
+        std::fs::remove_file(&path).expect("removed");
+        let error = token.header().expect_err("no file");
+        assert!(error.contains("token file") && !error.contains("secnd"), "{error}");
+        // A missing file at startup stops the operator.
+        assert!(Prometheus::new(&settings).is_err());
     }
 }
