@@ -156,7 +156,7 @@ pub const MAX_RESOLVED_QUERY: usize = 512;
 
 /// An instant PromQL query judged against `min`/`max` every `interval` while a batch
 /// is verified. Placeholders, substituted escaped for a PromQL string literal (write
-/// them inside quotes): `{{namespaces}}` (the batch's environment namespaces as a
+/// them inside `"…"` or `'…'`, never in a `` `…` `` raw string): `{{namespaces}}` (the batch's environment namespaces as a
 /// regex alternation, for `=~`), `{{namespace}}` (one environment's namespace: the
 /// query then runs once per environment), `{{revision}}`, `{{app}}`.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -177,7 +177,7 @@ pub struct MetricGate {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max: Option<f64>,
     /// Time between measurements; the first is one interval after the batch's commit
-    /// (or merge). Default `1m`.
+    /// (or merge). Default `1m`; shorter than the stage's progress deadline.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub interval: Option<GoDuration>,
     /// Failed measurements tolerated: the metric fails the batch at one more. Default 0.
@@ -192,7 +192,8 @@ pub struct MetricGate {
 /// What a metric gate does when its query returns nothing (an empty vector or NaN).
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum NoDataPolicy {
-    /// Keep waiting for data (the progress deadline still applies).
+    /// Keep waiting for data: the batch is held (its progress deadline does not end
+    /// the wait; during its soak, a gap in the data is ignored).
     #[default]
     Wait,
     /// Count it as a passed measurement.

@@ -575,12 +575,21 @@ impl Step<'_> {
                 tally.failed += 1;
                 continue;
             }
-            let signal = metric::fold(self.judge(name, &commit, &gate_spec), name, metric_gates, &batch.metrics);
+            let health = self.judge(name, &commit, &gate_spec);
+            let signal = metric::fold(health, name, metric_gates, &batch.metrics, !deadline_applies);
             let overdue = deadline_applies && self.now >= deadline;
             match signal {
                 Signal::Passed | Signal::Superseded(_) => tally.passed += 1,
                 Signal::Waiting(message) if overdue => {
                     new_failures.push((name.clone(), "ProgressDeadline", format!("not healthy in time: {message}")));
+                }
+                Signal::Held(message) => {
+                    tally.waiting += 1;
+                    first_wait.get_or_insert_with(|| {
+                        format!(
+                            "{name}: {message} (held until it can be measured; the progress deadline does not apply)"
+                        )
+                    });
                 }
                 Signal::Waiting(message) => {
                     tally.waiting += 1;

@@ -4,17 +4,23 @@
 //! (`controller::rollout::metrics`); the machine only reads what it recorded.
 //!
 //! Decisions: NaN counts as no data (Prometheus answers NaN for 0/0, e.g. an error
-//! ratio without traffic). An error or a timeout is not a failed measurement: the gate
-//! waits (the progress deadline still bounds it), so an outage of the metrics system
-//! holds a rollout rather than rolling production back. (Argo Rollouts counts errors
-//! apart, `consecutiveErrorLimit`; here a person sees the error in status and events.)
+//! ratio without traffic). An error or a timeout is not a failed measurement, and
+//! neither is no data with `onNoData: Wait` nor a metric not measured yet: an
+//! environment otherwise healthy is *held* ([`Signal::Held`]), which the progress
+//! deadline does not end, so an outage of the metrics system holds a rollout and
+//! never rolls production back. (Argo Rollouts counts errors apart,
+//! `consecutiveErrorLimit`; here a person sees the error in status and events.)
+//! Once a batch was verified (its soak), only Pass and Fail judge it: an error or a
+//! gap in the data neither fails nor restarts the soak.
 
 use std::time::Duration;
 
 use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
 
 use super::gate::Signal;
-use crate::api::rollout::{MAX_RESOLVED_QUERY, MeasurementVerdict, MetricGate, MetricResult, NoDataPolicy};
+use crate::api::rollout::{
+    MAX_METRIC_RESULTS, MAX_RESOLVED_QUERY, MeasurementVerdict, MetricGate, MetricResult, NoDataPolicy,
+};
 
 /// Time between measurements when a gate names none.
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(60);
@@ -46,15 +52,65 @@ pub struct Values<'a> {
     pub namespace: Option<&'a str>,
 }
 
+/// The placeholders a query may name.
+const PLACEHOLDERS: [&str; 4] = ["{{namespaces}}", "{{namespace}}", "{{revision}}", "{{app}}"];
+
 /// `query` with its placeholders substituted, each value escaped for a PromQL string
-/// literal so no name or revision can end the literal and add PromQL of its own.
-pub fn resolve(query: &str, values: Values<'_>) -> String {
+/// literal so no name or revision can end the literal and add PromQL of its own; or
+/// why the query's placeholders cannot be substituted safely ([`check_placeholders`]).
+pub fn resolve(query: &str, values: Values<'_>) -> Result<String, String> {
+    check_placeholders(query)?;
     let alternation = values.namespaces.iter().map(|n| regex_escape(n)).collect::<Vec<_>>().join("|");
-    query
+    Ok(query
         .replace("{{namespaces}}", &string_escape(&alternation))
         .replace("{{namespace}}", &string_escape(values.namespace.unwrap_or_default()))
         .replace("{{revision}}", &string_escape(values.revision))
-        .replace("{{app}}", &string_escape(values.app))
+        .replace("{{app}}", &string_escape(values.app)))
+}
+
+/// Every placeholder of `query` lies inside a `"…"` or `'…'` string literal, the only
+/// places its escaped value stays a string. Refused: one outside any literal (its
+/// value would be PromQL) and one inside a `` `…` `` raw string (which has no escapes,
+/// so the escapes of a value would stay in it: `tn-b\\.web` would match no namespace).
+pub fn check_placeholders(query: &str) -> Result<(), String> {
+    #[derive(Clone, Copy, PartialEq)]
+    enum In {
+        Code,
+        Quoted(char),
+        Raw,
+        Comment,
+    }
+    let mut state = In::Code;
+    let mut chars = query.char_indices();
+    while let Some((at, c)) = chars.next() {
+        let placeholder = PLACEHOLDERS.iter().find(|p| query[at..].starts_with(**p));
+        match (state, placeholder) {
+            (In::Code, Some(p)) => {
+                return Err(format!(
+                    "the query names {p} outside a string literal: write it inside \"…\" or '…' (its value is substituted escaped for one)"
+                ));
+            }
+            (In::Raw, Some(p)) => {
+                return Err(format!(
+                    "the query names {p} inside a `…` raw string, which has no escapes: write it inside \"…\" or '…' instead"
+                ));
+            }
+            _ => {}
+        }
+        state = match (state, c) {
+            (In::Code, '"' | '\'') => In::Quoted(c),
+            (In::Code, '`') => In::Raw,
+            (In::Code, '#') => In::Comment,
+            (In::Quoted(_), '\\') => {
+                chars.next();
+                state
+            }
+            (In::Quoted(q), c) if c == q => In::Code,
+            (In::Raw, '`') | (In::Comment, '\n') => In::Code,
+            (state, _) => state,
+        };
+    }
+    Ok(())
 }
 
 /// Escapes RE2's metacharacters (Prometheus matches `=~` with RE2, anchored).
@@ -69,19 +125,20 @@ fn regex_escape(text: &str) -> String {
     out
 }
 
-/// Escapes for any PromQL string literal (`"…"`, `'…'` or `` `…` ``; a raw backtick
-/// string has no escapes, so a backtick is dropped).
+/// Escapes for either quoted PromQL string literal, `"…"` or `'…'`. Prometheus
+/// accepts `\"` only inside `"…"` and `\'` only inside `'…'` ("unknown escape
+/// sequence" otherwise), so both quotes are written as hex escapes, valid in both.
+/// (Raw `` `…` `` strings have no escapes: [`check_placeholders`] refuses them.)
 fn string_escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         match c {
             '\\' => out.push_str("\\\\"),
-            '"' => out.push_str("\\\""),
-            '\'' => out.push_str("\\'"),
+            '"' => out.push_str("\\x22"),
+            '\'' => out.push_str("\\x27"),
             '\n' => out.push_str("\\n"),
             '\r' => out.push_str("\\r"),
             '\t' => out.push_str("\\t"),
-            '`' => {}
             c if c.is_control() => {}
             c => out.push(c),
         }
@@ -215,9 +272,18 @@ fn results_for<'a>(
 }
 
 /// `signal` with the metric gates folded in: a metric past its failure limit fails
-/// the environment (`MetricFailed`); an environment otherwise passing waits until
-/// every metric's latest measurement passed.
-pub fn fold(signal: Signal, environment: &str, gates: &[MetricGate], results: &[MetricResult]) -> Signal {
+/// the environment (`MetricFailed`); an environment otherwise passing waits while a
+/// metric's latest measurement failed (within its limit), and is held
+/// ([`Signal::Held`], no progress deadline) while a metric cannot be measured: not
+/// measured yet, Prometheus erred, or no data with `onNoData: Wait`. `soaking` (the
+/// batch was verified): only Pass and Fail judge, errors and gaps are ignored.
+pub fn fold(
+    signal: Signal,
+    environment: &str,
+    gates: &[MetricGate],
+    results: &[MetricResult],
+    soaking: bool,
+) -> Signal {
     if gates.is_empty() || matches!(signal, Signal::Superseded(_)) {
         return signal;
     }
@@ -236,17 +302,35 @@ pub fn fold(signal: Signal, environment: &str, gates: &[MetricGate], results: &[
     if signal != Signal::Passed {
         return signal;
     }
+    let mut held = None;
     for gate in gates {
         let mut latest = results_for(results, gate, environment).peekable();
         if latest.peek().is_none() {
-            return Signal::Waiting(format!("metric {} is not measured yet", gate.name));
+            if results.len() >= MAX_METRIC_RESULTS {
+                // The batch's list is full (see the controller's `push`): this
+                // environment's result will never be recorded, so it is no outage to
+                // wait out; the progress deadline ends it, saying why.
+                return Signal::Waiting(format!(
+                    "metric {} cannot be measured for this environment: a batch keeps at most {MAX_METRIC_RESULTS} metric results (one per environment for each {{{{namespace}}}} query); use smaller batches",
+                    gate.name
+                ));
+            }
+            held.get_or_insert_with(|| format!("metric {} is not measured yet", gate.name));
+            continue;
         }
-        if let Some(result) = latest.find(|r| r.verdict != MeasurementVerdict::Pass) {
-            let why = result.message.as_deref().unwrap_or("not passed yet");
-            return Signal::Waiting(format!("metric {}: {why}", gate.name));
+        for result in latest {
+            let why = || format!("metric {}: {}", gate.name, result.message.as_deref().unwrap_or("not passed yet"));
+            match result.verdict {
+                MeasurementVerdict::Pass => {}
+                MeasurementVerdict::Fail => return Signal::Waiting(why()),
+                MeasurementVerdict::Error | MeasurementVerdict::NoData if !soaking => {
+                    held.get_or_insert_with(why);
+                }
+                MeasurementVerdict::Error | MeasurementVerdict::NoData => {}
+            }
         }
     }
-    Signal::Passed
+    held.map_or(Signal::Passed, Signal::Held)
 }
 
 fn bounded(text: &str) -> String {
@@ -352,11 +436,51 @@ mod tests {
         let query =
             r#"rate(x{namespace=~"{{namespaces}}", ns="{{namespace}}", app="{{app}}", rev="{{revision}}"}[1m])"#;
         assert_eq!(
-            resolve(query, values),
-            r#"rate(x{namespace=~"tn-a-web|tn-b\\.web", ns="tn-a-web", app="web", rev="v2\"} or vector(1) #"}[1m])"#
+            resolve(query, values).as_deref(),
+            Ok(
+                r#"rate(x{namespace=~"tn-a-web|tn-b\\.web", ns="tn-a-web", app="web", rev="v2\x22} or vector(1) #"}[1m])"#
+            )
         );
-        let values = Values { revision: "a'b`c\\d\ne", ..values };
-        assert_eq!(resolve("'{{revision}}'", values), r"'a\'bc\\d\ne'");
+        let values = Values { revision: "a'b`c\\d\ne\"f", ..values };
+        // Both quotes as hex escapes: Prometheus refuses \' inside "…" and \" inside '…'.
+        assert_eq!(resolve("'{{revision}}'", values).as_deref(), Ok(r"'a\x27b`c\\d\ne\x22f'"));
+        assert_eq!(resolve(r#""{{revision}}""#, values).as_deref(), Ok(r#""a\x27b`c\\d\ne\x22f""#));
+    }
+
+    #[test]
+    fn a_placeholder_outside_a_quoted_string_is_refused() {
+        let ok = [
+            r#"sum(x{ns="{{namespace}}"})"#,
+            r#"sum(x{ns='{{namespace}}', a="it's \"{{app}}\""})"#,
+            "sum(x{a=`raw`, ns=\"{{namespace}}\"})",
+            "sum(x) # not {{app}} but a comment\n> 0",
+            "sum(x{{a=\"{{app}}\"}})",
+        ];
+        for query in ok {
+            assert_eq!(check_placeholders(query), Ok(()), "{query}");
+        }
+        let raw = check_placeholders("sum(x{ns=~`{{namespaces}}`})").expect_err("raw");
+        assert!(raw.contains("{{namespaces}} inside a `…` raw string"), "{raw}");
+        let bare = check_placeholders(r#"sum(x{a="b"}) > {{revision}}"#).expect_err("bare");
+        assert!(bare.contains("{{revision}} outside a string literal"), "{bare}");
+        // An escaped quote does not end the string; the placeholder after it is inside.
+        assert_eq!(check_placeholders(r#"x{a="\"{{app}}"}"#), Ok(()));
+        assert!(check_placeholders(r#"x{a="\\"} > {{app}}"#).is_err());
+        let values = Values { app: "a", revision: "r", namespaces: &[], namespace: None };
+        assert!(resolve("x > {{app}}", values).is_err());
+    }
+
+    #[test]
+    fn a_long_prometheus_error_is_cut_short_before_status_and_events() {
+        let long = format!(
+            r#"{{"status":"error","errorType":"execution","error":"found duplicate series {}"}}"#,
+            "x".repeat(10_000)
+        );
+        let measured = judge(parse(long.as_bytes()), &gate(None, Some(1.0), NoDataPolicy::Wait));
+        assert_eq!(measured.verdict, MeasurementVerdict::Error);
+        assert_eq!(measured.message.map(|m| m.chars().count()), Some(MAX_TEXT));
+        let measured = judge(Err("y".repeat(10_000)), &gate(None, Some(1.0), NoDataPolicy::Wait));
+        assert_eq!(measured.message.map(|m| m.chars().count()), Some(MAX_TEXT));
     }
 
     fn result(environment: Option<&str>, verdict: MeasurementVerdict, failures: u32) -> MetricResult {
@@ -377,33 +501,87 @@ mod tests {
     fn a_metric_past_its_failure_limit_fails_the_environments_it_measured() {
         let gates = [gate(None, Some(0.05), NoDataPolicy::Wait)];
         let over = [result(Some("prod-a"), MeasurementVerdict::Fail, 2)];
-        let failed = fold(Signal::Passed, "prod-a", &gates, &over);
+        let failed = fold(Signal::Passed, "prod-a", &gates, &over, false);
         assert!(
             matches!(failed, Signal::Failing { reason: METRIC_FAILED, ref message } if message.contains("2 failed"))
         );
         // Even before Argo CD reports the environment healthy.
-        let waiting = fold(Signal::Waiting("syncing".into()), "prod-a", &gates, &over);
+        let waiting = fold(Signal::Waiting("syncing".into()), "prod-a", &gates, &over, false);
         assert!(matches!(waiting, Signal::Failing { reason: METRIC_FAILED, .. }));
         // Another environment's result does not judge this one.
         assert_eq!(
-            fold(Signal::Passed, "prod-b", &gates, &over),
-            Signal::Waiting("metric errors is not measured yet".into())
+            fold(Signal::Passed, "prod-b", &gates, &over, false),
+            Signal::Held("metric errors is not measured yet".into())
         );
         // Within the limit, the last failed measurement holds the environment back.
         let within = [result(None, MeasurementVerdict::Fail, 1)];
-        assert!(matches!(fold(Signal::Passed, "prod-b", &gates, &within), Signal::Waiting(m) if m.contains("> max")));
+        assert!(
+            matches!(fold(Signal::Passed, "prod-b", &gates, &within, false), Signal::Waiting(m) if m.contains("> max"))
+        );
     }
 
     #[test]
     fn an_environment_passes_once_every_metric_passed_its_last_measurement() {
         let gates = [gate(None, Some(0.05), NoDataPolicy::Wait)];
         let passed = [result(None, MeasurementVerdict::Pass, 1)];
-        assert_eq!(fold(Signal::Passed, "prod-a", &gates, &passed), Signal::Passed);
+        assert_eq!(fold(Signal::Passed, "prod-a", &gates, &passed, false), Signal::Passed);
         let no_data = [result(None, MeasurementVerdict::NoData, 0)];
-        assert!(matches!(fold(Signal::Passed, "prod-a", &gates, &no_data), Signal::Waiting(_)));
-        assert_eq!(fold(Signal::Passed, "prod-a", &[], &[]), Signal::Passed);
+        assert!(matches!(fold(Signal::Passed, "prod-a", &gates, &no_data, false), Signal::Held(_)));
+        assert_eq!(fold(Signal::Passed, "prod-a", &[], &[], false), Signal::Passed);
         let gone = Signal::Superseded("deleted".into());
-        assert_eq!(fold(gone.clone(), "prod-a", &gates, &[result(None, MeasurementVerdict::Fail, 9)]), gone);
+        assert_eq!(fold(gone.clone(), "prod-a", &gates, &[result(None, MeasurementVerdict::Fail, 9)], false), gone);
+    }
+
+    /// M3: a metric that cannot be measured holds (no progress deadline); a failed
+    /// one (within its limit) waits; an unhealthy environment's own signal wins.
+    #[test]
+    fn a_metric_that_cannot_be_measured_holds_and_a_failed_one_waits() {
+        let gates = [gate(None, Some(0.05), NoDataPolicy::Wait)];
+        for verdict in [MeasurementVerdict::Error, MeasurementVerdict::NoData] {
+            let results = [result(None, verdict, 0)];
+            assert!(
+                matches!(fold(Signal::Passed, "prod-a", &gates, &results, false), Signal::Held(m) if m.contains("> max"))
+            );
+        }
+        assert!(matches!(fold(Signal::Passed, "prod-a", &gates, &[], false), Signal::Held(_)));
+        let syncing = Signal::Waiting("syncing".into());
+        assert_eq!(fold(syncing.clone(), "prod-a", &gates, &[], false), syncing);
+        // A failed measurement beside an erroring one: the failure speaks.
+        let two = [
+            gate(None, Some(0.05), NoDataPolicy::Wait),
+            MetricGate { name: "latency".into(), ..gate(None, Some(1.0), NoDataPolicy::Wait) },
+        ];
+        let mut failing = result(None, MeasurementVerdict::Fail, 1);
+        failing.name = "latency".into();
+        let results = [result(None, MeasurementVerdict::Error, 0), failing];
+        assert!(
+            matches!(fold(Signal::Passed, "prod-a", &two, &results, false), Signal::Waiting(m) if m.starts_with("metric latency"))
+        );
+    }
+
+    /// M8: while the batch soaks, an error or a gap in the data is ignored; a failed
+    /// measurement still counts.
+    #[test]
+    fn while_soaking_only_pass_and_fail_judge() {
+        let gates = [gate(None, Some(0.05), NoDataPolicy::Wait)];
+        for verdict in [MeasurementVerdict::Error, MeasurementVerdict::NoData] {
+            assert_eq!(fold(Signal::Passed, "prod-a", &gates, &[result(None, verdict, 0)], true), Signal::Passed);
+        }
+        let failed = [result(None, MeasurementVerdict::Fail, 1)];
+        assert!(matches!(fold(Signal::Passed, "prod-a", &gates, &failed, true), Signal::Waiting(_)));
+    }
+
+    /// M7: past the results a batch keeps, an environment never measured says why
+    /// (and waits: the progress deadline ends it, it is no outage).
+    #[test]
+    fn an_environment_past_the_results_a_batch_keeps_says_why() {
+        let mut g = gate(None, Some(0.05), NoDataPolicy::Wait);
+        g.query = r#"x{namespace="{{namespace}}"}"#.into();
+        let full: Vec<MetricResult> =
+            (0..MAX_METRIC_RESULTS).map(|i| result(Some(&format!("env-{i}")), MeasurementVerdict::Pass, 0)).collect();
+        let signal = fold(Signal::Passed, "env-600", std::slice::from_ref(&g), &full, false);
+        assert!(matches!(signal, Signal::Waiting(ref m) if m.contains("at most 500 metric results")), "{signal:?}");
+        assert_eq!(fold(Signal::Passed, "env-1", &[g], &full, false), Signal::Passed);
     }
 
     #[test]
@@ -426,13 +604,35 @@ mod tests {
         on_failure: &str,
         retry: Option<&str>,
     ) -> (super::super::Decision, Option<super::super::Decision>) {
+        let (mut rollout, obs, status) = committed(on_failure, serde_json::json!({}));
+        let now = Timestamp::from_second(1_800_000_000).expect("a time");
+        let mut status = status;
+        if let Some(batch) = status.stages[0].current.as_mut() {
+            batch.metrics = results;
+        }
+        let decision = super::super::next(&rollout, &status, &obs, now);
+        let retried = retry.map(|value| {
+            rollout.metadata.annotations =
+                Some([(crate::api::rollout::RETRY_ANNOTATION.to_owned(), value.to_owned())].into());
+            super::super::next(&rollout, &decision.status, &obs, now)
+        });
+        (decision, retried)
+    }
+
+    /// A rollout whose canary batch (one environment, `health_gate`) was committed at
+    /// 1 800 000 000 s and which Argo CD reports healthy at v2.
+    fn committed(
+        on_failure: &str,
+        health_gate: serde_json::Value,
+    ) -> (crate::api::Rollout, super::super::Observations, crate::api::rollout::RolloutStatus) {
         use std::sync::Arc;
 
         use crate::api::{Rollout, rollout::RolloutSpec};
         let spec: RolloutSpec = serde_json::from_value(serde_json::json!({
             "app": "checkout", "revision": "v2", "onFailure": on_failure,
             "selector": { "matchLabels": { "app": "checkout" } },
-            "stages": [{ "name": "canary", "metrics": [{ "name": "errors", "query": "q", "max": 0.05 }] }],
+            "stages": [{ "name": "canary", "healthGate": health_gate,
+                "metrics": [{ "name": "errors", "query": "q", "max": 0.05 }] }],
         }))
         .expect("a spec");
         let mut rollout = Rollout::new("checkout-v2", spec);
@@ -452,16 +652,60 @@ mod tests {
         let mut status = first.status;
         super::super::record_commit(&mut status, &first.work.expect("the canary batch"), "c1", now);
         obs.requests.insert("canary".into(), Arc::new(crate::testing::rollout::promoted(&request, "c1", "Healthy")));
-        if let Some(batch) = status.stages[0].current.as_mut() {
-            batch.metrics = results;
+        (rollout, obs, status)
+    }
+
+    /// M3: a healthy batch whose metric cannot be measured (Prometheus errs, no data,
+    /// not measured) is held past its progress deadline, and says so; a batch still
+    /// unhealthy at the deadline fails as before.
+    #[test]
+    fn a_metric_that_cannot_be_measured_holds_the_batch_past_its_progress_deadline() {
+        let (rollout, obs, status) = committed("Rollback", serde_json::json!({ "progressDeadline": "2m" }));
+        let after = Timestamp::from_second(1_800_000_000 + 600).expect("a time");
+        for results in [
+            vec![result(None, MeasurementVerdict::Error, 0)],
+            vec![result(None, MeasurementVerdict::NoData, 0)],
+            Vec::new(),
+        ] {
+            let mut status = status.clone();
+            if let Some(batch) = status.stages[0].current.as_mut() {
+                batch.metrics = results;
+            }
+            let held = super::super::next(&rollout, &status, &obs, after);
+            assert_eq!(held.work, None);
+            assert!(held.status.failures.is_empty(), "{:?}", held.status.failures);
+            assert_eq!(held.status.phase, Some(crate::api::rollout::RolloutPhase::Progressing));
+            let message = held.status.message.unwrap_or_default();
+            assert!(message.contains("the progress deadline does not apply"), "{message}");
         }
-        let decision = super::super::next(&rollout, &status, &obs, now);
-        let retried = retry.map(|value| {
-            rollout.metadata.annotations =
-                Some([(crate::api::rollout::RETRY_ANNOTATION.to_owned(), value.to_owned())].into());
-            super::super::next(&rollout, &decision.status, &obs, now)
-        });
-        (decision, retried)
+        // Argo CD never reported the canary healthy: the deadline fails it.
+        let mut obs = obs;
+        let mut unhealthy = obs.requests["canary"].as_ref().clone();
+        if let Some(promotion) = unhealthy.status.as_mut().and_then(|s| s.promotion.as_mut()) {
+            promotion.commit = Some("another".into());
+        }
+        obs.requests.insert("canary".into(), std::sync::Arc::new(unhealthy));
+        let late = super::super::next(&rollout, &status, &obs, after);
+        assert_eq!(late.status.failures.first().map(|f| f.reason.as_str()), Some("ProgressDeadline"));
+    }
+
+    /// M8: once verified and soaking, an erroring measurement neither fails the batch
+    /// nor restarts its soak; a passing one after the soak promotes it.
+    #[test]
+    fn an_error_while_soaking_does_not_restart_the_soak() {
+        let (rollout, obs, mut status) = committed("Rollback", serde_json::json!({ "soak": "10m" }));
+        let t = |s: i64| Timestamp::from_second(1_800_000_000 + s).expect("a time");
+        status.stages[0].current.as_mut().expect("a batch").metrics = vec![result(None, MeasurementVerdict::Pass, 0)];
+        let soaking = super::super::next(&rollout, &status, &obs, t(60));
+        let batch = soaking.status.stages[0].current.clone().expect("soaking");
+        assert_eq!(batch.healthy_since.as_ref().map(|h| h.0), Some(t(60)));
+        let mut status = soaking.status;
+        status.stages[0].current.as_mut().expect("a batch").metrics = vec![result(None, MeasurementVerdict::Error, 0)];
+        let still = super::super::next(&rollout, &status, &obs, t(300));
+        let batch = still.status.stages[0].current.clone().expect("still soaking");
+        assert_eq!(batch.healthy_since.as_ref().map(|h| h.0), Some(t(60)), "{:?}", still.status.message);
+        let soaked = super::super::next(&rollout, &still.status, &obs, t(700));
+        assert_eq!(soaked.status.phase, Some(crate::api::rollout::RolloutPhase::Succeeded));
     }
 
     #[test]

@@ -110,7 +110,19 @@ impl Measured {
     ) {
         let at = results.iter().position(|r| r.name == t.gate.name && r.environment.as_deref() == t.environment);
         let previous = at.map(|i| &results[i]);
-        let query = metric::resolve(&t.gate.query, t.values);
+        let query = match metric::resolve(&t.gate.query, t.values) {
+            Ok(query) => query,
+            Err(why) => {
+                let measurement =
+                    metric::Measurement { verdict: MeasurementVerdict::Error, value: None, message: Some(why) };
+                let result = metric::record(previous, t.gate, t.environment, &t.gate.query, measurement, now);
+                match at {
+                    Some(i) => results[i] = result,
+                    None => push(results, result),
+                }
+                return;
+            }
+        };
         let Some(prometheus) = prometheus else {
             // Said once: measuring nothing again and again would only bump a counter.
             if previous.is_none() {
