@@ -49,9 +49,16 @@ pub async fn reconcile(rollout: Arc<Rollout>, ctx: Arc<Context>) -> Result<Actio
     }
     let now = Timestamp::now();
     let prometheus = ctx.prometheus.as_deref();
-    let measured =
-        metrics::measure(&rollout, &observations.requests, prometheus, observations.pull_requests, now).await;
-    let mut rollout = rollout;
+    // When a measurement is due, this is the rollout as stored (see `metrics`).
+    let (mut rollout, measured) = metrics::measure_fresh(
+        rollout.clone(),
+        &observations.requests,
+        prometheus,
+        observations.pull_requests,
+        now,
+        || read(&rollout, &ctx),
+    )
+    .await?;
     let mut decision = core::next(&rollout, &measured_status(&rollout, &measured), &observations, Timestamp::now());
     if decision.work.is_some() {
         // About to mark and commit: decide on the rollout as stored, not on a cached
