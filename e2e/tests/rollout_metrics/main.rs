@@ -48,6 +48,11 @@ async fn metrics_operator() -> &'static StandIn {
 
 /// A rollout whose canary stage is gated by `metric` (a YAML flow mapping).
 fn gated_rollout(tenant: &str, name: &str, revision: &str, metric: &str, extra: &str) -> String {
+    gated_rollout_within(tenant, name, revision, metric, extra, "2m")
+}
+
+/// [`gated_rollout`] with the canary's progress deadline `deadline`.
+fn gated_rollout_within(tenant: &str, name: &str, revision: &str, metric: &str, extra: &str, deadline: &str) -> String {
     format!(
         "apiVersion: berth.dev/v1alpha1
 kind: Rollout
@@ -59,7 +64,7 @@ spec:
   stages:
     - name: canary
       selector: {{matchLabels: {{ring: canary}}}}
-      healthGate: {{progressDeadline: 2m}}
+      healthGate: {{progressDeadline: {deadline}}}
       metrics:
         - {metric}
     - name: production
@@ -181,6 +186,46 @@ async fn an_error_or_a_timeout_holds_the_batch_without_counting_as_a_failure() {
     assert_eq!(prod_a.status.and_then(|s| s.promotion), None, "production waits for the canary");
 
     // Prometheus is back: the canary passes.
+    prometheus.answer(&series, Answer::value("0.1"));
+    wait_rollout(&tenant, "web-v2", RolloutPhase::Succeeded).await;
+    task.abort();
+}
+
+/// An outage of Prometheus outlasting the progress deadline holds the healthy canary
+/// (and says so) instead of failing it and rolling it back.
+#[tokio::test]
+async fn an_outage_longer_than_the_progress_deadline_holds_the_batch_and_never_rolls_back() {
+    let prometheus = metrics_operator().await;
+    let argocd = FakeArgoCd::default();
+    let (tenant, task) = three_environments(&argocd).await;
+    let series = format!("outage_{}", tenant.replace('-', "_"));
+    prometheus.answer(&series, Answer::Error("503: Prometheus is restarting".into()));
+    let metric = format!("{{name: errors, query: 'max({series})', max: 0.3, interval: 1s}}");
+    kubectl_apply(&gated_rollout_within(&tenant, "web-v2", "v2", &metric, "onFailure: Rollback", "5s")).await;
+    let api: Api<Rollout> = Api::namespaced(cluster().client("admin").await, &tenant);
+    let held = wait_for(Duration::from_secs(60), "the canary to be held", || {
+        let api = api.clone();
+        async move {
+            let status = api.get("web-v2").await.ok()?.status?;
+            let message = status.message.clone().unwrap_or_default();
+            message.contains("the progress deadline does not apply").then_some(status)
+        }
+    })
+    .await;
+    let committed = held.stages.first().and_then(|s| s.current.as_ref()).and_then(|b| b.committed_at.clone());
+    let committed = committed.expect("the canary batch was committed").0;
+    // Well past the deadline (5 s after the commit), still held, nothing failed.
+    let past = committed.checked_add(k8s_openapi::jiff::SignedDuration::from_secs(10)).expect("a time");
+    let wait = past.duration_since(k8s_openapi::jiff::Timestamp::now());
+    tokio::time::sleep(Duration::try_from(wait).unwrap_or_default()).await;
+    let status = api.get("web-v2").await.expect("the rollout").status.unwrap_or_default();
+    assert!(status.failures.is_empty(), "{:?}", status.failures);
+    assert_eq!(status.phase, Some(RolloutPhase::Progressing), "{:?}", status.message);
+    assert!(status.message.is_some_and(|m| m.contains("503: Prometheus is restarting")));
+    let result = status.stages[0].current.as_ref().and_then(|b| b.metrics.first().cloned()).expect("a result");
+    assert!(result.measurements >= 5, "measured every second: {result:?}");
+
+    // Prometheus is back: the canary passes and the rollout goes on.
     prometheus.answer(&series, Answer::value("0.1"));
     wait_rollout(&tenant, "web-v2", RolloutPhase::Succeeded).await;
     task.abort();
