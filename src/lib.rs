@@ -12,6 +12,7 @@ pub mod index;
 pub mod operator;
 pub mod pem;
 pub mod policy;
+pub mod promql;
 pub mod render;
 pub mod rollout;
 pub mod telemetry;

@@ -12,6 +12,7 @@ pub mod measure;
 pub mod operator;
 pub mod pki;
 pub mod policy;
+pub mod prometheus;
 pub mod remote;
 pub mod rollout;
 pub mod suite;

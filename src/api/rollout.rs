@@ -142,6 +142,66 @@ pub struct Stage {
     /// The stage waits for an approval before it starts.
     #[serde(default)]
     pub require_approval: bool,
+    /// Prometheus queries each batch of the stage must pass, on top of the health
+    /// gate (Prometheus itself is an operator setting: `BERTH_PROMETHEUS_URL`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 8))]
+    #[x_kube(validation = Rule::new("self.all(m, self.exists_one(n, n.name == m.name))")
+        .message("metric names must be unique within a stage"))]
+    pub metrics: Vec<MetricGate>,
+}
+
+/// Most metric results a batch keeps in status (a `{{namespace}}` query has one per environment).
+pub const MAX_METRIC_RESULTS: usize = 500;
+/// Longest resolved query kept in status.
+pub const MAX_RESOLVED_QUERY: usize = 512;
+
+/// An instant PromQL query judged against `min`/`max` every `interval` while a batch
+/// is verified. Placeholders, substituted escaped for a PromQL string literal (write
+/// them inside `"…"` or `'…'`, never in a `` `…` `` raw string): `{{namespaces}}` (the batch's environment namespaces as a
+/// regex alternation, for `=~`), `{{namespace}}` (one environment's namespace: the
+/// query then runs once per environment), `{{revision}}`, `{{app}}`.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.min) || has(self.max)").message("a metric gate needs min, max or both"))]
+pub struct MetricGate {
+    /// Name shown in status and events, e.g. `error-rate`.
+    #[schemars(length(min = 1, max = 63))]
+    pub name: String,
+    /// Instant PromQL query, e.g.
+    /// `sum(rate(http_errors_total{namespace=~"{{namespaces}}"}[2m]))`.
+    #[schemars(length(min = 1, max = 2048))]
+    pub query: String,
+    /// Every value of the result must be at least this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min: Option<f64>,
+    /// Every value of the result must be at most this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max: Option<f64>,
+    /// Time between measurements; the first is one interval after the batch's commit
+    /// (or merge). Default `1m`; shorter than the stage's progress deadline.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval: Option<GoDuration>,
+    /// Failed measurements tolerated: the metric fails the batch at one more. Default 0.
+    #[serde(default)]
+    #[schemars(range(max = 100))]
+    pub failure_limit: u32,
+    /// What an empty result (or only NaN) means.
+    #[serde(default)]
+    pub on_no_data: NoDataPolicy,
+}
+
+/// What a metric gate does when its query returns nothing (an empty vector or NaN).
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum NoDataPolicy {
+    /// Keep waiting for data: the batch is held (its progress deadline does not end
+    /// the wait; during its soak, a gap in the data is ignored).
+    #[default]
+    Wait,
+    /// Count it as a passed measurement.
+    Pass,
+    /// Count it as a failed measurement.
+    Fail,
 }
 
 /// A count or a percentage. OpenAPI's `minimum`/`maximum` apply only to the integer
@@ -502,6 +562,52 @@ pub struct BatchStatus {
     #[serde(default)]
     #[schemars(length(max = 1000))]
     pub failing: Vec<Failing>,
+    /// The latest measurement of each metric gate (per environment for a
+    /// `{{namespace}}` query).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 500))]
+    pub metrics: Vec<MetricResult>,
+}
+
+/// What one measurement of a metric gate said.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MeasurementVerdict {
+    /// Every value within bounds (or no data with `onNoData: Pass`).
+    Pass,
+    /// A value out of bounds (or no data with `onNoData: Fail`): counted.
+    Fail,
+    /// No data with `onNoData: Wait`.
+    NoData,
+    /// Prometheus could not be asked or answered an error: not counted, the gate waits.
+    Error,
+}
+
+/// A metric gate's latest measurement.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct MetricResult {
+    pub name: String,
+    /// The environment a `{{namespace}}` query measured; none for the whole batch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub environment: Option<String>,
+    /// The query as sent (first 512 characters).
+    #[schemars(length(max = 512))]
+    pub query: String,
+    /// The values of the last answer, as Prometheus wrote them (bounded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 256))]
+    pub value: Option<String>,
+    pub verdict: MeasurementVerdict,
+    /// Why, when it did not pass.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 256))]
+    pub message: Option<String>,
+    /// Measurements taken and failed so far in this batch.
+    #[serde(default)]
+    pub measurements: u32,
+    #[serde(default)]
+    pub failures: u32,
+    pub measured_at: Time,
 }
 
 /// Gate verdicts of a batch's environments.

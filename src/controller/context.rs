@@ -67,6 +67,8 @@ pub struct Context {
     pub index: std::sync::Arc<Index>,
     /// Asks Argo CD's root apps to look at git again after each push.
     pub refresh: super::refresh::Refresh,
+    /// What rollouts' metric gates ask; `None` when not configured (gates then wait).
+    pub prometheus: Option<std::sync::Arc<crate::promql::Prometheus>>,
     /// Pull-request mode: when each rollout batch commit was last found not merged.
     pub merge_checks: super::rollout::MergeChecks,
 }

@@ -129,6 +129,7 @@ pub async fn context(index: Index) -> (Arc<Context>, ScriptedApiServer, tempfile
         approvals: None,
         index: Arc::new(index),
         refresh: super::refresh::Refresh::off(),
+        prometheus: None,
     };
     (Arc::new(ctx), server, folder)
 }

@@ -100,7 +100,7 @@ pub mod message;
 mod metrics;
 mod outcome;
 mod publish;
-mod redact;
+pub(crate) mod redact;
 mod remote;
 mod repo;
 mod tree;

@@ -84,8 +84,8 @@ pub fn redact_userinfo(text: &str) -> String {
 }
 
 /// Percent-encodes everything outside the URL "unreserved" set, the way a token would
-/// appear if someone put it into a URL.
-fn percent_encode(value: &str) -> String {
+/// appear if someone put it into a URL (and the way a query parameter is sent).
+pub(crate) fn percent_encode(value: &str) -> String {
     let mut out = String::with_capacity(value.len());
     for byte in value.bytes() {
         if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {

@@ -60,6 +60,23 @@ pub struct RunArgs {
     /// seconds instead of at Argo CD's next poll. Needs `patch` on Applications there.
     #[arg(long, env = "BERTH_ARGOCD_REFRESH", default_value_t = true, action = clap::ArgAction::Set)]
     pub argocd_refresh: bool,
+    /// Prometheus (or a compatible API) that rollouts' metric gates ask, e.g.
+    /// `http://prometheus.monitoring:9090`. Unset, a stage with metric gates waits.
+    #[arg(long, env = "BERTH_PROMETHEUS_URL")]
+    pub prometheus_url: Option<String>,
+    /// File holding a bearer token for Prometheus.
+    #[arg(long, env = "BERTH_PROMETHEUS_TOKEN_FILE")]
+    pub prometheus_token_file: Option<PathBuf>,
+    /// Tenant sent to a multi-tenant Prometheus (Cortex, Mimir, Thanos) in
+    /// `--prometheus-tenant-header`.
+    #[arg(long, env = "BERTH_PROMETHEUS_TENANT")]
+    pub prometheus_tenant: Option<String>,
+    /// Header carrying `--prometheus-tenant`.
+    #[arg(long, env = "BERTH_PROMETHEUS_TENANT_HEADER", default_value = "X-Scope-OrgID")]
+    pub prometheus_tenant_header: String,
+    /// Seconds a metric gate's query may take.
+    #[arg(long, env = "BERTH_PROMETHEUS_TIMEOUT_SECONDS", default_value_t = 10)]
+    pub prometheus_timeout_seconds: u64,
     /// Address for /metrics, /healthz and /readyz.
     #[arg(long, env = "BERTH_LISTEN", default_value = "0.0.0.0:8080")]
     pub listen: SocketAddr,
@@ -86,6 +103,20 @@ impl RunArgs {
             (None, None) => Credentials::None,
         };
         Ok(config)
+    }
+
+    /// The Prometheus metric gates ask, if one is configured.
+    pub(super) fn prometheus(&self) -> Result<Option<crate::promql::Prometheus>, crate::promql::ConfigError> {
+        let Some(url) = &self.prometheus_url else {
+            return Ok(None);
+        };
+        let settings = crate::promql::Settings {
+            url: url.clone(),
+            token_file: self.prometheus_token_file.clone(),
+            tenant: self.prometheus_tenant.clone().map(|t| (self.prometheus_tenant_header.clone(), t)),
+            timeout: Duration::from_secs(self.prometheus_timeout_seconds.max(1)),
+        };
+        crate::promql::Prometheus::new(&settings).map(Some)
     }
 }
 

@@ -42,6 +42,8 @@ pub enum RunError {
     Webhook(#[from] webhook::settings::SettingsError),
     #[error("webhook server: {0}")]
     WebhookServer(std::io::Error),
+    #[error("metric gates: {0}")]
+    Prometheus(#[from] crate::promql::ConfigError),
     #[error("leader election: {0}")]
     Election(#[from] leader::ElectionError),
     #[error("lost the leader lease; exiting so that this replica restarts as a standby")]
@@ -102,6 +104,7 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     let remote = readiness.check("gitops-remote");
     let watch_health = readiness.check("watches");
 
+    let prometheus = args.prometheus()?.map(Arc::new);
     let writer = Writer::spawn(args.writer_config()?, GitOpsMetrics::register(metrics.registry())?).await?;
     let Clients { calls: client, watches: watch_client } = Clients::infer().await?;
     // Entered before anything is served, so a Lease Berth may not use stops it here.
@@ -146,6 +149,7 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         approvals: approvals.clone(),
         index: index.clone(),
         refresh,
+        prometheus,
     });
 
     let shutdown = shutdown_signal().shared();

@@ -5,14 +5,18 @@
 
 use std::collections::BTreeMap;
 
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::{
     ResourceExt,
     core::{Selector, SelectorExt},
 };
 
 use crate::{
-    api::{EnvironmentRequest, Rollout, rollout::RolloutSpec},
-    rollout::plan::is_held,
+    api::{
+        EnvironmentRequest, Rollout,
+        rollout::{MAX_METRIC_RESULTS, RolloutSpec},
+    },
+    rollout::{machine::DEFAULT_PROGRESS_DEADLINE, metric, plan::is_held},
 };
 
 /// Requests named in a refusal (all are counted).
@@ -33,6 +37,8 @@ pub enum RolloutDenial {
     Started { fields: String },
     #[error("{problems}; fix the window (a window Berth cannot read would hold every batch)")]
     FreezeWindows { problems: String },
+    #[error("stage {stage:?}, metric {metric:?}: {message}")]
+    Metric { stage: String, metric: String, message: String },
 }
 
 /// Admits `new` (with `old` on an update) over `requests`, the requests of its namespace.
@@ -43,6 +49,10 @@ pub fn check(new: &Rollout, old: Option<&Rollout>, requests: &[&EnvironmentReque
         if !problems.is_empty() {
             return Err(RolloutDenial::FreezeWindows { problems: problems.join("; ") });
         }
+    }
+    // Stages admitted before a rule was added stay editable (pause, abort).
+    if old.is_none_or(|old| old.spec.stages != new.spec.stages) {
+        check_metric_gates(&new.spec)?;
     }
     if let Some(old) = old {
         check_started_edit(&old.spec, &new.spec, old.status.as_ref().is_some_and(|s| s.plan.is_some()))?;
@@ -82,6 +92,52 @@ pub fn check_selected_apps<'a>(
         examples.push(format!("and {} more", others.len() - NAMED));
     }
     Err(RolloutDenial::OtherApp { app: spec.app.clone(), count: others.len(), examples: examples.join(", ") })
+}
+
+/// Each stage's metric gates can be measured as written: placeholders only inside
+/// `"…"` or `'…'` ([`metric::check_placeholders`]); an `interval` shorter than the
+/// stage's progress deadline (else the first measurement comes after it); and a
+/// batch whose per-environment queries fit the results a batch keeps (checked for a
+/// count `batchSize`; a percentage is only known once planned, and the status then
+/// says why an environment is not measured).
+pub fn check_metric_gates(spec: &RolloutSpec) -> Result<(), RolloutDenial> {
+    for stage in &spec.stages {
+        let deadline = stage.health_gate.progress_deadline.as_ref().and_then(|d| d.parse().ok());
+        let deadline = deadline.unwrap_or(DEFAULT_PROGRESS_DEADLINE);
+        let refuse = |gate: &crate::api::rollout::MetricGate, message: String| RolloutDenial::Metric {
+            stage: stage.name.clone(),
+            metric: gate.name.clone(),
+            message,
+        };
+        for gate in &stage.metrics {
+            metric::check_placeholders(&gate.query).map_err(|message| refuse(gate, message))?;
+            let interval = metric::interval(gate);
+            if interval >= deadline {
+                return Err(refuse(
+                    gate,
+                    format!(
+                        "interval {interval:?} is not shorter than the stage's progress deadline {deadline:?} (healthGate.progressDeadline, default 15m): the first measurement would come after it"
+                    ),
+                ));
+            }
+        }
+        let per_environment = stage.metrics.iter().filter(|g| metric::per_environment(g)).count();
+        let batch_wide = stage.metrics.len() - per_environment;
+        if let (Some(gate), IntOrString::Int(size)) =
+            (stage.metrics.iter().find(|g| metric::per_environment(g)), &stage.batch_size)
+        {
+            let results = usize::try_from(*size).unwrap_or(0).saturating_mul(per_environment) + batch_wide;
+            if results > MAX_METRIC_RESULTS {
+                return Err(refuse(
+                    gate,
+                    format!(
+                        "batchSize {size} with {per_environment} {{{{namespace}}}} quer(ies) needs {results} results, more than the {MAX_METRIC_RESULTS} a batch keeps: use smaller batches"
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Once planned, what was planned from cannot change: batches already committed
@@ -216,5 +272,59 @@ mod tests {
         let since = request("web-new", "web", &[CHECKOUT]);
         assert_eq!(check(&new, Some(&old), &[&since]), Ok(()));
         assert!(matches!(check(&new, None, &[&since]), Err(RolloutDenial::OtherApp { .. })));
+    }
+
+    #[test]
+    fn metric_gates_that_cannot_be_measured_as_written_are_refused() {
+        let with = |gate: serde_json::Value, stage: serde_json::Value| {
+            let mut stage_json = serde_json::json!({ "name": "canary", "metrics": [gate] });
+            if let (Some(s), Some(extra)) = (stage_json.as_object_mut(), stage.as_object()) {
+                s.extend(extra.clone());
+            }
+            let mut rollout = rollout();
+            rollout.spec.stages[0] = serde_json::from_value(stage_json).expect("a stage");
+            check(&rollout, None, &[])
+        };
+        let gate = |query: &str, interval: Option<&str>| {
+            let mut gate = serde_json::json!({ "name": "errors", "query": query, "max": 0.05 });
+            if let Some(interval) = interval {
+                gate["interval"] = interval.into();
+            }
+            gate
+        };
+        let quoted = r#"sum(rate(e{namespace="{{namespace}}", rev='{{revision}}'}[1m]))"#;
+        assert_eq!(with(gate(quoted, Some("30s")), serde_json::json!({})), Ok(()));
+        let refusal = |r: Result<(), RolloutDenial>| r.expect_err("refused").to_string();
+
+        // An interval the progress deadline would end before the first measurement.
+        let late =
+            refusal(with(gate(quoted, Some("5m")), serde_json::json!({ "healthGate": { "progressDeadline": "5m" } })));
+        assert!(late.starts_with("stage \"canary\", metric \"errors\": interval 300s is not shorter"), "{late}");
+        let default =
+            refusal(with(gate(quoted, None), serde_json::json!({ "healthGate": { "progressDeadline": "30s" } })));
+        assert!(default.contains("progress deadline 30s"), "{default}");
+        assert!(refusal(with(gate(quoted, Some("15m")), serde_json::json!({}))).contains("default 15m"));
+
+        // Placeholders in a raw string or outside a string.
+        let raw = refusal(with(gate("sum(e{namespace=`{{namespace}}`})", None), serde_json::json!({})));
+        assert!(raw.contains("raw string"), "{raw}");
+        let bare = refusal(with(gate("sum(e) > {{revision}}", None), serde_json::json!({})));
+        assert!(bare.contains("outside a string literal"), "{bare}");
+
+        // More per-environment results than a batch keeps.
+        let big = refusal(with(gate(quoted, None), serde_json::json!({ "batchSize": 501 })));
+        assert!(big.contains("needs 501 results"), "{big}");
+        assert_eq!(with(gate(quoted, None), serde_json::json!({ "batchSize": 500 })), Ok(()));
+        assert_eq!(with(gate("sum(e)", None), serde_json::json!({ "batchSize": 5000 })), Ok(()));
+
+        // A started rollout admitted before these rules can still be paused.
+        let mut old = started();
+        old.spec.stages[0] = serde_json::from_value(serde_json::json!({
+            "name": "canary", "metrics": [gate("sum(e{namespace=`{{namespace}}`})", None)],
+        }))
+        .expect("a stage");
+        let mut new = old.clone();
+        new.spec.paused = true;
+        assert_eq!(check(&new, Some(&old), &[]), Ok(()));
     }
 }

@@ -21,6 +21,10 @@ pub enum Signal {
     Passed,
     /// Not there yet (Argo CD has not compared the new revision, a sync runs…).
     Waiting(String),
+    /// Healthy, and waiting only on a metric that cannot be measured (Prometheus
+    /// errs or is not configured, no data yet): held for as long as that lasts, the
+    /// progress deadline does not end it (an outage never rolls back).
+    Held(String),
     /// Something is wrong; it counts as a failure once it lasts `tolerance`.
     Failing { reason: &'static str, message: String },
     /// Left the rollout: deleted, or a person edited its spec since (their edit wins).

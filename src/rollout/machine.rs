@@ -22,6 +22,7 @@ use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
 
 use super::{
     gate::{self, Signal},
+    metric,
     plan::{self, Plan},
 };
 use crate::api::{
@@ -510,6 +511,7 @@ impl Step<'_> {
             soak_until: None,
             gate: GateTally::default(),
             failing: Vec::new(),
+            metrics: Vec::new(),
         });
         self.set(RolloutPhase::Progressing, reasons::COMMITTING, format!("committing {name} batch {number}/{of}"));
         Started::Work(Work {
@@ -531,9 +533,10 @@ impl Step<'_> {
         let Some(batch) = stage.current.clone() else {
             return Verified::Done;
         };
-        let Some(gate_spec) = spec.stages.iter().find(|s| s.name == stage.name).map(|s| s.health_gate.clone()) else {
+        let Some(stage_spec) = spec.stages.iter().find(|s| s.name == stage.name) else {
             return Verified::Done;
         };
+        let (gate_spec, metric_gates) = (stage_spec.health_gate.clone(), &stage_spec.metrics);
         if stage.phase == StagePhase::Failed {
             return Verified::Failed;
         }
@@ -583,12 +586,21 @@ impl Step<'_> {
                 tally.failed += 1;
                 continue;
             }
-            let signal = self.judge(name, &commit, &gate_spec);
+            let health = self.judge(name, &commit, &gate_spec);
+            let signal = metric::fold(health, name, metric_gates, &batch.metrics, !deadline_applies);
             let overdue = deadline_applies && self.now >= deadline;
             match signal {
                 Signal::Passed | Signal::Superseded(_) => tally.passed += 1,
                 Signal::Waiting(message) if overdue => {
                     new_failures.push((name.clone(), "ProgressDeadline", format!("not healthy in time: {message}")));
+                }
+                Signal::Held(message) => {
+                    tally.waiting += 1;
+                    first_wait.get_or_insert_with(|| {
+                        format!(
+                            "{name}: {message} (held until it can be measured; the progress deadline does not apply)"
+                        )
+                    });
                 }
                 Signal::Waiting(message) => {
                     tally.waiting += 1;
@@ -699,7 +711,7 @@ impl Step<'_> {
     }
 
     /// A new `berth.dev/retry` value: the failed batch's gate is looked at afresh
-    /// (failures forgotten, a new progress deadline).
+    /// (failures and metric measurements forgotten, a new progress deadline).
     fn take_retry(&mut self, index: usize) {
         let annotations = self.rollout.metadata.annotations.as_ref();
         let Some(value) = annotations.and_then(|a| a.get(RETRY_ANNOTATION)) else {
@@ -727,6 +739,7 @@ impl Step<'_> {
         batch.healthy_since = None;
         batch.soak_until = None;
         batch.failing.clear();
+        batch.metrics.clear();
         self.note(false, reasons::RETRIED, format!("looking at {name} batch {number} again"));
     }
 

@@ -1,10 +1,12 @@
 //! Rollouts, the Kubernetes-free core: [`plan`] (which environments, in which stage
-//! and batch), [`gate`] (is an environment healthy at the promoted revision) and
+//! and batch), [`gate`] (is an environment healthy at the promoted revision),
+//! [`metric`] (what Prometheus says of it) and
 //! [`machine`] (the next step of a rollout). The controller in
 //! `controller::rollout` does the I/O around them.
 
 pub mod gate;
 pub mod machine;
+pub mod metric;
 pub mod plan;
 
 /// `count` and `noun`, in the plural unless one: `1 environment`, `3 batches`.

@@ -183,6 +183,22 @@ fn current_batch(out: &mut String, stage: &StageStatus, batch: &BatchStatus, now
         let _ = writeln!(out, "  failing        {} since {}", failing.environment, when(&failing.since, now));
     }
     more(out, batch.failing.len().saturating_sub(FAILING_SHOWN));
+    for m in batch.metrics.iter().take(FAILING_SHOWN) {
+        let whose = m.environment.as_deref().map(|e| format!(" ({e})")).unwrap_or_default();
+        let value = m.value.as_deref().unwrap_or("no value");
+        let why = m.message.as_deref().map(|w| format!(": {w}")).unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "  metric         {}{whose} {:?}{why}; last {value} at {}, {} of {} measurements failed",
+            m.name,
+            m.verdict,
+            when(&m.measured_at, now),
+            m.failures,
+            m.measurements
+        );
+        let _ = writeln!(out, "                 {}", m.query);
+    }
+    more(out, batch.metrics.len().saturating_sub(FAILING_SHOWN));
 }
 
 fn rollback_lines(out: &mut String, rollback: &RollbackStatus) {

@@ -480,6 +480,7 @@ mod tests {
             soak_until: None,
             gate: Default::default(),
             failing: vec![],
+            metrics: vec![],
         };
         let with = |step, history: Vec<HistoryEntry>, phase| RolloutStatus {
             phase: Some(phase),

@@ -4,10 +4,12 @@
 //!
 //! Watch-driven: a request's status change wakes the rollout its promotion names
 //! (Argo CD's sync and Berth's drift land there); deadlines (soak, progress,
-//! tolerance, windows) requeue at their exact time.
+//! tolerance, windows) requeue at their exact time, and so does a metric gate's
+//! next measurement ([`metrics`]).
 
 mod batch;
 mod merges;
+mod metrics;
 
 pub use merges::MergeChecks;
 
@@ -45,9 +47,19 @@ pub async fn reconcile(rollout: Arc<Rollout>, ctx: Arc<Context>) -> Result<Actio
     if observations.pull_requests {
         observations.merged = merges::merged(&rollout, &ctx).await;
     }
-    let mut rollout = rollout;
-    let mut decision =
-        core::next(&rollout, &rollout.status.clone().unwrap_or_default(), &observations, Timestamp::now());
+    let now = Timestamp::now();
+    let prometheus = ctx.prometheus.as_deref();
+    // When a measurement is due, this is the rollout as stored (see `metrics`).
+    let (mut rollout, measured) = metrics::measure_fresh(
+        rollout.clone(),
+        &observations.requests,
+        prometheus,
+        observations.pull_requests,
+        now,
+        || read(&rollout, &ctx),
+    )
+    .await?;
+    let mut decision = core::next(&rollout, &measured_status(&rollout, &measured), &observations, Timestamp::now());
     if decision.work.is_some() {
         // About to mark and commit: decide on the rollout as stored, not on a cached
         // copy that may predate this controller's last status write (which would
@@ -56,7 +68,12 @@ pub async fn reconcile(rollout: Arc<Rollout>, ctx: Arc<Context>) -> Result<Actio
         if observations.pull_requests {
             observations.merged = merges::merged(&rollout, &ctx).await;
         }
-        decision = core::next(&rollout, &rollout.status.clone().unwrap_or_default(), &observations, Timestamp::now());
+        decision = core::next(&rollout, &measured_status(&rollout, &measured), &observations, Timestamp::now());
+    }
+    decision.notes.splice(0..0, measured.notes.iter().cloned());
+    if let Some(next) = measured.next {
+        let until = Duration::try_from(next.duration_since(Timestamp::now())).unwrap_or_default().max(AFTER_COMMIT);
+        decision.requeue = Some(decision.requeue.map_or(until, |r| r.min(until)));
     }
     let old = rollout.status.clone().unwrap_or_default();
     let mut status = decision.status;
@@ -127,6 +144,13 @@ fn settled(work: &Work, commit: &str) -> Note {
         format!("aborted after {step} landed in commit {}: confirmed, its environments stay on {now_on}", short(commit))
     };
     Note { warning: false, reason: "BatchSettled".to_owned(), message }
+}
+
+/// The rollout's status with this round's metric results recorded.
+fn measured_status(rollout: &Rollout, measured: &metrics::Measured) -> RolloutStatus {
+    let mut status = rollout.status.clone().unwrap_or_default();
+    measured.apply(&mut status);
+    status
 }
 
 async fn read(rollout: &Rollout, ctx: &Context) -> Result<Rollout, Error> {

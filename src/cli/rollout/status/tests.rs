@@ -45,6 +45,15 @@ stages:
       gate: {passed: 1, waiting: 0, failing: 1, failed: 0}
       failing:
         - {environment: prod-d, since: "2026-12-01T09:59:30Z"}
+      metrics:
+        - name: error-rate
+          query: 'sum(rate(http_errors_total{namespace=~"tn-prod-c|tn-prod-d"}[2m]))'
+          value: "0.2"
+          verdict: Fail
+          message: 0.2 > max 0.05
+          measurements: 3
+          failures: 1
+          measuredAt: "2026-12-01T09:59:50Z"
 failures:
   - environment: prod-x
     stage: production
@@ -87,6 +96,8 @@ Batch 2/3 of stage production (Committed): 2 environments
   soak until     2026-12-01T10:30:00Z (in 30m)
   gate           1 passed, 0 waiting, 1 failing, 0 failed
   failing        prod-d since 2026-12-01T09:59:30Z (30s ago)
+  metric         error-rate Fail: 0.2 > max 0.05; last 0.2 at 2026-12-01T09:59:50Z (10s ago), 1 of 3 measurements failed
+                 sum(rate(http_errors_total{namespace=~\"tn-prod-c|tn-prod-d\"}[2m]))
 
 Skipped (2):
   checkout-legacy  Held
