@@ -11,6 +11,11 @@ step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 run() { printf '$ %s\n' "$*"; "$@"; }
 
 step "Start a real kube-apiserver, etcd and kube-controller-manager on loopback"
+if [[ ! -x target/debug/berth-controlplane ]]; then
+  echo "(first run: cargo compiles Berth and its control-plane launcher, about 10 minutes on 2 cores;"
+  echo " then Go builds Kubernetes and etcd, 10-15 minutes more, with progress; later runs start in seconds)"
+  cargo build -p berth-e2e --bin berth-controlplane
+fi
 cargo run -q -p berth-e2e --bin berth-controlplane -- up --detach
 source .berth/cluster/env.sh
 argocd=false

@@ -11,6 +11,7 @@
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+source "$here/progress.sh"
 pins="$here/argocd-runtime"
 key="$(cat "$here/build-argocd.sh" "$pins"/{go.mod,go.sum,redis/main.go} | sha256sum | cut -c1-16)"
 cache="${BERTH_ARGOCD_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/berth/argocd}"
@@ -40,34 +41,16 @@ stamp+=" -X $pkg.kubectlVersion=$client_go"
 
 staging="$cache/$key/staging"
 rm -rf "$staging" && mkdir -p "$staging"
-total="$(go list -deps -f '{{if not .Standard}}x{{end}}' github.com/argoproj/argo-cd/v3/cmd ./redis | grep -c x)"
 echo "building Argo CD $version and argocd-redis into $bin" >&2
-echo "  (first build compiles $total Go packages: about 8-12 minutes on 2 cores; cached after)" >&2
-started=$SECONDS
-log="$staging/build.log"
-# `go build -v` names each package as it compiles it: count them for progress.
-# nice: the Go build shares the machine with cargo builds running beside it.
-nice -n 10 go build -v -trimpath -ldflags "-s -w $stamp" -o "$staging/argocd" \
-  github.com/argoproj/argo-cd/v3/cmd 2>"$log" &
-build=$!
-while kill -0 "$build" 2>/dev/null; do
-  sleep 30
-  if kill -0 "$build" 2>/dev/null; then
-    echo "  ... Argo CD: $(grep -vc '^#' "$log" || true)/$total packages compiled, $((SECONDS - started))s" >&2
-  fi
-done
-if ! wait "$build"; then
-  grep -v '^[a-zA-Z0-9_./-]*$' "$log" >&2 || cat "$log" >&2
-  echo "building Argo CD failed (log: $log)" >&2
-  exit 1
-fi
+total="$(go list -deps -f '{{if not .Standard}}x{{end}}' github.com/argoproj/argo-cd/v3/cmd ./redis | grep -c x)"
+echo "  (first build compiles $total Go packages: about 8-12 minutes on 2 cores, longer beside other builds; cached after)" >&2
+go_build_with_progress "Argo CD" "$total" "$staging/build.log" \
+  go build -v -trimpath -ldflags "-s -w $stamp" -o "$staging/argocd" github.com/argoproj/argo-cd/v3/cmd
 nice -n 10 go build -trimpath -ldflags "-s -w" -o "$staging/argocd-redis" ./redis
 module_dir="$(go list -m -f '{{.Dir}}' github.com/argoproj/argo-cd/v3)"
 install -m 0755 "$module_dir/hack/git-verify-wrapper.sh" "$staging/git-verify-wrapper.sh"
 for name in argocd-application-controller argocd-repo-server argocd-git-ask-pass; do
   ln -s argocd "$staging/$name"
 done
-rm -f "$log"
-echo "built Argo CD $version in $((SECONDS - started))s" >&2
 rm -rf "$bin" && mv "$staging" "$bin"
 echo "$bin"

@@ -7,6 +7,7 @@
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+source "$here/progress.sh"
 key="$(cat "$here/build.sh" "$here"/kubernetes/go.{mod,sum} "$here"/etcd/{go.mod,go.sum,main.go} | sha256sum | cut -c1-16)"
 cache="${BERTH_CONTROLPLANE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/berth/controlplane}"
 bin="$cache/$key/bin"
@@ -28,8 +29,11 @@ stamp+=" -X k8s.io/component-base/version.gitTreeState=clean"
 
 staging="$cache/$key/staging"
 rm -rf "$staging" && mkdir -p "$staging"
-echo "building Kubernetes $k8s_version and etcd into $bin (first build takes a while)" >&2
-(cd "$here/kubernetes" && GOBIN="$staging" go install -trimpath -ldflags "-s -w $stamp" tool)
+echo "building Kubernetes $k8s_version and etcd into $bin: the first build downloads their modules," >&2
+echo "  then compiles them, about 10-15 minutes on 2 cores (longer beside other builds); cached after" >&2
+total="$(cd "$here/kubernetes" && go list -deps -f '{{if not .Standard}}x{{end}}' tool | grep -c x)"
+(cd "$here/kubernetes" && export GOBIN="$staging" && go_build_with_progress "Kubernetes $k8s_version" "$total" \
+  "$staging/build.log" go install -v -trimpath -ldflags "-s -w $stamp" tool)
 (cd "$here/etcd" && go build -trimpath -ldflags "-s -w" -o "$staging/etcd" .)
 rm -rf "$bin" && mv "$staging" "$bin"
 echo "$bin"
