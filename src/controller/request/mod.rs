@@ -454,6 +454,7 @@ mod tests {
             soak_until: None,
             gate: Default::default(),
             failing: vec![],
+            freeze_override: None,
         };
         let with = |step, history: Vec<HistoryEntry>, phase| RolloutStatus {
             phase: Some(phase),
