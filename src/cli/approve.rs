@@ -21,7 +21,7 @@ use crate::{
 
 /// Flags of `berth approve`.
 #[derive(Args)]
-#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+#[command(subcommand_negates_reqs = true)]
 pub struct ApproveArgs {
     /// Approve a stage of a Rollout instead of a request.
     #[command(subcommand)]
@@ -285,6 +285,10 @@ mod tests {
         let file = parse(&["-f", "checkout-prod.yaml", "-o", "yaml"]);
         assert!(file.file.is_some() && file.what.is_none());
         let stage = parse(&["rollout", "checkout-v2", "--stage", "production", "-n", "payments", "--override-freeze"]);
+        // The auth API's flags may come first, as with requests.
+        let first = parse(&["--ca-file", "ca.pem", "--token-file", "t", "rollout", "checkout-v2", "--stage", "canary"]);
+        assert!(matches!(&first.what, Some(ApproveWhat::Rollout(r)) if r.stage == "canary"));
+        assert!(first.name.is_none() && first.ca_file.is_some());
         let Some(ApproveWhat::Rollout(rollout)) = &stage.what else { panic!("a rollout approval") };
         assert_eq!((rollout.name.as_str(), rollout.stage.as_str()), ("checkout-v2", "production"));
         assert!(rollout.override_freeze && !rollout.apply);

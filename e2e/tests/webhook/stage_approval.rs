@@ -77,6 +77,11 @@ async fn wait_reason(tenant: &str, name: &str, reason: &str) -> Rollout {
     .await
 }
 
+/// `berth approve rollout …`, which reads the rollout from the cluster.
+fn stage_approve(setup: &WebhookSetup, token_file: &std::path::Path, args: &[&str]) -> Result<String, String> {
+    webhook::approve_reading(setup, Some(&cluster().info.kubeconfig), token_file, args)
+}
+
 fn approvals_patch(stage: &str, token: &str) -> String {
     serde_json::json!({"spec": {"approvals": [{"stage": stage, "token": token.trim()}]}}).to_string()
 }
@@ -106,11 +111,11 @@ async fn a_production_stage_waits_for_bob_s_approval_though_the_rollout_never_as
     // alice created the rollout: even as an approver she may not approve it.
     let alice = webhook::bearer_token_file(setup, "alice", &["platform-approvers"], &["approver"]).expect("token");
     let stage = ["rollout", name, "-n", tenant.as_str(), "--stage", "production", "-o", "token"];
-    let denied = webhook::approve(setup, &alice, &stage).expect_err("alice may not approve her own rollout");
+    let denied = stage_approve(setup, &alice, &stage).expect_err("alice may not approve her own rollout");
     assert!(denied.contains("403") && denied.contains("created this rollout"), "{denied}");
 
     // bob's approval of production, put under another stage: refused at apply.
-    let token = webhook::approve(setup, &bob, &stage).expect("bob approves production");
+    let token = stage_approve(setup, &bob, &stage).expect("bob approves production");
     let misplaced = patch_as("alice", &tenant, name, &approvals_patch("canary", &token)).await;
     let refused = misplaced.expect_err("a token for another stage was admitted");
     assert!(refused.contains("it approves stage \"production\", not stage \"canary\""), "{refused}");
@@ -138,7 +143,7 @@ async fn a_break_glass_approval_passes_one_stage_through_its_class_s_freeze_and_
 
     // An ordinary approval leaves production frozen.
     let stage = ["rollout", name, "-n", tenant.as_str(), "--stage", "production", "-o", "token"];
-    let plain = webhook::approve(setup, &bob, &stage).expect("bob approves");
+    let plain = stage_approve(setup, &bob, &stage).expect("bob approves");
     patch_as("alice", &tenant, name, &approvals_patch("production", &plain)).await.unwrap_or_else(|e| panic!("{e}"));
     tokio::time::sleep(Duration::from_secs(2)).await;
     let still = wait_reason(&tenant, name, "Frozen").await;
@@ -147,7 +152,7 @@ async fn a_break_glass_approval_passes_one_stage_through_its_class_s_freeze_and_
     // bob breaks the glass: production commits during the freeze.
     let mut breaking = stage.to_vec();
     breaking.push("--override-freeze");
-    let glass = webhook::approve(setup, &bob, &breaking).expect("bob breaks the glass");
+    let glass = stage_approve(setup, &bob, &breaking).expect("bob breaks the glass");
     patch_as("alice", &tenant, name, &approvals_patch("production", &glass)).await.unwrap_or_else(|e| panic!("{e}"));
     let done = wait_rollout(&tenant, name, RolloutPhase::Succeeded).await;
     task.abort();
