@@ -555,7 +555,7 @@ fn breakdown(review: &Review, state: &WebhookState, keys: &Keys) -> Breakdown {
             view,
             &Checks { verifier: Some(&keys.verifier), now: Timestamp::now() },
         ),
-        Expect::CreatorPatch => admission::mutate(req),
+        Expect::CreatorPatch => admission::mutate(req, admission::Kind::EnvironmentRequest),
     };
     let response = decide(&req);
     assert!(response.allowed, "{}: {}", review.label, response.result.message);

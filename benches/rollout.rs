@@ -155,7 +155,7 @@ fn main() {
     let environments: Vec<EnvironmentRequest> = (0..large).map(environment).collect();
     let spec = rollout("10%").spec;
     let planning = median_cpu(runs, PER_SAMPLE, || {
-        let plan = plan(&spec, environments.iter(), &Default::default()).expect("a plan");
+        let plan = plan(&spec, environments.iter()).expect("a plan");
         assert_eq!(std::hint::black_box(plan).environments(), large);
     });
 

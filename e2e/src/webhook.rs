@@ -114,8 +114,23 @@ pub fn bearer_token_file(setup: &WebhookSetup, user: &str, groups: &[&str], role
 /// Runs `berth approve` with `args` as the holder of `token_file`; stdout on success,
 /// stderr on failure.
 pub fn approve(setup: &WebhookSetup, token_file: &Path, args: &[&str]) -> Result<String, String> {
+    approve_reading(setup, None, token_file, args)
+}
+
+/// [`approve`] for what `berth approve` reads from the cluster itself (`berth approve
+/// rollout`): through `kubeconfig`.
+pub fn approve_reading(
+    setup: &WebhookSetup,
+    kubeconfig: Option<&Path>,
+    token_file: &Path,
+    args: &[&str],
+) -> Result<String, String> {
     let binary = berth_binary().map_err(|e| e.to_string())?;
-    let out = Command::new(binary)
+    let mut command = Command::new(binary);
+    if let Some(kubeconfig) = kubeconfig {
+        command.env("KUBECONFIG", kubeconfig);
+    }
+    let out = command
         .arg("approve")
         .args(["--server", &setup.url, "--ca-file", &setup.ca().display().to_string()])
         .args(["--token-file", &token_file.display().to_string()])

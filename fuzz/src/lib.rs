@@ -25,7 +25,10 @@ use std::time::Duration;
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use berth::{
     api::{EnvironmentClass, EnvironmentRequest, Rollout, Tenant, labels::CREATED_BY_ANNOTATION},
-    approval::{ApprovalClaims, DEFAULT_LEEWAY, Issuer, Rejection, Target, VerificationKeys, Verifier, spec_digest},
+    approval::{
+        ApprovalClaims, ApprovalKind, DEFAULT_LEEWAY, Issuer, Rejection, Target, VerificationKeys, Verifier,
+        spec_digest,
+    },
     auth::{AuthError, BearerConfig, BearerVerifier, CLOCK_LEEWAY_SECONDS, Caller, dev_token},
     index::Index,
     testing::{self, approval_keys, class, payments, request},
@@ -208,7 +211,7 @@ pub fn admit(body: &[u8]) -> Result<Admitted, String> {
     let checks = Checks { verifier: Some(&fixtures.verifier), now: now() };
     let object = req.object.as_ref().and_then(|o| serde_json::to_value(o).ok());
 
-    let response = admission::mutate(&req);
+    let response = admission::mutate(&req, admission::Kind::EnvironmentRequest);
     assert_eq!(response.uid, req.uid, "the response answers the review's request");
     // The mutating webhook refuses only what it cannot read as an EnvironmentRequest
     // (the validating webhook would refuse it too), and then says why.
@@ -402,11 +405,30 @@ fn signed_approval(data: &[u8]) -> bool {
     let iat = time(8, 1);
     let nbf = time(9, 1);
     let exp = time(10, 16);
-    let claims = ApprovalClaims { iss, aud, sub, groups, namespace, name, digest, iat, nbf, exp };
+    // A rollout stage's approval is never a request's: the kind flips with a flag.
+    let kind = if flags & (1 << 11) == 0 { ApprovalKind::Request } else { ApprovalKind::Rollout };
+    let claims = ApprovalClaims {
+        iss,
+        aud,
+        sub,
+        groups,
+        kind,
+        namespace,
+        name,
+        digest,
+        uid: None,
+        stage: None,
+        revision: None,
+        freeze_override: false,
+        iat,
+        nbf,
+        exp,
+    };
     let Ok(token) = fixtures.issuer.sign(&claims) else {
         return false;
     };
     let expected = !claims.sub.is_empty()
+        && claims.kind == ApprovalKind::Request
         && claims.iss == ISSUER
         && claims.aud == AUDIENCE
         && n < exp.saturating_add(APPROVAL_LEEWAY)

@@ -110,6 +110,37 @@ pub struct RolloutSpec {
     /// this rollout committed.
     #[serde(default)]
     pub rollback_scope: RollbackScope,
+
+    /// Signed approvals of stages (`berth approve rollout NAME --stage S` prints
+    /// them), one per stage at most. A stage that touches environments of a class
+    /// whose approval is required, or sets `requireApproval`, waits for its own.
+    /// Editable after the rollout started; an approval accepted when its stage
+    /// started stays valid for that stage.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    #[x_kube(validation = Rule::new("self.all(a, self.exists_one(b, b.stage == a.stage))")
+        .message("one approval per stage"))]
+    pub approvals: Vec<StageApproval>,
+}
+
+/// A signed approval of one stage of this rollout.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct StageApproval {
+    /// The stage it approves (a name in `stages`).
+    #[schemars(length(min = 1, max = 63))]
+    pub stage: String,
+    /// The token `berth approve rollout` printed: bound to this rollout, the stage,
+    /// the revision and the spec (approvals, `paused` and `abort` aside).
+    #[schemars(length(min = 1, max = 8192))]
+    pub token: String,
+}
+
+impl std::fmt::Debug for StageApproval {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // A bearer credential for the stage: never printed.
+        f.debug_struct("StageApproval").field("stage", &self.stage).field("token", &"[redacted]").finish()
+    }
 }
 
 /// One step of a rollout.
@@ -139,7 +170,10 @@ pub struct Stage {
     /// What must hold before the next batch starts.
     #[serde(default)]
     pub health_gate: HealthGate,
-    /// The stage waits for an approval before it starts.
+    /// The stage waits for an approval (in `approvals`) from an owner of the
+    /// rollout's tenant before it starts. A stage whose environments include a class
+    /// whose approval is required waits for one from that class's approvers whatever
+    /// this says.
     #[serde(default)]
     pub require_approval: bool,
     /// Prometheus queries each batch of the stage must pass, on top of the health
@@ -494,6 +528,26 @@ pub struct StageStatus {
     /// The batch in flight.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub current: Option<BatchStatus>,
+    /// The approval accepted when the stage started (it stays valid for the stage).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval: Option<AcceptedApproval>,
+}
+
+/// An approval of a stage, as Berth accepted it.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct AcceptedApproval {
+    /// Who approved (the token's subject).
+    pub approver: String,
+    /// When they approved (the token's issue time).
+    pub approved_at: Time,
+    /// When Berth accepted it for the stage.
+    pub accepted_at: Time,
+    /// The key that signed it.
+    pub key_id: String,
+    /// Break-glass: the approval lets this stage commit through a freeze.
+    #[serde(default)]
+    pub freeze_override: bool,
 }
 
 /// How many of a stage's environments are where.
@@ -567,6 +621,10 @@ pub struct BatchStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 500))]
     pub metrics: Vec<MetricResult>,
+    /// Break-glass: the approver whose freeze-override approval let this batch
+    /// commit during a freeze (also in the commit's `Berth-Freeze-Override` trailer).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub freeze_override: Option<String>,
 }
 
 /// What one measurement of a metric gate said.

@@ -1,4 +1,5 @@
-//! Approval tokens: signed statements that an approver approved one request's exact spec.
+//! Approval tokens: signed statements that an approver approved one request's exact spec,
+//! or one stage of a rollout's exact spec (see [`token`] for how the two kinds differ).
 //!
 //! An approval is a JWT Berth signs (Ed25519 or ECDSA P-256) for one EnvironmentRequest,
 //! bound to the digest of its spec, so it cannot be reused for another request or
@@ -22,6 +23,6 @@ mod tests;
 pub use digest::spec_digest;
 pub use keys::{KeyAlgorithm, KeyError, SigningKey, VerificationKeys, generate_ed25519, key_id};
 pub use token::{
-    ApprovalClaims, Approver, DEFAULT_LEEWAY, IssueError, Issuer, Rejection, RequestRef, Target, VerifiedApproval,
-    Verifier,
+    ApprovalClaims, ApprovalKind, Approver, Approvers, ClassApprovers, DEFAULT_LEEWAY, IssueError, Issuer, Rejection,
+    RequestRef, StageRef, StageTarget, Target, TenantOwners, VerifiedApproval, Verifier,
 };

@@ -150,6 +150,8 @@ fn assert_valid(world: &World) {
             groups: approver().groups,
             expires_at: at(3600),
             key_id: world.key.kid().to_owned(),
+            issued_at: Some(at(0)),
+            freeze_override: false,
         }
     );
 }

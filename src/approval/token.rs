@@ -7,6 +7,13 @@
 //! claims of other systems (OIDC's `name` is a person's name), `berth.dev/namespace`,
 //! `berth.dev/name` (the request) and `berth.dev/digest` (its spec's [digest](super::spec_digest)).
 //!
+//! A rollout stage's approval is the same token with `berth.dev/kind: Rollout`, the
+//! rollout's `berth.dev/uid` (when it existed at approval), `berth.dev/stage`,
+//! `berth.dev/revision`, the [rollout digest](super::digest::rollout_digest), and, for
+//! break-glass, `berth.dev/freeze-override: true`. Tokens without a kind are request
+//! approvals (every token issued before rollouts had approvals), and neither kind ever
+//! verifies as the other.
+//!
 //! Verification checks everything itself against an injected `now`, so each reason a
 //! token is refused is its own [`Rejection`] and tests are deterministic; jsonwebtoken
 //! only checks the signature, with the algorithm pinned to the key the `kid` names.
@@ -20,10 +27,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::{
-    digest::{spec_digest, try_spec_digest},
+    digest::{rollout_digest, spec_digest, try_rollout_digest, try_spec_digest},
     keys::{KeyAlgorithm, SigningKey, VerificationKeys},
 };
-use crate::api::EnvironmentRequestSpec;
+use crate::api::{EnvironmentRequestSpec, rollout::RolloutSpec};
 
 /// How far clocks of the issuing and verifying Berth may disagree before `exp` and `nbf`
 /// count: tokens are accepted this long after they expire and this long before they start.
@@ -31,6 +38,31 @@ pub const DEFAULT_LEEWAY: Duration = Duration::from_secs(30);
 
 /// Longer tokens are refused before any parsing (the CRD allows 8192 characters).
 const MAX_TOKEN_LEN: usize = 8192;
+
+/// What a token approves (`berth.dev/kind`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum ApprovalKind {
+    /// One EnvironmentRequest's spec; tokens without the claim are these.
+    #[default]
+    Request,
+    /// One stage of a Rollout.
+    Rollout,
+}
+
+impl ApprovalKind {
+    fn is_request(&self) -> bool {
+        *self == ApprovalKind::Request
+    }
+}
+
+impl std::fmt::Display for ApprovalKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ApprovalKind::Request => "request",
+            ApprovalKind::Rollout => "rollout stage",
+        })
+    }
+}
 
 /// The claims of an approval token, with their JWT names.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -43,15 +75,31 @@ pub struct ApprovalClaims {
     pub sub: String,
     /// The approver's groups when they approved (`groups`); one must be an approver group of the class.
     pub groups: Vec<String>,
-    /// Namespace of the approved request (`berth.dev/namespace`).
+    /// What is approved (`berth.dev/kind`); absent for a request.
+    #[serde(rename = "berth.dev/kind", default, skip_serializing_if = "ApprovalKind::is_request")]
+    pub kind: ApprovalKind,
+    /// Namespace of the approved request or rollout (`berth.dev/namespace`).
     #[serde(rename = "berth.dev/namespace")]
     pub namespace: String,
-    /// Name of the approved request (`berth.dev/name`).
+    /// Name of the approved request or rollout (`berth.dev/name`).
     #[serde(rename = "berth.dev/name")]
     pub name: String,
     /// [Digest](super::spec_digest) of the approved spec (`berth.dev/digest`).
     #[serde(rename = "berth.dev/digest")]
     pub digest: String,
+    /// A rollout's UID, when it existed when approved (`berth.dev/uid`): a namesake
+    /// created later is another rollout.
+    #[serde(rename = "berth.dev/uid", default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<String>,
+    /// The approved stage of a rollout (`berth.dev/stage`).
+    #[serde(rename = "berth.dev/stage", default, skip_serializing_if = "Option::is_none")]
+    pub stage: Option<String>,
+    /// The revision the rollout promotes (`berth.dev/revision`; the digest covers it too).
+    #[serde(rename = "berth.dev/revision", default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<String>,
+    /// Break-glass (`berth.dev/freeze-override`): the stage may commit during a freeze.
+    #[serde(rename = "berth.dev/freeze-override", default, skip_serializing_if = "std::ops::Not::not")]
+    pub freeze_override: bool,
     /// When the token was issued (`iat`), in seconds since the epoch.
     pub iat: i64,
     /// When the token becomes valid (`nbf`), in seconds since the epoch.
@@ -78,14 +126,29 @@ pub struct RequestRef {
     pub name: String,
 }
 
+/// Which rollout stage is approved.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StageRef {
+    /// The rollout's namespace.
+    pub namespace: String,
+    /// The rollout's name.
+    pub name: String,
+    /// The rollout's UID, if it exists already.
+    pub uid: Option<String>,
+    /// The stage.
+    pub stage: String,
+    /// Break-glass: the stage may commit during a freeze.
+    pub freeze_override: bool,
+}
+
 /// Why a token could not be issued.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum IssueError {
     /// Approvals must name who approved.
     #[error("the approver has no subject: only an authenticated user can approve")]
     NoApprover,
-    /// Approvals must name the request they approve.
-    #[error("the request to approve has no namespace or name")]
+    /// Approvals must name the request (or rollout and stage) they approve.
+    #[error("the request or rollout to approve has no namespace, name or stage")]
     NoRequest,
     /// The spec could not be serialized for its digest.
     #[error("the spec cannot be hashed: {0}")]
@@ -156,6 +219,56 @@ impl Issuer {
             return Err(IssueError::NoRequest);
         }
         let digest = try_spec_digest(spec).map_err(|e| IssueError::Digest(e.to_string()))?;
+        self.base_claims(approver, &request.namespace, &request.name, digest, now)
+    }
+
+    /// A signed token saying `approver` approved `stage` of the rollout with exactly
+    /// `spec` (approvals, `paused` and `abort` aside), valid from `now` for the
+    /// issuer's lifetime.
+    pub fn issue_stage(
+        &self,
+        approver: &Approver,
+        stage: &StageRef,
+        spec: &RolloutSpec,
+        now: Timestamp,
+    ) -> Result<String, IssueError> {
+        self.sign(&self.stage_claims(approver, stage, spec, now)?)
+    }
+
+    /// The claims [`Issuer::issue_stage`] signs.
+    pub fn stage_claims(
+        &self,
+        approver: &Approver,
+        stage: &StageRef,
+        spec: &RolloutSpec,
+        now: Timestamp,
+    ) -> Result<ApprovalClaims, IssueError> {
+        if stage.namespace.is_empty() || stage.name.is_empty() || stage.stage.is_empty() {
+            return Err(IssueError::NoRequest);
+        }
+        let digest = try_rollout_digest(spec).map_err(|e| IssueError::Digest(e.to_string()))?;
+        Ok(ApprovalClaims {
+            kind: ApprovalKind::Rollout,
+            uid: stage.uid.clone().filter(|uid| !uid.is_empty()),
+            stage: Some(stage.stage.clone()),
+            revision: Some(spec.revision.clone()),
+            freeze_override: stage.freeze_override,
+            ..self.base_claims(approver, &stage.namespace, &stage.name, digest, now)?
+        })
+    }
+
+    /// The claims every approval carries.
+    fn base_claims(
+        &self,
+        approver: &Approver,
+        namespace: &str,
+        name: &str,
+        digest: String,
+        now: Timestamp,
+    ) -> Result<ApprovalClaims, IssueError> {
+        if approver.subject.is_empty() {
+            return Err(IssueError::NoApprover);
+        }
         let too_long = IssueError::LifetimeTooLong { lifetime: self.lifetime };
         let lifetime = i64::try_from(self.lifetime.as_secs()).map_err(|_| too_long.clone())?;
         let iat = now.as_second();
@@ -165,9 +278,14 @@ impl Issuer {
             aud: self.audience.clone(),
             sub: approver.subject.clone(),
             groups: approver.groups.clone(),
-            namespace: request.namespace.clone(),
-            name: request.name.clone(),
+            kind: ApprovalKind::Request,
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
             digest,
+            uid: None,
+            stage: None,
+            revision: None,
+            freeze_override: false,
             iat,
             nbf: iat,
             exp,
@@ -198,6 +316,143 @@ pub struct Target<'a> {
     pub creator: Option<&'a str>,
 }
 
+/// A rollout stage a token is checked against.
+#[derive(Clone, Copy, Debug)]
+pub struct StageTarget<'a> {
+    /// The rollout's namespace.
+    pub namespace: &'a str,
+    /// The rollout's name.
+    pub name: &'a str,
+    /// The rollout's UID, when known (at admission of a new rollout it may not be).
+    pub uid: Option<&'a str>,
+    /// The stage.
+    pub stage: &'a str,
+    /// The rollout's spec as it is now.
+    pub spec: &'a RolloutSpec,
+    /// Who may approve the stage.
+    pub approvers: Approvers<'a>,
+    /// Who created the rollout and who last changed its spec, as admission recorded
+    /// them: neither may approve it.
+    pub authors: [Option<&'a str>; 2],
+}
+
+/// A class whose approval is required, and its approver groups.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClassApprovers {
+    /// The class.
+    pub class: String,
+    /// Its `approval.approverGroups`.
+    pub groups: Vec<String>,
+}
+
+/// A tenant's owners (`spec.owners`).
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct TenantOwners {
+    /// The tenant.
+    pub tenant: String,
+    /// Owners named as users.
+    pub users: Vec<String>,
+    /// Owners named as groups.
+    pub groups: Vec<String>,
+}
+
+/// Who may approve.
+#[derive(Clone, Copy, Debug)]
+pub enum Approvers<'a> {
+    /// A member of one of these groups (a class's approver groups).
+    Groups(&'a [String]),
+    /// A member of one approver group of every one of these classes.
+    EveryClass(&'a [ClassApprovers]),
+    /// An owner of the tenant.
+    Owners(&'a TenantOwners),
+}
+
+impl Approvers<'_> {
+    /// Why `subject`, in `groups`, may not approve; `None` when they may.
+    pub fn refusal(&self, subject: &str, groups: &[String]) -> Option<Rejection> {
+        let in_any = |approvers: &[String]| groups.iter().any(|g| approvers.contains(g));
+        let not_an_approver = |approvers: &[String]| Rejection::NotAnApprover {
+            approver: subject.to_owned(),
+            groups: approvers.to_vec(),
+        };
+        match self {
+            Approvers::Groups(approvers) => (!in_any(approvers)).then(|| not_an_approver(approvers)),
+            Approvers::EveryClass(classes) => {
+                if classes.is_empty() {
+                    // Nobody is named, so nobody may approve: fail closed.
+                    return Some(not_an_approver(&[]));
+                }
+                classes.iter().find(|c| !in_any(&c.groups)).map(|c| not_an_approver(&c.groups))
+            }
+            Approvers::Owners(owners) => (!owners.users.iter().any(|u| u == subject) && !in_any(&owners.groups))
+                .then(|| Rejection::NotAnOwner { approver: subject.to_owned(), tenant: owners.tenant.clone() }),
+        }
+    }
+
+    /// Who approves, for messages: `a member of ["a"]`, `a member of ["a"] (approvers
+    /// of class "production")`, or `an owner of tenant "payments"`.
+    pub fn describe(&self) -> String {
+        match self {
+            Approvers::Groups(groups) => format!("a member of {groups:?}"),
+            Approvers::EveryClass([class]) => {
+                format!("a member of {:?} (approvers of class {:?})", class.groups, class.class)
+            }
+            Approvers::EveryClass(classes) => {
+                let each: Vec<String> =
+                    classes.iter().map(|c| format!("{:?} for class {:?}", c.groups, c.class)).collect();
+                format!("someone in an approver group of every class: {}", each.join(", "))
+            }
+            Approvers::Owners(owners) => format!("an owner of tenant {:?}", owners.tenant),
+        }
+    }
+}
+
+/// What a token's claims must say, whichever kind of target: the one home of the
+/// binding, approver and four-eyes rules.
+struct Bound<'a> {
+    kind: ApprovalKind,
+    namespace: &'a str,
+    name: &'a str,
+    uid: Option<&'a str>,
+    stage: Option<&'a str>,
+    revision: Option<&'a str>,
+    digest: String,
+    approvers: Approvers<'a>,
+    authors: [Option<&'a str>; 2],
+}
+
+impl<'a> From<&Target<'a>> for Bound<'a> {
+    fn from(target: &Target<'a>) -> Self {
+        Bound {
+            kind: ApprovalKind::Request,
+            namespace: target.namespace,
+            name: target.name,
+            uid: None,
+            stage: None,
+            revision: None,
+            digest: spec_digest(target.spec),
+            approvers: Approvers::Groups(target.approver_groups),
+            authors: [target.creator, None],
+        }
+    }
+}
+
+impl<'a> From<&StageTarget<'a>> for Bound<'a> {
+    fn from(target: &StageTarget<'a>) -> Self {
+        Bound {
+            kind: ApprovalKind::Rollout,
+            namespace: target.namespace,
+            name: target.name,
+            uid: target.uid.filter(|uid| !uid.is_empty()),
+            stage: Some(target.stage),
+            revision: Some(&target.spec.revision),
+            digest: rollout_digest(target.spec),
+            approvers: target.approvers,
+            authors: target.authors,
+        }
+    }
+}
+
 /// A token that passed every check.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct VerifiedApproval {
@@ -209,6 +464,10 @@ pub struct VerifiedApproval {
     pub expires_at: Timestamp,
     /// The key that signed it, for audit logs.
     pub key_id: String,
+    /// When it was issued, if `iat` is a representable time.
+    pub issued_at: Option<Timestamp>,
+    /// Break-glass: a rollout stage may commit during a freeze.
+    pub freeze_override: bool,
 }
 
 /// Why a token is refused: one variant per reason, each message saying what to do.
@@ -259,6 +518,21 @@ pub enum Rejection {
         "it approves request {approved}, not {target}; approvals cannot move between requests: ask for an approval of {target}"
     )]
     WrongRequest { approved: String, target: String },
+    /// Issued for another rollout (`namespace/name`, or a namesake with another UID).
+    #[error(
+        "it approves rollout {approved}, not {target}; approvals cannot move between rollouts: ask for an approval of {target}"
+    )]
+    WrongRollout { approved: String, target: String },
+    /// A request's approval used for a rollout stage, or the other way round.
+    #[error(
+        "it approves a {approved}, not a {expected}; approvals of requests and of rollout stages are not interchangeable: ask for an approval of this {expected}"
+    )]
+    WrongKind { approved: ApprovalKind, expected: ApprovalKind },
+    /// Issued for another stage of the rollout.
+    #[error(
+        "it approves stage {approved:?}, not stage {target:?}; approvals cannot move between stages: ask for an approval of stage {target:?}"
+    )]
+    WrongStage { approved: String, target: String },
     /// The spec's digest differs from the approved one.
     #[error("the spec changed after it was approved; ask for a new approval")]
     SpecChanged { approved: String, current: String },
@@ -270,6 +544,22 @@ pub enum Rejection {
     /// Four eyes: the approver created the request.
     #[error("approver {approver:?} created this request; someone else in groups {groups:?} must approve")]
     ApproverIsCreator { approver: String, groups: Vec<String> },
+    /// Only an owner of the rollout's tenant approves a stage no class requires an approval for.
+    #[error(
+        "approver {approver:?} is not an owner of tenant {tenant:?} (a user or group in its spec.owners); ask an owner to approve"
+    )]
+    NotAnOwner { approver: String, tenant: String },
+    /// Break-glass asked of someone who may not break a freeze: only the approvers of
+    /// a class whose approval is required may (freezes are the platform's).
+    #[error(
+        "a freeze override needs the approvers of a class whose approval is required, and this stage is approved by {approvers}; wait for the freeze to end, or ask the platform team"
+    )]
+    FreezeOverrideNotAllowed { approvers: String },
+    /// Four eyes: the approver created the rollout or wrote its spec.
+    #[error(
+        "approver {approver:?} created this rollout or last changed its spec; someone else who is {approvers} must approve"
+    )]
+    ApproverIsRolloutAuthor { approver: String, approvers: String },
 }
 
 impl Rejection {
@@ -290,6 +580,12 @@ impl Rejection {
             Rejection::SpecChanged { .. } => "SpecChanged",
             Rejection::NotAnApprover { .. } => "NotAnApprover",
             Rejection::ApproverIsCreator { .. } => "ApproverIsCreator",
+            Rejection::WrongRollout { .. } => "WrongRollout",
+            Rejection::WrongKind { .. } => "WrongKind",
+            Rejection::WrongStage { .. } => "WrongStage",
+            Rejection::NotAnOwner { .. } => "NotAnOwner",
+            Rejection::ApproverIsRolloutAuthor { .. } => "ApproverIsRolloutAuthor",
+            Rejection::FreezeOverrideNotAllowed { .. } => "FreezeOverrideNotAllowed",
         }
     }
 }
@@ -322,10 +618,33 @@ impl Verifier {
 
     /// Whether `token` is a valid approval of `target` at `now`, and by whom.
     pub fn verify(&self, token: &str, target: &Target<'_>, now: Timestamp) -> Result<VerifiedApproval, Rejection> {
+        self.verify_bound(token, &Bound::from(target), now)
+    }
+
+    /// Whether `token` is a valid approval of the rollout stage `target` at `now`, and by whom.
+    pub fn verify_stage(
+        &self,
+        token: &str,
+        target: &StageTarget<'_>,
+        now: Timestamp,
+    ) -> Result<VerifiedApproval, Rejection> {
+        self.verify_bound(token, &Bound::from(target), now)
+    }
+
+    fn verify_bound(&self, token: &str, bound: &Bound<'_>, now: Timestamp) -> Result<VerifiedApproval, Rejection> {
         let (claims, key_id) = self.verified_claims(token.trim())?;
-        self.check_claims(&claims, target, now)?;
+        self.check_claims(&claims, bound, now)?;
         let expires_at = timestamp(claims.exp, "exp")?;
-        Ok(VerifiedApproval { approver: claims.sub, groups: claims.groups, expires_at, key_id })
+        // `iat` is informational (expiry and start are `exp` and `nbf`): not a reason to refuse.
+        let issued_at = Timestamp::from_second(claims.iat).ok();
+        Ok(VerifiedApproval {
+            approver: claims.sub,
+            groups: claims.groups,
+            expires_at,
+            key_id,
+            issued_at,
+            freeze_override: claims.freeze_override,
+        })
     }
 
     /// The claims of a token whose signature verifies with the trusted key its `kid`
@@ -381,8 +700,8 @@ impl Verifier {
         Ok((data.claims, kid.to_owned()))
     }
 
-    /// Checks verified claims against this Berth, the clock and the target request.
-    fn check_claims(&self, claims: &ApprovalClaims, target: &Target<'_>, now: Timestamp) -> Result<(), Rejection> {
+    /// Checks verified claims against this Berth, the clock and the target.
+    fn check_claims(&self, claims: &ApprovalClaims, target: &Bound<'_>, now: Timestamp) -> Result<(), Rejection> {
         if claims.sub.is_empty() {
             return Err(Rejection::Malformed { detail: "it names no approver (sub)".to_owned() });
         }
@@ -400,26 +719,44 @@ impl Verifier {
         if claims.nbf > now.saturating_add(leeway) {
             return Err(Rejection::NotYetValid { valid_from: timestamp(claims.nbf, "nbf")? });
         }
-        if claims.namespace != target.namespace || claims.name != target.name {
-            return Err(Rejection::WrongRequest {
-                approved: format!("{}/{}", claims.namespace, claims.name),
-                target: format!("{}/{}", target.namespace, target.name),
+        if claims.kind != target.kind {
+            return Err(Rejection::WrongKind { approved: claims.kind, expected: target.kind });
+        }
+        let uid_differs = matches!((claims.uid.as_deref(), target.uid), (Some(a), Some(b)) if a != b);
+        if claims.namespace != target.namespace || claims.name != target.name || uid_differs {
+            let (approved, wanted) =
+                (format!("{}/{}", claims.namespace, claims.name), format!("{}/{}", target.namespace, target.name));
+            return Err(match target.kind {
+                ApprovalKind::Request => Rejection::WrongRequest { approved, target: wanted },
+                ApprovalKind::Rollout if uid_differs => Rejection::WrongRollout {
+                    approved: format!("{approved} (uid {})", claims.uid.as_deref().unwrap_or_default()),
+                    target: format!("{wanted} (uid {})", target.uid.unwrap_or_default()),
+                },
+                ApprovalKind::Rollout => Rejection::WrongRollout { approved, target: wanted },
             });
         }
-        let current = spec_digest(target.spec);
-        if claims.digest != current {
-            return Err(Rejection::SpecChanged { approved: claims.digest.clone(), current });
-        }
-        if !claims.groups.iter().any(|group| target.approver_groups.contains(group)) {
-            return Err(Rejection::NotAnApprover {
-                approver: claims.sub.clone(),
-                groups: target.approver_groups.to_vec(),
+        if claims.stage.as_deref() != target.stage {
+            return Err(Rejection::WrongStage {
+                approved: claims.stage.clone().unwrap_or_default(),
+                target: target.stage.unwrap_or_default().to_owned(),
             });
         }
-        if target.creator == Some(claims.sub.as_str()) {
-            return Err(Rejection::ApproverIsCreator {
-                approver: claims.sub.clone(),
-                groups: target.approver_groups.to_vec(),
+        let current = &target.digest;
+        let revision_differs = target.revision.is_some() && claims.revision.as_deref() != target.revision;
+        if &claims.digest != current || revision_differs {
+            return Err(Rejection::SpecChanged { approved: claims.digest.clone(), current: current.clone() });
+        }
+        if let Some(refusal) = target.approvers.refusal(&claims.sub, &claims.groups) {
+            return Err(refusal);
+        }
+        if target.authors.iter().flatten().any(|author| *author == claims.sub) {
+            return Err(match (target.kind, target.approvers) {
+                (ApprovalKind::Request, Approvers::Groups(groups)) => {
+                    Rejection::ApproverIsCreator { approver: claims.sub.clone(), groups: groups.to_vec() }
+                }
+                (_, approvers) => {
+                    Rejection::ApproverIsRolloutAuthor { approver: claims.sub.clone(), approvers: approvers.describe() }
+                }
             });
         }
         Ok(())

@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::api::environment_request::EnvironmentRequestSpec;
+use crate::api::{environment_request::EnvironmentRequestSpec, rollout::RolloutSpec};
 
 /// What the caller wants approved: the request as it will be (or was) applied.
 #[derive(Debug, Deserialize, Serialize)]
@@ -17,11 +17,54 @@ pub struct ApprovalRequest {
     pub spec: EnvironmentRequestSpec,
 }
 
+/// What the caller wants approved for a rollout stage: the rollout as it will be (or
+/// was) applied. Told apart from an [`ApprovalRequest`] by its `stage` field, so
+/// clients that approve requests keep sending what they always sent.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StageApprovalRequest {
+    /// The rollout's namespace.
+    pub namespace: String,
+    /// The rollout's name.
+    pub name: String,
+    /// The stage to approve.
+    pub stage: String,
+    /// The rollout's spec; the approval covers exactly this (approvals, `paused` and
+    /// `abort` aside).
+    pub spec: RolloutSpec,
+    /// Break-glass: let this stage commit during a freeze (class approvers only).
+    #[serde(default)]
+    pub freeze_override: bool,
+}
+
+/// The body of `POST /v1/approvals`: a request's or a rollout stage's.
+#[derive(Debug)]
+pub enum ApprovalBody {
+    Request(ApprovalRequest),
+    Stage(StageApprovalRequest),
+}
+
+impl ApprovalBody {
+    /// Parses a body: a rollout stage's when it names a `stage`, else a request's.
+    pub fn parse(body: &[u8]) -> Result<Self, String> {
+        let value: serde_json::Value = serde_json::from_slice(body).map_err(|e| format!("body is not JSON: {e}"))?;
+        if value.get("stage").is_some() {
+            serde_json::from_value(value)
+                .map(ApprovalBody::Stage)
+                .map_err(|e| format!("body must be {{namespace, name, stage, spec, freezeOverride}} of a Rollout: {e}"))
+        } else {
+            serde_json::from_value(value)
+                .map(ApprovalBody::Request)
+                .map_err(|e| format!("body must be {{namespace, name, spec}} of an EnvironmentRequest: {e}"))
+        }
+    }
+}
+
 /// A granted approval.
 #[derive(Deserialize, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ApprovalGranted {
-    /// The token to put in `spec.approval.token`.
+    /// The token to put in `spec.approval.token` (a request) or `spec.approvals` (a rollout stage).
     pub token: String,
     /// Who approved.
     pub approver: String,

@@ -7,3 +7,4 @@ pub mod class;
 pub mod references;
 pub mod request;
 pub mod rollout;
+pub mod stage_approval;

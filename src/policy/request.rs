@@ -108,11 +108,21 @@ pub fn recorded_authors(
     new: &EnvironmentRequest,
     old: Option<&EnvironmentRequest>,
 ) -> (Option<String>, Option<String>) {
+    record_authors(user, old, |old| spec_changed(&old.spec, &new.spec))
+}
+
+/// The rule of [`recorded_authors`] for any kind Berth records authors on (requests
+/// and rollouts): `spec_changed` says whether the update changed what an approval covers.
+pub fn record_authors<K: ResourceExt>(
+    user: Option<&str>,
+    old: Option<&K>,
+    spec_changed: impl FnOnce(&K) -> bool,
+) -> (Option<String>, Option<String>) {
     match old {
         None => (user.map(str::to_owned), user.map(str::to_owned)),
         Some(old) => {
-            let creator = creator(old).map(str::to_owned);
-            let author = if spec_changed(&old.spec, &new.spec) {
+            let creator = old.annotations().get(labels::CREATED_BY_ANNOTATION).cloned();
+            let author = if spec_changed(old) {
                 user.map(str::to_owned)
             } else {
                 old.annotations().get(labels::SPEC_AUTHOR_ANNOTATION).cloned()

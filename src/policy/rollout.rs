@@ -32,7 +32,7 @@ pub enum RolloutDenial {
     #[error("spec.selector is not a valid label selector: {message}")]
     Selector { message: String },
     #[error(
-        "this rollout has started (its plan is frozen in status), so {fields} cannot change; create a new Rollout instead (paused, abort, freezeWindows, notBefore, onFailure and rollbackScope stay editable)"
+        "this rollout has started (its plan is frozen in status), so {fields} cannot change; create a new Rollout instead (paused, abort, approvals, freezeWindows, notBefore, onFailure and rollbackScope stay editable)"
     )]
     Started { fields: String },
     #[error("{problems}; fix the window (a window Berth cannot read would hold every batch)")]
@@ -226,6 +226,7 @@ mod tests {
         new.spec.not_before = Some(Time("2027-01-01T00:00:00Z".parse().expect("a time")));
         new.spec.on_failure = crate::api::rollout::FailurePolicy::Pause;
         new.spec.rollback_scope = crate::api::rollout::RollbackScope::All;
+        new.spec.approvals.push(crate::api::rollout::StageApproval { stage: "production".into(), token: "t".into() });
         assert_eq!(check(&new, Some(&old), &[]), Ok(()));
 
         new.spec.selector.match_labels = Some([("app".to_owned(), "web".to_owned())].into());

@@ -29,11 +29,13 @@ use crate::api::{
     EnvironmentRequest, Rollout,
     conditions::{ConditionStatus, Observation, set_condition},
     rollout::{
-        BatchRef, BatchStatus, BatchStep, FailurePolicy, GateFailure, GateTally, HistoryAction, HistoryEntry,
-        MAX_FAILURE_MESSAGE, MAX_FAILURES, MAX_HISTORY, RETRY_ANNOTATION, RollbackScope, RollbackStatus, RolloutPhase,
-        RolloutStatus, StagePhase,
+        AcceptedApproval, BatchRef, BatchStatus, BatchStep, FailurePolicy, GateFailure, GateTally, HistoryAction,
+        HistoryEntry, MAX_FAILURE_MESSAGE, MAX_FAILURES, MAX_HISTORY, RETRY_ANNOTATION, RollbackScope, RollbackStatus,
+        RolloutPhase, RolloutStatus, StagePhase,
     },
 };
+use crate::approval::{TenantOwners, Verifier};
+use crate::policy::stage_approval::{self, StageDenial};
 
 /// Default time an environment has to become healthy after its batch's commit.
 pub const DEFAULT_PROGRESS_DEADLINE: Duration = Duration::from_secs(15 * 60);
@@ -56,9 +58,14 @@ pub struct Observations {
     pub argocd_installed: bool,
     /// Classes whose environments Argo CD does not sync on its own.
     pub manual_sync_classes: BTreeSet<String>,
-    /// Classes whose environments need an approval: a rollout leaves them alone
-    /// until rollouts can carry signed approvals of their own.
-    pub approval_classes: BTreeSet<String>,
+    /// Classes whose approval is required, with their approver groups: a stage with
+    /// environments of one waits for an approval from its approvers.
+    pub approval_classes: BTreeMap<String, Vec<String>>,
+    /// The owners of the rollout's tenant: who approves a stage that sets
+    /// `requireApproval` when no class of it requires an approval.
+    pub owners: TenantOwners,
+    /// Checks stage approvals; without it no stage approval is valid.
+    pub verifier: Option<Arc<Verifier>>,
     /// Other rollouts of the namespace that are not finished, each with the
     /// environments it planned (empty while not planned).
     pub active_rollouts: BTreeMap<String, BTreeSet<String>>,
@@ -85,6 +92,9 @@ pub struct Work {
     /// Only find the batch's commit and confirm it, never commit: the rollout was
     /// aborted with this batch marked (its commit may have landed).
     pub settle: bool,
+    /// Break-glass: the approver whose freeze-override approval lets this batch
+    /// commit during a freeze (a `Berth-Freeze-Override` trailer).
+    pub freeze_override: Option<String>,
 }
 
 /// An event to publish on the rollout.
@@ -113,6 +123,9 @@ pub mod reasons {
     pub const UNFROZEN: &str = "Unfrozen";
     pub const BLOCKED: &str = "Blocked";
     pub const AWAITING_APPROVAL: &str = "AwaitingApproval";
+    pub const APPROVAL_ACCEPTED: &str = "ApprovalAccepted";
+    pub const APPROVAL_REJECTED: &str = "ApprovalRejected";
+    pub const FREEZE_OVERRIDDEN: &str = "FreezeOverridden";
     pub const AWAITING_MERGE: &str = "AwaitingMerge";
     pub const USER_PAUSED: &str = "UserPaused";
     pub const COMMITTING: &str = "Committing";
@@ -341,7 +354,7 @@ impl Step<'_> {
             self.wake_at(at.0);
             return false;
         }
-        let plan = match plan::plan(spec, self.obs.requests.values().map(AsRef::as_ref), &self.obs.approval_classes) {
+        let plan = match plan::plan(spec, self.obs.requests.values().map(AsRef::as_ref)) {
             Ok(plan) => plan,
             Err(error) => {
                 self.set(RolloutPhase::Failed, reasons::INVALID, format!("{error}; fix the spec"));
@@ -400,6 +413,7 @@ impl Step<'_> {
             environments: batch.environments.clone(),
             rollback_of: None,
             settle: false,
+            freeze_override: batch.freeze_override.clone(),
         };
         self.status.current_stage = Some(stage.name.clone());
         let message = format!("committing {} batch {}/{}", work.stage, work.batch, work.of);
@@ -447,21 +461,64 @@ impl Step<'_> {
 
     /// Whether a freeze window holds stage `index`'s next batch (see
     /// [`crate::freeze`]); if so the rollout waits, woken when the freeze ends.
-    fn frozen(&mut self, index: usize) -> bool {
+    /// `override_by`: the approver of the stage's freeze-override approval
+    /// (break-glass), which lets the batch commit anyway.
+    fn frozen(&mut self, index: usize, override_by: Option<&str>) -> Freeze {
         let stage = &self.status.stages[index];
-        let batch = plan::batch(stage, stage.batches_done + 1);
+        let (name, number) = (stage.name.clone(), stage.batches_done + 1);
+        let batch = plan::batch(stage, number);
         let classes = batch.iter().filter_map(|n| self.obs.requests.get(n)).map(|r| r.spec.class.as_str());
         let verdict = self.obs.freezes.for_batch(&self.rollout.spec.freeze_windows, classes).check(self.now);
         if !verdict.frozen() {
             if self.status.reason.as_deref() == Some(reasons::FROZEN) {
                 self.note(false, reasons::UNFROZEN, "no freeze window covers the next batch any more");
             }
-            return false;
+            return Freeze::Open;
+        }
+        if let Some(approver) = override_by {
+            let message = format!(
+                "{name} batch {number} commits during a freeze: break-glass approval by {approver} ({})",
+                verdict.message("the batch")
+            );
+            self.note(true, reasons::FREEZE_OVERRIDDEN, message);
+            return Freeze::Overridden(approver.to_owned());
         }
         self.set(RolloutPhase::Waiting, reasons::FROZEN, verdict.message("the next batch"));
         self.wake_at(verdict.opens_at.unwrap_or_else(|| add(self.now, BLOCKED_RECHECK)));
         self.status.frozen = Some(verdict.status());
-        true
+        Freeze::Held
+    }
+
+    /// Whether stage `index` may start as far as approvals go: the approval
+    /// accepted when it started, a valid one in `spec.approvals` (checked now), no
+    /// need for one, or why it waits.
+    fn approval(&self, index: usize) -> Approval {
+        let stage = &self.status.stages[index];
+        if let Some(accepted) = &stage.approval {
+            return Approval::Recorded(accepted.clone());
+        }
+        if stage.batches_done > 0 || stage.current.is_some() {
+            // Started before (by a Berth that did not record approvals): it goes on.
+            return Approval::NotNeeded;
+        }
+        let require = self.rollout.spec.stages.iter().any(|s| s.name == stage.name && s.require_approval);
+        let classes = stage.environments.iter().filter_map(|n| self.obs.requests.get(n)).map(|r| r.spec.class.as_str());
+        let Some(approvers) =
+            stage_approval::stage_approvers(require, classes, &self.obs.approval_classes, || self.obs.owners.clone())
+        else {
+            return Approval::NotNeeded;
+        };
+        match stage_approval::check(self.rollout, &stage.name, &approvers, self.obs.verifier.as_deref(), self.now) {
+            Ok(verified) => Approval::Accepted(AcceptedApproval {
+                approver: verified.approver,
+                approved_at: Time(verified.issued_at.unwrap_or(self.now)),
+                accepted_at: Time(self.now),
+                key_id: verified.key_id,
+                // Freezes are the platform's: only its class approvers may break one.
+                freeze_override: verified.freeze_override && approvers.by_class_approvers(),
+            }),
+            Err(denial) => Approval::Waiting(denial),
+        }
     }
 
     fn start_batch(&mut self, index: usize) -> Started {
@@ -475,18 +532,37 @@ impl Step<'_> {
             );
             return Started::Waiting;
         }
-        if self.frozen(index) {
-            return Started::Waiting;
-        }
-        let stage_spec = spec.stages.iter().find(|s| s.name == name);
-        let first = self.status.stages[index].batches_done == 0;
-        if first && stage_spec.is_some_and(|s| s.require_approval) {
-            self.set(
-                RolloutPhase::Waiting,
-                reasons::AWAITING_APPROVAL,
-                format!("stage {name} requires an approval, and signed rollout approvals are not supported yet: remove requireApproval to go on"),
-            );
-            return Started::Waiting;
+        let approval = self.approval(index);
+        let override_by = match &approval {
+            Approval::Recorded(a) | Approval::Accepted(a) if a.freeze_override => Some(a.approver.clone()),
+            _ => None,
+        };
+        let freeze_override = match self.frozen(index, override_by.as_deref()) {
+            Freeze::Held => return Started::Waiting,
+            Freeze::Open => None,
+            Freeze::Overridden(approver) => Some(approver),
+        };
+        match approval {
+            Approval::NotNeeded | Approval::Recorded(_) => {}
+            Approval::Accepted(accepted) => {
+                let message = format!(
+                    "stage {name}: approval by {} accepted (key {}{})",
+                    accepted.approver,
+                    accepted.key_id,
+                    if accepted.freeze_override { ", freeze override" } else { "" }
+                );
+                self.note(false, reasons::APPROVAL_ACCEPTED, message);
+                self.status.stages[index].approval = Some(accepted);
+            }
+            Approval::Waiting(denial) => {
+                let message = denial.to_string();
+                let newly = self.status.message.as_deref() != Some(message.as_str());
+                if newly && matches!(denial, StageDenial::Rejected { .. }) {
+                    self.note(true, reasons::APPROVAL_REJECTED, message.clone());
+                }
+                self.set(RolloutPhase::Waiting, reasons::AWAITING_APPROVAL, message);
+                return Started::Waiting;
+            }
         }
         let stage = &self.status.stages[index];
         let (number, of) = (stage.batches_done + 1, plan::batches(stage));
@@ -512,6 +588,7 @@ impl Step<'_> {
             gate: GateTally::default(),
             failing: Vec::new(),
             metrics: Vec::new(),
+            freeze_override: freeze_override.clone(),
         });
         self.set(RolloutPhase::Progressing, reasons::COMMITTING, format!("committing {name} batch {number}/{of}"));
         Started::Work(Work {
@@ -522,6 +599,7 @@ impl Step<'_> {
             environments,
             rollback_of: None,
             settle: false,
+            freeze_override,
         })
     }
 
@@ -880,6 +958,7 @@ impl Step<'_> {
             environments,
             rollback_of: current.commit,
             settle: false,
+            freeze_override: None,
         })
     }
 
@@ -981,6 +1060,24 @@ enum Started {
     Waiting,
     /// The batch had nothing left to commit; go on to the next.
     Empty,
+}
+
+/// Whether a freeze holds a batch.
+enum Freeze {
+    Open,
+    Held,
+    /// Frozen, and a freeze-override approval by this approver lets it through.
+    Overridden(String),
+}
+
+/// Where a stage stands on approvals.
+enum Approval {
+    NotNeeded,
+    /// Accepted when the stage started.
+    Recorded(AcceptedApproval),
+    /// Valid now, accepted as the stage starts.
+    Accepted(AcceptedApproval),
+    Waiting(StageDenial),
 }
 
 enum Verified {

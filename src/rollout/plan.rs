@@ -25,9 +25,6 @@ pub enum SkipReason {
     /// Not provisioned (awaiting approval, over budget, failed): a rollout only
     /// moves environments that run, and never around their own admission.
     NotProvisioned,
-    /// Its class needs an approval, and a rollout cannot carry one yet: changing
-    /// what such an environment runs takes a new approved spec.
-    ApprovalRequired,
 }
 
 impl SkipReason {
@@ -37,7 +34,6 @@ impl SkipReason {
             Self::OtherApp => "OtherApp",
             Self::NoStage => "NoStage",
             Self::NotProvisioned => "NotProvisioned",
-            Self::ApprovalRequired => "ApprovalRequired",
         }
     }
 }
@@ -106,32 +102,84 @@ pub fn is_held(request: &EnvironmentRequest) -> bool {
     request.metadata.labels.as_ref().and_then(|l| l.get(HOLD_LABEL)).is_some_and(|v| v == "true")
 }
 
+/// The rollout's and its stages' selectors, parsed once.
+struct Selectors {
+    rollout: Selector,
+    stages: Vec<Option<Selector>>,
+}
+
+impl Selectors {
+    fn new(spec: &RolloutSpec) -> Result<Self, PlanError> {
+        let rollout = selector("spec.selector", &spec.selector)?;
+        let stages = spec
+            .stages
+            .iter()
+            .map(|stage| {
+                stage.selector.as_ref().map(|s| selector(format!("stage {} selector", stage.name), s)).transpose()
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Selectors { rollout, stages })
+    }
+
+    fn selects(&self, request: &EnvironmentRequest) -> bool {
+        self.rollout.matches(request.metadata.labels.as_ref().unwrap_or(&BTreeMap::new()))
+    }
+
+    /// The first stage that matches `request` (its class and the stage's selector).
+    fn stage_of(&self, spec: &RolloutSpec, request: &EnvironmentRequest) -> Option<usize> {
+        let empty = BTreeMap::new();
+        let labels = request.metadata.labels.as_ref().unwrap_or(&empty);
+        spec.stages.iter().zip(&self.stages).position(|(stage, stage_selector)| {
+            (stage.classes.is_empty() || stage.classes.contains(&request.spec.class))
+                && stage_selector.as_ref().is_none_or(|s| s.matches(labels))
+        })
+    }
+}
+
+/// Each stage's classes as best known before the plan is made (at admission): the
+/// classes it names, and those of the requests it would take now (held, other
+/// apps' and deleted ones aside). Who approves a stage depends on them.
+pub fn stage_classes<'a>(
+    spec: &RolloutSpec,
+    requests: impl IntoIterator<Item = &'a EnvironmentRequest>,
+) -> Result<Vec<std::collections::BTreeSet<String>>, PlanError> {
+    let selectors = Selectors::new(spec)?;
+    let mut classes: Vec<std::collections::BTreeSet<String>> =
+        spec.stages.iter().map(|s| s.classes.iter().cloned().collect()).collect();
+    for request in requests {
+        if request.metadata.deletion_timestamp.is_some()
+            || !selectors.selects(request)
+            || is_held(request)
+            || request.spec.app.name != spec.app
+        {
+            continue;
+        }
+        if let Some(index) = selectors.stage_of(spec, request) {
+            classes[index].insert(request.spec.class.clone());
+        }
+    }
+    Ok(classes)
+}
+
 /// Plans `spec` over `requests` (the rollout namespace's requests, any order).
 /// Environments are ordered by name within each stage: stable, and the order a
-/// person reading `kubectl get envreq` expects.
+/// person reading `kubectl get envreq` expects. Environments of classes whose
+/// approval is required are planned too: their stage waits for an approval.
 pub fn plan<'a>(
     spec: &RolloutSpec,
     requests: impl IntoIterator<Item = &'a EnvironmentRequest>,
-    approval_classes: &std::collections::BTreeSet<String>,
 ) -> Result<Plan, PlanError> {
-    let rollout_selector = selector("spec.selector", &spec.selector)?;
-    let stage_selectors = spec
-        .stages
-        .iter()
-        .map(|stage| stage.selector.as_ref().map(|s| selector(format!("stage {} selector", stage.name), s)).transpose())
-        .collect::<Result<Vec<_>, _>>()?;
+    let selectors = Selectors::new(spec)?;
     let mut members: Vec<Vec<String>> = vec![Vec::new(); spec.stages.len()];
     let mut skipped = Vec::new();
     let mut selected: Vec<&EnvironmentRequest> = requests
         .into_iter()
         .filter(|r| r.metadata.deletion_timestamp.is_none())
-        .filter(|r| rollout_selector.matches(r.metadata.labels.as_ref().unwrap_or(&BTreeMap::new())))
+        .filter(|r| selectors.selects(r))
         .collect();
     selected.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
     for request in selected {
         let name = request.metadata.name.clone().unwrap_or_default();
-        let empty = BTreeMap::new();
-        let labels = request.metadata.labels.as_ref().unwrap_or(&empty);
         if is_held(request) {
             skipped.push((name, SkipReason::Held));
             continue;
@@ -144,15 +192,7 @@ pub fn plan<'a>(
             skipped.push((name, SkipReason::NotProvisioned));
             continue;
         }
-        if approval_classes.contains(&request.spec.class) {
-            skipped.push((name, SkipReason::ApprovalRequired));
-            continue;
-        }
-        let stage = spec.stages.iter().zip(&stage_selectors).position(|(stage, stage_selector)| {
-            (stage.classes.is_empty() || stage.classes.contains(&request.spec.class))
-                && stage_selector.as_ref().is_none_or(|s| s.matches(labels))
-        });
-        match stage {
+        match selectors.stage_of(spec, request) {
             Some(index) => members[index].push(name),
             None => skipped.push((name, SkipReason::NoStage)),
         }
@@ -256,7 +296,7 @@ mod tests {
             stage("staging", &["staging"], IntOrString::Int(1)),
             stage("production", &["production"], IntOrString::Int(1)),
         ]);
-        let plan = plan(&spec, &requests, &Default::default()).expect("a plan");
+        let plan = plan(&spec, &requests).expect("a plan");
         assert_eq!(plan.stages[0].environments, ["stage-1"]);
         assert_eq!(plan.stages[1].environments, ["prod-a", "prod-b"]);
         assert_eq!(
@@ -272,7 +312,7 @@ mod tests {
         // The same requests in another order plan the same.
         let mut reversed = requests.clone();
         reversed.reverse();
-        assert_eq!(super::plan(&spec, &reversed, &Default::default()).expect("a plan"), plan);
+        assert_eq!(super::plan(&spec, &reversed).expect("a plan"), plan);
     }
 
     #[test]
@@ -294,7 +334,7 @@ mod tests {
         let requests: Vec<_> =
             (0..7).map(|i| request(&format!("prod-{i}"), "production", "checkout", &[TEAM])).collect();
         let spec = spec(vec![stage("production", &["production"], IntOrString::String("30%".into()))]);
-        let plan = plan(&spec, &requests, &Default::default()).expect("a plan");
+        let plan = plan(&spec, &requests).expect("a plan");
         let production = &plan.stages[0];
         assert_eq!(production.batch_size, 2);
         assert_eq!(batches(production), 4);
@@ -307,13 +347,13 @@ mod tests {
     fn nothing_to_promote_and_bad_selectors_are_errors_a_person_can_act_on() {
         let spec = spec(vec![stage("production", &["production"], IntOrString::Int(1))]);
         let other = [request("web", "production", "web", &[TEAM])];
-        let error = plan(&spec, &other, &Default::default()).expect_err("nothing to promote");
+        let error = plan(&spec, &other).expect_err("nothing to promote");
         assert_eq!(error.to_string(), "the selector matches no environment that deploys app checkout");
         let mut bad = spec.clone();
         bad.selector.match_expressions = Some(vec![
             serde_json::from_value(serde_json::json!({ "key": "team", "operator": "Near", "values": ["x"] }))
                 .expect("an expression"),
         ]);
-        assert!(matches!(plan(&bad, &other, &Default::default()), Err(PlanError::Selector { .. })));
+        assert!(matches!(plan(&bad, &other), Err(PlanError::Selector { .. })));
     }
 }

@@ -22,7 +22,7 @@ use crate::{
         budget,
         references::{self, Conflict},
         request::{self, Denial},
-        rollout as policy_rollout,
+        rollout as policy_rollout, stage_approval,
     },
 };
 
@@ -88,7 +88,7 @@ pub fn validate(
         Kind::EnvironmentRequest => validate_request(req, index, checks).map(|()| Vec::new()),
         Kind::Tenant => validate_tenant(req, index),
         Kind::EnvironmentClass => validate_class(req, index).map(|()| Vec::new()),
-        Kind::Rollout => validate_rollout(req, index).map(|()| Vec::new()),
+        Kind::Rollout => validate_rollout(req, index, checks).map(|()| Vec::new()),
         Kind::Freeze => validate_freeze(req).map(|()| Vec::new()),
     };
     match verdict {
@@ -199,12 +199,20 @@ fn validate_class(req: &AdmissionRequest<DynamicObject>, index: &Index) -> Resul
     references::check_unused("EnvironmentClass", &req.name, users).map_err(|c| c.to_string())
 }
 
-fn validate_rollout(req: &AdmissionRequest<DynamicObject>, index: &Index) -> Result<(), String> {
+fn validate_rollout(req: &AdmissionRequest<DynamicObject>, index: &Index, checks: &Checks) -> Result<(), String> {
     let Some(rollout) = typed::<Rollout>(req.object.as_ref(), "object")? else {
         return Ok(());
     };
     if rollout.meta().deletion_timestamp.is_some() {
         return Ok(());
+    }
+    let recorded = rollout_authors(req.user_info.username.as_deref(), &rollout, req.old_object.as_ref())?;
+    if authors_on(&rollout) != recorded {
+        return Err(format!(
+            "annotations {} and {} must be recorded by Berth's mutating webhook, not written by hand; is its MutatingWebhookConfiguration (with rollouts) installed?",
+            labels::CREATED_BY_ANNOTATION,
+            labels::SPEC_AUTHOR_ANNOTATION
+        ));
     }
     let namespace = req.namespace.clone().or_else(|| rollout.namespace()).unwrap_or_default();
     let tenants = index.tenants.state();
@@ -225,7 +233,46 @@ fn validate_rollout(req: &AdmissionRequest<DynamicObject>, index: &Index) -> Res
     // O(the requests of this namespace): a Rollout only selects in its own.
     let requests = index.requests_in(&namespace);
     let requests: Vec<&EnvironmentRequest> = requests.iter().map(AsRef::as_ref).collect();
-    policy_rollout::check(&rollout, old.as_ref(), &requests).map_err(|d| d.to_string())
+    policy_rollout::check(&rollout, old.as_ref(), &requests).map_err(|d| d.to_string())?;
+    check_stage_approvals(&rollout, old.as_ref(), owner, &requests, index, checks)
+}
+
+/// The approvals added or changed in `spec.approvals`, each for a stage of this
+/// rollout and valid for it (the approvers as best known: the stage's classes and
+/// those of the requests it selects now).
+fn check_stage_approvals(
+    rollout: &Rollout,
+    old: Option<&Rollout>,
+    owner: Option<&Tenant>,
+    requests: &[&EnvironmentRequest],
+    index: &Index,
+    checks: &Checks,
+) -> Result<(), String> {
+    if rollout.spec.approvals.iter().all(|a| old.is_some_and(|old| old.spec.approvals.contains(a))) {
+        return Ok(());
+    }
+    // On an update the object carries its status: once started, the plan's classes.
+    let classes = stage_approval::known_stage_classes(rollout, requests);
+    let approval_classes = index
+        .classes
+        .state()
+        .iter()
+        .filter(|c| c.spec.approval.required)
+        .map(|c| (c.name_any(), c.spec.approval.approver_groups.clone()))
+        .collect();
+    let owners = stage_approval::tenant_owners(owner);
+    stage_approval::check_added(rollout, old, &classes, &approval_classes, &owners, checks.verifier, checks.now)
+        .map_err(|d| d.to_string())
+}
+
+/// The authors admission records on a rollout (see [`request::record_authors`]).
+fn rollout_authors(
+    user: Option<&str>,
+    new: &Rollout,
+    old: Option<&DynamicObject>,
+) -> Result<(Option<String>, Option<String>), String> {
+    let old = typed::<Rollout>(old, "oldObject")?;
+    Ok(request::record_authors(user, old.as_ref(), |old| stage_approval::spec_changed(&old.spec, &new.spec)))
 }
 
 /// A cluster-wide freeze Berth cannot read would hold every rollout: refused, naming
@@ -247,13 +294,17 @@ fn authors_on(object: &impl ResourceExt) -> (Option<String>, Option<String>) {
     (annotations.get(labels::CREATED_BY_ANNOTATION).cloned(), annotations.get(labels::SPEC_AUTHOR_ANNOTATION).cloned())
 }
 
-/// Decides a mutating review of an EnvironmentRequest: records who created it and
-/// who wrote its spec from the apiserver's authenticated user, never from the object,
-/// and puts Berth's finalizer on a new request.
-pub fn mutate(req: &AdmissionRequest<DynamicObject>) -> AdmissionResponse {
+/// Decides a mutating review: records who created an EnvironmentRequest or a
+/// Rollout and who wrote its spec from the apiserver's authenticated user, never from
+/// the object (the four-eyes rule of approvals trusts them), and puts Berth's
+/// finalizer on a new request.
+pub fn mutate(req: &AdmissionRequest<DynamicObject>, kind: Kind) -> AdmissionResponse {
     let response = AdmissionResponse::from(req);
     if !matches!(req.operation, Operation::Create | Operation::Update) {
         return response;
+    }
+    if kind == Kind::Rollout {
+        return mutate_rollout(req, response);
     }
     let (new, old) = match (
         typed::<EnvironmentRequest>(req.object.as_ref(), "object"),
@@ -279,6 +330,29 @@ pub fn mutate(req: &AdmissionRequest<DynamicObject>) -> AdmissionResponse {
     match response.clone().with_patch(json_patch::Patch(operations)) {
         Ok(patched) => patched,
         Err(e) => response.deny(format!("cannot record the request's authors: {e}")),
+    }
+}
+
+/// Records a rollout's creator and spec author (no finalizer: a rollout owns nothing
+/// that outlives it).
+fn mutate_rollout(req: &AdmissionRequest<DynamicObject>, response: AdmissionResponse) -> AdmissionResponse {
+    let new = match typed::<Rollout>(req.object.as_ref(), "object") {
+        Ok(Some(new)) => new,
+        Ok(None) => return response,
+        Err(message) => return response.deny(message),
+    };
+    let recorded = match rollout_authors(req.user_info.username.as_deref(), &new, req.old_object.as_ref()) {
+        Ok(recorded) => recorded,
+        Err(message) => return response.deny(message),
+    };
+    let current = authors_on(&new);
+    if current == recorded {
+        return response;
+    }
+    let patch = authors_patch(new.metadata.annotations.is_some(), &current, &recorded);
+    match response.clone().with_patch(patch) {
+        Ok(patched) => patched,
+        Err(e) => response.deny(format!("cannot record the rollout's authors: {e}")),
     }
 }
 

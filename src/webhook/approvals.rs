@@ -1,5 +1,6 @@
 //! `POST /v1/approvals`: an approver proves who they are with a bearer token and
-//! gets a signed approval for one request's exact spec. Every decision is written
+//! gets a signed approval for one request's exact spec, or for one stage of a
+//! rollout's exact spec (a body with a `stage`). Every decision is written
 //! to the audit log (target `berth::audit`): who, which request, allowed or not,
 //! why — never a token.
 
@@ -14,12 +15,16 @@ use k8s_openapi::jiff::Timestamp;
 use super::state::WebhookState;
 use crate::{
     approval::{
-        Approver, RequestRef,
+        Approver, Issuer, RequestRef, StageRef,
+        digest::rollout_digest,
         digest::spec_digest,
-        wire::{ApiError, ApprovalGranted, ApprovalRequest},
+        wire::{ApiError, ApprovalBody, ApprovalGranted, ApprovalRequest, StageApprovalRequest},
     },
     auth::{Caller, Role},
-    policy::approval::{ApproverRefusal, may_approve},
+    policy::{
+        approval::{ApproverRefusal, may_approve},
+        stage_approval,
+    },
 };
 
 fn refuse(status: StatusCode, reason: &str, message: String) -> Response {
@@ -57,10 +62,10 @@ pub async fn create(State(state): State<WebhookState>, headers: HeaderMap, body:
             return refuse(StatusCode::UNAUTHORIZED, e.reason(), e.to_string());
         }
     };
-    let asked: ApprovalRequest = match serde_json::from_slice(&body) {
-        Ok(asked) => asked,
-        Err(e) => {
-            let message = format!("body must be {{namespace, name, spec}} of an EnvironmentRequest: {e}");
+    let asked: ApprovalRequest = match ApprovalBody::parse(&body) {
+        Ok(ApprovalBody::Request(asked)) => asked,
+        Ok(ApprovalBody::Stage(asked)) => return approve_stage(&state, issuer, &caller, &asked, now),
+        Err(message) => {
             audit(Some(&caller), "-", false, "BadRequest", &message);
             return refuse(StatusCode::BAD_REQUEST, "BadRequest", message);
         }
@@ -70,12 +75,7 @@ pub async fn create(State(state): State<WebhookState>, headers: HeaderMap, body:
         audit(Some(&caller), &target, false, reason, &message);
         refuse(status, reason, message)
     };
-    if !caller.has_role(Role::Approver) {
-        let message = format!(
-            "{} has roles {:?}; approving needs the approver (or admin) role",
-            caller.subject,
-            caller.roles.iter().map(ToString::to_string).collect::<Vec<_>>()
-        );
+    if let Err(message) = approver_role(&caller) {
         return refused(StatusCode::FORBIDDEN, "NotAnApprover", message);
     }
     let Some(class) = state.index.class(&asked.spec.class) else {
@@ -96,6 +96,99 @@ pub async fn create(State(state): State<WebhookState>, headers: HeaderMap, body:
         Ok(token) => {
             audit(Some(&caller), &target, true, "Approved", "approval issued");
             let granted = ApprovalGranted { token, approver: caller.subject.clone(), digest: spec_digest(&asked.spec) };
+            (StatusCode::OK, Json(granted)).into_response()
+        }
+        Err(e) => refused(StatusCode::INTERNAL_SERVER_ERROR, "SigningFailed", e.to_string()),
+    }
+}
+
+/// Approving anything needs the approver (or admin) role of the auth API.
+fn approver_role(caller: &Caller) -> Result<(), String> {
+    if caller.has_role(Role::Approver) {
+        return Ok(());
+    }
+    Err(format!(
+        "{} has roles {:?}; approving needs the approver (or admin) role",
+        caller.subject,
+        caller.roles.iter().map(ToString::to_string).collect::<Vec<_>>()
+    ))
+}
+
+/// A rollout stage's approval: the stage's approvers (its classes' as the plan in
+/// status has them once the rollout started, else as best known), four eyes against
+/// the rollout's recorded authors when it exists, and break-glass only for class
+/// approvers ([`stage_approval`] holds each rule).
+fn approve_stage(
+    state: &WebhookState,
+    issuer: &Issuer,
+    caller: &Caller,
+    asked: &StageApprovalRequest,
+    now: Timestamp,
+) -> Response {
+    let target = format!("{}/{} stage {}", asked.namespace, asked.name, asked.stage);
+    let refused = |status, reason: &str, message: String| {
+        audit(Some(caller), &target, false, reason, &message);
+        refuse(status, reason, message)
+    };
+    if let Err(message) = approver_role(caller) {
+        return refused(StatusCode::FORBIDDEN, "NotAnApprover", message);
+    }
+    let existing = state.index.rollout(&asked.namespace, &asked.name);
+    // Judged on the rollout as asked, with what the cluster recorded about it.
+    let mut rollout = crate::api::Rollout::new(&asked.name, asked.spec.clone());
+    rollout.metadata.namespace = Some(asked.namespace.clone());
+    if let Some(existing) = &existing {
+        rollout.metadata.uid = existing.metadata.uid.clone();
+        rollout.metadata.annotations = existing.metadata.annotations.clone();
+        rollout.status = existing.status.clone();
+    }
+    if !rollout.spec.stages.iter().any(|s| s.name == asked.stage) {
+        let stages: Vec<&str> = rollout.spec.stages.iter().map(|s| s.name.as_str()).collect();
+        let message = format!("rollout {} has no stage {:?} (stages: {stages:?})", asked.name, asked.stage);
+        return refused(StatusCode::UNPROCESSABLE_ENTITY, "NoSuchStage", message);
+    }
+    let requests = state.index.requests_in(&asked.namespace);
+    let requests: Vec<&crate::api::EnvironmentRequest> = requests.iter().map(AsRef::as_ref).collect();
+    let classes = stage_approval::known_stage_classes(&rollout, &requests);
+    let approval_classes = state
+        .index
+        .classes
+        .state()
+        .iter()
+        .filter(|c| c.spec.approval.required)
+        .map(|c| (kube::ResourceExt::name_any(c.as_ref()), c.spec.approval.approver_groups.clone()))
+        .collect();
+    let tenants = state.index.tenants.state();
+    let owners = || stage_approval::tenant_owners(crate::policy::references::owner_of(&asked.namespace, &tenants));
+    let Some(approvers) = stage_approval::approvers_of(&rollout, &asked.stage, &classes, &approval_classes, owners)
+    else {
+        let message = format!(
+            "stage {:?} needs no approval (no class of its environments requires one and it does not set requireApproval); apply the rollout as it is",
+            asked.stage
+        );
+        return refused(StatusCode::UNPROCESSABLE_ENTITY, "ApprovalNotRequired", message);
+    };
+    let authors = if existing.is_some() { stage_approval::authors(&rollout) } else { [None, None] };
+    if let Err(rejection) =
+        stage_approval::may_approve(&caller.subject, &caller.groups, &approvers, authors, asked.freeze_override)
+    {
+        return refused(StatusCode::FORBIDDEN, rejection.reason(), rejection.to_string());
+    }
+    let approver = Approver { subject: caller.subject.clone(), groups: caller.groups.clone() };
+    let stage = StageRef {
+        namespace: asked.namespace.clone(),
+        name: asked.name.clone(),
+        uid: rollout.metadata.uid.clone(),
+        stage: asked.stage.clone(),
+        freeze_override: asked.freeze_override,
+    };
+    match issuer.issue_stage(&approver, &stage, &asked.spec, now) {
+        Ok(token) => {
+            let what =
+                if asked.freeze_override { "stage approval issued (freeze override)" } else { "stage approval issued" };
+            audit(Some(caller), &target, true, "Approved", what);
+            let granted =
+                ApprovalGranted { token, approver: caller.subject.clone(), digest: rollout_digest(&asked.spec) };
             (StatusCode::OK, Json(granted)).into_response()
         }
         Err(e) => refused(StatusCode::INTERNAL_SERVER_ERROR, "SigningFailed", e.to_string()),

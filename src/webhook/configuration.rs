@@ -115,24 +115,26 @@ pub fn validating(registration: &Registration) -> ValidatingWebhookConfiguration
     }
 }
 
-/// The mutating configuration: records the creator of EnvironmentRequests.
+/// The mutating configuration: records the creator and spec author of
+/// EnvironmentRequests and Rollouts (whose approvals' four-eyes rule reads them).
 pub fn mutating(registration: &Registration) -> MutatingWebhookConfiguration {
+    let webhook = |kind: Kind| MutatingWebhook {
+        name: format!("{}.mutate.berth.dev", kind.plural()),
+        admission_review_versions: vec!["v1".to_owned()],
+        client_config: client_config(registration, &format!("/mutate/{}", kind.plural())),
+        failure_policy: Some("Fail".to_owned()),
+        match_policy: Some("Equivalent".to_owned()),
+        namespace_selector: Some(not_system_namespaces()),
+        rules: Some(vec![rule(kind, &["CREATE", "UPDATE"])]),
+        side_effects: "None".to_owned(),
+        timeout_seconds: Some(registration.timeout_seconds),
+        // Another webhook changing the object afterwards cannot drop the record.
+        reinvocation_policy: Some("IfNeeded".to_owned()),
+        ..Default::default()
+    };
     MutatingWebhookConfiguration {
         metadata: ObjectMeta { name: Some(NAME.to_owned()), ..Default::default() },
-        webhooks: Some(vec![MutatingWebhook {
-            name: "environmentrequests.mutate.berth.dev".to_owned(),
-            admission_review_versions: vec!["v1".to_owned()],
-            client_config: client_config(registration, "/mutate/environmentrequests"),
-            failure_policy: Some("Fail".to_owned()),
-            match_policy: Some("Equivalent".to_owned()),
-            namespace_selector: Some(not_system_namespaces()),
-            rules: Some(vec![rule(Kind::EnvironmentRequest, &["CREATE", "UPDATE"])]),
-            side_effects: "None".to_owned(),
-            timeout_seconds: Some(registration.timeout_seconds),
-            // Another webhook changing the object afterwards cannot drop the record.
-            reinvocation_policy: Some("IfNeeded".to_owned()),
-            ..Default::default()
-        }]),
+        webhooks: Some(vec![webhook(Kind::EnvironmentRequest), webhook(Kind::Rollout)]),
     }
 }
 
@@ -200,7 +202,7 @@ mod tests {
                 )
             }))
             .collect();
-        assert_eq!(webhooks.len(), 6);
+        assert_eq!(webhooks.len(), 7);
         for (name, failure, side_effects, timeout, rules, selector) in webhooks {
             assert_eq!(failure, Some("Fail"), "{name}");
             assert_eq!(side_effects, "None", "{name}");

@@ -2,7 +2,7 @@
 //! people, on one HTTPS listener.
 //!
 //! - `POST /validate/{resource}` — validating AdmissionReview v1 for Berth's kinds
-//! - `POST /mutate/environmentrequests` — records the creator
+//! - `POST /mutate/{environmentrequests,rollouts}` — records the creator and spec author
 //! - `POST /v1/approvals` — an approver asks Berth to sign an approval
 //! - `GET /healthz`
 
@@ -36,7 +36,7 @@ const MAX_BODY: usize = 4 * 1024 * 1024;
 pub fn router(state: WebhookState) -> Router {
     Router::new()
         .route("/validate/{resource}", post(validate))
-        .route("/mutate/environmentrequests", post(mutate))
+        .route("/mutate/{resource}", post(mutate))
         .route("/v1/approvals", post(approvals::create))
         .route("/healthz", get(|| async { "ok" }))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
@@ -91,15 +91,20 @@ async fn validate(State(state): State<WebhookState>, Path(resource): Path<String
     review_response(response)
 }
 
-async fn mutate(State(state): State<WebhookState>, body: Bytes) -> Response {
+async fn mutate(State(state): State<WebhookState>, Path(resource): Path<String>, body: Bytes) -> Response {
+    let (kind, label) = match Kind::from_plural(&resource) {
+        Some(Kind::EnvironmentRequest) => (Kind::EnvironmentRequest, "environmentrequests-mutate"),
+        Some(Kind::Rollout) => (Kind::Rollout, "rollouts-mutate"),
+        _ => return (StatusCode::NOT_FOUND, format!("Berth does not mutate {resource:?}")).into_response(),
+    };
     let started = Instant::now();
     let req = match parse_review(&body) {
         Ok(req) => req,
         Err(message) => return bad_review(message),
     };
-    let response = admission::mutate(&req);
+    let response = admission::mutate(&req, kind);
     if let Some(metrics) = &state.metrics {
-        metrics.observe("environmentrequests-mutate", &req.operation, response.allowed, started.elapsed());
+        metrics.observe(label, &req.operation, response.allowed, started.elapsed());
     }
     review_response(response)
 }

@@ -11,6 +11,7 @@ use kube::{Api, ResourceExt};
 use tokio::sync::OnceCell;
 
 mod freeze;
+mod stage_approval;
 
 static SETUP: OnceCell<WebhookSetup> = OnceCell::const_new();
 

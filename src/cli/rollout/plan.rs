@@ -63,8 +63,7 @@ pub fn dry_run(rollout: &Rollout, requests: Vec<EnvironmentRequest>) -> Result<S
         .collect();
     // Classes are not among the inputs: environments of a class that needs an approval,
     // which the controller skips, are planned here as any other.
-    let plan = plan::plan(&rollout.spec, &requests, &Default::default())
-        .map_err(|e| format!("the rollout cannot start: {e}"))?;
+    let plan = plan::plan(&rollout.spec, &requests).map_err(|e| format!("the rollout cannot start: {e}"))?;
     Ok(format_plan(rollout, &plan, assumed))
 }
 

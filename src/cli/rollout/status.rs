@@ -76,6 +76,21 @@ pub fn format_status(rollout: &Rollout, now: Timestamp) -> String {
         out.push('\n');
         rollback_lines(&mut out, rollback);
     }
+    let approved: Vec<_> = status.stages.iter().filter_map(|s| s.approval.as_ref().map(|a| (&s.name, a))).collect();
+    if !approved.is_empty() {
+        let _ = writeln!(out, "\nApprovals:");
+        let width = approved.iter().map(|(name, _)| name.len()).max().unwrap_or(0);
+        for (stage, approval) in approved {
+            let glass = if approval.freeze_override { ", freeze override (break-glass)" } else { "" };
+            let _ = writeln!(
+                out,
+                "  {stage:width$}  by {} at {}, key {}{glass}",
+                approval.approver,
+                when(&approval.approved_at, now),
+                approval.key_id
+            );
+        }
+    }
     if let Some(plan) = status.plan.as_ref().filter(|p| p.skipped > 0) {
         let _ = writeln!(out, "\nSkipped ({}):", plan.skipped);
         let width = plan.skipped_environments.iter().map(|s| s.name.len()).max().unwrap_or(0);

@@ -481,6 +481,7 @@ mod tests {
             gate: Default::default(),
             failing: vec![],
             metrics: vec![],
+            freeze_override: None,
         };
         let with = |step, history: Vec<HistoryEntry>, phase| RolloutStatus {
             phase: Some(phase),

@@ -34,6 +34,9 @@ use crate::{
     },
 };
 
+/// Trailer naming who let a batch commit during a freeze (break-glass).
+pub const FREEZE_OVERRIDE_TRAILER: &str = "Berth-Freeze-Override";
+
 /// How far back a new leader looks for a batch's commit.
 const FIND_DEPTH: usize = 500;
 
@@ -228,7 +231,10 @@ async fn patch_promotion(request: &EnvironmentRequest, promotion: &Promotion, ct
 /// The commit on the watched branch that carries `work`'s trailers (the revision
 /// aside), if any: how a repeated or settled batch finds the commit it made.
 async fn find(rollout: &Rollout, work: &Work, ctx: &Context) -> Result<Option<String>, Error> {
-    let search = trailers(rollout, work).into_iter().filter(|(k, _)| k != "Berth-Revision").collect();
+    let search = trailers(rollout, work)
+        .into_iter()
+        .filter(|(k, _)| k != "Berth-Revision" && k != FREEZE_OVERRIDE_TRAILER)
+        .collect();
     let path = format!("{} batch {}", work.stage, work.batch);
     let found = ctx.writer.find_commit(search, FIND_DEPTH).await.map_err(|source| Error::Commit { path, source })?;
     Ok(found.map(|c| c.as_str().to_owned()))
@@ -278,6 +284,9 @@ fn trailers(rollout: &Rollout, work: &Work) -> Vec<(String, String)> {
     if let Some(undone) = &work.rollback_of {
         trailers.push(("Berth-Rollback-Of".to_owned(), undone.clone()));
     }
+    if let Some(approver) = &work.freeze_override {
+        trailers.push((FREEZE_OVERRIDE_TRAILER.to_owned(), approver.clone()));
+    }
     trailers
 }
 
@@ -306,6 +315,7 @@ mod tests {
             environments: vec![],
             rollback_of: None,
             settle: false,
+            freeze_override: None,
         }
     }
 

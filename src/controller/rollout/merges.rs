@@ -69,6 +69,7 @@ pub(super) async fn merged(rollout: &Rollout, ctx: &Context) -> BTreeSet<String>
             environments: Vec::new(),
             rollback_of: None,
             settle: false,
+            freeze_override: batch.freeze_override.clone(),
         };
         match batch::merged(rollout, &work, commit, ctx).await {
             Ok(true) => {

@@ -43,6 +43,7 @@ const AFTER_COMMIT: Duration = Duration::from_millis(500);
 pub async fn reconcile(rollout: Arc<Rollout>, ctx: Arc<Context>) -> Result<Action, Error> {
     let index = ctx.index().await;
     let mut observations = observe(&rollout, index);
+    observations.verifier = ctx.approvals.clone();
     observations.pull_requests = !ctx.writer.pushes_to_watched_branch();
     if observations.pull_requests {
         observations.merged = merges::merged(&rollout, &ctx).await;
@@ -173,8 +174,17 @@ fn observe(rollout: &Rollout, index: &Index) -> Observations {
         .collect::<std::collections::BTreeMap<String, Arc<EnvironmentRequest>>>();
     let manual_sync_classes =
         index.classes.state().iter().filter(|c| !c.spec.argocd.sync_policy.automated).map(|c| c.name_any()).collect();
-    let approval_classes =
-        index.classes.state().iter().filter(|c| c.spec.approval.required).map(|c| c.name_any()).collect();
+    let approval_classes = index
+        .classes
+        .state()
+        .iter()
+        .filter(|c| c.spec.approval.required)
+        .map(|c| (c.name_any(), c.spec.approval.approver_groups.clone()))
+        .collect();
+    let owners = crate::policy::stage_approval::tenant_owners(crate::policy::references::owner_of(
+        &namespace,
+        &index.tenants.state(),
+    ));
     let this = rollout.name_any();
     let active_rollouts = index
         .rollouts_in(&namespace)
@@ -195,6 +205,7 @@ fn observe(rollout: &Rollout, index: &Index) -> Observations {
         argocd_installed: index.argocd_installed(),
         manual_sync_classes,
         approval_classes,
+        owners,
         active_rollouts,
         freezes: freezes(index),
         ..Observations::default()

@@ -592,17 +592,5 @@ fn a_rollout_waits_for_another_that_planned_the_same_environments() {
     assert_eq!(blocked.work, None);
 }
 
-#[test]
-fn environments_of_classes_that_need_an_approval_are_skipped() {
-    let rollout = two_stages(serde_json::json!({}));
-    let world = World::three();
-    let mut obs = world.obs();
-    obs.approval_classes.insert("production".into());
-    let decision = next(&rollout, &RolloutStatus::default(), &obs, at(0));
-    let plan = decision.status.plan.expect("planned");
-    assert_eq!(plan.environments, 1);
-    assert!(plan.skipped_environments.iter().all(|s| s.reason == "ApprovalRequired"));
-    assert_eq!(plan.skipped, 2);
-}
-
+mod approval;
 mod freeze;

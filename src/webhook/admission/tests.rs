@@ -51,6 +51,13 @@ fn approve(keys: &Keys, request: &EnvironmentRequest, approver: &str, at: Timest
     keys.approve(request, approver, at)
 }
 
+/// A rollout as the mutating webhook leaves it when alice created it.
+fn by_alice(mut rollout: Rollout) -> Rollout {
+    rollout.annotations_mut().insert(labels::CREATED_BY_ANNOTATION.into(), "alice".into());
+    rollout.annotations_mut().insert(labels::SPEC_AUTHOR_ANNOTATION.into(), "alice".into());
+    rollout
+}
+
 /// The request as the mutating webhook leaves it when `creator` created it.
 fn with_creator(mut request: EnvironmentRequest, creator: &str) -> EnvironmentRequest {
     request.annotations_mut().insert(labels::CREATED_BY_ANNOTATION.into(), creator.into());
@@ -311,7 +318,8 @@ fn an_expired_approval_is_refused_at_creation() {
 fn the_creator_is_recorded_from_the_authenticated_user_not_the_object() {
     let mut forged = request("preview");
     forged.annotations_mut().insert(labels::CREATED_BY_ANNOTATION.into(), "bob".into());
-    let response = mutate(&review("CREATE", "environmentrequests", Some(value(&forged)), None));
+    let response =
+        mutate(&review("CREATE", "environmentrequests", Some(value(&forged)), None), Kind::EnvironmentRequest);
     let patch: Value = serde_json::from_slice(response.patch.as_deref().expect("a patch")).expect("json");
     assert_eq!(
         patch,
@@ -323,7 +331,7 @@ fn the_creator_is_recorded_from_the_authenticated_user_not_the_object() {
     );
 
     let bare = request("preview");
-    let response = mutate(&review("CREATE", "environmentrequests", Some(value(&bare)), None));
+    let response = mutate(&review("CREATE", "environmentrequests", Some(value(&bare)), None), Kind::EnvironmentRequest);
     let patch: Value = serde_json::from_slice(response.patch.as_deref().expect("a patch")).expect("json");
     assert_eq!(
         patch,
@@ -339,7 +347,8 @@ fn a_new_request_gets_the_finalizer_once_and_updates_never_put_it_back() {
     let mut created = with_creator(request("preview"), "alice");
     created.annotations_mut().insert(labels::SPEC_AUTHOR_ANNOTATION.into(), "alice".into());
     created.metadata.finalizers = Some(vec!["example.com/keep".into()]);
-    let response = mutate(&review("CREATE", "environmentrequests", Some(value(&created)), None));
+    let response =
+        mutate(&review("CREATE", "environmentrequests", Some(value(&created)), None), Kind::EnvironmentRequest);
     let patch: Patch = serde_json::from_slice(response.patch.as_deref().expect("a patch")).expect("json patch");
     let mut object = value(&created);
     json_patch::patch(&mut object, &patch).expect("the patch applies");
@@ -347,14 +356,18 @@ fn a_new_request_gets_the_finalizer_once_and_updates_never_put_it_back() {
 
     // Already there: nothing to add.
     created.metadata.finalizers = Some(vec![labels::FINALIZER.into()]);
-    let response = mutate(&review("CREATE", "environmentrequests", Some(value(&created)), None));
+    let response =
+        mutate(&review("CREATE", "environmentrequests", Some(value(&created)), None), Kind::EnvironmentRequest);
     assert!(response.allowed && response.patch.is_none(), "{:?}", response.patch);
 
     // The controller removes it after cleaning git; an update must not bring it back.
     let old = created.clone();
     let mut cleaned = created.clone();
     cleaned.metadata.finalizers = None;
-    let response = mutate(&review("UPDATE", "environmentrequests", Some(value(&cleaned)), Some(value(&old))));
+    let response = mutate(
+        &review("UPDATE", "environmentrequests", Some(value(&cleaned)), Some(value(&old))),
+        Kind::EnvironmentRequest,
+    );
     assert!(response.allowed && response.patch.is_none(), "{:?}", response.patch);
 }
 
@@ -363,18 +376,27 @@ fn an_update_keeps_the_recorded_creator() {
     let old = with_creator(request("preview"), "carol");
     let mut new = old.clone();
     new.annotations_mut().insert(labels::CREATED_BY_ANNOTATION.into(), "alice".into());
-    let response = mutate(&review("UPDATE", "environmentrequests", Some(value(&new)), Some(value(&old))));
+    let response = mutate(
+        &review("UPDATE", "environmentrequests", Some(value(&new)), Some(value(&old))),
+        Kind::EnvironmentRequest,
+    );
     let patch: Value = serde_json::from_slice(response.patch.as_deref().expect("a patch")).expect("json");
     assert_eq!(patch[0]["value"], json!("carol"));
 
     // Unchanged: no patch at all.
-    let response = mutate(&review("UPDATE", "environmentrequests", Some(value(&old)), Some(value(&old))));
+    let response = mutate(
+        &review("UPDATE", "environmentrequests", Some(value(&old)), Some(value(&old))),
+        Kind::EnvironmentRequest,
+    );
     assert!(response.allowed && response.patch.is_none());
 
     // A spec change records its author; the creator stays.
     let mut changed = old.clone();
     changed.spec.app.revision = "v2".into();
-    let response = mutate(&review("UPDATE", "environmentrequests", Some(value(&changed)), Some(value(&old))));
+    let response = mutate(
+        &review("UPDATE", "environmentrequests", Some(value(&changed)), Some(value(&old))),
+        Kind::EnvironmentRequest,
+    );
     let patch: Value = serde_json::from_slice(response.patch.as_deref().expect("a patch")).expect("json");
     assert_eq!(patch, json!([{"op": "add", "path": "/metadata/annotations/berth.dev~1spec-author", "value": "alice"}]));
 }
@@ -418,7 +440,7 @@ fn classes_and_tenants_in_use_cannot_be_deleted() {
 #[test]
 fn rollouts_must_live_in_a_tenant_namespace_and_use_allowed_classes() {
     let cluster = cluster();
-    let rollout: Rollout = crate::testing::example("rollout-checkout.yaml");
+    let rollout = by_alice(crate::testing::example("rollout-checkout.yaml"));
     let response = decide(&cluster, None, &review("CREATE", "rollouts", Some(value(&rollout)), None));
     assert!(response.allowed, "{}", response.result.message);
 
@@ -448,7 +470,7 @@ fn a_rollout_selecting_another_apps_environments_or_changing_what_it_planned_fro
     web.spec.app.name = "web".into();
     web.metadata.labels = Some([("app".to_owned(), "checkout".to_owned())].into());
     cluster.requests = vec![Arc::new(web)];
-    let rollout: Rollout = crate::testing::example("rollout-checkout.yaml");
+    let rollout = by_alice(crate::testing::example("rollout-checkout.yaml"));
     let response = decide(&cluster, None, &review("CREATE", "rollouts", Some(value(&rollout)), None));
     let message = denied(&response);
     assert!(
@@ -491,4 +513,76 @@ fn a_cluster_freeze_berth_cannot_read_is_refused_naming_the_field() {
         "{}",
         denied(&response)
     );
+}
+
+/// bob's approval of `stage` of `rollout` as it is.
+fn approve_stage(keys: &Keys, rollout: &Rollout, stage: &str, approver: &str) -> String {
+    let who =
+        crate::approval::Approver { subject: approver.into(), groups: vec![crate::testing::APPROVER_GROUP.into()] };
+    let target = crate::approval::StageRef {
+        namespace: rollout.namespace().unwrap_or_default(),
+        name: rollout.name_any(),
+        uid: rollout.metadata.uid.clone(),
+        stage: stage.into(),
+        freeze_override: false,
+    };
+    keys.issuer.issue_stage(&who, &target, &rollout.spec, now()).expect("a stage approval")
+}
+
+#[test]
+fn a_rollout_approval_is_admitted_for_its_stage_and_refused_for_another_a_missing_stage_or_its_creator() {
+    let keys = keys();
+    let rollout = by_alice(crate::testing::example("rollout-checkout.yaml"));
+    let with = |stage: &str, token: String| {
+        let mut approved = rollout.clone();
+        approved.spec.approvals = vec![crate::api::rollout::StageApproval { stage: stage.into(), token }];
+        review("CREATE", "rollouts", Some(value(&approved)), None)
+    };
+    let token = approve_stage(&keys, &rollout, "production", "bob");
+    let admitted = decide(&cluster(), Some(&keys), &with("production", token.clone()));
+    assert!(admitted.allowed, "{}", admitted.result.message);
+    let message = denied(&decide(&cluster(), Some(&keys), &with("staging", token))).to_owned();
+    assert!(message.contains("it approves stage \"production\", not stage \"staging\""), "{message}");
+    let message = denied(&decide(&cluster(), Some(&keys), &with("canary", "x.y.z".into()))).to_owned();
+    assert!(message.contains("names stage \"canary\", which is not a stage of this rollout"), "{message}");
+    let own = approve_stage(&keys, &rollout, "production", "alice");
+    let message = denied(&decide(&cluster(), Some(&keys), &with("production", own))).to_owned();
+    assert!(message.contains("approver \"alice\" created this rollout"), "{message}");
+    // A request's approval is no stage's.
+    let mut prod = with_creator(request("production"), "alice");
+    prod.metadata.namespace = Some("payments".into());
+    let message =
+        denied(&decide(&cluster(), Some(&keys), &with("production", approve(&keys, &prod, "bob", now())))).to_owned();
+    assert!(message.contains("it approves a request, not a rollout stage"), "{message}");
+}
+
+#[test]
+fn a_rollouts_authors_are_recorded_by_the_mutating_webhook_and_hand_written_ones_refused() {
+    let bare: Rollout = crate::testing::example("rollout-checkout.yaml");
+    let response = mutate(&review("CREATE", "rollouts", Some(value(&bare)), None), Kind::Rollout);
+    let patch: Value = serde_json::from_slice(response.patch.as_deref().expect("a patch")).expect("json");
+    assert_eq!(
+        patch,
+        json!([{"op": "add", "path": "/metadata/annotations",
+                "value": {"berth.dev/created-by": "alice", "berth.dev/spec-author": "alice"}}])
+    );
+    // Pausing keeps the spec author; a change to what ships records the new one.
+    let old = by_alice(bare.clone());
+    let mut paused = old.clone();
+    paused.spec.paused = true;
+    let response =
+        mutate(&review_as("bob", "UPDATE", "rollouts", Some(value(&paused)), Some(value(&old))), Kind::Rollout);
+    assert!(response.patch.is_none(), "pausing records nobody");
+    let mut changed = old.clone();
+    changed.spec.stages[0].batch_size = k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(2);
+    let response =
+        mutate(&review_as("bob", "UPDATE", "rollouts", Some(value(&changed)), Some(value(&old))), Kind::Rollout);
+    let patch: Value = serde_json::from_slice(response.patch.as_deref().expect("a patch")).expect("json");
+    assert_eq!(patch, json!([{"op": "add", "path": "/metadata/annotations/berth.dev~1spec-author", "value": "bob"}]));
+    // Written by hand (no mutating webhook ran): refused.
+    let mut forged = bare;
+    forged.annotations_mut().insert(labels::CREATED_BY_ANNOTATION.into(), "carol".into());
+    let message =
+        denied(&decide(&cluster(), None, &review("CREATE", "rollouts", Some(value(&forged)), None))).to_owned();
+    assert!(message.contains("must be recorded by Berth's mutating webhook"), "{message}");
 }

@@ -202,3 +202,22 @@ fn durations_read_in_their_largest_units() {
     assert_eq!(human(3600 * 3 + 60 * 20), "3h20m");
     assert_eq!(human(86_400 * 2 + 3600 * 4 + 59), "2d4h");
 }
+
+#[test]
+fn an_approved_stage_shows_who_approved_it_and_a_break_glass() {
+    let mut rollout = midway();
+    let status = rollout.status.as_mut().expect("a status");
+    status.stages[1].approval = Some(crate::api::rollout::AcceptedApproval {
+        approver: "bob".into(),
+        approved_at: Time("2026-12-01T09:00:00Z".parse().expect("a time")),
+        accepted_at: Time("2026-12-01T09:05:00Z".parse().expect("a time")),
+        key_id: "k1".into(),
+        freeze_override: true,
+    });
+    let out = format_status(&rollout, now());
+    assert!(
+        out.contains("\nApprovals:\n  production  by bob at 2026-12-01T09:00:00Z (1h0m ago), key k1, freeze override (break-glass)\n"),
+        "{out}"
+    );
+    assert!(!format_status(&midway(), now()).contains("Approvals:"));
+}

@@ -1,0 +1,221 @@
+//! Stage approvals in the state machine: environments of approval classes are
+//! planned and their stage waits for an approval; one accepted when the stage starts
+//! stays valid for it; a freeze-override approval passes one stage through a freeze.
+
+use super::*;
+use crate::{
+    api::{FreezeWindow, labels, rollout::StageApproval},
+    approval::{Approver, StageRef},
+    freeze::Calendar,
+    testing::{ApprovalKeys, approval_keys},
+};
+
+const PLATFORM: &str = "platform-approvers";
+
+/// `two_stages`, created by alice.
+fn created_by_alice(extra: serde_json::Value) -> Rollout {
+    let mut rollout = two_stages(extra);
+    rollout.metadata.uid = Some("uid-2".into());
+    rollout.metadata.annotations = Some([(labels::CREATED_BY_ANNOTATION.to_owned(), "alice".to_owned())].into());
+    rollout
+}
+
+fn approve(keys: &ApprovalKeys, rollout: &mut Rollout, stage: &str, who: &str, freeze_override: bool) {
+    let approver = Approver { subject: who.into(), groups: vec![PLATFORM.into(), "payments-leads".into()] };
+    let target = StageRef {
+        namespace: "payments".into(),
+        name: rollout.metadata.name.clone().unwrap_or_default(),
+        uid: rollout.metadata.uid.clone(),
+        stage: stage.into(),
+        freeze_override,
+    };
+    let token = keys.issuer.issue_stage(&approver, &target, &rollout.spec, at(0)).expect("a token");
+    rollout.spec.approvals.retain(|a| a.stage != stage);
+    rollout.spec.approvals.push(StageApproval { stage: stage.into(), token });
+}
+
+/// Observations where production needs an approval from platform-approvers.
+fn obs(world: &World, keys: &ApprovalKeys, freezes: Calendar) -> Observations {
+    let mut obs = world.obs();
+    obs.approval_classes.insert("production".into(), vec![PLATFORM.into()]);
+    obs.verifier = Some(Arc::new(keys.verifier.clone()));
+    obs.owners = crate::approval::TenantOwners {
+        tenant: "payments".into(),
+        users: vec![],
+        groups: vec!["payments-leads".into()],
+    };
+    obs.freezes = freezes;
+    obs
+}
+
+fn go(rollout: &Rollout, status: &mut RolloutStatus, obs: &Observations, now: Timestamp, commit: &str) -> Decision {
+    let decision = next(rollout, status, obs, now);
+    *status = decision.status.clone();
+    if let Some(work) = &decision.work {
+        record_commit(status, work, commit, now);
+    }
+    decision
+}
+
+/// Through the canary: production is next.
+fn past_the_canary(rollout: &Rollout, world: &mut World, obs: impl Fn(&World) -> Observations) -> RolloutStatus {
+    let mut status = RolloutStatus::default();
+    let canary = go(rollout, &mut status, &obs(world), at(0), "c1");
+    assert_eq!(canary.work.map(|w| w.stage), Some("canary".to_owned()));
+    world.set("stage-1", |r| promoted(r, "c1", "Healthy"));
+    status
+}
+
+#[test]
+fn a_stage_of_an_approval_class_is_planned_and_waits_for_its_approvers_whatever_the_rollout_says() {
+    let keys = approval_keys();
+    let rollout = created_by_alice(serde_json::json!({}));
+    let mut world = World::three();
+    let mut status = past_the_canary(&rollout, &mut world, |w| obs(w, &keys, Calendar::default()));
+    assert_eq!(status.plan.as_ref().map(|p| (p.environments, p.skipped)), Some((3, 0)));
+
+    let waiting = go(&rollout, &mut status, &obs(&world, &keys, Calendar::default()), at(10), "unused");
+    assert_eq!(waiting.work, None, "production needs an approval though requireApproval is off");
+    assert_eq!(
+        (status.phase, status.reason.as_deref()),
+        (Some(RolloutPhase::Waiting), Some(reasons::AWAITING_APPROVAL))
+    );
+    assert_eq!(
+        status.message.as_deref(),
+        Some(
+            "stage production needs an approval from a member of [\"platform-approvers\"] (approvers of class \"production\"): ask them to run `berth approve rollout checkout-v2 --stage production` and add the token to spec.approvals"
+        )
+    );
+    assert!(reasons_of(&waiting).contains(&"AwaitingApproval"), "{:?}", waiting.notes);
+    let again = go(&rollout, &mut status, &obs(&world, &keys, Calendar::default()), at(11), "unused");
+    assert!(again.notes.is_empty(), "one event per wait: {:?}", again.notes);
+}
+
+#[test]
+fn an_approval_accepted_when_the_stage_starts_is_recorded_and_stays_valid_for_the_stage() {
+    let keys = approval_keys();
+    let mut rollout = created_by_alice(serde_json::json!({}));
+    let mut world = World::three();
+    let mut status = past_the_canary(&rollout, &mut world, |w| obs(w, &keys, Calendar::default()));
+    approve(&keys, &mut rollout, "production", "bob", false);
+
+    let started = go(&rollout, &mut status, &obs(&world, &keys, Calendar::default()), at(10), "c2");
+    let work = started.work.clone().expect("production batch 1");
+    assert_eq!((work.stage.as_str(), work.batch, work.freeze_override.clone()), ("production", 1, None));
+    assert!(reasons_of(&started).contains(&"ApprovalAccepted"), "{:?}", started.notes);
+    let accepted = status.stages[1].approval.clone().expect("recorded");
+    assert_eq!((accepted.approver.as_str(), accepted.key_id.as_str()), ("bob", keys.issuer.kid()));
+    assert_eq!((accepted.approved_at.clone(), accepted.accepted_at.clone()), (Time(at(0)), Time(at(10))));
+    assert!(!accepted.freeze_override);
+
+    // The token is gone and would have expired by now: the stage goes on with the
+    // approval it started with.
+    rollout.spec.approvals.clear();
+    world.set("prod-a", |r| promoted(r, "c2", "Healthy"));
+    let later = at(2 * 3600);
+    let second = go(&rollout, &mut status, &obs(&world, &keys, Calendar::default()), later, "c3");
+    assert_eq!(second.work.map(|w| (w.stage, w.batch)), Some(("production".to_owned(), 2)));
+}
+
+#[test]
+fn the_creators_approval_is_rejected_with_an_event_and_the_stage_keeps_waiting() {
+    let keys = approval_keys();
+    let mut rollout = created_by_alice(serde_json::json!({}));
+    let mut world = World::three();
+    let mut status = past_the_canary(&rollout, &mut world, |w| obs(w, &keys, Calendar::default()));
+    approve(&keys, &mut rollout, "production", "alice", false);
+    let refused = go(&rollout, &mut status, &obs(&world, &keys, Calendar::default()), at(10), "unused");
+    assert_eq!(refused.work, None);
+    let note = refused.notes.iter().find(|n| n.reason == "ApprovalRejected").expect("an ApprovalRejected event");
+    assert!(note.warning);
+    assert!(note.message.contains("approver \"alice\" created this rollout"), "{}", note.message);
+    assert_eq!(status.reason.as_deref(), Some(reasons::AWAITING_APPROVAL));
+    assert!(status.stages[1].approval.is_none());
+}
+
+#[test]
+fn require_approval_without_an_approval_class_waits_for_an_owner_of_the_tenant() {
+    let keys = approval_keys();
+    let mut rollout = created_by_alice(serde_json::json!({
+        "stages": [
+            { "name": "canary", "classes": ["staging"], "requireApproval": true },
+            { "name": "production", "classes": ["production"], "batchSize": 1 },
+        ],
+    }));
+    let world = World::three();
+    let mut status = RolloutStatus::default();
+    let waiting = go(&rollout, &mut status, &obs(&world, &keys, Calendar::default()), at(0), "unused");
+    assert_eq!(waiting.work, None);
+    assert!(
+        status
+            .message
+            .as_deref()
+            .unwrap_or_default()
+            .contains("needs an approval from an owner of tenant \"payments\""),
+        "{status:?}"
+    );
+    // dave is in the tenant's owner group.
+    approve(&keys, &mut rollout, "canary", "dave", false);
+    let started = go(&rollout, &mut status, &obs(&world, &keys, Calendar::default()), at(1), "c1");
+    assert_eq!(started.work.map(|w| w.stage), Some("canary".to_owned()));
+    assert_eq!(status.stages[0].approval.as_ref().map(|a| a.approver.as_str()), Some("dave"));
+}
+
+#[test]
+fn a_freeze_override_approval_passes_its_stage_through_a_freeze_and_says_so_everywhere() {
+    let keys = approval_keys();
+    let freezes = || {
+        let window = FreezeWindow::once(Time(at(5)), Time(at(100_000)), Some("end of year".to_owned()));
+        Calendar::new([], [("end-of-year".to_owned(), vec![window])])
+    };
+    let mut rollout = created_by_alice(serde_json::json!({}));
+    let mut world = World::three();
+    let mut status = past_the_canary(&rollout, &mut world, |w| obs(w, &keys, freezes()));
+
+    // An approval without the override leaves the freeze in place.
+    approve(&keys, &mut rollout, "production", "bob", false);
+    let held = go(&rollout, &mut status, &obs(&world, &keys, freezes()), at(10), "unused");
+    assert_eq!(held.work, None);
+    assert_eq!(status.reason.as_deref(), Some(reasons::FROZEN));
+
+    approve(&keys, &mut rollout, "production", "bob", true);
+    let broken = go(&rollout, &mut status, &obs(&world, &keys, freezes()), at(20), "c2");
+    let work = broken.work.clone().expect("production commits during the freeze");
+    assert_eq!((work.stage.as_str(), work.freeze_override.as_deref()), ("production", Some("bob")));
+    let note = broken.notes.iter().find(|n| n.reason == "FreezeOverridden").expect("a FreezeOverridden event");
+    assert!(note.warning && note.message.contains("break-glass approval by bob"), "{note:?}");
+    assert!(status.stages[1].approval.as_ref().is_some_and(|a| a.freeze_override));
+    let batch = status.stages[1].current.clone().expect("the batch");
+    assert_eq!(batch.freeze_override.as_deref(), Some("bob"));
+
+    // A commit in flight repeats with the same trailer.
+    let mut marked = status.clone();
+    if let Some(current) = marked.stages[1].current.as_mut() {
+        current.step = BatchStep::Marked;
+    }
+    let repeat = next(&rollout, &marked, &obs(&world, &keys, freezes()), at(21));
+    assert_eq!(repeat.work.and_then(|w| w.freeze_override), Some("bob".to_owned()));
+
+    // The whole stage goes through; the next stage would not.
+    world.set("prod-a", |r| promoted(r, "c2", "Healthy"));
+    let second = go(&rollout, &mut status, &obs(&world, &keys, freezes()), at(30), "c3");
+    assert_eq!(second.work.map(|w| (w.batch, w.freeze_override)), Some((2, Some("bob".to_owned()))));
+}
+
+#[test]
+fn an_owners_freeze_override_breaks_no_freeze() {
+    let keys = approval_keys();
+    let freezes = || {
+        let window = FreezeWindow::once(Time(at(-5)), Time(at(100_000)), Some("end of year".to_owned()));
+        Calendar::new([], [("end-of-year".to_owned(), vec![window])])
+    };
+    let mut rollout = created_by_alice(serde_json::json!({
+        "stages": [{ "name": "canary", "classes": ["staging"], "requireApproval": true }],
+    }));
+    approve(&keys, &mut rollout, "canary", "dave", true);
+    let world = World::three();
+    let mut status = RolloutStatus::default();
+    let held = go(&rollout, &mut status, &obs(&world, &keys, freezes()), at(0), "unused");
+    assert_eq!(held.work, None);
+    assert_eq!(status.reason.as_deref(), Some(reasons::FROZEN));
+}
