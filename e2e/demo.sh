@@ -218,6 +218,39 @@ run kubectl get environmentrequests -n payments -l app=checkout \
   -o custom-columns='NAME:.metadata.name,SPEC:.spec.app.revision,PROMOTED:.status.promotion.revision,STATE:.status.promotion.state,PHASE:.status.phase'
 run git --git-dir .berth/gitops-remote.git log -3 --format='%h %s%n%(trailers:key=Berth-Rollout-Step,key=Berth-Revision)' main
 
+step "Production needs bob: a rollout stage that touches production waits for a signed approval"
+echo "(the production class requires an approval from platform-approvers: any stage that touches it waits for"
+echo " one, whatever the Rollout says; checkout-prod's cluster has no Argo CD here, so its gate waits only"
+echo " for the commit)"
+cat > .berth/rollout-prod.yaml <<YAML
+apiVersion: berth.dev/v1alpha1
+kind: Rollout
+metadata: {name: checkout-prod-v1-9-0, namespace: payments}
+spec:
+  app: checkout
+  revision: v1.9.0
+  selector: {matchLabels: {app: checkout}}
+  stages:
+    - {name: production, classes: [production], healthGate: {requireSynced: false, requireNoDrift: false}}
+YAML
+run kubectl --context alice apply -f .berth/rollout-prod.yaml
+kubectl wait --for=jsonpath='{.status.reason}'=AwaitingApproval rollout/checkout-prod-v1-9-0 -n payments --timeout=60s >/dev/null
+run $berth rollout status checkout-prod-v1-9-0 -n payments
+stage=(approve rollout checkout-prod-v1-9-0 -n payments --stage production -o token)
+if BERTH_TOKEN_FILE=.berth/webhook/alice.token $berth "${stage[@]}" > /dev/null; then
+  echo "unexpected: alice approved a production stage" >&2
+  exit 1
+fi
+printf '$ BERTH_TOKEN_FILE=.berth/webhook/bob.token berth %s > .berth/prod-stage.token\n' "${stage[*]}"
+BERTH_TOKEN_FILE=.berth/webhook/bob.token $berth "${stage[@]}" > .berth/prod-stage.token
+# The token is a credential: shown as a placeholder, applied as it is.
+printf '$ kubectl --context alice patch rollout checkout-prod-v1-9-0 -n payments --type merge -p %s\n' \
+  "'{\"spec\":{\"approvals\":[{\"stage\":\"production\",\"token\":\"<.berth/prod-stage.token>\"}]}}'"
+kubectl --context alice patch rollout checkout-prod-v1-9-0 -n payments --type merge \
+  -p "{\"spec\":{\"approvals\":[{\"stage\":\"production\",\"token\":\"$(cat .berth/prod-stage.token)\"}]}}"
+run kubectl wait --for=jsonpath='{.status.phase}'=Succeeded rollout/checkout-prod-v1-9-0 -n payments --timeout=120s
+run $berth rollout status checkout-prod-v1-9-0 -n payments
+
 step "A revision that goes Degraded is rolled back: checkout's previews to v2.0.0-bad, onFailure: Rollback"
 canary_ns="$(kubectl get environmentrequest checkout-pr-1234 -n payments -o jsonpath='{.status.namespace}')"
 canary_folder="$(kubectl get environmentrequest checkout-pr-1234 -n payments -o jsonpath='{.status.gitops.path}')"

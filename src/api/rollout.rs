@@ -548,6 +548,12 @@ pub struct AcceptedApproval {
     /// Break-glass: the approval lets this stage commit through a freeze.
     #[serde(default)]
     pub freeze_override: bool,
+    /// The classes (whose approval is required) the approver was checked against:
+    /// an environment of any other such class is left alone by the stage's batches
+    /// (one re-created under a planned name in another class, say).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    pub classes: Vec<String>,
 }
 
 /// How many of a stage's environments are where.

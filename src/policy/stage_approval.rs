@@ -50,6 +50,14 @@ impl StageApprovers {
         matches!(self, StageApprovers::Classes(_))
     }
 
+    /// The classes whose approvers this rule checked (none for tenant owners).
+    pub fn classes(&self) -> Vec<String> {
+        match self {
+            StageApprovers::Classes(classes) => classes.iter().map(|c| c.class.clone()).collect(),
+            StageApprovers::Owners(_) => Vec::new(),
+        }
+    }
+
     /// Who approves, for messages.
     pub fn describe(&self) -> String {
         self.approvers().describe()

@@ -444,8 +444,12 @@ impl Step<'_> {
         Some(work)
     }
 
-    /// Environments of a batch still to promote: deleted or held ones are left alone.
-    fn eligible(&self, names: &[String]) -> Vec<String> {
+    /// Environments of stage `index`'s batch still to promote: deleted or held ones
+    /// are left alone, and so is one whose class requires an approval the stage's
+    /// approval was not checked against (a request re-created under a planned name
+    /// in another class, or missing when the stage started): fail closed.
+    fn eligible(&self, index: usize, names: &[String]) -> Vec<String> {
+        let covered = self.status.stages[index].approval.as_ref().map_or(&[][..], |a| a.classes.as_slice());
         names
             .iter()
             .filter(|name| {
@@ -453,6 +457,7 @@ impl Step<'_> {
                     crate::policy::budget::is_provisioned(r)
                         && r.metadata.labels.as_ref().and_then(|l| l.get(crate::api::rollout::HOLD_LABEL))
                             != Some(&"true".to_owned())
+                        && (!self.obs.approval_classes.contains_key(&r.spec.class) || covered.contains(&r.spec.class))
                 })
             })
             .cloned()
@@ -516,6 +521,7 @@ impl Step<'_> {
                 key_id: verified.key_id,
                 // Freezes are the platform's: only its class approvers may break one.
                 freeze_override: verified.freeze_override && approvers.by_class_approvers(),
+                classes: approvers.classes(),
             }),
             Err(denial) => Approval::Waiting(denial),
         }
@@ -566,7 +572,7 @@ impl Step<'_> {
         }
         let stage = &self.status.stages[index];
         let (number, of) = (stage.batches_done + 1, plan::batches(stage));
-        let environments = self.eligible(plan::batch(stage, number));
+        let environments = self.eligible(index, plan::batch(stage, number));
         let stage = &mut self.status.stages[index];
         stage.phase = StagePhase::Progressing;
         if environments.is_empty() {

@@ -255,7 +255,13 @@ async fn folders_of_requests_that_vanished_while_berth_was_down_are_swept_and_ot
     })
     .await;
     assert_eq!(swept, ["hand-made", "kept"], "only the orphans left");
-    let removed = metric_at(&telemetry, "berth_gitops_orphans_removed_total").await.unwrap_or_default();
+    // Counted (and logged) once the writer answers the sweep, which can be a moment
+    // after the push the test saw land.
+    let removed = wait_for(Duration::from_secs(10), "berth_gitops_orphans_removed_total to count both", || async {
+        let removed = metric_at(&telemetry, "berth_gitops_orphans_removed_total").await.unwrap_or_default();
+        (removed >= 2.0).then_some(removed)
+    })
+    .await;
     assert!(removed >= 2.0, "berth_gitops_orphans_removed_total is {removed}");
     assert!(operator_log().contains("removed folders from git whose requests no longer exist"));
 }

@@ -57,7 +57,8 @@ pub fn format_status(rollout: &Rollout, now: Timestamp) -> String {
     }
     if let Some(plan) = &status.plan {
         let planned = plan.planned_at.as_ref().map(|t| format!(", planned {}", when(t, now))).unwrap_or_default();
-        let _ = writeln!(out, "Plan:     {} environments, {} skipped{planned}", plan.environments, plan.skipped);
+        let _ =
+            writeln!(out, "Plan:     {}, {} skipped{planned}", plural(plan.environments, "environment"), plan.skipped);
     }
     if status.observed_generation.is_some_and(|g| Some(g) != rollout.metadata.generation) {
         let _ = writeln!(out, "Note:     the status predates the last spec change; Berth has not looked at it yet");

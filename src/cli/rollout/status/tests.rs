@@ -213,6 +213,7 @@ fn an_approved_stage_shows_who_approved_it_and_a_break_glass() {
         accepted_at: Time("2026-12-01T09:05:00Z".parse().expect("a time")),
         key_id: "k1".into(),
         freeze_override: true,
+        classes: vec!["production".into()],
     });
     let out = format_status(&rollout, now());
     assert!(

@@ -219,3 +219,28 @@ fn an_owners_freeze_override_breaks_no_freeze() {
     assert_eq!(held.work, None);
     assert_eq!(status.reason.as_deref(), Some(reasons::FROZEN));
 }
+
+#[test]
+fn an_environment_re_created_in_an_approval_class_under_a_planned_name_is_left_alone() {
+    let keys = approval_keys();
+    let rollout = created_by_alice(serde_json::json!({ "stages": [
+        { "name": "canary", "classes": ["staging"], "batchSize": 1 },
+        { "name": "production", "classes": ["production"], "batchSize": 1 },
+    ]}));
+    let mut world = World {
+        requests: vec![request("stage-1", "staging"), request("stage-2", "staging"), request("prod-a", "production")],
+    };
+    let mut status = RolloutStatus::default();
+    let first = go(&rollout, &mut status, &obs(&world, &keys, Calendar::default()), at(0), "c1");
+    assert_eq!(first.work.map(|w| w.environments), Some(vec!["stage-1".to_owned()]));
+    world.set("stage-1", |r| promoted(r, "c1", "Healthy"));
+    // The canary needed no approval; stage-2 is deleted and re-created under its
+    // planned name as a production environment before the canary's second batch.
+    world.set("stage-2", |mut r| {
+        r.spec.class = "production".into();
+        r
+    });
+    let second = go(&rollout, &mut status, &obs(&world, &keys, Calendar::default()), at(10), "c2");
+    let promoted_now = second.work.map(|w| w.environments).unwrap_or_default();
+    assert!(!promoted_now.contains(&"stage-2".to_owned()), "promoted without a production approval: {promoted_now:?}");
+}
