@@ -193,6 +193,21 @@ pub fn operation_running(application: &Value) -> bool {
     !application["operation"].is_null() || matches!(phase, Some("Running" | "Terminating"))
 }
 
+/// Whether the Application's pending or running operation is one Berth asked for with
+/// a reason starting `reason_prefix` (see [`sync_operation`]): asked already, even when
+/// the status that recorded it is not in Berth's cache yet.
+pub fn asked_for(application: &Value, reason_prefix: &str) -> bool {
+    let running = matches!(application["status"]["operationState"]["phase"].as_str(), Some("Running" | "Terminating"));
+    let operations = [&application["operation"]]
+        .into_iter()
+        .chain(running.then_some(&application["status"]["operationState"]["operation"]));
+    operations.filter(|op| op["initiatedBy"]["username"] == "berth").any(|op| {
+        op["info"].as_array().into_iter().flatten().any(|info| {
+            info["name"] == "reason" && info["value"].as_str().is_some_and(|v| v.starts_with(reason_prefix))
+        })
+    })
+}
+
 /// The `operation` that asks Argo CD to sync only `resources` of an Application, as
 /// `argocd app sync APP --resource GROUP:KIND:NAMESPACE/NAME` sets it, with `reason`
 /// in its info (Argo CD shows it in the sync's history).
@@ -216,6 +231,27 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    #[test]
+    fn berth_s_own_pending_or_running_operation_counts_as_asked_and_a_finished_one_does_not() {
+        let key = crate::drift::ObjectKey {
+            api_version: "v1".into(),
+            kind: "ResourceQuota".into(),
+            namespace: Some("env".into()),
+            name: "quota".into(),
+        };
+        let ours = sync_operation(&[key], "Berth: payments/web drifted from the commit (ResourceQuota/env/quota)");
+        let prefix = "Berth: payments/web drifted";
+        assert!(asked_for(&json!({"operation": ours}), prefix), "pending");
+        assert!(!asked_for(&json!({"operation": ours}), "Berth: payments/other drifted"), "another request's");
+        let running = json!({"status": {"operationState": {"phase": "Running", "operation": ours}}});
+        assert!(asked_for(&running, prefix), "taken by Argo CD, running");
+        let done = json!({"status": {"operationState": {"phase": "Succeeded", "operation": ours}}});
+        assert!(!asked_for(&done, prefix), "an earlier episode's, finished");
+        let person =
+            json!({"operation": {"initiatedBy": {"username": "alice"}, "info": [{"name": "reason", "value": prefix}]}});
+        assert!(!asked_for(&person, prefix), "someone else's");
+    }
 
     fn rendered(revision: &str) -> SyncSource {
         SyncSource {

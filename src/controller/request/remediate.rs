@@ -80,13 +80,20 @@ pub async fn remediate(
         drift.remediation = None;
         return drift;
     }
+    // Asked already in this episode (the status that says so is not in the cache yet,
+    // or its write was lost): recorded as asked, never a second request.
+    let reason_prefix = format!("Berth: {} drifted", super::key(request));
+    if applications.iter().any(|application| argocd::asked_for(application, &reason_prefix)) {
+        drift.remediation = Some(Remediation::Requested);
+        return drift;
+    }
     let busy = applications.iter().any(argocd::operation_running);
     if let Decision::Record(remediation) = decide(Episode { busy, ..episode }) {
         drift.remediation = remediation;
         return drift;
     }
     let shown: Vec<String> = drifted.iter().map(ToString::to_string).collect();
-    let reason = format!("Berth: {} drifted from the commit ({})", super::key(request), shown.join(", "));
+    let reason = format!("{reason_prefix} from the commit ({})", shown.join(", "));
     let operation = argocd::sync_operation(&drifted, &reason);
     let mut asked = Vec::new();
     for application in &applications {
