@@ -64,6 +64,18 @@ impl StageApprovers {
     }
 }
 
+/// The classes whose approval is required, each with its approver groups: what
+/// [`stage_approvers`] reads (the controller and admission both build it here).
+pub fn approval_classes<'a>(
+    classes: impl IntoIterator<Item = &'a std::sync::Arc<crate::api::EnvironmentClass>>,
+) -> BTreeMap<String, Vec<String>> {
+    classes
+        .into_iter()
+        .filter(|c| c.spec.approval.required)
+        .map(|c| (c.name_any(), c.spec.approval.approver_groups.clone()))
+        .collect()
+}
+
 /// The owners of `tenant`, as the approver rule reads them; for a namespace no
 /// tenant owns (`None`), nobody.
 pub fn tenant_owners(tenant: Option<&Tenant>) -> TenantOwners {

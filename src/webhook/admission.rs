@@ -253,13 +253,7 @@ fn check_stage_approvals(
     }
     // On an update the object carries its status: once started, the plan's classes.
     let classes = stage_approval::known_stage_classes(rollout, requests);
-    let approval_classes = index
-        .classes
-        .state()
-        .iter()
-        .filter(|c| c.spec.approval.required)
-        .map(|c| (c.name_any(), c.spec.approval.approver_groups.clone()))
-        .collect();
+    let approval_classes = stage_approval::approval_classes(&index.classes.state());
     let owners = stage_approval::tenant_owners(owner);
     stage_approval::check_added(rollout, old, &classes, &approval_classes, &owners, checks.verifier, checks.now)
         .map_err(|d| d.to_string())

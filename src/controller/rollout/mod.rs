@@ -174,13 +174,7 @@ fn observe(rollout: &Rollout, index: &Index) -> Observations {
         .collect::<std::collections::BTreeMap<String, Arc<EnvironmentRequest>>>();
     let manual_sync_classes =
         index.classes.state().iter().filter(|c| !c.spec.argocd.sync_policy.automated).map(|c| c.name_any()).collect();
-    let approval_classes = index
-        .classes
-        .state()
-        .iter()
-        .filter(|c| c.spec.approval.required)
-        .map(|c| (c.name_any(), c.spec.approval.approver_groups.clone()))
-        .collect();
+    let approval_classes = crate::policy::stage_approval::approval_classes(&index.classes.state());
     let owners = crate::policy::stage_approval::tenant_owners(crate::policy::references::owner_of(
         &namespace,
         &index.tenants.state(),
