@@ -13,11 +13,13 @@ use anyhow::{Context, Result};
 
 use crate::ClusterInfo;
 
-/// Runs `berth run` ($2) until it exits or the test process ($1) is gone.
-/// `BERTH_E2E_WRAPPER` (e.g. `heaptrack -o /tmp/berth`) runs it under a profiler.
-const WATCHDOG: &str = r#"$BERTH_E2E_WRAPPER "$2" run &
+/// Runs a command ($2…) until it exits or the test process ($1) is gone: a process
+/// a static holds is never dropped. `BERTH_E2E_WRAPPER` (e.g. `heaptrack -o
+/// /tmp/berth`) runs it under a profiler.
+pub(crate) const WATCHDOG: &str = r#"parent=$1; shift
+$BERTH_E2E_WRAPPER "$@" &
 child=$!
-while kill -0 "$1" 2>/dev/null && kill -0 "$child" 2>/dev/null; do sleep 0.5; done
+while kill -0 "$parent" 2>/dev/null && kill -0 "$child" 2>/dev/null; do sleep 0.5; done
 kill -9 "$child" 2>/dev/null
 wait"#;
 
@@ -89,6 +91,7 @@ impl Operator {
         self.child = Command::new("bash")
             .args(["-c", WATCHDOG, "berth-operator", &std::process::id().to_string()])
             .arg(berth_binary()?)
+            .arg("run")
             .process_group(0)
             .env("KUBECONFIG", &self.kubeconfig)
             .env("BERTH_GITOPS_REMOTE", format!("file://{}", self.remote.display()))

@@ -349,3 +349,43 @@ async fn wait_confirmations(tenant: &str, revision: &str, refused: bool) {
     })
     .await;
 }
+
+/// A rollout whose canary stage is gated by `metric` (a YAML flow mapping).
+pub fn gated_rollout(tenant: &str, name: &str, revision: &str, metric: &str, extra: &str) -> String {
+    gated_rollout_within(tenant, name, revision, metric, extra, "2m")
+}
+
+/// [`gated_rollout`] with the canary's progress deadline `deadline`.
+pub fn gated_rollout_within(
+    tenant: &str,
+    name: &str,
+    revision: &str,
+    metric: &str,
+    extra: &str,
+    deadline: &str,
+) -> String {
+    let stages = format!(
+        "[{{name: canary, selector: {{matchLabels: {{ring: canary}}}}, healthGate: {{progressDeadline: {deadline}}}, \
+          metrics: [{metric}]}}, {{name: production, batchSize: 2}}]"
+    );
+    rollout_with_stages(tenant, name, revision, &stages, extra)
+}
+
+/// A rollout of [`gated_rollout`] after its canary's metric gate failed and it was
+/// rolled back: the failure names the gate and why (`why`), the canary is back on
+/// its previous revision, and production was never touched.
+pub async fn canary_rolled_back_by_metric(rollout: &Rollout, gate: &str, why: &str) {
+    let tenant = rollout.metadata.namespace.as_deref().unwrap_or_default();
+    let status = rollout.status.clone().unwrap_or_default();
+    let failure = status.failures.iter().find(|f| f.environment == "canary").expect("the canary failed");
+    assert_eq!(failure.reason, "MetricFailed", "{:?}", status.failures);
+    assert!(failure.message.contains(gate) && failure.message.contains(why), "{}", failure.message);
+    let canary = request(tenant, "canary").await.status.and_then(|s| s.promotion).expect("a promotion record");
+    assert_eq!(canary.state, berth::api::environment_request::PromotionState::RolledBack);
+    assert_eq!(request(tenant, "prod-a").await.status.and_then(|s| s.promotion), None, "production untouched");
+}
+
+/// The namespace of `tenant`'s environment `name`.
+pub async fn namespace_of(tenant: &str, name: &str) -> String {
+    request(tenant, name).await.status.and_then(|s| s.namespace).expect("the environment's namespace")
+}

@@ -115,7 +115,9 @@ pub struct RolloutSpec {
     /// them), one per stage at most. A stage that touches environments of a class
     /// whose approval is required, or sets `requireApproval`, waits for its own.
     /// Editable after the rollout started; an approval accepted when its stage
-    /// started stays valid for that stage.
+    /// started stays valid for that stage while the rest of the spec (`paused` and
+    /// `abort` aside) is unchanged: after a change, the stage's batches still to come
+    /// wait for an approval of the new spec.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 16))]
     #[x_kube(validation = Rule::new("self.all(a, self.exists_one(b, b.stage == a.stage))")
@@ -528,7 +530,8 @@ pub struct StageStatus {
     /// The batch in flight.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub current: Option<BatchStatus>,
-    /// The approval accepted when the stage started (it stays valid for the stage).
+    /// The approval accepted when the stage started (it stays valid for the stage
+    /// while the spec it approved is unchanged).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approval: Option<AcceptedApproval>,
 }
@@ -554,6 +557,15 @@ pub struct AcceptedApproval {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 64))]
     pub classes: Vec<String>,
+    /// The digest of the spec it approved (approvals, `paused` and `abort` aside): once
+    /// the spec changes, the stage's batches still to come wait for a new approval.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 80))]
+    pub spec_digest: Option<String>,
+    /// When the token expires: a break-glass approval lets batches commit during a
+    /// freeze only until then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<Time>,
 }
 
 /// How many of a stage's environments are where.

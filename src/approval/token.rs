@@ -8,7 +8,7 @@
 //! `berth.dev/name` (the request) and `berth.dev/digest` (its spec's [digest](super::spec_digest)).
 //!
 //! A rollout stage's approval is the same token with `berth.dev/kind: Rollout`, the
-//! rollout's `berth.dev/uid` (when it existed at approval), `berth.dev/stage`,
+//! rollout's `berth.dev/uid` (a stage token without one is refused), `berth.dev/stage`,
 //! `berth.dev/revision`, the [rollout digest](super::digest::rollout_digest), and, for
 //! break-glass, `berth.dev/freeze-override: true`. Tokens without a kind are request
 //! approvals (every token issued before rollouts had approvals), and neither kind ever
@@ -87,8 +87,8 @@ pub struct ApprovalClaims {
     /// [Digest](super::spec_digest) of the approved spec (`berth.dev/digest`).
     #[serde(rename = "berth.dev/digest")]
     pub digest: String,
-    /// A rollout's UID, when it existed when approved (`berth.dev/uid`): a namesake
-    /// created later is another rollout.
+    /// A rollout's UID (`berth.dev/uid`): a namesake created later is another
+    /// rollout. Required of stage approvals; absent from request approvals.
     #[serde(rename = "berth.dev/uid", default, skip_serializing_if = "Option::is_none")]
     pub uid: Option<String>,
     /// The approved stage of a rollout (`berth.dev/stage`).
@@ -133,8 +133,8 @@ pub struct StageRef {
     pub namespace: String,
     /// The rollout's name.
     pub name: String,
-    /// The rollout's UID, if it exists already.
-    pub uid: Option<String>,
+    /// The rollout's UID: a stage is approved once its rollout exists, and only for it.
+    pub uid: String,
     /// The stage.
     pub stage: String,
     /// Break-glass: the stage may commit during a freeze.
@@ -147,8 +147,8 @@ pub enum IssueError {
     /// Approvals must name who approved.
     #[error("the approver has no subject: only an authenticated user can approve")]
     NoApprover,
-    /// Approvals must name the request (or rollout and stage) they approve.
-    #[error("the request or rollout to approve has no namespace, name or stage")]
+    /// Approvals must name the request (or rollout, its UID and stage) they approve.
+    #[error("the request or rollout to approve has no namespace, name, stage or (a rollout) UID")]
     NoRequest,
     /// The spec could not be serialized for its digest.
     #[error("the spec cannot be hashed: {0}")]
@@ -243,13 +243,13 @@ impl Issuer {
         spec: &RolloutSpec,
         now: Timestamp,
     ) -> Result<ApprovalClaims, IssueError> {
-        if stage.namespace.is_empty() || stage.name.is_empty() || stage.stage.is_empty() {
+        if stage.namespace.is_empty() || stage.name.is_empty() || stage.stage.is_empty() || stage.uid.is_empty() {
             return Err(IssueError::NoRequest);
         }
         let digest = try_rollout_digest(spec).map_err(|e| IssueError::Digest(e.to_string()))?;
         Ok(ApprovalClaims {
             kind: ApprovalKind::Rollout,
-            uid: stage.uid.clone().filter(|uid| !uid.is_empty()),
+            uid: Some(stage.uid.clone()),
             stage: Some(stage.stage.clone()),
             revision: Some(spec.revision.clone()),
             freeze_override: stage.freeze_override,
@@ -323,7 +323,8 @@ pub struct StageTarget<'a> {
     pub namespace: &'a str,
     /// The rollout's name.
     pub name: &'a str,
-    /// The rollout's UID, when known (at admission of a new rollout it may not be).
+    /// The rollout's UID (the apiserver assigns it before admission); without one no
+    /// approval passes.
     pub uid: Option<&'a str>,
     /// The stage.
     pub stage: &'a str,
@@ -523,6 +524,12 @@ pub enum Rejection {
         "it approves rollout {approved}, not {target}; approvals cannot move between rollouts: ask for an approval of {target}"
     )]
     WrongRollout { approved: String, target: String },
+    /// A stage approval that names no rollout UID (issued before the rollout existed):
+    /// a namesake re-created with the same spec could reuse it.
+    #[error(
+        "it is not bound to rollout {approved}'s UID (it was issued before the rollout existed); ask for a new approval now that it exists"
+    )]
+    UnboundRollout { approved: String },
     /// A request's approval used for a rollout stage, or the other way round.
     #[error(
         "it approves a {approved}, not a {expected}; approvals of requests and of rollout stages are not interchangeable: ask for an approval of this {expected}"
@@ -581,6 +588,7 @@ impl Rejection {
             Rejection::NotAnApprover { .. } => "NotAnApprover",
             Rejection::ApproverIsCreator { .. } => "ApproverIsCreator",
             Rejection::WrongRollout { .. } => "WrongRollout",
+            Rejection::UnboundRollout { .. } => "UnboundRollout",
             Rejection::WrongKind { .. } => "WrongKind",
             Rejection::WrongStage { .. } => "WrongStage",
             Rejection::NotAnOwner { .. } => "NotAnOwner",
@@ -722,7 +730,19 @@ impl Verifier {
         if claims.kind != target.kind {
             return Err(Rejection::WrongKind { approved: claims.kind, expected: target.kind });
         }
-        let uid_differs = matches!((claims.uid.as_deref(), target.uid), (Some(a), Some(b)) if a != b);
+        // A stage approval is bound to the rollout's UID, so a namesake re-created with
+        // the same spec cannot reuse it (the apiserver assigns a new object its UID
+        // before admission). A target without a UID is nothing an approval is for.
+        let uid_differs = target.kind == ApprovalKind::Rollout
+            && match (claims.uid.as_deref(), target.uid) {
+                (None, _) => {
+                    return Err(Rejection::UnboundRollout {
+                        approved: format!("{}/{}", claims.namespace, claims.name),
+                    });
+                }
+                (Some(a), Some(b)) => a != b,
+                (Some(_), None) => true,
+            };
         if claims.namespace != target.namespace || claims.name != target.name || uid_differs {
             let (approved, wanted) =
                 (format!("{}/{}", claims.namespace, claims.name), format!("{}/{}", target.namespace, target.name));
@@ -730,7 +750,10 @@ impl Verifier {
                 ApprovalKind::Request => Rejection::WrongRequest { approved, target: wanted },
                 ApprovalKind::Rollout if uid_differs => Rejection::WrongRollout {
                     approved: format!("{approved} (uid {})", claims.uid.as_deref().unwrap_or_default()),
-                    target: format!("{wanted} (uid {})", target.uid.unwrap_or_default()),
+                    target: match target.uid {
+                        Some(uid) => format!("{wanted} (uid {uid})"),
+                        None => format!("{wanted} (being created: approve it once it exists)"),
+                    },
                 },
                 ApprovalKind::Rollout => Rejection::WrongRollout { approved, target: wanted },
             });

@@ -115,9 +115,9 @@ pub fn stage_approvers<'a>(
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum StageDenial {
     #[error(
-        "stage {stage} needs an approval from {approvers}: ask them to run `berth approve rollout {rollout} --stage {stage}` and add the token to spec.approvals"
+        "stage {stage} needs an approval from {approvers}: ask them to run `berth approve rollout {rollout} --stage {stage} -n {namespace}` and add the token to spec.approvals"
     )]
-    Missing { rollout: String, stage: String, approvers: String },
+    Missing { namespace: String, rollout: String, stage: String, approvers: String },
     #[error(
         "the approval of stage {stage} in spec.approvals is not valid: {rejection} (it needs one from {approvers})"
     )]
@@ -169,8 +169,12 @@ pub fn check(
     now: Timestamp,
 ) -> Result<VerifiedApproval, StageDenial> {
     let (namespace, name) = (rollout.namespace().unwrap_or_default(), rollout.name_any());
-    let missing =
-        || StageDenial::Missing { rollout: name.clone(), stage: stage.to_owned(), approvers: approvers.describe() };
+    let missing = || StageDenial::Missing {
+        namespace: namespace.clone(),
+        rollout: name.clone(),
+        stage: stage.to_owned(),
+        approvers: approvers.describe(),
+    };
     let Some(approval) = rollout.spec.approvals.iter().find(|a| a.stage == stage) else {
         return Err(missing());
     };

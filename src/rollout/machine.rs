@@ -350,7 +350,9 @@ impl Step<'_> {
     fn make_plan(&mut self) -> bool {
         let spec = &self.rollout.spec;
         if let Some(at) = spec.not_before.as_ref().filter(|at| at.0 > self.now) {
-            self.set(RolloutPhase::Waiting, reasons::NOT_BEFORE, format!("starts at {}", at.0));
+            // No countdown in the message: it would change the status at every look.
+            let message = format!("waiting for spec.notBefore {}: nothing is planned or committed before", at.0);
+            self.set(RolloutPhase::Waiting, reasons::NOT_BEFORE, message);
             self.wake_at(at.0);
             return false;
         }
@@ -468,7 +470,7 @@ impl Step<'_> {
     /// [`crate::freeze`]); if so the rollout waits, woken when the freeze ends.
     /// `override_by`: the approver of the stage's freeze-override approval
     /// (break-glass), which lets the batch commit anyway.
-    fn frozen(&mut self, index: usize, override_by: Option<&str>) -> Freeze {
+    fn frozen(&mut self, index: usize, override_by: Option<&BreakGlass>) -> Freeze {
         let stage = &self.status.stages[index];
         let (name, number) = (stage.name.clone(), stage.batches_done + 1);
         let batch = plan::batch(stage, number);
@@ -480,15 +482,27 @@ impl Step<'_> {
             }
             return Freeze::Open;
         }
-        if let Some(approver) = override_by {
-            let message = format!(
-                "{name} batch {number} commits during a freeze: break-glass approval by {approver} ({})",
-                verdict.message("the batch")
-            );
-            self.note(true, reasons::FREEZE_OVERRIDDEN, message);
-            return Freeze::Overridden(approver.to_owned());
+        let mut message = verdict.message("the next batch");
+        match override_by {
+            Some(BreakGlass { approver, expired: false, .. }) => {
+                let message = format!(
+                    "{name} batch {number} commits during a freeze: break-glass approval by {approver} ({})",
+                    verdict.message("the batch")
+                );
+                self.note(true, reasons::FREEZE_OVERRIDDEN, message);
+                return Freeze::Overridden(approver.clone());
+            }
+            Some(BreakGlass { approver, expired: true, expires_at }) => {
+                let at = expires_at.as_ref().map_or_else(|| "an unrecorded time".to_owned(), |at| at.0.to_string());
+                message.push_str(&format!(
+                    "; the break-glass approval by {approver} expired at {at}: to go on during the freeze, ask a class approver for a new one (`berth approve rollout {} --stage {name} -n {} --override-freeze`)",
+                    self.rollout.metadata.name.as_deref().unwrap_or_default(),
+                    self.rollout.metadata.namespace.as_deref().unwrap_or_default()
+                ));
+            }
+            None => {}
         }
-        self.set(RolloutPhase::Waiting, reasons::FROZEN, verdict.message("the next batch"));
+        self.set(RolloutPhase::Waiting, reasons::FROZEN, message);
         self.wake_at(verdict.opens_at.unwrap_or_else(|| add(self.now, BLOCKED_RECHECK)));
         self.status.frozen = Some(verdict.status());
         Freeze::Held
@@ -499,12 +513,18 @@ impl Step<'_> {
     /// need for one, or why it waits.
     fn approval(&self, index: usize) -> Approval {
         let stage = &self.status.stages[index];
-        if let Some(accepted) = &stage.approval {
-            return Approval::Recorded(accepted.clone());
-        }
-        if stage.batches_done > 0 || stage.current.is_some() {
+        let digest = crate::approval::digest::rollout_digest(&self.rollout.spec);
+        match &stage.approval {
+            // Recorded without a digest by an older Berth: it stays valid for the stage.
+            Some(accepted) if accepted.spec_digest.as_ref().is_none_or(|approved| *approved == digest) => {
+                return Approval::Recorded(accepted.clone());
+            }
+            // The spec changed since it was approved: the rest of the stage needs an
+            // approval of the spec as it is now (checked below).
+            Some(_) => {}
             // Started before (by a Berth that did not record approvals): it goes on.
-            return Approval::NotNeeded;
+            None if stage.batches_done > 0 || stage.current.is_some() => return Approval::NotNeeded,
+            None => {}
         }
         let require = self.rollout.spec.stages.iter().any(|s| s.name == stage.name && s.require_approval);
         let classes = stage.environments.iter().filter_map(|n| self.obs.requests.get(n)).map(|r| r.spec.class.as_str());
@@ -522,6 +542,8 @@ impl Step<'_> {
                 // Freezes are the platform's: only its class approvers may break one.
                 freeze_override: verified.freeze_override && approvers.by_class_approvers(),
                 classes: approvers.classes(),
+                spec_digest: Some(digest),
+                expires_at: Some(Time(verified.expires_at)),
             }),
             Err(denial) => Approval::Waiting(denial),
         }
@@ -540,10 +562,16 @@ impl Step<'_> {
         }
         let approval = self.approval(index);
         let override_by = match &approval {
-            Approval::Recorded(a) | Approval::Accepted(a) if a.freeze_override => Some(a.approver.clone()),
+            Approval::Recorded(a) | Approval::Accepted(a) if a.freeze_override => Some(BreakGlass {
+                approver: a.approver.clone(),
+                // Bounded by the token's lifetime: a break-glass approval is for the
+                // incident at hand, not for the rest of a long stage.
+                expired: a.expires_at.as_ref().is_none_or(|at| self.now >= at.0),
+                expires_at: a.expires_at.clone(),
+            }),
             _ => None,
         };
-        let freeze_override = match self.frozen(index, override_by.as_deref()) {
+        let freeze_override = match self.frozen(index, override_by.as_ref()) {
             Freeze::Held => return Started::Waiting,
             Freeze::Open => None,
             Freeze::Overridden(approver) => Some(approver),
@@ -1074,6 +1102,14 @@ enum Freeze {
     Held,
     /// Frozen, and a freeze-override approval by this approver lets it through.
     Overridden(String),
+}
+
+/// A stage's break-glass approval, as a freeze sees it.
+struct BreakGlass {
+    approver: String,
+    /// The token expired: it no longer lets batches through a freeze.
+    expired: bool,
+    expires_at: Option<Time>,
 }
 
 /// Where a stage stands on approvals.

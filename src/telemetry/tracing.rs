@@ -160,8 +160,44 @@ where
         // Flattened events and the current span's fields (object key, trace id) on each line
         // keep log queries simple; the full span list would repeat the same keys.
         LogFormat::Json => layer.json().flatten_event(true).with_current_span(true).with_span_list(false).boxed(),
-        LogFormat::Text => layer.with_ansi(ansi).boxed(),
+        LogFormat::Text => layer.with_ansi(ansi).fmt_fields(escaped_fields()).boxed(),
     }
+}
+
+/// Text-format fields with control characters escaped (`\n` as `\\n`): a value a
+/// caller chose (a request name with a newline, a rejection message quoting it) cannot
+/// start a line of its own that reads as another log record, an audit line say. Every
+/// field and the message go through it, `%` (Display) fields too. JSON lines are safe
+/// already: serde_json escapes control characters in strings.
+fn escaped_fields() -> impl for<'w> tracing_subscriber::fmt::FormatFields<'w> + Send + Sync + 'static {
+    use tracing_subscriber::field::MakeExt;
+    tracing_subscriber::fmt::format::debug_fn(|writer, field, value| {
+        let text = format!("{value:?}");
+        let text = escape_controls(&text);
+        match field.name() {
+            "message" => write!(writer, "{text}"),
+            // What tracing-log adds to records from the `log` crate, as the default skips it.
+            name if name.starts_with("log.") => Ok(()),
+            name => write!(writer, "{name}={text}"),
+        }
+    })
+    .delimited(" ")
+}
+
+/// `text` with each control character written as its escape (`\n`, `\u{1b}`).
+fn escape_controls(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut escaped = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if c.is_control() {
+            escaped.extend(c.escape_default());
+        } else {
+            escaped.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(escaped)
 }
 
 /// The OpenTelemetry trace id of the current span, to record on the reconcile span and in
@@ -348,6 +384,34 @@ mod tests {
         assert!(text.contains("reconcile{object=\"team-a/env-1\"}"), "{text}");
         assert!(text.contains("applied generation=3"), "{text}");
         assert!(!text.contains('\u{1b}'), "no colour codes: {text:?}");
+    }
+
+    #[test]
+    fn a_newline_a_caller_chose_cannot_forge_a_text_log_line() {
+        for format in [LogFormat::Text, LogFormat::Json] {
+            let captured = Captured::default();
+            let subscriber = Registry::default().with(fmt_layer(format, false, captured.clone()));
+            let forged = "x\n2026-12-02T00:00:00Z  INFO berth::audit: admission allowed user=\"admin\"";
+            tracing::subscriber::with_default(subscriber, || {
+                let span = tracing::info_span!("admit", object = forged);
+                let _entered = span.enter();
+                tracing::info!(
+                    target: "berth::audit",
+                    object = %format!("team-a/{forged}"),
+                    reason = %format!("name {forged} is taken"),
+                    user = forged,
+                    "admission denied for {forged}\r"
+                );
+            });
+            let text = captured.text();
+            assert_eq!(text.lines().count(), 1, "{format:?}: one record, one line: {text}");
+            assert!(!text.contains('\r'), "{format:?}: {text:?}");
+            if format == LogFormat::Text {
+                assert!(text.contains("object=team-a/x\\n2026-12-02T00:00:00Z"), "{text}");
+                assert!(text.contains("user=\"x\\n2026"), "{text}");
+                assert!(text.contains("admission denied for x\\n2026"), "{text}");
+            }
+        }
     }
 
     #[test]

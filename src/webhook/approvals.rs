@@ -133,15 +133,25 @@ fn approve_stage(
     if let Err(message) = approver_role(caller) {
         return refused(StatusCode::FORBIDDEN, "NotAnApprover", message);
     }
-    let existing = state.index.rollout(&asked.namespace, &asked.name);
-    // Judged on the rollout as asked, with what the cluster recorded about it.
+    // A stage approval is bound to the rollout's UID (a namesake re-created later must
+    // not reuse it), so the rollout must exist; judged on its spec as asked, with what
+    // the cluster recorded about it (authors, status).
+    let Some(existing) = state.index.rollout(&asked.namespace, &asked.name) else {
+        let message = format!(
+            "rollout {}/{} does not exist (or Berth has not seen it yet): create it first, then approve its stage; an approval is bound to the rollout it approves",
+            asked.namespace, asked.name
+        );
+        return refused(StatusCode::NOT_FOUND, "RolloutNotFound", message);
+    };
+    let Some(uid) = existing.metadata.uid.clone() else {
+        let message = format!("rollout {}/{} has no UID yet; try again in a moment", asked.namespace, asked.name);
+        return refused(StatusCode::CONFLICT, "RolloutNotFound", message);
+    };
     let mut rollout = crate::api::Rollout::new(&asked.name, asked.spec.clone());
     rollout.metadata.namespace = Some(asked.namespace.clone());
-    if let Some(existing) = &existing {
-        rollout.metadata.uid = existing.metadata.uid.clone();
-        rollout.metadata.annotations = existing.metadata.annotations.clone();
-        rollout.status = existing.status.clone();
-    }
+    rollout.metadata.uid = Some(uid.clone());
+    rollout.metadata.annotations = existing.metadata.annotations.clone();
+    rollout.status = existing.status.clone();
     if !rollout.spec.stages.iter().any(|s| s.name == asked.stage) {
         let stages: Vec<&str> = rollout.spec.stages.iter().map(|s| s.name.as_str()).collect();
         let message = format!("rollout {} has no stage {:?} (stages: {stages:?})", asked.name, asked.stage);
@@ -150,14 +160,7 @@ fn approve_stage(
     let requests = state.index.requests_in(&asked.namespace);
     let requests: Vec<&crate::api::EnvironmentRequest> = requests.iter().map(AsRef::as_ref).collect();
     let classes = stage_approval::known_stage_classes(&rollout, &requests);
-    let approval_classes = state
-        .index
-        .classes
-        .state()
-        .iter()
-        .filter(|c| c.spec.approval.required)
-        .map(|c| (kube::ResourceExt::name_any(c.as_ref()), c.spec.approval.approver_groups.clone()))
-        .collect();
+    let approval_classes = stage_approval::approval_classes(&state.index.classes.state());
     let tenants = state.index.tenants.state();
     let owners = || stage_approval::tenant_owners(crate::policy::references::owner_of(&asked.namespace, &tenants));
     let Some(approvers) = stage_approval::approvers_of(&rollout, &asked.stage, &classes, &approval_classes, owners)
@@ -168,7 +171,7 @@ fn approve_stage(
         );
         return refused(StatusCode::UNPROCESSABLE_ENTITY, "ApprovalNotRequired", message);
     };
-    let authors = if existing.is_some() { stage_approval::authors(&rollout) } else { [None, None] };
+    let authors = stage_approval::authors(&rollout);
     if let Err(rejection) =
         stage_approval::may_approve(&caller.subject, &caller.groups, &approvers, authors, asked.freeze_override)
     {
@@ -178,7 +181,7 @@ fn approve_stage(
     let stage = StageRef {
         namespace: asked.namespace.clone(),
         name: asked.name.clone(),
-        uid: rollout.metadata.uid.clone(),
+        uid,
         stage: asked.stage.clone(),
         freeze_override: asked.freeze_override,
     };

@@ -1,6 +1,6 @@
 //! Freeze windows through the real operator (tier 2): a recurring window around now
-//! holds a rollout's next batch and releases it when it ends; a class's window holds
-//! the re-render of a class change; a window both one-shot and recurring is refused
+//! holds a rollout's next batch and releases it when it ends; `notBefore` holds its
+//! start; a class's window holds the re-render of a class change; a window both one-shot and recurring is refused
 //! by the schema (one Berth cannot read is refused by the webhook: `e2e/tests/webhook`).
 
 use std::time::Duration;
@@ -54,6 +54,32 @@ async fn a_recurring_freeze_around_now_holds_the_next_batch_and_releases_it_when
         first.duration_since(opens) < SignedDuration::from_secs(15),
         "released at its end, not at a resync: {first} after {opens}"
     );
+}
+
+#[tokio::test]
+async fn not_before_holds_the_start_until_its_time_and_the_rollout_starts_then() {
+    let argocd = FakeArgoCd::default();
+    let (tenant, task) = three_environments(&argocd).await;
+    let start = Timestamp::from_second(Timestamp::now().as_second() + HOLD).expect("a time");
+    let before = head();
+    kubectl_apply(&rollout_yaml(&tenant, "web-v2", "v2", &format!("notBefore: '{start}'"))).await;
+
+    let waiting = wait_rollout(&tenant, "web-v2", RolloutPhase::Waiting).await;
+    let status = waiting.status.unwrap_or_default();
+    assert_eq!(status.reason.as_deref(), Some("NotBefore"), "{status:?}");
+    let message = status.message.clone().unwrap_or_default();
+    assert!(message.contains(&format!("spec.notBefore {start}")), "{message}");
+    assert!(status.plan.is_none(), "planned only when it starts: {:?}", status.plan);
+    let ours =
+        |since: &str| messages_since(since).into_iter().filter(|(_, m)| m.contains(&format!("{tenant}/"))).count();
+    assert_eq!(ours(&before), 0, "nothing committed before notBefore");
+
+    let done = wait_rollout(&tenant, "web-v2", RolloutPhase::Succeeded).await;
+    task.abort();
+    let status = done.status.unwrap_or_default();
+    let first = status.history.first().expect("the first batch").at.0;
+    assert!(first >= start, "the first batch at {first}, before notBefore {start}");
+    assert!(first.duration_since(start) < SignedDuration::from_secs(15), "started at its time: {first} after {start}");
 }
 
 /// A class of `pods` pods, frozen from a minute ago until `end`.

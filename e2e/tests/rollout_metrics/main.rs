@@ -7,7 +7,6 @@ use std::{sync::OnceLock, time::Duration};
 
 use berth::api::{
     Rollout,
-    environment_request::PromotionState,
     rollout::{MeasurementVerdict, RolloutPhase},
 };
 use berth_e2e::{
@@ -46,38 +45,6 @@ async fn metrics_operator() -> &'static StandIn {
     prometheus
 }
 
-/// A rollout whose canary stage is gated by `metric` (a YAML flow mapping).
-fn gated_rollout(tenant: &str, name: &str, revision: &str, metric: &str, extra: &str) -> String {
-    gated_rollout_within(tenant, name, revision, metric, extra, "2m")
-}
-
-/// [`gated_rollout`] with the canary's progress deadline `deadline`.
-fn gated_rollout_within(tenant: &str, name: &str, revision: &str, metric: &str, extra: &str, deadline: &str) -> String {
-    format!(
-        "apiVersion: berth.dev/v1alpha1
-kind: Rollout
-metadata: {{name: {name}, namespace: {tenant}}}
-spec:
-  app: web
-  revision: {revision}
-  selector: {{matchLabels: {{app: web}}}}
-  stages:
-    - name: canary
-      selector: {{matchLabels: {{ring: canary}}}}
-      healthGate: {{progressDeadline: {deadline}}}
-      metrics:
-        - {metric}
-    - name: production
-      batchSize: 2
-  {extra}
-"
-    )
-}
-
-async fn namespace_of(tenant: &str, name: &str) -> String {
-    request(tenant, name).await.status.and_then(|s| s.namespace).expect("the environment's namespace")
-}
-
 #[tokio::test]
 async fn a_failing_metric_fails_the_canary_and_the_rollout_rolls_it_back() {
     let prometheus = metrics_operator().await;
@@ -91,10 +58,7 @@ async fn a_failing_metric_fails_the_canary_and_the_rollout_rolls_it_back() {
     let rolled_back = wait_rollout(&tenant, "web-v2", RolloutPhase::RolledBack).await;
     task.abort();
 
-    let status = rolled_back.status.unwrap_or_default();
-    let failure = status.failures.iter().find(|f| f.environment == "canary").expect("the canary failed");
-    assert_eq!(failure.reason, "MetricFailed", "{:?}", status.failures);
-    assert!(failure.message.contains("error-rate") && failure.message.contains("> max 0.05"), "{}", failure.message);
+    canary_rolled_back_by_metric(&rolled_back, "error-rate", "> max 0.05").await;
     // The query went out resolved: the batch's namespace, the revision, quoted.
     let asked = prometheus.asked(&canary_ns);
     let expected = format!(r#"sum(rate(http_errors_total{{namespace=~"{canary_ns}", revision="v2"}}[1m]))"#);
@@ -106,10 +70,6 @@ async fn a_failing_metric_fails_the_canary_and_the_rollout_rolls_it_back() {
     };
     assert_eq!(header(&asked[0], "authorization"), format!("Bearer {TOKEN}"));
     assert_eq!(header(&asked[0], "x-scope-orgid"), "team-a");
-    // The canary went back; production was never touched.
-    let canary = request(&tenant, "canary").await.status.and_then(|s| s.promotion).expect("a record");
-    assert_eq!(canary.state, PromotionState::RolledBack);
-    assert_eq!(request(&tenant, "prod-a").await.status.and_then(|s| s.promotion), None);
     let events = rollout_events(&tenant, "web-v2").await;
     assert!(events.iter().any(|e| e == "MetricMeasured"), "{events:?}");
     assert!(events.iter().any(|e| e == "RollingBack"), "{events:?}");
@@ -235,8 +195,7 @@ async fn an_outage_longer_than_the_progress_deadline_holds_the_batch_and_never_r
 async fn the_api_refuses_a_metric_gate_without_bounds_or_with_a_repeated_name() {
     metrics_operator().await;
     let unbounded = r#"{name: error-rate, query: 'sum(up)'}"#;
-    let twice = r#"{name: up, query: 'sum(up)', min: 1}
-        - {name: up, query: 'sum(up)', max: 9}"#;
+    let twice = r#"{name: up, query: 'sum(up)', min: 1}, {name: up, query: 'sum(up)', max: 9}"#;
     for (metric, refusal) in
         [(unbounded, "a metric gate needs min, max or both"), (twice, "metric names must be unique within a stage")]
     {

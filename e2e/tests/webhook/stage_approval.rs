@@ -58,10 +58,15 @@ async fn approval_world(
 
 /// canary, then production (the approval class's environments); nothing asks for an approval.
 fn two_stage_rollout(tenant: &str, name: &str, prod: &str) -> String {
+    two_stage_rollout_with(tenant, name, prod, "")
+}
+
+/// [`two_stage_rollout`] with `extra` in its spec.
+fn two_stage_rollout_with(tenant: &str, name: &str, prod: &str, extra: &str) -> String {
     let stages = format!(
         "[{{name: canary, selector: {{matchLabels: {{ring: canary}}}}}}, {{name: production, classes: [{prod}], healthGate: {{progressDeadline: 2m}}}}]"
     );
-    rollout_with_stages(tenant, name, "v2", &stages, "")
+    rollout_with_stages(tenant, name, "v2", &stages, extra)
 }
 
 async fn rollout_now(tenant: &str, name: &str) -> Rollout {
@@ -128,6 +133,23 @@ async fn a_production_stage_waits_for_bob_s_approval_though_the_rollout_never_as
     let approval = status.stages[1].approval.clone().expect("the accepted approval");
     assert_eq!((approval.approver.as_str(), approval.freeze_override), ("bob", false));
     assert!(rollout_events(&tenant, name).await.contains(&"ApprovalAccepted".to_owned()));
+    let digest = berth::approval::digest::rollout_digest(&done.spec);
+    assert_eq!(approval.spec_digest, Some(digest), "bound to the spec bob approved");
+    assert!(approval.expires_at.is_some());
+
+    // Deleted and re-created with the same spec and bob's token: a new rollout, which
+    // nobody approved (the token names the old one's UID).
+    let api: Api<Rollout> = Api::namespaced(cluster().client("admin").await, &tenant);
+    api.delete(name, &Default::default()).await.unwrap_or_else(|e| panic!("{e}"));
+    wait_for(Duration::from_secs(30), "the rollout to be gone", || async {
+        api.get_opt(name).await.ok().flatten().is_none().then_some(())
+    })
+    .await;
+    let extra = format!("approvals: [{{stage: production, token: '{}'}}]", token.trim());
+    let replayed = apply_as("alice", &two_stage_rollout_with(&tenant, name, &prod, &extra)).await;
+    let refused = replayed.expect_err("an approval of the deleted rollout was admitted for its namesake");
+    // The apiserver gives the new object its UID before admission sees it.
+    assert!(refused.contains("approvals cannot move between rollouts") && refused.contains("(uid "), "{refused}");
 }
 
 #[tokio::test]

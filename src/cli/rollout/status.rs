@@ -82,7 +82,12 @@ pub fn format_status(rollout: &Rollout, now: Timestamp) -> String {
         let _ = writeln!(out, "\nApprovals:");
         let width = approved.iter().map(|(name, _)| name.len()).max().unwrap_or(0);
         for (stage, approval) in approved {
-            let glass = if approval.freeze_override { ", freeze override (break-glass)" } else { "" };
+            let glass = match (&approval.freeze_override, &approval.expires_at) {
+                (false, _) => String::new(),
+                (true, Some(until)) if until.0 > now => format!(", freeze override (break-glass) until {}", until.0),
+                (true, Some(until)) => format!(", freeze override (break-glass) expired at {}", until.0),
+                (true, None) => ", freeze override (break-glass)".to_owned(),
+            };
             let _ = writeln!(
                 out,
                 "  {stage:width$}  by {} at {}, key {}{glass}",

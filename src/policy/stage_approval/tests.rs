@@ -36,7 +36,7 @@ fn stage_token(keys: &ApprovalKeys, rollout: &Rollout, stage: &str, who: &str, g
     let stage = StageRef {
         namespace: rollout.namespace().unwrap_or_default(),
         name: rollout.name_any(),
-        uid: rollout.metadata.uid.clone(),
+        uid: rollout.metadata.uid.clone().unwrap_or_default(),
         stage: stage.into(),
         freeze_override: false,
     };
@@ -64,7 +64,7 @@ fn a_stage_token_carries_its_kind_rollout_uid_stage_and_revision_and_a_request_t
     let stage = StageRef {
         namespace: "payments".into(),
         name: "checkout-v1-9-0".into(),
-        uid: Some("uid-1".into()),
+        uid: "uid-1".into(),
         stage: "production".into(),
         freeze_override: true,
     };
@@ -170,6 +170,24 @@ fn a_token_for_another_stage_rollout_or_spec_or_a_forged_or_expired_one_is_refus
     let earlier =
         with_approval(&rollout, "production", stage_token(&keys, &namesake, "production", "bob", &["platform"]));
     assert!(refuse(&earlier, now()).to_string().contains("(uid uid-0)"));
+    // One bound to no UID (as issued before the rollout existed, by an older Berth).
+    let approver = Approver { subject: "bob".into(), groups: vec!["platform".into()] };
+    let target = StageRef {
+        namespace: "payments".into(),
+        name: rollout.name_any(),
+        uid: "uid-1".into(),
+        stage: "production".into(),
+        freeze_override: false,
+    };
+    let mut claims = keys.issuer.stage_claims(&approver, &target, &rollout.spec, now()).expect("claims");
+    claims.uid = None;
+    let unbound = with_approval(&rollout, "production", keys.issuer.sign(&claims).expect("signed"));
+    let rejection = refuse(&unbound, now());
+    assert_eq!(rejection.reason(), "UnboundRollout");
+    assert!(rejection.to_string().contains("issued before the rollout existed"), "{rejection}");
+    // And none is issued without one.
+    let no_uid = StageRef { uid: String::new(), ..target };
+    assert!(keys.issuer.stage_claims(&approver, &no_uid, &rollout.spec, now()).is_err());
     // The spec changed since (a stale digest); pausing it would not have.
     let token = stage_token(&keys, &rollout, "production", "bob", &["platform"]);
     let mut changed = with_approval(&rollout, "production", token.clone());
@@ -267,7 +285,7 @@ fn a_missing_approval_names_who_approves_and_the_exact_command() {
     let denial = check(&rollout(), "production", &production(), None, now()).expect_err("missing");
     assert_eq!(
         denial.to_string(),
-        "stage production needs an approval from a member of [\"platform\"] (approvers of class \"production\"): ask them to run `berth approve rollout checkout-v1-9-0 --stage production` and add the token to spec.approvals"
+        "stage production needs an approval from a member of [\"platform\"] (approvers of class \"production\"): ask them to run `berth approve rollout checkout-v1-9-0 --stage production -n payments` and add the token to spec.approvals"
     );
     assert_eq!(denial.reason(), "AwaitingApproval");
 }

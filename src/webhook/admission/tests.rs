@@ -522,7 +522,7 @@ fn approve_stage(keys: &Keys, rollout: &Rollout, stage: &str, approver: &str) ->
     let target = crate::approval::StageRef {
         namespace: rollout.namespace().unwrap_or_default(),
         name: rollout.name_any(),
-        uid: rollout.metadata.uid.clone(),
+        uid: rollout.metadata.uid.clone().unwrap_or_default(),
         stage: stage.into(),
         freeze_override: false,
     };
@@ -532,15 +532,26 @@ fn approve_stage(keys: &Keys, rollout: &Rollout, stage: &str, approver: &str) ->
 #[test]
 fn a_rollout_approval_is_admitted_for_its_stage_and_refused_for_another_a_missing_stage_or_its_creator() {
     let keys = keys();
-    let rollout = by_alice(crate::testing::example("rollout-checkout.yaml"));
+    let mut rollout = by_alice(crate::testing::example("rollout-checkout.yaml"));
+    rollout.metadata.uid = Some("uid-7".into());
     let with = |stage: &str, token: String| {
         let mut approved = rollout.clone();
         approved.spec.approvals = vec![crate::api::rollout::StageApproval { stage: stage.into(), token }];
-        review("CREATE", "rollouts", Some(value(&approved)), None)
+        review("UPDATE", "rollouts", Some(value(&approved)), Some(value(&rollout)))
     };
     let token = approve_stage(&keys, &rollout, "production", "bob");
     let admitted = decide(&cluster(), Some(&keys), &with("production", token.clone()));
     assert!(admitted.allowed, "{}", admitted.result.message);
+    // Created with it (re-created under the same name, say): the new rollout is
+    // another object, which nobody approved yet.
+    let mut recreated = rollout.clone();
+    recreated.metadata.uid = None;
+    recreated.spec.approvals =
+        vec![crate::api::rollout::StageApproval { stage: "production".into(), token: token.clone() }];
+    let message =
+        denied(&decide(&cluster(), Some(&keys), &review("CREATE", "rollouts", Some(value(&recreated)), None)))
+            .to_owned();
+    assert!(message.contains("(being created: approve it once it exists)"), "{message}");
     let message = denied(&decide(&cluster(), Some(&keys), &with("staging", token))).to_owned();
     assert!(message.contains("it approves stage \"production\", not stage \"staging\""), "{message}");
     let message = denied(&decide(&cluster(), Some(&keys), &with("canary", "x.y.z".into()))).to_owned();

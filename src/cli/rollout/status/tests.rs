@@ -214,11 +214,15 @@ fn an_approved_stage_shows_who_approved_it_and_a_break_glass() {
         key_id: "k1".into(),
         freeze_override: true,
         classes: vec!["production".into()],
+        spec_digest: None,
+        expires_at: Some(Time("2026-12-01T11:00:00Z".parse().expect("a time"))),
     });
     let out = format_status(&rollout, now());
     assert!(
-        out.contains("\nApprovals:\n  production  by bob at 2026-12-01T09:00:00Z (1h0m ago), key k1, freeze override (break-glass)\n"),
+        out.contains("\nApprovals:\n  production  by bob at 2026-12-01T09:00:00Z (1h0m ago), key k1, freeze override (break-glass) until 2026-12-01T11:00:00Z\n"),
         "{out}"
     );
+    let later = now().checked_add(k8s_openapi::jiff::SignedDuration::from_hours(2)).expect("a time");
+    assert!(format_status(&rollout, later).contains("freeze override (break-glass) expired at 2026-12-01T11:00:00Z"));
     assert!(!format_status(&midway(), now()).contains("Approvals:"));
 }

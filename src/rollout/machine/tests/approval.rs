@@ -25,7 +25,7 @@ fn approve(keys: &ApprovalKeys, rollout: &mut Rollout, stage: &str, who: &str, f
     let target = StageRef {
         namespace: "payments".into(),
         name: rollout.metadata.name.clone().unwrap_or_default(),
-        uid: rollout.metadata.uid.clone(),
+        uid: rollout.metadata.uid.clone().unwrap_or_default(),
         stage: stage.into(),
         freeze_override,
     };
@@ -83,7 +83,7 @@ fn a_stage_of_an_approval_class_is_planned_and_waits_for_its_approvers_whatever_
     assert_eq!(
         status.message.as_deref(),
         Some(
-            "stage production needs an approval from a member of [\"platform-approvers\"] (approvers of class \"production\"): ask them to run `berth approve rollout checkout-v2 --stage production` and add the token to spec.approvals"
+            "stage production needs an approval from a member of [\"platform-approvers\"] (approvers of class \"production\"): ask them to run `berth approve rollout checkout-v2 --stage production -n payments` and add the token to spec.approvals"
         )
     );
     assert!(reasons_of(&waiting).contains(&"AwaitingApproval"), "{:?}", waiting.notes);
@@ -243,4 +243,68 @@ fn an_environment_re_created_in_an_approval_class_under_a_planned_name_is_left_a
     let second = go(&rollout, &mut status, &obs(&world, &keys, Calendar::default()), at(10), "c2");
     let promoted_now = second.work.map(|w| w.environments).unwrap_or_default();
     assert!(!promoted_now.contains(&"stage-2".to_owned()), "promoted without a production approval: {promoted_now:?}");
+}
+
+#[test]
+fn a_change_to_the_spec_after_the_stage_started_voids_its_approval_for_the_batches_to_come() {
+    let keys = approval_keys();
+    let mut rollout = created_by_alice(serde_json::json!({}));
+    let mut world = World::three();
+    let mut status = past_the_canary(&rollout, &mut world, |w| obs(w, &keys, Calendar::default()));
+    approve(&keys, &mut rollout, "production", "bob", false);
+    let first = go(&rollout, &mut status, &obs(&world, &keys, Calendar::default()), at(10), "c2");
+    assert_eq!(first.work.map(|w| (w.stage, w.batch)), Some(("production".to_owned(), 1)));
+    world.set("prod-a", |r| promoted(r, "c2", "Healthy"));
+
+    // alice changes what bob approved (roll back on failure now).
+    rollout.spec.on_failure = crate::api::rollout::FailurePolicy::Rollback;
+    let held = go(&rollout, &mut status, &obs(&world, &keys, Calendar::default()), at(20), "unused");
+    assert_eq!(held.work, None, "batch 2 waits for an approval of the spec as it is now");
+    assert_eq!(status.reason.as_deref(), Some(reasons::AWAITING_APPROVAL));
+    let note = held.notes.iter().find(|n| n.reason == "ApprovalRejected").expect("an ApprovalRejected event");
+    assert!(note.message.contains("the spec changed after it was approved"), "{}", note.message);
+
+    // bob approves the new spec: the rest of the stage goes on, under his new approval.
+    approve(&keys, &mut rollout, "production", "bob", false);
+    let second = go(&rollout, &mut status, &obs(&world, &keys, Calendar::default()), at(30), "c3");
+    assert_eq!(second.work.map(|w| (w.stage, w.batch)), Some(("production".to_owned(), 2)));
+    let digest = crate::approval::digest::rollout_digest(&rollout.spec);
+    assert_eq!(status.stages[1].approval.as_ref().and_then(|a| a.spec_digest.clone()), Some(digest));
+
+    // Pausing and resuming, or dropping the token, change nothing an approval covers.
+    rollout.spec.approvals.clear();
+    world.set("prod-b", |r| promoted(r, "c3", "Healthy"));
+    let approval = status.stages[1].approval.clone();
+    let _ = go(&rollout, &mut status, &obs(&world, &keys, Calendar::default()), at(40), "c4");
+    assert_eq!(status.stages[1].approval, approval);
+    assert_ne!(status.reason.as_deref(), Some(reasons::AWAITING_APPROVAL));
+}
+
+#[test]
+fn a_break_glass_approval_lets_batches_through_a_freeze_only_until_its_token_expires() {
+    let keys = approval_keys();
+    let freezes = || {
+        let window = FreezeWindow::once(Time(at(5)), Time(at(100_000)), Some("incident freeze".to_owned()));
+        Calendar::new([], [("incident".to_owned(), vec![window])])
+    };
+    let mut rollout = created_by_alice(serde_json::json!({}));
+    let mut world = World::three();
+    let mut status = past_the_canary(&rollout, &mut world, |w| obs(w, &keys, freezes()));
+    approve(&keys, &mut rollout, "production", "bob", true);
+    let first = go(&rollout, &mut status, &obs(&world, &keys, freezes()), at(20), "c2");
+    assert_eq!(first.work.map(|w| w.freeze_override), Some(Some("bob".to_owned())));
+    let expires = status.stages[1].approval.as_ref().and_then(|a| a.expires_at.clone()).expect("its expiry");
+    assert_eq!(expires, Time(at(3600)), "the token's lifetime (an hour)");
+    world.set("prod-a", |r| promoted(r, "c2", "Healthy"));
+
+    // Two hours on, the freeze still holds and the token expired: batch 2 waits.
+    let held = go(&rollout, &mut status, &obs(&world, &keys, freezes()), at(2 * 3600), "unused");
+    assert_eq!(held.work, None);
+    assert_eq!(status.reason.as_deref(), Some(reasons::FROZEN));
+    let message = status.message.clone().unwrap_or_default();
+    assert!(
+        message.contains("the break-glass approval by bob expired at")
+            && message.contains("berth approve rollout checkout-v2 --stage production -n payments --override-freeze"),
+        "{message}"
+    );
 }
