@@ -4,6 +4,7 @@
 //! helpers the e2e suites share ([`suite`]).
 
 pub mod argocd;
+pub mod blackhole;
 pub mod controlplane;
 pub mod fake_argocd;
 pub mod fixture;

@@ -174,6 +174,19 @@ pub async fn metric_at(telemetry: &str, name: &str) -> Option<f64> {
     response.lines().find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
 }
 
+/// `GET /readyz` on the operator whose telemetry address is `telemetry`: the status
+/// code and body (one line per failing check), `None` while it does not answer.
+pub async fn readyz_at(telemetry: &str) -> Option<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let address = telemetry.strip_prefix("http://")?;
+    let mut stream = tokio::net::TcpStream::connect(address).await.ok()?;
+    stream.write_all(b"GET /readyz HTTP/1.0\r\n\r\n").await.ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.ok()?;
+    let status = response.split_whitespace().nth(1)?.parse().ok()?;
+    Some((status, response.split_once("\r\n\r\n").map(|(_, body)| body.to_owned()).unwrap_or_default()))
+}
+
 impl Drop for Operator {
     fn drop(&mut self) {
         self.kill();

@@ -224,7 +224,7 @@ fn expose(stream: TcpStream, series: &Mutex<std::collections::BTreeMap<String, f
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .iter()
-        .map(|(series, value)| format!("{series} {value}\n"))
+        .map(|(series, value)| format!("{series} {}\n", exposition_value(*value)))
         .collect();
     let mut stream = stream;
     write!(
@@ -233,6 +233,15 @@ fn expose(stream: TcpStream, series: &Mutex<std::collections::BTreeMap<String, f
         body.len()
     )?;
     stream.flush()
+}
+
+/// A sample value as the text exposition format writes it (`+Inf`, `-Inf`, `NaN`).
+fn exposition_value(value: f64) -> String {
+    match value {
+        v if v.is_nan() => "NaN".to_owned(),
+        v if v.is_infinite() => if v > 0.0 { "+Inf" } else { "-Inf" }.to_owned(),
+        v => v.to_string(),
+    }
 }
 
 /// Builds Prometheus if needed (cached by its pins) and returns the binary.
@@ -340,12 +349,13 @@ impl Drop for Prometheus {
     }
 }
 
-/// A plain HTTP/1.1 GET on loopback: status and body.
+/// A plain HTTP/1.0 GET on loopback (1.0, so the body is never chunked): status and
+/// body.
 fn get(address: &str, path: &str) -> Option<(u16, String)> {
     use std::io::Read;
     let mut stream = TcpStream::connect(address).ok()?;
     stream.set_read_timeout(Some(std::time::Duration::from_secs(5))).ok()?;
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n").ok()?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {address}\r\n\r\n").ok()?;
     let mut response = String::new();
     stream.read_to_string(&mut response).ok()?;
     let status = response.split_whitespace().nth(1)?.parse().ok()?;

@@ -568,6 +568,14 @@ pub struct AcceptedApproval {
     pub expires_at: Option<Time>,
 }
 
+impl AcceptedApproval {
+    /// Whether it approved the spec whose [digest](crate::approval::digest::rollout_digest)
+    /// is `digest` (one recorded without a digest covers none).
+    pub fn covers(&self, digest: &str) -> bool {
+        self.spec_digest.as_deref() == Some(digest)
+    }
+}
+
 /// How many of a stage's environments are where.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
 #[serde(rename_all = "camelCase")]

@@ -14,6 +14,7 @@ use tokio::time::{Instant, sleep_until};
 use super::batch::Exclusive;
 use super::change::Change;
 use super::config::WriterConfig;
+use super::deadlines::RemoteActivity;
 use super::error::Error;
 use super::inventory::EnvironmentFolder;
 use super::metrics::GitOpsMetrics;
@@ -82,12 +83,16 @@ pub(crate) enum Request {
 
 /// Starts the writer thread. The returned receiver resolves once the local clone is
 /// open (or failed to open); the remote is contacted only afterwards.
-pub(crate) fn spawn(config: WriterConfig, metrics: GitOpsMetrics) -> Result<(mpsc::Sender<Request>, Ready), Error> {
+pub(crate) fn spawn(
+    config: WriterConfig,
+    metrics: GitOpsMetrics,
+    activity: RemoteActivity,
+) -> Result<(mpsc::Sender<Request>, Ready), Error> {
     let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
     let (ready_tx, ready_rx) = oneshot::channel();
     std::thread::Builder::new()
         .name("berth-gitops-writer".to_owned())
-        .spawn(move || thread_main(config, metrics, rx, ready_tx))
+        .spawn(move || thread_main(config, metrics, activity, rx, ready_tx))
         .map_err(|source| Error::Spawn { source: source.into() })?;
     Ok((tx, ready_rx))
 }
@@ -95,6 +100,7 @@ pub(crate) fn spawn(config: WriterConfig, metrics: GitOpsMetrics) -> Result<(mps
 fn thread_main(
     config: WriterConfig,
     metrics: GitOpsMetrics,
+    activity: RemoteActivity,
     rx: mpsc::Receiver<Request>,
     ready: oneshot::Sender<Result<(), Error>>,
 ) {
@@ -109,7 +115,7 @@ fn thread_main(
     let retry_interval = config.retry.pending_retry_interval;
     let patience = config.retry.contended_patience;
     let remote = config.remote_display();
-    let mut engine = match Engine::open(config, metrics) {
+    let mut engine = match Engine::open(config, metrics, activity) {
         Ok(engine) => engine,
         Err(e) => {
             let _ = ready.send(Err(e));
@@ -217,6 +223,9 @@ async fn run(
                 Some(Request::IsMerged { commit, reply }) => {
                     let _ = reply.send(commit.oid().and_then(|oid| engine.is_merged(oid)));
                 }
+                // A probe that gave up waiting (the writer was stuck on the remote)
+                // is not run late: stale probes would pile up behind a hung remote.
+                Some(Request::CheckRemote { reply }) if reply.is_closed() => {}
                 Some(Request::CheckRemote { reply }) => {
                     let _ = reply.send(engine.check_remote());
                 }

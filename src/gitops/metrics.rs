@@ -42,6 +42,7 @@ pub struct GitOpsMetrics {
     pending_changes: IntGauge,
     contended_changes: IntGauge,
     reclones: IntCounter,
+    remote_operation: IntGauge,
 }
 
 impl GitOpsMetrics {
@@ -92,6 +93,11 @@ impl GitOpsMetrics {
                 "berth_gitops_reclones_total",
                 "Times the local clone was found damaged and cloned again",
             )?,
+            remote_operation: IntGauge::new(
+                "berth_gitops_remote_operation_seconds",
+                "How long the writer's current fetch or push has been waiting on the remote (0: none); \
+                 past the stall limit /readyz reports the writer stalled",
+            )?,
         };
         registry.register(Box::new(metrics.commits.clone()))?;
         registry.register(Box::new(metrics.batches.clone()))?;
@@ -103,6 +109,7 @@ impl GitOpsMetrics {
         registry.register(Box::new(metrics.pending_changes.clone()))?;
         registry.register(Box::new(metrics.contended_changes.clone()))?;
         registry.register(Box::new(metrics.reclones.clone()))?;
+        registry.register(Box::new(metrics.remote_operation.clone()))?;
         // Export every label value from the start so rate() works before the first failure.
         for kind in FailureKind::ALL {
             metrics.push_failures.with_label_values(&[kind.as_str()]);
@@ -149,6 +156,11 @@ impl GitOpsMetrics {
 
     pub(crate) fn reclone(&self) {
         self.reclones.inc();
+    }
+
+    /// How long the current remote operation has run, `None` when there is none.
+    pub(crate) fn remote_operation(&self, running: Option<std::time::Duration>) {
+        self.remote_operation.set(running.map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX)));
     }
 }
 

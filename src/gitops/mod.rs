@@ -82,8 +82,12 @@
 //!
 //! Layout: `clusters/<cluster>/tenants/<tenant>/<request>/<file>.yaml`, see [`layout`].
 //!
-//! Not handled here: libgit2 network timeouts (git2 exposes them only through `unsafe`
-//! calls; a hung connection stalls the writer thread), custom CA or `known_hosts`
+//! - **Deadlines.** [`NetworkTimeouts`] bound every connect and every read or write on
+//!   the remote (`berth run` sets them before anything else); a fetch or push still
+//!   waiting past the stall limit shows through [`WriterHandle::check_stall`] (readiness
+//!   and `berth_gitops_remote_operation_seconds`), read without waiting on the writer.
+//!
+//! Not handled here: custom CA or `known_hosts`
 //! files (libgit2 uses the system store and `~/.ssh/known_hosts`), and re-reading
 //! rotated secret files (read once at start).
 
@@ -92,6 +96,7 @@ mod batch;
 mod change;
 mod config;
 mod credentials;
+mod deadlines;
 mod error;
 mod history;
 mod inventory;
@@ -113,6 +118,7 @@ pub use batch::{BatchChange, BatchCommit};
 pub use change::ChangeReason;
 pub use config::{PushMode, RetryPolicy, WriterConfig};
 pub use credentials::{Credentials, Secret};
+pub use deadlines::{NetworkTimeouts, Stalled};
 pub use error::{Error, FailureKind, GitFailure, GitOp};
 pub use inventory::EnvironmentFolder;
 pub use layout::{LayoutError, RepoPath, environment_path};
@@ -123,6 +129,7 @@ pub use redact::redact_userinfo;
 use actor::{Reply, Request};
 use batch::Exclusive;
 use change::{Change, Operation};
+use deadlines::RemoteActivity;
 
 /// Starts GitOps writers.
 #[derive(Debug)]
@@ -134,9 +141,10 @@ impl Writer {
     pub async fn spawn(config: WriterConfig, metrics: GitOpsMetrics) -> Result<WriterHandle, Error> {
         config.validate()?;
         let direct = config.mode == PushMode::Direct;
-        let (tx, ready) = actor::spawn(config, metrics)?;
+        let activity = RemoteActivity::default();
+        let (tx, ready) = actor::spawn(config, metrics.clone(), activity.clone())?;
         ready.await.map_err(|_| Error::Stopped)??;
-        Ok(WriterHandle { tx, direct })
+        Ok(WriterHandle { tx, direct, activity, metrics })
     }
 }
 
@@ -146,6 +154,9 @@ pub struct WriterHandle {
     tx: mpsc::Sender<Request>,
     /// Whether changes go straight to the watched branch ([`PushMode::Direct`]).
     direct: bool,
+    /// The writer thread's remote operation in progress.
+    activity: RemoteActivity,
+    metrics: GitOpsMetrics,
 }
 
 impl WriterHandle {
@@ -198,6 +209,15 @@ impl WriterHandle {
     /// first): in pull-request mode, whether the batch was merged.
     pub async fn is_merged(&self, commit: CommitId) -> Result<bool, Error> {
         self.ask(|reply| Request::IsMerged { commit, reply }).await
+    }
+
+    /// Whether the writer's current fetch or push has waited on the remote longer than
+    /// `limit`, read at once (never queued behind a hung writer); also updates
+    /// `berth_gitops_remote_operation_seconds`.
+    pub fn check_stall(&self, limit: std::time::Duration) -> Result<(), Stalled> {
+        let current = self.activity.current();
+        self.metrics.remote_operation(current.map(|(_, running)| running));
+        deadlines::stalled(current, limit)
     }
 
     /// Fetches from the remote now: `Ok` when it is reachable with the configured

@@ -10,6 +10,7 @@ use git2::{Oid, Repository};
 use super::batch::Exclusive;
 use super::change::{Change, ChangeSet};
 use super::config::{PushMode, WriterConfig};
+use super::deadlines::RemoteActivity;
 use super::error::{Error, ErrorContext, FailureKind, GitFailure, GitOp};
 use super::history;
 use super::inventory::{EnvironmentFolder, environment_folders};
@@ -24,6 +25,8 @@ pub(crate) struct Engine {
     config: WriterConfig,
     ctx: ErrorContext,
     metrics: GitOpsMetrics,
+    /// The fetch or push in progress, for the stall check.
+    activity: RemoteActivity,
     /// `None` after the clone was found damaged; re-created before the next attempt.
     repo: Option<Repository>,
     /// Changes accepted but not yet on the remote; kept across failed batches.
@@ -56,7 +59,7 @@ pub(crate) fn race_jitter() -> Duration {
 
 impl Engine {
     /// Opens (or creates) the local clone. Does not touch the network.
-    pub(crate) fn open(config: WriterConfig, metrics: GitOpsMetrics) -> Result<Self, Error> {
+    pub(crate) fn open(config: WriterConfig, metrics: GitOpsMetrics, activity: RemoteActivity) -> Result<Self, Error> {
         let ctx = ErrorContext {
             remote: config.remote_display(),
             branch: config.branch.clone(),
@@ -64,7 +67,7 @@ impl Engine {
             clone_dir: repo::clone_path(&config.workdir).to_string_lossy().into_owned(),
         };
         let (repo, _fresh) = repo::open_or_create(&config.workdir, &ctx.remote, &config.branch, &ctx)?;
-        Ok(Self { config, ctx, metrics, repo: Some(repo), pending: ChangeSet::default(), lost_races: 0 })
+        Ok(Self { config, ctx, metrics, activity, repo: Some(repo), pending: ChangeSet::default(), lost_races: 0 })
     }
 
     /// Whether changes are waiting for a retry.
@@ -361,7 +364,12 @@ impl Engine {
     }
 
     fn access(&self) -> RemoteAccess<'_> {
-        RemoteAccess { url: &self.config.remote_url, credentials: &self.config.credentials, ctx: &self.ctx }
+        RemoteAccess {
+            url: &self.config.remote_url,
+            credentials: &self.config.credentials,
+            ctx: &self.ctx,
+            activity: &self.activity,
+        }
     }
 
     /// Drops the damaged clone; the next attempt creates a fresh one.

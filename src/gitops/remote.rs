@@ -9,6 +9,7 @@ use std::path::Path;
 use git2::{AutotagOption, ErrorCode, FetchOptions, ObjectType, Oid, PushOptions, Repository};
 
 use super::credentials::{Credentials, callbacks};
+use super::deadlines::RemoteActivity;
 use super::error::{ErrorContext, FailureKind, GitFailure, GitOp};
 
 /// The remote-tracking reference for `branch`.
@@ -21,6 +22,8 @@ pub(crate) struct RemoteAccess<'a> {
     pub(crate) url: &'a str,
     pub(crate) credentials: &'a Credentials,
     pub(crate) ctx: &'a ErrorContext,
+    /// Where the fetch or push in progress is recorded (see [`RemoteActivity`]).
+    pub(crate) activity: &'a RemoteActivity,
 }
 
 impl RemoteAccess<'_> {
@@ -38,7 +41,10 @@ impl RemoteAccess<'_> {
             .remote_callbacks(callbacks(self.credentials))
             .download_tags(AutotagOption::None)
             .update_fetchhead(false);
-        remote.fetch(&refspecs, Some(&mut options), None).map_err(fail)?;
+        {
+            let _running = self.activity.begin(GitOp::Fetch);
+            remote.fetch(&refspecs, Some(&mut options), None).map_err(fail)?;
+        }
         // The advertisement stays readable after the fetch disconnected.
         let advertised: Vec<(String, Oid)> =
             remote.list().map_err(fail)?.iter().map(|head| (head.name().to_owned(), head.oid())).collect();
@@ -95,6 +101,7 @@ impl RemoteAccess<'_> {
             let mut options = PushOptions::new();
             options.remote_callbacks(cbs);
             let refspec = format!("{reference}:{reference}");
+            let _running = self.activity.begin(GitOp::Push);
             remote.push(&[refspec.as_str()], Some(&mut options)).map_err(fail)?;
         }
         match rejections.into_inner().into_iter().next() {
@@ -244,7 +251,8 @@ mod tests {
             redactor: crate::gitops::redact::Redactor::default(),
             clone_dir: String::new(),
         };
-        let access = RemoteAccess { url: &url, credentials: &Credentials::None, ctx: &ctx };
+        let activity = RemoteActivity::default();
+        let access = RemoteAccess { url: &url, credentials: &Credentials::None, ctx: &ctx, activity: &activity };
         let first = commit_in(&source, b"1", None);
         access.push(&source, "refs/heads/main", first, None).expect("create");
         assert_eq!(target.refname_to_id("refs/heads/main").expect("ref"), first);

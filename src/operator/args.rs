@@ -44,6 +44,18 @@ pub struct RunArgs {
     /// lone change is committed after a 10 ms settle).
     #[arg(long, env = "BERTH_GITOPS_BATCH_WINDOW_MS", default_value_t = 200)]
     pub gitops_batch_window_ms: u64,
+    /// Seconds to connect to the GitOps remote before a fetch or push fails.
+    #[arg(long, env = "BERTH_GITOPS_CONNECT_TIMEOUT_SECONDS", default_value_t = 15)]
+    pub gitops_connect_timeout_seconds: u64,
+    /// Seconds the GitOps remote may stay silent during a fetch or push (https,
+    /// git://) before it fails and is retried with the next batch.
+    #[arg(long, env = "BERTH_GITOPS_IO_TIMEOUT_SECONDS", default_value_t = 60)]
+    pub gitops_io_timeout_seconds: u64,
+    /// Seconds one fetch or push may wait on the remote before this replica reports
+    /// the writer stalled on /readyz (a hung connection the timeouts do not end,
+    /// such as an ssh read).
+    #[arg(long, env = "BERTH_GITOPS_STALL_SECONDS", default_value_t = 300)]
+    pub gitops_stall_seconds: u64,
     /// Most EnvironmentRequest reconciles in flight at once. Bounds memory and
     /// apiserver connections during a burst; the GitOps writer still batches them.
     #[arg(long, env = "BERTH_MAX_CONCURRENT_RECONCILES", default_value_t = 64)]
@@ -89,6 +101,14 @@ pub struct RunArgs {
 }
 
 impl RunArgs {
+    /// libgit2's deadlines (see [`gitops::NetworkTimeouts::apply`]).
+    pub fn network_timeouts(&self) -> gitops::NetworkTimeouts {
+        gitops::NetworkTimeouts {
+            connect: Duration::from_secs(self.gitops_connect_timeout_seconds),
+            io: Duration::from_secs(self.gitops_io_timeout_seconds),
+        }
+    }
+
     pub(super) fn writer_config(&self) -> Result<WriterConfig, gitops::Error> {
         let mut config = WriterConfig::new(&self.gitops_workdir, &self.gitops_remote, &self.gitops_branch);
         config.batch_window = Duration::from_millis(self.gitops_batch_window_ms);

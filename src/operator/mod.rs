@@ -102,6 +102,7 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     let readiness = Readiness::new();
     let caches = readiness.check("caches-synced");
     let remote = readiness.check("gitops-remote");
+    let writer_moving = readiness.check("gitops-writer");
     let watch_health = readiness.check("watches");
 
     let prometheus = args.prometheus()?.map(Arc::new);
@@ -157,7 +158,9 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     let server = tokio::spawn(telemetry::serve(args.listen, ServerState { metrics, readiness }, shutdown.clone()));
     let start = webhook::settings::Start { index, verifier: approvals, registry: metrics_registry };
     let webhook = webhook::settings::start(&args.webhook, start, shutdown.clone()).await?;
-    let remote_probe = tokio::spawn(probe_remote(writer.clone(), remote));
+    let stall_limit = Duration::from_secs(args.gitops_stall_seconds);
+    let remote_probe = tokio::spawn(probe_remote(writer.clone(), remote, stall_limit));
+    let writer_monitor = tokio::spawn(watch_writer(writer.clone(), writer_moving, stall_limit));
     let synced = tokio::spawn(controller::report_caches_synced(ctx.index.clone(), caches));
     let max = args.max_concurrent_reconciles;
     let lost_lease = match (&candidacy, feeds) {
@@ -170,6 +173,7 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         }
     };
     remote_probe.abort();
+    writer_monitor.abort();
     synced.abort();
     watch_monitor.abort();
 
@@ -227,15 +231,37 @@ async fn lead_when_elected(
     lost_lease
 }
 
-/// Keeps the `gitops-remote` readiness check current.
-async fn probe_remote(writer: gitops::WriterHandle, check: telemetry::ReadinessCheck) {
+/// Keeps the `gitops-remote` readiness check current. A probe queued behind a writer
+/// that does not answer within `limit` counts as unreachable.
+async fn probe_remote(writer: gitops::WriterHandle, check: telemetry::ReadinessCheck, limit: Duration) {
     loop {
-        let reachable = writer.check_remote().await;
+        let reachable = match tokio::time::timeout(limit, writer.check_remote()).await {
+            Ok(reachable) => reachable.map_err(|e| e.to_string()),
+            Err(_) => Err(format!("the GitOps writer did not answer within {}s", limit.as_secs())),
+        };
         if let Err(e) = &reachable {
             tracing::warn!(error = %e, "gitops remote not reachable");
         }
         check.set(reachable.is_ok());
         tokio::time::sleep(Duration::from_secs(if check.is_ready() { 30 } else { 5 })).await;
+    }
+}
+
+/// Keeps the `gitops-writer` readiness check (and `berth_gitops_remote_operation_seconds`)
+/// current: unready while one fetch or push has waited on the remote longer than
+/// `limit`. Reads the writer's record directly, so it sees a writer blocked in git.
+async fn watch_writer(writer: gitops::WriterHandle, check: telemetry::ReadinessCheck, limit: Duration) {
+    let mut stalled = false;
+    loop {
+        let stall = writer.check_stall(limit);
+        match (&stall, stalled) {
+            (Err(e), false) => tracing::error!(error = %e, "gitops writer stalled"),
+            (Ok(()), true) => tracing::info!("gitops writer moving again"),
+            _ => {}
+        }
+        stalled = stall.is_err();
+        check.set(!stalled);
+        tokio::time::sleep(Duration::from_secs(2)).await;
     }
 }
 

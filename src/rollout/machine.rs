@@ -514,38 +514,44 @@ impl Step<'_> {
     fn approval(&self, index: usize) -> Approval {
         let stage = &self.status.stages[index];
         let digest = crate::approval::digest::rollout_digest(&self.rollout.spec);
-        match &stage.approval {
-            // Recorded without a digest by an older Berth: it stays valid for the stage.
-            Some(accepted) if accepted.spec_digest.as_ref().is_none_or(|approved| *approved == digest) => {
-                return Approval::Recorded(accepted.clone());
-            }
-            // The spec changed since it was approved: the rest of the stage needs an
-            // approval of the spec as it is now (checked below).
-            Some(_) => {}
+        let recorded = match &stage.approval {
+            // Valid for the rest of the stage while the spec it approved is unchanged;
+            // after a change (or recorded without a digest, by an older Berth) the
+            // stage's batches still to come need an approval of the spec as it is now.
+            Some(accepted) if accepted.covers(&digest) => Some(accepted),
+            Some(_) => None,
             // Started before (by a Berth that did not record approvals): it goes on.
             None if stage.batches_done > 0 || stage.current.is_some() => return Approval::NotNeeded,
-            None => {}
-        }
+            None => None,
+        };
         let require = self.rollout.spec.stages.iter().any(|s| s.name == stage.name && s.require_approval);
         let classes = stage.environments.iter().filter_map(|n| self.obs.requests.get(n)).map(|r| r.spec.class.as_str());
         let Some(approvers) =
             stage_approval::stage_approvers(require, classes, &self.obs.approval_classes, || self.obs.owners.clone())
         else {
-            return Approval::NotNeeded;
+            return recorded.map_or(Approval::NotNeeded, |recorded| Approval::Recorded(recorded.clone()));
         };
-        match stage_approval::check(self.rollout, &stage.name, &approvers, self.obs.verifier.as_deref(), self.now) {
-            Ok(verified) => Approval::Accepted(AcceptedApproval {
-                approver: verified.approver,
-                approved_at: Time(verified.issued_at.unwrap_or(self.now)),
-                accepted_at: Time(self.now),
-                key_id: verified.key_id,
-                // Freezes are the platform's: only its class approvers may break one.
-                freeze_override: verified.freeze_override && approvers.by_class_approvers(),
-                classes: approvers.classes(),
-                spec_digest: Some(digest),
-                expires_at: Some(Time(verified.expires_at)),
-            }),
-            Err(denial) => Approval::Waiting(denial),
+        let checked =
+            stage_approval::check(self.rollout, &stage.name, &approvers, self.obs.verifier.as_deref(), self.now).map(
+                |verified| AcceptedApproval {
+                    approver: verified.approver,
+                    approved_at: Time(verified.issued_at.unwrap_or(self.now)),
+                    accepted_at: Time(self.now),
+                    key_id: verified.key_id,
+                    // Freezes are the platform's: only its class approvers may break one.
+                    freeze_override: verified.freeze_override && approvers.by_class_approvers(),
+                    classes: approvers.classes(),
+                    spec_digest: Some(digest),
+                    expires_at: Some(Time(verified.expires_at)),
+                },
+            );
+        match (recorded, checked) {
+            // A newer valid token in spec.approvals (break-glass asked for mid-stage, or
+            // one renewing a break-glass that expired) replaces the record.
+            (Some(recorded), Ok(newer)) if newer.approved_at.0 > recorded.approved_at.0 => Approval::Accepted(newer),
+            (Some(recorded), _) => Approval::Recorded(recorded.clone()),
+            (None, Ok(accepted)) => Approval::Accepted(accepted),
+            (None, Err(denial)) => Approval::Waiting(denial),
         }
     }
 

@@ -167,21 +167,81 @@ where
 /// Text-format fields with control characters escaped (`\n` as `\\n`): a value a
 /// caller chose (a request name with a newline, a rejection message quoting it) cannot
 /// start a line of its own that reads as another log record, an audit line say. Every
-/// field and the message go through it, `%` (Display) fields too. JSON lines are safe
-/// already: serde_json escapes control characters in strings.
-fn escaped_fields() -> impl for<'w> tracing_subscriber::fmt::FormatFields<'w> + Send + Sync + 'static {
-    use tracing_subscriber::field::MakeExt;
-    tracing_subscriber::fmt::format::debug_fn(|writer, field, value| {
-        let text = format!("{value:?}");
-        let text = escape_controls(&text);
-        match field.name() {
-            "message" => write!(writer, "{text}"),
-            // What tracing-log adds to records from the `log` crate, as the default skips it.
-            name if name.starts_with("log.") => Ok(()),
-            name => write!(writer, "{name}={text}"),
+/// field goes through it, `%` (Display) ones too, and a value with a space, `=` or `"`
+/// is quoted, so it cannot pass for another `key=value` either; the message stays
+/// plain text. JSON lines are safe already: serde_json escapes control characters.
+fn escaped_fields() -> EscapedFields {
+    EscapedFields
+}
+
+/// See [`escaped_fields`].
+struct EscapedFields;
+
+impl<'w> tracing_subscriber::fmt::FormatFields<'w> for EscapedFields {
+    fn format_fields<R: tracing_subscriber::field::RecordFields>(
+        &self,
+        writer: tracing_subscriber::fmt::format::Writer<'w>,
+        fields: R,
+    ) -> std::fmt::Result {
+        let mut visitor = EscapingVisitor { writer, result: Ok(()), written: false };
+        fields.record(&mut visitor);
+        visitor.result
+    }
+}
+
+struct EscapingVisitor<'w> {
+    writer: tracing_subscriber::fmt::format::Writer<'w>,
+    result: std::fmt::Result,
+    /// Whether a field was written (the next one needs a separator).
+    written: bool,
+}
+
+impl EscapingVisitor<'_> {
+    /// Writes `field=value`; `quoted`: `value` is a string's Debug form already.
+    fn write(&mut self, field: &tracing::field::Field, value: &str, quoted: bool) {
+        let name = field.name();
+        // What tracing-log adds to records of the `log` crate, skipped as by default.
+        if self.result.is_err() || name.starts_with("log.") {
+            return;
         }
-    })
-    .delimited(" ")
+        let name = name.strip_prefix("r#").unwrap_or(name);
+        let separator = if self.written { " " } else { "" };
+        let escaped = escape_controls(value);
+        self.result = if name == "message" {
+            write!(self.writer, "{separator}{escaped}")
+        } else if !quoted && escaped.contains([' ', '=', '"']) {
+            write!(self.writer, "{separator}{name}={:?}", escaped.as_ref())
+        } else {
+            write!(self.writer, "{separator}{name}={escaped}")
+        };
+        self.written = true;
+    }
+}
+
+impl tracing::field::Visit for EscapingVisitor<'_> {
+    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+        if field.name() == "message" {
+            self.write(field, value, false);
+        } else {
+            // Quoted, as the default formatter writes strings.
+            self.write(field, &format!("{value:?}"), true);
+        }
+    }
+
+    fn record_error(&mut self, field: &tracing::field::Field, value: &(dyn std::error::Error + 'static)) {
+        let mut text = value.to_string();
+        let mut source = value.source();
+        while let Some(cause) = source {
+            text.push_str(": ");
+            text.push_str(&cause.to_string());
+            source = cause.source();
+        }
+        self.write(field, &text, false);
+    }
+
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        self.write(field, &format!("{value:?}"), false);
+    }
 }
 
 /// `text` with each control character written as its escape (`\n`, `\u{1b}`).
@@ -407,11 +467,27 @@ mod tests {
             assert_eq!(text.lines().count(), 1, "{format:?}: one record, one line: {text}");
             assert!(!text.contains('\r'), "{format:?}: {text:?}");
             if format == LogFormat::Text {
-                assert!(text.contains("object=team-a/x\\n2026-12-02T00:00:00Z"), "{text}");
+                // Display values with spaces are quoted: no `user=admin` of their own.
+                assert!(text.contains("object=\"team-a/x\\\\n2026-12-02T00:00:00Z  INFO"), "{text}");
                 assert!(text.contains("user=\"x\\n2026"), "{text}");
                 assert!(text.contains("admission denied for x\\n2026"), "{text}");
             }
         }
+    }
+
+    #[test]
+    fn text_fields_keep_errors_sources_plain_words_and_no_trailing_separator() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("cannot push")]
+        struct Outer(#[source] std::io::Error);
+        let captured = Captured::default();
+        let subscriber = Registry::default().with(fmt_layer(LogFormat::Text, false, captured.clone()));
+        tracing::subscriber::with_default(subscriber, || {
+            let error = Outer(std::io::Error::other("connection reset"));
+            tracing::warn!(error = &error as &dyn std::error::Error, kind = %"network", r#type = 3, "push failed");
+        });
+        let text = captured.text();
+        assert!(text.contains("push failed error=\"cannot push: connection reset\" kind=network type=3\n"), "{text:?}");
     }
 
     #[test]

@@ -145,7 +145,7 @@ fn approve_stage(
     };
     let Some(uid) = existing.metadata.uid.clone() else {
         let message = format!("rollout {}/{} has no UID yet; try again in a moment", asked.namespace, asked.name);
-        return refused(StatusCode::CONFLICT, "RolloutNotFound", message);
+        return refused(StatusCode::CONFLICT, "RolloutHasNoUid", message);
     };
     let mut rollout = crate::api::Rollout::new(&asked.name, asked.spec.clone());
     rollout.metadata.namespace = Some(asked.namespace.clone());

@@ -81,7 +81,13 @@ pub fn format_status(rollout: &Rollout, now: Timestamp) -> String {
     if !approved.is_empty() {
         let _ = writeln!(out, "\nApprovals:");
         let width = approved.iter().map(|(name, _)| name.len()).max().unwrap_or(0);
+        let digest = crate::approval::digest::rollout_digest(&rollout.spec);
         for (stage, approval) in approved {
+            let voided = if approval.covers(&digest) {
+                ""
+            } else {
+                "; voided: the spec changed since (the rest of the stage waits for a new approval)"
+            };
             let glass = match (&approval.freeze_override, &approval.expires_at) {
                 (false, _) => String::new(),
                 (true, Some(until)) if until.0 > now => format!(", freeze override (break-glass) until {}", until.0),
@@ -90,7 +96,7 @@ pub fn format_status(rollout: &Rollout, now: Timestamp) -> String {
             };
             let _ = writeln!(
                 out,
-                "  {stage:width$}  by {} at {}, key {}{glass}",
+                "  {stage:width$}  by {} at {}, key {}{glass}{voided}",
                 approval.approver,
                 when(&approval.approved_at, now),
                 approval.key_id

@@ -214,7 +214,7 @@ fn an_approved_stage_shows_who_approved_it_and_a_break_glass() {
         key_id: "k1".into(),
         freeze_override: true,
         classes: vec!["production".into()],
-        spec_digest: None,
+        spec_digest: Some(crate::approval::digest::rollout_digest(&midway().spec)),
         expires_at: Some(Time("2026-12-01T11:00:00Z".parse().expect("a time"))),
     });
     let out = format_status(&rollout, now());
@@ -224,5 +224,10 @@ fn an_approved_stage_shows_who_approved_it_and_a_break_glass() {
     );
     let later = now().checked_add(k8s_openapi::jiff::SignedDuration::from_hours(2)).expect("a time");
     assert!(format_status(&rollout, later).contains("freeze override (break-glass) expired at 2026-12-01T11:00:00Z"));
+    // After a spec change the record no longer counts, and says so.
+    rollout.spec.not_before = Some(Time("2026-12-01T08:00:00Z".parse().expect("a time")));
+    assert!(format_status(&rollout, now()).contains(
+        "until 2026-12-01T11:00:00Z; voided: the spec changed since (the rest of the stage waits for a new approval)\n"
+    ));
     assert!(!format_status(&midway(), now()).contains("Approvals:"));
 }

@@ -21,6 +21,18 @@ fn created_by_alice(extra: serde_json::Value) -> Rollout {
 }
 
 fn approve(keys: &ApprovalKeys, rollout: &mut Rollout, stage: &str, who: &str, freeze_override: bool) {
+    approve_at(keys, rollout, stage, who, freeze_override, at(0));
+}
+
+/// [`approve`], issued at `when`.
+fn approve_at(
+    keys: &ApprovalKeys,
+    rollout: &mut Rollout,
+    stage: &str,
+    who: &str,
+    freeze_override: bool,
+    when: Timestamp,
+) {
     let approver = Approver { subject: who.into(), groups: vec![PLATFORM.into(), "payments-leads".into()] };
     let target = StageRef {
         namespace: "payments".into(),
@@ -29,7 +41,7 @@ fn approve(keys: &ApprovalKeys, rollout: &mut Rollout, stage: &str, who: &str, f
         stage: stage.into(),
         freeze_override,
     };
-    let token = keys.issuer.issue_stage(&approver, &target, &rollout.spec, at(0)).expect("a token");
+    let token = keys.issuer.issue_stage(&approver, &target, &rollout.spec, when).expect("a token");
     rollout.spec.approvals.retain(|a| a.stage != stage);
     rollout.spec.approvals.push(StageApproval { stage: stage.into(), token });
 }
@@ -64,6 +76,18 @@ fn past_the_canary(rollout: &Rollout, world: &mut World, obs: impl Fn(&World) ->
     assert_eq!(canary.work.map(|w| w.stage), Some("canary".to_owned()));
     world.set("stage-1", |r| promoted(r, "c1", "Healthy"));
     status
+}
+
+/// Through production's first batch (bob approved it, no break-glass): batch 2 is next.
+fn past_production_batch_one(keys: &ApprovalKeys) -> (Rollout, World, RolloutStatus) {
+    let mut rollout = created_by_alice(serde_json::json!({}));
+    let mut world = World::three();
+    let mut status = past_the_canary(&rollout, &mut world, |w| obs(w, keys, Calendar::default()));
+    approve(keys, &mut rollout, "production", "bob", false);
+    let first = go(&rollout, &mut status, &obs(&world, keys, Calendar::default()), at(10), "c2");
+    assert_eq!(first.work.map(|w| (w.stage, w.batch, w.freeze_override)), Some(("production".to_owned(), 1, None)));
+    world.set("prod-a", |r| promoted(r, "c2", "Healthy"));
+    (rollout, world, status)
 }
 
 #[test]
@@ -248,13 +272,7 @@ fn an_environment_re_created_in_an_approval_class_under_a_planned_name_is_left_a
 #[test]
 fn a_change_to_the_spec_after_the_stage_started_voids_its_approval_for_the_batches_to_come() {
     let keys = approval_keys();
-    let mut rollout = created_by_alice(serde_json::json!({}));
-    let mut world = World::three();
-    let mut status = past_the_canary(&rollout, &mut world, |w| obs(w, &keys, Calendar::default()));
-    approve(&keys, &mut rollout, "production", "bob", false);
-    let first = go(&rollout, &mut status, &obs(&world, &keys, Calendar::default()), at(10), "c2");
-    assert_eq!(first.work.map(|w| (w.stage, w.batch)), Some(("production".to_owned(), 1)));
-    world.set("prod-a", |r| promoted(r, "c2", "Healthy"));
+    let (mut rollout, mut world, mut status) = past_production_batch_one(&keys);
 
     // alice changes what bob approved (roll back on failure now).
     rollout.spec.on_failure = crate::api::rollout::FailurePolicy::Rollback;
@@ -272,9 +290,12 @@ fn a_change_to_the_spec_after_the_stage_started_voids_its_approval_for_the_batch
     assert_eq!(status.stages[1].approval.as_ref().and_then(|a| a.spec_digest.clone()), Some(digest));
 
     // Pausing and resuming, or dropping the token, change nothing an approval covers.
+    let approval = status.stages[1].approval.clone();
+    rollout.spec.paused = true;
+    let _ = go(&rollout, &mut status, &obs(&world, &keys, Calendar::default()), at(35), "unused");
+    rollout.spec.paused = false;
     rollout.spec.approvals.clear();
     world.set("prod-b", |r| promoted(r, "c3", "Healthy"));
-    let approval = status.stages[1].approval.clone();
     let _ = go(&rollout, &mut status, &obs(&world, &keys, Calendar::default()), at(40), "c4");
     assert_eq!(status.stages[1].approval, approval);
     assert_ne!(status.reason.as_deref(), Some(reasons::AWAITING_APPROVAL));
@@ -307,4 +328,30 @@ fn a_break_glass_approval_lets_batches_through_a_freeze_only_until_its_token_exp
             && message.contains("berth approve rollout checkout-v2 --stage production -n payments --override-freeze"),
         "{message}"
     );
+
+    // bob breaks the glass again, as the message says: the new token replaces the record.
+    let renewed = at(2 * 3600 + 60);
+    approve_at(&keys, &mut rollout, "production", "bob", true, renewed);
+    let second = go(&rollout, &mut status, &obs(&world, &keys, freezes()), renewed, "c3");
+    assert_eq!(second.work.map(|w| (w.batch, w.freeze_override)), Some((2, Some("bob".to_owned()))));
+    let record = status.stages[1].approval.clone().expect("the renewed record");
+    assert_eq!((record.approved_at, record.expires_at), (Time(renewed), Some(Time(at(2 * 3600 + 60 + 3600)))));
+}
+
+#[test]
+fn a_break_glass_asked_for_mid_stage_lets_the_rest_of_the_stage_through_a_freeze() {
+    let keys = approval_keys();
+    let (mut rollout, world, mut status) = past_production_batch_one(&keys);
+
+    // An incident freeze starts; bob lets the stage finish through it.
+    let freezes = || {
+        let window = FreezeWindow::once(Time(at(15)), Time(at(100_000)), Some("incident".to_owned()));
+        Calendar::new([], [("incident".to_owned(), vec![window])])
+    };
+    let held = go(&rollout, &mut status, &obs(&world, &keys, freezes()), at(20), "unused");
+    assert_eq!((held.work, status.reason.as_deref()), (None, Some(reasons::FROZEN)));
+    approve_at(&keys, &mut rollout, "production", "bob", true, at(30));
+    let second = go(&rollout, &mut status, &obs(&world, &keys, freezes()), at(30), "c3");
+    assert!(reasons_of(&second).contains(&"ApprovalAccepted"), "{:?}", second.notes);
+    assert_eq!(second.work.map(|w| (w.batch, w.freeze_override)), Some((2, Some("bob".to_owned()))));
 }
