@@ -389,3 +389,25 @@ pub async fn canary_rolled_back_by_metric(rollout: &Rollout, gate: &str, why: &s
 pub async fn namespace_of(tenant: &str, name: &str) -> String {
     request(tenant, name).await.status.and_then(|s| s.namespace).expect("the environment's namespace")
 }
+
+/// Runs `berth rollout ARGS` as the admin context of the test kubeconfig:
+/// (succeeded, stdout, stderr).
+pub fn berth_rollout(args: &[&str]) -> (bool, String, String) {
+    let binary = crate::operator::berth_binary().unwrap_or_else(|e| panic!("{e:#}"));
+    let out = std::process::Command::new(binary)
+        .env("KUBECONFIG", &cluster().info.kubeconfig)
+        .arg("rollout")
+        .args(args)
+        .args(["--context", "admin"])
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run berth: {e}"));
+    let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
+    (out.status.success(), text(&out.stdout), text(&out.stderr))
+}
+
+/// Runs `berth rollout ARGS` and panics with its output when it fails.
+pub fn berth_rollout_ok(args: &[&str]) -> String {
+    let (success, stdout, stderr) = berth_rollout(args);
+    assert!(success, "berth rollout {args:?} failed:\n{stdout}{stderr}");
+    stdout
+}

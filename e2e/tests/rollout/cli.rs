@@ -1,33 +1,14 @@
 //! `berth rollout` (the built binary) against the real apiserver: each control is
 //! one patch that lands on the Rollout, and `status` prints what the controller wrote.
 
-use std::{process::Command, time::Duration};
+use std::time::Duration;
 
 use berth::api::{Rollout, rollout::RETRY_ANNOTATION};
-use berth_e2e::{rollout::rollout_yaml, suite::*};
+use berth_e2e::{
+    rollout::{berth_rollout, berth_rollout_ok as ok, rollout_yaml},
+    suite::*,
+};
 use kube::Api;
-
-/// Runs `berth rollout ARGS` as the admin context of the test kubeconfig:
-/// (succeeded, stdout, stderr).
-fn berth_rollout(args: &[&str]) -> (bool, String, String) {
-    let binary = berth_e2e::operator::berth_binary().unwrap_or_else(|e| panic!("{e:#}"));
-    let out = Command::new(binary)
-        .env("KUBECONFIG", &cluster().info.kubeconfig)
-        .arg("rollout")
-        .args(args)
-        .args(["--context", "admin"])
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run berth: {e}"));
-    let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
-    (out.status.success(), text(&out.stdout), text(&out.stderr))
-}
-
-/// Runs `berth rollout ARGS` and panics with its output when it fails.
-fn ok(args: &[&str]) -> String {
-    let (success, stdout, stderr) = berth_rollout(args);
-    assert!(success, "berth rollout {args:?} failed:\n{stdout}{stderr}");
-    stdout
-}
 
 #[tokio::test]
 async fn pause_resume_retry_and_abort_are_patches_on_the_rollout_and_status_prints_its_phase() {

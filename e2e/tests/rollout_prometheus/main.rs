@@ -85,6 +85,14 @@ async fn a_series_prometheus_has_no_samples_of_holds_the_canary_until_healthy_va
     assert_eq!((result.failures, result.value.as_deref()), (0, None), "no data is no failure: {result:?}");
     assert!(status.message.unwrap_or_default().contains("success-ratio: no data"));
     assert_eq!(request(&tenant, "prod-a").await.status.and_then(|s| s.promotion), None, "production waits");
+    // What a person sees (`--nocapture` prints it).
+    let shown = berth_rollout_ok(&["status", "web-v2", "-n", &tenant]);
+    println!("berth rollout status web-v2 -n {tenant} (metric-gated):\n{shown}");
+    assert!(shown.contains("  metric         success-ratio (canary) NoData"), "{shown}");
+    assert!(
+        shown.contains(&format!(r#"min(berth_e2e_success_ratio{{namespace="{canary_ns}", app="web"}})"#)),
+        "{shown}"
+    );
 
     // The canary serves traffic, healthily: scraped, judged, and the rollout goes on.
     let series = format!("berth_e2e_success_ratio{{namespace=\"{canary_ns}\", app=\"web\"}}");
