@@ -8,8 +8,10 @@ use crate::{
 
 /// Runs the operator until SIGTERM/SIGINT.
 pub fn run(args: RunArgs) -> Result<(), String> {
-    // Process-wide libgit2 settings: before the runtime's threads exist.
-    args.network_timeouts().apply().map_err(|e| e.to_string())?;
+    // SAFETY: the first thing `berth run` does, before the runtime (or anything else
+    // that starts a thread) exists: no other thread can be using libgit2.
+    #[allow(unsafe_code)]
+    unsafe { args.network_timeouts().apply() }.map_err(|e| e.to_string())?;
     super::runtime()?.block_on(async {
         let config = TracingConfig::from_env().map_err(|e| e.to_string())?;
         let _guard = init_tracing(config).map_err(|e| e.to_string())?;

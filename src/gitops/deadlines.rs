@@ -5,8 +5,7 @@
 //! single writer forever: no commit, no status, no error. With the timeouts a
 //! fetch or push fails after `io` without an answer and the writer retries with the
 //! next batch; the [`RemoteActivity`] record lets readiness and a metric show an
-//! operation that runs on regardless (ssh, whose reads go through libssh2, gets only
-//! the connect timeout).
+//! operation that runs on regardless (a remote that keeps trickling bytes).
 
 use std::{
     sync::{Arc, Mutex},
@@ -18,28 +17,36 @@ use super::error::{Error, GitOp};
 /// libgit2's deadlines for every remote operation of the process.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct NetworkTimeouts {
-    /// Connecting to the remote (http(s), git://, ssh).
+    /// Connecting to the remote (https, git://, ssh).
     pub connect: Duration,
-    /// Each read from or write to the remote (http(s), git://): a remote silent for
+    /// Each read from or write to the remote (https and git:// through libgit2's
+    /// socket stream, ssh through libssh2's session timeout): a remote silent for
     /// this long fails the operation.
     pub io: Duration,
 }
 
 impl NetworkTimeouts {
-    /// Sets them for the whole process. Call once, before any other thread exists
-    /// or uses libgit2: `berth run` does it first, before its runtime starts.
-    #[allow(unsafe_code)]
-    pub fn apply(self) -> Result<(), Error> {
+    /// The two timeouts in libgit2's unit (milliseconds), or why they cannot be set.
+    pub fn millis(self) -> Result<(std::ffi::c_int, std::ffi::c_int), Error> {
         let millis = |what: &str, d: Duration| {
             std::ffi::c_int::try_from(d.as_millis()).ok().filter(|ms| *ms > 0).ok_or_else(|| Error::InvalidConfig {
                 reason: format!("the gitops {what} timeout must be between 1 ms and about 24 days, not {d:?}"),
             })
         };
-        let (connect, io) = (millis("connect", self.connect)?, millis("read/write", self.io)?);
+        Ok((millis("connect", self.connect)?, millis("read/write", self.io)?))
+    }
+
+    /// Sets them for the whole process.
+    ///
+    /// # Safety
+    /// libgit2 keeps them in globals written without synchronization: call this
+    /// before any other thread of the process exists (so none can be using libgit2).
+    /// `berth run` does, before its runtime or anything else starts.
+    #[allow(unsafe_code)]
+    pub unsafe fn apply(self) -> Result<(), Error> {
+        let (connect, io) = self.millis()?;
         let failed = |e: git2::Error| Error::InvalidConfig { reason: format!("cannot set libgit2's timeouts: {e}") };
-        // SAFETY: these write libgit2 globals without synchronization. `apply` runs
-        // before any other thread of the process exists (see its documentation), so no
-        // libgit2 call can read them concurrently.
+        // SAFETY: the caller guarantees no other thread exists yet (see above).
         unsafe {
             git2::opts::set_server_connect_timeout_in_milliseconds(connect).map_err(failed)?;
             git2::opts::set_server_timeout_in_milliseconds(io).map_err(failed)?;
@@ -128,10 +135,12 @@ mod tests {
     }
 
     #[test]
-    fn timeouts_out_of_libgit2_s_range_are_refused_before_anything_is_set() {
+    fn timeouts_out_of_libgit2_s_range_are_refused() {
+        let ok = NetworkTimeouts { connect: Duration::from_secs(15), io: Duration::from_millis(60_500) };
+        assert_eq!(ok.millis().expect("in range"), (15_000, 60_500));
         let zero = NetworkTimeouts { connect: Duration::ZERO, io: Duration::from_secs(60) };
-        assert!(zero.apply().expect_err("zero").to_string().contains("connect timeout must be between"));
+        assert!(zero.millis().expect_err("zero").to_string().contains("connect timeout must be between"));
         let huge = NetworkTimeouts { connect: Duration::from_secs(10), io: Duration::from_secs(u64::MAX / 2) };
-        assert!(huge.apply().expect_err("too long").to_string().contains("read/write timeout"));
+        assert!(huge.millis().expect_err("too long").to_string().contains("read/write timeout"));
     }
 }

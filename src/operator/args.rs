@@ -48,13 +48,14 @@ pub struct RunArgs {
     #[arg(long, env = "BERTH_GITOPS_CONNECT_TIMEOUT_SECONDS", default_value_t = 15)]
     pub gitops_connect_timeout_seconds: u64,
     /// Seconds the GitOps remote may stay silent during a fetch or push (https,
-    /// git://) before it fails and is retried with the next batch.
+    /// git://, ssh) before it fails and is retried with the next batch.
     #[arg(long, env = "BERTH_GITOPS_IO_TIMEOUT_SECONDS", default_value_t = 60)]
     pub gitops_io_timeout_seconds: u64,
-    /// Seconds one fetch or push may wait on the remote before this replica reports
-    /// the writer stalled on /readyz (a hung connection the timeouts do not end,
-    /// such as an ssh read).
-    #[arg(long, env = "BERTH_GITOPS_STALL_SECONDS", default_value_t = 300)]
+    /// Seconds one fetch or push may run before this replica reports the writer
+    /// stalled on /readyz (say, a remote that keeps trickling bytes, which no
+    /// timeout ends).
+    #[arg(long, env = "BERTH_GITOPS_STALL_SECONDS", default_value_t = 300,
+          value_parser = clap::value_parser!(u64).range(1..))]
     pub gitops_stall_seconds: u64,
     /// Most EnvironmentRequest reconciles in flight at once. Bounds memory and
     /// apiserver connections during a burst; the GitOps writer still batches them.

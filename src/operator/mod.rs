@@ -159,7 +159,10 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     let start = webhook::settings::Start { index, verifier: approvals, registry: metrics_registry };
     let webhook = webhook::settings::start(&args.webhook, start, shutdown.clone()).await?;
     let stall_limit = Duration::from_secs(args.gitops_stall_seconds);
-    let remote_probe = tokio::spawn(probe_remote(writer.clone(), remote, stall_limit));
+    // A probe may queue behind a batch that takes its full deadlines.
+    let timeouts = args.network_timeouts();
+    let probe_limit = stall_limit.max(timeouts.connect + timeouts.io + Duration::from_secs(5));
+    let remote_probe = tokio::spawn(probe_remote(writer.clone(), remote, probe_limit));
     let writer_monitor = tokio::spawn(watch_writer(writer.clone(), writer_moving, stall_limit));
     let synced = tokio::spawn(controller::report_caches_synced(ctx.index.clone(), caches));
     let max = args.max_concurrent_reconciles;

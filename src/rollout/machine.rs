@@ -533,24 +533,36 @@ impl Step<'_> {
         };
         let checked =
             stage_approval::check(self.rollout, &stage.name, &approvers, self.obs.verifier.as_deref(), self.now).map(
-                |verified| AcceptedApproval {
-                    approver: verified.approver,
-                    approved_at: Time(verified.issued_at.unwrap_or(self.now)),
-                    accepted_at: Time(self.now),
-                    key_id: verified.key_id,
-                    // Freezes are the platform's: only its class approvers may break one.
-                    freeze_override: verified.freeze_override && approvers.by_class_approvers(),
-                    classes: approvers.classes(),
-                    spec_digest: Some(digest),
-                    expires_at: Some(Time(verified.expires_at)),
+                |verified| {
+                    // Without a representable issue time a token cannot be told newer than
+                    // the record: it may start a stage, never replace a record.
+                    let dated = verified.issued_at.is_some();
+                    let accepted = AcceptedApproval {
+                        approver: verified.approver,
+                        approved_at: Time(verified.issued_at.unwrap_or(self.now)),
+                        accepted_at: Time(self.now),
+                        key_id: verified.key_id,
+                        // Freezes are the platform's: only its class approvers may break one.
+                        freeze_override: verified.freeze_override && approvers.by_class_approvers(),
+                        classes: approvers.classes(),
+                        spec_digest: Some(digest),
+                        expires_at: Some(Time(verified.expires_at)),
+                    };
+                    (accepted, dated)
                 },
             );
+        // A newer valid token in spec.approvals (break-glass asked for mid-stage, or one
+        // renewing a break-glass that expired) replaces the record; a plain one does
+        // not take the place of a break-glass still running.
+        let replaces = |recorded: &AcceptedApproval, newer: &AcceptedApproval| {
+            let glass_running =
+                recorded.freeze_override && recorded.expires_at.as_ref().is_some_and(|at| self.now < at.0);
+            newer.approved_at.0 > recorded.approved_at.0 && (newer.freeze_override || !glass_running)
+        };
         match (recorded, checked) {
-            // A newer valid token in spec.approvals (break-glass asked for mid-stage, or
-            // one renewing a break-glass that expired) replaces the record.
-            (Some(recorded), Ok(newer)) if newer.approved_at.0 > recorded.approved_at.0 => Approval::Accepted(newer),
+            (Some(recorded), Ok((newer, true))) if replaces(recorded, &newer) => Approval::Accepted(newer),
             (Some(recorded), _) => Approval::Recorded(recorded.clone()),
-            (None, Ok(accepted)) => Approval::Accepted(accepted),
+            (None, Ok((accepted, _))) => Approval::Accepted(accepted),
             (None, Err(denial)) => Approval::Waiting(denial),
         }
     }

@@ -167,9 +167,9 @@ where
 /// Text-format fields with control characters escaped (`\n` as `\\n`): a value a
 /// caller chose (a request name with a newline, a rejection message quoting it) cannot
 /// start a line of its own that reads as another log record, an audit line say. Every
-/// field goes through it, `%` (Display) ones too, and a value with a space, `=` or `"`
+/// field goes through it, `%` (Display) ones too, and a value with whitespace or `=`
 /// is quoted, so it cannot pass for another `key=value` either; the message stays
-/// plain text. JSON lines are safe already: serde_json escapes control characters.
+/// plain text (caller-chosen names belong in fields). JSON lines are safe already: serde_json escapes control characters.
 fn escaped_fields() -> EscapedFields {
     EscapedFields
 }
@@ -206,13 +206,13 @@ impl EscapingVisitor<'_> {
         }
         let name = name.strip_prefix("r#").unwrap_or(name);
         let separator = if self.written { " " } else { "" };
-        let escaped = escape_controls(value);
         self.result = if name == "message" {
-            write!(self.writer, "{separator}{escaped}")
-        } else if !quoted && escaped.contains([' ', '=', '"']) {
-            write!(self.writer, "{separator}{name}={:?}", escaped.as_ref())
+            write!(self.writer, "{separator}{}", escape_controls(value))
+        } else if !quoted && value.contains(|c: char| c.is_whitespace() || c == '=') {
+            // Quoted as a string's Debug form, which escapes control characters too.
+            write!(self.writer, "{separator}{name}={value:?}")
         } else {
-            write!(self.writer, "{separator}{name}={escaped}")
+            write!(self.writer, "{separator}{name}={}", escape_controls(value))
         };
         self.written = true;
     }
@@ -468,7 +468,7 @@ mod tests {
             assert!(!text.contains('\r'), "{format:?}: {text:?}");
             if format == LogFormat::Text {
                 // Display values with spaces are quoted: no `user=admin` of their own.
-                assert!(text.contains("object=\"team-a/x\\\\n2026-12-02T00:00:00Z  INFO"), "{text}");
+                assert!(text.contains("object=\"team-a/x\\n2026-12-02T00:00:00Z  INFO"), "{text}");
                 assert!(text.contains("user=\"x\\n2026"), "{text}");
                 assert!(text.contains("admission denied for x\\n2026"), "{text}");
             }

@@ -30,6 +30,8 @@ async fn a_recurring_freeze_around_now_holds_the_next_batch_and_releases_it_when
     kubectl_apply(&rollout_yaml(&tenant, "web-v2", "v2", &window)).await;
 
     let waiting = wait_rollout(&tenant, "web-v2", RolloutPhase::Waiting).await;
+    // What a person sees, while the window lasts (`--nocapture` prints it).
+    let shown = berth_rollout_ok(&["status", "web-v2", "-n", &tenant]);
     let status = waiting.status.unwrap_or_default();
     assert_eq!(status.reason.as_deref(), Some("Frozen"), "{status:?}");
     assert!(status.message.as_deref().unwrap_or_default().contains("Rollout: e2e freeze"), "{status:?}");
@@ -43,8 +45,6 @@ async fn a_recurring_freeze_around_now_holds_the_next_batch_and_releases_it_when
     let ours =
         |since: &str| messages_since(since).into_iter().filter(|(_, m)| m.contains(&format!("{tenant}/"))).count();
     assert_eq!(ours(&before), 0, "nothing committed while frozen");
-    // What a person sees (`--nocapture` prints it).
-    let shown = berth_rollout_ok(&["status", "web-v2", "-n", &tenant]);
     println!("berth rollout status web-v2 -n {tenant} (frozen):\n{shown}");
     assert!(shown.contains("Frozen:   until ") && shown.contains("; next freeze "), "{shown}");
     assert!(shown.contains("e2e freeze"), "{shown}");

@@ -10,7 +10,7 @@ use kube::ResourceExt;
 
 use crate::api::{
     Rollout,
-    rollout::{BatchStatus, HistoryAction, RollbackStatus, RolloutStatus, StageStatus},
+    rollout::{BatchStatus, HistoryAction, RollbackStatus, RolloutStatus, StagePhase, StageStatus},
 };
 
 /// History lines shown (status keeps up to 200; git holds them all).
@@ -77,17 +77,20 @@ pub fn format_status(rollout: &Rollout, now: Timestamp) -> String {
         out.push('\n');
         rollback_lines(&mut out, rollback);
     }
-    let approved: Vec<_> = status.stages.iter().filter_map(|s| s.approval.as_ref().map(|a| (&s.name, a))).collect();
+    let approved: Vec<_> = status.stages.iter().filter_map(|s| s.approval.as_ref().map(|a| (s, a))).collect();
     if !approved.is_empty() {
         let _ = writeln!(out, "\nApprovals:");
-        let width = approved.iter().map(|(name, _)| name.len()).max().unwrap_or(0);
+        let width = approved.iter().map(|(stage, _)| stage.name.len()).max().unwrap_or(0);
         let digest = crate::approval::digest::rollout_digest(&rollout.spec);
         for (stage, approval) in approved {
-            let voided = if approval.covers(&digest) {
-                ""
-            } else {
+            // Only a stage with batches to go waits for a new approval.
+            let going = matches!(stage.phase, StagePhase::Pending | StagePhase::Progressing);
+            let voided = if going && !approval.covers(&digest) {
                 "; voided: the spec changed since (the rest of the stage waits for a new approval)"
+            } else {
+                ""
             };
+            let stage = &stage.name;
             let glass = match (&approval.freeze_override, &approval.expires_at) {
                 (false, _) => String::new(),
                 (true, Some(until)) if until.0 > now => format!(", freeze override (break-glass) until {}", until.0),

@@ -355,3 +355,26 @@ fn a_break_glass_asked_for_mid_stage_lets_the_rest_of_the_stage_through_a_freeze
     assert!(reasons_of(&second).contains(&"ApprovalAccepted"), "{:?}", second.notes);
     assert_eq!(second.work.map(|w| (w.batch, w.freeze_override)), Some((2, Some("bob".to_owned()))));
 }
+
+#[test]
+fn a_plain_approval_does_not_take_the_place_of_a_running_break_glass() {
+    let keys = approval_keys();
+    let freezes = || {
+        let window = FreezeWindow::once(Time(at(5)), Time(at(100_000)), Some("incident".to_owned()));
+        Calendar::new([], [("incident".to_owned(), vec![window])])
+    };
+    let mut rollout = created_by_alice(serde_json::json!({}));
+    let mut world = World::three();
+    let mut status = past_the_canary(&rollout, &mut world, |w| obs(w, &keys, freezes()));
+    approve(&keys, &mut rollout, "production", "bob", true);
+    let first = go(&rollout, &mut status, &obs(&world, &keys, freezes()), at(20), "c2");
+    assert_eq!(first.work.map(|w| w.freeze_override), Some(Some("bob".to_owned())));
+    world.set("prod-a", |r| promoted(r, "c2", "Healthy"));
+    let glass = status.stages[1].approval.clone();
+
+    // bob approves again without the override (it replaces the token in spec.approvals).
+    approve_at(&keys, &mut rollout, "production", "bob", false, at(30));
+    let second = go(&rollout, &mut status, &obs(&world, &keys, freezes()), at(40), "c3");
+    assert_eq!(second.work.map(|w| w.freeze_override), Some(Some("bob".to_owned())), "still through the freeze");
+    assert_eq!(status.stages[1].approval, glass, "the break-glass record stays");
+}
