@@ -301,25 +301,34 @@ fn a_change_to_the_spec_after_the_stage_started_voids_its_approval_for_the_batch
     assert_ne!(status.reason.as_deref(), Some(reasons::AWAITING_APPROVAL));
 }
 
+/// A freeze from `at(5)` on, for an incident.
+fn incident_freeze() -> Calendar {
+    let window = FreezeWindow::once(Time(at(5)), Time(at(100_000)), Some("incident".to_owned()));
+    Calendar::new([], [("incident".to_owned(), vec![window])])
+}
+
+/// Production's first batch committed through [`incident_freeze`] by bob's break-glass
+/// (issued at `at(0)`, an hour's lifetime); batch 2 is next.
+fn through_a_freeze_by_break_glass(keys: &ApprovalKeys) -> (Rollout, World, RolloutStatus) {
+    let mut rollout = created_by_alice(serde_json::json!({}));
+    let mut world = World::three();
+    let mut status = past_the_canary(&rollout, &mut world, |w| obs(w, keys, incident_freeze()));
+    approve(keys, &mut rollout, "production", "bob", true);
+    let first = go(&rollout, &mut status, &obs(&world, keys, incident_freeze()), at(20), "c2");
+    assert_eq!(first.work.map(|w| w.freeze_override), Some(Some("bob".to_owned())));
+    (rollout, world, status)
+}
+
 #[test]
 fn a_break_glass_approval_lets_batches_through_a_freeze_only_until_its_token_expires() {
     let keys = approval_keys();
-    let freezes = || {
-        let window = FreezeWindow::once(Time(at(5)), Time(at(100_000)), Some("incident freeze".to_owned()));
-        Calendar::new([], [("incident".to_owned(), vec![window])])
-    };
-    let mut rollout = created_by_alice(serde_json::json!({}));
-    let mut world = World::three();
-    let mut status = past_the_canary(&rollout, &mut world, |w| obs(w, &keys, freezes()));
-    approve(&keys, &mut rollout, "production", "bob", true);
-    let first = go(&rollout, &mut status, &obs(&world, &keys, freezes()), at(20), "c2");
-    assert_eq!(first.work.map(|w| w.freeze_override), Some(Some("bob".to_owned())));
+    let (mut rollout, mut world, mut status) = through_a_freeze_by_break_glass(&keys);
     let expires = status.stages[1].approval.as_ref().and_then(|a| a.expires_at.clone()).expect("its expiry");
     assert_eq!(expires, Time(at(3600)), "the token's lifetime (an hour)");
     world.set("prod-a", |r| promoted(r, "c2", "Healthy"));
 
     // Two hours on, the freeze still holds and the token expired: batch 2 waits.
-    let held = go(&rollout, &mut status, &obs(&world, &keys, freezes()), at(2 * 3600), "unused");
+    let held = go(&rollout, &mut status, &obs(&world, &keys, incident_freeze()), at(2 * 3600), "unused");
     assert_eq!(held.work, None);
     assert_eq!(status.reason.as_deref(), Some(reasons::FROZEN));
     let message = status.message.clone().unwrap_or_default();
@@ -332,7 +341,7 @@ fn a_break_glass_approval_lets_batches_through_a_freeze_only_until_its_token_exp
     // bob breaks the glass again, as the message says: the new token replaces the record.
     let renewed = at(2 * 3600 + 60);
     approve_at(&keys, &mut rollout, "production", "bob", true, renewed);
-    let second = go(&rollout, &mut status, &obs(&world, &keys, freezes()), renewed, "c3");
+    let second = go(&rollout, &mut status, &obs(&world, &keys, incident_freeze()), renewed, "c3");
     assert_eq!(second.work.map(|w| (w.batch, w.freeze_override)), Some((2, Some("bob".to_owned()))));
     let record = status.stages[1].approval.clone().expect("the renewed record");
     assert_eq!((record.approved_at, record.expires_at), (Time(renewed), Some(Time(at(2 * 3600 + 60 + 3600)))));
@@ -343,15 +352,11 @@ fn a_break_glass_asked_for_mid_stage_lets_the_rest_of_the_stage_through_a_freeze
     let keys = approval_keys();
     let (mut rollout, world, mut status) = past_production_batch_one(&keys);
 
-    // An incident freeze starts; bob lets the stage finish through it.
-    let freezes = || {
-        let window = FreezeWindow::once(Time(at(15)), Time(at(100_000)), Some("incident".to_owned()));
-        Calendar::new([], [("incident".to_owned(), vec![window])])
-    };
-    let held = go(&rollout, &mut status, &obs(&world, &keys, freezes()), at(20), "unused");
+    // An incident freeze is on; bob lets the stage finish through it.
+    let held = go(&rollout, &mut status, &obs(&world, &keys, incident_freeze()), at(20), "unused");
     assert_eq!((held.work, status.reason.as_deref()), (None, Some(reasons::FROZEN)));
     approve_at(&keys, &mut rollout, "production", "bob", true, at(30));
-    let second = go(&rollout, &mut status, &obs(&world, &keys, freezes()), at(30), "c3");
+    let second = go(&rollout, &mut status, &obs(&world, &keys, incident_freeze()), at(30), "c3");
     assert!(reasons_of(&second).contains(&"ApprovalAccepted"), "{:?}", second.notes);
     assert_eq!(second.work.map(|w| (w.batch, w.freeze_override)), Some((2, Some("bob".to_owned()))));
 }
@@ -359,22 +364,13 @@ fn a_break_glass_asked_for_mid_stage_lets_the_rest_of_the_stage_through_a_freeze
 #[test]
 fn a_plain_approval_does_not_take_the_place_of_a_running_break_glass() {
     let keys = approval_keys();
-    let freezes = || {
-        let window = FreezeWindow::once(Time(at(5)), Time(at(100_000)), Some("incident".to_owned()));
-        Calendar::new([], [("incident".to_owned(), vec![window])])
-    };
-    let mut rollout = created_by_alice(serde_json::json!({}));
-    let mut world = World::three();
-    let mut status = past_the_canary(&rollout, &mut world, |w| obs(w, &keys, freezes()));
-    approve(&keys, &mut rollout, "production", "bob", true);
-    let first = go(&rollout, &mut status, &obs(&world, &keys, freezes()), at(20), "c2");
-    assert_eq!(first.work.map(|w| w.freeze_override), Some(Some("bob".to_owned())));
+    let (mut rollout, mut world, mut status) = through_a_freeze_by_break_glass(&keys);
     world.set("prod-a", |r| promoted(r, "c2", "Healthy"));
     let glass = status.stages[1].approval.clone();
 
     // bob approves again without the override (it replaces the token in spec.approvals).
     approve_at(&keys, &mut rollout, "production", "bob", false, at(30));
-    let second = go(&rollout, &mut status, &obs(&world, &keys, freezes()), at(40), "c3");
+    let second = go(&rollout, &mut status, &obs(&world, &keys, incident_freeze()), at(40), "c3");
     assert_eq!(second.work.map(|w| w.freeze_override), Some(Some("bob".to_owned())), "still through the freeze");
     assert_eq!(status.stages[1].approval, glass, "the break-glass record stays");
 }
