@@ -620,6 +620,7 @@ fn main() {
         issuer: None,
         bearer: None,
         metrics: Some(WebhookMetrics::register(&prometheus::Registry::new()).expect("metrics")),
+        approval_limit: None,
     };
 
     // The server: real router, real TLS, one current-thread runtime on its own thread.

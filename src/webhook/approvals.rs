@@ -62,6 +62,17 @@ pub async fn create(State(state): State<WebhookState>, headers: HeaderMap, body:
             return refuse(StatusCode::UNAUTHORIZED, e.reason(), e.to_string());
         }
     };
+    if let Some(Err(seconds)) = state.approval_limit.as_ref().map(|limit| limit.check(&caller.subject)) {
+        let rate = state.approval_limit.as_ref().map_or(0, |limit| limit.rate().get());
+        let message = format!(
+            "{} asked for approvals more than {rate} times in a minute; try again in {seconds}s",
+            caller.subject
+        );
+        audit(Some(&caller), "-", false, "RateLimited", &message);
+        let mut response = refuse(StatusCode::TOO_MANY_REQUESTS, "RateLimited", message);
+        response.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from(seconds));
+        return response;
+    }
     let asked: ApprovalRequest = match ApprovalBody::parse(&body) {
         Ok(ApprovalBody::Request(asked)) => asked,
         Ok(ApprovalBody::Stage(asked)) => return approve_stage(&state, issuer, &caller, &asked, now),
@@ -195,5 +206,99 @@ fn approve_stage(
             (StatusCode::OK, Json(granted)).into_response()
         }
         Err(e) => refused(StatusCode::INTERNAL_SERVER_ERROR, "SigningFailed", e.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{num::NonZeroU32, sync::Arc, time::Duration};
+
+    use axum::{body::Bytes, extract::State, http::HeaderMap};
+
+    use super::*;
+    use crate::{
+        auth::{BearerConfig, BearerVerifier, Role, dev_token},
+        index::Index,
+        webhook::rate_limit::ApprovalRateLimit,
+    };
+
+    const SECRET: &[u8] = b"a-test-secret-of-at-least-32-bytes!!";
+    const AUDIENCE: &str = "berth";
+
+    fn state(dir: &std::path::Path, per_minute: u32) -> WebhookState {
+        let secret = dir.join("hs256");
+        std::fs::write(&secret, SECRET).expect("secret");
+        let config = BearerConfig { hs256_secret_file: Some(secret), audience: AUDIENCE.into(), ..Default::default() };
+        WebhookState {
+            index: Arc::new(Index::with_objects([], [], [])),
+            verifier: None,
+            issuer: Some(Arc::new(crate::testing::approval_keys().issuer)),
+            bearer: Some(Arc::new(BearerVerifier::from_config(&config).expect("a verifier"))),
+            metrics: None,
+            approval_limit: NonZeroU32::new(per_minute).map(|n| Arc::new(ApprovalRateLimit::per_minute(n))),
+        }
+    }
+
+    fn as_caller(subject: &str) -> HeaderMap {
+        let token = dev_token(
+            SECRET,
+            subject,
+            &["platform-approvers".to_owned()],
+            &[Role::Approver],
+            AUDIENCE,
+            Duration::from_secs(600),
+            Timestamp::now(),
+        )
+        .expect("a token");
+        let mut headers = HeaderMap::new();
+        headers.insert(header::AUTHORIZATION, format!("Bearer {token}").parse().expect("a header"));
+        headers
+    }
+
+    /// An approval of a request that does not exist: refused (404), but asked.
+    fn ask() -> Bytes {
+        Bytes::from_static(br#"{"namespace": "payments", "name": "nowhere"}"#)
+    }
+
+    #[tokio::test]
+    async fn a_caller_past_the_rate_gets_429_with_retry_after_and_others_go_on() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let state = state(dir.path(), 2);
+        for _ in 0..2 {
+            let answer = create(State(state.clone()), as_caller("bob"), ask()).await;
+            assert_ne!(answer.status(), StatusCode::TOO_MANY_REQUESTS);
+        }
+        let limited = create(State(state.clone()), as_caller("bob"), ask()).await;
+        assert_eq!(limited.status(), StatusCode::TOO_MANY_REQUESTS);
+        let retry: u64 = limited
+            .headers()
+            .get(header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok())
+            .expect("a Retry-After in seconds");
+        assert!((1..=30).contains(&retry), "{retry}");
+        let body = axum::body::to_bytes(limited.into_body(), 4096).await.expect("a body");
+        let refusal: ApiError = serde_json::from_slice(&body).expect("an ApiError");
+        assert_eq!(refusal.reason, "RateLimited");
+        assert!(
+            refusal.message.contains("bob asked for approvals more than 2 times in a minute"),
+            "{}",
+            refusal.message
+        );
+        // Another caller is not slowed by bob's asks.
+        let other = create(State(state.clone()), as_caller("carol"), ask()).await;
+        assert_ne!(other.status(), StatusCode::TOO_MANY_REQUESTS);
+    }
+
+    #[tokio::test]
+    async fn an_unauthenticated_caller_is_refused_before_the_limit_counts_anything() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let state = state(dir.path(), 1);
+        for _ in 0..3 {
+            let answer = create(State(state.clone()), HeaderMap::new(), ask()).await;
+            assert_eq!(answer.status(), StatusCode::UNAUTHORIZED);
+        }
+        let first = create(State(state.clone()), as_caller("bob"), ask()).await;
+        assert_ne!(first.status(), StatusCode::TOO_MANY_REQUESTS, "bob's budget was untouched");
     }
 }

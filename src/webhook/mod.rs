@@ -8,6 +8,7 @@ pub mod admission;
 pub mod approvals;
 pub mod configuration;
 pub mod metrics;
+pub mod rate_limit;
 pub mod server;
 pub mod settings;
 pub mod state;

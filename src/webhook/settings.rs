@@ -7,6 +7,7 @@ use tokio::{net::TcpListener, task::JoinHandle};
 
 use super::{
     metrics::WebhookMetrics,
+    rate_limit::ApprovalRateLimit,
     server::router,
     state::WebhookState,
     tls::{self, ReloadingCertificate, TlsFiles},
@@ -50,6 +51,10 @@ pub struct WebhookArgs {
     /// `aud` of approvals.
     #[arg(long, env = "BERTH_APPROVAL_AUDIENCE", default_value = DEFAULT_APPROVAL_AUDIENCE)]
     pub approval_audience: String,
+    /// Approvals one caller may ask for per minute (`POST /v1/approvals`, in bursts of
+    /// up to as many); beyond it the auth API answers 429 with `Retry-After`.
+    #[arg(long, env = "BERTH_APPROVAL_RATE_PER_MINUTE", default_value = "30")]
+    pub approval_rate_per_minute: std::num::NonZeroU32,
     /// How long an approval stays valid for creating the request, e.g. `24h`.
     #[arg(long, env = "BERTH_APPROVAL_LIFETIME", default_value = "24h")]
     pub approval_lifetime: GoDuration,
@@ -188,6 +193,7 @@ pub async fn start(
         issuer: args.issuer()?.map(Arc::new),
         bearer: args.bearer()?.map(Arc::new),
         metrics: Some(WebhookMetrics::register(&start.registry)?),
+        approval_limit: Some(Arc::new(ApprovalRateLimit::per_minute(args.approval_rate_per_minute))),
     };
     if state.issuer.is_some() != state.bearer.is_some() {
         tracing::warn!(

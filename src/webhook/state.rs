@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use super::metrics::WebhookMetrics;
+use super::{metrics::WebhookMetrics, rate_limit::ApprovalRateLimit};
 use crate::{
     approval::{Issuer, Verifier},
     auth::BearerVerifier,
@@ -23,4 +23,6 @@ pub struct WebhookState {
     pub bearer: Option<Arc<BearerVerifier>>,
     /// Admission counters and latency.
     pub metrics: Option<WebhookMetrics>,
+    /// How often each caller may ask `POST /v1/approvals`; `None`: no limit.
+    pub approval_limit: Option<Arc<ApprovalRateLimit>>,
 }
