@@ -234,3 +234,36 @@ async fn a_rollout_whose_selector_picks_another_apps_environment_is_refused_unti
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_caller_asking_for_approvals_too_often_is_told_to_wait_and_others_are_not() {
+    let setup = berth().await;
+    let name = format!("tn-{}", suffix());
+    let file =
+        write(&setup.credentials, &format!("{name}-flood.yaml"), &request_yaml(&name, "flood", &name, "none", ""));
+    let path = file.display().to_string();
+    // Its own subject: the limit is per caller (30 a minute by default).
+    let flooder = format!("flood-{name}");
+    let token = webhook::bearer_token_file(setup, &flooder, &["platform-approvers"], &["approver"]).expect("token");
+    let mut limited = None;
+    for ask in 1..=60 {
+        match webhook::approve(setup, &token, &["-f", &path]) {
+            Err(refusal) if refusal.contains("429") => {
+                limited = Some((ask, refusal));
+                break;
+            }
+            Ok(_) | Err(_) => {}
+        }
+    }
+    let (ask, refusal) = limited.expect("a caller asking 60 times in a row is limited");
+    assert!(ask > 30, "the first 30 asks of a minute go through: limited at ask {ask}");
+    assert!(
+        refusal.contains("RateLimited")
+            && refusal.contains(&format!("{flooder} asked for approvals more than 30 times")),
+        "{refusal}"
+    );
+    // bob is not slowed by it.
+    let bob = webhook::bearer_token_file(setup, "bob", &["platform-approvers"], &["approver"]).expect("token");
+    let answer = webhook::approve(setup, &bob, &["-f", &path]);
+    assert!(!answer.as_ref().is_err_and(|e| e.contains("429")), "{answer:?}");
+}
