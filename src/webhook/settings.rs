@@ -51,8 +51,9 @@ pub struct WebhookArgs {
     /// `aud` of approvals.
     #[arg(long, env = "BERTH_APPROVAL_AUDIENCE", default_value = DEFAULT_APPROVAL_AUDIENCE)]
     pub approval_audience: String,
-    /// Approvals one caller may ask for per minute (`POST /v1/approvals`, in bursts of
-    /// up to as many); beyond it the auth API answers 429 with `Retry-After`.
+    /// Approvals one caller may ask this replica for per minute (`POST /v1/approvals`,
+    /// in bursts of up to as many); beyond it the auth API answers 429 with
+    /// `Retry-After`.
     #[arg(long, env = "BERTH_APPROVAL_RATE_PER_MINUTE", default_value = "30")]
     pub approval_rate_per_minute: std::num::NonZeroU32,
     /// How long an approval stays valid for creating the request, e.g. `24h`.
