@@ -68,9 +68,10 @@ cluster-down:
     -@[ -f .berth/operator.pid ] && kill "$(cat .berth/operator.pid)" 2>/dev/null; rm -f .berth/operator.pid
     {{controlplane}} down
 
-# Show Berth on a local control plane (leaves it running; `just cluster-down` stops it)
-demo:
-    e2e/demo.sh
+# Show Berth on a local control plane (leaves it running; `just cluster-down` stops it);
+# `just demo --argocd` has a real Argo CD apply what Berth commits
+demo *args:
+    e2e/demo.sh {{args}}
 
 # For people with Docker: a kind cluster with Berth's CRDs
 kind-up:

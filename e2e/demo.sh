@@ -2,21 +2,40 @@
 # Berth's demo on a real local control plane: install the CRDs, apply the
 # examples, and show what the apiserver now knows and refuses. Leaves the
 # control plane running for you to explore; `just cluster-down` stops it.
-# With Argo CD up beside it (`just argocd-up` first), Argo CD applies what Berth
-# commits, from a local app repository.
+# With Argo CD up beside it (`just demo --argocd`, or `just argocd-up` first), Argo CD
+# applies what Berth commits, from a local app repository.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 run() { printf '$ %s\n' "$*"; "$@"; }
 
+with_argocd=false
+for arg in "$@"; do
+  case "$arg" in
+    --argocd) with_argocd=true ;;
+    *) echo "usage: just demo [--argocd]  (--argocd: a real Argo CD applies what Berth commits)" >&2; exit 2 ;;
+  esac
+done
+up_args=(up --detach)
+$with_argocd && up_args+=(--argocd)
+
 step "Start a real kube-apiserver, etcd and kube-controller-manager on loopback"
-if [[ ! -x target/debug/berth-controlplane ]]; then
-  echo "(first run: cargo compiles Berth and its control-plane launcher, about 10 minutes on 2 cores;"
-  echo " then Go builds Kubernetes and etcd, 10-15 minutes more, with progress; later runs start in seconds)"
-  cargo build -p berth-e2e --bin berth-controlplane
+if [[ ! -x target/debug/berth-controlplane || ! -x target/debug/berth ]]; then
+  # A first run: Go builds the peers in the background while cargo compiles Berth (each build
+  # has long serial phases, downloads and linking, that the other fills). Both are cached.
+  echo "(first run: cargo compiles Berth and its control-plane launcher, about 10 minutes on 2 cores,"
+  echo " while Go builds Kubernetes and etcd$($with_argocd && echo ' and Argo CD') beside it; all of it about"
+  echo " $($with_argocd && echo 25 || echo 20) minutes, with progress; later runs start in seconds)"
+  peers=()
+  e2e/controlplane/build.sh > /dev/null & peers+=($!)
+  if $with_argocd; then e2e/controlplane/build-argocd.sh > /dev/null & peers+=($!); fi
+  cargo build -p berth-e2e --bin berth-controlplane -p berth --bin berth
+  for peer in "${peers[@]}"; do
+    wait "$peer" || { echo "a Go build failed (its output is above)" >&2; exit 1; }
+  done
 fi
-cargo run -q -p berth-e2e --bin berth-controlplane -- up --detach
+cargo run -q -p berth-e2e --bin berth-controlplane -- "${up_args[@]}"
 source .berth/cluster/env.sh
 argocd=false
 grep -q '"argocd": {' .berth/cluster/cluster.json && argocd=true
@@ -25,11 +44,8 @@ if kubectl get namespace payments >/dev/null 2>&1; then
   echo "(an earlier demo ran on this control plane: starting a fresh one, about 10 s, a minute with Argo CD)"
   if [[ -f .berth/operator.pid ]]; then kill "$(cat .berth/operator.pid)" 2>/dev/null || true; rm -f .berth/operator.pid; fi
   cargo run -q -p berth-e2e --bin berth-controlplane -- down
-  if $argocd; then
-    cargo run -q -p berth-e2e --bin berth-controlplane -- up --detach --argocd
-  else
-    cargo run -q -p berth-e2e --bin berth-controlplane -- up --detach
-  fi
+  $argocd && up_args=(up --detach --argocd)
+  cargo run -q -p berth-e2e --bin berth-controlplane -- "${up_args[@]}"
   source .berth/cluster/env.sh
 fi
 

@@ -173,11 +173,16 @@ async fn detach(dir: &Path, with_argocd: bool) -> Result<()> {
         print_usage(&info);
         return Ok(());
     }
-    // Build in the foreground so its progress shows in the terminal.
-    controlplane::ensure_binaries()?;
-    if with_argocd {
-        argocd::ensure_binaries()?;
-    }
+    // Build in the foreground so its progress shows in the terminal; Kubernetes and Argo CD
+    // side by side (each Go build has long serial phases: downloads, linking).
+    std::thread::scope(|builds| -> Result<()> {
+        let argocd_build = with_argocd.then(|| builds.spawn(argocd::ensure_binaries));
+        controlplane::ensure_binaries()?;
+        if let Some(build) = argocd_build {
+            build.join().map_err(|_| anyhow::anyhow!("the Argo CD build thread panicked"))??;
+        }
+        Ok(())
+    })?;
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let _ = std::fs::remove_file(ClusterInfo::path_in(dir));
     let log_path = dir.with_extension("log");
