@@ -26,11 +26,14 @@ if [[ ! -x target/debug/berth-controlplane || ! -x target/debug/berth ]]; then
   # has long serial phases, downloads and linking, that the other fills). Both are cached.
   echo "(first run: cargo compiles Berth and its control-plane launcher, about 10 minutes on 2 cores,"
   echo " while Go builds Kubernetes and etcd$($with_argocd && echo ' and Argo CD') beside it; all of it about"
-  echo " $($with_argocd && echo 25 || echo 20) minutes, with progress; later runs start in seconds)"
+  echo " $($with_argocd && echo 28 || echo 20-25) minutes on 2 cores, with progress; later runs start in seconds)"
   peers=()
   e2e/controlplane/build.sh > /dev/null & peers+=($!)
   if $with_argocd; then e2e/controlplane/build-argocd.sh > /dev/null & peers+=($!); fi
-  cargo build -p berth-e2e --bin berth-controlplane -p berth --bin berth
+  # Two builds, as the steps below run them (one build of both would unify their
+  # dependencies' features differently, and `cargo build --bin berth` would compile again).
+  cargo build -p berth-e2e --bin berth-controlplane
+  cargo build --bin berth
   for peer in "${peers[@]}"; do
     wait "$peer" || { echo "a Go build failed (its output is above)" >&2; exit 1; }
   done
@@ -55,7 +58,7 @@ run kubectl apply --server-side -f crds/
 for _ in $(seq 20); do kubectl wait --for=condition=Established --timeout=60s -f crds/ 2>/dev/null && break; sleep 0.25; done
 
 step "Start the operator (berth run) with its admission webhook, committing to a local bare GitOps repository"
-cargo build -q --bin berth
+cargo build --bin berth
 berth=target/debug/berth
 run $berth dev-credentials --out .berth/webhook --host 127.0.0.1
 if [[ -f .berth/operator.pid ]] && kill -0 "$(cat .berth/operator.pid)" 2>/dev/null; then

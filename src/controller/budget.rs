@@ -18,7 +18,11 @@
 //!   and the process after it must count it (git is what Argo CD deploys).
 //!
 //! An admission holds for the generation it was made for; the controller forgets it
-//! when the request is then refused for another reason or expires. The memory is this
+//! when the request is then refused for another reason, expires, goes away, or shows
+//! provisioned (its status write brings it back to the reconcile, [`BudgetGuard::settle`]).
+//! A remembered request that shows provisioned counts by its status whatever the memory
+//! says, so forgetting it then is housekeeping, kept off the decision: a decision in a
+//! tenant of 10,000 requests does not look each of them up. The memory is this
 //! process's: one replica decides at a time (leader election), and one that takes
 //! over starts from what statuses and git say.
 
@@ -31,8 +35,12 @@ use kube::ResourceExt;
 
 use crate::{
     api::{EnvironmentClass, EnvironmentRequest, Tenant},
-    policy::budget::{self, BudgetExceeded, is_provisioned},
+    policy::budget::{self, BudgetExceeded, NamespaceRequests, is_provisioned},
 };
+
+/// Remembered admissions beyond which a decision sweeps its namespace's settled ones
+/// (a safety net: [`BudgetGuard::settle`] normally forgets each one as it lands).
+const SWEEP_ABOVE: usize = 4096;
 
 /// Requests admitted by this process that the store does not yet show provisioned.
 #[derive(Default)]
@@ -51,13 +59,14 @@ struct Admission {
 impl BudgetGuard {
     /// Whether `request` fits `tenant`'s budget on top of the other requests and what
     /// this guard admitted before. `requests` is called under the guard's lock for a
-    /// snapshot of every request (those outside the request's namespace are ignored);
-    /// `in_git` says whether git already holds a request's folder. Admitting it records it.
+    /// snapshot of the requests of its namespace (`Index::budget_view`: the provisioned
+    /// ones counted, without the request itself); `in_git` says whether git already holds
+    /// a request's folder. Admitting it records it.
     pub fn decide(
         &self,
         request: &EnvironmentRequest,
         tenant: &Tenant,
-        requests: impl FnOnce() -> Vec<Arc<EnvironmentRequest>>,
+        requests: impl FnOnce() -> NamespaceRequests,
         classes: &[Arc<EnvironmentClass>],
         in_git: impl Fn(&EnvironmentRequest) -> bool,
     ) -> Result<(), BudgetExceeded> {
@@ -68,6 +77,7 @@ impl BudgetGuard {
         // in the memory below.
         let snapshot = requests();
         let neighbours: Vec<&EnvironmentRequest> = snapshot
+            .others
             .iter()
             .map(AsRef::as_ref)
             .filter(|r| {
@@ -77,13 +87,16 @@ impl BudgetGuard {
             .chain(std::iter::once(request))
             .collect();
 
-        // What the store shows provisioned (or going away) needs no remembering.
-        let settled: HashSet<&str> = neighbours
-            .iter()
-            .filter(|r| is_provisioned(r) || r.metadata.deletion_timestamp.is_some())
-            .filter_map(|r| r.metadata.uid.as_deref())
-            .collect();
-        admitted.retain(|uid, admission| admission.namespace != namespace || !settled.contains(uid.as_str()));
+        if admitted.len() > SWEEP_ABOVE {
+            // What the store shows provisioned (counted, so not among the neighbours),
+            // going away or gone needs no remembering.
+            let unsettled: HashSet<&str> = neighbours
+                .iter()
+                .filter(|r| !is_provisioned(r) && r.metadata.deletion_timestamp.is_none())
+                .filter_map(|r| r.metadata.uid.as_deref())
+                .collect();
+            admitted.retain(|uid, admission| admission.namespace != namespace || unsettled.contains(uid.as_str()));
+        }
 
         let holds = |r: &EnvironmentRequest| {
             r.metadata
@@ -94,8 +107,9 @@ impl BudgetGuard {
                 || in_git(r)
         };
         let terms = budget::class_terms(classes.iter().map(AsRef::as_ref));
+        let provisioned = snapshot.provisioned_usage(&tenant.name_any(), &terms);
         let claims = budget::claims(&tenant.name_any(), neighbours.iter().copied(), &terms, &name, holds);
-        let decision = budget::decide_for(&tenant.name_any(), &tenant.spec.budget, &claims, &name)
+        let decision = budget::decide_for_over(&tenant.name_any(), &tenant.spec.budget, provisioned, &claims, &name)
             .unwrap_or(Err(BudgetExceeded::NotListed { request: name }));
         if decision.is_ok()
             && let Some(uid) = request.metadata.uid.as_deref()
@@ -104,6 +118,14 @@ impl BudgetGuard {
             admitted.insert(uid.to_owned(), Admission { namespace, generation: request.metadata.generation });
         }
         decision
+    }
+
+    /// Forgets a request's admission once its status shows it provisioned: from then on
+    /// that status holds its budget.
+    pub fn settle(&self, request: &EnvironmentRequest) {
+        if is_provisioned(request) {
+            self.forget(request);
+        }
     }
 
     /// Forgets a request's admission: it is going away, expired, or was refused for
@@ -126,7 +148,7 @@ mod tests {
     use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
 
     use super::*;
-    use crate::api::environment_request::{EnvironmentRequestStatus, GitOpsStatus, Phase};
+    use crate::api::environment_request::{EnvironmentRequestStatus, Phase};
 
     const NS: &str = "payments";
 
@@ -163,18 +185,13 @@ spec: {{tenant: payments, class: {class}, app: {{name: web, repoURL: 'https://ex
         request_of("preview", name, second)
     }
 
-    fn provisioned(mut request: EnvironmentRequest) -> EnvironmentRequest {
-        request.status = Some(EnvironmentRequestStatus {
-            phase: Some(Phase::Ready),
-            gitops: Some(GitOpsStatus { commit: Some("abc".to_owned()), ..GitOpsStatus::default() }),
-            ..EnvironmentRequestStatus::default()
-        });
-        request
-    }
+    use crate::testing::provisioned;
 
-    /// The store's snapshot, as the controller passes it.
-    fn store(requests: &[&EnvironmentRequest]) -> impl FnOnce() -> Vec<Arc<EnvironmentRequest>> {
-        let snapshot: Vec<Arc<EnvironmentRequest>> = requests.iter().map(|r| Arc::new((*r).clone())).collect();
+    /// The store's snapshot, as the controller passes it for deciding `deciding`
+    /// (`Index::budget_view` leaves that request out).
+    fn store_for(deciding: &str, requests: &[&EnvironmentRequest]) -> impl FnOnce() -> NamespaceRequests {
+        let of_namespace = requests.iter().filter(|r| r.metadata.namespace.as_deref() == Some(NS));
+        let snapshot = NamespaceRequests::of(of_namespace.map(|r| Arc::new((*r).clone())), deciding);
         move || snapshot
     }
 
@@ -194,15 +211,24 @@ spec: {{tenant: payments, class: {class}, app: {{name: web, repoURL: 'https://ex
         let guard = BudgetGuard::default();
 
         // `zeta` is decided before `alpha` exists.
-        assert_eq!(guard.decide(&zeta, &tenant, store(&[&zeta]), &classes, nothing_in_git), Ok(()));
+        assert_eq!(
+            guard.decide(&zeta, &tenant, store_for(&zeta.name_any(), &[&zeta]), &classes, nothing_in_git),
+            Ok(())
+        );
         // Deciding from the set alone, `alpha` would win its tie by name and both
         // would be provisioned: the race the guard's memory closes.
         let terms = budget::class_terms(classes.iter().map(AsRef::as_ref));
         let claims = budget::claims("payments", [&zeta, &alpha], &terms, "alpha", |_| false);
         assert_eq!(budget::decide_for("payments", &tenant.spec.budget, &claims, "alpha"), Some(Ok(())));
-        assert_eq!(guard.decide(&alpha, &tenant, store(&[&zeta, &alpha]), &classes, nothing_in_git), over_count(1));
+        assert_eq!(
+            guard.decide(&alpha, &tenant, store_for(&alpha.name_any(), &[&zeta, &alpha]), &classes, nothing_in_git),
+            over_count(1)
+        );
         // Deciding `zeta` again (its commit failed and it retries) keeps it admitted.
-        assert_eq!(guard.decide(&zeta, &tenant, store(&[&zeta, &alpha]), &classes, nothing_in_git), Ok(()));
+        assert_eq!(
+            guard.decide(&zeta, &tenant, store_for(&zeta.name_any(), &[&zeta, &alpha]), &classes, nothing_in_git),
+            Ok(())
+        );
     }
 
     #[test]
@@ -212,8 +238,14 @@ spec: {{tenant: payments, class: {class}, app: {{name: web, repoURL: 'https://ex
         let (first, second) = (request_of("production", "first", 1), request_of("production", "second", 2));
         let (tenant, classes) = (tenant("{maxEnvironments: 1}"), classes());
         let guard = BudgetGuard::default();
-        assert_eq!(guard.decide(&first, &tenant, store(&[&first]), &classes, nothing_in_git), Ok(()));
-        assert_eq!(guard.decide(&second, &tenant, store(&[&first, &second]), &classes, nothing_in_git), over_count(1));
+        assert_eq!(
+            guard.decide(&first, &tenant, store_for(&first.name_any(), &[&first]), &classes, nothing_in_git),
+            Ok(())
+        );
+        assert_eq!(
+            guard.decide(&second, &tenant, store_for(&second.name_any(), &[&first, &second]), &classes, nothing_in_git),
+            over_count(1)
+        );
     }
 
     #[test]
@@ -221,25 +253,34 @@ spec: {{tenant: payments, class: {class}, app: {{name: web, repoURL: 'https://ex
         let (tenant, classes) = (tenant("{maxEnvironments: 1}"), classes());
         let guard = BudgetGuard::default();
         let (x, y) = (request("x", 1), request("y", 2));
-        assert_eq!(guard.decide(&x, &tenant, store(&[&x]), &classes, nothing_in_git), Ok(()));
-        assert_eq!(guard.decide(&y, &tenant, store(&[&x, &y]), &classes, nothing_in_git), over_count(1));
+        assert_eq!(guard.decide(&x, &tenant, store_for(&x.name_any(), &[&x]), &classes, nothing_in_git), Ok(()));
+        assert_eq!(
+            guard.decide(&y, &tenant, store_for(&y.name_any(), &[&x, &y]), &classes, nothing_in_git),
+            over_count(1)
+        );
 
         // `x` fails to render after admission: forgotten, `y` gets the place, and `x`
         // no longer skips the budget when it is tried again.
         guard.forget(&x);
         let mut x = x;
         x.status = Some(EnvironmentRequestStatus { phase: Some(Phase::Failed), ..EnvironmentRequestStatus::default() });
-        assert_eq!(guard.decide(&y, &tenant, store(&[&x, &y]), &classes, nothing_in_git), Ok(()));
+        assert_eq!(guard.decide(&y, &tenant, store_for(&y.name_any(), &[&x, &y]), &classes, nothing_in_git), Ok(()));
         let y = provisioned(y);
-        assert_eq!(guard.decide(&x, &tenant, store(&[&x, &y]), &classes, nothing_in_git), over_count(1));
+        assert_eq!(
+            guard.decide(&x, &tenant, store_for(&x.name_any(), &[&x, &y]), &classes, nothing_in_git),
+            over_count(1)
+        );
 
         // An admission is for one generation: an edited request is decided again.
         let guard = BudgetGuard::default();
         let (x, mut y) = (request("x", 1), request("y", 2));
-        assert_eq!(guard.decide(&y, &tenant, store(&[&y]), &classes, nothing_in_git), Ok(()));
+        assert_eq!(guard.decide(&y, &tenant, store_for(&y.name_any(), &[&y]), &classes, nothing_in_git), Ok(()));
         y.metadata.generation = Some(2);
         // `x` is older: with `y`'s admission stale, `x` comes first and `y` no longer fits.
-        assert_eq!(guard.decide(&y, &tenant, store(&[&x, &y]), &classes, nothing_in_git), over_count(1));
+        assert_eq!(
+            guard.decide(&y, &tenant, store_for(&y.name_any(), &[&x, &y]), &classes, nothing_in_git),
+            over_count(1)
+        );
     }
 
     #[test]
@@ -247,23 +288,56 @@ spec: {{tenant: payments, class: {class}, app: {{name: web, repoURL: 'https://ex
         let (tenant, classes) = (tenant("{monthlyCostUSD: 1000}"), classes());
         let guard = BudgetGuard::default();
         let (a, b) = (request("a", 1), request("b", 2));
-        assert_eq!(guard.decide(&a, &tenant, store(&[&a]), &classes, nothing_in_git), Ok(()));
-        assert_eq!(guard.decide(&b, &tenant, store(&[&a, &b]), &classes, nothing_in_git), Ok(()));
+        assert_eq!(guard.decide(&a, &tenant, store_for(&a.name_any(), &[&a]), &classes, nothing_in_git), Ok(()));
+        assert_eq!(guard.decide(&b, &tenant, store_for(&b.name_any(), &[&a, &b]), &classes, nothing_in_git), Ok(()));
         assert_eq!(guard.remembered(), 2);
 
-        // `a` shows provisioned: it still counts (from its status), and is no longer remembered.
+        // Settling a request that does not show provisioned yet keeps it.
+        guard.settle(&b);
+        assert_eq!(guard.remembered(), 2);
+        // `a` shows provisioned: it still counts (from its status), remembered or not.
         let a = provisioned(a);
         let c = request("c", 3);
         assert!(matches!(
-            guard.decide(&c, &tenant, store(&[&a, &b, &c]), &classes, nothing_in_git),
+            guard.decide(&c, &tenant, store_for(&c.name_any(), &[&a, &b, &c]), &classes, nothing_in_git),
             Err(BudgetExceeded::Cost { total: 1200, budget: 1000, .. })
         ));
+        // Its reconcile settles it: no longer remembered, and it counts the same.
+        guard.settle(&a);
         assert_eq!(guard.remembered(), 1);
+        assert!(matches!(
+            guard.decide(&c, &tenant, store_for(&c.name_any(), &[&a, &b, &c]), &classes, nothing_in_git),
+            Err(BudgetExceeded::Cost { total: 1200, budget: 1000, .. })
+        ));
 
         // `b` is deleted: forgotten, and `c` now fits next to `a`.
         guard.forget(&b);
         assert_eq!(guard.remembered(), 0);
-        assert_eq!(guard.decide(&c, &tenant, store(&[&a, &c]), &classes, nothing_in_git), Ok(()));
+        assert_eq!(guard.decide(&c, &tenant, store_for(&c.name_any(), &[&a, &c]), &classes, nothing_in_git), Ok(()));
+    }
+
+    #[test]
+    fn past_the_sweep_threshold_a_decision_drops_settled_admissions_of_its_namespace() {
+        let (tenant, classes) = (tenant("{maxEnvironments: 100000}"), classes());
+        let guard = BudgetGuard::default();
+        let requests: Vec<EnvironmentRequest> =
+            (0..=SWEEP_ABOVE).map(|i| request(&format!("r{i:05}"), i as i64)).collect();
+        for request in &requests {
+            // The budget is large: each decision needs only itself in the snapshot.
+            assert_eq!(
+                guard.decide(request, &tenant, store_for(&request.name_any(), &[request]), &classes, nothing_in_git),
+                Ok(())
+            );
+        }
+        assert_eq!(guard.remembered(), SWEEP_ABOVE + 1);
+        // Their statuses show them provisioned but no reconcile settled them: the next
+        // decision sweeps them.
+        let settled: Vec<EnvironmentRequest> = requests.iter().cloned().map(provisioned).collect();
+        let next = request("next", SWEEP_ABOVE as i64 + 1);
+        let mut all: Vec<&EnvironmentRequest> = settled.iter().collect();
+        all.push(&next);
+        assert_eq!(guard.decide(&next, &tenant, store_for(&next.name_any(), &all), &classes, nothing_in_git), Ok(()));
+        assert_eq!(guard.remembered(), 1, "only `next` is remembered");
     }
 
     #[test]
@@ -273,7 +347,10 @@ spec: {{tenant: payments, class: {class}, app: {{name: web, repoURL: 'https://ex
         let mut elsewhere = provisioned(request("other", 1));
         elsewhere.metadata.namespace = Some("elsewhere".to_owned());
         let mine = request("mine", 2);
-        assert_eq!(guard.decide(&mine, &tenant, store(&[&elsewhere, &mine]), &classes, nothing_in_git), Ok(()));
+        assert_eq!(
+            guard.decide(&mine, &tenant, store_for(&mine.name_any(), &[&elsewhere, &mine]), &classes, nothing_in_git),
+            Ok(())
+        );
     }
 
     #[test]
@@ -281,7 +358,7 @@ spec: {{tenant: payments, class: {class}, app: {{name: web, repoURL: 'https://ex
         let (tenant, classes) = (tenant("{maxEnvironments: 1}"), classes());
         let guard = BudgetGuard::default();
         let (a, b) = (provisioned(request("a", 1)), request("b", 2));
-        assert!(guard.decide(&b, &tenant, store(&[&a, &b]), &classes, nothing_in_git).is_err());
+        assert!(guard.decide(&b, &tenant, store_for(&b.name_any(), &[&a, &b]), &classes, nothing_in_git).is_err());
         assert_eq!(guard.remembered(), 0);
     }
 
@@ -297,7 +374,7 @@ spec: {{tenant: payments, class: {class}, app: {{name: web, repoURL: 'https://ex
         let all: Vec<&EnvironmentRequest> = requests.iter().collect();
         let admitted: Vec<String> = requests
             .iter()
-            .filter(|r| guard.decide(r, &tenant, store(&all), &classes, in_git).is_ok())
+            .filter(|r| guard.decide(r, &tenant, store_for(&r.name_any(), &all), &classes, in_git).is_ok())
             .map(|r| r.name_any())
             .collect();
         assert_eq!(admitted, committed);
@@ -306,7 +383,7 @@ spec: {{tenant: payments, class: {class}, app: {{name: web, repoURL: 'https://ex
         let forgetful = BudgetGuard::default();
         let admitted: Vec<String> = requests
             .iter()
-            .filter(|r| forgetful.decide(r, &tenant, store(&all), &classes, nothing_in_git).is_ok())
+            .filter(|r| forgetful.decide(r, &tenant, store_for(&r.name_any(), &all), &classes, nothing_in_git).is_ok())
             .map(|r| r.name_any())
             .collect();
         assert_eq!(admitted, ["c001", "c002", "c003", "c004", "c005"]);

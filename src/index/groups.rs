@@ -11,10 +11,19 @@ use std::{
 /// The key an object is grouped under, if it has one.
 pub type GroupKey<K> = fn(&K) -> Option<&str>;
 
+/// The pair of names an object is counted under, and the group it is counted in, if it
+/// is counted rather than held (a provisioned request: its namespace, tenant and class).
+pub type TallyKey<K> = fn(&K) -> Option<(&str, (&str, &str))>;
+
+/// Counts of a group's tallied objects by their pair of names.
+pub type Counts = Vec<((String, String), u32)>;
+
 /// Objects grouped by each of `keys`; every group maps `namespace/name` to the object
-/// (the same `Arc` the store holds, so nothing is copied).
+/// (the same `Arc` the store holds, so nothing is copied). Optionally some objects are
+/// also counted ([`Groups::with_tally`]).
 pub struct Groups<K> {
     keys: Vec<GroupKey<K>>,
+    tally: Option<TallyKey<K>>,
     state: RwLock<State<K>>,
 }
 
@@ -23,19 +32,34 @@ struct State<K> {
     by_key: Vec<HashMap<String, HashMap<String, Arc<K>>>>,
     /// The groups each object is in now, so an update can move it.
     placed: HashMap<String, Vec<Option<String>>>,
+    /// Tallied objects: group → pair of names → how many.
+    counts: HashMap<String, HashMap<(String, String), u32>>,
+    /// Where each tallied object is counted now, so an update can move it.
+    tallied: HashMap<String, (String, (String, String))>,
 }
 
 impl<K> Groups<K> {
     pub fn new(keys: Vec<GroupKey<K>>) -> Self {
-        let state = State { by_key: keys.iter().map(|_| HashMap::new()).collect(), placed: HashMap::new() };
-        Self { keys, state: RwLock::new(state) }
+        let state = State {
+            by_key: keys.iter().map(|_| HashMap::new()).collect(),
+            placed: HashMap::new(),
+            counts: HashMap::new(),
+            tallied: HashMap::new(),
+        };
+        Self { keys, tally: None, state: RwLock::new(state) }
+    }
+
+    /// Also counts the objects `tally` names a group and a pair of names for.
+    pub fn with_tally(mut self, tally: TallyKey<K>) -> Self {
+        self.tally = Some(tally);
+        self
     }
 
     /// Puts `object` (stored under `id`) in its groups, out of those it was in before.
     pub fn put(&self, id: &str, object: Arc<K>) {
         let mut state = self.state.write().unwrap_or_else(PoisonError::into_inner);
         state.remove(id);
-        state.insert(&self.keys, id, object);
+        state.insert(&self.keys, self.tally, id, object);
     }
 
     /// Takes the object stored under `id` out of every group.
@@ -48,8 +72,10 @@ impl<K> Groups<K> {
         let mut state = self.state.write().unwrap_or_else(PoisonError::into_inner);
         state.by_key.iter_mut().for_each(HashMap::clear);
         state.placed.clear();
+        state.counts.clear();
+        state.tallied.clear();
         for (id, object) in objects {
-            state.insert(&self.keys, &id, object);
+            state.insert(&self.keys, self.tally, &id, object);
         }
     }
 
@@ -64,6 +90,31 @@ impl<K> Groups<K> {
             .unwrap_or_default()
     }
 
+    /// The objects whose `key`-th key is `group`, and the counts of the objects tallied
+    /// in `group`, leaving out the object stored under `excluding`; read at one moment.
+    pub fn get_with_counts(&self, key: usize, group: &str, excluding: &str) -> (Counts, Vec<Arc<K>>) {
+        let state = self.state.read().unwrap_or_else(PoisonError::into_inner);
+        let objects = state
+            .by_key
+            .get(key)
+            .and_then(|groups| groups.get(group))
+            .map(|g| g.iter().filter(|(id, _)| id.as_str() != excluding).map(|(_, o)| o.clone()).collect())
+            .unwrap_or_default();
+        let left_out = state.tallied.get(excluding).filter(|(of, _)| of == group).map(|(_, names)| names);
+        let counts = state
+            .counts
+            .get(group)
+            .map(|counts| {
+                counts
+                    .iter()
+                    .map(|(names, count)| (names.clone(), count - u32::from(Some(names) == left_out)))
+                    .filter(|(_, count)| *count > 0)
+                    .collect()
+            })
+            .unwrap_or_default();
+        (counts, objects)
+    }
+
     /// How many objects are in `group` of the `key`-th key.
     pub fn count(&self, key: usize, group: &str) -> usize {
         let state = self.state.read().unwrap_or_else(PoisonError::into_inner);
@@ -72,7 +123,12 @@ impl<K> Groups<K> {
 }
 
 impl<K> State<K> {
-    fn insert(&mut self, keys: &[GroupKey<K>], id: &str, object: Arc<K>) {
+    fn insert(&mut self, keys: &[GroupKey<K>], tally: Option<TallyKey<K>>, id: &str, object: Arc<K>) {
+        if let Some((group, (first, second))) = tally.and_then(|tally| tally(&object)) {
+            let names = (first.to_owned(), second.to_owned());
+            *self.counts.entry(group.to_owned()).or_default().entry(names.clone()).or_default() += 1;
+            self.tallied.insert(id.to_owned(), (group.to_owned(), names));
+        }
         let placed: Vec<Option<String>> = keys.iter().map(|key| key(&object).map(str::to_owned)).collect();
         for (groups, group) in self.by_key.iter_mut().zip(&placed) {
             if let Some(group) = group {
@@ -83,6 +139,19 @@ impl<K> State<K> {
     }
 
     fn remove(&mut self, id: &str) {
+        if let Some((group, names)) = self.tallied.remove(id)
+            && let Some(counts) = self.counts.get_mut(&group)
+        {
+            if let Some(count) = counts.get_mut(&names) {
+                *count -= 1;
+                if *count == 0 {
+                    counts.remove(&names);
+                }
+            }
+            if counts.is_empty() {
+                self.counts.remove(&group);
+            }
+        }
         let Some(placed) = self.placed.remove(id) else {
             return;
         };
@@ -135,6 +204,44 @@ mod tests {
         groups.remove("never-there");
         assert_eq!(names(groups.get(0, "team-a")), ["y"]);
         assert!(groups.get(1, "production").is_empty());
+    }
+
+    #[test]
+    fn tallied_objects_are_counted_by_their_names_and_move_when_those_change() {
+        // (name, group, counted under (a, b) when Some)
+        type Counted = (&'static str, &'static str, Option<(&'static str, &'static str)>);
+        let groups: Groups<Counted> = Groups::new(vec![|c: &Counted| c.2.is_none().then_some(c.1)])
+            .with_tally(|c: &Counted| c.2.map(|names| (c.1, names)));
+        groups.put("x", Arc::new(("x", "ns", Some(("t", "preview")))));
+        groups.put("y", Arc::new(("y", "ns", Some(("t", "preview")))));
+        groups.put("z", Arc::new(("z", "ns", None)));
+        let counts = |excluding: &str| {
+            let (mut counts, held) = groups.get_with_counts(0, "ns", excluding);
+            counts.sort();
+            let mut held: Vec<&str> = held.iter().map(|o| o.0).collect();
+            held.sort_unstable();
+            (counts, held)
+        };
+        let preview = |n| vec![(("t".to_owned(), "preview".to_owned()), n)];
+        assert_eq!(counts(""), (preview(2), vec!["z"]));
+        // Leaving one out, counted or held.
+        assert_eq!(counts("x"), (preview(1), vec!["z"]));
+        assert_eq!(counts("z"), (preview(2), vec![]));
+        // `x` is no longer counted (held instead), `z` now is, under other names.
+        groups.put("x", Arc::new(("x", "ns", None)));
+        groups.put("z", Arc::new(("z", "ns", Some(("t", "production")))));
+        let (counts_now, held) = counts("");
+        assert_eq!(held, ["x"]);
+        assert_eq!(
+            counts_now,
+            vec![(("t".to_owned(), "preview".to_owned()), 1), (("t".to_owned(), "production".to_owned()), 1)]
+        );
+        groups.remove("y");
+        groups.remove("z");
+        assert_eq!(counts(""), (vec![], vec!["x"]));
+        // A relist starts the counts over.
+        groups.replace([("w".to_owned(), Arc::new(("w", "ns", Some(("t", "preview")))))]);
+        assert_eq!(counts(""), (preview(1), vec![]));
     }
 
     #[test]

@@ -72,13 +72,20 @@ impl ArgoCd {
 const BY_NAMESPACE: usize = 0;
 const BY_CLASS: usize = 1;
 const BY_TENANT: usize = 2;
+/// Requests that are not provisioned but may claim budget, by namespace: the provisioned
+/// ones are counted (per namespace, tenant and class) instead, and those that can never
+/// claim (deleting, expired, failed) are left out, for budget decisions.
+const UNPROVISIONED_BY_NAMESPACE: usize = 3;
 
 fn request_groups() -> Groups<EnvironmentRequest> {
+    use crate::policy::budget::{counted_as, may_claim};
     Groups::new(vec![
         |r: &EnvironmentRequest| r.metadata.namespace.as_deref(),
         |r: &EnvironmentRequest| Some(r.spec.class.as_str()),
         |r: &EnvironmentRequest| Some(r.spec.tenant.as_str()),
+        |r: &EnvironmentRequest| r.metadata.namespace.as_deref().filter(|_| counted_as(r).is_none() && may_claim(r)),
     ])
+    .with_tally(|r: &EnvironmentRequest| Some((r.metadata.namespace.as_deref()?, counted_as(r)?)))
 }
 
 /// Tenants by the namespace their people create requests in (its own name unless
@@ -277,6 +284,20 @@ impl Index {
     /// The requests in `namespace` (a tenant's request namespace): O(their number).
     pub fn requests_in(&self, namespace: &str) -> Vec<Arc<EnvironmentRequest>> {
         self.request_group(BY_NAMESPACE, namespace)
+    }
+
+    /// The requests of `namespace` as a budget decision reads them (the provisioned ones
+    /// counted, the others in full), leaving out the request `excluding` (the one being
+    /// decided, which the decision brings in its own copy). O(the namespace's requests that
+    /// are not provisioned), however many are.
+    pub fn budget_view(&self, namespace: &str, excluding: &str) -> crate::policy::budget::NamespaceRequests {
+        let excluding = format!("{namespace}/{excluding}");
+        let (provisioned, others) = self
+            .requests
+            .groups()
+            .map(|groups| groups.get_with_counts(UNPROVISIONED_BY_NAMESPACE, namespace, &excluding))
+            .unwrap_or_default();
+        crate::policy::budget::NamespaceRequests { provisioned, others }
     }
 
     /// The requests of `class`, in any namespace.

@@ -94,3 +94,71 @@ fn tenants_are_found_by_the_namespace_they_claim() {
     assert_eq!(index.claimants("team-search"), ["search"]);
     assert!(index.claimants("search").is_empty(), "search's requests live in team-search");
 }
+
+use crate::testing::provisioned;
+
+#[test]
+fn a_budget_view_counts_the_provisioned_and_holds_the_rest_leaving_out_the_request_decided() {
+    use crate::api::environment_request::{EnvironmentRequestStatus, Phase};
+    let mut expired = request("payments", "old", "payments", "preview");
+    expired.status = Some(EnvironmentRequestStatus { phase: Some(Phase::Expired), ..Default::default() });
+    let index = Index::with_objects(
+        [],
+        [],
+        [
+            provisioned(request("payments", "a", "payments", "preview")),
+            provisioned(request("payments", "b", "payments", "preview")),
+            provisioned(request("payments", "c", "payments", "production")),
+            request("payments", "pending", "payments", "preview"),
+            expired,
+            provisioned(request("search", "s", "search", "preview")),
+        ],
+    );
+    let counts = |view: &crate::policy::budget::NamespaceRequests| {
+        let mut counts = view.provisioned.clone();
+        counts.sort();
+        counts
+    };
+    let of = |class: &str, n| (("payments".to_owned(), class.to_owned()), n);
+    let view = index.budget_view("payments", "new");
+    assert_eq!(counts(&view), [of("preview", 2), of("production", 1)]);
+    // The expired request can never claim: left out. Another namespace: not there.
+    assert_eq!(names(view.others), ["pending"]);
+
+    // The request being decided is left out whether the index counts it (its copy in
+    // the store is newer than the caller's) or holds it.
+    assert_eq!(counts(&index.budget_view("payments", "a")), [of("preview", 1), of("production", 1)]);
+    assert!(index.budget_view("payments", "pending").others.is_empty());
+
+    // The watch moves a request from held to counted as its status changes.
+    index.requests.apply(watcher::Event::Apply(provisioned(request("payments", "pending", "payments", "preview"))));
+    let view = index.budget_view("payments", "new");
+    assert_eq!(counts(&view), [of("preview", 3), of("production", 1)]);
+    assert!(view.others.is_empty());
+    index.requests.apply(watcher::Event::Delete(provisioned(request("payments", "a", "payments", "preview"))));
+    assert_eq!(counts(&index.budget_view("payments", "new")), [of("preview", 2), of("production", 1)]);
+}
+
+#[test]
+fn admission_does_not_count_a_request_twice_when_the_store_already_shows_it_provisioned() {
+    // The index holds `a` provisioned; deciding a pending copy of `a` (an older copy)
+    // against a budget of exactly two must count it once.
+    let tenant: Tenant = serde_yaml::from_str(
+        "metadata: {name: payments}
+spec: {owners: [{kind: User, name: alice}], requestNamespace: payments, budget: {maxEnvironments: 2}}",
+    )
+    .expect("tenant");
+    let class: EnvironmentClass = serde_yaml::from_str("metadata: {name: preview}\nspec: {}").expect("class");
+    let index = Index::with_objects(
+        [tenant.clone()],
+        [class],
+        [
+            provisioned(request("payments", "a", "payments", "preview")),
+            provisioned(request("payments", "b", "payments", "preview")),
+        ],
+    );
+    let stale = request("payments", "a", "payments", "preview");
+    assert_eq!(crate::webhook::admission::check_budget(&stale, &tenant, &index), Ok(()));
+    let third = request("payments", "c", "payments", "preview");
+    assert!(crate::webhook::admission::check_budget(&third, &tenant, &index).is_err(), "two of two are used");
+}

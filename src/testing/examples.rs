@@ -38,3 +38,15 @@ pub fn payments() -> Tenant {
 pub fn request(name: &str) -> EnvironmentRequest {
     example(&format!("environmentrequest-{name}.yaml"))
 }
+
+/// `request` with a status that shows it provisioned (Ready, committed), as budget
+/// decisions count it.
+pub fn provisioned(mut request: EnvironmentRequest) -> EnvironmentRequest {
+    use crate::api::environment_request::{EnvironmentRequestStatus, GitOpsStatus, Phase};
+    request.status = Some(EnvironmentRequestStatus {
+        phase: Some(Phase::Ready),
+        gitops: Some(GitOpsStatus { commit: Some("abc".to_owned()), ..GitOpsStatus::default() }),
+        ..EnvironmentRequestStatus::default()
+    });
+    request
+}

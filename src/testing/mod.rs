@@ -12,6 +12,6 @@ mod review;
 pub mod rollout;
 
 pub use busy_pusher::BusyPusher;
-pub use examples::{class, example, example_text, examples_dir, payments, request};
+pub use examples::{class, example, example_text, examples_dir, payments, provisioned, request};
 pub use keys::{APPROVER_GROUP, AUDIENCE, ApprovalKeys, ISSUER, approval_keys};
 pub use review::Review;

@@ -1,8 +1,6 @@
 //! Admission decisions: one AdmissionRequest and the [`Index`] of the cluster in,
 //! an AdmissionResponse out. No I/O here; the rules come from [`crate::policy`].
 
-use std::sync::Arc;
-
 use k8s_openapi::jiff::Timestamp;
 use kube::{
     Resource, ResourceExt,
@@ -142,7 +140,7 @@ fn validate_request(req: &AdmissionRequest<DynamicObject>, index: &Index, checks
 
 /// The tenant's budget with this new request added, as the controller will decide it
 /// (the controller repeats the check, which also settles concurrent creations).
-fn check_budget(new: &EnvironmentRequest, tenant: &Tenant, index: &Index) -> Result<(), Denial> {
+pub fn check_budget(new: &EnvironmentRequest, tenant: &Tenant, index: &Index) -> Result<(), Denial> {
     let spec_budget = &tenant.spec.budget;
     if spec_budget.max_environments.is_none() && spec_budget.monthly_cost_usd.is_none() && spec_budget.quota.is_empty()
     {
@@ -150,20 +148,21 @@ fn check_budget(new: &EnvironmentRequest, tenant: &Tenant, index: &Index) -> Res
     }
     let namespace = new.namespace().unwrap_or_default();
     let name = new.name_any();
-    // O(the requests of this namespace), whatever the size of the cluster.
-    let requests: Vec<Arc<EnvironmentRequest>> =
-        index.requests_in(&namespace).into_iter().filter(|r| r.metadata.name.as_deref() != Some(&name)).collect();
+    // O(the requests of this namespace not provisioned yet), whatever the size of the
+    // cluster or the tenant: the provisioned ones are counts.
+    let requests = index.budget_view(&namespace, &name);
     let classes = index.classes.state();
     let terms = budget::class_terms(classes.iter().map(AsRef::as_ref));
+    let provisioned = requests.provisioned_usage(&tenant.name_any(), &terms);
     let claims = budget::claims(
         &tenant.name_any(),
-        requests.iter().map(AsRef::as_ref).chain(std::iter::once(new)),
+        requests.others.iter().map(AsRef::as_ref).chain(std::iter::once(new)),
         &terms,
         &name,
         // Admission sees only statuses; the controller's guard also remembers.
         |_| false,
     );
-    match budget::decide_for(&tenant.name_any(), spec_budget, &claims, &name) {
+    match budget::decide_for_over(&tenant.name_any(), spec_budget, provisioned, &claims, &name) {
         Some(Err(exceeded)) => Err(Denial::OverBudget(exceeded)),
         _ => Ok(()),
     }

@@ -80,6 +80,9 @@ fn folder(request: &EnvironmentRequest) -> Result<RepoPath, String> {
 /// The request's lifecycle step: dereference → validate → admit (budget) → build →
 /// apply (commit) → observe (sync, drift) → status.
 async fn apply(request: &EnvironmentRequest, ctx: &Context) -> Result<Action, Error> {
+    // Its status holds its budget once it shows it provisioned: the guard's memory of
+    // admitting it can go.
+    ctx.budget.settle(request);
     if rollout_commit_in_flight(request, ctx).await {
         // The rollout's batch commit owns the folder until it confirms the promotion;
         // that status change brings the request back here.
@@ -262,7 +265,8 @@ async fn admit(
     ctx.inventory.wait_loaded(git_record::INVENTORY_WAIT).await?;
     let in_git = |r: &EnvironmentRequest| ctx.inventory.folder_of(&key(r)).is_ok_and(|folder| folder.is_some());
     let namespace = request.namespace().unwrap_or_default();
-    Ok(ctx.budget.decide(request, tenant, || index.requests_in(&namespace), &index.classes.state(), in_git))
+    let name = request.name_any();
+    Ok(ctx.budget.decide(request, tenant, || index.budget_view(&namespace, &name), &index.classes.state(), in_git))
 }
 
 /// Re-renders and commits a provisioned request's environment with `class` (the class
