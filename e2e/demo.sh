@@ -143,7 +143,9 @@ spec:
   project: default
   source: {repoURL: 'file://$PWD/.berth/gitops-remote.git', targetRevision: main, path: clusters/in-cluster, directory: {recurse: true}}
   destination: {name: in-cluster, namespace: argocd}
-  syncPolicy: {automated: {prune: true, allowEmpty: true}}
+  syncPolicy:
+    automated: {prune: true, allowEmpty: true}
+    syncOptions: [ApplyOutOfSyncOnly=true]
 YAML
   run kubectl apply -f .berth/berth-root.yaml
   # The app the preview deploys: a ConfigMap (no nodes here, so no Pods) at tag pr-1234.

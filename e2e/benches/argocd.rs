@@ -8,11 +8,11 @@
 //! second row is far better than what users get without a webhook.
 //! `cargo test` runs it in a smoke mode (a few requests, no report).
 //!
-//! Measured 2026-12-01 on the 2-core development machine while other builds and suites
-//! ran (load average 6–9), 30 requests one at a time: with refresh p50 8.2 s, p99
-//! 16.0 s; Argo CD's 10 s poll alone p50 24.8 s, p99 73.3 s. Four at a time, p50 was
-//! 22 s either way: Argo CD's controller, not git, was then the bottleneck. On a
-//! quieter machine two requests took 5.8 s with refresh and 19 s without.
+//! Measured 2026-12-02 on the 2-core development machine with nothing else running,
+//! 30 requests one at a time: with refresh p50 2.6 s, p99 4.0 s; Argo CD's 10 s poll
+//! alone p50 19.9 s, p99 20.7 s. Before the root app's `ApplyOutOfSyncOnly=true` (each
+//! root sync applied every environment's objects again: 1 s with one environment, 16 s
+//! with thirty) the same run gave p50 9.0 s, p99 18.6 s with refresh.
 
 use std::time::{Duration, Instant};
 
@@ -124,7 +124,8 @@ async fn main() {
 
     let mut report = format!(
         "# Argo CD benchmark\n\nCommit → Synced: from the first status naming Berth's commit to Ready (Argo CD \
-         applied the commit through a root app and synced the environment's app), {count} requests per mode, \
+         applied the commit through a root app with `ApplyOutOfSyncOnly=true`, as the README sets it up, and \
+         synced the environment's app), {count} requests per mode, \
          {} at a time; loopback control plane and a real Argo CD v3.5.7 (application controller, \
          repo-server) on one 2-core machine. Without refresh, Argo CD looks at git every 10 s here \
          (`ARGOCD_RECONCILIATION_TIMEOUT`; 3 minutes by default).\n\n\

@@ -306,7 +306,9 @@ spec:
     path: clusters/in-cluster
     directory: {{recurse: true}}
   destination: {{name: in-cluster, namespace: {NAMESPACE}}}
-  syncPolicy: {{automated: {{prune: true, selfHeal: false, allowEmpty: true}}}}
+  syncPolicy:
+    automated: {{prune: true, selfHeal: false, allowEmpty: true}}
+    syncOptions: [ApplyOutOfSyncOnly=true]
 ",
         remote = remote.display()
     )

@@ -71,27 +71,16 @@ impl BudgetGuard {
         in_git: impl Fn(&EnvironmentRequest) -> bool,
     ) -> Result<(), BudgetExceeded> {
         let namespace = request.namespace().unwrap_or_default();
-        let name = request.name_any();
         let mut admitted = self.admitted.lock().unwrap_or_else(PoisonError::into_inner);
         // Taken under the lock: every admission decided before this one is in it, or
         // in the memory below.
         let snapshot = requests();
-        let neighbours: Vec<&EnvironmentRequest> = snapshot
-            .others
-            .iter()
-            .map(AsRef::as_ref)
-            .filter(|r| {
-                r.metadata.namespace.as_deref() == Some(namespace.as_str())
-                    && r.metadata.name.as_deref() != Some(name.as_str())
-            })
-            .chain(std::iter::once(request))
-            .collect();
 
         if admitted.len() > SWEEP_ABOVE {
-            // What the store shows provisioned (counted, so not among the neighbours),
-            // going away or gone needs no remembering.
-            let unsettled: HashSet<&str> = neighbours
-                .iter()
+            // What the store shows provisioned (counted, so not among the others), going
+            // away or gone needs no remembering.
+            let unsettled: HashSet<&str> = std::iter::once(request)
+                .chain(snapshot.others.iter().map(AsRef::as_ref))
                 .filter(|r| !is_provisioned(r) && r.metadata.deletion_timestamp.is_none())
                 .filter_map(|r| r.metadata.uid.as_deref())
                 .collect();
@@ -106,11 +95,8 @@ impl BudgetGuard {
                 .is_some_and(|admission| admission.generation == r.metadata.generation)
                 || in_git(r)
         };
-        let terms = budget::class_terms(classes.iter().map(AsRef::as_ref));
-        let provisioned = snapshot.provisioned_usage(&tenant.name_any(), &terms);
-        let claims = budget::claims(&tenant.name_any(), neighbours.iter().copied(), &terms, &name, holds);
-        let decision = budget::decide_for_over(&tenant.name_any(), &tenant.spec.budget, provisioned, &claims, &name)
-            .unwrap_or(Err(BudgetExceeded::NotListed { request: name }));
+        let decision = budget::decide_request(request, tenant, &snapshot, classes.iter().map(AsRef::as_ref), holds)
+            .unwrap_or_else(|| Err(BudgetExceeded::NotListed { request: request.name_any() }));
         if decision.is_ok()
             && let Some(uid) = request.metadata.uid.as_deref()
             && !is_provisioned(request)

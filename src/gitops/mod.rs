@@ -32,8 +32,9 @@
 //!   [`RetryPolicy::max_push_attempts`]; auth, certificate and hook rejections are not
 //!   retried. Failures are counted by kind in [`GitOpsMetrics`]. For `file://` remotes the
 //!   writer does not use libgit2's local transport for pushing (it writes the remote
-//!   ref without checking the old value, losing a concurrent push): it copies the new
-//!   objects and moves the ref with a compare-and-swap under git's ref lock.
+//!   ref without checking the old value, losing a concurrent push): it puts the new
+//!   objects there itself (hard links where it can, as `git clone --local` does) and
+//!   moves the ref with a compare-and-swap under git's ref lock.
 //! - **Nothing lost.** Changes of a batch that could not be pushed stay owed: they ride
 //!   along with the next batch and are retried on their own every
 //!   [`RetryPolicy::pending_retry_interval`]. Their callers got an error and will

@@ -4,7 +4,7 @@
 //! the clone's config, and credentials are supplied per operation from memory.
 
 use std::cell::RefCell;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use git2::{AutotagOption, ErrorCode, FetchOptions, ObjectType, Oid, PushOptions, Repository};
 
@@ -114,8 +114,8 @@ impl RemoteAccess<'_> {
     ///
     /// libgit2's local transport writes the remote reference without checking its old
     /// value, so a push landing between its fast-forward check and its write would be
-    /// overwritten. Instead the writer copies the new objects into the remote itself and
-    /// moves the reference with a compare-and-swap under git's `.lock` file, the same
+    /// overwritten. Instead the writer puts the new objects into the remote itself (see
+    /// [`ObjectCopier`]) and moves the reference with a compare-and-swap under git's `.lock` file, the same
     /// lock `git receive-pack` takes. (Hooks of the remote do not run, as with libgit2.)
     fn push_local(
         &self,
@@ -127,7 +127,7 @@ impl RemoteAccess<'_> {
     ) -> Result<(), GitFailure> {
         let fail = |e: git2::Error| self.ctx.failure(GitOp::Push, &e);
         let target = Repository::open(path).map_err(fail)?;
-        copy_missing_objects(repo, &target, commit, expected).map_err(fail)?;
+        copy_missing_objects(repo, &target, commit).map_err(fail)?;
         let updated = match expected {
             Some(old) => target.reference_matching(reference, commit, true, old, "berth: push"),
             None => target.reference(reference, commit, false, "berth: push"),
@@ -157,70 +157,131 @@ fn local_path(url: &str) -> Option<&Path> {
     }
 }
 
-/// Copies `commit` and the trees and blobs it introduces into `target`: O(changed
-/// paths). Parents are not copied; they are the remote head the commit was built on.
-/// If they are missing the remote moved on, and the compare-and-swap that follows fails.
+/// Puts `commit` and the trees and blobs it introduces into `target`: O(changed
+/// paths). Only entries whose id differs from the same path in the commit's parent
+/// are visited: the parent is the remote head the commit was built on, so what it
+/// holds is on the remote already. A parent the remote no longer has (its history was
+/// rewritten since the fetch) makes every object of the commit be put. A folder with
+/// 10,000 environments costs one in-memory pass over its entries instead of 10,000
+/// existence checks.
+fn copy_missing_objects(source: &Repository, target: &Repository, commit: Oid) -> Result<(), git2::Error> {
+    let copier = ObjectCopier::new(source, target)?;
+    let commit_object = source.find_commit(commit)?;
+    let base_tree =
+        commit_object.parents().next().filter(|parent| copier.to.exists(parent.id())).map(|parent| parent.tree_id());
+    copier.tree(commit_object.tree_id(), base_tree)?;
+    copier.object(commit)
+}
+
+/// Loose objects of the clone older than this are copied, not linked: a link keeps the
+/// file's time, and `git gc` in the remote prunes unreferenced loose objects by age
+/// (two weeks by default), so an old object linked just before the reference moves
+/// could be pruned in between. Objects this push wrote are seconds old.
+const LINK_YOUNGER_THAN: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Puts objects of the clone into a repository on this machine.
 ///
-/// With `base` (the remote head the commit replaces, so everything reachable from it
-/// is on the remote) only entries whose id differs from the base tree's entry of the
-/// same name are visited: a folder with 10,000 environments costs one in-memory pass
-/// over its entries instead of 10,000 existence checks (each a `stat` for loose objects).
-fn copy_missing_objects(
-    source: &Repository,
-    target: &Repository,
-    commit: Oid,
-    base: Option<Oid>,
-) -> Result<(), git2::Error> {
-    let from = source.odb()?;
-    let to = target.odb()?;
-    if to.exists(commit) {
-        return Ok(());
-    }
-    let tree = source.find_commit(commit)?.tree_id();
-    let base_tree = match base {
-        Some(base) => source.find_commit(base).ok().map(|c| c.tree_id()),
-        None => None,
-    };
-    copy_tree(source, &from, &to, tree, base_tree)?;
-    copy_object(&from, &to, commit)
+/// Objects never change once written, so where both repositories are on one
+/// filesystem, and the remote's objects folder has the clone's group (a group-shared
+/// remote gives new files its own), a recent loose object is hard-linked, as
+/// `git clone --local` does: one system call instead of reading, inflating, hashing,
+/// deflating and writing the file again (putting each object on disk twice was most
+/// of the writer's CPU). As with `git clone --local`, a linked object is not read
+/// again on the way: the clone's integrity rests on its own checks (objects written
+/// whole and renamed into place; a clone from before a machine crash is replaced, see
+/// [`super::repo`]). Anything else is read and written.
+struct ObjectCopier<'r> {
+    source: &'r Repository,
+    from: git2::Odb<'r>,
+    to: git2::Odb<'r>,
+    from_objects: PathBuf,
+    to_objects: PathBuf,
+    /// Whether objects may be linked at all (same filesystem and group).
+    may_link: bool,
 }
 
-/// Copies `tree` and what it holds that `base` (the same folder on the remote) does
-/// not; entries are written before the tree, so the remote never holds a tree whose
-/// children are missing.
-fn copy_tree(
-    source: &Repository,
-    from: &git2::Odb<'_>,
-    to: &git2::Odb<'_>,
-    tree: Oid,
-    base: Option<Oid>,
-) -> Result<(), git2::Error> {
-    if base == Some(tree) || to.exists(tree) {
-        return Ok(());
+impl<'r> ObjectCopier<'r> {
+    fn new(source: &'r Repository, target: &'r Repository) -> Result<Self, git2::Error> {
+        use std::os::unix::fs::MetadataExt;
+        // `commondir`: a linked worktree's objects are the main repository's.
+        let from_objects = source.commondir().join("objects");
+        let to_objects = target.commondir().join("objects");
+        let may_link = match (std::fs::metadata(&from_objects), std::fs::metadata(&to_objects)) {
+            (Ok(from), Ok(to)) => from.dev() == to.dev() && from.gid() == to.gid(),
+            _ => false,
+        };
+        Ok(Self { source, from: source.odb()?, to: target.odb()?, from_objects, to_objects, may_link })
     }
-    let base_tree = match base {
-        Some(id) => source.find_tree(id).ok(),
-        None => None,
-    };
-    for entry in source.find_tree(tree)?.iter() {
-        let name = entry.name_bytes();
-        let old = base_tree.as_ref().and_then(|b| b.get_name_bytes(name)).map(|e| e.id());
-        if old == Some(entry.id()) {
-            continue;
+
+    /// `tree` and what it holds that `base` (the same folder in the parent) does not;
+    /// entries go before the tree, so the remote never holds a tree whose children
+    /// are missing.
+    fn tree(&self, tree: Oid, base: Option<Oid>) -> Result<(), git2::Error> {
+        if base == Some(tree) {
+            return Ok(());
         }
-        match entry.kind() {
-            Some(ObjectType::Tree) => copy_tree(source, from, to, entry.id(), old)?,
-            Some(ObjectType::Blob) if !to.exists(entry.id()) => copy_object(from, to, entry.id())?,
-            _ => {}
+        let base_tree = match base {
+            Some(id) => self.source.find_tree(id).ok(),
+            None => None,
+        };
+        for entry in self.source.find_tree(tree)?.iter() {
+            let old = base_tree.as_ref().and_then(|b| b.get_name_bytes(entry.name_bytes())).map(|e| e.id());
+            if old == Some(entry.id()) {
+                continue;
+            }
+            match entry.kind() {
+                Some(ObjectType::Tree) => self.tree(entry.id(), old)?,
+                Some(ObjectType::Blob) => self.object(entry.id())?,
+                _ => {}
+            }
+        }
+        self.object(tree)
+    }
+
+    /// One object: linked when it may be, else copied (a target that holds it loose
+    /// already keeps it).
+    fn object(&self, id: Oid) -> Result<(), git2::Error> {
+        if self.may_link && self.linked(id) {
+            return Ok(());
+        }
+        let object = self.from.read(id)?;
+        let written = self.to.write(object.kind(), object.data())?;
+        if written == id { Ok(()) } else { Err(git2::Error::from_str("object copied to the remote changed its id")) }
+    }
+
+    /// Whether the object is in the target as a link to the clone's loose file (or was
+    /// there loose already); `false` leaves it to a copy: packed in the clone, old, or
+    /// a link the filesystem refuses.
+    fn linked(&self, id: Oid) -> bool {
+        let (fanout, file) = loose_name(id);
+        let source = self.from_objects.join(&fanout).join(&file);
+        let recent = std::fs::metadata(&source)
+            .and_then(|m| m.modified())
+            .is_ok_and(|modified| modified.elapsed().is_ok_and(|age| age < LINK_YOUNGER_THAN));
+        if !recent {
+            return false;
+        }
+        let target_dir = self.to_objects.join(&fanout);
+        let target = target_dir.join(&file);
+        let link = || match std::fs::hard_link(&source, &target) {
+            Ok(()) => Some(true),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Some(true),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(_) => Some(false),
+        };
+        match link() {
+            Some(done) => done,
+            // The fan-out folder does not exist yet (the objects folder itself must).
+            None => (std::fs::create_dir(&target_dir).is_ok() || target_dir.is_dir()) && link() == Some(true),
         }
     }
-    copy_object(from, to, tree)
 }
 
-fn copy_object(from: &git2::Odb<'_>, to: &git2::Odb<'_>, id: Oid) -> Result<(), git2::Error> {
-    let object = from.read(id)?;
-    let written = to.write(object.kind(), object.data())?;
-    if written == id { Ok(()) } else { Err(git2::Error::from_str("object copied to the remote changed its id")) }
+/// Where git keeps a loose object: `objects/<first two hex digits>/<the other 38>`.
+fn loose_name(id: Oid) -> (String, String) {
+    let hex = id.to_string();
+    let (fanout, file) = hex.split_at(2);
+    (fanout.to_owned(), file.to_owned())
 }
 
 #[cfg(test)]
@@ -267,6 +328,63 @@ mod tests {
         access.push(&source, "refs/heads/main", second, Some(first)).expect("fast-forward");
         assert_eq!(target.refname_to_id("refs/heads/main").expect("ref"), second);
         assert!(target.find_commit(second).expect("copied").tree().is_ok());
+    }
+
+    #[test]
+    fn local_push_links_loose_objects_and_copies_packed_ones() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let source = Repository::init_bare(dir.path().join("source")).expect("init");
+        let target_path = dir.path().join("target");
+        let target = Repository::init_bare(&target_path).expect("init");
+        let loose = |repo: &Repository, id: Oid| {
+            let (fanout, file) = loose_name(id);
+            repo.path().join("objects").join(fanout).join(file)
+        };
+        let inode = |path: &Path| std::fs::metadata(path).map(|m| m.ino()).ok();
+
+        let first = commit_in(&source, b"1", None);
+        copy_missing_objects(&source, &target, first).expect("copy");
+        let blob = source.find_commit(first).expect("commit").tree().expect("tree").get(0).expect("entry").id();
+        for id in [first, blob] {
+            assert!(inode(&loose(&source, id)).is_some(), "written loose in the clone");
+            assert_eq!(inode(&loose(&source, id)), inode(&loose(&target, id)), "the remote's object is a link");
+        }
+        copy_missing_objects(&source, &target, first).expect("putting it again finds it there");
+        assert_eq!(inode(&loose(&source, first)), inode(&loose(&target, first)));
+
+        // An old loose object is copied: a link would keep its age, and a `git gc` in the
+        // remote prunes old unreferenced objects.
+        let aged = commit_in(&source, b"aged", Some(first));
+        let aged_blob = source.find_commit(aged).expect("commit").tree().expect("tree").get(0).expect("entry").id();
+        let two_hours_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(7200);
+        std::fs::File::open(loose(&source, aged_blob)).and_then(|f| f.set_modified(two_hours_ago)).expect("age it");
+        copy_missing_objects(&source, &target, aged).expect("copy");
+        assert!(inode(&loose(&target, aged_blob)).is_some(), "copied");
+        assert_ne!(inode(&loose(&source, aged_blob)), inode(&loose(&target, aged_blob)), "not linked");
+        assert_eq!(inode(&loose(&source, aged)), inode(&loose(&target, aged)), "the new commit is linked");
+
+        // A commit whose objects the clone holds packed (as a fetch leaves them) is copied.
+        let second = commit_in(&source, b"2", Some(first));
+        let mut builder = source.packbuilder().expect("packbuilder");
+        builder.insert_commit(second).expect("insert");
+        let mut pack = git2::Buf::new();
+        builder.write_buf(&mut pack).expect("pack");
+        let tree = source.find_commit(second).expect("commit").tree_id();
+        let blob = source.find_tree(tree).expect("tree").get(0).expect("entry").id();
+        for id in [second, tree, blob] {
+            std::fs::remove_file(loose(&source, id)).expect("unpack");
+        }
+        let odb = source.odb().expect("odb");
+        let mut writer = odb.packwriter().expect("packwriter");
+        std::io::Write::write_all(&mut writer, &pack).expect("write pack");
+        writer.commit().expect("index pack");
+        copy_missing_objects(&source, &target, second).expect("copy");
+        let copied = target.find_commit(second).expect("copied commit");
+        assert_eq!(copied.tree().expect("tree").get(0).expect("entry").to_object(&target).expect("blob").id(), blob);
+        assert!(inode(&loose(&target, blob)).is_some(), "copied as a loose object of the remote's own");
+        // Copying again is harmless: every object is already there.
+        copy_missing_objects(&source, &target, second).expect("again");
     }
 
     #[test]

@@ -19,7 +19,7 @@ use kube::{Resource, ResourceExt};
 use crate::{
     api::quantity,
     api::{
-        EnvironmentClass, EnvironmentRequest,
+        EnvironmentClass, EnvironmentRequest, Tenant,
         conditions::{self, reasons, types},
         environment_request::Phase,
         tenant::Budget,
@@ -381,6 +381,42 @@ pub fn decide(tenant: &str, budget: &Budget, claims: &[Claim]) -> (Vec<Decision>
         })
         .collect();
     (decisions, usage)
+}
+
+/// Whether `budget` limits anything: a tenant without one admits every request.
+pub fn limits_anything(budget: &Budget) -> bool {
+    budget.max_environments.is_some() || budget.monthly_cost_usd.is_some() || !budget.quota.is_empty()
+}
+
+/// The decision for `request` in `tenant`'s budget, as admission and the controller's
+/// guard both reach it: the provisioned requests of its namespace counted at their
+/// classes' terms, then the pending ones (`namespace.others`, plus the request itself)
+/// as claims. `held` names requests that hold budget although their status does not say
+/// so yet (the guard's memory and git; admission sees only statuses). `None` when the
+/// request is no claim on `tenant` (it names another tenant).
+pub fn decide_request<'a>(
+    request: &EnvironmentRequest,
+    tenant: &Tenant,
+    namespace: &NamespaceRequests,
+    classes: impl IntoIterator<Item = &'a EnvironmentClass>,
+    held: impl Fn(&EnvironmentRequest) -> bool,
+) -> Option<Result<(), BudgetExceeded>> {
+    let tenant_name = tenant.name_any();
+    let name = request.name_any();
+    let in_namespace = request.metadata.namespace.as_deref();
+    let terms = class_terms(classes);
+    let provisioned = namespace.provisioned_usage(&tenant_name, &terms);
+    // The caller's snapshot leaves the request out; a copy of it there would be older.
+    let neighbours = namespace
+        .others
+        .iter()
+        .map(AsRef::as_ref)
+        .filter(|r| {
+            r.metadata.namespace.as_deref() == in_namespace && r.metadata.name.as_deref() != Some(name.as_str())
+        })
+        .chain(std::iter::once(request));
+    let claims = claims(&tenant_name, neighbours, &terms, &name, held);
+    decide_for_over(&tenant_name, &tenant.spec.budget, provisioned, &claims, &name)
 }
 
 /// The decision for the claim named `name` (`None` when it is not among `claims`), the

@@ -141,28 +141,15 @@ fn validate_request(req: &AdmissionRequest<DynamicObject>, index: &Index, checks
 /// The tenant's budget with this new request added, as the controller will decide it
 /// (the controller repeats the check, which also settles concurrent creations).
 pub fn check_budget(new: &EnvironmentRequest, tenant: &Tenant, index: &Index) -> Result<(), Denial> {
-    let spec_budget = &tenant.spec.budget;
-    if spec_budget.max_environments.is_none() && spec_budget.monthly_cost_usd.is_none() && spec_budget.quota.is_empty()
-    {
+    if !budget::limits_anything(&tenant.spec.budget) {
         return Ok(());
     }
-    let namespace = new.namespace().unwrap_or_default();
-    let name = new.name_any();
     // O(the requests of this namespace not provisioned yet), whatever the size of the
     // cluster or the tenant: the provisioned ones are counts.
-    let requests = index.budget_view(&namespace, &name);
+    let requests = index.budget_view(&new.namespace().unwrap_or_default(), &new.name_any());
     let classes = index.classes.state();
-    let terms = budget::class_terms(classes.iter().map(AsRef::as_ref));
-    let provisioned = requests.provisioned_usage(&tenant.name_any(), &terms);
-    let claims = budget::claims(
-        &tenant.name_any(),
-        requests.others.iter().map(AsRef::as_ref).chain(std::iter::once(new)),
-        &terms,
-        &name,
-        // Admission sees only statuses; the controller's guard also remembers.
-        |_| false,
-    );
-    match budget::decide_for_over(&tenant.name_any(), spec_budget, provisioned, &claims, &name) {
+    // Admission sees only statuses; the controller's guard also remembers.
+    match budget::decide_request(new, tenant, &requests, classes.iter().map(AsRef::as_ref), |_| false) {
         Some(Err(exceeded)) => Err(Denial::OverBudget(exceeded)),
         _ => Ok(()),
     }

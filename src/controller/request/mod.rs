@@ -255,9 +255,7 @@ async fn admit(
     ctx: &Context,
 ) -> Result<Result<(), budget::BudgetExceeded>, Error> {
     let tenant = validated.environment.tenant;
-    let limits = &tenant.spec.budget;
-    let has_budget = limits.max_environments.is_some() || limits.monthly_cost_usd.is_some() || !limits.quota.is_empty();
-    if !has_budget || is_provisioned(request) {
+    if !budget::limits_anything(&tenant.spec.budget) || is_provisioned(request) {
         return Ok(Ok(()));
     }
     let index = ctx.index().await;
