@@ -26,7 +26,6 @@ use kube::{
         Controller,
         controller::{self, Action},
         reflector::{ObjectRef, store::Store},
-        watcher,
     },
 };
 
@@ -155,16 +154,8 @@ fn takeover(index: Arc<Index>, resumed: bool) -> impl futures::Stream<Item = ()>
     .filter_map(futures::future::ready)
 }
 
-/// A feed as controller triggers. Never an error: the watches handle theirs (see
-/// [`crate::index`]), because kube pauses all of a controller's triggers on any one's error.
-fn triggers<K: Send + 'static>(
-    feed: impl futures::Stream<Item = K> + Send + 'static,
-) -> impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static {
-    feed.map(Ok)
-}
-
 /// The request a rendered object belongs to, from its `berth.dev/request` annotation.
-fn request_of<K: Resource>(object: K) -> Option<ObjectRef<EnvironmentRequest>> {
+fn request_of<K: Resource>(object: Arc<K>) -> Option<ObjectRef<EnvironmentRequest>> {
     let (namespace, name) = object.meta().annotations.as_ref()?.get(labels::REQUEST_ANNOTATION)?.split_once('/')?;
     Some(ObjectRef::new(name).within(namespace))
 }
@@ -198,6 +189,10 @@ pub async fn report_caches_synced(index: Arc<Index>, caches_synced: ReadinessChe
 /// `shutdown` completes; reconciles in flight finish first. `resumed` says the feeds
 /// were subscribed after the index filled (a standby taking over), so every object is
 /// reconciled once.
+///
+/// The controllers take the index's feeds as shared streams: the store's copies, never
+/// an error (the watches handle theirs, see [`crate::index`], because kube pauses all
+/// of a controller's triggers on any one's error).
 pub async fn run(
     ctx: Arc<Context>,
     feeds: Feeds,
@@ -218,38 +213,38 @@ pub async fn run(
     });
     // Unbounded, a burst of 10,000 requests held 10,000 renderings and as many
     // apiserver connections at once.
-    let requests = Controller::for_stream(triggers(request_feed), store.clone())
+    let requests = Controller::for_shared_stream(request_feed, store.clone())
         .with_config(controller::Config::default().concurrency(max_concurrent_reconciles));
     tokio::spawn(report_environments(store.clone(), ctx.metrics.clone()));
     let (by_class, by_tenant) = (ctx.index.clone(), ctx.index.clone());
     let (class_specs, tenant_specs) = (SeenGenerations::default(), SeenGenerations::default());
     let applications = ctx.index.applications.dyntype();
     let requests = requests
-        .watches_stream(triggers(feeds.classes), move |class| {
+        .watches_shared_stream(feeds.classes, move |class| {
             // Status updates (environment counts) must not re-reconcile every request.
-            if !class_specs.changed(&class) {
+            if !class_specs.changed(class.as_ref()) {
                 return Vec::new();
             }
             refs(by_class.requests_of_class(&class.name_any()))
         })
-        .watches_stream(triggers(feeds.tenants), move |tenant| {
-            if !tenant_specs.changed(&tenant) {
+        .watches_shared_stream(feeds.tenants, move |tenant| {
+            if !tenant_specs.changed(tenant.as_ref()) {
                 return Vec::new();
             }
             refs(by_tenant.requests_of_tenant(&tenant.name_any()))
         })
         // Drift is driven by watches: a change to any object Berth rendered
         // reconciles the request it was rendered for.
-        .watches_stream(triggers(feeds.namespaces), request_of)
-        .watches_stream(triggers(feeds.quotas), request_of)
-        .watches_stream(triggers(feeds.limits), request_of)
-        .watches_stream(triggers(feeds.network_policies), request_of)
-        .watches_stream(triggers(feeds.bindings), request_of)
+        .watches_shared_stream(feeds.namespaces, request_of)
+        .watches_shared_stream(feeds.quotas, request_of)
+        .watches_shared_stream(feeds.limits, request_of)
+        .watches_shared_stream(feeds.network_policies, request_of)
+        .watches_shared_stream(feeds.bindings, request_of)
         .graceful_shutdown_on(shutdown.clone());
     // Argo CD's Applications report sync and health. Installed after Berth started,
     // every request looks again: each now has an Application to wait for.
     let requests = requests
-        .watches_stream_with(triggers(feeds.applications), request_of, applications)
+        .watches_shared_stream_with(feeds.applications, request_of, applications)
         .reconcile_all_on(ctx.index.clone().argocd_arrival())
         .reconcile_all_on(takeover(ctx.index.clone(), resumed))
         .run(|o, c| instrumented(Kind::EnvironmentRequest, o, c, request::reconcile), error_policy, ctx.clone())
@@ -258,7 +253,7 @@ pub async fn run(
     // During a burst the debounce folds the request changes into a few tenant and
     // class reconciles (and status writes) instead of one each.
     let summaries = controller::Config::default().debounce(SUMMARY_DEBOUNCE);
-    let tenants = Controller::for_stream(triggers(feeds.tenant_controller), ctx.index.tenants.store().clone())
+    let tenants = Controller::for_shared_stream(feeds.tenant_controller, ctx.index.tenants.store().clone())
         .with_config(summaries.clone())
         .reconcile_on(changed_tenants)
         .reconcile_all_on(takeover(ctx.index.clone(), resumed))
@@ -268,10 +263,10 @@ pub async fn run(
 
     // A Freeze changed (lifted early, say): the class changes it may hold look again.
     let frozen_classes = ctx.index.clone();
-    let classes = Controller::for_stream(triggers(feeds.class_controller), ctx.index.classes.store().clone())
+    let classes = Controller::for_shared_stream(feeds.class_controller, ctx.index.classes.store().clone())
         .with_config(summaries)
         .reconcile_on(changed_classes)
-        .watches_stream(triggers(feeds.class_freezes), move |_: Freeze| class::held(&frozen_classes))
+        .watches_shared_stream(feeds.class_freezes, move |_: Arc<Freeze>| class::held(&frozen_classes))
         .reconcile_all_on(takeover(ctx.index.clone(), resumed))
         .graceful_shutdown_on(shutdown.clone())
         .run(|o, c| instrumented(Kind::EnvironmentClass, o, c, class::reconcile), error_policy, ctx.clone())
@@ -280,9 +275,9 @@ pub async fn run(
     // A request's status (Argo CD's sync, Berth's drift, a promotion) is what a
     // rollout's gate reads, so its changes wake the rollout that holds it.
     let (by_request, frozen_rollouts) = (ctx.index.clone(), ctx.index.clone());
-    let rollouts = Controller::for_stream(triggers(feeds.rollouts), ctx.index.rollouts.store().clone())
-        .watches_stream(triggers(feeds.rollout_requests), move |request| rollout::rollouts_of(&by_request, &request))
-        .watches_stream(triggers(feeds.rollout_freezes), move |_: Freeze| rollout::frozen(&frozen_rollouts))
+    let rollouts = Controller::for_shared_stream(feeds.rollouts, ctx.index.rollouts.store().clone())
+        .watches_shared_stream(feeds.rollout_requests, move |request| rollout::rollouts_of(&by_request, &request))
+        .watches_shared_stream(feeds.rollout_freezes, move |_: Arc<Freeze>| rollout::frozen(&frozen_rollouts))
         .reconcile_all_on(takeover(ctx.index.clone(), resumed))
         .graceful_shutdown_on(shutdown)
         .run(|o, c| instrumented(Kind::Rollout, o, c, rollout::reconcile), rollout_error_policy, ctx)

@@ -51,8 +51,22 @@ async fn a_controller_told_about_a_change_finds_it_in_the_store_and_its_group() 
     index.requests.apply(watcher::Event::Apply(request("payments", "a", "payments", "preview")));
     let told = futures::StreamExt::next(&mut feed).await.expect("told");
     assert_eq!(told.metadata.name.as_deref(), Some("a"));
-    assert!(index.request("payments", "a").is_some());
+    let stored = index.request("payments", "a").expect("stored");
+    assert!(Arc::ptr_eq(&told, &stored), "the feed shares the store's copy instead of cloning the request");
     assert_eq!(names(index.requests_in("payments")), ["a"]);
+
+    // A re-list is told at its end, each object as the store then holds it.
+    index.requests.apply(watcher::Event::Init);
+    index.requests.apply(watcher::Event::InitApply(request("payments", "b", "payments", "preview")));
+    assert!(futures::FutureExt::now_or_never(futures::StreamExt::next(&mut feed)).is_none(), "not during the list");
+    index.requests.apply(watcher::Event::InitDone);
+    let told = futures::StreamExt::next(&mut feed).await.expect("told");
+    assert!(Arc::ptr_eq(&told, &index.request("payments", "b").expect("stored")));
+    // A deletion tells the last copy.
+    index.requests.apply(watcher::Event::Delete(request("payments", "b", "payments", "preview")));
+    let told = futures::StreamExt::next(&mut feed).await.expect("told");
+    assert_eq!(told.metadata.name.as_deref(), Some("b"));
+    assert!(index.request("payments", "b").is_none());
 }
 
 #[test]

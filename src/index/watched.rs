@@ -19,8 +19,10 @@ use tokio::sync::mpsc;
 
 use super::groups::Groups;
 
-/// The objects a watch added, changed or deleted, as a controller takes triggers.
-pub type Feed<K> = std::pin::Pin<Box<dyn Stream<Item = K> + Send>>;
+/// The objects a watch added, changed or deleted, as a controller takes triggers: the
+/// store's own copies (a deleted object, the last one it held), shared, not cloned, so
+/// a burst of 10,000 requests is held once however many controllers it wakes.
+pub type Feed<K> = std::pin::Pin<Box<dyn Stream<Item = Arc<K>> + Send>>;
 
 /// A watched kind, cheap to clone (all clones share one store).
 pub struct Watched<K: Lookup + Clone + 'static>
@@ -58,7 +60,7 @@ where
     K::DynamicType: Eq + Hash + Clone,
 {
     writer: Writer<K>,
-    relay: Relay<K>,
+    relay: Relay<ObjectRef<K>>,
 }
 
 impl<K> Watched<K>
@@ -127,10 +129,11 @@ where
     pub fn apply(&self, event: watcher::Event<K>) {
         let mut filling = self.inner.filling.lock().unwrap_or_else(PoisonError::into_inner);
         filling.writer.apply_watcher_event(&event);
+        let stored = |object: &K| self.inner.store.get(&object.to_object_ref(self.dyntype()));
         if let Some(groups) = &self.inner.groups {
             match &event {
                 watcher::Event::Apply(object) => {
-                    if let Some(stored) = self.inner.store.get(&object.to_object_ref(self.dyntype())) {
+                    if let Some(stored) = stored(object) {
                         groups.put(&id(object), stored);
                     }
                 }
@@ -141,7 +144,16 @@ where
                 watcher::Event::Init | watcher::Event::InitApply(_) => {}
             }
         }
-        for object in filling.relay.deliver(event) {
+        let told: Vec<Arc<K>> = match event {
+            watcher::Event::Apply(object) => vec![stored(&object).unwrap_or_else(|| Arc::new(object))],
+            watcher::Event::Delete(object) => vec![Arc::new(object)],
+            watcher::Event::Init => filling.relay.begin(),
+            watcher::Event::InitApply(object) => filling.relay.listed(object.to_object_ref(self.dyntype())),
+            watcher::Event::InitDone => {
+                filling.relay.done().iter().filter_map(|key| self.inner.store.get(key)).collect()
+            }
+        };
+        for object in told {
             self.inner.subscribers.send(&object);
         }
     }
@@ -174,9 +186,9 @@ fn id<K: Resource>(object: &K) -> String {
 /// moment it subscribed. Unbounded, so a busy controller never holds a watch back:
 /// what waits here is at most one entry per change, and a controller's scheduler
 /// takes them as fast as they come (it coalesces them per object).
-struct Subscribers<K>(Mutex<Vec<mpsc::UnboundedSender<K>>>);
+struct Subscribers<K>(Mutex<Vec<mpsc::UnboundedSender<Arc<K>>>>);
 
-impl<K: Clone + Send + 'static> Subscribers<K> {
+impl<K: Send + Sync + 'static> Subscribers<K> {
     fn new() -> Self {
         Self(Mutex::default())
     }
@@ -189,41 +201,45 @@ impl<K: Clone + Send + 'static> Subscribers<K> {
         }))
     }
 
-    fn send(&self, object: &K) {
+    fn send(&self, object: &Arc<K>) {
         // A controller that stopped (shutdown) no longer listens.
         self.0.lock().unwrap_or_else(PoisonError::into_inner).retain(|sender| sender.send(object.clone()).is_ok());
     }
 }
 
-/// Which objects of a watch event to tell the controllers about, and when. The store
-/// takes a (re-)list's objects all at once at its end, so they are told then: told
-/// during the list, a controller read the object from the store before it was there
-/// (a request created or edited while the apiserver was away was then never
-/// reconciled: `ObjectNotFound`, or its old generation reconciled again).
-struct Relay<K> {
-    listed: Vec<K>,
+/// Which objects of a (re-)list to tell the controllers about, and when. The store
+/// takes a list's objects all at once at its end, so they are told then, as the store
+/// holds them: told during the list, a controller read the object from the store
+/// before it was there (a request created or edited while the apiserver was away was
+/// then never reconciled: `ObjectNotFound`, or its old generation reconciled again).
+/// Changes outside a list are told at once. Holds keys, not objects: the store's
+/// writer already buffers the list.
+struct Relay<R> {
+    listed: Vec<R>,
 }
 
-impl<K> Default for Relay<K> {
+impl<R> Default for Relay<R> {
     fn default() -> Self {
         Self { listed: Vec::new() }
     }
 }
 
-impl<K> Relay<K> {
-    fn deliver(&mut self, event: watcher::Event<K>) -> Vec<K> {
-        match event {
-            watcher::Event::Apply(object) | watcher::Event::Delete(object) => vec![object],
-            watcher::Event::Init => {
-                self.listed.clear();
-                Vec::new()
-            }
-            watcher::Event::InitApply(object) => {
-                self.listed.push(object);
-                Vec::new()
-            }
-            watcher::Event::InitDone => std::mem::take(&mut self.listed),
-        }
+impl<R> Relay<R> {
+    /// A list starts (again): what an earlier one cut short listed is forgotten.
+    fn begin<T>(&mut self) -> Vec<T> {
+        self.listed.clear();
+        Vec::new()
+    }
+
+    /// One object of the list, told at its end.
+    fn listed<T>(&mut self, key: R) -> Vec<T> {
+        self.listed.push(key);
+        Vec::new()
+    }
+
+    /// The list is complete: every key it listed.
+    fn done(&mut self) -> Vec<R> {
+        std::mem::take(&mut self.listed)
     }
 }
 
@@ -234,32 +250,32 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_lists_objects_are_told_at_its_end_when_the_store_holds_them_and_changes_at_once() {
+    fn a_lists_objects_are_told_at_its_end_and_a_list_cut_short_is_forgotten() {
         let mut relay = Relay::default();
-        assert!(relay.deliver(watcher::Event::Init).is_empty());
-        assert!(relay.deliver(watcher::Event::InitApply("a")).is_empty());
-        assert!(relay.deliver(watcher::Event::InitApply("b")).is_empty());
-        assert_eq!(relay.deliver(watcher::Event::InitDone), ["a", "b"]);
-        assert_eq!(relay.deliver(watcher::Event::Apply("c")), ["c"]);
-        assert_eq!(relay.deliver(watcher::Event::Delete("a")), ["a"]);
+        assert!(relay.begin::<()>().is_empty());
+        assert!(relay.listed::<()>("a").is_empty());
+        assert!(relay.listed::<()>("b").is_empty());
+        assert_eq!(relay.done(), ["a", "b"]);
         // A list cut short by an error starts over: only the new list is told.
-        assert!(relay.deliver(watcher::Event::Init).is_empty());
-        relay.deliver(watcher::Event::InitApply("stale"));
-        relay.deliver(watcher::Event::Init);
-        relay.deliver(watcher::Event::InitApply("d"));
-        assert_eq!(relay.deliver(watcher::Event::InitDone), ["d"]);
-        assert!(relay.deliver(watcher::Event::InitDone).is_empty());
+        relay.begin::<()>();
+        relay.listed::<()>("stale");
+        relay.begin::<()>();
+        relay.listed::<()>("d");
+        assert_eq!(relay.done(), ["d"]);
+        assert!(relay.done().is_empty());
     }
 
     #[tokio::test]
     async fn every_subscriber_gets_every_change_and_a_gone_one_is_dropped() {
         let subscribers = Subscribers::<u32>::new();
         let (mut first, second) = (subscribers.subscribe(), subscribers.subscribe());
-        subscribers.send(&1);
+        let one = Arc::new(1);
+        subscribers.send(&one);
         drop(second);
-        subscribers.send(&2);
+        subscribers.send(&Arc::new(2));
         assert_eq!(subscribers.0.lock().map(|s| s.len()).unwrap_or_default(), 1);
-        assert_eq!(first.next().await, Some(1));
-        assert_eq!(first.next().await, Some(2));
+        let told = first.next().await.expect("told");
+        assert!(Arc::ptr_eq(&told, &one), "the sender's copy, shared");
+        assert_eq!(first.next().await.as_deref(), Some(&2));
     }
 }

@@ -240,7 +240,17 @@ async fn a_class_change_re_renders_its_environments_in_one_commit() {
                 .unwrap_or(false)
         })
         .collect();
-    assert_eq!(ours.len(), 1, "the class change re-rendered its three environments in one commit: {ours:?}");
+    let messages: Vec<String> = ours
+        .iter()
+        .map(|id| {
+            git2::Repository::open_bare(remote())
+                .and_then(|r| {
+                    r.find_commit(git2::Oid::from_str(id)?).map(|c| c.message().unwrap_or_default().to_owned())
+                })
+                .unwrap_or_else(|e| e.to_string())
+        })
+        .collect();
+    assert_eq!(ours.len(), 1, "the class change re-rendered its three environments in one commit: {messages:#?}");
 }
 
 #[tokio::test]
