@@ -32,14 +32,16 @@ async fn rerender(
     if class.spec.approval.required {
         return Ok(());
     }
-    let renders: Vec<_> = requests
-        .iter()
-        .filter(|r| crate::policy::budget::is_provisioned(r))
-        .map(|request| request::rerender(request, class.clone(), ctx))
-        .collect();
-    let mut count = 0;
-    for result in futures::future::join_all(renders).await {
-        count += usize::from(result?.is_some());
+    let mut rerendered = Vec::new();
+    for request in requests.iter().filter(|r| crate::policy::budget::is_provisioned(r)) {
+        rerendered.extend(request::rerender(request, class.clone(), ctx).await);
+    }
+    // Every rendering first, then all of them to the writer at once: its batch window
+    // then holds them all, however long rendering took (one commit for the class).
+    let count = rerendered.len();
+    let commits = rerendered.into_iter().map(|environment| request::commit_rerendered(environment, ctx));
+    for result in futures::future::join_all(commits).await {
+        result?;
     }
     if count > 0 {
         tracing::info!(class = %class.name_any(), environments = count, "re-rendered the class's environments");

@@ -267,30 +267,38 @@ async fn admit(
     Ok(ctx.budget.decide(request, tenant, || index.budget_view(&namespace, &name), &index.classes.state(), in_git))
 }
 
-/// Re-renders and commits a provisioned request's environment with `class` (the class
-/// controller's batch after a class change), through the same validate → build →
-/// apply steps as the request's own reconcile. `None` when the request is no longer
-/// valid: its own reconcile reports why.
-pub(crate) async fn rerender(
-    request: &EnvironmentRequest,
+/// A provisioned request's environment rendered with a changed class, ready to commit
+/// (the class controller's batch after a class change).
+pub(crate) struct Rerendered<'r> {
+    request: &'r EnvironmentRequest,
+    built: build::Built,
+    class_label: String,
+}
+
+/// Renders a provisioned request's environment with `class` through the same validate →
+/// build steps as the request's own reconcile. `None` when the request is no longer
+/// valid (its own reconcile reports why) or a rollout's batch owns its folder (the batch
+/// renders it with the new class; a commit from here could put the previous revision
+/// back under the batch's commit).
+pub(crate) async fn rerender<'r>(
+    request: &'r EnvironmentRequest,
     class: Arc<EnvironmentClass>,
     ctx: &Context,
-) -> Result<Option<Folder>, Error> {
+) -> Option<Rerendered<'r>> {
     if rollout_commit_in_flight(request, ctx).await {
-        // The rollout's batch renders it with the new class; a commit from here could
-        // put the previous revision back under the batch's commit.
-        return Ok(None);
+        return None;
     }
     let index = ctx.index().await;
     let claimants = index.claimants(&request.namespace().unwrap_or_default());
     let refs = Dereferenced { tenant: index.tenant(&request.spec.tenant), class: Some(class), claimants };
-    let Ok(validated) = validate::validate(request, &refs, ctx.approvals.as_deref(), Timestamp::now()) else {
-        return Ok(None);
-    };
-    let Ok(built) = build::build(&validated, &ctx.render) else {
-        return Ok(None);
-    };
-    apply::commit(request, &built, &class_label(&validated), ctx).await.map(Some)
+    let validated = validate::validate(request, &refs, ctx.approvals.as_deref(), Timestamp::now()).ok()?;
+    let built = build::build(&validated, &ctx.render).ok()?;
+    Some(Rerendered { request, class_label: class_label(&validated), built })
+}
+
+/// Commits a re-rendered environment (the apply step of the request's own reconcile).
+pub(crate) async fn commit_rerendered(rerendered: Rerendered<'_>, ctx: &Context) -> Result<Folder, Error> {
+    apply::commit(rerendered.request, &rerendered.built, &rerendered.class_label, ctx).await
 }
 
 /// What a Rollout's batch commit writes for `request` (which carries the promotion
