@@ -38,10 +38,10 @@ async fn rerender(
     }
     // Every rendering first, then all of them to the writer at once: its batch window
     // then holds them all, however long rendering took (one commit for the class).
-    let count = rerendered.len();
     let commits = rerendered.into_iter().map(|environment| request::commit_rerendered(environment, ctx));
+    let mut count = 0;
     for result in futures::future::join_all(commits).await {
-        result?;
+        count += usize::from(result?.is_some());
     }
     if count > 0 {
         tracing::info!(class = %class.name_any(), environments = count, "re-rendered the class's environments");

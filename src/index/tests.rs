@@ -62,11 +62,29 @@ async fn a_controller_told_about_a_change_finds_it_in_the_store_and_its_group() 
     index.requests.apply(watcher::Event::InitDone);
     let told = futures::StreamExt::next(&mut feed).await.expect("told");
     assert!(Arc::ptr_eq(&told, &index.request("payments", "b").expect("stored")));
-    // A deletion tells the last copy.
+    // "a" is not in that list: gone while the watch was away, and told so.
+    let told = futures::StreamExt::next(&mut feed).await.expect("told");
+    assert!(Arc::ptr_eq(&told, &stored), "the last copy the store held");
+    assert!(index.request("payments", "a").is_none());
+    // A deletion tells the deleted object.
     index.requests.apply(watcher::Event::Delete(request("payments", "b", "payments", "preview")));
     let told = futures::StreamExt::next(&mut feed).await.expect("told");
     assert_eq!(told.metadata.name.as_deref(), Some("b"));
     assert!(index.request("payments", "b").is_none());
+
+    // A re-list without an object (deleted while the watch was away) tells it too.
+    let c = request("payments", "c", "payments", "preview");
+    index.requests.apply(watcher::Event::Apply(c.clone()));
+    let _ = futures::StreamExt::next(&mut feed).await.expect("told c");
+    index.requests.fill([request("payments", "a", "payments", "preview")]);
+    let mut told = Vec::new();
+    for _ in 0..2 {
+        told.push(futures::StreamExt::next(&mut feed).await.expect("told").metadata.name.clone().unwrap_or_default());
+    }
+    told.sort();
+    assert_eq!(told, ["a", "c"], "the listed one, and the one the list no longer has");
+    assert!(index.request("payments", "c").is_none());
+    assert!(futures::FutureExt::now_or_never(futures::StreamExt::next(&mut feed)).is_none(), "nothing else");
 }
 
 #[test]

@@ -20,8 +20,8 @@ use tokio::sync::mpsc;
 use super::groups::Groups;
 
 /// The objects a watch added, changed or deleted, as a controller takes triggers: the
-/// store's own copies (a deleted object, the last one it held), shared, not cloned, so
-/// a burst of 10,000 requests is held once however many controllers it wakes.
+/// store's own copies (a deleted object as the deletion event carries it), shared, not
+/// cloned, so a burst of 10,000 requests is held once however many controllers it wakes.
 pub type Feed<K> = std::pin::Pin<Box<dyn Stream<Item = Arc<K>> + Send>>;
 
 /// A watched kind, cheap to clone (all clones share one store).
@@ -128,6 +128,8 @@ where
     /// finds it wherever it looks.
     pub fn apply(&self, event: watcher::Event<K>) {
         let mut filling = self.inner.filling.lock().unwrap_or_else(PoisonError::into_inner);
+        // A re-list drops what it no longer holds: deleted while the watch was away.
+        let before_list = matches!(event, watcher::Event::InitDone).then(|| self.inner.store.state());
         filling.writer.apply_watcher_event(&event);
         let stored = |object: &K| self.inner.store.get(&object.to_object_ref(self.dyntype()));
         if let Some(groups) = &self.inner.groups {
@@ -150,7 +152,9 @@ where
             watcher::Event::Init => filling.relay.begin(),
             watcher::Event::InitApply(object) => filling.relay.listed(object.to_object_ref(self.dyntype())),
             watcher::Event::InitDone => {
-                filling.relay.done().iter().filter_map(|key| self.inner.store.get(key)).collect()
+                let listed = filling.relay.done().into_iter().filter_map(|key| self.inner.store.get(&key));
+                let gone = before_list.unwrap_or_default().into_iter().filter(|old| stored(old).is_none());
+                listed.chain(gone).collect()
             }
         };
         for object in told {
@@ -212,6 +216,7 @@ impl<K: Send + Sync + 'static> Subscribers<K> {
 /// holds them: told during the list, a controller read the object from the store
 /// before it was there (a request created or edited while the apiserver was away was
 /// then never reconciled: `ObjectNotFound`, or its old generation reconciled again).
+/// What the store held and the new list does not (deleted meanwhile) is told then too.
 /// Changes outside a list are told at once. Holds keys, not objects: the store's
 /// writer already buffers the list.
 struct Relay<R> {

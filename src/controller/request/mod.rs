@@ -296,9 +296,16 @@ pub(crate) async fn rerender<'r>(
     Some(Rerendered { request, class_label: class_label(&validated), built })
 }
 
-/// Commits a re-rendered environment (the apply step of the request's own reconcile).
-pub(crate) async fn commit_rerendered(rerendered: Rerendered<'_>, ctx: &Context) -> Result<Folder, Error> {
-    apply::commit(rerendered.request, &rerendered.built, &rerendered.class_label, ctx).await
+/// Commits a re-rendered environment (the apply step of the request's own reconcile);
+/// `None` when a rollout's batch took its folder since it was rendered (checked on the
+/// index's newest copy: the class's other environments rendered meanwhile).
+pub(crate) async fn commit_rerendered(rerendered: Rerendered<'_>, ctx: &Context) -> Result<Option<Folder>, Error> {
+    let request = rerendered.request;
+    let newest = ctx.index().await.request(&request.namespace().unwrap_or_default(), &request.name_any());
+    if rollout_commit_in_flight(newest.as_deref().unwrap_or(request), ctx).await {
+        return Ok(None);
+    }
+    apply::commit(request, &rerendered.built, &rerendered.class_label, ctx).await.map(Some)
 }
 
 /// What a Rollout's batch commit writes for `request` (which carries the promotion
