@@ -41,11 +41,11 @@ pub enum DriftError {
 /// are matched by group, kind, namespace and name (not version: the apiserver serves
 /// an object under every version of its group); live objects nothing desired matches
 /// are ignored, since they may be the app's own.
-pub fn diff_all(desired: &[DesiredObject], live_objects: &[Value]) -> Vec<Difference> {
+pub fn diff_all<'a>(desired: impl IntoIterator<Item = &'a DesiredObject>, live_objects: &[Value]) -> Vec<Difference> {
     let keyed: Vec<(ObjectKey, &Value)> =
         live_objects.iter().filter_map(|object| ObjectKey::of(object).map(|key| (key, object))).collect();
     let live: BTreeMap<_, &Value> = keyed.iter().map(|(key, object)| (key.match_key(), *object)).collect();
-    desired.iter().flat_map(|object| diff(object, live.get(&object.key.match_key()).copied())).collect()
+    desired.into_iter().flat_map(|object| diff(object, live.get(&object.key.match_key()).copied())).collect()
 }
 
 /// The drift state for a list of differences, and the list capped at
@@ -56,13 +56,13 @@ pub fn summarize(mut differences: Vec<Difference>) -> (DriftState, Vec<Differenc
     (state, differences)
 }
 
-/// `status.drift` for an environment: its committed files against the live objects.
-pub fn drift_status(
-    desired_files: &BTreeMap<String, String>,
+/// `status.drift` for an environment: its rendered objects (its files parsed once,
+/// [`desired_objects`]) against the live objects.
+pub fn drift_status<'a>(
+    desired: impl IntoIterator<Item = &'a DesiredObject>,
     live_objects: &[Value],
     checked_at: Time,
-) -> Result<DriftStatus, DriftError> {
-    let desired = desired_objects(desired_files)?;
-    let (state, differences) = summarize(diff_all(&desired, live_objects));
-    Ok(DriftStatus { state, checked_at: Some(checked_at), differences, remediation: None })
+) -> DriftStatus {
+    let (state, differences) = summarize(diff_all(desired, live_objects));
+    DriftStatus { state, checked_at: Some(checked_at), differences, remediation: None }
 }

@@ -294,7 +294,7 @@ fn custom_resources_compare_strings_exactly() {
 fn missing_object_is_one_difference() {
     let objects = preview();
     let live: Vec<Value> = objects.iter().filter(|o| o.key.kind != "ResourceQuota").map(as_served).collect();
-    let status = drift_status(&preview_files(), &live, checked_at()).expect("golden files parse");
+    let status = drift_status(&desired_objects(&preview_files()).expect("golden files parse"), &live, checked_at());
     assert_eq!(status.state, DriftState::Drifted);
     assert_eq!(status.checked_at, Some(checked_at()));
     assert_eq!(status.differences.len(), 1);
@@ -318,7 +318,7 @@ fn in_sync_environment_ignores_unrelated_live_objects() {
     live.push(json!({"kind": "NoIdentity"}));
     // Same group, other version: still the same object.
     live[3]["apiVersion"] = json!("networking.k8s.io/v1beta1");
-    let status = drift_status(&preview_files(), &live, checked_at()).expect("golden files parse");
+    let status = drift_status(&desired_objects(&preview_files()).expect("golden files parse"), &live, checked_at());
     assert_eq!(status.state, DriftState::InSync);
     assert_eq!(status.differences, []);
 }

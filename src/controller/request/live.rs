@@ -1,15 +1,13 @@
 //! Drift, the I/O half: read the live objects an environment's files describe and
 //! hand them to the pure diff in [`crate::drift`].
 
-use std::collections::BTreeMap;
-
 use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
 
 use crate::{
     api::environment_request::{DriftState, DriftStatus, SyncStatus},
     argocd,
     controller::{Context, Error},
-    drift,
+    drift::{self, DesiredObject, DriftError},
 };
 
 /// The sync and health Argo CD reports on the environment's Application (see
@@ -24,13 +22,14 @@ pub async fn sync_status(namespace: &str, ctx: &Context) -> Result<Option<SyncSt
     Ok(Some(app.as_ref().map_or_else(argocd::missing, argocd::sync_status)))
 }
 
-/// Compares the environment's rendered `files` with what is live. Argo CD's
-/// Application is left out when Argo CD is not installed (nothing could apply it).
-/// `checkedAt` moves only when the result changes, so an unchanged environment
-/// writes no status (no reconcile spin).
+/// Compares the environment's rendered objects (its files parsed once by the caller,
+/// who also hands them to remediation) with what is live. Argo CD's Application is
+/// left out when Argo CD is not installed (nothing could apply it). `checkedAt` moves
+/// only when the result changes, so an unchanged environment writes no status (no
+/// reconcile spin).
 pub async fn drift(
     cluster: &str,
-    files: &BTreeMap<String, String>,
+    desired: &Result<Vec<DesiredObject>, DriftError>,
     old: Option<&DriftStatus>,
     ctx: &Context,
 ) -> Result<DriftStatus, Error> {
@@ -41,15 +40,15 @@ pub async fn drift(
             old,
         ));
     }
-    let desired = match drift::desired_objects(files) {
+    let desired = match desired {
         Ok(desired) => desired,
         Err(e) => return Ok(unknown(format!("cannot read the rendered files: {e}"), old)),
     };
     let index = ctx.index().await;
     let argocd_installed = index.argocd_installed();
     let mut live = Vec::new();
-    let mut compared = BTreeMap::new();
-    for object in &desired {
+    let mut compared = Vec::new();
+    for object in desired {
         let key = &object.key;
         if key.kind == "Application" && !argocd_installed {
             continue;
@@ -60,15 +59,10 @@ pub async fn drift(
             Ok(found) => found,
             Err(e) => return Ok(unknown(format!("cannot read {key}: {e}"), old)),
         };
-        if let Some(found) = found {
-            live.push(found);
-        }
-        compared.insert(object.file.clone(), files.get(&object.file).cloned().unwrap_or_default());
+        live.extend(found);
+        compared.push(object);
     }
-    let status = match drift::drift_status(&compared, &live, Time(Timestamp::now())) {
-        Ok(status) => status,
-        Err(e) => return Ok(unknown(format!("cannot compare: {e}"), old)),
-    };
+    let status = drift::drift_status(compared, &live, Time(Timestamp::now()));
     Ok(keep_checked_at(status, old))
 }
 

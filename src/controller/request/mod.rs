@@ -198,12 +198,14 @@ async fn assess(request: &EnvironmentRequest, refs: &Dereferenced, ctx: &Context
     let sync = live::sync_status(&environment.namespace, ctx).await?;
     let source = request.deployed_source();
     let old_drift = request.status.as_ref().and_then(|s| s.drift.as_ref());
-    let mut drift = live::drift(&request.spec.cluster, &environment.files, old_drift, ctx).await?;
+    // Parsed once: drift and remediation read the same objects.
+    let desired = crate::drift::desired_objects(&environment.files);
+    let mut drift = live::drift(&request.spec.cluster, &desired, old_drift, ctx).await?;
     // Until Argo CD has looked at the rendered source (a new revision on its way),
     // differences from the commit are that change, not drift: nothing to put right.
     let applying = sync.as_ref().is_some_and(|s| crate::argocd::applying(s, &source));
     if !applying {
-        drift = remediate::remediate(request, drift_mode, &environment.files, drift, ctx).await;
+        drift = remediate::remediate(request, drift_mode, desired.as_deref().ok(), drift, ctx).await;
     }
     Ok(Finding::Committed(Box::new(Committed {
         namespace: environment.namespace.clone(),

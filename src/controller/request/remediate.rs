@@ -7,7 +7,7 @@
 //! other environments are left as they are. Its version is the one read: an operation
 //! set meanwhile makes the apiserver refuse the patch rather than Berth replace it.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 use kube::{
     Api,
@@ -26,7 +26,7 @@ use crate::{
     argocd,
     controller::Context,
     drift::{
-        ObjectKey, desired_objects,
+        DesiredObject, ObjectKey,
         remediation::{Decision, Episode, decide},
     },
 };
@@ -35,7 +35,7 @@ use crate::{
 pub async fn remediate(
     request: &EnvironmentRequest,
     mode: DriftMode,
-    files: &BTreeMap<String, String>,
+    desired: Option<&[DesiredObject]>,
     mut drift: DriftStatus,
     ctx: &Context,
 ) -> DriftStatus {
@@ -53,7 +53,7 @@ pub async fn remediate(
         return drift;
     }
     let index = ctx.index().await;
-    let Ok(desired) = desired_objects(files) else {
+    let Some(desired) = desired else {
         return drift;
     };
     let differing: BTreeSet<&str> = drift.differences.iter().map(|d| d.resource.as_str()).collect();
