@@ -109,7 +109,8 @@ mod tests {
             put("clusters/west/tenants/shop", &[("readme.yaml", "z")]),
             put("apps/in-cluster/tenants/pay/web", &[("namespace.yaml", "owner: pay/web")]),
         ];
-        let root = tree::apply(&repo, None, &changes, &crate::gitops::change::WrittenFolders::default()).expect("tree");
+        let root =
+            tree::apply(&repo, None, &changes, &crate::gitops::change::WrittenFolders::default()).expect("tree").tree;
         let mut folders = environment_folders(&repo, root, "namespace.yaml").expect("list");
         folders.sort_by(|a, b| a.path.cmp(&b.path));
         let listed: Vec<(&str, Option<&[u8]>)> =
@@ -128,7 +129,7 @@ mod tests {
     fn an_empty_tree_has_no_folders() {
         let dir = tempfile::tempdir().expect("tempdir");
         let repo = Repository::init_bare(dir.path()).expect("init");
-        let root = tree::apply(&repo, None, &[], &crate::gitops::change::WrittenFolders::default()).expect("tree");
+        let root = tree::apply(&repo, None, &[], &crate::gitops::change::WrittenFolders::default()).expect("tree").tree;
         assert_eq!(environment_folders(&repo, root, "namespace.yaml").expect("list"), Vec::new());
     }
 }

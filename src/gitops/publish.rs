@@ -3,6 +3,7 @@
 //!
 //! Runs on the writer thread only; every call here may block on disk or network.
 
+use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use git2::{Oid, Repository};
@@ -14,6 +15,7 @@ use super::deadlines::RemoteActivity;
 use super::error::{Error, ErrorContext, FailureKind, GitFailure, GitOp};
 use super::history;
 use super::inventory::{EnvironmentFolder, environment_folders};
+use super::layout::RepoPath;
 use super::message::commit_message;
 use super::metrics::{BatchOutcome, GitOpsMetrics};
 use super::outcome::CommitOutcome;
@@ -315,34 +317,36 @@ impl Engine {
         let target_head = heads.first().copied().flatten();
 
         let written = set.written();
-        let (tree, base_tree) = apply_on(repo, target_head, changes, written).map_err(local_fail(GitOp::BuildTree))?;
+        let (applied, base_tree) =
+            apply_on(repo, target_head, changes, written).map_err(local_fail(GitOp::BuildTree))?;
+        let tree = applied.tree;
         if let Some(head) = target_head
             && base_tree == Some(tree)
         {
             return Ok(unchanged(head, target));
         }
         // `expected` is the remote value the push replaces (compare-and-swap).
-        let (branch, parent, expected, tree) = match promotion.as_deref() {
-            None => (target, target_head, target_head, tree),
+        let (branch, parent, expected, tree, changed) = match promotion.as_deref() {
+            None => (target, target_head, target_head, tree, applied.changed),
             Some(promo) => match heads.get(1).copied().flatten() {
                 // Merged (or left behind) and the watched branch no longer holds these
                 // changes: the branch starts again from the watched head, a fast-forward.
                 Some(promo_head) if merged(repo, target_head, promo_head) => {
-                    (promo, target_head, Some(promo_head), tree)
+                    (promo, target_head, Some(promo_head), tree, applied.changed)
                 }
                 Some(promo_head) => {
-                    let (promo_tree, promo_base) =
+                    let (promo_applied, promo_base) =
                         apply_on(repo, Some(promo_head), changes, written).map_err(local_fail(GitOp::BuildTree))?;
-                    if promo_base == Some(promo_tree) {
+                    if promo_base == Some(promo_applied.tree) {
                         return Ok(unchanged(promo_head, promo));
                     }
-                    (promo, Some(promo_head), Some(promo_head), promo_tree)
+                    (promo, Some(promo_head), Some(promo_head), promo_applied.tree, promo_applied.changed)
                 }
-                None => (promo, target_head, None, tree),
+                None => (promo, target_head, None, tree, applied.changed),
             },
         };
         let message = match load {
-            Load::Owed => commit_message(changes),
+            Load::Owed => commit_message(&named_in_message(changes, &changed)),
             Load::Batch(batch) => batch.message(),
         };
         let commit = write_commit(repo, author, tree, parent, &message).map_err(local_fail(GitOp::Commit))?;
@@ -421,16 +425,27 @@ fn unchanged(head: Oid, branch: &str) -> CommitOutcome {
     CommitOutcome { commit: head.into(), branch: branch.to_owned(), created: false }
 }
 
-/// Applies `changes` on the tree of `commit`; returns the new tree and the old one.
+/// Applies `changes` on the tree of `commit`; returns the new tree (with the folders
+/// that really changed) and the old one.
 fn apply_on(
     repo: &Repository,
     commit: Option<Oid>,
     changes: &[Change],
     written: &super::change::WrittenFolders,
-) -> Result<(Oid, Option<Oid>), git2::Error> {
+) -> Result<(tree::Applied, Option<Oid>), git2::Error> {
     let base_tree = commit.map(|id| repo.find_commit(id).map(|c| c.tree_id())).transpose()?;
-    let tree = tree::apply(repo, base_tree, changes, written)?;
-    Ok((tree, base_tree))
+    let applied = tree::apply(repo, base_tree, changes, written)?;
+    Ok((applied, base_tree))
+}
+
+/// The changes a commit names: those whose folder it really changes. A change that
+/// puts what the folder already holds (a reconcile confirming a rollout's commit, say)
+/// rides along in the same batch, but a commit saying it updated that folder would
+/// mislead whoever reads the history, and trailer searches. All of them if none of
+/// them changed anything on its own (the cluster's note file, say).
+fn named_in_message<'c>(changes: &'c [Change], changed: &HashSet<RepoPath>) -> Vec<Change> {
+    let named: Vec<&'c Change> = changes.iter().filter(|c| changed.contains(&c.path)).collect();
+    if named.is_empty() { changes.to_vec() } else { named.into_iter().cloned().collect() }
 }
 
 fn write_commit(
@@ -466,6 +481,22 @@ fn error_chain(error: &dyn std::error::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_commit_names_only_the_changes_that_changed_their_folder() {
+        use super::super::change::ChangeReason;
+        use super::super::change::Operation;
+        let change = |path: &str| Change {
+            path: RepoPath::parse(path).expect("valid"),
+            operation: Operation::Remove,
+            reason: ChangeReason::new(path, None, ""),
+        };
+        let changes = [change("c/t/a"), change("c/t/b")];
+        let changed: HashSet<RepoPath> = [RepoPath::parse("c/t/b").expect("valid")].into();
+        let named = named_in_message(&changes, &changed);
+        assert_eq!(named.iter().map(|c| c.path.as_str()).collect::<Vec<_>>(), ["c/t/b"]);
+        assert_eq!(named_in_message(&changes, &HashSet::new()).len(), 2, "none changed on its own: all named");
+    }
 
     #[test]
     fn race_jitter_is_a_few_milliseconds_and_varies() {

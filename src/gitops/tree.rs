@@ -5,7 +5,7 @@
 //! `index.add_all` would hash every file and writing a tree from the index reads the
 //! whole tree on every commit (a lesson from peers). No working tree is checked out.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 use git2::{FileMode, ObjectType, Oid, Repository};
 
@@ -15,7 +15,15 @@ use super::layout::RepoPath;
 /// What a folder becomes before the changes below it are applied.
 enum Replacement<'a> {
     Files(&'a BTreeMap<String, Vec<u8>>, &'a RepoPath),
-    Remove,
+    Remove(&'a RepoPath),
+}
+
+impl Replacement<'_> {
+    fn path(&self) -> &RepoPath {
+        match self {
+            Self::Files(_, path) | Self::Remove(path) => path,
+        }
+    }
 }
 
 /// The changes as a trie over path segments; each modified folder is written once.
@@ -33,11 +41,18 @@ impl<'a> Node<'a> {
         }
         node.replace = Some(match &change.operation {
             Operation::Put(files) => Replacement::Files(files, &change.path),
-            Operation::Remove => Replacement::Remove,
+            Operation::Remove => Replacement::Remove(&change.path),
         });
         // A later change to a folder overrides earlier changes below it.
         node.children.clear();
     }
+}
+
+/// The result of [`apply`]: the new root tree, and the changed folders whose content
+/// really differs from the base (a change may put what is already there).
+pub(crate) struct Applied {
+    pub(crate) tree: Oid,
+    pub(crate) changed: HashSet<RepoPath>,
 }
 
 /// Applies `changes` in order on top of the tree `base` (`None`: empty repository)
@@ -47,15 +62,17 @@ pub(crate) fn apply(
     base: Option<Oid>,
     changes: &[Change],
     written: &WrittenFolders,
-) -> Result<Oid, git2::Error> {
+) -> Result<Applied, git2::Error> {
     let mut root = Node::default();
     for change in changes {
         root.insert(change);
     }
-    match build(repo, &root, base, written, &mut Vec::new())? {
-        Some(id) => Ok(id),
-        None => repo.treebuilder(None)?.write(),
-    }
+    let mut changed = HashSet::new();
+    let tree = match build(repo, &root, base, written, &mut Vec::new(), &mut changed)? {
+        Some(id) => id,
+        None => repo.treebuilder(None)?.write()?,
+    };
+    Ok(Applied { tree, changed })
 }
 
 /// The file a cluster's folder keeps once its last environment is gone: Argo CD's root
@@ -71,17 +88,18 @@ fn keep_note(cluster: &str) -> String {
 }
 
 /// Builds the folder for `node` (at `path`) starting from `base`; `None` means "no
-/// folder" (empty).
+/// folder" (empty). Adds to `changed` each changed folder below whose content differs.
 fn build<'a>(
     repo: &Repository,
     node: &'a Node<'a>,
     base: Option<Oid>,
     written: &WrittenFolders,
     path: &mut Vec<&'a str>,
+    changed: &mut HashSet<RepoPath>,
 ) -> Result<Option<Oid>, git2::Error> {
     let start = match &node.replace {
         None => base,
-        Some(Replacement::Remove) => None,
+        Some(Replacement::Remove(_)) => None,
         Some(Replacement::Files(files, path)) => {
             let cached = written.borrow().get(*path).copied();
             match cached {
@@ -103,8 +121,13 @@ fn build<'a>(
         let child_base =
             builder.get(name)?.filter(|entry| entry.kind() == Some(ObjectType::Tree)).map(|entry| entry.id());
         path.push(name);
-        let built = build(repo, child, child_base, written, path);
+        let built = build(repo, child, child_base, written, path, changed);
         path.pop();
+        if let (Some(replace), Ok(id)) = (&child.replace, &built)
+            && *id != child_base
+        {
+            changed.insert(replace.path().clone());
+        }
         match built? {
             Some(id) => {
                 builder.insert(name, id, FileMode::Tree.into())?;
@@ -162,7 +185,29 @@ mod tests {
     }
 
     fn apply_fresh(repo: &Repository, base: Option<Oid>, changes: &[Change]) -> Result<Oid, git2::Error> {
-        apply(repo, base, changes, &WrittenFolders::default())
+        apply(repo, base, changes, &WrittenFolders::default()).map(|applied| applied.tree)
+    }
+
+    #[test]
+    fn only_folders_whose_content_differs_count_as_changed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let repo = Repository::init_bare(dir.path()).expect("init");
+        let written = WrittenFolders::default();
+        let first =
+            apply(&repo, None, &[put("c/x/t/a", &[("a.yaml", "1")]), put("c/x/t/b", &[("b.yaml", "1")])], &written)
+                .expect("apply");
+        let paths = |applied: &Applied| {
+            let mut paths: Vec<String> = applied.changed.iter().map(|p| p.as_str().to_owned()).collect();
+            paths.sort();
+            paths
+        };
+        assert_eq!(paths(&first), ["c/x/t/a", "c/x/t/b"]);
+        // "a" again as it is, "b" changed, "z" removed though it never existed.
+        let changes = [put("c/x/t/a", &[("a.yaml", "1")]), put("c/x/t/b", &[("b.yaml", "2")]), remove("c/x/t/z")];
+        let second = apply(&repo, Some(first.tree), &changes, &WrittenFolders::default()).expect("apply");
+        assert_eq!(paths(&second), ["c/x/t/b"]);
+        let third = apply(&repo, Some(second.tree), &[remove("c/x/t/a")], &written).expect("apply");
+        assert_eq!(paths(&third), ["c/x/t/a"]);
     }
 
     fn files(repo: &Repository, tree: Oid) -> Vec<String> {
@@ -225,7 +270,7 @@ mod tests {
         assert_eq!(written.borrow().len(), 2, "one entry per put, none for the remove");
         // Someone else pushed first: the retry builds on their tree, reusing our folders.
         let theirs = apply_fresh(&repo, Some(first_base), &[put("c/t/z", &[("f.yaml", "theirs")])]).expect("apply");
-        let retried = apply(&repo, Some(theirs), &ours, &written).expect("retry");
+        let retried = apply(&repo, Some(theirs), &ours, &written).expect("retry").tree;
         assert_eq!(retried, apply_fresh(&repo, Some(theirs), &ours).expect("fresh"));
         assert_eq!(files(&repo, retried), ["c/t/a/f.yaml", "c/t/z/f.yaml"]);
     }
