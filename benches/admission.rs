@@ -33,8 +33,9 @@ use berth::{
     webhook::{
         Kind, WebhookState,
         admission::{self, Checks},
+        admission_router,
         metrics::WebhookMetrics,
-        parse_review, router,
+        parse_review,
         tls::{self, ReloadingCertificate, TlsFiles},
     },
 };
@@ -570,7 +571,7 @@ fn breakdown(review: &Review, state: &WebhookState, keys: &Keys) -> Breakdown {
     let inside = (review.expect == Expect::Allowed).then(|| inside(&request, view, &keys.verifier));
 
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
-    let app = router(state.clone());
+    let app = admission_router(state.clone());
     let router = per_call(|| {
         runtime.block_on(async {
             let request = axum::http::Request::post(review.path)
@@ -619,6 +620,7 @@ fn main() {
         verifier: Some(Arc::new(keys.verifier.clone())),
         issuer: None,
         bearer: None,
+        kubernetes: None,
         metrics: Some(WebhookMetrics::register(&prometheus::Registry::new()).expect("metrics")),
         approval_limit: None,
     };
@@ -636,7 +638,7 @@ fn main() {
     let server_runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     let server = server_runtime.handle().clone();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let app = router(state.clone());
+    let app = admission_router(state.clone());
     let server_thread = std::thread::Builder::new()
         .name("berth-webhook".into())
         .spawn(move || {

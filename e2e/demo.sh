@@ -111,9 +111,11 @@ play_argocd() {
     \"revision\": \"$revision\", \"comparedTo\": {\"source\": $source, \"destination\": $destination}},
     \"health\": {\"status\": \"$health\"}}}" >/dev/null
 }
+# Not --strict (the chart's and config/'s default): the demo's bearer tokens are
+# HS256, minted by `berth token` from a shared secret.
 BERTH_GITOPS_REMOTE="file://$PWD/.berth/gitops-remote.git" BERTH_GITOPS_WORKDIR="$PWD/.berth/gitops-clone" \
   BERTH_LISTEN=127.0.0.1:18080 BERTH_LOG_FORMAT=text \
-  BERTH_WEBHOOK_LISTEN=127.0.0.1:18443 \
+  BERTH_WEBHOOK_LISTEN=127.0.0.1:18443 BERTH_AUTH_LISTEN=127.0.0.1:18444 \
   BERTH_WEBHOOK_CERT_FILE=.berth/webhook/tls.crt BERTH_WEBHOOK_KEY_FILE=.berth/webhook/tls.key \
   BERTH_APPROVAL_SIGNING_KEY_FILE=.berth/webhook/approval-signing.pem \
   BERTH_AUTH_HS256_SECRET_FILE=.berth/webhook/auth-hs256.secret \
@@ -177,7 +179,7 @@ fi
 step "Alice cannot approve it herself; bob, a platform approver, can"
 $berth token --secret-file .berth/webhook/auth-hs256.secret --subject alice --group team-payments --role requester > .berth/webhook/alice.token
 $berth token --secret-file .berth/webhook/auth-hs256.secret --subject bob --group platform-approvers --role approver > .berth/webhook/bob.token
-export BERTH_URL=https://127.0.0.1:18443 BERTH_CA_FILE=.berth/webhook/ca.crt
+export BERTH_URL=https://127.0.0.1:18444 BERTH_CA_FILE=.berth/webhook/ca.crt
 if BERTH_TOKEN_FILE=.berth/webhook/alice.token $berth approve -f examples/environmentrequest-production.yaml; then
   echo "unexpected: alice approved" >&2
   exit 1
@@ -398,7 +400,7 @@ fi
 cat <<MSG
 
 The control plane and the operator are still running (operator log: .berth/operator.log,
-metrics: curl 127.0.0.1:18080/metrics, webhook and auth API: https://127.0.0.1:18443). The GitOps repository is .berth/gitops-remote.git. To use it from your shell:
+metrics: curl 127.0.0.1:18080/metrics, webhook: https://127.0.0.1:18443, auth API: https://127.0.0.1:18444). The GitOps repository is .berth/gitops-remote.git. To use it from your shell:
   source .berth/cluster/env.sh
   kubectl get berth -A
 Stop both with: just cluster-down

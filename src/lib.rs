@@ -13,6 +13,7 @@ pub mod operator;
 pub mod pem;
 pub mod policy;
 pub mod promql;
+pub mod reload;
 pub mod render;
 pub mod rollout;
 pub mod telemetry;

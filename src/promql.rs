@@ -151,7 +151,7 @@ impl TokenFile {
     fn read(path: &Path) -> Result<(Option<(SystemTime, u64)>, HeaderValue), String> {
         let seen = Self::seen(path);
         let token = Secret::from_file(path).map_err(|e| e.to_string())?;
-        let mut value = HeaderValue::try_from(format!("Bearer {}", token.expose()))
+        let mut value = HeaderValue::try_from(format!("Bearer {}", token.current()))
             .map_err(|_| "the Prometheus token is not a valid header value".to_owned())?;
         value.set_sensitive(true);
         Ok((seen, value))

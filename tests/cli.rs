@@ -55,3 +55,25 @@ fn bad_input_exits_2_with_a_message_naming_the_problem() {
     );
     assert!(out.stdout.is_empty(), "nothing half-rendered is printed");
 }
+
+#[test]
+fn run_strict_refuses_a_development_configuration_before_touching_git_or_the_cluster() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let workdir = dir.path().join("clone");
+    let out = Command::new(env!("CARGO_BIN_EXE_berth"))
+        .env_clear()
+        .env("BERTH_STRICT", "true")
+        .env("KUBECONFIG", dir.path().join("nowhere"))
+        .args(["run", "--gitops-remote", "file:///nowhere.git", "--gitops-workdir"])
+        .arg(&workdir)
+        .args(["--auth-hs256-secret-file", "auth-hs256.secret"])
+        .output()
+        .expect("berth runs");
+    assert!(!out.status.success());
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("strict mode (--strict, BERTH_STRICT) refuses to start:"), "{stderr}");
+    for reason in ["an HS256 bearer secret", "no approval signing key", "webhook TLS is not configured"] {
+        assert!(stderr.contains(reason), "{reason}: {stderr}");
+    }
+    assert!(!workdir.exists(), "it cloned before refusing");
+}

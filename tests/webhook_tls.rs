@@ -12,7 +12,10 @@ use std::{
 use axum::{Router, routing::get};
 use berth::{
     cli::dev::{SelfSigned, self_signed},
-    webhook::tls::{ReloadingCertificate, TlsError, TlsFiles, cert_fingerprint, serve, server_config},
+    webhook::tls::{
+        ReloadingCertificate, TlsError, TlsFiles, cert_fingerprint, serve, server_config,
+        server_config_verifying_clients,
+    },
 };
 use rustls::{ClientConfig, RootCertStore, pki_types::ServerName};
 use tempfile::TempDir;
@@ -149,13 +152,21 @@ struct Server {
 
 impl Server {
     async fn start(router: Router) -> Server {
+        Self::start_with(router, None).await
+    }
+
+    /// A server that requires client certificates signed by `client_ca` (a PEM file).
+    async fn start_with(router: Router, client_ca: Option<&Path>) -> Server {
         init_tracing();
         let dir = TempDir::new().expect("tempdir");
         let files = TlsFiles::in_dir(dir.path());
         let first = self_signed(&["127.0.0.1", "berth-webhook.berth-system.svc"]).expect("self_signed");
         write_pair(&files, &first);
         let certs = ReloadingCertificate::load(files.clone()).expect("load");
-        let config = server_config(Arc::clone(&certs)).expect("server_config");
+        let config = match client_ca {
+            Some(ca) => server_config_verifying_clients(Arc::clone(&certs), ca).expect("server_config"),
+            None => server_config(Arc::clone(&certs)).expect("server_config"),
+        };
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("local_addr");
         let (stop, stopped) = oneshot::channel::<()>();
@@ -408,4 +419,80 @@ fn in_dir_uses_the_secret_volume_names() {
     let files = TlsFiles::in_dir(Path::new("/etc/berth/tls"));
     assert_eq!(files.cert, Path::new("/etc/berth/tls/tls.crt"));
     assert_eq!(files.key, Path::new("/etc/berth/tls/tls.key"));
+}
+
+/// A CA and a client certificate it signed (PEM), as the apiserver's webhook client.
+fn client_identity(
+    name: &str,
+) -> (String, rustls::pki_types::CertificateDer<'static>, rustls::pki_types::PrivateKeyDer<'static>) {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate().expect("CA key");
+    let mut ca = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+    ca.distinguished_name.push(DnType::CommonName, format!("{name}-ca"));
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_cert = ca.self_signed(&ca_key).expect("CA");
+    let issuer = Issuer::new(ca, ca_key);
+    let key = KeyPair::generate().expect("client key");
+    let mut client = CertificateParams::new(Vec::<String>::new()).expect("client params");
+    client.distinguished_name.push(DnType::CommonName, name);
+    client.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    let cert = client.signed_by(&key, &issuer).expect("client certificate");
+    let der_key = rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into());
+    (ca_cert.pem(), cert.der().clone(), der_key)
+}
+
+/// A TLS connection presenting `identity` (or none), trusting `ca_pem`; then one request.
+async fn request_presenting(
+    addr: SocketAddr,
+    ca_pem: &str,
+    identity: Option<(rustls::pki_types::CertificateDer<'static>, rustls::pki_types::PrivateKeyDer<'static>)>,
+) -> io::Result<(u16, String)> {
+    let mut roots = RootCertStore::empty();
+    for cert in rustls_pemfile::certs(&mut ca_pem.as_bytes()) {
+        roots.add(cert.expect("CA PEM")).expect("add CA");
+    }
+    let builder = ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .expect("protocol versions")
+        .with_root_certificates(roots);
+    let config = match identity {
+        Some((cert, key)) => builder.with_client_auth_cert(vec![cert], key).expect("client identity"),
+        None => builder.with_no_client_auth(),
+    };
+    let attempt = async {
+        let tcp = TcpStream::connect(addr).await?;
+        let name = ServerName::try_from("127.0.0.1").expect("name");
+        let mut stream = TlsConnector::from(Arc::new(config)).connect(name, tcp).await?;
+        // With TLS 1.3 a refused client certificate shows at the first read.
+        request(&mut stream, "/hello").await
+    };
+    tokio::time::timeout(PATIENCE, attempt).await.map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "request"))?
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_verifying_clients_serves_only_those_its_client_ca_signed() {
+    let (apiserver_ca, apiserver_cert, apiserver_key) = client_identity("kube-apiserver-webhook-client");
+    let dir = TempDir::new().expect("tempdir");
+    let client_ca = dir.path().join("client-ca.crt");
+    std::fs::write(&client_ca, &apiserver_ca).expect("write client CA");
+    let server = Server::start_with(hello_router(), Some(&client_ca)).await;
+    let server_ca = server.first.ca_pem.clone();
+
+    let served = request_presenting(server.addr, &server_ca, Some((apiserver_cert, apiserver_key))).await;
+    assert_eq!(served.expect("the apiserver's certificate is accepted"), (200, "hi".to_owned()));
+    // No certificate, or one another CA signed: no request gets through.
+    assert!(request_presenting(server.addr, &server_ca, None).await.is_err(), "a client without a certificate");
+    let (_, stranger_cert, stranger_key) = client_identity("kube-apiserver-webhook-client");
+    let stranger = request_presenting(server.addr, &server_ca, Some((stranger_cert, stranger_key))).await;
+    assert!(stranger.is_err(), "a certificate of the same name from another CA");
+
+    // A file without a certificate is refused by name at start.
+    let empty = dir.path().join("empty.crt");
+    std::fs::write(&empty, "not a certificate").expect("write");
+    let certs = Arc::clone(&server.certs);
+    assert!(matches!(
+        server_config_verifying_clients(certs, &empty),
+        Err(TlsError::NoCertificate { path }) if path == empty
+    ));
+    server.stop().await;
 }

@@ -43,6 +43,11 @@ pub struct ClusterInfo {
 }
 
 impl ClusterInfo {
+    /// The CA of the client certificate the apiserver presents to admission webhooks.
+    pub fn webhook_client_ca(&self) -> PathBuf {
+        self.dir.join("pki").join("webhook-client-ca.crt")
+    }
+
     /// File in a control-plane folder that says it is ready and how to reach it.
     pub fn path_in(dir: &Path) -> PathBuf {
         dir.join("cluster.json")
@@ -127,6 +132,37 @@ pub async fn control(dir: &Path, command: &str) -> Result<String> {
     }
 }
 
+/// The apiserver's admission configuration: it presents `pki`'s webhook client
+/// certificate to every admission webhook it calls (the kubeconfig user `*` matches
+/// any webhook host), so a webhook may require it. Returns the file to pass.
+fn write_admission_config(dir: &Path, pki: &pki::Pki) -> Result<PathBuf> {
+    let kubeconfig = dir.join("webhook-client.kubeconfig");
+    let users = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Config",
+        "users": [{ "name": "*", "user": {
+            "client-certificate": pki.webhook_client_cert,
+            "client-key": pki.webhook_client_key,
+        }}],
+    });
+    pki::write_private(&kubeconfig, &serde_yaml::to_string(&users).context("serializing the webhook kubeconfig")?)?;
+    let webhook = |name: &str| {
+        serde_json::json!({ "name": name, "configuration": {
+            "apiVersion": "apiserver.config.k8s.io/v1",
+            "kind": "WebhookAdmissionConfiguration",
+            "kubeConfigFile": kubeconfig,
+        }})
+    };
+    let config = serde_json::json!({
+        "apiVersion": "apiserver.config.k8s.io/v1",
+        "kind": "AdmissionConfiguration",
+        "plugins": [webhook("ValidatingAdmissionWebhook"), webhook("MutatingAdmissionWebhook")],
+    });
+    let path = dir.join("admission.yaml");
+    pki::write_private(&path, &serde_yaml::to_string(&config).context("serializing the admission configuration")?)?;
+    Ok(path)
+}
+
 /// A free TCP port on loopback (the kernel picks it; the listener is closed at once).
 pub(crate) fn free_port() -> Result<u16> {
     let listener = TcpListener::bind("127.0.0.1:0").context("binding a free loopback port")?;
@@ -207,6 +243,7 @@ impl ControlPlane {
         users::write_kubeconfig(&controller_manager_kubeconfig, &server, &pki.ca_pem, &[&controller_manager])?;
 
         let path = |p: &Path| p.display().to_string();
+        let admission_config = write_admission_config(&dir, &pki)?;
         let mut processes = Vec::new();
         processes.push(spawn(
             "etcd",
@@ -244,6 +281,8 @@ impl ControlPlane {
                 format!("--service-account-key-file={}", path(&pki.service_account_public_key)),
                 format!("--service-account-signing-key-file={}", path(&pki.service_account_key)),
                 "--allow-privileged=true".into(),
+                // The apiserver presents a client certificate to every webhook it calls.
+                format!("--admission-control-config-file={}", path(&admission_config)),
             ],
             Vec::new(),
             &logs,

@@ -15,21 +15,23 @@ pub struct Pki {
     pub service_account_public_key: std::path::PathBuf,
     /// The CA certificate, for kubeconfigs.
     pub ca_pem: String,
+    /// A CA of its own for the certificate the apiserver presents to webhooks, so a
+    /// webhook that trusts it trusts the apiserver alone, not every user and kubelet the
+    /// cluster CA signs.
+    pub webhook_client_ca_cert: std::path::PathBuf,
+    pub webhook_client_cert: std::path::PathBuf,
+    pub webhook_client_key: std::path::PathBuf,
 }
+
+/// Common name of the certificate the apiserver presents to admission webhooks.
+pub const WEBHOOK_CLIENT_NAME: &str = "kube-apiserver-webhook-client";
 
 /// Writes a fresh CA, a serving certificate for 127.0.0.1/localhost and the
 /// in-cluster service names, and a service-account key into `dir`.
 pub fn generate(dir: &Path) -> Result<Pki> {
     fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
 
-    let ca_key = KeyPair::generate().context("generating the CA key")?;
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).context("CA parameters")?;
-    ca_params.distinguished_name.push(DnType::CommonName, "berth-local-ca");
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params.key_usages =
-        vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
-    let ca_cert = ca_params.self_signed(&ca_key).context("self-signing the CA")?;
-    let ca = Issuer::new(ca_params, ca_key);
+    let (ca_cert, ca) = new_ca("berth-local-ca")?;
 
     let serving_key = KeyPair::generate().context("generating the serving key")?;
     let mut serving = CertificateParams::new(vec![
@@ -46,6 +48,13 @@ pub fn generate(dir: &Path) -> Result<Pki> {
 
     let service_account_key = KeyPair::generate().context("generating the service-account key")?;
 
+    let (client_ca_cert, client_ca) = new_ca("berth-local-webhook-client-ca")?;
+    let client_key = KeyPair::generate().context("generating the webhook client key")?;
+    let mut client = CertificateParams::new(Vec::<String>::new()).context("webhook client parameters")?;
+    client.distinguished_name.push(DnType::CommonName, WEBHOOK_CLIENT_NAME);
+    client.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    let client_cert = client.signed_by(&client_key, &client_ca).context("signing the webhook client certificate")?;
+
     let pki = Pki {
         ca_cert: dir.join("ca.crt"),
         serving_cert: dir.join("apiserver.crt"),
@@ -53,7 +62,13 @@ pub fn generate(dir: &Path) -> Result<Pki> {
         service_account_key: dir.join("service-account.key"),
         service_account_public_key: dir.join("service-account.pub"),
         ca_pem: ca_cert.pem(),
+        webhook_client_ca_cert: dir.join("webhook-client-ca.crt"),
+        webhook_client_cert: dir.join("webhook-client.crt"),
+        webhook_client_key: dir.join("webhook-client.key"),
     };
+    write_private(&pki.webhook_client_ca_cert, &client_ca_cert.pem())?;
+    write_private(&pki.webhook_client_cert, &client_cert.pem())?;
+    write_private(&pki.webhook_client_key, &client_key.serialize_pem())?;
     write_private(&pki.ca_cert, &pki.ca_pem)?;
     write_private(&pki.serving_cert, &serving_cert.pem())?;
     write_private(&pki.serving_key, &serving_key.serialize_pem())?;
@@ -61,6 +76,17 @@ pub fn generate(dir: &Path) -> Result<Pki> {
     // The apiserver reads verification keys only as public keys.
     write_private(&pki.service_account_public_key, &service_account_key.public_key_pem())?;
     Ok(pki)
+}
+
+/// A self-signed CA named `name`.
+fn new_ca(name: &str) -> Result<(rcgen::Certificate, Issuer<'static, KeyPair>)> {
+    let key = KeyPair::generate().context("generating a CA key")?;
+    let mut params = CertificateParams::new(Vec::<String>::new()).context("CA parameters")?;
+    params.distinguished_name.push(DnType::CommonName, name);
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+    let cert = params.self_signed(&key).with_context(|| format!("self-signing {name}"))?;
+    Ok((cert, Issuer::new(params, key)))
 }
 
 /// Writes a file only its owner can read (keys and tokens live next to certificates).

@@ -20,27 +20,63 @@ use crate::{
 pub struct WebhookSetup {
     /// Folder `berth dev-credentials` wrote into.
     pub credentials: PathBuf,
-    /// `https://127.0.0.1:<port>`.
+    /// The admission webhook, `https://127.0.0.1:<port>`: what the apiserver calls.
     pub url: String,
+    /// The auth API, `https://127.0.0.1:<port>`: what `berth approve` calls.
+    pub auth_url: String,
+    /// CA of the client certificate the apiserver presents to webhooks; when set, the
+    /// admission listener requires it (`BERTH_WEBHOOK_CLIENT_CA_FILE`).
+    pub client_ca: Option<PathBuf>,
 }
 
 impl WebhookSetup {
+    /// Credentials in `credentials`, admission and the auth API on free loopback ports.
+    pub fn on_free_ports(credentials: PathBuf) -> Result<Self> {
+        let url = |port: u16| format!("https://127.0.0.1:{port}");
+        Ok(Self { credentials, url: url(free_port()?), auth_url: url(free_port()?), client_ca: None })
+    }
+
+    /// The admission webhook's port.
+    pub fn port(&self) -> u16 {
+        port_of(&self.url)
+    }
+
+    /// The auth API's port.
+    pub fn auth_port(&self) -> u16 {
+        port_of(&self.auth_url)
+    }
+
     /// The CA that signed the serving certificate.
     pub fn ca(&self) -> PathBuf {
         self.credentials.join("ca.crt")
     }
 
     /// `berth run` settings for the webhook, approvals and the auth API.
-    pub fn env(&self, port: u16) -> Vec<(String, String)> {
+    pub fn env(&self) -> Vec<(String, String)> {
         let file = |name: &str| self.credentials.join(name).display().to_string();
-        vec![
-            ("BERTH_WEBHOOK_LISTEN".into(), format!("127.0.0.1:{port}")),
-            ("BERTH_WEBHOOK_CERT_FILE".into(), file("tls.crt")),
-            ("BERTH_WEBHOOK_KEY_FILE".into(), file("tls.key")),
-            ("BERTH_APPROVAL_SIGNING_KEY_FILE".into(), file("approval-signing.pem")),
-            ("BERTH_AUTH_HS256_SECRET_FILE".into(), file("auth-hs256.secret")),
-        ]
+        let client_ca =
+            self.client_ca.iter().map(|ca| ("BERTH_WEBHOOK_CLIENT_CA_FILE".into(), ca.display().to_string()));
+        client_ca
+            .chain([
+                ("BERTH_WEBHOOK_LISTEN".into(), format!("127.0.0.1:{}", self.port())),
+                ("BERTH_AUTH_LISTEN".into(), format!("127.0.0.1:{}", self.auth_port())),
+                ("BERTH_WEBHOOK_CERT_FILE".into(), file("tls.crt")),
+                ("BERTH_WEBHOOK_KEY_FILE".into(), file("tls.key")),
+                ("BERTH_APPROVAL_SIGNING_KEY_FILE".into(), file("approval-signing.pem")),
+                ("BERTH_AUTH_HS256_SECRET_FILE".into(), file("auth-hs256.secret")),
+            ])
+            .collect()
     }
+}
+
+/// A loopback port nothing listens on now.
+pub fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).context("free port")?.port())
+}
+
+/// The port of one of [`WebhookSetup`]'s URLs (which always name one).
+fn port_of(url: &str) -> u16 {
+    url.rsplit(':').next().and_then(|p| p.parse().ok()).unwrap_or(443)
 }
 
 fn berth(args: &[&str]) -> Result<String> {
@@ -56,9 +92,10 @@ fn berth(args: &[&str]) -> Result<String> {
 pub async fn start_operator(cluster: &Cluster, dir: &Path) -> Result<(Operator, WebhookSetup)> {
     let credentials = dir.join("credentials");
     berth(&["dev-credentials", "--out", &credentials.display().to_string(), "--host", "127.0.0.1"])?;
-    let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).context("free port")?.port();
-    let setup = WebhookSetup { credentials, url: format!("https://127.0.0.1:{port}") };
-    let operator = Operator::start_with_env(&cluster.info, dir, &dir.join("remote.git"), 200, setup.env(port))?;
+    // As a hardened cluster would: admission serves the apiserver's certificate alone.
+    let setup =
+        WebhookSetup { client_ca: Some(cluster.info.webhook_client_ca()), ..WebhookSetup::on_free_ports(credentials)? };
+    let operator = Operator::start_with_env(&cluster.info, dir, &dir.join("remote.git"), 200, setup.env())?;
     register(cluster, &setup).await?;
     wait_until_answering(cluster, &operator).await?;
     Ok((operator, setup))
@@ -125,6 +162,16 @@ pub fn approve_reading(
     token_file: &Path,
     args: &[&str],
 ) -> Result<String, String> {
+    run_approve(setup, kubeconfig, &["--token-file", &token_file.display().to_string()], args)
+}
+
+/// Runs `berth approve` the default way: as the user of `context` in `kubeconfig`,
+/// with no token file (Berth asks the apiserver who that is).
+pub fn approve_as(setup: &WebhookSetup, kubeconfig: &Path, context: &str, args: &[&str]) -> Result<String, String> {
+    run_approve(setup, Some(kubeconfig), &["--context", context], args)
+}
+
+fn run_approve(setup: &WebhookSetup, kubeconfig: Option<&Path>, who: &[&str], args: &[&str]) -> Result<String, String> {
     let binary = berth_binary().map_err(|e| e.to_string())?;
     let mut command = Command::new(binary);
     if let Some(kubeconfig) = kubeconfig {
@@ -132,8 +179,8 @@ pub fn approve_reading(
     }
     let out = command
         .arg("approve")
-        .args(["--server", &setup.url, "--ca-file", &setup.ca().display().to_string()])
-        .args(["--token-file", &token_file.display().to_string()])
+        .args(["--server", &setup.auth_url, "--ca-file", &setup.ca().display().to_string()])
+        .args(who)
         .args(args)
         .output()
         .map_err(|e| e.to_string())?;

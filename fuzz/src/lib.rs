@@ -419,6 +419,7 @@ fn signed_approval(data: &[u8]) -> bool {
         uid: None,
         stage: None,
         revision: None,
+        rbac_classes: None,
         freeze_override: false,
         iat,
         nbf,
@@ -521,7 +522,8 @@ fn header_ok(header: &[u8]) -> bool {
 }
 
 /// Claims of a caller at [`now`]: `exp` (and `nbf`, `iat` when present) in range,
-/// `aud` naming [`BEARER_AUDIENCE`], a non-blank `sub`, string arrays for `groups`, `roles`.
+/// `aud` naming [`BEARER_AUDIENCE`], a non-blank `sub`, a string array for `roles` and
+/// one for `groups` (or a single string, as the apiserver accepts).
 fn claims_ok(payload: &[u8]) -> bool {
     let Ok(claims) = serde_json::from_slice::<Map<String, Value>>(payload) else {
         return false;
@@ -554,6 +556,6 @@ fn claims_ok(payload: &[u8]) -> bool {
         && started("iat")
         && audience
         && claims.get("sub").and_then(Value::as_str).is_some_and(|sub| !sub.trim().is_empty())
-        && strings("groups")
+        && (strings("groups") || claims.get("groups").is_some_and(Value::is_string))
         && strings("roles")
 }

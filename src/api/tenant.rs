@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::DNS_LABEL;
 
-/// A team: its owners and members, the classes it may use and the budget all its
+/// A team: its owners, members and viewers, the classes it may use and the budget all its
 /// environments share. Berth creates the team's request namespace and binds its
 /// people there.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -17,7 +17,7 @@ use super::DNS_LABEL;
     group = "berth.dev",
     version = "v1alpha1",
     kind = "Tenant",
-    doc = "A team: owners, members, allowed environment classes and a budget shared by all its environments.",
+    doc = "A team: owners, members, viewers, allowed environment classes and a budget shared by all its environments.",
     shortname = "tn",
     category = "berth",
     status = "TenantStatus",
@@ -76,6 +76,12 @@ pub struct TenantSpec {
     #[serde(default)]
     #[schemars(length(max = 256))]
     pub members: Vec<Subject>,
+
+    /// People and groups who may only look: they see the team's requests and rollouts
+    /// (never create or change one) and get view access inside every environment.
+    #[serde(default)]
+    #[schemars(length(max = 256))]
+    pub viewers: Vec<Subject>,
 
     /// EnvironmentClass names this tenant may request.
     #[serde(default)]

@@ -61,7 +61,11 @@ fn verifier(keys: &[&SigningKey]) -> Verifier {
 }
 
 fn approver() -> Approver {
-    Approver { subject: "bob".to_owned(), groups: vec!["developers".to_owned(), "platform-leads".to_owned()] }
+    Approver {
+        subject: "bob".to_owned(),
+        groups: vec!["developers".to_owned(), "platform-leads".to_owned()],
+        ..Default::default()
+    }
 }
 
 fn request() -> RequestRef {
@@ -349,7 +353,7 @@ fn unknown_kid_is_rejected_naming_it() {
         &Rejection::UnknownKeyId { kid: stranger.kid().to_owned(), known: vec![world.key.kid().to_owned()] },
     );
     let message = world.check(&token).expect_err("rejected").to_string();
-    assert!(message.contains(stranger.kid()) && message.contains("rotated"), "{message}");
+    assert!(message.contains(&stranger.kid()) && message.contains("rotated"), "{message}");
 }
 
 #[test]
@@ -447,7 +451,7 @@ fn token_for_another_request_names_both() {
 #[test]
 fn approver_outside_the_groups_is_rejected() {
     let world = World::ed25519();
-    let outsider = Approver { subject: "dave".to_owned(), groups: vec!["developers".to_owned()] };
+    let outsider = Approver { subject: "dave".to_owned(), groups: vec!["developers".to_owned()], ..Default::default() };
     let token = world.issuer.issue(&outsider, &request(), &world.spec, now()).expect("issue");
     world.rejects(&token, &Rejection::NotAnApprover { approver: "dave".to_owned(), groups: world.groups.clone() });
 }
@@ -455,7 +459,7 @@ fn approver_outside_the_groups_is_rejected() {
 #[test]
 fn creator_cannot_approve_their_own_request() {
     let world = World::ed25519();
-    let creator = Approver { subject: "carol".to_owned(), groups: vec!["sre".to_owned()] };
+    let creator = Approver { subject: "carol".to_owned(), groups: vec!["sre".to_owned()], ..Default::default() };
     let token = world.issuer.issue(&creator, &request(), &world.spec, now()).expect("issue");
     world.rejects(&token, &Rejection::ApproverIsCreator { approver: "carol".to_owned(), groups: world.groups.clone() });
     let message = world.check(&token).expect_err("four eyes").to_string();
@@ -509,7 +513,7 @@ fn reasons_are_distinct() {
 #[test]
 fn issuing_needs_an_approver_and_a_request() {
     let world = World::ed25519();
-    let nobody = Approver { subject: String::new(), groups: vec![] };
+    let nobody = Approver { subject: String::new(), groups: vec![], rbac_classes: None };
     assert_eq!(world.issuer.issue(&nobody, &request(), &world.spec, now()), Err(super::IssueError::NoApprover));
     let unnamed = RequestRef { namespace: NAMESPACE.to_owned(), name: String::new() };
     assert_eq!(world.issuer.issue(&approver(), &unnamed, &world.spec, now()), Err(super::IssueError::NoRequest));

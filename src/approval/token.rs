@@ -18,7 +18,7 @@
 //! token is refused is its own [`Rejection`] and tests are deterministic; jsonwebtoken
 //! only checks the signature, with the algorithm pinned to the key the `kid` names.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use jsonwebtoken::{Header, Validation, errors::ErrorKind};
@@ -30,7 +30,10 @@ use super::{
     digest::{rollout_digest, spec_digest, try_rollout_digest, try_spec_digest},
     keys::{KeyAlgorithm, SigningKey, VerificationKeys},
 };
-use crate::api::{EnvironmentRequestSpec, rollout::RolloutSpec};
+use crate::{
+    api::{EnvironmentRequestSpec, rollout::RolloutSpec},
+    reload::Reloading,
+};
 
 /// How far clocks of the issuing and verifying Berth may disagree before `exp` and `nbf`
 /// count: tokens are accepted this long after they expire and this long before they start.
@@ -97,6 +100,12 @@ pub struct ApprovalClaims {
     /// The revision the rollout promotes (`berth.dev/revision`; the digest covers it too).
     #[serde(rename = "berth.dev/revision", default, skip_serializing_if = "Option::is_none")]
     pub revision: Option<String>,
+    /// The classes RBAC let the approver approve when they approved
+    /// (`berth.dev/rbac-classes`): set when the cluster's identity approved (a
+    /// SubjectAccessReview per class), absent for an approver holding the auth API's
+    /// approver role. A stage that has gained another class since is not approved by it.
+    #[serde(rename = "berth.dev/rbac-classes", default, skip_serializing_if = "Option::is_none")]
+    pub rbac_classes: Option<Vec<String>>,
     /// Break-glass (`berth.dev/freeze-override`): the stage may commit during a freeze.
     #[serde(rename = "berth.dev/freeze-override", default, skip_serializing_if = "std::ops::Not::not")]
     pub freeze_override: bool,
@@ -109,12 +118,15 @@ pub struct ApprovalClaims {
 }
 
 /// Who approves: the authenticated caller of the auth API.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Approver {
     /// The approver's user name.
     pub subject: String,
     /// The approver's groups.
     pub groups: Vec<String>,
+    /// The classes RBAC let them approve, for a caller the cluster authenticated
+    /// (see [`ApprovalClaims::rbac_classes`]); `None` for a JWT caller.
+    pub rbac_classes: Option<Vec<String>>,
 }
 
 /// Which request is approved.
@@ -164,7 +176,8 @@ pub enum IssueError {
 /// Issues approval tokens with one signing key.
 #[derive(Clone, Debug)]
 pub struct Issuer {
-    key: SigningKey,
+    /// Read at each issue: rotated on disk without a restart (see [`crate::reload`]).
+    key: Arc<Reloading<SigningKey>>,
     issuer: String,
     audience: String,
     lifetime: Duration,
@@ -173,18 +186,23 @@ pub struct Issuer {
 impl Issuer {
     /// An issuer whose tokens carry `iss: issuer`, `aud: audience` and live for `lifetime`.
     pub fn new(key: SigningKey, issuer: String, audience: String, lifetime: Duration) -> Self {
+        Self::reloading(Reloading::fixed(key), issuer, audience, lifetime)
+    }
+
+    /// [`Issuer::new`] with a key that may change (a file watched for rotation).
+    pub fn reloading(key: Arc<Reloading<SigningKey>>, issuer: String, audience: String, lifetime: Duration) -> Self {
         Issuer { key, issuer, audience, lifetime }
     }
 
-    /// The id of the key tokens are signed with.
-    pub fn kid(&self) -> &str {
-        self.key.kid()
+    /// The id of the key tokens are signed with now.
+    pub fn kid(&self) -> String {
+        self.key.current().kid().to_owned()
     }
 
-    /// A verifier that accepts this issuer's tokens: its key's public half, same
+    /// A verifier that accepts this issuer's tokens: its current key's public half, same
     /// issuer and audience (for a Berth that issues and verifies with one key).
     pub fn verifier(&self) -> Verifier {
-        Verifier::new(VerificationKeys::from(&self.key), self.issuer.clone(), self.audience.clone())
+        Verifier::new(VerificationKeys::from(&*self.key.current()), self.issuer.clone(), self.audience.clone())
     }
 
     /// How long issued tokens are valid.
@@ -278,6 +296,7 @@ impl Issuer {
             aud: self.audience.clone(),
             sub: approver.subject.clone(),
             groups: approver.groups.clone(),
+            rbac_classes: approver.rbac_classes.clone(),
             kind: ApprovalKind::Request,
             namespace: namespace.to_owned(),
             name: name.to_owned(),
@@ -294,10 +313,11 @@ impl Issuer {
 
     /// Signs `claims` as they are, with the `kid` and algorithm of the issuer's key.
     pub fn sign(&self, claims: &ApprovalClaims) -> Result<String, IssueError> {
-        let mut header = Header::new(self.key.algorithm().jwt());
-        header.kid = Some(self.key.kid().to_owned());
-        jsonwebtoken::encode(&header, claims, self.key.encoding_key())
-            .map_err(|e| IssueError::Sign { kid: self.key.kid().to_owned(), detail: e.to_string() })
+        let key = self.key.current();
+        let mut header = Header::new(key.algorithm().jwt());
+        header.kid = Some(key.kid().to_owned());
+        jsonwebtoken::encode(&header, claims, key.encoding_key())
+            .map_err(|e| IssueError::Sign { kid: key.kid().to_owned(), detail: e.to_string() })
     }
 }
 
@@ -556,6 +576,12 @@ pub enum Rejection {
         "approver {approver:?} is not an owner of tenant {tenant:?} (a user or group in its spec.owners); ask an owner to approve"
     )]
     NotAnOwner { approver: String, tenant: String },
+    /// The stage needs the approvers of a class RBAC did not let the approver approve
+    /// when they approved (the stage gained it since).
+    #[error(
+        "approver {approver:?} was not allowed by RBAC to approve class {class:?} when they approved, and the stage needs its approvers now; ask for a new approval"
+    )]
+    ClassNotAuthorized { approver: String, class: String },
     /// Break-glass asked of someone who may not break a freeze: only the approvers of
     /// a class whose approval is required may (freezes are the platform's).
     #[error(
@@ -592,6 +618,7 @@ impl Rejection {
             Rejection::WrongKind { .. } => "WrongKind",
             Rejection::WrongStage { .. } => "WrongStage",
             Rejection::NotAnOwner { .. } => "NotAnOwner",
+            Rejection::ClassNotAuthorized { .. } => "ClassNotAuthorized",
             Rejection::ApproverIsRolloutAuthor { .. } => "ApproverIsRolloutAuthor",
             Rejection::FreezeOverrideNotAllowed { .. } => "FreezeOverrideNotAllowed",
         }
@@ -601,7 +628,8 @@ impl Rejection {
 /// Verifies approval tokens against the trusted keys, issuer and audience.
 #[derive(Clone, Debug)]
 pub struct Verifier {
-    keys: VerificationKeys,
+    /// Read at each verification: rotated on disk without a restart.
+    keys: Arc<Reloading<VerificationKeys>>,
     issuer: String,
     audience: String,
     leeway: Duration,
@@ -611,6 +639,11 @@ impl Verifier {
     /// A verifier accepting tokens signed by `keys` with `iss: issuer` and `aud: audience`,
     /// with [`DEFAULT_LEEWAY`] for clock skew.
     pub fn new(keys: VerificationKeys, issuer: String, audience: String) -> Self {
+        Self::reloading(Reloading::fixed(keys), issuer, audience)
+    }
+
+    /// [`Verifier::new`] with keys that may change (files watched for rotation).
+    pub fn reloading(keys: Arc<Reloading<VerificationKeys>>, issuer: String, audience: String) -> Self {
         Verifier { keys, issuer, audience, leeway: DEFAULT_LEEWAY }
     }
 
@@ -619,9 +652,9 @@ impl Verifier {
         Verifier { leeway, ..self }
     }
 
-    /// The trusted keys.
-    pub fn keys(&self) -> &VerificationKeys {
-        &self.keys
+    /// The keys trusted now.
+    pub fn keys(&self) -> Arc<VerificationKeys> {
+        self.keys.current()
     }
 
     /// Whether `token` is a valid approval of `target` at `now`, and by whom.
@@ -688,8 +721,14 @@ impl Verifier {
         let Some(kid) = header.get("kid").and_then(Value::as_str) else {
             return Err(Rejection::MissingKeyId);
         };
-        let Some(key) = self.keys.get(kid) else {
-            return Err(Rejection::UnknownKeyId { kid: printable(kid), known: self.keys.kids() });
+        let mut keys = self.keys.current();
+        // A key rotated a moment ago may not have been seen by the watcher yet (the
+        // issuer watches the same file on its own timer): look once, before refusing.
+        if keys.get(kid).is_none() && self.keys.refresh_at_most_every(std::time::Duration::from_secs(1)) {
+            keys = self.keys.current();
+        }
+        let Some(key) = keys.get(kid) else {
+            return Err(Rejection::UnknownKeyId { kid: printable(kid), known: keys.kids() });
         };
         if key.algorithm != algorithm {
             return Err(Rejection::AlgorithmNotAllowed {
@@ -771,6 +810,11 @@ impl Verifier {
         }
         if let Some(refusal) = target.approvers.refusal(&claims.sub, &claims.groups) {
             return Err(refusal);
+        }
+        if let (Some(authorized), Approvers::EveryClass(classes)) = (&claims.rbac_classes, target.approvers)
+            && let Some(class) = classes.iter().find(|c| !authorized.contains(&c.class))
+        {
+            return Err(Rejection::ClassNotAuthorized { approver: claims.sub.clone(), class: class.class.clone() });
         }
         if target.authors.iter().flatten().any(|author| *author == claims.sub) {
             return Err(match (target.kind, target.approvers) {

@@ -18,6 +18,36 @@ pub(super) struct Expected<'a> {
     pub(super) now: i64,
     pub(super) issuer: Option<&'a str>,
     pub(super) audience: &'a str,
+    pub(super) mapping: &'a ClaimMapping,
+}
+
+/// Which claims name the caller, as the apiserver's `--oidc-username-claim`,
+/// `--oidc-username-prefix`, `--oidc-groups-claim` and `--oidc-groups-prefix` say for
+/// its own OIDC users. Set them as the apiserver has them and a JWT names a person
+/// exactly as the cluster does, so the four-eyes check compares like with like. Unlike
+/// the apiserver, no prefix is added unless one is set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimMapping {
+    /// The claim holding the username (`sub` by default). With `email`, a present
+    /// `email_verified` must be `true`, as the apiserver requires.
+    pub username_claim: String,
+    /// Put before every username (e.g. `oidc:`).
+    pub username_prefix: String,
+    /// The claim holding the groups: an array of strings, or one string.
+    pub groups_claim: String,
+    /// Put before every group.
+    pub groups_prefix: String,
+}
+
+impl Default for ClaimMapping {
+    fn default() -> Self {
+        Self {
+            username_claim: "sub".to_owned(),
+            username_prefix: String::new(),
+            groups_claim: "groups".to_owned(),
+            groups_prefix: String::new(),
+        }
+    }
 }
 
 /// Checks the claims of the (base64url) payload and reads the caller from them.
@@ -58,10 +88,20 @@ pub(super) fn caller(payload: &str, expected: &Expected<'_>) -> Result<Caller, A
         return Err(AuthError::WrongAudience);
     }
 
-    let subject = string(&claims, "sub", "the sub claim is not a string")?
-        .filter(|sub| !sub.trim().is_empty())
+    let mapping = expected.mapping;
+    let subject = string(&claims, &mapping.username_claim, "the username claim is not a string")?
+        .filter(|name| !name.trim().is_empty())
         .ok_or(AuthError::MissingSubject)?;
-    let groups = strings(&claims, "groups", "the groups claim is not an array of strings")?.unwrap_or_default();
+    if mapping.username_claim == "email" && claims.get("email_verified").is_some_and(|v| v != &Value::Bool(true)) {
+        return Err(AuthError::EmailNotVerified);
+    }
+    let groups = match claims.get(&mapping.groups_claim) {
+        // One group may come as a plain string, as the apiserver accepts.
+        Some(Value::String(group)) => vec![group.as_str()],
+        _ => {
+            strings(&claims, &mapping.groups_claim, "the groups claim is not an array of strings")?.unwrap_or_default()
+        }
+    };
     let mut roles = Vec::new();
     for name in strings(&claims, "roles", "the roles claim is not an array of strings")?.unwrap_or_default() {
         // Unknown roles are meant for other systems sharing the IdP: not an error.
@@ -72,7 +112,12 @@ pub(super) fn caller(payload: &str, expected: &Expected<'_>) -> Result<Caller, A
         }
     }
 
-    Ok(Caller { subject: subject.to_owned(), groups: groups.into_iter().map(str::to_owned).collect(), roles })
+    Ok(Caller {
+        subject: format!("{}{subject}", mapping.username_prefix),
+        groups: groups.into_iter().map(|group| format!("{}{group}", mapping.groups_prefix)).collect(),
+        roles,
+        kubernetes: None,
+    })
 }
 
 /// A NumericDate claim in whole seconds (fractions are cut off); `null` counts as absent.

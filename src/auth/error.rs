@@ -42,9 +42,12 @@ pub enum AuthError {
     /// `aud` is missing or does not contain this server's audience.
     #[error("the bearer token is meant for another audience")]
     WrongAudience,
-    /// `sub` is missing or empty.
-    #[error("the bearer token names no subject (sub claim)")]
+    /// The username claim (`sub` by default) is missing or empty.
+    #[error("the bearer token names no user (its username claim, sub unless configured otherwise)")]
     MissingSubject,
+    /// The username claim is `email`, and `email_verified` is present but not `true`.
+    #[error("the bearer token's email is not verified (email_verified is not true)")]
+    EmailNotVerified,
 }
 
 fn algorithm_message(alg: &str) -> String {
@@ -69,6 +72,7 @@ impl AuthError {
             Self::WrongIssuer => "wrong_issuer",
             Self::WrongAudience => "wrong_audience",
             Self::MissingSubject => "missing_subject",
+            Self::EmailNotVerified => "email_not_verified",
         }
     }
 
@@ -91,8 +95,10 @@ impl AuthError {
 /// Messages name the setting or file, never a file's contents.
 #[derive(Debug, thiserror::Error)]
 pub enum AuthConfigError {
-    /// Neither a secret, nor public key files, nor a JWKS file is configured.
-    #[error("no bearer token keys configured: set an HS256 secret file, public key files or a JWKS file")]
+    /// Neither a secret, nor public key files, nor a JWKS file, nor an OIDC issuer is configured.
+    #[error(
+        "no bearer token keys configured: set an HS256 secret file, public key files, a JWKS file or an OIDC issuer"
+    )]
     NoKeySource,
     /// A setting has an unusable value.
     #[error("invalid bearer auth setting {setting}: {reason}")]
@@ -134,6 +140,14 @@ pub enum AuthConfigError {
         /// The file.
         path: PathBuf,
         /// What is wrong with it.
+        reason: String,
+    },
+    /// The OIDC issuer's discovery document or key set cannot be used.
+    #[error("OIDC issuer {issuer}: {reason}")]
+    Oidc {
+        /// The configured issuer.
+        issuer: String,
+        /// What went wrong.
         reason: String,
     },
     /// The JWKS file is not a key set Berth can use.

@@ -21,38 +21,67 @@ pub(super) fn load_jwks(path: &Path) -> Result<Vec<VerificationKey>, AuthConfigE
         path: path.to_owned(),
         source,
     })?;
-    let bad = |reason: String| AuthConfigError::BadJwks { path: path.to_owned(), reason };
+    parse_jwks(&raw, &path.display().to_string(), Strictness::EveryKey)
+        .map_err(|reason| AuthConfigError::BadJwks { path: path.to_owned(), reason })
+}
+
+/// How a key set with a broken key is taken.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Strictness {
+    /// Refused whole: a file the platform team mounted, to fix now.
+    EveryKey,
+    /// The broken key skipped with a warning: an IdP's set fetched over the network,
+    /// which one odd key must not freeze at its last rotation.
+    SkipBroken,
+}
+
+/// The keys Berth can use in a JWKS document (from `source`, for logs); at least one
+/// is required. The error says what is wrong, never quoting the document.
+pub(super) fn parse_jwks(raw: &[u8], source: &str, strictness: Strictness) -> Result<Vec<VerificationKey>, String> {
     // serde_json's messages can quote the input; only say where it went wrong.
-    let set: JwkSet = serde_json::from_slice(&raw).map_err(|e| {
-        bad(format!("not a JWKS document ({:?} error at line {} column {})", e.classify(), e.line(), e.column()))
+    let set: JwkSet = serde_json::from_slice(raw).map_err(|e| {
+        format!("not a JWKS document ({:?} error at line {} column {})", e.classify(), e.line(), e.column())
     })?;
 
     let mut keys = Vec::new();
     let mut seen = HashSet::new();
     for (index, jwk) in set.keys.iter().enumerate() {
         if jwk.common.public_key_use == Some(PublicKeyUse::Encryption) {
-            tracing::debug!(file = %path.display(), index, "skipping JWKS encryption key");
+            tracing::debug!(source, index, "skipping JWKS encryption key");
             continue;
         }
+        let broken = |reason: String| match strictness {
+            Strictness::EveryKey => Err(reason),
+            Strictness::SkipBroken => {
+                tracing::warn!(source, reason, "skipping a broken key of the key set");
+                Ok(())
+            }
+        };
         let kid = match jwk.common.key_id.as_deref() {
             Some(kid) if !kid.is_empty() => kid,
-            _ => return Err(bad(format!("key #{index} has no kid; every signing key needs one"))),
+            _ => {
+                broken(format!("key #{index} has no kid; every signing key needs one"))?;
+                continue;
+            }
         };
         if !seen.insert(kid) {
-            return Err(bad(format!("kid {kid:?} appears more than once")));
+            // Both copies go: which one the IdP signs with cannot be told.
+            broken(format!("kid {kid:?} appears more than once"))?;
+            keys.retain(|key: &VerificationKey| key.kid() != Some(kid));
+            continue;
         }
         match usable_key(jwk) {
             Usable::Yes(alg, key) => {
                 keys.push(VerificationKey { alg, origin: KeyOrigin::Jwks { kid: kid.to_owned() }, key })
             }
             Usable::Skip(reason) => {
-                tracing::warn!(file = %path.display(), kid, reason, "skipping JWKS key Berth cannot verify with");
+                tracing::warn!(source, kid, reason, "skipping JWKS key Berth cannot verify with");
             }
-            Usable::Invalid(reason) => return Err(bad(format!("key {kid:?}: {reason}"))),
+            Usable::Invalid(reason) => broken(format!("key {kid:?}: {reason}"))?,
         }
     }
     if keys.is_empty() {
-        return Err(bad("holds no RS256 (RSA) or ES256 (P-256) signing key".to_owned()));
+        return Err("holds no RS256 (RSA) or ES256 (P-256) signing key".to_owned());
     }
     Ok(keys)
 }

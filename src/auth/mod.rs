@@ -1,8 +1,14 @@
 //! Who is calling Berth's auth API: bearer tokens, subjects, groups and roles.
 //!
-//! `POST /v1/approvals` (and whatever joins it) takes `Authorization: Bearer <JWT>`.
-//! [`BearerVerifier::authenticate`] checks the token and answers with a [`Caller`]:
-//! the token's subject, groups and [`Role`]s.
+//! `POST /v1/approvals` (and whatever joins it) takes `Authorization: Bearer <token>`.
+//! Two ways to know the caller, tried in this order:
+//!
+//! - **The cluster's identity** ([`kubernetes`], the default): the token `kubectl`
+//!   uses, authenticated by the apiserver (TokenReview); RBAC says what the caller
+//!   may do (SubjectAccessReview).
+//! - **A JWT of the auth API's own keys** ([`BearerVerifier::authenticate`]), for
+//!   identity providers outside the cluster: the token's subject, groups and
+//!   [`Role`]s. The rest of this list is about these.
 //!
 //! - **Keys.** An HS256 shared secret for local development
 //!   ([`BearerConfig::hs256_secret_file`], at least [`HS256_MIN_SECRET_LEN`] bytes; mint
@@ -32,14 +38,17 @@ mod dev;
 mod error;
 mod jwks;
 mod keys;
+pub mod kubernetes;
+pub mod oidc;
 mod role;
 #[cfg(test)]
 mod tests;
 
-pub use bearer::{BearerConfig, BearerVerifier};
+pub use bearer::{BearerConfig, BearerVerifier, bearer_token};
 pub use caller::Caller;
-pub use claims::CLOCK_LEEWAY_SECONDS;
+pub use claims::{CLOCK_LEEWAY_SECONDS, ClaimMapping};
 pub use dev::dev_token;
 pub use error::{AuthConfigError, AuthError, DevTokenError};
 pub use keys::HS256_MIN_SECRET_LEN;
+pub use kubernetes::KubernetesReviewer;
 pub use role::{ParseRoleError, Role};

@@ -139,7 +139,12 @@ fn hs256_dev_token_round_trips_to_the_caller() {
     let caller = auth(&verifier, &token).unwrap();
     assert_eq!(
         caller,
-        Caller { subject: "alice@example.com".to_owned(), groups, roles: vec![Role::Approver, Role::Viewer] }
+        Caller {
+            subject: "alice@example.com".to_owned(),
+            groups,
+            roles: vec![Role::Approver, Role::Viewer],
+            kubernetes: None,
+        }
     );
     assert!(caller.has_role(Role::Requester));
     assert!(!caller.has_role(Role::Admin));
@@ -185,7 +190,7 @@ fn pem_keys_are_picked_by_their_derived_kid() {
     let second_kid = derived(&rcgen::PublicKeyData::subject_public_key_info(&second));
     let ids = verifier.key_ids();
     assert_eq!(ids.len(), 3);
-    assert_eq!((ids[0], ids[2]), (first_kid.as_str(), second_kid.as_str()));
+    assert_eq!((ids[0].as_str(), ids[2].as_str()), (first_kid.as_str(), second_kid.as_str()));
 
     // Named: checked against that key only.
     let signer = ec_signer(&second);
@@ -454,6 +459,41 @@ fn subject_is_required() {
 }
 
 #[test]
+fn claims_name_the_caller_as_the_apiserver_s_oidc_flags_would() {
+    let files = Files::new();
+    let path = files.write("secret", SECRET);
+    let mapping = ClaimMapping {
+        username_claim: "email".into(),
+        username_prefix: "oidc:".into(),
+        groups_claim: "teams".into(),
+        groups_prefix: "oidc:".into(),
+    };
+    let config = BearerConfig { hs256_secret_file: Some(path), claims: mapping, ..config(AUDIENCE) };
+    let verifier = BearerVerifier::from_config(&config).expect("a verifier");
+    let token = |claims: &Value| sign(Algorithm::HS256, None, claims, &hs_signer());
+    let claims = with(with(good_claims(), "email", json!("bob@example.com")), "teams", json!(["approvers", "sre"]));
+
+    let caller = auth(&verifier, &token(&claims)).expect("authenticated");
+    assert_eq!(caller.subject, "oidc:bob@example.com");
+    assert_eq!(caller.groups, ["oidc:approvers", "oidc:sre"]);
+    // One group may be a plain string, as the apiserver accepts.
+    let one = auth(&verifier, &token(&with(claims.clone(), "teams", json!("approvers")))).expect("one group");
+    assert_eq!(one.groups, ["oidc:approvers"]);
+    // The email must be verified when the IdP says whether it is.
+    assert!(auth(&verifier, &token(&with(claims.clone(), "email_verified", json!(true)))).is_ok());
+    assert_eq!(
+        auth(&verifier, &token(&with(claims.clone(), "email_verified", json!(false)))),
+        Err(AuthError::EmailNotVerified)
+    );
+    // Without the username claim there is no caller, whatever `sub` says.
+    assert_eq!(auth(&verifier, &token(&without(claims, "email"))), Err(AuthError::MissingSubject));
+
+    let empty = ClaimMapping { groups_claim: " ".into(), ..ClaimMapping::default() };
+    let refused = BearerVerifier::from_config(&BearerConfig { claims: empty, ..config.clone() });
+    assert!(matches!(refused, Err(AuthConfigError::InvalidSetting { setting: "claims", .. })));
+}
+
+#[test]
 fn unknown_signers_and_tampering_are_told_apart() {
     let files = Files::new();
     let key = ec_key();
@@ -492,7 +532,7 @@ fn roles_include_the_ones_below() {
     assert!(!Role::Requester.includes(Role::Approver));
     assert!(!Role::Viewer.includes(Role::Requester));
 
-    let caller = |roles: Vec<Role>| Caller { subject: "bob".to_owned(), groups: vec![], roles };
+    let caller = |roles: Vec<Role>| Caller { subject: "bob".to_owned(), groups: vec![], roles, kubernetes: None };
     assert!(caller(vec![Role::Admin]).has_role(Role::Approver));
     assert!(!caller(vec![Role::Requester]).has_role(Role::Approver));
     assert!(caller(vec![Role::Viewer, Role::Requester]).has_role(Role::Requester));
@@ -651,6 +691,7 @@ fn errors_are_401_with_stable_reasons_and_no_token() {
         (AuthError::WrongIssuer, "wrong_issuer"),
         (AuthError::WrongAudience, "wrong_audience"),
         (AuthError::MissingSubject, "missing_subject"),
+        (AuthError::EmailNotVerified, "email_not_verified"),
     ];
     for (err, reason) in all {
         assert_eq!(err.reason(), reason);

@@ -88,6 +88,7 @@ fn golden_files_parse_into_objects_with_identity() {
             format!("ResourceQuota/{NS}/berth-quota"),
             format!("RoleBinding/{NS}/berth-owners"),
             format!("RoleBinding/{NS}/berth-members"),
+            format!("RoleBinding/{NS}/berth-viewers"),
         ]
     );
     let members = &objects[6];

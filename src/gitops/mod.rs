@@ -69,7 +69,8 @@
 //!   here**: a provider hook (GitHub, GitLab, …) watching for `<prefix>*` branches, or a
 //!   caller using [`CommitOutcome::branch`], opens it.
 //! - **Secrets.** Credentials come from files ([`Credentials::token_from_file`],
-//!   [`Credentials::ssh_key_from_files`]); URLs carrying credentials are refused;
+//!   [`Credentials::ssh_key_from_files`]) and are re-read on each connection, so a
+//!   rotated token is used without a restart; URLs carrying credentials are refused;
 //!   [`Secret`] prints `[redacted]`; every git message is redacted (URL userinfo and
 //!   known secret values) before it becomes an [`Error`].
 //! - **Disposable clone.** The clone (`<workdir>/repo.git`) is bare, with nothing
@@ -88,9 +89,8 @@
 //!   waiting past the stall limit shows through [`WriterHandle::check_stall`] (readiness
 //!   and `berth_gitops_remote_operation_seconds`), read without waiting on the writer.
 //!
-//! Not handled here: custom CA or `known_hosts`
-//! files (libgit2 uses the system store and `~/.ssh/known_hosts`), and re-reading
-//! rotated secret files (read once at start).
+//! Not handled here: custom CA or `known_hosts` files (libgit2 uses the system store
+//! and `~/.ssh/known_hosts`).
 
 mod actor;
 mod batch;

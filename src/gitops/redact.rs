@@ -4,6 +4,8 @@
 //! what the server answered; peers leaked tokens that way (git-sync #851, Argo CD
 //! CVE-2023-25163, CVE-2025-23216). Every git message goes through [`Redactor::redact`].
 
+use super::credentials::Secret;
+
 /// Replacement text for anything secret.
 pub const REDACTED: &str = "[redacted]";
 
@@ -11,11 +13,13 @@ pub const REDACTED: &str = "[redacted]";
 #[derive(Clone, Default)]
 pub struct Redactor {
     secrets: Vec<String>,
+    /// A secret read from a file that may be rotated: redacted as it is at the time.
+    following: Option<Secret>,
 }
 
 impl std::fmt::Debug for Redactor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Redactor").field("secrets", &self.secrets.len()).finish()
+        f.debug_struct("Redactor").field("secrets", &self.secrets.len()).finish_non_exhaustive()
     }
 }
 
@@ -41,11 +45,21 @@ impl Redactor {
         // Longest first, so a secret that contains another is removed whole.
         all.sort_by_key(|s| std::cmp::Reverse(s.len()));
         all.dedup();
-        Self { secrets: all }
+        Self { secrets: all, following: None }
+    }
+
+    /// A redactor that knows `secret`'s value whenever it redacts, after rotations too.
+    pub(crate) fn following(secret: Secret) -> Self {
+        Self { following: Some(secret), ..Self::default() }
     }
 
     /// Removes every known secret and every URL userinfo from `text`.
     pub fn redact(&self, text: &str) -> String {
+        if let Some(secret) = &self.following {
+            let known = secret.known();
+            let now = Redactor::new(self.secrets.iter().map(String::as_str).chain(known.iter().map(|s| s.as_str())));
+            return now.redact(text);
+        }
         let mut out = redact_userinfo(text);
         for secret in &self.secrets {
             if out.contains(secret.as_str()) {

@@ -90,6 +90,11 @@ pub struct RunArgs {
     /// Seconds a metric gate's query may take.
     #[arg(long, env = "BERTH_PROMETHEUS_TIMEOUT_SECONDS", default_value_t = 10)]
     pub prometheus_timeout_seconds: u64,
+    /// Refuse to start with a development configuration: an HS256 bearer secret, no
+    /// approval signing key or no webhook TLS (see `operator::strict`). The chart and
+    /// `config/` turn it on.
+    #[arg(long, env = "BERTH_STRICT")]
+    pub strict: bool,
     /// Address for /metrics, /healthz and /readyz.
     #[arg(long, env = "BERTH_LISTEN", default_value = "0.0.0.0:8080")]
     pub listen: SocketAddr,

@@ -4,9 +4,11 @@
 //!
 //! - [`args`]: the flags of `berth run` (the webhook's are `webhook::WebhookArgs`)
 //! - [`leader`]: Lease-based leader election among replicas
+//! - [`strict`]: what `--strict` refuses
 
 pub mod args;
 pub mod leader;
+pub mod strict;
 
 use std::{future::Future, sync::Arc, time::Duration};
 
@@ -44,6 +46,8 @@ pub enum RunError {
     WebhookServer(std::io::Error),
     #[error("metric gates: {0}")]
     Prometheus(#[from] crate::promql::ConfigError),
+    #[error("{0}")]
+    Strict(#[from] strict::Refusal),
     #[error("leader election: {0}")]
     Election(#[from] leader::ElectionError),
     #[error("lost the leader lease; exiting so that this replica restarts as a standby")]
@@ -96,6 +100,11 @@ async fn shutdown_signal() {
 
 /// Runs the operator until SIGTERM/SIGINT.
 pub async fn run(args: RunArgs) -> Result<(), RunError> {
+    // First: a refused configuration must not touch git or the cluster.
+    if args.strict {
+        strict::check(&args.webhook)?;
+        tracing::info!("strict mode: webhook TLS and an approval signing key configured, no HS256 secret");
+    }
     let metrics = Metrics::new()?;
     // Built first: a bad key file should stop Berth before it touches git or the cluster.
     let approvals = args.webhook.verifier()?.map(Arc::new);
@@ -156,7 +165,8 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     let shutdown = shutdown_signal().shared();
     let metrics_registry = metrics.registry().clone();
     let server = tokio::spawn(telemetry::serve(args.listen, ServerState { metrics, readiness }, shutdown.clone()));
-    let start = webhook::settings::Start { index, verifier: approvals, registry: metrics_registry };
+    let start =
+        webhook::settings::Start { index, verifier: approvals, registry: metrics_registry, client: ctx.client.clone() };
     let webhook = webhook::settings::start(&args.webhook, start, shutdown.clone()).await?;
     let stall_limit = Duration::from_secs(args.gitops_stall_seconds);
     // A probe may queue behind a batch that takes its full deadlines.

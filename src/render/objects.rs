@@ -105,7 +105,8 @@ pub(super) fn network_policy(env: &Validated<'_>) -> NetworkPolicy {
     }
 }
 
-/// Owners administer the environment, members edit it (Kubernetes' built-in roles).
+/// Owners administer the environment, members edit it, viewers view it (Kubernetes'
+/// built-in roles, which Berth's own ClusterRoles aggregate into).
 pub(super) fn role_bindings(env: &Validated<'_>) -> Vec<RoleBinding> {
     let binding = |name: &str, role: &str, people: &[tenant::Subject]| RoleBinding {
         metadata: metadata(env, name, Some(&env.namespace)),
@@ -116,11 +117,14 @@ pub(super) fn role_bindings(env: &Validated<'_>) -> Vec<RoleBinding> {
         },
         subjects: Some(people.iter().map(rbac_subject).collect()),
     };
-    let mut bindings = vec![binding("berth-owners", "admin", &env.tenant.spec.owners)];
-    if !env.tenant.spec.members.is_empty() {
-        bindings.push(binding("berth-members", "edit", &env.tenant.spec.members));
-    }
-    bindings
+    // Rendered even when empty: Argo CD does not prune by default, so a binding left
+    // out of git would keep the last people removed from the tenant in the
+    // environment; an empty one takes their access away.
+    vec![
+        binding("berth-owners", "admin", &env.tenant.spec.owners),
+        binding("berth-members", "edit", &env.tenant.spec.members),
+        binding("berth-viewers", "view", &env.tenant.spec.viewers),
+    ]
 }
 
 fn rbac_subject(subject: &tenant::Subject) -> Subject {

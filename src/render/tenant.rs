@@ -16,6 +16,8 @@ use crate::api::{Tenant, labels, tenant::SubjectKind};
 pub const REQUESTER_ROLE: &str = "berth-requester";
 /// Role owners get there: everything about the team's requests.
 pub const MANAGER_ROLE: &str = "berth-manager";
+/// Role viewers get there: see the team's requests and rollouts, change nothing.
+pub const VIEWER_ROLE: &str = "berth-viewer";
 
 fn tenant_labels(tenant: &Tenant) -> std::collections::BTreeMap<String, String> {
     [(labels::TENANT.to_owned(), tenant.name_any()), (labels::MANAGED_BY.to_owned(), labels::MANAGER.to_owned())].into()
@@ -45,7 +47,7 @@ pub fn namespace(tenant: &Tenant, namespace: &str) -> Namespace {
     }
 }
 
-/// The requester and manager Roles. Never the status subresource: a status is Berth's
+/// The requester, manager and viewer Roles. Never the status subresource: a status is Berth's
 /// record of what it provisioned, and one an owner could write (phase Ready, a commit)
 /// would skip the budget guard.
 pub fn roles(tenant: &Tenant, namespace: &str) -> Vec<Role> {
@@ -55,6 +57,7 @@ pub fn roles(tenant: &Tenant, namespace: &str) -> Vec<Role> {
         verbs: verbs.iter().map(|v| (*v).to_owned()).collect(),
         ..PolicyRule::default()
     };
+    const READ: &[&str] = &["get", "list", "watch"];
     const ALL: &[&str] = &["get", "list", "watch", "create", "update", "patch", "delete"];
     [
         // Members may see rollouts but not start one: a rollout changes what every
@@ -67,16 +70,23 @@ pub fn roles(tenant: &Tenant, namespace: &str) -> Vec<Role> {
             ],
         ),
         (MANAGER_ROLE, vec![rule("environmentrequests", ALL), rule("rollouts", ALL)]),
+        (VIEWER_ROLE, vec![rule("environmentrequests", READ), rule("rollouts", READ)]),
     ]
     .into_iter()
     .map(|(name, rules)| Role { metadata: owned_meta(tenant, name, namespace), rules: Some(rules) })
     .collect()
 }
 
-/// Members bound to the requester Role, owners to the manager Role.
+/// Members bound to the requester Role, owners to the manager Role, viewers to the
+/// viewer Role. Each binding is rendered even when nobody is in it: the controller
+/// applies and never deletes, so removing the last viewer must empty the binding
+/// rather than leave the old one granting access.
 pub fn role_bindings(tenant: &Tenant, namespace: &str) -> Vec<RoleBinding> {
-    let bindings =
-        [("berth-members", REQUESTER_ROLE, &tenant.spec.members), ("berth-owners", MANAGER_ROLE, &tenant.spec.owners)];
+    let bindings = [
+        ("berth-members", REQUESTER_ROLE, &tenant.spec.members),
+        ("berth-owners", MANAGER_ROLE, &tenant.spec.owners),
+        ("berth-viewers", VIEWER_ROLE, &tenant.spec.viewers),
+    ];
     bindings
         .into_iter()
         .map(|(name, role, people)| RoleBinding {

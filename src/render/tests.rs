@@ -117,7 +117,7 @@ fn every_object_carries_the_labels_berth_finds_it_by() {
             objects += 1;
         }
     }
-    assert_eq!(objects, 7, "namespace, quota, limits, policy, two bindings, application");
+    assert_eq!(objects, 8, "namespace, quota, limits, policy, three bindings, application");
 }
 
 #[test]
@@ -135,13 +135,65 @@ fn network_policy_follows_the_class_mode() {
     assert_eq!(deny["spec"]["policyTypes"][0].as_str(), Some("Ingress"));
 }
 
+/// The environment's binding named `name`, parsed.
+fn binding_of(env: &Environment, name: &str) -> serde_yaml::Value {
+    serde_yaml::Deserializer::from_str(&env.files["rolebindings.yaml"])
+        .map(serde_yaml::Value::deserialize)
+        .filter_map(Result::ok)
+        .find(|b| b["metadata"]["name"].as_str() == Some(name))
+        .unwrap_or_else(|| panic!("a {name} binding"))
+}
+
 #[test]
-fn members_binding_only_when_the_tenant_has_members() {
+fn a_tenant_without_members_or_viewers_gets_empty_bindings_that_take_access_away() {
+    // Argo CD does not prune by default: a binding left out of git would keep the
+    // people last removed from the tenant in the environment.
     let mut tenant = payments();
     tenant.spec.members.clear();
+    tenant.spec.viewers.clear();
     let env = render(&class("preview"), &tenant, &request("preview"), &RenderOptions::default()).expect("renders");
-    let bindings = &env.files["rolebindings.yaml"];
-    assert!(bindings.contains("berth-owners") && !bindings.contains("berth-members"), "{bindings}");
+    for name in ["berth-members", "berth-viewers"] {
+        let binding = binding_of(&env, name);
+        assert_eq!(binding["subjects"], serde_yaml::Value::Sequence(Vec::new()), "{name}: {binding:?}");
+    }
+    assert_eq!(binding_of(&env, "berth-owners")["roleRef"]["name"].as_str(), Some("admin"));
+}
+
+#[test]
+fn viewers_view_every_environment() {
+    let env = render(&class("preview"), &payments(), &request("preview"), &RenderOptions::default()).expect("renders");
+    let viewers = binding_of(&env, "berth-viewers");
+    // Kubernetes' read-only role, which berth-viewer aggregates into: the
+    // environment's workloads and its Berth objects, no Secrets, no writes.
+    assert_eq!(viewers["roleRef"]["kind"].as_str(), Some("ClusterRole"));
+    assert_eq!(viewers["roleRef"]["name"].as_str(), Some("view"));
+    assert_eq!(viewers["subjects"][0]["kind"].as_str(), Some("Group"));
+    assert_eq!(viewers["subjects"][0]["name"].as_str(), Some("payments-auditors"));
+}
+
+#[test]
+fn tenant_viewers_read_the_request_namespace_and_write_nothing() {
+    let tenant = payments();
+    let roles = tenant::roles(&tenant, "payments");
+    let viewer = roles.iter().find(|r| r.metadata.name.as_deref() == Some(tenant::VIEWER_ROLE)).expect("viewer Role");
+    for rule in viewer.rules.iter().flatten() {
+        assert_eq!(rule.verbs, ["get", "list", "watch"], "{rule:?}");
+        let resources = rule.resources.as_deref().unwrap_or_default();
+        assert!(resources.iter().all(|r| !r.contains('/')), "no subresource: {rule:?}");
+    }
+    let bindings = tenant::role_bindings(&tenant, "payments");
+    let viewers = bindings.iter().find(|b| b.metadata.name.as_deref() == Some("berth-viewers")).expect("binding");
+    assert_eq!(viewers.role_ref.name, tenant::VIEWER_ROLE);
+    let names: Vec<&str> = viewers.subjects.iter().flatten().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["payments-auditors"]);
+
+    // Without viewers the binding is still there, empty: the controller applies and
+    // never deletes, so an empty list must take the access away.
+    let mut tenant = payments();
+    tenant.spec.viewers.clear();
+    let bindings = tenant::role_bindings(&tenant, "payments");
+    let viewers = bindings.iter().find(|b| b.metadata.name.as_deref() == Some("berth-viewers")).expect("binding");
+    assert_eq!(viewers.subjects.as_deref(), Some(&[][..]));
 }
 
 #[test]

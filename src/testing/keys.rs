@@ -38,7 +38,7 @@ impl ApprovalKeys {
     /// `approver`'s approval (as a member of [`APPROVER_GROUP`]) of `request` with its
     /// current spec, issued at `at`.
     pub fn approve(&self, request: &EnvironmentRequest, approver: &str, at: Timestamp) -> String {
-        let approver = Approver { subject: approver.into(), groups: vec![APPROVER_GROUP.into()] };
+        let approver = Approver { subject: approver.into(), groups: vec![APPROVER_GROUP.into()], ..Default::default() };
         let target = RequestRef { namespace: request.namespace().unwrap_or_default(), name: request.name_any() };
         self.issuer.issue(&approver, &target, &request.spec, at).expect("an approval")
     }

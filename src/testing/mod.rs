@@ -4,6 +4,8 @@
 //! keys, and a client that keeps pushing to a GitOps remote. One copy of each, so a
 //! change of format is made once.
 
+#[cfg(test)]
+pub mod apiserver;
 mod busy_pusher;
 pub mod cpu;
 mod examples;

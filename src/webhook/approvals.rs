@@ -12,7 +12,7 @@ use axum::{
 };
 use k8s_openapi::jiff::Timestamp;
 
-use super::state::WebhookState;
+use super::{approvers, state::WebhookState};
 use crate::{
     approval::{
         Approver, Issuer, RequestRef, StageRef,
@@ -20,7 +20,7 @@ use crate::{
         digest::spec_digest,
         wire::{ApiError, ApprovalBody, ApprovalGranted, ApprovalRequest, StageApprovalRequest},
     },
-    auth::{Caller, Role},
+    auth::Caller,
     policy::{
         approval::{ApproverRefusal, may_approve},
         stage_approval,
@@ -48,18 +48,18 @@ fn audit(caller: Option<&Caller>, target: &str, allowed: bool, reason: &str, mes
 
 /// The handler.
 pub async fn create(State(state): State<WebhookState>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
-    let (Some(bearer), Some(issuer)) = (&state.bearer, &state.issuer) else {
+    let Some(issuer) = state.issuer.as_deref().filter(|_| approvers::configured(&state)) else {
         let message = "approvals are not configured on this Berth (no signing key or no caller authentication)";
         audit(None, "-", false, "NotConfigured", message);
         return refuse(StatusCode::SERVICE_UNAVAILABLE, "NotConfigured", message.to_owned());
     };
     let now = Timestamp::now();
     let authorization = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-    let caller = match bearer.authenticate(authorization, now) {
+    let caller = match approvers::authenticate(&state, authorization, now).await {
         Ok(caller) => caller,
-        Err(e) => {
-            audit(None, "-", false, e.reason(), &e.to_string());
-            return refuse(StatusCode::UNAUTHORIZED, e.reason(), e.to_string());
+        Err(refusal) => {
+            audit(None, "-", false, refusal.reason, refusal.audited());
+            return refusal.into_response();
         }
     };
     if let Some(limit) = &state.approval_limit
@@ -81,7 +81,7 @@ pub async fn create(State(state): State<WebhookState>, headers: HeaderMap, body:
     }
     let asked: ApprovalRequest = match ApprovalBody::parse(&body) {
         Ok(ApprovalBody::Request(asked)) => asked,
-        Ok(ApprovalBody::Stage(asked)) => return approve_stage(&state, issuer, &caller, &asked, now),
+        Ok(ApprovalBody::Stage(asked)) => return approve_stage(&state, issuer, &caller, &asked, now).await,
         Err(message) => {
             audit(Some(&caller), "-", false, "BadRequest", &message);
             return refuse(StatusCode::BAD_REQUEST, "BadRequest", message);
@@ -92,8 +92,10 @@ pub async fn create(State(state): State<WebhookState>, headers: HeaderMap, body:
         audit(Some(&caller), &target, false, reason, &message);
         refuse(status, reason, message)
     };
-    if let Err(message) = approver_role(&caller) {
-        return refused(StatusCode::FORBIDDEN, "NotAnApprover", message);
+    // Before the class is looked up: who may not approve it learns nothing about it.
+    if let Err(refusal) = approvers::authorize(&state, &caller, std::slice::from_ref(&asked.spec.class)).await {
+        audit(Some(&caller), &target, false, refusal.reason, refusal.audited());
+        return refusal.into_response();
     }
     let Some(class) = state.index.class(&asked.spec.class) else {
         let message = format!("EnvironmentClass {:?} does not exist", asked.spec.class);
@@ -107,7 +109,11 @@ pub async fn create(State(state): State<WebhookState>, headers: HeaderMap, body:
         };
         return refused(status, refusal.reason(), refusal.to_string());
     }
-    let approver = Approver { subject: caller.subject.clone(), groups: caller.groups.clone() };
+    let approver = Approver {
+        subject: caller.subject.clone(),
+        groups: caller.groups.clone(),
+        rbac_classes: caller.kubernetes.as_ref().map(|_| vec![asked.spec.class.clone()]),
+    };
     let request = RequestRef { namespace: asked.namespace.clone(), name: asked.name.clone() };
     match issuer.issue(&approver, &request, &asked.spec, now) {
         Ok(token) => {
@@ -119,23 +125,11 @@ pub async fn create(State(state): State<WebhookState>, headers: HeaderMap, body:
     }
 }
 
-/// Approving anything needs the approver (or admin) role of the auth API.
-fn approver_role(caller: &Caller) -> Result<(), String> {
-    if caller.has_role(Role::Approver) {
-        return Ok(());
-    }
-    Err(format!(
-        "{} has roles {:?}; approving needs the approver (or admin) role",
-        caller.subject,
-        caller.roles.iter().map(ToString::to_string).collect::<Vec<_>>()
-    ))
-}
-
 /// A rollout stage's approval: the stage's approvers (its classes' as the plan in
 /// status has them once the rollout started, else as best known), four eyes against
 /// the rollout's recorded authors when it exists, and break-glass only for class
 /// approvers ([`stage_approval`] holds each rule).
-fn approve_stage(
+async fn approve_stage(
     state: &WebhookState,
     issuer: &Issuer,
     caller: &Caller,
@@ -147,8 +141,15 @@ fn approve_stage(
         audit(Some(caller), &target, false, reason, &message);
         refuse(status, reason, message)
     };
-    if let Err(message) = approver_role(caller) {
-        return refused(StatusCode::FORBIDDEN, "NotAnApprover", message);
+    // A JWT caller's role is known at once; a Kubernetes caller's RBAC is asked once
+    // the stage's classes are (below), and first whether they may read the rollout.
+    let early = match caller.kubernetes {
+        None => approvers::authorize(state, caller, &[]).await,
+        Some(_) => approvers::may_read_rollout(state, caller, &asked.namespace, &asked.name).await,
+    };
+    if let Err(refusal) = early {
+        audit(Some(caller), &target, false, refusal.reason, refusal.audited());
+        return refusal.into_response();
     }
     // A stage approval is bound to the rollout's UID (a namesake re-created later must
     // not reuse it), so the rollout must exist; judged on its spec as asked, with what
@@ -188,13 +189,22 @@ fn approve_stage(
         );
         return refused(StatusCode::UNPROCESSABLE_ENTITY, "ApprovalNotRequired", message);
     };
+    if let Err(refusal) = approvers::authorize(state, caller, &approvers.classes()).await {
+        audit(Some(caller), &target, false, refusal.reason, refusal.audited());
+        return refusal.into_response();
+    }
     let authors = stage_approval::authors(&rollout);
     if let Err(rejection) =
         stage_approval::may_approve(&caller.subject, &caller.groups, &approvers, authors, asked.freeze_override)
     {
         return refused(StatusCode::FORBIDDEN, rejection.reason(), rejection.to_string());
     }
-    let approver = Approver { subject: caller.subject.clone(), groups: caller.groups.clone() };
+    // What RBAC authorized travels with the token: the stage may gain a class later.
+    let approver = Approver {
+        subject: caller.subject.clone(),
+        groups: caller.groups.clone(),
+        rbac_classes: caller.kubernetes.as_ref().map(|_| approvers.classes()),
+    };
     let stage = StageRef {
         namespace: asked.namespace.clone(),
         name: asked.name.clone(),
@@ -240,6 +250,7 @@ mod tests {
             verifier: None,
             issuer: Some(Arc::new(crate::testing::approval_keys().issuer)),
             bearer: Some(Arc::new(BearerVerifier::from_config(&config).expect("a verifier"))),
+            kubernetes: None,
             metrics: None,
             approval_limit: NonZeroU32::new(per_minute).map(|n| Arc::new(ApprovalRateLimit::per_minute(n))),
         }
@@ -294,5 +305,212 @@ mod tests {
         // Another caller is not slowed by bob's asks.
         let other = create(State(state.clone()), as_caller("carol"), ask()).await;
         assert_ne!(other.status(), StatusCode::TOO_MANY_REQUESTS);
+    }
+
+    /// Reads a refusal's body.
+    async fn refusal_of(answer: Response) -> (StatusCode, ApiError) {
+        let status = answer.status();
+        let body = axum::body::to_bytes(answer.into_body(), 8192).await.expect("a body");
+        (status, serde_json::from_slice(&body).expect("an ApiError"))
+    }
+
+    /// A state that knows callers through the scripted apiserver only, with the
+    /// production class (approvers: platform-approvers) in its index.
+    fn kubernetes_state() -> (WebhookState, crate::testing::apiserver::ScriptedApiServer) {
+        let (client, server) = crate::testing::apiserver::scripted_client();
+        let state = WebhookState {
+            index: Arc::new(Index::with_objects([], [crate::testing::class("production")], [])),
+            verifier: None,
+            issuer: Some(Arc::new(crate::testing::approval_keys().issuer)),
+            bearer: None,
+            kubernetes: Some(crate::auth::KubernetesReviewer::new(client)),
+            metrics: None,
+            approval_limit: None,
+        };
+        (state, server)
+    }
+
+    fn bearer(token: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::AUTHORIZATION, format!("Bearer {token}").parse().expect("a header"));
+        headers
+    }
+
+    fn production_request() -> Bytes {
+        let spec = serde_json::to_value(&crate::testing::request("production").spec).expect("spec");
+        Bytes::from(
+            serde_json::to_vec(&serde_json::json!({"namespace": "payments", "name": "checkout-prod", "spec": spec}))
+                .expect("json"),
+        )
+    }
+
+    const TOKEN_REVIEWS: &str = "/apis/authentication.k8s.io/v1/tokenreviews";
+    const ACCESS_REVIEWS: &str = "/apis/authorization.k8s.io/v1/subjectaccessreviews";
+
+    fn bob_is_authenticated() -> serde_json::Value {
+        serde_json::json!({"status": {"authenticated": true, "user": {"username": "bob", "groups": ["platform-approvers"]}}})
+    }
+
+    #[tokio::test]
+    async fn a_kubernetes_caller_with_rbac_approve_on_the_class_gets_an_approval_in_their_cluster_name() {
+        let (state, mut server) = kubernetes_state();
+        let answer = tokio::spawn(create(State(state), bearer("bobs-kube-token"), production_request()));
+        let review = server.expect("POST", TOKEN_REVIEWS, 201, bob_is_authenticated()).await;
+        assert_eq!(review.body["spec"]["token"], "bobs-kube-token");
+        let access = server.expect("POST", ACCESS_REVIEWS, 201, serde_json::json!({"status": {"allowed": true}})).await;
+        assert_eq!(access.body["spec"]["user"], "bob");
+        assert_eq!(access.body["spec"]["resourceAttributes"]["verb"], "approve");
+        assert_eq!(access.body["spec"]["resourceAttributes"]["name"], "production");
+        let answer = answer.await.expect("handler");
+        assert_eq!(answer.status(), StatusCode::OK);
+        let body = axum::body::to_bytes(answer.into_body(), 8192).await.expect("a body");
+        let granted: ApprovalGranted = serde_json::from_slice(&body).expect("granted");
+        assert_eq!(granted.approver, "bob");
+        server.assert_done();
+    }
+
+    #[tokio::test]
+    async fn a_kubernetes_caller_without_the_rbac_verb_is_refused_before_the_class_is_looked_at() {
+        let (state, mut server) = kubernetes_state();
+        // A class that does not exist: the refusal must not say so to a non-approver.
+        let mut asked: serde_json::Value = serde_json::from_slice(&production_request()).expect("json");
+        asked["spec"]["class"] = "secret-class".into();
+        let body = Bytes::from(serde_json::to_vec(&asked).expect("json"));
+        let answer = tokio::spawn(create(State(state), bearer("bobs-kube-token"), body));
+        server.expect("POST", TOKEN_REVIEWS, 201, bob_is_authenticated()).await;
+        let denied = serde_json::json!({"status": {"allowed": false, "reason": "no RBAC policy matched"}});
+        server.expect("POST", ACCESS_REVIEWS, 201, denied).await;
+        let (status, refusal) = refusal_of(answer.await.expect("handler")).await;
+        assert_eq!((status, refusal.reason.as_str()), (StatusCode::FORBIDDEN, "NotAnApprover"));
+        assert!(
+            refusal.message.starts_with(
+                "bob may not approve class \"secret-class\": RBAC grants no verb \"approve\" on environmentclasses.berth.dev/secret-class (no RBAC policy matched)"
+            ),
+            "{}",
+            refusal.message
+        );
+        server.assert_done();
+    }
+
+    #[tokio::test]
+    async fn a_token_the_apiserver_rejects_is_401_and_an_apiserver_that_cannot_answer_is_503() {
+        let (state, mut server) = kubernetes_state();
+        let answer = tokio::spawn(create(State(state.clone()), bearer("forged"), production_request()));
+        let rejected = serde_json::json!({"status": {"authenticated": false, "error": "invalid bearer token"}});
+        server.expect("POST", TOKEN_REVIEWS, 201, rejected).await;
+        let (status, refusal) = refusal_of(answer.await.expect("handler")).await;
+        assert_eq!((status, refusal.reason.as_str()), (StatusCode::UNAUTHORIZED, "NotAuthenticated"));
+        // Whether the token was unknown or expired is the audit log's to know, not the caller's.
+        assert_eq!(refusal.message, "the apiserver did not accept the token; send the token your kubeconfig uses");
+        assert!(!refusal.message.contains("forged"), "the token is never echoed: {}", refusal.message);
+
+        let answer = tokio::spawn(create(State(state), bearer("any"), production_request()));
+        let down = crate::testing::apiserver::ScriptedApiServer::refusal(503, "ServiceUnavailable", "etcd is down");
+        server.expect("POST", TOKEN_REVIEWS, 503, down).await;
+        let (status, refusal) = refusal_of(answer.await.expect("handler")).await;
+        assert_eq!((status, refusal.reason.as_str()), (StatusCode::SERVICE_UNAVAILABLE, "AuthenticationUnavailable"));
+        assert_eq!(refusal.message, "Berth cannot ask the apiserver for a TokenReview right now; try again shortly");
+        server.assert_done();
+    }
+
+    #[tokio::test]
+    async fn a_jwt_without_the_approver_role_is_refused_though_the_apiserver_is_asked_first() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (client, mut server) = crate::testing::apiserver::scripted_client();
+        let state = WebhookState {
+            index: Arc::new(Index::with_objects([], [crate::testing::class("production")], [])),
+            kubernetes: Some(crate::auth::KubernetesReviewer::new(client)),
+            ..state(dir.path(), 0)
+        };
+        let requester = dev_token(
+            SECRET,
+            "alice",
+            &["platform-approvers".to_owned()],
+            &[Role::Requester],
+            AUDIENCE,
+            Duration::from_secs(600),
+            Timestamp::now(),
+        )
+        .expect("a token");
+        let answer = tokio::spawn(create(State(state), bearer(&requester), production_request()));
+        server.expect("POST", TOKEN_REVIEWS, 201, serde_json::json!({"status": {"authenticated": false}})).await;
+        let (status, refusal) = refusal_of(answer.await.expect("handler")).await;
+        assert_eq!((status, refusal.reason.as_str()), (StatusCode::FORBIDDEN, "NotAnApprover"));
+        assert!(refusal.message.contains("approving needs the approver (or admin) role"), "{}", refusal.message);
+        server.assert_done();
+    }
+
+    #[tokio::test]
+    async fn a_jwt_of_the_auth_api_s_keys_still_works_when_the_apiserver_does_not_know_the_token() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (client, mut server) = crate::testing::apiserver::scripted_client();
+        let state = WebhookState {
+            index: Arc::new(Index::with_objects([], [crate::testing::class("production")], [])),
+            kubernetes: Some(crate::auth::KubernetesReviewer::new(client)),
+            ..state(dir.path(), 0)
+        };
+        let answer = tokio::spawn(create(State(state), as_caller("bob"), production_request()));
+        let rejected = serde_json::json!({"status": {"authenticated": false}});
+        server.expect("POST", TOKEN_REVIEWS, 201, rejected).await;
+        // The JWT's approver role stands in for RBAC: no access review is asked.
+        let answer = answer.await.expect("handler");
+        assert_eq!(answer.status(), StatusCode::OK);
+        server.assert_done();
+    }
+
+    /// The production stage of `examples/rollout-checkout.yaml`, in an index that
+    /// holds it (created by alice) and the production class.
+    fn stage_state() -> (WebhookState, crate::testing::apiserver::ScriptedApiServer, Bytes) {
+        let (mut state, server) = kubernetes_state();
+        let mut rollout: crate::api::Rollout = crate::testing::example("rollout-checkout.yaml");
+        rollout.metadata.uid = Some("uid-1".into());
+        let annotations = rollout.metadata.annotations.get_or_insert_default();
+        annotations.insert(crate::api::labels::CREATED_BY_ANNOTATION.into(), "alice".into());
+        let index =
+            Index::with_objects([], [crate::testing::class("production"), crate::testing::class("staging")], []);
+        index.rollouts.fill([rollout.clone()]);
+        state.index = Arc::new(index);
+        let body = serde_json::json!({"namespace": "payments", "name": rollout.metadata.name, "stage": "production", "spec": rollout.spec});
+        (state, server, Bytes::from(serde_json::to_vec(&body).expect("json")))
+    }
+
+    #[tokio::test]
+    async fn a_kubernetes_caller_approves_a_stage_once_rbac_lets_them_read_the_rollout_and_approve_its_classes() {
+        let (state, mut server, body) = stage_state();
+        let answer = tokio::spawn(create(State(state), bearer("bobs-kube-token"), body));
+        server.expect("POST", TOKEN_REVIEWS, 201, bob_is_authenticated()).await;
+        let read = server.expect("POST", ACCESS_REVIEWS, 201, serde_json::json!({"status": {"allowed": true}})).await;
+        let asked = &read.body["spec"]["resourceAttributes"];
+        assert_eq!((asked["verb"].as_str(), asked["resource"].as_str()), (Some("get"), Some("rollouts")));
+        assert_eq!((asked["namespace"].as_str(), asked["name"].as_str()), (Some("payments"), Some("checkout-v1-9-0")));
+        let approve =
+            server.expect("POST", ACCESS_REVIEWS, 201, serde_json::json!({"status": {"allowed": true}})).await;
+        assert_eq!(approve.body["spec"]["resourceAttributes"]["name"], "production");
+        let answer = answer.await.expect("handler");
+        assert_eq!(answer.status(), StatusCode::OK);
+        let body = axum::body::to_bytes(answer.into_body(), 16384).await.expect("a body");
+        let granted: ApprovalGranted = serde_json::from_slice(&body).expect("granted");
+        // What RBAC authorized is written into the approval.
+        let payload = granted.token.split('.').nth(1).expect("a JWT");
+        use base64::Engine;
+        let claims: serde_json::Value = serde_json::from_slice(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).expect("base64url"),
+        )
+        .expect("claims");
+        assert_eq!(claims["berth.dev/rbac-classes"], serde_json::json!(["production"]));
+        server.assert_done();
+    }
+
+    #[tokio::test]
+    async fn a_kubernetes_caller_who_may_not_read_the_rollout_learns_nothing_about_it() {
+        let (state, mut server, body) = stage_state();
+        let answer = tokio::spawn(create(State(state), bearer("bobs-kube-token"), body));
+        server.expect("POST", TOKEN_REVIEWS, 201, bob_is_authenticated()).await;
+        server.expect("POST", ACCESS_REVIEWS, 201, serde_json::json!({"status": {"allowed": false}})).await;
+        let (status, refusal) = refusal_of(answer.await.expect("handler")).await;
+        assert_eq!((status, refusal.reason.as_str()), (StatusCode::FORBIDDEN, "NotAnApprover"));
+        assert_eq!(refusal.message, "bob may not read rollout payments/checkout-v1-9-0, so may not approve it");
+        // No question about its classes: the stages were never looked at.
+        server.assert_done();
     }
 }

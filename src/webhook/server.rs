@@ -1,10 +1,14 @@
-//! The HTTP surface: admission endpoints for the apiserver and the auth API for
-//! people, on one HTTPS listener.
+//! The HTTP surface, as two routers served on two HTTPS listeners, so each can be
+//! exposed and policed on its own (the apiserver reaches one, people the other):
 //!
+//! [`admission_router`], for the apiserver:
 //! - `POST /validate/{resource}` — validating AdmissionReview v1 for Berth's kinds
 //! - `POST /mutate/{environmentrequests,rollouts}` — records the creator and spec author
+//!
+//! [`auth_router`], the auth API for people:
 //! - `POST /v1/approvals` — an approver asks Berth to sign an approval
-//! - `GET /healthz`
+//!
+//! Both answer `GET /healthz`; neither serves the other's paths (404).
 
 use std::time::Instant;
 
@@ -32,12 +36,20 @@ use super::{
 /// an AdmissionReview carries the object twice on UPDATE.
 const MAX_BODY: usize = 4 * 1024 * 1024;
 
-/// The webhook's routes.
-pub fn router(state: WebhookState) -> Router {
-    Router::new()
-        .route("/validate/{resource}", post(validate))
-        .route("/mutate/{resource}", post(mutate))
-        .route("/v1/approvals", post(approvals::create))
+/// The admission webhook's routes (`--webhook-listen`).
+pub fn admission_router(state: WebhookState) -> Router {
+    let routes = Router::new().route("/validate/{resource}", post(validate)).route("/mutate/{resource}", post(mutate));
+    finish(routes, state)
+}
+
+/// The auth API's routes (`--auth-listen`).
+pub fn auth_router(state: WebhookState) -> Router {
+    finish(Router::new().route("/v1/approvals", post(approvals::create)), state)
+}
+
+/// What both listeners share: `/healthz` and the body limit.
+fn finish(routes: Router<WebhookState>, state: WebhookState) -> Router {
+    routes
         .route("/healthz", get(|| async { "ok" }))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)
@@ -107,4 +119,50 @@ async fn mutate(State(state): State<WebhookState>, Path(resource): Path<String>,
         metrics.observe(label, &req.operation, response.allowed, started.elapsed());
     }
     review_response(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use axum::{body::Body, http::Request};
+    use tower::ServiceExt;
+
+    use super::*;
+    use crate::index::Index;
+
+    fn state() -> WebhookState {
+        WebhookState {
+            index: Arc::new(Index::with_objects([], [], [])),
+            verifier: None,
+            issuer: None,
+            bearer: None,
+            kubernetes: None,
+            metrics: None,
+            approval_limit: None,
+        }
+    }
+
+    async fn status(router: &Router, method: &str, path: &str) -> StatusCode {
+        let request = Request::builder().method(method).uri(path).body(Body::from("{}")).expect("a request");
+        router.clone().oneshot(request).await.expect("infallible").status()
+    }
+
+    const ADMISSION: [&str; 3] = ["/validate/environmentrequests", "/validate/tenants", "/mutate/rollouts"];
+
+    #[tokio::test]
+    async fn each_port_serves_its_own_paths_and_404s_the_others() {
+        let (admission, auth) = (admission_router(state()), auth_router(state()));
+        for path in ADMISSION {
+            // The body is no review: 400, so the route is there.
+            assert_eq!(status(&admission, "POST", path).await, StatusCode::BAD_REQUEST, "{path}");
+            assert_eq!(status(&auth, "POST", path).await, StatusCode::NOT_FOUND, "{path}");
+        }
+        assert_eq!(status(&admission, "POST", "/v1/approvals").await, StatusCode::NOT_FOUND);
+        // Whatever the handler makes of an unauthenticated ask, the route is there.
+        assert_ne!(status(&auth, "POST", "/v1/approvals").await, StatusCode::NOT_FOUND);
+        for router in [&admission, &auth] {
+            assert_eq!(status(router, "GET", "/healthz").await, StatusCode::OK);
+        }
+    }
 }

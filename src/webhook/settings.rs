@@ -1,5 +1,5 @@
 //! Flags of `berth run` for the webhook, approvals and the auth API, and what they
-//! build. Every key and secret comes from a file; none is ever printed.
+//! build: two HTTPS listeners, admission and the auth API, sharing one certificate. Every key and secret comes from a file; none is ever printed.
 
 use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
@@ -8,15 +8,19 @@ use tokio::{net::TcpListener, task::JoinHandle};
 use super::{
     metrics::WebhookMetrics,
     rate_limit::ApprovalRateLimit,
-    server::router,
+    server::{admission_router, auth_router},
     state::WebhookState,
     tls::{self, ReloadingCertificate, TlsFiles},
 };
 use crate::{
     api::GoDuration,
     approval::{Issuer, KeyError, SigningKey, VerificationKeys, Verifier},
-    auth::{AuthConfigError, BearerConfig, BearerVerifier},
+    auth::{
+        AuthConfigError, BearerConfig, BearerVerifier, ClaimMapping, KubernetesReviewer,
+        oidc::{OidcConfig, OidcKeys},
+    },
     index::Index,
+    reload::{RELOAD_EVERY, Reloading},
 };
 
 /// Issuer every approval names (`iss`) unless configured otherwise.
@@ -27,16 +31,28 @@ pub const DEFAULT_APPROVAL_AUDIENCE: &str = "berth.dev/approvals";
 /// Webhook, approval and auth settings of `berth run`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct WebhookArgs {
-    /// HTTPS address of the admission webhook and the auth API.
+    /// HTTPS address of the admission webhook (the apiserver calls it; `/validate`,
+    /// `/mutate`).
     #[arg(long, env = "BERTH_WEBHOOK_LISTEN", default_value = "0.0.0.0:8443")]
     pub webhook_listen: SocketAddr,
-    /// Serving certificate (PEM, may be a chain); the webhook runs when it is set.
-    /// Reloaded when it changes on disk.
+    /// HTTPS address of the auth API (`berth approve` calls it; `/v1/approvals`), apart
+    /// from admission so that each can be exposed and policed on its own.
+    #[arg(long, env = "BERTH_AUTH_LISTEN", default_value = "0.0.0.0:8444")]
+    pub auth_listen: SocketAddr,
+    /// Serving certificate (PEM, may be a chain) of both listeners; the webhook and the
+    /// auth API run when it is set. Reloaded when it changes on disk.
     #[arg(long, env = "BERTH_WEBHOOK_CERT_FILE", requires = "webhook_key_file")]
     pub webhook_cert_file: Option<PathBuf>,
     /// The serving certificate's private key (PEM).
     #[arg(long, env = "BERTH_WEBHOOK_KEY_FILE", requires = "webhook_cert_file")]
     pub webhook_key_file: Option<PathBuf>,
+    /// CA (PEM) of the client certificate the apiserver presents to webhooks (its
+    /// `--admission-control-config-file`). When set, the admission listener serves
+    /// only clients with a certificate it signed, so nobody else can post made-up
+    /// AdmissionReviews; the auth API is not affected. Give that certificate a CA of
+    /// its own: the cluster CA signs every user's and kubelet's too.
+    #[arg(long, env = "BERTH_WEBHOOK_CLIENT_CA_FILE", requires = "webhook_cert_file")]
+    pub webhook_client_ca_file: Option<PathBuf>,
     /// Private key approvals are signed with (PKCS#8 PEM, Ed25519 or P-256); enables
     /// `POST /v1/approvals`.
     #[arg(long, env = "BERTH_APPROVAL_SIGNING_KEY_FILE")]
@@ -74,6 +90,38 @@ pub struct WebhookArgs {
     /// Required `aud` of bearer tokens.
     #[arg(long, env = "BERTH_AUTH_AUDIENCE", default_value = "berth")]
     pub auth_audience: String,
+    /// OIDC issuer (`https://…`, exactly as tokens' `iss`) whose signing keys Berth
+    /// discovers (`/.well-known/openid-configuration`) and fetches for bearer JWTs,
+    /// again every `--auth-oidc-refresh-seconds` and when a token names an unknown kid
+    /// (at most every 30 s). Tokens must name it as `iss`; key files are then optional.
+    #[arg(long, env = "BERTH_AUTH_OIDC_ISSUER_URL")]
+    pub auth_oidc_issuer_url: Option<String>,
+    /// CA (PEM) to trust for the OIDC issuer; the system's roots by default.
+    #[arg(long, env = "BERTH_AUTH_OIDC_CA_FILE", requires = "auth_oidc_issuer_url")]
+    pub auth_oidc_ca_file: Option<PathBuf>,
+    /// How often the OIDC issuer's key set is fetched again (at least 60).
+    #[arg(long, env = "BERTH_AUTH_OIDC_REFRESH_SECONDS", default_value = "3600")]
+    pub auth_oidc_refresh_seconds: u64,
+    /// Claim holding the username in bearer JWTs; set it (and the three below) as the
+    /// apiserver's `--oidc-username-claim` etc. are set, so a JWT names a person as the
+    /// cluster does. With `email`, a present `email_verified` must be true.
+    #[arg(long, env = "BERTH_AUTH_USERNAME_CLAIM", default_value = "sub")]
+    pub auth_username_claim: String,
+    /// Put before every username from a JWT (e.g. `oidc:`); none by default.
+    #[arg(long, env = "BERTH_AUTH_USERNAME_PREFIX", default_value = "")]
+    pub auth_username_prefix: String,
+    /// Claim holding the groups in bearer JWTs (an array of strings, or one string).
+    #[arg(long, env = "BERTH_AUTH_GROUPS_CLAIM", default_value = "groups")]
+    pub auth_groups_claim: String,
+    /// Put before every group from a JWT; none by default.
+    #[arg(long, env = "BERTH_AUTH_GROUPS_PREFIX", default_value = "")]
+    pub auth_groups_prefix: String,
+    /// Whether callers of the auth API may authenticate with the token their kubeconfig
+    /// uses (the apiserver answers: TokenReview) and are authorized by RBAC (verb
+    /// `approve` on `environmentclasses`: SubjectAccessReview). Tried before the JWT
+    /// keys above; `false` leaves only those.
+    #[arg(long, env = "BERTH_AUTH_KUBERNETES", default_value_t = true, action = clap::ArgAction::Set)]
+    pub auth_kubernetes: bool,
 }
 
 /// A setting that cannot be used. Names the flag and file, never their contents.
@@ -94,32 +142,44 @@ pub enum SettingsError {
 }
 
 impl WebhookArgs {
-    /// The approval signer, when a signing key is configured.
+    /// The approval signer, when a signing key is configured. The key file is re-read
+    /// when it changes, as are the files of [`verifier`](Self::verifier) and
+    /// [`bearer`](Self::bearer) (see [`crate::reload`]); all three need a Tokio runtime.
     pub fn issuer(&self) -> Result<Option<Issuer>, SettingsError> {
         let Some(path) = &self.approval_signing_key_file else {
             return Ok(None);
         };
         let lifetime = self.approval_lifetime.parse().map_err(|e| SettingsError::Lifetime(e.to_string()))?;
-        let key = SigningKey::from_pem_file(path)?;
-        Ok(Some(Issuer::new(key, self.approval_issuer.clone(), self.approval_audience.clone(), lifetime)))
+        let file = path.clone();
+        let key = Reloading::from_files("approval signing key", vec![path.clone()], move || {
+            SigningKey::from_pem_file(&file)
+        })?;
+        key.watch(RELOAD_EVERY);
+        Ok(Some(Issuer::reloading(key, self.approval_issuer.clone(), self.approval_audience.clone(), lifetime)))
     }
 
     /// The approval verifier: the configured keys, else the signing key's public half;
     /// `None` when neither is configured (then no approval class is provisioned).
     pub fn verifier(&self) -> Result<Option<Verifier>, SettingsError> {
         let keys = if !self.approval_verify_keys.is_empty() {
-            let mut pems = Vec::new();
-            for path in &self.approval_verify_keys {
-                pems.extend(pem_files(path)?);
-            }
-            VerificationKeys::from_pem_files(&pems)?
+            let paths = self.approval_verify_keys.clone();
+            Reloading::from_files("approval verification keys", paths.clone(), move || {
+                let mut pems = Vec::new();
+                for path in &paths {
+                    pems.extend(pem_files(path)?);
+                }
+                Ok::<_, SettingsError>(VerificationKeys::from_pem_files(&pems)?)
+            })?
         } else if let Some(path) = &self.approval_signing_key_file {
-            let key = SigningKey::from_pem_file(path)?;
-            VerificationKeys::from(&key)
+            let file = path.clone();
+            Reloading::from_files("approval verification keys", vec![path.clone()], move || {
+                SigningKey::from_pem_file(&file).map(|key| VerificationKeys::from(&key))
+            })?
         } else {
             return Ok(None);
         };
-        Ok(Some(Verifier::new(keys, self.approval_issuer.clone(), self.approval_audience.clone())))
+        keys.watch(RELOAD_EVERY);
+        Ok(Some(Verifier::reloading(keys, self.approval_issuer.clone(), self.approval_audience.clone())))
     }
 
     /// The auth API's caller check, when any key source is configured.
@@ -127,6 +187,7 @@ impl WebhookArgs {
         if self.auth_hs256_secret_file.is_none()
             && self.auth_public_key_files.is_empty()
             && self.auth_jwks_file.is_none()
+            && self.auth_oidc_issuer_url.is_none()
         {
             return Ok(None);
         }
@@ -136,8 +197,25 @@ impl WebhookArgs {
             jwks_file: self.auth_jwks_file.clone(),
             issuer: self.auth_issuer.clone(),
             audience: self.auth_audience.clone(),
+            claims: ClaimMapping {
+                username_claim: self.auth_username_claim.clone(),
+                username_prefix: self.auth_username_prefix.clone(),
+                groups_claim: self.auth_groups_claim.clone(),
+                groups_prefix: self.auth_groups_prefix.clone(),
+            },
+            oidc_issuer: self.auth_oidc_issuer_url.clone(),
         };
-        Ok(Some(BearerVerifier::from_config(&config)?))
+        let mut bearer = BearerVerifier::from_config(&config)?;
+        bearer.watch(RELOAD_EVERY);
+        if let Some(issuer) = &self.auth_oidc_issuer_url {
+            let config = OidcConfig {
+                issuer: issuer.clone(),
+                ca_file: self.auth_oidc_ca_file.clone(),
+                refresh_every: Duration::from_secs(self.auth_oidc_refresh_seconds.max(60)),
+            };
+            bearer = bearer.with_oidc(OidcKeys::start(config)?);
+        }
+        Ok(Some(bearer))
     }
 
     /// The serving certificate files, when the webhook is enabled.
@@ -158,7 +236,10 @@ fn pem_files(path: &std::path::Path) -> Result<Vec<PathBuf>, SettingsError> {
     let mut files = Vec::new();
     for entry in std::fs::read_dir(path).map_err(unreadable)? {
         let file = entry.map_err(unreadable)?.path();
-        if file.extension().is_some_and(|e| e == "pem") {
+        // Dotfiles are a Secret volume's bookkeeping (`..data`), and the reload check
+        // skips them too.
+        let hidden = file.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with('.'));
+        if !hidden && file.extension().is_some_and(|e| e == "pem") {
             files.push(file);
         }
     }
@@ -172,14 +253,17 @@ pub struct Start {
     pub index: Arc<Index>,
     pub verifier: Option<Arc<Verifier>>,
     pub registry: prometheus::Registry,
+    /// Asks the apiserver about callers of the auth API (`--auth-kubernetes`).
+    pub client: kube::Client,
 }
 
-/// Starts the webhook server when TLS files are configured: caches first (decisions
-/// need them), then the HTTPS listener. Returns `None` when the webhook is off.
+/// Starts the admission webhook and the auth API when TLS files are configured, each
+/// on its own listener with the same certificate: caches first (decisions need them),
+/// then HTTPS. Returns `None` when the webhook is off.
 pub async fn start(
     args: &WebhookArgs,
     start: Start,
-    shutdown: impl Future<Output = ()> + Send + 'static,
+    shutdown: impl Future<Output = ()> + Clone + Send + 'static,
 ) -> Result<Option<JoinHandle<std::io::Result<()>>>, SettingsError> {
     let Some(files) = args.tls_files() else {
         return Ok(None);
@@ -187,28 +271,49 @@ pub async fn start(
     let certificate = ReloadingCertificate::load(files)?;
     let _watch = certificate.spawn_watch(Duration::from_secs(10));
     let config = tls::server_config(certificate.clone())?;
+    // Only admission verifies clients: `berth approve` has no client certificate.
+    let admission_config = match &args.webhook_client_ca_file {
+        Some(client_ca) => tls::server_config_verifying_clients(certificate.clone(), client_ca)?,
+        None => config.clone(),
+    };
     let index = start.index;
     let state = WebhookState {
         index: index.clone(),
         verifier: start.verifier,
         issuer: args.issuer()?.map(Arc::new),
         bearer: args.bearer()?.map(Arc::new),
+        kubernetes: args.auth_kubernetes.then(|| KubernetesReviewer::new(start.client)),
         metrics: Some(WebhookMetrics::register(&start.registry)?),
         approval_limit: Some(Arc::new(ApprovalRateLimit::per_minute(args.approval_rate_per_minute))),
     };
-    if state.issuer.is_some() != state.bearer.is_some() {
+    // Half-configured approvals: a signing key nobody can use, or JWT keys without one.
+    if (state.issuer.is_some() && !super::approvers::configured(&state))
+        || (state.issuer.is_none() && state.bearer.is_some())
+    {
         tracing::warn!(
             "POST /v1/approvals needs both an approval signing key and caller authentication; it answers 503"
         );
     }
-    let listener = TcpListener::bind(args.webhook_listen)
-        .await
-        .map_err(|source| SettingsError::Listen { addr: args.webhook_listen, source })?;
-    tracing::info!(addr = %args.webhook_listen, certificate = %certificate.fingerprint(), "admission webhook listening");
-    let app = router(state);
+    let admission = bind(args.webhook_listen).await?;
+    let auth = bind(args.auth_listen).await?;
+    let fingerprint = certificate.fingerprint();
+    tracing::info!(
+        addr = %args.webhook_listen,
+        certificate = %fingerprint,
+        client_ca = ?args.webhook_client_ca_file,
+        "admission webhook listening (clients need a certificate this CA signed, when one is named)"
+    );
+    tracing::info!(addr = %args.auth_listen, certificate = %fingerprint, "auth API listening");
+    let (admission_app, auth_app) = (admission_router(state.clone()), auth_router(state));
     Ok(Some(tokio::spawn(async move {
         // Decisions before the index holds its first lists would refuse valid requests.
         index.ready().await;
-        tls::serve(listener, app, config, shutdown).await
+        let admission = tls::serve(admission, admission_app, admission_config, shutdown.clone());
+        let auth = tls::serve(auth, auth_app, config, shutdown);
+        tokio::try_join!(admission, auth).map(drop)
     })))
+}
+
+async fn bind(addr: SocketAddr) -> Result<TcpListener, SettingsError> {
+    TcpListener::bind(addr).await.map_err(|source| SettingsError::Listen { addr, source })
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use super::{metrics::WebhookMetrics, rate_limit::ApprovalRateLimit};
 use crate::{
     approval::{Issuer, Verifier},
-    auth::BearerVerifier,
+    auth::{BearerVerifier, KubernetesReviewer},
     index::Index,
 };
 
@@ -19,8 +19,12 @@ pub struct WebhookState {
     pub verifier: Option<Arc<Verifier>>,
     /// Signs approvals; `None` turns `POST /v1/approvals` off (503).
     pub issuer: Option<Arc<Issuer>>,
-    /// Authenticates callers of the auth API; `None` turns it off (503).
+    /// Authenticates callers of the auth API by JWTs of its own keys; `None`: not so.
     pub bearer: Option<Arc<BearerVerifier>>,
+    /// Authenticates callers by asking the apiserver (TokenReview) and authorizes them
+    /// with RBAC (SubjectAccessReview); `None`: not so. With neither this nor
+    /// `bearer`, `POST /v1/approvals` is off (503).
+    pub kubernetes: Option<KubernetesReviewer>,
     /// Admission counters and latency.
     pub metrics: Option<WebhookMetrics>,
     /// How often each caller may ask `POST /v1/approvals`; `None`: no limit.

@@ -20,6 +20,11 @@ async fn config_default_applies_as_the_readme_says_and_every_object_is_there() {
     for object in &shipped {
         assert!(live.contains(&key(object)), "{} is not in the cluster; it holds {live:?}", key(object));
     }
+    // Berth's own pods are fenced in (ingress to admission, the auth API and metrics).
+    assert!(
+        live.iter().any(|k| k == "NetworkPolicy berth-system/berth"),
+        "no NetworkPolicy; the cluster holds {live:?}"
+    );
 
     // The Deployment's pod passes Pod Security "restricted", enforced on berth-system:
     // the ReplicaSet could create it (no kubelet runs it here, so it stays Pending).
@@ -61,10 +66,28 @@ async fn the_charts_output_is_accepted_by_the_apiserver_for_each_way_to_install(
     let own_argocd = format!("argocd.namespace={namespace}");
     let variants: [&[&str]; 3] = [
         &[],
-        &["--set", "webhook.certManager.enabled=false", "--set", &manual_ca, "--set", "replicas=2"],
+        &[
+            "--set",
+            "webhook.certManager.enabled=false",
+            "--set",
+            &manual_ca,
+            "--set",
+            "replicas=2",
+            // The NetworkPolicy with its values filled in.
+            "--set",
+            "prometheus.url=http://prometheus.monitoring:9090",
+            "--set-json",
+            r#"networkPolicy.authApi.from=[{"namespaceSelector":{"matchLabels":{"kubernetes.io/metadata.name":"ingress"}}}]"#,
+            "--set-json",
+            r#"networkPolicy.egress.apiserver.to=[{"ipBlock":{"cidr":"10.0.0.1/32"}}]"#,
+        ],
         &[
             "--set",
             "webhook.enabled=false",
+            "--set",
+            "strict=false",
+            "--set",
+            "networkPolicy.enabled=false",
             "--set",
             "gitops.credentials.type=ssh",
             "--set",

@@ -2,10 +2,13 @@
 //! apiserver: they are accepted as shipped, the chart and the kustomize bases agree
 //! (same RBAC, same webhooks, both what Berth serves), and `berth run` does its whole
 //! job as the ServiceAccount they create with nothing but the RBAC they grant — while
-//! that ServiceAccount cannot do what Berth never does.
+//! that ServiceAccount cannot do what Berth never does; and the roles they ship for
+//! people let each persona do what it should and nothing more.
 
 mod apply;
+mod policy;
 mod rendering;
+mod roles;
 mod service_account;
 
 use std::{path::PathBuf, time::Duration};
@@ -84,6 +87,23 @@ pub async fn installed() -> &'static Installed {
             Installed { stdout: out.stdout, stderr: out.stderr }
         })
         .await
+}
+
+/// What `kubectl auth can-i <args>` answers for `user` in `groups`, asked by the
+/// admin impersonating them: the apiserver's own authorizer, with the RBAC installed.
+pub async fn can(user: &str, groups: &[&str], args: &[&str]) -> bool {
+    let mut all = vec!["auth", "can-i"];
+    all.extend_from_slice(args);
+    let as_user = format!("--as={user}");
+    all.push(&as_user);
+    let as_groups: Vec<String> = groups.iter().map(|g| format!("--as-group={g}")).collect();
+    all.extend(as_groups.iter().map(String::as_str));
+    let out = cluster().kubectl("admin", &all, None).await;
+    match out.stdout.trim() {
+        "yes" => true,
+        "no" => false,
+        _ => panic!("kubectl auth can-i {args:?} as {user}: {}{}", out.stdout, out.stderr),
+    }
 }
 
 /// `kubectl wait --for=condition=Established`, asking again while a CRD created a

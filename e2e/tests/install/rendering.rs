@@ -34,6 +34,13 @@ fn the_chart_and_config_install_the_same_objects_with_the_same_rbac() {
         "RoleBinding berth-system/berth-leader-election",
         "Role argocd/berth-applications",
         "RoleBinding argocd/berth-applications",
+        // The roles for people (config/roles, the chart's roles.yaml).
+        "ClusterRole /berth-viewer",
+        "ClusterRole /berth-edit",
+        "ClusterRole /berth-requester",
+        "ClusterRole /berth-platform",
+        "ClusterRole /berth-admin",
+        "ClusterRole /berth-approver",
     ];
     let found: BTreeSet<String> = config.iter().filter(|o| rbac.iter().any(|k| o["kind"] == *k)).map(key).collect();
     assert_eq!(found, expected.iter().map(|k| (*k).to_owned()).collect(), "config/default's RBAC");
@@ -41,6 +48,8 @@ fn the_chart_and_config_install_the_same_objects_with_the_same_rbac() {
         let (a, b) = (find(&config, wanted), find(&chart, wanted));
         if wanted.starts_with("ClusterRole ") || wanted.starts_with("Role ") {
             assert_eq!(a["rules"], b["rules"], "{wanted}: rules differ");
+            assert_eq!(a["aggregationRule"], b["aggregationRule"], "{wanted}: aggregationRule differs");
+            assert_eq!(aggregation_labels(a), aggregation_labels(b), "{wanted}: aggregation labels differ");
         } else {
             assert_eq!((&a["roleRef"], &a["subjects"]), (&b["roleRef"], &b["subjects"]), "{wanted} differs");
         }
@@ -68,8 +77,53 @@ fn the_chart_and_config_install_the_same_objects_with_the_same_rbac() {
     assert!(missing.is_empty(), "the chart does not set {missing:?}");
 }
 
+/// An object's `…aggregate-to-…` labels: which aggregated roles it is part of.
+fn aggregation_labels(object: &Value) -> BTreeSet<(String, String)> {
+    let labels = object["metadata"]["labels"].as_object().into_iter().flatten();
+    labels
+        .filter(|(k, _)| k.contains("/aggregate-to-"))
+        .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
+        .collect()
+}
+
+#[test]
+fn the_roles_for_people_aggregate_as_documented_and_can_be_left_out() {
+    let config = config_default();
+    let labels = |name: &str| aggregation_labels(find(&config, &format!("ClusterRole /{name}")));
+    let set = |pairs: &[&str]| -> BTreeSet<(String, String)> {
+        pairs.iter().map(|k| ((*k).to_owned(), "true".to_owned())).collect()
+    };
+    let k8s = |role: &str| format!("rbac.authorization.k8s.io/aggregate-to-{role}");
+    assert_eq!(labels("berth-viewer"), set(&[&k8s("view"), "berth.dev/aggregate-to-requester"]));
+    assert_eq!(labels("berth-edit"), set(&[&k8s("edit"), "berth.dev/aggregate-to-requester"]));
+    assert_eq!(labels("berth-requester"), set(&["berth.dev/aggregate-to-admin"]));
+    assert_eq!(labels("berth-platform"), set(&["berth.dev/aggregate-to-admin"]));
+    // Approving is in no aggregation, and berth-admin in none of Kubernetes' roles.
+    assert_eq!(labels("berth-approver"), set(&[]));
+    assert_eq!(labels("berth-admin"), set(&[]));
+    let approver = find(&config, "ClusterRole /berth-approver");
+    let rule =
+        serde_json::json!([{"apiGroups": ["berth.dev"], "resources": ["environmentclasses"], "verbs": ["approve"]}]);
+    assert_eq!(approver["rules"], rule);
+    // Only the leaves carry rules; no role for people touches a status subresource.
+    for name in ["berth-requester", "berth-admin"] {
+        let role = find(&config, &format!("ClusterRole /{name}"));
+        assert!(role["rules"].is_null(), "{name} is aggregated: the apiserver fills its rules");
+    }
+    let people = ["berth-viewer", "berth-edit", "berth-platform", "berth-approver"];
+    for name in people {
+        let rules = find(&config, &format!("ClusterRole /{name}"))["rules"].to_string();
+        assert!(!rules.contains('/') && !rules.contains('*'), "{name}: {rules}");
+    }
+
+    let without = chart(&["--set", "roles.create=false"]);
+    let left: Vec<String> =
+        without.iter().filter(|o| o["kind"] == "ClusterRole" && key(o) != "ClusterRole /berth").map(key).collect();
+    assert!(left.is_empty(), "roles.create=false still installs {left:?}");
+}
+
 /// The value a Deployment gives the environment variable `name`.
-fn env_value(objects: &[Value], name: &str) -> Value {
+pub fn env_value(objects: &[Value], name: &str) -> Value {
     let container = &the(objects, "Deployment").expect("Deployment")["spec"]["template"]["spec"]["containers"][0];
     let env = container["env"].as_array().into_iter().flatten().find(|e| e["name"] == name);
     env.unwrap_or_else(|| panic!("no {name}"))["value"].clone()
@@ -161,7 +215,7 @@ fn both_register_exactly_the_webhooks_berth_serves() {
         &the(&manual, "ValidatingWebhookConfiguration").expect("webhooks")["webhooks"][0]["clientConfig"]["caBundle"];
     use base64::{Engine, engine::general_purpose::STANDARD};
     assert_eq!(STANDARD.decode(bundle.as_str().unwrap_or_default()).ok(), Some(ca.into_bytes()));
-    let off = chart(&["--set", "webhook.enabled=false"]);
+    let off = chart(&["--set", "webhook.enabled=false", "--set", "strict=false"]);
     assert!(!off.iter().any(|o| o["kind"].as_str().is_some_and(|k| k.ends_with("WebhookConfiguration"))));
     let env =
         the(&off, "Deployment").expect("Deployment")["spec"]["template"]["spec"]["containers"][0]["env"].to_string();
@@ -209,7 +263,7 @@ fn helm_lint_passes_for_each_way_to_install() {
     let manual_ca = format!("webhook.caBundle={ca}");
     let variants: [&[&str]; 4] = [
         &[],
-        &["--set", "webhook.enabled=false", "--set", "gitops.credentials.type=none"],
+        &["--set", "webhook.enabled=false", "--set", "strict=false", "--set", "gitops.credentials.type=none"],
         &["--set", "webhook.certManager.enabled=false", "--set", &manual_ca],
         &["--set", "gitops.credentials.type=ssh", "--set", "approvals.secretName=berth-approvals"],
     ];

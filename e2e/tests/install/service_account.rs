@@ -16,22 +16,16 @@ use berth_e2e::{
 };
 use kube::Api;
 
-use crate::{cluster, config_default, installed, wait_for};
+use crate::{can, cluster, config_default, installed, wait_for};
 
 const SERVICE_ACCOUNT: &str = "system:serviceaccount:berth-system:berth";
+/// A tenant viewer, and the group the Tenant names in `viewers`.
+const VIEWER: &str = "vera";
+const VIEWERS: &str = "payments-auditors";
 
 /// What `kubectl auth can-i <args> --as=<Berth's ServiceAccount>` answers.
 async fn can_i(args: &[&str]) -> bool {
-    let mut all = vec!["auth", "can-i"];
-    all.extend_from_slice(args);
-    let as_berth = format!("--as={SERVICE_ACCOUNT}");
-    all.push(&as_berth);
-    let out = cluster().kubectl("admin", &all, None).await;
-    match out.stdout.trim() {
-        "yes" => true,
-        "no" => false,
-        _ => panic!("kubectl auth can-i {args:?}: {}{}", out.stdout, out.stderr),
-    }
+    crate::can(SERVICE_ACCOUNT, &[], args).await
 }
 
 /// Berth's ServiceAccount may do what Berth does, and none of what it never does.
@@ -54,6 +48,9 @@ async fn assert_least_privilege() {
         &["patch", "applications.argoproj.io", "-n", "argocd"],
         &["get", "customresourcedefinitions.apiextensions.k8s.io/applications.argoproj.io"],
         &["update", "leases.coordination.k8s.io", "-n", "berth-system"],
+        // The auth API: who a bearer token is (TokenReview), whether they may approve.
+        &["create", "tokenreviews.authentication.k8s.io"],
+        &["create", "subjectaccessreviews.authorization.k8s.io"],
     ];
     for args in allowed {
         assert!(can_i(args).await, "Berth needs: can-i {args:?}");
@@ -107,8 +104,8 @@ async fn assert_least_privilege() {
         &["create", "events", "-A"],
         &["create", "pods", "-A"],
         &["create", "serviceaccounts/token", "-n", "berth-system"],
-        &["create", "tokenreviews.authentication.k8s.io"],
-        &["create", "subjectaccessreviews.authorization.k8s.io"],
+        // Reviews ask about a caller; never a local one about a namespace's objects.
+        &["create", "localsubjectaccessreviews.authorization.k8s.io", "-n", "any-tenant"],
     ];
     for args in refused {
         assert!(!can_i(args).await, "Berth's ServiceAccount may {args:?}, which Berth never does");
@@ -148,9 +145,8 @@ async fn start_as_service_account(dir: &Path) -> (Operator, WebhookSetup) {
         .output()
         .expect("berth dev-credentials");
     assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
-    let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port();
-    let setup = WebhookSetup { credentials, url: format!("https://127.0.0.1:{port}") };
-    let mut env = setup.env(port);
+    let setup = WebhookSetup::on_free_ports(credentials).unwrap_or_else(|e| panic!("{e:#}"));
+    let mut env = setup.env();
     // As the Deployment sets them: leader election in Berth's namespace, the pod's name.
     env.push(("BERTH_LEADER_ELECTION_NAMESPACE".into(), "berth-system".into()));
     env.push(("POD_NAME".into(), "berth-install-e2e".into()));
@@ -196,6 +192,7 @@ metadata: {{name: {tenant}}}
 spec:
   owners: [{{kind: User, name: alice}}]
   members: [{{kind: Group, name: team-payments}}]
+  viewers: [{{kind: Group, name: {VIEWERS}}}]
   allowedClasses: [{class}]
   requestNamespace: {tenant}
 "
@@ -208,6 +205,26 @@ spec:
         (out.stdout.trim() == "yes").then_some(())
     })
     .await;
+    // The tenant's viewers follow its requests there and cannot ask for one (the
+    // Role berth-viewer, which Berth could write because it holds what it grants).
+    wait_for(Duration::from_secs(60), "the viewers' RoleBinding in the tenant namespace", log, || async {
+        can(VIEWER, &[VIEWERS], &["list", "environmentrequests.berth.dev", "-n", &tenant]).await.then_some(())
+    })
+    .await;
+    for allowed in
+        [&["get", "environmentrequests.berth.dev", "-n", &tenant][..], &["watch", "rollouts.berth.dev", "-n", &tenant]]
+    {
+        assert!(can(VIEWER, &[VIEWERS], allowed).await, "a tenant viewer may {allowed:?}");
+    }
+    for refused in [
+        &["create", "environmentrequests.berth.dev", "-n", &tenant][..],
+        &["delete", "environmentrequests.berth.dev", "-n", &tenant],
+        &["patch", "environmentrequests.berth.dev", "--subresource=status", "-n", &tenant],
+        &["create", "rollouts.berth.dev", "-n", &tenant],
+        &["list", "environmentrequests.berth.dev", "-n", "default"],
+    ] {
+        assert!(!can(VIEWER, &[VIEWERS], refused).await, "a tenant viewer may {refused:?}");
+    }
     let tenants: Api<Tenant> = Api::all(admin.clone());
     wait_for(Duration::from_secs(30), "the tenant's status", log, || async {
         let status = tenants.get(&tenant).await.ok()?.status?;
@@ -256,6 +273,22 @@ spec:
     let remote = operator.remote.clone();
     let files = files_at_head(&remote, &path).unwrap_or_else(|| panic!("{path} is not in the remote"));
     assert!(files.contains_key("namespace.yaml") && files.contains_key("application.yaml"), "{files:?}");
+    assert!(files["rolebindings.yaml"].contains("berth-viewers"), "{}", files["rolebindings.yaml"]);
+
+    // What Argo CD would apply: the environment's namespace and bindings. Viewers
+    // view it (Kubernetes' view), nothing more; members edit it.
+    admin_apply(&files["namespace.yaml"]).await;
+    admin_apply(&files["rolebindings.yaml"]).await;
+    let environment_ns = ready.status.as_ref().and_then(|s| s.namespace.clone()).unwrap_or_default();
+    assert!(!environment_ns.is_empty(), "the Ready request names its environment namespace");
+    assert!(can(VIEWER, &[VIEWERS], &["list", "pods", "-n", &environment_ns]).await, "viewers view the environment");
+    assert!(!can(VIEWER, &[VIEWERS], &["create", "deployments.apps", "-n", &environment_ns]).await);
+    assert!(!can(VIEWER, &[VIEWERS], &["get", "secrets", "-n", &environment_ns]).await, "view reads no Secrets");
+    assert!(can("someone", &["team-payments"], &["create", "deployments.apps", "-n", &environment_ns]).await);
+    // And as Argo CD would prune them: a deleted request waits for its environment to go.
+    let out = cluster.kubectl("admin", &["delete", "namespace", &environment_ns, "--timeout=60s"], None).await;
+    assert!(out.success, "{}", out.stderr);
+
     let events = cluster.kubectl("admin", &["events", "-n", &tenant, "--for", "environmentrequest/web"], None).await;
     assert!(events.stdout.contains("Ready"), "no Ready event: {}{}", events.stdout, events.stderr);
 

@@ -11,6 +11,7 @@ use kube::{Api, ResourceExt};
 use tokio::sync::OnceCell;
 
 mod freeze;
+mod listeners;
 mod stage_approval;
 
 static SETUP: OnceCell<WebhookSetup> = OnceCell::const_new();
@@ -105,6 +106,73 @@ async fn a_request_of_an_approval_class_needs_an_approver_who_is_not_its_creator
     assert_ne!(changed, approved);
     let refused = apply_as("alice", &changed).await.expect_err("a changed spec needs a new approval");
     assert!(refused.contains("the spec changed after it was approved"), "{refused}");
+}
+
+/// The default way to approve: as the user of one's kubeconfig. The apiserver says who
+/// the caller is (TokenReview) and RBAC whether they may approve the class
+/// (SubjectAccessReview, verb `approve`); the class's approver groups still apply.
+#[tokio::test]
+async fn an_approver_approves_as_their_kubeconfig_user_once_rbac_grants_approve_on_the_class() {
+    let setup = berth().await;
+    let (name, class) = (format!("tn-{}", suffix()), format!("prod-{}", suffix()));
+    kubectl_apply(&approval_class_yaml(&class)).await;
+    tenant(&name, &[&class], "{}", false).await;
+    let request = request_yaml(&name, "kube", &name, &class, "");
+    let file = write(&setup.credentials, &format!("{name}-kube.yaml"), &request);
+    let file = file.display().to_string();
+    let kubeconfig = &cluster().info.kubeconfig;
+
+    // bob is in the approver group, but RBAC grants him nothing yet.
+    let denied = webhook::approve_as(setup, kubeconfig, "bob", &["-f", &file]).expect_err("no RBAC yet");
+    assert!(denied.contains("403 NotAnApprover"), "{denied}");
+    assert!(
+        denied.contains(&format!("bob may not approve class \"{class}\": RBAC grants no verb \"approve\"")),
+        "{denied}"
+    );
+
+    // Granted `approve` on this class alone, bob approves as himself.
+    kubectl_apply(&format!(
+        "apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {{name: approve-{class}}}
+rules:
+  - apiGroups: [berth.dev]
+    resources: [environmentclasses]
+    resourceNames: [{class}]
+    verbs: [approve]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {{name: approve-{class}}}
+roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: approve-{class}}}
+subjects: [{{apiGroup: rbac.authorization.k8s.io, kind: User, name: bob}}]
+"
+    ))
+    .await;
+    // The apiserver's RBAC cache follows the binding within moments.
+    let mut approved = Err(String::new());
+    for _ in 0..50 {
+        approved = webhook::approve_as(setup, kubeconfig, "bob", &["-f", &file, "-o", "yaml"]);
+        if approved.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let approved = approved.expect("bob approves with his kubeconfig");
+    assert!(approved.contains("approval:") && approved.contains("token:"), "{approved}");
+
+    // alice, who will create it, holds no `approve`: refused by RBAC, not by a token.
+    let denied = webhook::approve_as(setup, kubeconfig, "alice", &["-f", &file]).expect_err("alice may not approve");
+    assert!(denied.contains("alice may not approve class"), "{denied}");
+
+    // The approver's name is the cluster's: the same kind of name admission records
+    // as the creator, so four eyes compares like with like.
+    apply_as("alice", &approved).await.expect("the approved request is admitted");
+    let ready = wait_phase(&name, "kube", Phase::Ready, Duration::from_secs(60)).await;
+    assert_eq!(ready.annotations().get("berth.dev/created-by").map(String::as_str), Some("alice"));
+    let status = ready.status.expect("status");
+    let approval = conditions::find(&status.conditions, conditions::types::APPROVED).expect("Approved condition");
+    assert_eq!((approval.status.as_str(), approval.message.as_str()), ("True", "approved by bob"));
 }
 
 #[tokio::test]

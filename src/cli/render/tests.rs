@@ -26,8 +26,8 @@ fn renders_every_example_request_into_its_layout_folder() {
     assert!(printed.starts_with("# clusters/in-cluster/tenants/payments/checkout-pr-1234/application.yaml\n"));
     assert_eq!(
         printed.matches("\n---\n").count() + 1,
-        tree.len() + 3,
-        "each env's rolebindings.yaml holds two documents"
+        tree.len() + 2 * 3,
+        "each env's rolebindings.yaml holds three documents (owners, members, viewers)"
     );
 }
 

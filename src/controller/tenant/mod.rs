@@ -230,14 +230,14 @@ mod tests {
             r
         }
 
-        /// The namespace, two roles and two bindings, each applied and echoed.
+        /// The namespace, three roles and three bindings, each applied and echoed.
         async fn set_up(server: &mut ScriptedApiServer) {
             server.echo("PATCH", NAMESPACE).await;
-            for role in ["berth-requester", "berth-manager"] {
+            for role in ["berth-requester", "berth-manager", "berth-viewer"] {
                 let call = server.echo("PATCH", &format!("{ROLES}/{role}")).await;
                 assert_eq!(call.body["metadata"]["ownerReferences"][0]["uid"], json!("uid-payments"));
             }
-            for binding in ["berth-members", "berth-owners"] {
+            for binding in ["berth-members", "berth-owners", "berth-viewers"] {
                 server.echo("PATCH", &format!("{BINDINGS}/{binding}")).await;
             }
         }

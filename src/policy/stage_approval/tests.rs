@@ -32,7 +32,11 @@ fn owners() -> TenantOwners {
 }
 
 fn stage_token(keys: &ApprovalKeys, rollout: &Rollout, stage: &str, who: &str, groups: &[&str]) -> String {
-    let approver = Approver { subject: who.into(), groups: groups.iter().map(|g| (*g).to_owned()).collect() };
+    let approver = Approver {
+        subject: who.into(),
+        groups: groups.iter().map(|g| (*g).to_owned()).collect(),
+        ..Default::default()
+    };
     let stage = StageRef {
         namespace: rollout.namespace().unwrap_or_default(),
         name: rollout.name_any(),
@@ -60,7 +64,7 @@ fn rejection(result: Result<VerifiedApproval, StageDenial>) -> Rejection {
 #[test]
 fn a_stage_token_carries_its_kind_rollout_uid_stage_and_revision_and_a_request_token_none_of_them() {
     let keys = approval_keys();
-    let approver = Approver { subject: "bob".into(), groups: vec!["platform".into()] };
+    let approver = Approver { subject: "bob".into(), groups: vec!["platform".into()], ..Default::default() };
     let stage = StageRef {
         namespace: "payments".into(),
         name: "checkout-v1-9-0".into(),
@@ -126,6 +130,46 @@ fn a_valid_stage_approval_is_accepted_and_says_who_approved_with_which_key() {
 }
 
 #[test]
+fn an_approval_rbac_authorized_for_some_classes_does_not_cover_a_class_the_stage_gained_since() {
+    let keys = approval_keys();
+    let rollout = rollout();
+    let stage = StageRef {
+        namespace: "payments".into(),
+        name: rollout.name_any(),
+        uid: "uid-1".into(),
+        stage: "production".into(),
+        freeze_override: false,
+    };
+    let token = |rbac_classes: Option<Vec<String>>| {
+        let approver = Approver { subject: "bob".into(), groups: vec!["platform".into()], rbac_classes };
+        with_approval(
+            &rollout,
+            "production",
+            keys.issuer.issue_stage(&approver, &stage, &rollout.spec, now()).expect("a token"),
+        )
+    };
+    let mut gained = production();
+    if let StageApprovers::Classes(classes) = &mut gained {
+        classes.push(ClassApprovers { class: "finance".into(), groups: vec!["platform".into()] });
+    }
+    // Authorized by RBAC for production alone: good for production, not once finance joins.
+    let kubernetes = token(Some(vec!["production".into()]));
+    assert!(check(&kubernetes, "production", &production(), Some(&keys.verifier), now()).is_ok());
+    let refused = rejection(check(&kubernetes, "production", &gained, Some(&keys.verifier), now()));
+    assert_eq!(refused, Rejection::ClassNotAuthorized { approver: "bob".into(), class: "finance".into() });
+    assert_eq!(refused.reason(), "ClassNotAuthorized");
+    // An owners' stage approved with no class authorized cannot turn into a class stage.
+    let owners_only = token(Some(Vec::new()));
+    assert_eq!(
+        rejection(check(&owners_only, "production", &production(), Some(&keys.verifier), now())).reason(),
+        "ClassNotAuthorized"
+    );
+    // A JWT approver's role is not per class: the groups decide, as before.
+    let jwt = token(None);
+    assert!(check(&jwt, "production", &gained, Some(&keys.verifier), now()).is_ok());
+}
+
+#[test]
 fn a_request_token_is_no_stage_approval_and_a_stage_token_is_no_request_approval() {
     let keys = approval_keys();
     let rollout = rollout();
@@ -171,7 +215,7 @@ fn a_token_for_another_stage_rollout_or_spec_or_a_forged_or_expired_one_is_refus
         with_approval(&rollout, "production", stage_token(&keys, &namesake, "production", "bob", &["platform"]));
     assert!(refuse(&earlier, now()).to_string().contains("(uid uid-0)"));
     // One bound to no UID (as issued before the rollout existed, by an older Berth).
-    let approver = Approver { subject: "bob".into(), groups: vec!["platform".into()] };
+    let approver = Approver { subject: "bob".into(), groups: vec!["platform".into()], ..Default::default() };
     let target = StageRef {
         namespace: "payments".into(),
         name: rollout.name_any(),

@@ -517,8 +517,11 @@ fn a_cluster_freeze_berth_cannot_read_is_refused_naming_the_field() {
 
 /// bob's approval of `stage` of `rollout` as it is.
 fn approve_stage(keys: &Keys, rollout: &Rollout, stage: &str, approver: &str) -> String {
-    let who =
-        crate::approval::Approver { subject: approver.into(), groups: vec![crate::testing::APPROVER_GROUP.into()] };
+    let who = crate::approval::Approver {
+        subject: approver.into(),
+        groups: vec![crate::testing::APPROVER_GROUP.into()],
+        ..Default::default()
+    };
     let target = crate::approval::StageRef {
         namespace: rollout.namespace().unwrap_or_default(),
         name: rollout.name_any(),

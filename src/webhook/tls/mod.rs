@@ -10,4 +10,6 @@ pub mod reload;
 pub mod serve;
 
 pub use reload::{ReloadingCertificate, TlsError, TlsFiles, cert_fingerprint};
-pub use serve::{HANDSHAKE_TIMEOUT, HEADER_READ_TIMEOUT, SHUTDOWN_GRACE, serve, server_config};
+pub use serve::{
+    HANDSHAKE_TIMEOUT, HEADER_READ_TIMEOUT, SHUTDOWN_GRACE, serve, server_config, server_config_verifying_clients,
+};

@@ -40,11 +40,46 @@ const ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
 /// A TLS server configuration (TLS 1.2 and 1.3, ring, no client certificates) that takes its
 /// certificate from `certs` on every handshake and offers ALPN `h2` and `http/1.1`.
 pub fn server_config(certs: Arc<ReloadingCertificate>) -> Result<Arc<ServerConfig>, TlsError> {
-    let mut config = ServerConfig::builder_with_provider(ring_provider())
-        .with_safe_default_protocol_versions()
-        .map_err(TlsError::Config)?
-        .with_no_client_auth()
-        .with_cert_resolver(certs);
+    with_alpn(
+        ServerConfig::builder_with_provider(ring_provider())
+            .with_safe_default_protocol_versions()
+            .map_err(TlsError::Config)?
+            .with_no_client_auth()
+            .with_cert_resolver(certs),
+    )
+}
+
+/// [`server_config`], but a client must present a certificate that a CA in `client_ca`
+/// (a PEM file) signed, or the handshake fails: how the apiserver authenticates to a
+/// webhook (its `--admission-control-config-file` names the client certificate). Give
+/// it a CA of its own for that certificate: the cluster CA also signs every user's and
+/// kubelet's.
+pub fn server_config_verifying_clients(
+    certs: Arc<ReloadingCertificate>,
+    client_ca: &std::path::Path,
+) -> Result<Arc<ServerConfig>, TlsError> {
+    let pem = std::fs::read(client_ca).map_err(|source| TlsError::Read { path: client_ca.to_owned(), source })?;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pemfile::certs(&mut &pem[..]) {
+        let cert = cert.map_err(|source| TlsError::Pem { path: client_ca.to_owned(), source })?;
+        roots.add(cert).map_err(|source| TlsError::Certificate { path: client_ca.to_owned(), source })?;
+    }
+    if roots.is_empty() {
+        return Err(TlsError::NoCertificate { path: client_ca.to_owned() });
+    }
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), ring_provider())
+        .build()
+        .map_err(|e| TlsError::Config(rustls::Error::General(e.to_string())))?;
+    with_alpn(
+        ServerConfig::builder_with_provider(ring_provider())
+            .with_safe_default_protocol_versions()
+            .map_err(TlsError::Config)?
+            .with_client_cert_verifier(verifier)
+            .with_cert_resolver(certs),
+    )
+}
+
+fn with_alpn(mut config: ServerConfig) -> Result<Arc<ServerConfig>, TlsError> {
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }

@@ -33,7 +33,8 @@ fn approve_at(
     freeze_override: bool,
     when: Timestamp,
 ) {
-    let approver = Approver { subject: who.into(), groups: vec![PLATFORM.into(), "payments-leads".into()] };
+    let approver =
+        Approver { subject: who.into(), groups: vec![PLATFORM.into(), "payments-leads".into()], ..Default::default() };
     let target = StageRef {
         namespace: "payments".into(),
         name: rollout.metadata.name.clone().unwrap_or_default(),
@@ -128,7 +129,7 @@ fn an_approval_accepted_when_the_stage_starts_is_recorded_and_stays_valid_for_th
     assert_eq!((work.stage.as_str(), work.batch, work.freeze_override.clone()), ("production", 1, None));
     assert!(reasons_of(&started).contains(&"ApprovalAccepted"), "{:?}", started.notes);
     let accepted = status.stages[1].approval.clone().expect("recorded");
-    assert_eq!((accepted.approver.as_str(), accepted.key_id.as_str()), ("bob", keys.issuer.kid()));
+    assert_eq!((accepted.approver.as_str(), accepted.key_id.as_str()), ("bob", keys.issuer.kid().as_str()));
     assert_eq!((accepted.approved_at.clone(), accepted.accepted_at.clone()), (Time(at(0)), Time(at(10))));
     assert!(!accepted.freeze_override);
 
