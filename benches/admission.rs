@@ -228,9 +228,13 @@ fn review_body(uid: &str, object: &Value) -> Bytes {
     Bytes::from(review.body())
 }
 
+/// The UID the apiserver gave the production request: its approval is bound to it.
+const PRODUCTION_UID: &str = "5c0e3a9d-7b1f-4e2a-9c4d-000000000a02";
+
 /// The production request with a valid approval by bob, created by alice.
 fn approved_production(keys: &Keys) -> EnvironmentRequest {
     let mut prod: EnvironmentRequest = example("environmentrequest-production.yaml");
+    prod.metadata.uid = Some(PRODUCTION_UID.to_owned());
     let token = keys.approve(&prod, "bob", Timestamp::now());
     prod.spec.approval = Some(Approval { token });
     prod
@@ -266,12 +270,7 @@ fn reviews(keys: &Keys) -> Vec<Review> {
             "the above, plus the Ed25519 approval token (bob approves, alice created)",
             "/validate/environmentrequests",
             "3b1f0c52-0000-4000-8000-000000000002",
-            stored_object(
-                &prod,
-                "environmentrequest-production.yaml",
-                "5c0e3a9d-7b1f-4e2a-9c4d-000000000a02",
-                Some("alice"),
-            ),
+            stored_object(&prod, "environmentrequest-production.yaml", PRODUCTION_UID, Some("alice")),
             Expect::Allowed,
         ),
         review(
@@ -494,6 +493,8 @@ fn inside(request: &EnvironmentRequest, view: &Index, verifier: &Verifier) -> In
         let target = Target {
             namespace: &namespace,
             name: &name,
+            uid: request.metadata.uid.as_deref(),
+            accept_unbound: false,
             spec: &request.spec,
             approver_groups: &class.spec.approval.approver_groups,
             creator: Some("alice"),

@@ -170,13 +170,13 @@ else
 fi
 run kubectl get environmentrequest checkout-pr-1234 -n payments -o jsonpath='{.metadata.annotations}'; echo
 
-step "Alice asks for production: the apiserver refuses it without an approval"
-if kubectl --context alice apply -f examples/environmentrequest-production.yaml; then
-  echo "unexpected: an unapproved production request was admitted" >&2
-  exit 1
-fi
+step "Alice asks for production: admitted, it waits for an approval (nothing is committed until then)"
+run kubectl --context alice apply -f examples/environmentrequest-production.yaml
+run kubectl wait --for=jsonpath='{.status.phase}'=AwaitingApproval environmentrequest/checkout-prod -n payments --timeout=60s
+run kubectl get environmentrequest checkout-prod -n payments \
+  -o jsonpath='{.status.conditions[?(@.type=="Approved")].message}'; echo
 
-step "Alice cannot approve it herself; bob, a platform approver, can"
+step "Alice cannot approve it herself; bob, a platform approver, can (the approval is bound to this request's UID)"
 $berth token --secret-file .berth/webhook/auth-hs256.secret --subject alice --group team-payments --role requester > .berth/webhook/alice.token
 $berth token --secret-file .berth/webhook/auth-hs256.secret --subject bob --group platform-approvers --role approver > .berth/webhook/bob.token
 export BERTH_URL=https://127.0.0.1:18444 BERTH_CA_FILE=.berth/webhook/ca.crt

@@ -82,7 +82,8 @@ fn the_seed_corpus_runs_clean_and_means_what_its_names_say() {
         harness::admission_review(body).expect("a review")
     };
     assert!(decided("create-production-approved.json").allowed("environmentrequests"));
-    assert!(!decided("create-production-unapproved.json").allowed("environmentrequests"));
+    // Created without an approval, it waits for one (an approval is bound to its UID).
+    assert!(decided("create-production-unapproved.json").allowed("environmentrequests"));
     assert!(!decided("delete-class-staging.json").allowed("environmentclasses"), "staging is in use");
     assert!(decided("create-rollout.json").allowed("rollouts"));
 
@@ -225,7 +226,10 @@ fn valid_reviews_are_decided_as_the_examples_say() {
     assert!(!decide(&self_approved).expect("a valid review").allowed("environmentrequests"), "four eyes");
     let mut unapproved = production_review(&approval);
     unapproved["request"]["object"]["spec"]["approval"] = Value::Null;
-    assert!(!decide(&unapproved).expect("a valid review").allowed("environmentrequests"));
+    assert!(decide(&unapproved).expect("a valid review").allowed("environmentrequests"), "created to await approval");
+    let mut namesake = production_review(&approval);
+    namesake["request"]["object"]["metadata"]["uid"] = json!("a-namesake-created-later");
+    assert!(!decide(&namesake).expect("a valid review").allowed("environmentrequests"), "bound to the UID");
     let mut changed = production_review(&approval);
     changed["request"]["object"]["spec"]["app"]["revision"] = json!("v1.9.0");
     assert!(!decide(&changed).expect("a valid review").allowed("environmentrequests"), "the spec changed");
@@ -279,9 +283,11 @@ fn values_of_another_type_never_panic_and_required_ones_are_errors() {
             if REQUIRED.contains(&name.as_str()) {
                 assert!(decided.is_err(), "{name} = {replacement}");
             } else if name.starts_with("request.object.spec") {
-                // Still a review, and the approval covered the old spec.
+                // Still a review, and the approval covered the old spec; without one
+                // (null) it is created to wait for an approval.
                 let admitted = decided.unwrap_or_else(|e| panic!("{name} = {replacement}: {e}"));
-                assert!(!admitted.allowed("environmentrequests"), "{name} = {replacement}");
+                let awaits_approval = name == "request.object.spec.approval" && replacement.is_null();
+                assert_eq!(admitted.allowed("environmentrequests"), awaits_approval, "{name} = {replacement}");
             }
             cases += 1;
         }
@@ -302,7 +308,9 @@ fn dropped_fields_never_panic_and_required_ones_are_errors() {
         }
         if name.starts_with("request.object.spec") {
             let admitted = decided.unwrap_or_else(|e| panic!("without {name}: {e}"));
-            assert!(!admitted.allowed("environmentrequests"), "without {name}");
+            // Without its approval it is created to wait for one.
+            let awaits_approval = name == "request.object.spec.approval";
+            assert_eq!(admitted.allowed("environmentrequests"), awaits_approval, "without {name}");
         }
     }
 }

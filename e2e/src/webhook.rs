@@ -64,9 +64,39 @@ impl WebhookSetup {
                 ("BERTH_WEBHOOK_KEY_FILE".into(), file("tls.key")),
                 ("BERTH_APPROVAL_SIGNING_KEY_FILE".into(), file("approval-signing.pem")),
                 ("BERTH_AUTH_HS256_SECRET_FILE".into(), file("auth-hs256.secret")),
+                ("BERTH_APPROVAL_REVOCATIONS".into(), self.revocations().display().to_string()),
             ])
             .collect()
     }
+
+    /// The folder of revoked approval token ids Berth reads (one file per id, as a
+    /// mounted ConfigMap); absent until a test revokes one.
+    pub fn revocations(&self) -> PathBuf {
+        self.credentials.join("revoked")
+    }
+
+    /// Revokes the approval token `token_id`, as a platform admin would by adding a key
+    /// to the ConfigMap berth-approval-revocations.
+    pub fn revoke(&self, token_id: &str) -> Result<()> {
+        let folder = self.revocations();
+        std::fs::create_dir_all(&folder).with_context(|| format!("creating {}", folder.display()))?;
+        std::fs::write(folder.join(token_id), "revoked by the e2e").context("writing the revocation")
+    }
+}
+
+/// The approval token in what `berth approve -o yaml` printed.
+pub fn approval_token(approved: &str) -> Option<&str> {
+    approved.lines().find_map(|l| l.trim().strip_prefix("token: ")).map(|t| t.trim().trim_matches(['"', '\'']))
+}
+
+/// A field of an approval token's header (`part` 0) or claims (`part` 1), read without
+/// verifying anything: what a test needs to name the key or the token id.
+pub fn token_field(token: &str, part: usize, field: &str) -> Option<String> {
+    use base64::Engine;
+    let encoded = token.split('.').nth(part)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(encoded).ok()?;
+    let json: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    json.get(field)?.as_str().map(str::to_owned)
 }
 
 /// A loopback port nothing listens on now.

@@ -99,6 +99,8 @@ impl Fixtures {
         Target {
             namespace: "payments",
             name: "checkout-prod",
+            uid: self.production.metadata.uid.as_deref(),
+            accept_unbound: false,
             spec: &self.production.spec,
             approver_groups: &self.production_class.spec.approval.approver_groups,
             creator: Some(CREATOR),
@@ -396,6 +398,8 @@ fn signed_approval(data: &[u8]) -> bool {
     let namespace = claim(3, "payments");
     let name = claim(4, "checkout-prod");
     let digest = claim(5, &spec_digest(&fixtures.production.spec));
+    let production_uid = fixtures.production.metadata.uid.clone().unwrap_or_default();
+    let uid = claim(12, &production_uid);
     let group = claim(6, APPROVER_GROUP);
     let groups = if flags & (1 << 7) == 0 { vec![group] } else { Vec::new() };
     let n = now().as_second();
@@ -416,7 +420,8 @@ fn signed_approval(data: &[u8]) -> bool {
         namespace,
         name,
         digest,
-        uid: None,
+        uid: Some(uid),
+        jti: None,
         stage: None,
         revision: None,
         rbac_classes: None,
@@ -436,6 +441,7 @@ fn signed_approval(data: &[u8]) -> bool {
         && nbf <= n.saturating_add(APPROVAL_LEEWAY)
         && claims.namespace == "payments"
         && claims.name == "checkout-prod"
+        && claims.uid.as_deref() == Some(production_uid.as_str())
         && claims.digest == spec_digest(&fixtures.production.spec)
         && claims.groups.iter().any(|g| g == APPROVER_GROUP)
         && claims.sub != CREATOR

@@ -66,7 +66,9 @@ pub struct EnvironmentRequestSpec {
     #[schemars(length(max = 256))]
     pub owner: Option<String>,
 
-    /// Approval for classes that require one (see `berth approve`).
+    /// Approval for classes that require one: create the request without it (it waits
+    /// in phase AwaitingApproval), then an approver runs `berth approve -n NAMESPACE
+    /// NAME`; the token is bound to this request's UID and spec.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approval: Option<Approval>,
 }
@@ -117,7 +119,7 @@ fn default_revision() -> String {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct Approval {
-    /// Signed approval token issued by Berth for this request's exact spec.
+    /// Signed approval token issued by Berth for this request (its UID) and its exact spec.
     #[schemars(length(min = 1, max = 8192))]
     pub token: String,
 }

@@ -566,6 +566,11 @@ pub struct AcceptedApproval {
     /// freeze only until then.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<Time>,
+    /// The token's id: once it is revoked, the stage's batches still to come wait for
+    /// a new approval.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 128))]
+    pub token_id: Option<String>,
 }
 
 impl AcceptedApproval {

@@ -9,11 +9,13 @@
 //!
 //! - [`digest`]: what an approval is bound to (`sha256:` of the spec's canonical JSON).
 //! - [`keys`]: loading signing and verification keys from PEM; key ids derive from the key.
+//! - [`revocation`]: token ids revoked before they expire.
 //! - [`token`]: the claims, issuing and verifying.
 //! - [`wire`]: the request and response bodies of `POST /v1/approvals`.
 
 pub mod digest;
 pub mod keys;
+pub mod revocation;
 pub mod token;
 pub mod wire;
 
@@ -22,6 +24,7 @@ mod tests;
 
 pub use digest::spec_digest;
 pub use keys::{KeyAlgorithm, KeyError, SigningKey, VerificationKeys, generate_ed25519, key_id};
+pub use revocation::Revocations;
 pub use token::{
     ApprovalClaims, ApprovalKind, Approver, Approvers, ClassApprovers, DEFAULT_LEEWAY, IssueError, Issuer, Rejection,
     RequestRef, StageRef, StageTarget, Target, TenantOwners, VerifiedApproval, Verifier,

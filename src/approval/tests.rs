@@ -17,6 +17,7 @@ const ISSUER: &str = "https://berth.example.com";
 const AUDIENCE: &str = "berth";
 const NAMESPACE: &str = "team-a";
 const NAME: &str = "shop-pr-42";
+const UID: &str = "6f1c2a9e-0000-4000-8000-000000000042";
 const LIFETIME: Duration = Duration::from_secs(3600);
 
 fn now() -> Timestamp {
@@ -69,7 +70,7 @@ fn approver() -> Approver {
 }
 
 fn request() -> RequestRef {
-    RequestRef { namespace: NAMESPACE.to_owned(), name: NAME.to_owned() }
+    RequestRef { namespace: NAMESPACE.to_owned(), name: NAME.to_owned(), uid: UID.to_owned() }
 }
 
 /// One signing key, its issuer and a verifier trusting it, and the request being approved
@@ -113,6 +114,8 @@ impl World {
         Target {
             namespace: NAMESPACE,
             name: NAME,
+            uid: Some(UID),
+            accept_unbound: false,
             spec: &self.spec,
             approver_groups: &self.groups,
             creator: Some("carol"),
@@ -147,6 +150,8 @@ fn b64(json: &serde_json::Value) -> String {
 
 fn assert_valid(world: &World) {
     let verified = world.check(&world.token()).expect("valid token");
+    let token_id = verified.token_id.clone();
+    assert!(token_id.as_ref().is_some_and(|id| id.len() == 22), "a 128-bit id, base64url: {token_id:?}");
     assert_eq!(
         verified,
         VerifiedApproval {
@@ -156,6 +161,7 @@ fn assert_valid(world: &World) {
             key_id: world.key.kid().to_owned(),
             issued_at: Some(at(0)),
             freeze_override: false,
+            token_id,
         }
     );
 }
@@ -244,10 +250,12 @@ fn token_header_names_key_and_algorithm_and_claims_have_their_names() {
             "berth.dev/digest",
             "berth.dev/name",
             "berth.dev/namespace",
+            "berth.dev/uid",
             "exp",
             "groups",
             "iat",
             "iss",
+            "jti",
             "nbf",
             "sub"
         ]
@@ -440,7 +448,7 @@ fn token_for_another_spec_is_spec_changed() {
 #[test]
 fn token_for_another_request_names_both() {
     let world = World::ed25519();
-    let other = RequestRef { namespace: "team-b".to_owned(), name: NAME.to_owned() };
+    let other = RequestRef { namespace: "team-b".to_owned(), name: NAME.to_owned(), uid: UID.to_owned() };
     let token = world.issuer.issue(&approver(), &other, &world.spec, now()).expect("issue");
     world.rejects(
         &token,
@@ -501,6 +509,8 @@ fn reasons_are_distinct() {
         Rejection::SpecChanged { approved: String::new(), current: String::new() },
         Rejection::NotAnApprover { approver: String::new(), groups: vec![] },
         Rejection::ApproverIsCreator { approver: String::new(), groups: vec![] },
+        Rejection::UnboundRequest { namespace: String::new(), name: String::new() },
+        Rejection::Revoked { token_id: String::new() },
     ];
     let mut reasons: Vec<&str> = all.iter().map(Rejection::reason).collect();
     reasons.sort_unstable();
@@ -515,8 +525,10 @@ fn issuing_needs_an_approver_and_a_request() {
     let world = World::ed25519();
     let nobody = Approver { subject: String::new(), groups: vec![], rbac_classes: None };
     assert_eq!(world.issuer.issue(&nobody, &request(), &world.spec, now()), Err(super::IssueError::NoApprover));
-    let unnamed = RequestRef { namespace: NAMESPACE.to_owned(), name: String::new() };
+    let unnamed = RequestRef { namespace: NAMESPACE.to_owned(), name: String::new(), uid: UID.to_owned() };
     assert_eq!(world.issuer.issue(&approver(), &unnamed, &world.spec, now()), Err(super::IssueError::NoRequest));
+    let not_created = RequestRef { uid: String::new(), ..request() };
+    assert_eq!(world.issuer.issue(&approver(), &not_created, &world.spec, now()), Err(super::IssueError::NoRequest));
     let forever = Issuer::new(world.key.clone(), ISSUER.to_owned(), AUDIENCE.to_owned(), Duration::MAX);
     assert!(matches!(
         forever.issue(&approver(), &request(), &world.spec, now()),
@@ -618,4 +630,67 @@ fn debug_never_prints_key_material() {
         }
         assert!(debug.contains(signing.kid()), "{debug}");
     }
+}
+
+// --- bound to the request's UID ---
+
+#[test]
+fn a_namesake_re_created_with_the_same_spec_does_not_inherit_the_approval() {
+    let world = World::ed25519();
+    let token = world.token();
+    let claims = world.claims();
+    assert_eq!(claims.uid.as_deref(), Some(UID), "issued for the request as it exists");
+    let recreated = Target { uid: Some("a-new-uid"), ..world.target() };
+    let rejection = world.verifier.verify(&token, &recreated, now()).expect_err("another request");
+    assert_eq!(
+        rejection,
+        Rejection::WrongRequest {
+            approved: format!("{NAMESPACE}/{NAME} (uid {UID})"),
+            target: format!("{NAMESPACE}/{NAME} (uid a-new-uid)"),
+        }
+    );
+    assert!(rejection.to_string().contains("approvals cannot move between requests"), "{rejection}");
+    let being_created = Target { uid: None, ..world.target() };
+    let rejection = world.verifier.verify(&token, &being_created, now()).expect_err("no UID yet");
+    assert!(rejection.to_string().contains("(being created: approve it once it exists)"), "{rejection}");
+}
+
+#[test]
+fn a_token_bound_to_no_uid_counts_only_for_a_request_provisioned_with_it() {
+    let world = World::ed25519();
+    let unbound = world.signed(&ApprovalClaims { uid: None, ..world.claims() });
+    let rejection = world.check(&unbound).expect_err("unbound");
+    assert_eq!(rejection.reason(), "UnboundRequest");
+    assert_eq!(
+        rejection.to_string(),
+        format!(
+            "it is not bound to request {NAMESPACE}/{NAME}'s UID (it was issued before the request existed); create the request without spec.approval, then ask an approver to run `berth approve -n {NAMESPACE} {NAME}`"
+        )
+    );
+    let provisioned = Target { accept_unbound: true, ..world.target() };
+    assert!(world.verifier.verify(&unbound, &provisioned, now()).is_ok(), "an environment running on it keeps it");
+    // ...but every other check still holds for it.
+    let mut changed = world.spec.clone();
+    changed.app.revision = "v9".to_owned();
+    let provisioned_changed = Target { spec: &changed, ..provisioned };
+    let rejection = world.verifier.verify(&unbound, &provisioned_changed, now()).expect_err("spec changed");
+    assert_eq!(rejection.reason(), "SpecChanged");
+}
+
+// --- revocation ---
+
+#[test]
+fn every_token_has_its_own_id_and_a_revoked_id_is_refused_by_name() {
+    let world = World::ed25519();
+    let (first, second) = (world.claims(), world.claims());
+    let id = first.jti.clone().expect("a token id");
+    assert_ne!(first.jti, second.jti, "ids are random");
+    let token = world.signed(&first);
+    let list = crate::approval::Revocations::parse(&format!("# leaked\n{id}\n")).expect("a list");
+    let revoking = world.verifier.clone().with_revocations(crate::reload::Reloading::fixed(list));
+    let rejection = revoking.verify(&token, &world.target(), now()).expect_err("revoked");
+    assert_eq!(rejection, Rejection::Revoked { token_id: id.clone() });
+    assert_eq!(rejection.to_string(), format!("it was revoked (token id {id}); ask an approver for a new approval"));
+    assert!(revoking.verify(&world.signed(&second), &world.target(), now()).is_ok(), "another id is not revoked");
+    assert!(world.check(&token).is_ok(), "a verifier without the list accepts it");
 }

@@ -7,8 +7,13 @@
 //! claims of other systems (OIDC's `name` is a person's name), `berth.dev/namespace`,
 //! `berth.dev/name` (the request) and `berth.dev/digest` (its spec's [digest](super::spec_digest)).
 //!
-//! A rollout stage's approval is the same token with `berth.dev/kind: Rollout`, the
-//! rollout's `berth.dev/uid` (a stage token without one is refused), `berth.dev/stage`,
+//! Every token carries a random id (`jti`), the handle it is [revoked](super::revocation)
+//! by, and the approved object's UID (`berth.dev/uid`): approvals are issued for
+//! requests and rollouts that exist, so one deleted and re-created under its name
+//! (another UID) does not inherit an old approval. A token without a UID is refused,
+//! but for a request provisioned with it before approvals were bound to UIDs.
+//!
+//! A rollout stage's approval is the same token with `berth.dev/kind: Rollout`, `berth.dev/stage`,
 //! `berth.dev/revision`, the [rollout digest](super::digest::rollout_digest), and, for
 //! break-glass, `berth.dev/freeze-override: true`. Tokens without a kind are request
 //! approvals (every token issued before rollouts had approvals), and neither kind ever
@@ -29,6 +34,7 @@ use serde_json::{Map, Value};
 use super::{
     digest::{rollout_digest, spec_digest, try_rollout_digest, try_spec_digest},
     keys::{KeyAlgorithm, SigningKey, VerificationKeys},
+    revocation::Revocations,
 };
 use crate::{
     api::{EnvironmentRequestSpec, rollout::RolloutSpec},
@@ -90,10 +96,14 @@ pub struct ApprovalClaims {
     /// [Digest](super::spec_digest) of the approved spec (`berth.dev/digest`).
     #[serde(rename = "berth.dev/digest")]
     pub digest: String,
-    /// A rollout's UID (`berth.dev/uid`): a namesake created later is another
-    /// rollout. Required of stage approvals; absent from request approvals.
+    /// The approved request's or rollout's UID (`berth.dev/uid`): a namesake created
+    /// later is another object. Absent from tokens issued before requests were bound.
     #[serde(rename = "berth.dev/uid", default, skip_serializing_if = "Option::is_none")]
     pub uid: Option<String>,
+    /// The token's id (`jti`): random, unique, what a [revocation](super::revocation)
+    /// names. Absent from tokens issued before revocation existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jti: Option<String>,
     /// The approved stage of a rollout (`berth.dev/stage`).
     #[serde(rename = "berth.dev/stage", default, skip_serializing_if = "Option::is_none")]
     pub stage: Option<String>,
@@ -136,6 +146,8 @@ pub struct RequestRef {
     pub namespace: String,
     /// The request's name.
     pub name: String,
+    /// The request's UID: a request is approved once it exists, and only it.
+    pub uid: String,
 }
 
 /// Which rollout stage is approved.
@@ -159,8 +171,8 @@ pub enum IssueError {
     /// Approvals must name who approved.
     #[error("the approver has no subject: only an authenticated user can approve")]
     NoApprover,
-    /// Approvals must name the request (or rollout, its UID and stage) they approve.
-    #[error("the request or rollout to approve has no namespace, name, stage or (a rollout) UID")]
+    /// Approvals must name the request (or rollout, and its stage) they approve, and its UID.
+    #[error("the request or rollout to approve has no namespace, name, UID or (a rollout) stage")]
     NoRequest,
     /// The spec could not be serialized for its digest.
     #[error("the spec cannot be hashed: {0}")]
@@ -233,11 +245,14 @@ impl Issuer {
         if approver.subject.is_empty() {
             return Err(IssueError::NoApprover);
         }
-        if request.namespace.is_empty() || request.name.is_empty() {
+        if request.namespace.is_empty() || request.name.is_empty() || request.uid.is_empty() {
             return Err(IssueError::NoRequest);
         }
         let digest = try_spec_digest(spec).map_err(|e| IssueError::Digest(e.to_string()))?;
-        self.base_claims(approver, &request.namespace, &request.name, digest, now)
+        Ok(ApprovalClaims {
+            uid: Some(request.uid.clone()),
+            ..self.base_claims(approver, &request.namespace, &request.name, digest, now)?
+        })
     }
 
     /// A signed token saying `approver` approved `stage` of the rollout with exactly
@@ -302,6 +317,7 @@ impl Issuer {
             name: name.to_owned(),
             digest,
             uid: None,
+            jti: Some(token_id().map_err(|detail| IssueError::Sign { kid: self.kid(), detail })?),
             stage: None,
             revision: None,
             freeze_override: false,
@@ -328,6 +344,11 @@ pub struct Target<'a> {
     pub namespace: &'a str,
     /// The request's name.
     pub name: &'a str,
+    /// The request's UID (the apiserver assigns it before validating admission).
+    pub uid: Option<&'a str>,
+    /// Whether a token bound to no UID still counts: only for a request already
+    /// provisioned with it (issued by a Berth before approvals were bound to UIDs).
+    pub accept_unbound: bool,
     /// The request's spec as it is now.
     pub spec: &'a EnvironmentRequestSpec,
     /// The class's approver groups: the approver must be in one.
@@ -435,6 +456,7 @@ struct Bound<'a> {
     namespace: &'a str,
     name: &'a str,
     uid: Option<&'a str>,
+    accept_unbound: bool,
     stage: Option<&'a str>,
     revision: Option<&'a str>,
     digest: String,
@@ -448,7 +470,8 @@ impl<'a> From<&Target<'a>> for Bound<'a> {
             kind: ApprovalKind::Request,
             namespace: target.namespace,
             name: target.name,
-            uid: None,
+            uid: target.uid.filter(|uid| !uid.is_empty()),
+            accept_unbound: target.accept_unbound,
             stage: None,
             revision: None,
             digest: spec_digest(target.spec),
@@ -465,6 +488,7 @@ impl<'a> From<&StageTarget<'a>> for Bound<'a> {
             namespace: target.namespace,
             name: target.name,
             uid: target.uid.filter(|uid| !uid.is_empty()),
+            accept_unbound: false,
             stage: Some(target.stage),
             revision: Some(&target.spec.revision),
             digest: rollout_digest(target.spec),
@@ -489,6 +513,8 @@ pub struct VerifiedApproval {
     pub issued_at: Option<Timestamp>,
     /// Break-glass: a rollout stage may commit during a freeze.
     pub freeze_override: bool,
+    /// The token's id (`jti`), what revoking it names; `None` for older tokens.
+    pub token_id: Option<String>,
 }
 
 /// Why a token is refused: one variant per reason, each message saying what to do.
@@ -550,6 +576,15 @@ pub enum Rejection {
         "it is not bound to rollout {approved}'s UID (it was issued before the rollout existed); ask for a new approval now that it exists"
     )]
     UnboundRollout { approved: String },
+    /// A request approval that names no UID (issued before the request existed, by an
+    /// older Berth): a namesake re-created with the same spec could reuse it.
+    #[error(
+        "it is not bound to request {namespace}/{name}'s UID (it was issued before the request existed); create the request without spec.approval, then ask an approver to run `berth approve -n {namespace} {name}`"
+    )]
+    UnboundRequest { namespace: String, name: String },
+    /// Revoked by its id before it expired.
+    #[error("it was revoked (token id {token_id}); ask an approver for a new approval")]
+    Revoked { token_id: String },
     /// A request's approval used for a rollout stage, or the other way round.
     #[error(
         "it approves a {approved}, not a {expected}; approvals of requests and of rollout stages are not interchangeable: ask for an approval of this {expected}"
@@ -615,6 +650,8 @@ impl Rejection {
             Rejection::ApproverIsCreator { .. } => "ApproverIsCreator",
             Rejection::WrongRollout { .. } => "WrongRollout",
             Rejection::UnboundRollout { .. } => "UnboundRollout",
+            Rejection::UnboundRequest { .. } => "UnboundRequest",
+            Rejection::Revoked { .. } => "Revoked",
             Rejection::WrongKind { .. } => "WrongKind",
             Rejection::WrongStage { .. } => "WrongStage",
             Rejection::NotAnOwner { .. } => "NotAnOwner",
@@ -630,6 +667,8 @@ impl Rejection {
 pub struct Verifier {
     /// Read at each verification: rotated on disk without a restart.
     keys: Arc<Reloading<VerificationKeys>>,
+    /// Token ids revoked before they expire; read at each verification too.
+    revoked: Arc<Reloading<Revocations>>,
     issuer: String,
     audience: String,
     leeway: Duration,
@@ -644,7 +683,12 @@ impl Verifier {
 
     /// [`Verifier::new`] with keys that may change (files watched for rotation).
     pub fn reloading(keys: Arc<Reloading<VerificationKeys>>, issuer: String, audience: String) -> Self {
-        Verifier { keys, issuer, audience, leeway: DEFAULT_LEEWAY }
+        Verifier { keys, revoked: Reloading::fixed(Revocations::default()), issuer, audience, leeway: DEFAULT_LEEWAY }
+    }
+
+    /// The same verifier refusing the tokens `revoked` names.
+    pub fn with_revocations(self, revoked: Arc<Reloading<Revocations>>) -> Self {
+        Verifier { revoked, ..self }
     }
 
     /// The same verifier with another clock leeway.
@@ -655,6 +699,12 @@ impl Verifier {
     /// The keys trusted now.
     pub fn keys(&self) -> Arc<VerificationKeys> {
         self.keys.current()
+    }
+
+    /// Whether the token with id `token_id` has been revoked (an approval recorded
+    /// when it was accepted is checked again with this).
+    pub fn is_revoked(&self, token_id: &str) -> bool {
+        self.revoked.current().contains(token_id)
     }
 
     /// Whether `token` is a valid approval of `target` at `now`, and by whom.
@@ -685,6 +735,7 @@ impl Verifier {
             key_id,
             issued_at,
             freeze_override: claims.freeze_override,
+            token_id: claims.jti,
         })
     }
 
@@ -758,6 +809,9 @@ impl Verifier {
         if claims.aud != self.audience {
             return Err(Rejection::WrongAudience { expected: self.audience.clone(), actual: claims.aud.clone() });
         }
+        if let Some(token_id) = claims.jti.as_deref().filter(|id| self.revoked.current().contains(id)) {
+            return Err(Rejection::Revoked { token_id: printable(token_id) });
+        }
         let now = now.as_second();
         let leeway = i64::try_from(self.leeway.as_secs()).unwrap_or(i64::MAX);
         if now >= claims.exp.saturating_add(leeway) {
@@ -769,31 +823,37 @@ impl Verifier {
         if claims.kind != target.kind {
             return Err(Rejection::WrongKind { approved: claims.kind, expected: target.kind });
         }
-        // A stage approval is bound to the rollout's UID, so a namesake re-created with
-        // the same spec cannot reuse it (the apiserver assigns a new object its UID
-        // before admission). A target without a UID is nothing an approval is for.
-        let uid_differs = target.kind == ApprovalKind::Rollout
-            && match (claims.uid.as_deref(), target.uid) {
-                (None, _) => {
-                    return Err(Rejection::UnboundRollout {
-                        approved: format!("{}/{}", claims.namespace, claims.name),
-                    });
-                }
-                (Some(a), Some(b)) => a != b,
-                (Some(_), None) => true,
-            };
+        // An approval is bound to the UID of what it approves, so a namesake re-created
+        // with the same spec cannot reuse it (the apiserver assigns a new object its UID
+        // before validating admission). A target without a UID is nothing an approval
+        // is for yet: it is being created.
+        let uid_differs = match (claims.uid.as_deref(), target.uid) {
+            (None, _) if target.kind == ApprovalKind::Request && target.accept_unbound => false,
+            (None, _) => {
+                return Err(match target.kind {
+                    ApprovalKind::Request => {
+                        Rejection::UnboundRequest { namespace: claims.namespace.clone(), name: claims.name.clone() }
+                    }
+                    ApprovalKind::Rollout => {
+                        Rejection::UnboundRollout { approved: format!("{}/{}", claims.namespace, claims.name) }
+                    }
+                });
+            }
+            (Some(a), Some(b)) => a != b,
+            (Some(_), None) => true,
+        };
         if claims.namespace != target.namespace || claims.name != target.name || uid_differs {
-            let (approved, wanted) =
+            let (mut approved, mut wanted) =
                 (format!("{}/{}", claims.namespace, claims.name), format!("{}/{}", target.namespace, target.name));
+            if uid_differs {
+                approved = format!("{approved} (uid {})", claims.uid.as_deref().map(printable).unwrap_or_default());
+                wanted = match target.uid {
+                    Some(uid) => format!("{wanted} (uid {uid})"),
+                    None => format!("{wanted} (being created: approve it once it exists)"),
+                };
+            }
             return Err(match target.kind {
                 ApprovalKind::Request => Rejection::WrongRequest { approved, target: wanted },
-                ApprovalKind::Rollout if uid_differs => Rejection::WrongRollout {
-                    approved: format!("{approved} (uid {})", claims.uid.as_deref().unwrap_or_default()),
-                    target: match target.uid {
-                        Some(uid) => format!("{wanted} (uid {uid})"),
-                        None => format!("{wanted} (being created: approve it once it exists)"),
-                    },
-                },
                 ApprovalKind::Rollout => Rejection::WrongRollout { approved, target: wanted },
             });
         }
@@ -857,4 +917,12 @@ fn timestamp(seconds: i64, claim: &str) -> Result<Timestamp, Rejection> {
 /// most 64 characters.
 fn printable(value: &str) -> String {
     value.chars().take(64).map(|c| if c.is_ascii_graphic() || c == ' ' { c } else { '?' }).collect()
+}
+
+/// A new token id: 128 random bits, base64url (22 characters).
+fn token_id() -> Result<String, String> {
+    use ring::rand::{SecureRandom, SystemRandom};
+    let mut bytes = [0u8; 16];
+    SystemRandom::new().fill(&mut bytes).map_err(|_| "the system's random source failed".to_owned())?;
+    Ok(URL_SAFE_NO_PAD.encode(bytes))
 }

@@ -70,6 +70,9 @@ pub struct ApprovalGranted {
     pub approver: String,
     /// Digest of the approved spec.
     pub digest: String,
+    /// The token's id: what revoking it names (absent from older Berths' answers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_id: Option<String>,
 }
 
 impl std::fmt::Debug for ApprovalGranted {
@@ -79,6 +82,7 @@ impl std::fmt::Debug for ApprovalGranted {
             .field("token", &"[redacted]")
             .field("approver", &self.approver)
             .field("digest", &self.digest)
+            .field("token_id", &self.token_id)
             .finish()
     }
 }

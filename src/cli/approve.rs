@@ -55,6 +55,10 @@ pub struct ApproveArgs {
     /// `token` prints the token; `yaml` prints the request with it in spec.approval.
     #[arg(short = 'o', long, default_value = "token", value_parser = ["token", "yaml"])]
     output: String,
+    /// Put the token into the request's spec.approval with your kubeconfig (a merge
+    /// patch) instead of printing it.
+    #[arg(long, conflicts_with = "output")]
+    apply: bool,
 }
 
 /// What else `berth approve` approves.
@@ -134,14 +138,22 @@ pub fn approve(args: &ApproveArgs) -> Result<(), String> {
             request.metadata.namespace = Some(namespace.clone());
         }
         let granted = request_approval(&server, &request).await.map_err(|e| e.to_string())?;
+        let (namespace, name) = (request.namespace().unwrap_or_default(), request.name_any());
         eprintln!(
-            "approved {}/{} as {} (spec {})",
-            request.namespace().unwrap_or_default(),
-            request.name_any(),
+            "approved {namespace}/{name} as {} (spec {}){}",
             granted.approver,
-            granted.digest
+            granted.digest,
+            revoke_hint(&granted)
         );
-        if args.output == "yaml" {
+        if args.apply {
+            let client = cluster.client().await?;
+            let patch = serde_json::json!({ "spec": { "approval": { "token": granted.token } } });
+            kube::Api::<EnvironmentRequest>::namespaced(client, &namespace)
+                .patch(&name, &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&patch))
+                .await
+                .map_err(|e| format!("cannot add the approval to EnvironmentRequest {namespace}/{name}: {e}"))?;
+            eprintln!("added to spec.approval of request {namespace}/{name}");
+        } else if args.output == "yaml" {
             let approved = with_approval(&request, &granted.token);
             print!("{}", serde_yaml::to_string(&approved).map_err(|e| e.to_string())?);
         } else {
@@ -224,12 +236,13 @@ async fn approve_rollout(
     let granted =
         stage_approval(server, &rollout, &args.stage, args.override_freeze).await.map_err(|e| e.to_string())?;
     eprintln!(
-        "approved stage {} of rollout {namespace}/{} as {}{} (spec {})",
+        "approved stage {} of rollout {namespace}/{} as {}{} (spec {}){}",
         args.stage,
         args.name,
         granted.approver,
         if args.override_freeze { ", with a freeze override" } else { "" },
-        granted.digest
+        granted.digest,
+        revoke_hint(&granted)
     );
     if args.output == "token" {
         println!("{}", granted.token);
@@ -274,13 +287,29 @@ pub async fn stage_approval(
     post_approval(server, serde_json::to_vec(&body)?).await
 }
 
-/// Asks for an approval of `request` as it is now.
+/// How to revoke what was just granted, for the approver's terminal.
+fn revoke_hint(granted: &ApprovalGranted) -> String {
+    granted.token_id.as_ref().map(|id| format!("; token id {id} (revoke it by this id)")).unwrap_or_default()
+}
+
+/// Asks for an approval of `request` as it is now. A request created a moment ago may
+/// not be in Berth's view yet: asked again for a few seconds while Berth says it does
+/// not know it.
 pub async fn request_approval(server: &Server, request: &EnvironmentRequest) -> Result<ApprovalGranted, ApproveError> {
     let namespace = request.namespace().ok_or(ApproveError::NoNamespace)?;
     let mut spec = request.spec.clone();
     spec.approval = None;
     let body = serde_json::to_vec(&ApprovalRequest { namespace, name: request.name_any(), spec })?;
-    post_approval(server, body).await
+    let mut attempts = 0;
+    loop {
+        match post_approval(server, body.clone()).await {
+            Err(ApproveError::Refused { reason, .. }) if reason == "RequestNotFound" && attempts < 10 => {
+                attempts += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            }
+            answer => return answer,
+        }
+    }
 }
 
 async fn post_approval(server: &Server, body: Vec<u8>) -> Result<ApprovalGranted, ApproveError> {

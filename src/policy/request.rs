@@ -200,6 +200,10 @@ pub fn check_approval(
     let target = Target {
         namespace: &namespace,
         name: &name,
+        uid: request.metadata.uid.as_deref(),
+        // Provisioned with a token from before approvals were bound to UIDs: that
+        // approval was for creating it, and it keeps running (README "Approvals").
+        accept_unbound: super::budget::is_provisioned(request),
         spec: &request.spec,
         approver_groups: &policy.approver_groups,
         creator: Some(author),

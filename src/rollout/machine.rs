@@ -518,7 +518,8 @@ impl Step<'_> {
             // Valid for the rest of the stage while the spec it approved is unchanged;
             // after a change (or recorded without a digest, by an older Berth) the
             // stage's batches still to come need an approval of the spec as it is now.
-            Some(accepted) if accepted.covers(&digest) => Some(accepted),
+            // A revoked token no longer covers it either.
+            Some(accepted) if accepted.covers(&digest) && !self.revoked(accepted) => Some(accepted),
             Some(_) => None,
             // Started before (by a Berth that did not record approvals): it goes on.
             None if stage.batches_done > 0 || stage.current.is_some() => return Approval::NotNeeded,
@@ -547,6 +548,7 @@ impl Step<'_> {
                         classes: approvers.classes(),
                         spec_digest: Some(digest),
                         expires_at: Some(Time(verified.expires_at)),
+                        token_id: verified.token_id,
                     };
                     (accepted, dated)
                 },
@@ -565,6 +567,12 @@ impl Step<'_> {
             (None, Ok((accepted, _))) => Approval::Accepted(accepted),
             (None, Err(denial)) => Approval::Waiting(denial),
         }
+    }
+
+    /// Whether the token a recorded approval was accepted from has been revoked since.
+    fn revoked(&self, accepted: &AcceptedApproval) -> bool {
+        let verifier = self.obs.verifier.as_deref();
+        accepted.token_id.as_deref().is_some_and(|id| verifier.is_some_and(|v| v.is_revoked(id)))
     }
 
     fn start_batch(&mut self, index: usize) -> Started {

@@ -34,9 +34,12 @@ pub fn payments() -> Tenant {
     example("tenant-payments.yaml")
 }
 
-/// `examples/environmentrequest-<name>.yaml`.
+/// `examples/environmentrequest-<name>.yaml`, with the UID the apiserver would have
+/// given it (`uid-<name>`): approvals are bound to it.
 pub fn request(name: &str) -> EnvironmentRequest {
-    example(&format!("environmentrequest-{name}.yaml"))
+    let mut request: EnvironmentRequest = example(&format!("environmentrequest-{name}.yaml"));
+    request.metadata.uid = Some(format!("uid-{name}"));
+    request
 }
 
 /// `request` with a status that shows it provisioned (Ready, committed), as budget

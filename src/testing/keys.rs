@@ -39,7 +39,11 @@ impl ApprovalKeys {
     /// current spec, issued at `at`.
     pub fn approve(&self, request: &EnvironmentRequest, approver: &str, at: Timestamp) -> String {
         let approver = Approver { subject: approver.into(), groups: vec![APPROVER_GROUP.into()], ..Default::default() };
-        let target = RequestRef { namespace: request.namespace().unwrap_or_default(), name: request.name_any() };
+        let target = RequestRef {
+            namespace: request.namespace().unwrap_or_default(),
+            name: request.name_any(),
+            uid: request.metadata.uid.clone().expect("a request approved in a test has a UID"),
+        };
         self.issuer.issue(&approver, &target, &request.spec, at).expect("an approval")
     }
 }

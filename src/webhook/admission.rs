@@ -130,8 +130,15 @@ fn validate_request(req: &AdmissionRequest<DynamicObject>, index: &Index, checks
     let claimants = index.claimants(&new.namespace().unwrap_or_default());
     let validated = request::check(&new, tenant.as_deref(), class.as_deref(), &claimants).map_err(|d| d.to_string())?;
     let (tenant, class) = (validated.tenant, validated.class);
-    // On UPDATE the digest covers the new spec, so any spec change needs a new approval.
-    request::check_approval(&new, class, checks.verifier, checks.now).map_err(|d| d.to_string())?;
+    // An approval is bound to the request's UID, so a request of a class that needs
+    // one is created without it and waits (phase AwaitingApproval) until an approver
+    // approves it as it exists. A token at CREATE is checked (and refused: it cannot
+    // name a UID assigned just now). On UPDATE the digest covers the new spec, so any
+    // spec change needs a new approval.
+    let awaiting_approval = req.operation == Operation::Create && new.spec.approval.is_none();
+    if !awaiting_approval {
+        request::check_approval(&new, class, checks.verifier, checks.now).map_err(|d| d.to_string())?;
+    }
     if req.operation == Operation::Create {
         check_budget(&new, tenant, index).map_err(|d| d.to_string())?;
     }

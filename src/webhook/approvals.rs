@@ -101,7 +101,11 @@ pub async fn create(State(state): State<WebhookState>, headers: HeaderMap, body:
         let message = format!("EnvironmentClass {:?} does not exist", asked.spec.class);
         return refused(StatusCode::UNPROCESSABLE_ENTITY, "ClassNotFound", message);
     };
+    // An approval is bound to the request's UID (a namesake re-created later must not
+    // reuse it), so the request must exist: created without an approval, it waits in
+    // phase AwaitingApproval.
     let existing = state.index.request(&asked.namespace, &asked.name);
+    let uid = existing.as_ref().and_then(|request| request.metadata.uid.clone());
     if let Err(refusal) = may_approve(&caller.subject, &caller.groups, &class, &target, existing.as_deref()) {
         let status = match refusal {
             ApproverRefusal::NotRequired { .. } => StatusCode::UNPROCESSABLE_ENTITY,
@@ -109,19 +113,46 @@ pub async fn create(State(state): State<WebhookState>, headers: HeaderMap, body:
         };
         return refused(status, refusal.reason(), refusal.to_string());
     }
+    let Some(uid) = uid else {
+        let message = format!(
+            "request {target} does not exist (or Berth has not seen it yet): create it without spec.approval (it waits for an approval), then approve it; an approval is bound to the request it approves"
+        );
+        return refused(StatusCode::NOT_FOUND, "RequestNotFound", message);
+    };
     let approver = Approver {
         subject: caller.subject.clone(),
         groups: caller.groups.clone(),
         rbac_classes: caller.kubernetes.as_ref().map(|_| vec![asked.spec.class.clone()]),
     };
-    let request = RequestRef { namespace: asked.namespace.clone(), name: asked.name.clone() };
-    match issuer.issue(&approver, &request, &asked.spec, now) {
+    let request = RequestRef { namespace: asked.namespace.clone(), name: asked.name.clone(), uid };
+    let digest = spec_digest(&asked.spec);
+    match issuer.claims(&approver, &request, &asked.spec, now) {
+        Ok(claims) => grant(issuer, &claims, &caller, &target, "approval issued", digest),
+        Err(e) => refused(StatusCode::INTERNAL_SERVER_ERROR, "SigningFailed", e.to_string()),
+    }
+}
+
+/// Signs `claims` and answers with the token and its id (audited with the id, never the token).
+fn grant(
+    issuer: &Issuer,
+    claims: &crate::approval::ApprovalClaims,
+    caller: &Caller,
+    target: &str,
+    what: &str,
+    digest: String,
+) -> Response {
+    match issuer.sign(claims) {
         Ok(token) => {
-            audit(Some(&caller), &target, true, "Approved", "approval issued");
-            let granted = ApprovalGranted { token, approver: caller.subject.clone(), digest: spec_digest(&asked.spec) };
+            let token_id = claims.jti.clone();
+            let message = format!("{what} (token id {})", token_id.as_deref().unwrap_or("-"));
+            audit(Some(caller), target, true, "Approved", &message);
+            let granted = ApprovalGranted { token, approver: caller.subject.clone(), digest, token_id };
             (StatusCode::OK, Json(granted)).into_response()
         }
-        Err(e) => refused(StatusCode::INTERNAL_SERVER_ERROR, "SigningFailed", e.to_string()),
+        Err(e) => {
+            audit(Some(caller), target, false, "SigningFailed", &e.to_string());
+            refuse(StatusCode::INTERNAL_SERVER_ERROR, "SigningFailed", e.to_string())
+        }
     }
 }
 
@@ -212,15 +243,9 @@ async fn approve_stage(
         stage: asked.stage.clone(),
         freeze_override: asked.freeze_override,
     };
-    match issuer.issue_stage(&approver, &stage, &asked.spec, now) {
-        Ok(token) => {
-            let what =
-                if asked.freeze_override { "stage approval issued (freeze override)" } else { "stage approval issued" };
-            audit(Some(caller), &target, true, "Approved", what);
-            let granted =
-                ApprovalGranted { token, approver: caller.subject.clone(), digest: rollout_digest(&asked.spec) };
-            (StatusCode::OK, Json(granted)).into_response()
-        }
+    let what = if asked.freeze_override { "stage approval issued (freeze override)" } else { "stage approval issued" };
+    match issuer.stage_claims(&approver, &stage, &asked.spec, now) {
+        Ok(claims) => grant(issuer, &claims, caller, &target, what, rollout_digest(&asked.spec)),
         Err(e) => refused(StatusCode::INTERNAL_SERVER_ERROR, "SigningFailed", e.to_string()),
     }
 }
@@ -315,11 +340,18 @@ mod tests {
     }
 
     /// A state that knows callers through the scripted apiserver only, with the
-    /// production class (approvers: platform-approvers) in its index.
+    /// production class (approvers: platform-approvers) and its request
+    /// payments/checkout-prod (UID `uid-production`) in its index.
     fn kubernetes_state() -> (WebhookState, crate::testing::apiserver::ScriptedApiServer) {
+        kubernetes_state_with([crate::testing::request("production")])
+    }
+
+    fn kubernetes_state_with(
+        requests: impl IntoIterator<Item = crate::api::EnvironmentRequest>,
+    ) -> (WebhookState, crate::testing::apiserver::ScriptedApiServer) {
         let (client, server) = crate::testing::apiserver::scripted_client();
         let state = WebhookState {
-            index: Arc::new(Index::with_objects([], [crate::testing::class("production")], [])),
+            index: Arc::new(Index::with_objects([], [crate::testing::class("production")], requests)),
             verifier: None,
             issuer: Some(Arc::new(crate::testing::approval_keys().issuer)),
             bearer: None,
@@ -366,6 +398,30 @@ mod tests {
         let body = axum::body::to_bytes(answer.into_body(), 8192).await.expect("a body");
         let granted: ApprovalGranted = serde_json::from_slice(&body).expect("granted");
         assert_eq!(granted.approver, "bob");
+        // Bound to the request as it exists, with an id to revoke it by.
+        let claims = granted.token.split('.').nth(1).expect("claims");
+        let claims: serde_json::Value = serde_json::from_slice(
+            &base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, claims).expect("base64"),
+        )
+        .expect("json");
+        assert_eq!(claims["berth.dev/uid"], "uid-production");
+        assert_eq!(claims["jti"].as_str(), granted.token_id.as_deref());
+        assert!(granted.token_id.is_some());
+        server.assert_done();
+    }
+
+    #[tokio::test]
+    async fn a_request_that_does_not_exist_yet_is_not_approved_and_the_answer_says_to_create_it_first() {
+        let (state, mut server) = kubernetes_state_with([]);
+        let answer = tokio::spawn(create(State(state), bearer("bobs-kube-token"), production_request()));
+        server.expect("POST", TOKEN_REVIEWS, 201, bob_is_authenticated()).await;
+        server.expect("POST", ACCESS_REVIEWS, 201, serde_json::json!({"status": {"allowed": true}})).await;
+        let (status, refusal) = refusal_of(answer.await.expect("handler")).await;
+        assert_eq!((status, refusal.reason.as_str()), (StatusCode::NOT_FOUND, "RequestNotFound"));
+        assert_eq!(
+            refusal.message,
+            "request payments/checkout-prod does not exist (or Berth has not seen it yet): create it without spec.approval (it waits for an approval), then approve it; an approval is bound to the request it approves"
+        );
         server.assert_done();
     }
 
@@ -445,7 +501,11 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let (client, mut server) = crate::testing::apiserver::scripted_client();
         let state = WebhookState {
-            index: Arc::new(Index::with_objects([], [crate::testing::class("production")], [])),
+            index: Arc::new(Index::with_objects(
+                [],
+                [crate::testing::class("production")],
+                [crate::testing::request("production")],
+            )),
             kubernetes: Some(crate::auth::KubernetesReviewer::new(client)),
             ..state(dir.path(), 0)
         };

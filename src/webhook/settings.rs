@@ -14,7 +14,7 @@ use super::{
 };
 use crate::{
     api::GoDuration,
-    approval::{Issuer, KeyError, SigningKey, VerificationKeys, Verifier},
+    approval::{Issuer, KeyError, Revocations, SigningKey, VerificationKeys, Verifier},
     auth::{
         AuthConfigError, BearerConfig, BearerVerifier, ClaimMapping, KubernetesReviewer,
         oidc::{OidcConfig, OidcKeys},
@@ -61,6 +61,11 @@ pub struct WebhookArgs {
     /// Several keys let keys rotate. Defaults to the signing key's public half.
     #[arg(long, env = "BERTH_APPROVAL_VERIFY_KEYS", value_delimiter = ',')]
     pub approval_verify_keys: Vec<PathBuf>,
+    /// Approvals revoked before they expire: a folder whose file names are the revoked
+    /// token ids (the ConfigMap berth-approval-revocations, mounted), or a file with
+    /// one id per line. Re-read when it changes; missing, nothing is revoked.
+    #[arg(long, env = "BERTH_APPROVAL_REVOCATIONS")]
+    pub approval_revocations: Option<PathBuf>,
     /// `iss` of approvals.
     #[arg(long, env = "BERTH_APPROVAL_ISSUER", default_value = DEFAULT_APPROVAL_ISSUER)]
     pub approval_issuer: String,
@@ -139,6 +144,8 @@ pub enum SettingsError {
     Listen { addr: SocketAddr, source: std::io::Error },
     #[error("cannot register webhook metrics: {0}")]
     Metrics(#[from] prometheus::Error),
+    #[error("approval revocations: {0}")]
+    Revocations(String),
 }
 
 impl WebhookArgs {
@@ -179,7 +186,16 @@ impl WebhookArgs {
             return Ok(None);
         };
         keys.watch(RELOAD_EVERY);
-        Ok(Some(Verifier::reloading(keys, self.approval_issuer.clone(), self.approval_audience.clone())))
+        let verifier = Verifier::reloading(keys, self.approval_issuer.clone(), self.approval_audience.clone());
+        let Some(path) = &self.approval_revocations else {
+            return Ok(Some(verifier));
+        };
+        let file = path.clone();
+        let revoked = Reloading::from_files("approval revocations", vec![path.clone()], move || {
+            Revocations::read(&file).map_err(SettingsError::Revocations)
+        })?;
+        revoked.watch(RELOAD_EVERY);
+        Ok(Some(verifier.with_revocations(revoked)))
     }
 
     /// The auth API's caller check, when any key source is configured.

@@ -33,12 +33,15 @@ async fn the_hs256_secret_and_the_approval_signing_key_rotate_without_a_restart(
     kubectl_apply(&class_yaml(&class, 100, approval)).await;
     kubectl_apply(&tenant_yaml(&tenant, &[&class], "{}")).await;
     wait_tenant_members(&tenant).await;
-    let request = |name: &str| {
+    // Created first (they wait for their approvals): an approval is bound to the request.
+    let request = async |name: &str| {
         let path = setup.credentials.join(format!("{tenant}-{name}.yaml"));
-        std::fs::write(&path, request_yaml(&tenant, name, &tenant, &class, "")).expect("request file");
+        let yaml = request_yaml(&tenant, name, &tenant, &class, "");
+        apply_as("alice", &yaml).await.expect("created to await its approval");
+        std::fs::write(&path, yaml).expect("request file");
         path.display().to_string()
     };
-    let (before, after) = (request("before"), request("after"));
+    let (before, after) = (request("before").await, request("after").await);
 
     // The HS256 secret: tokens of the old one stop working, tokens of the new one work.
     let bob = webhook::bearer_token_file(&setup, "bob", &["platform-approvers"], &["approver"]).expect("token");
@@ -76,9 +79,5 @@ async fn the_hs256_secret_and_the_approval_signing_key_rotate_without_a_restart(
 
 /// The `kid` in the header of the approval token in `berth approve -o yaml`'s output.
 fn token_kid(approved: &str) -> Option<String> {
-    use base64::Engine;
-    let token = approved.lines().find_map(|l| l.trim().strip_prefix("token: "))?.trim_matches(['"', '\'']);
-    let header = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(token.split('.').next()?).ok()?;
-    let header: serde_json::Value = serde_json::from_slice(&header).ok()?;
-    header.get("kid")?.as_str().map(str::to_owned)
+    webhook::token_field(webhook::approval_token(approved)?, 0, "kid")
 }

@@ -55,6 +55,15 @@ async fn tenant(name: &str, classes: &[&str], budget: &str, bob_member: bool) {
     wait_tenant_members(name).await;
 }
 
+/// A new tenant (with bob as a member when `bob_member`) and a new class of it that
+/// needs an approval from platform-approvers: their names.
+async fn tenant_of_an_approval_class(bob_member: bool) -> (String, String) {
+    let (name, class) = (format!("tn-{}", suffix()), format!("prod-{}", suffix()));
+    kubectl_apply(&approval_class_yaml(&class)).await;
+    tenant(&name, &[&class], "{}", bob_member).await;
+    (name, class)
+}
+
 async fn apply_as(user: &str, yaml: &str) -> Result<(), String> {
     let out = cluster().kubectl(user, &["apply", "-f", "-"], Some(yaml)).await;
     if out.success { Ok(()) } else { Err(out.stderr) }
@@ -69,17 +78,23 @@ fn write(dir: &std::path::Path, name: &str, yaml: &str) -> std::path::PathBuf {
 #[tokio::test]
 async fn a_request_of_an_approval_class_needs_an_approver_who_is_not_its_creator() {
     let setup = berth().await;
-    let (name, class) = (format!("tn-{}", suffix()), format!("prod-{}", suffix()));
-    kubectl_apply(&approval_class_yaml(&class)).await;
-    tenant(&name, &[&class], "{}", false).await;
+    let (name, class) = tenant_of_an_approval_class(false).await;
     let request = request_yaml(&name, "checkout", &name, &class, "");
     let file = write(&setup.credentials, &format!("{name}-checkout.yaml"), &request);
 
-    // Without an approval: refused by the apiserver, naming the approvers and the command.
-    let refused = apply_as("alice", &request).await.expect_err("an unapproved request must be refused");
-    assert!(refused.contains("denied the request"), "{refused}");
-    assert!(refused.contains("needs an approval from a member of [\"platform-approvers\"]"), "{refused}");
-    assert!(refused.contains("berth approve"), "{refused}");
+    // An approval is bound to the request's UID: bob cannot approve what does not exist.
+    let bob = webhook::bearer_token_file(setup, "bob", &["platform-approvers"], &["approver"]).expect("token");
+    let early = webhook::approve(setup, &bob, &["-f", &file.display().to_string()]).expect_err("no request yet");
+    assert!(early.contains("404 RequestNotFound") && early.contains("create it without spec.approval"), "{early}");
+
+    // Without an approval it is created and waits, naming the approvers and the command.
+    apply_as("alice", &request).await.expect("created to await its approval");
+    let waiting = wait_phase(&name, "checkout", Phase::AwaitingApproval, Duration::from_secs(60)).await;
+    let status = waiting.status.expect("status");
+    let approval = conditions::find(&status.conditions, conditions::types::APPROVED).expect("Approved condition");
+    assert!(approval.message.contains("[\"platform-approvers\"]"), "{}", approval.message);
+    assert!(approval.message.contains(&format!("berth approve -n {name} checkout")), "{}", approval.message);
+    assert!(status.gitops.is_none(), "nothing is committed before the approval");
 
     // alice is no approver: the auth API says so.
     let alice = webhook::bearer_token_file(setup, "alice", &["team-payments"], &["requester"]).expect("token");
@@ -88,7 +103,6 @@ async fn a_request_of_an_approval_class_needs_an_approver_who_is_not_its_creator
     assert!(denied.contains("403") && denied.contains("approver"), "{denied}");
 
     // bob approves; alice applies what `berth approve -o yaml` printed.
-    let bob = webhook::bearer_token_file(setup, "bob", &["platform-approvers"], &["approver"]).expect("token");
     let approved =
         webhook::approve(setup, &bob, &["-f", &file.display().to_string(), "-o", "yaml"]).expect("bob approves");
     assert!(approved.contains("approval:") && approved.contains("token:"), "{approved}");
@@ -106,6 +120,44 @@ async fn a_request_of_an_approval_class_needs_an_approver_who_is_not_its_creator
     assert_ne!(changed, approved);
     let refused = apply_as("alice", &changed).await.expect_err("a changed spec needs a new approval");
     assert!(refused.contains("the spec changed after it was approved"), "{refused}");
+
+    // Deleted and created again under its name, with the same spec and token: another
+    // request (another UID), which the old approval does not cover.
+    let out = cluster().kubectl("admin", &["delete", "environmentrequest", "checkout", "-n", &name], None).await;
+    assert!(out.success, "{}", out.stderr);
+    let refused = apply_as("alice", &approved).await.expect_err("an old approval is not replayed");
+    assert!(refused.contains("approvals cannot move between requests"), "{refused}");
+    assert!(refused.contains(&format!("{name}/checkout (uid ")), "{refused}");
+}
+
+/// An approval revoked by its id (a key of the ConfigMap berth-approval-revocations,
+/// mounted into Berth) is refused before it expires; another approval is not.
+#[tokio::test]
+async fn a_revoked_approval_is_refused_by_its_token_id() {
+    let setup = berth().await;
+    let (name, class) = tenant_of_an_approval_class(false).await;
+    let bob = webhook::bearer_token_file(setup, "bob", &["platform-approvers"], &["approver"]).expect("token");
+    let mut approved = Vec::new();
+    for app in ["revoked", "kept"] {
+        let request = request_yaml(&name, app, &name, &class, "");
+        apply_as("alice", &request).await.expect("created to await its approval");
+        let file = write(&setup.credentials, &format!("{name}-{app}.yaml"), &request);
+        let yaml = webhook::approve(setup, &bob, &["-f", &file.display().to_string(), "-o", "yaml"]).expect("approved");
+        approved.push(yaml);
+    }
+    let token = webhook::approval_token(&approved[0]).expect("a token");
+    let token_id = webhook::token_field(token, 1, "jti").expect("a token id");
+    setup.revoke(&token_id).expect("revoked");
+    // Berth re-reads the list within seconds (a kubelet takes up to a minute to update
+    // a mounted ConfigMap; here the folder is written directly).
+    let refused = wait_for(Duration::from_secs(30), "the revoked approval to be refused", || async {
+        apply_as("alice", &approved[0]).await.err().filter(|e| e.contains("revoked"))
+    })
+    .await;
+    assert!(refused.contains(&format!("it was revoked (token id {token_id})")), "{refused}");
+    assert!(!refused.contains(token), "the token itself is never quoted");
+    apply_as("alice", &approved[1]).await.expect("another approval still counts");
+    wait_phase(&name, "kept", Phase::Ready, Duration::from_secs(60)).await;
 }
 
 /// The default way to approve: as the user of one's kubeconfig. The apiserver says who
@@ -114,10 +166,9 @@ async fn a_request_of_an_approval_class_needs_an_approver_who_is_not_its_creator
 #[tokio::test]
 async fn an_approver_approves_as_their_kubeconfig_user_once_rbac_grants_approve_on_the_class() {
     let setup = berth().await;
-    let (name, class) = (format!("tn-{}", suffix()), format!("prod-{}", suffix()));
-    kubectl_apply(&approval_class_yaml(&class)).await;
-    tenant(&name, &[&class], "{}", false).await;
+    let (name, class) = tenant_of_an_approval_class(false).await;
     let request = request_yaml(&name, "kube", &name, &class, "");
+    apply_as("alice", &request).await.expect("created to await its approval");
     let file = write(&setup.credentials, &format!("{name}-kube.yaml"), &request);
     let file = file.display().to_string();
     let kubeconfig = &cluster().info.kubeconfig;
@@ -178,19 +229,18 @@ subjects: [{{apiGroup: rbac.authorization.k8s.io, kind: User, name: bob}}]
 #[tokio::test]
 async fn the_creator_cannot_approve_their_own_request() {
     let setup = berth().await;
-    let (name, class) = (format!("tn-{}", suffix()), format!("prod-{}", suffix()));
-    kubectl_apply(&approval_class_yaml(&class)).await;
-    tenant(&name, &[&class], "{}", true).await;
+    let (name, class) = tenant_of_an_approval_class(true).await;
     let request = request_yaml(&name, "self", &name, &class, "");
     let file = write(&setup.credentials, &format!("{name}-self.yaml"), &request);
+    // bob, a member of the tenant, creates the request: four eyes says he may not approve it.
+    apply_as("bob", &request).await.expect("created to await its approval");
     let bob = webhook::bearer_token_file(setup, "bob", &["platform-approvers"], &["approver"]).expect("token");
-    let approved =
-        webhook::approve(setup, &bob, &["-f", &file.display().to_string(), "-o", "yaml"]).expect("token issued");
-    // bob applies the request he approved: four eyes says no.
-    let refused = apply_as("bob", &approved).await.expect_err("self-approval must be refused");
-    assert!(refused.contains("approver \"bob\" created this request"), "{refused}");
-    let api: Api<EnvironmentRequest> = Api::namespaced(cluster().client("admin").await, &name);
-    assert!(api.get_opt("self").await.expect("get").is_none(), "nothing was stored");
+    let refused = webhook::approve(setup, &bob, &["-f", &file.display().to_string(), "-o", "yaml"])
+        .expect_err("self-approval must be refused");
+    assert!(refused.contains("403 SelfApproval"), "{refused}");
+    assert!(refused.contains(&format!("bob created {name}/self and cannot approve it")), "{refused}");
+    let waiting = wait_phase(&name, "self", Phase::AwaitingApproval, Duration::from_secs(60)).await;
+    assert!(waiting.status.and_then(|s| s.gitops).is_none(), "nothing was committed");
 }
 
 #[tokio::test]

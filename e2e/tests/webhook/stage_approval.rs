@@ -40,12 +40,10 @@ async fn approval_world(
     let tenant = name;
     let task = FakeArgoCd::default().run(tenant.clone());
     apply_as("alice", &environment_yaml(&tenant, "canary", &plain, "canary")).await.unwrap_or_else(|e| panic!("{e}"));
-    // prod-a needs bob's approval to be provisioned at all.
-    let file = write(
-        &setup.credentials,
-        &format!("{tenant}-prod-a.yaml"),
-        &environment_yaml(&tenant, "prod-a", &prod, "production"),
-    );
+    // prod-a needs bob's approval to be provisioned at all: created, then approved.
+    let prod_a = environment_yaml(&tenant, "prod-a", &prod, "production");
+    apply_as("alice", &prod_a).await.unwrap_or_else(|e| panic!("{e}"));
+    let file = write(&setup.credentials, &format!("{tenant}-prod-a.yaml"), &prod_a);
     let bob = webhook::bearer_token_file(setup, "bob", &["platform-approvers"], &["approver"]).expect("bob's token");
     let approved =
         webhook::approve(setup, &bob, &["-f", &file.display().to_string(), "-o", "yaml"]).expect("bob approves");

@@ -82,12 +82,11 @@ fn a_stage_token_carries_its_kind_rollout_uid_stage_and_revision_and_a_request_t
     assert_eq!(json["berth.dev/digest"], crate::approval::digest::rollout_digest(&rollout().spec));
 
     let request = crate::testing::request("production");
-    let target = RequestRef { namespace: "payments".into(), name: "checkout-prod".into() };
+    let target = RequestRef { namespace: "payments".into(), name: "checkout-prod".into(), uid: "uid-r".into() };
     let claims = keys.issuer.claims(&approver, &target, &request.spec, now()).expect("claims");
     let json = serde_json::to_value(&claims).expect("json");
-    for absent in
-        ["berth.dev/kind", "berth.dev/stage", "berth.dev/uid", "berth.dev/revision", "berth.dev/freeze-override"]
-    {
+    assert_eq!(json["berth.dev/uid"], "uid-r", "a request approval is bound to its UID too");
+    for absent in ["berth.dev/kind", "berth.dev/stage", "berth.dev/revision", "berth.dev/freeze-override"] {
         assert!(json.get(absent).is_none(), "a request token has no {absent}: {json}");
     }
     // Tokens issued before the kind existed read as request approvals.

@@ -218,12 +218,34 @@ fn a_request_that_would_overrun_the_cost_budget_is_refused_with_the_figures() {
 }
 
 #[test]
-fn production_without_an_approval_names_the_approver_groups_and_the_command() {
+fn production_is_created_without_an_approval_to_wait_for_one_but_not_changed_without_one() {
+    // An approval is bound to the request's UID, which the apiserver assigns at creation:
+    // the request is created first and waits (phase AwaitingApproval) for its approval.
     let keys = keys();
-    let response = create(&cluster(), Some(&keys), &with_creator(request("production"), "alice"));
-    let message = denied(&response);
+    let created = with_creator(request("production"), "alice");
+    let response = create(&cluster(), Some(&keys), &created);
+    assert!(response.allowed, "{}", response.result.message);
+    // A spec change without an approval is refused, naming the approvers and the command.
+    let mut changed = created.clone();
+    changed.spec.app.revision = "v1.9.0".into();
+    let update = review("UPDATE", "environmentrequests", Some(value(&changed)), Some(value(&created)));
+    let message = decide(&cluster(), Some(&keys), &update).result.message;
     assert!(message.contains("needs an approval from a member of [\"platform-approvers\"]"), "{message}");
     assert!(message.contains("berth approve"), "{message}");
+}
+
+#[test]
+fn an_approval_of_a_deleted_namesake_is_refused_when_the_request_is_created_again() {
+    let keys = keys();
+    let deleted = with_creator(request("production"), "alice");
+    let token = approve(&keys, &deleted, "bob", now());
+    let mut again = deleted.clone();
+    again.metadata.uid = Some("a-new-uid".into());
+    again.spec.approval = Some(Approval { token });
+    let response = create(&cluster(), Some(&keys), &again);
+    let message = denied(&response);
+    assert!(message.contains("approvals cannot move between requests"), "{message}");
+    assert!(message.contains("(uid uid-production), not payments/checkout-prod (uid a-new-uid)"), "{message}");
 }
 
 #[test]

@@ -216,6 +216,7 @@ fn an_approved_stage_shows_who_approved_it_and_a_break_glass() {
         classes: vec!["production".into()],
         spec_digest: Some(crate::approval::digest::rollout_digest(&midway().spec)),
         expires_at: Some(Time("2026-12-01T11:00:00Z".parse().expect("a time"))),
+        token_id: Some("tok-1".into()),
     });
     let out = format_status(&rollout, now());
     assert!(

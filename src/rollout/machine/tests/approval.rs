@@ -302,6 +302,30 @@ fn a_change_to_the_spec_after_the_stage_started_voids_its_approval_for_the_batch
     assert_ne!(status.reason.as_deref(), Some(reasons::AWAITING_APPROVAL));
 }
 
+#[test]
+fn revoking_the_token_of_an_accepted_approval_holds_the_batches_still_to_come() {
+    let keys = approval_keys();
+    let (mut rollout, world, mut status) = past_production_batch_one(&keys);
+    let token_id = status.stages[1].approval.as_ref().and_then(|a| a.token_id.clone()).expect("the token id recorded");
+    let list = crate::approval::Revocations::parse(&token_id).expect("a list");
+    let revoking = |world: &World| {
+        let mut obs = obs(world, &keys, Calendar::default());
+        let verifier = keys.verifier.clone().with_revocations(crate::reload::Reloading::fixed(list.clone()));
+        obs.verifier = Some(Arc::new(verifier));
+        obs
+    };
+    let held = go(&rollout, &mut status, &revoking(&world), at(20), "unused");
+    assert_eq!(held.work, None, "batch 2 waits for a new approval");
+    assert_eq!(status.reason.as_deref(), Some(reasons::AWAITING_APPROVAL));
+    let note = held.notes.iter().find(|n| n.reason == "ApprovalRejected").expect("an ApprovalRejected event");
+    assert!(note.message.contains(&format!("it was revoked (token id {token_id})")), "{}", note.message);
+
+    // A new approval (another token id) lets the rest of the stage go on.
+    approve(&keys, &mut rollout, "production", "bob", false);
+    let second = go(&rollout, &mut status, &revoking(&world), at(30), "c3");
+    assert_eq!(second.work.map(|w| (w.stage, w.batch)), Some(("production".to_owned(), 2)));
+}
+
 /// A freeze from `at(5)` on, for an incident.
 fn incident_freeze() -> Calendar {
     let window = FreezeWindow::once(Time(at(5)), Time(at(100_000)), Some("incident".to_owned()));
