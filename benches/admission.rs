@@ -486,7 +486,9 @@ fn inside(request: &EnvironmentRequest, view: &Index, verifier: &Verifier) -> In
     let tenant = view.tenant(&request.spec.tenant).expect("tenant");
     let class = view.class(&request.spec.class).expect("class");
     let approval = per_call(|| {
-        black_box(rules::check_approval(black_box(request), &class, Some(verifier), Timestamp::now()).expect("valid"));
+        black_box(
+            rules::check_approval(black_box(request), &class, Some(verifier), Timestamp::now(), false).expect("valid"),
+        );
     });
     let verify = request.spec.approval.as_ref().map(|approval| {
         let (namespace, name) = (request.namespace().unwrap_or_default(), request.name_any());
@@ -624,6 +626,7 @@ fn main() {
         kubernetes: None,
         metrics: Some(WebhookMetrics::register(&prometheus::Registry::new()).expect("metrics")),
         approval_limit: None,
+        client: None,
     };
 
     // The server: real router, real TLS, one current-thread runtime on its own thread.

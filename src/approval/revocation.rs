@@ -42,18 +42,22 @@ impl Revocations {
         self.ids.is_empty()
     }
 
-    /// The ids a list file holds: one per line, blank lines and `#` comments skipped.
-    pub fn parse(text: &str) -> Result<Self, String> {
+    /// The ids a list file holds: one per line, blank lines and `#` comments skipped,
+    /// and lines that cannot be a token id skipped with a warning (one typo must not
+    /// undo every other revocation).
+    pub fn parse(text: &str) -> Self {
         let mut ids = HashSet::new();
         for (number, line) in text.lines().enumerate() {
             let id = line.split('#').next().unwrap_or_default().trim();
             if id.is_empty() {
                 continue;
             }
-            check_id(id).map_err(|why| format!("line {}: {why}", number + 1))?;
-            ids.insert(id.to_owned());
+            match check_id(id) {
+                Ok(()) => drop(ids.insert(id.to_owned())),
+                Err(why) => tracing::warn!(line = number + 1, why, "approval revocations: a line skipped"),
+            }
         }
-        Ok(Revocations { ids })
+        Revocations { ids }
     }
 
     /// The revocations at `path`: a folder whose file names are the ids (a mounted
@@ -73,13 +77,17 @@ impl Revocations {
                 let Some(name) = name.to_str().filter(|n| !n.starts_with('.')) else {
                     continue; // the volume's ..data bookkeeping, or not a name a token id has
                 };
-                check_id(name).map_err(|why| format!("{shown}/{name}: {why}"))?;
-                ids.insert(name.to_owned());
+                match check_id(name) {
+                    Ok(()) => drop(ids.insert(name.to_owned())),
+                    // A ConfigMap key may hold `.`, which no token id does: skipped, so
+                    // one odd key neither stops Berth nor freezes the list.
+                    Err(why) => tracing::warn!(key = name, why, "approval revocations: a key skipped"),
+                }
             }
             return Ok(Revocations { ids });
         }
         let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {shown}: {e}"))?;
-        Self::parse(&text).map_err(|why| format!("{shown}: {why}"))
+        Ok(Self::parse(&text))
     }
 }
 
@@ -100,17 +108,17 @@ mod tests {
 
     #[test]
     fn a_list_file_names_one_id_per_line_with_comments_and_blanks_skipped() {
-        let list = Revocations::parse("# leaked in a chat\nAbC-12_x\n\n  zzz  # wrong revision\n").expect("a list");
+        let list = Revocations::parse("# leaked in a chat\nAbC-12_x\n\n  zzz  # wrong revision\n");
         assert!(list.contains("AbC-12_x") && list.contains("zzz"));
         assert!(!list.contains("leaked"));
         assert_eq!(list.len(), 2);
     }
 
     #[test]
-    fn an_id_no_token_has_is_refused_with_its_line() {
-        let error = Revocations::parse("good\nnot an id\n").expect_err("spaces");
-        assert!(error.starts_with("line 2:"), "{error}");
-        assert!(Revocations::parse(&"a".repeat(MAX_ID_LEN + 1)).is_err());
+    fn what_cannot_be_a_token_id_is_skipped_and_the_rest_still_revokes() {
+        let list = Revocations::parse(&format!("good\nnot an id\n{}\nalso-good\n", "a".repeat(MAX_ID_LEN + 1)));
+        assert!(list.contains("good") && list.contains("also-good"));
+        assert_eq!(list.len(), 2);
     }
 
     #[test]
@@ -124,7 +132,8 @@ mod tests {
         assert_eq!(revoked.len(), 1, "dotfiles are the volume's, not ids");
         let missing = Revocations::read(&dir.path().join("absent")).expect("nothing revoked");
         assert!(missing.is_empty());
-        std::fs::write(dir.path().join("bad id"), "").expect("written");
-        assert!(Revocations::read(dir.path()).expect_err("refused").contains("bad id"));
+        std::fs::write(dir.path().join("note.txt"), "a key no token id has").expect("written");
+        let revoked = Revocations::read(dir.path()).expect("read");
+        assert!(revoked.contains("tok1") && !revoked.contains("note.txt"), "{revoked:?}");
     }
 }

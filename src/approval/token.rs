@@ -831,9 +831,10 @@ impl Verifier {
             (None, _) if target.kind == ApprovalKind::Request && target.accept_unbound => false,
             (None, _) => {
                 return Err(match target.kind {
-                    ApprovalKind::Request => {
-                        Rejection::UnboundRequest { namespace: claims.namespace.clone(), name: claims.name.clone() }
-                    }
+                    ApprovalKind::Request => Rejection::UnboundRequest {
+                        namespace: target.namespace.to_owned(),
+                        name: target.name.to_owned(),
+                    },
                     ApprovalKind::Rollout => {
                         Rejection::UnboundRollout { approved: format!("{}/{}", claims.namespace, claims.name) }
                     }

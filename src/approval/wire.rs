@@ -15,6 +15,11 @@ pub struct ApprovalRequest {
     pub name: String,
     /// Its spec; the approval covers exactly this (its `approval` field aside).
     pub spec: EnvironmentRequestSpec,
+    /// Berth adds the approval to the request itself (`spec.approval.token`), as
+    /// Berth, so neither the approver nor a requester who may only create requests
+    /// needs to update it; the token is handed back all the same.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub apply: bool,
 }
 
 /// What the caller wants approved for a rollout stage: the rollout as it will be (or

@@ -111,6 +111,12 @@ impl KubernetesReviewer {
         Self { client }
     }
 
+    /// The client it asks with (tests share it with what else calls the apiserver).
+    #[cfg(test)]
+    pub fn client(&self) -> kube::Client {
+        self.client.clone()
+    }
+
     /// A TokenReview of `token` with the apiserver's default audiences (those of the
     /// tokens `kubectl` holds).
     pub async fn authenticate(&self, token: &str) -> Result<TokenVerdict, ReviewError> {

@@ -55,8 +55,9 @@ pub struct ApproveArgs {
     /// `token` prints the token; `yaml` prints the request with it in spec.approval.
     #[arg(short = 'o', long, default_value = "token", value_parser = ["token", "yaml"])]
     output: String,
-    /// Put the token into the request's spec.approval with your kubeconfig (a merge
-    /// patch) instead of printing it.
+    /// Have Berth put the token into the request's spec.approval (as Berth: you need
+    /// no rights on the request, and its requester none to update it); the token is
+    /// not printed.
     #[arg(long, conflicts_with = "output")]
     apply: bool,
 }
@@ -137,7 +138,7 @@ pub fn approve(args: &ApproveArgs) -> Result<(), String> {
         if let Some(namespace) = &args.namespace {
             request.metadata.namespace = Some(namespace.clone());
         }
-        let granted = request_approval(&server, &request).await.map_err(|e| e.to_string())?;
+        let granted = request_approval(&server, &request, args.apply).await.map_err(|e| e.to_string())?;
         let (namespace, name) = (request.namespace().unwrap_or_default(), request.name_any());
         eprintln!(
             "approved {namespace}/{name} as {} (spec {}){}",
@@ -146,13 +147,7 @@ pub fn approve(args: &ApproveArgs) -> Result<(), String> {
             revoke_hint(&granted)
         );
         if args.apply {
-            let client = cluster.client().await?;
-            let patch = serde_json::json!({ "spec": { "approval": { "token": granted.token } } });
-            kube::Api::<EnvironmentRequest>::namespaced(client, &namespace)
-                .patch(&name, &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&patch))
-                .await
-                .map_err(|e| format!("cannot add the approval to EnvironmentRequest {namespace}/{name}: {e}"))?;
-            eprintln!("added to spec.approval of request {namespace}/{name}");
+            eprintln!("Berth added it to spec.approval of request {namespace}/{name}");
         } else if args.output == "yaml" {
             let approved = with_approval(&request, &granted.token);
             print!("{}", serde_yaml::to_string(&approved).map_err(|e| e.to_string())?);
@@ -292,20 +287,25 @@ fn revoke_hint(granted: &ApprovalGranted) -> String {
     granted.token_id.as_ref().map(|id| format!("; token id {id} (revoke it by this id)")).unwrap_or_default()
 }
 
-/// Asks for an approval of `request` as it is now. A request created a moment ago may
-/// not be in Berth's view yet: asked again for a few seconds while Berth says it does
-/// not know it.
-pub async fn request_approval(server: &Server, request: &EnvironmentRequest) -> Result<ApprovalGranted, ApproveError> {
+/// Asks for an approval of `request` as it is now (`apply`: and for Berth to add it to
+/// the request). A request created a moment ago may not be in Berth's view yet: asked
+/// again a few times over about 3 s while Berth says it does not know it (each ask
+/// counts against the caller's rate limit).
+pub async fn request_approval(
+    server: &Server,
+    request: &EnvironmentRequest,
+    apply: bool,
+) -> Result<ApprovalGranted, ApproveError> {
     let namespace = request.namespace().ok_or(ApproveError::NoNamespace)?;
     let mut spec = request.spec.clone();
     spec.approval = None;
-    let body = serde_json::to_vec(&ApprovalRequest { namespace, name: request.name_any(), spec })?;
+    let body = serde_json::to_vec(&ApprovalRequest { namespace, name: request.name_any(), spec, apply })?;
     let mut attempts = 0;
     loop {
         match post_approval(server, body.clone()).await {
-            Err(ApproveError::Refused { reason, .. }) if reason == "RequestNotFound" && attempts < 10 => {
+            Err(ApproveError::Refused { reason, .. }) if reason == "RequestNotFound" && attempts < 3 => {
                 attempts += 1;
-                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
             }
             answer => return answer,
         }

@@ -46,6 +46,23 @@ impl Error {
         }
     }
 
+    /// Whether the git remote refused Berth's credentials (wrong, expired or rotated
+    /// token or key): permanent until the Secret changes.
+    pub fn is_refused_credentials(&self) -> bool {
+        match self {
+            Self::Commit { source, .. } | Self::Remove { source, .. } | Self::Inventory { source } => {
+                source.failure_kind() == Some(gitops::FailureKind::Auth)
+            }
+            Self::Finalizer(inner) => match inner.as_ref() {
+                kube::runtime::finalizer::Error::ApplyFailed(e) | kube::runtime::finalizer::Error::CleanupFailed(e) => {
+                    e.is_refused_credentials()
+                }
+                _ => false,
+            },
+            _ => false,
+        }
+    }
+
     /// Whether trying again later can succeed (network, conflicts, the git remote).
     pub fn is_transient(&self) -> bool {
         match self {
@@ -78,5 +95,25 @@ mod tests {
         assert!(through_finalizer.is_awaiting_prune() && through_finalizer.is_transient());
         assert!(waiting().is_awaiting_prune());
         assert!(!Error::Incomplete("namespace").is_awaiting_prune());
+    }
+
+    #[test]
+    fn a_remote_refusing_the_credentials_is_permanent_but_told_apart_from_other_failures() {
+        let failed = |kind| Error::Commit {
+            path: "payments/web".to_owned(),
+            source: gitops::Error::Git {
+                remote: "https://git.example.com/gitops.git".to_owned(),
+                branch: "main".to_owned(),
+                failure: gitops::GitFailure { op: gitops::GitOp::Fetch, kind, message: "401".to_owned() },
+            },
+        };
+        let refused = failed(gitops::FailureKind::Auth);
+        assert!(refused.is_refused_credentials() && !refused.is_transient());
+        // As the request controller reports it: through its finalizer.
+        let applying = Error::Finalizer(Box::new(kube::runtime::finalizer::Error::ApplyFailed(refused)));
+        assert!(applying.is_refused_credentials());
+        let down = failed(gitops::FailureKind::Network);
+        assert!(!down.is_refused_credentials() && down.is_transient());
+        assert!(!failed(gitops::FailureKind::Rejected).is_refused_credentials());
     }
 }

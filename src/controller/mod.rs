@@ -47,9 +47,19 @@ const TRANSIENT_RETRY: Duration = Duration::from_secs(5);
 pub(crate) const RESYNC: Duration = Duration::from_secs(300);
 /// Requeue after a permanent error: only a change will help, but look again later.
 const PERMANENT_RETRY: Duration = RESYNC;
+/// Requeue after the git remote refused Berth's credentials: the fix is a rotated
+/// Secret, which Berth reads without a restart, so look again soon (a batch of
+/// requests shares one push, so this does not hammer the remote).
+const CREDENTIALS_RETRY: Duration = Duration::from_secs(30);
 
 fn error_policy<K>(_object: Arc<K>, error: &Error, _ctx: Arc<Context>) -> Action {
-    if error.is_transient() { Action::requeue(TRANSIENT_RETRY) } else { Action::requeue(PERMANENT_RETRY) }
+    if error.is_transient() {
+        Action::requeue(TRANSIENT_RETRY)
+    } else if error.is_refused_credentials() {
+        Action::requeue(CREDENTIALS_RETRY)
+    } else {
+        Action::requeue(PERMANENT_RETRY)
+    }
 }
 
 /// A rollout looks again sooner after a "permanent" error: what refuses its writes

@@ -167,12 +167,16 @@ pub fn check<'a>(
 
 /// Whether the request carries a valid approval, when its class needs one.
 /// `Ok(None)`: the class needs none. Without a verifier (no keys configured) no
-/// approval can be valid, so approval classes are refused.
+/// approval can be valid, so approval classes are refused. `keep_unbound`: a token
+/// bound to no UID still counts (the controller, for a request already provisioned
+/// with one from a Berth before approvals were bound; admission never, or an old
+/// token could come with a spec change).
 pub fn check_approval(
     request: &EnvironmentRequest,
     class: &EnvironmentClass,
     verifier: Option<&Verifier>,
     now: Timestamp,
+    keep_unbound: bool,
 ) -> Result<Option<VerifiedApproval>, Denial> {
     let policy = &class.spec.approval;
     if !policy.required {
@@ -201,9 +205,7 @@ pub fn check_approval(
         namespace: &namespace,
         name: &name,
         uid: request.metadata.uid.as_deref(),
-        // Provisioned with a token from before approvals were bound to UIDs: that
-        // approval was for creating it, and it keeps running (README "Approvals").
-        accept_unbound: super::budget::is_provisioned(request),
+        accept_unbound: keep_unbound,
         spec: &request.spec,
         approver_groups: &policy.approver_groups,
         creator: Some(author),

@@ -137,7 +137,7 @@ fn validate_request(req: &AdmissionRequest<DynamicObject>, index: &Index, checks
     // spec change needs a new approval.
     let awaiting_approval = req.operation == Operation::Create && new.spec.approval.is_none();
     if !awaiting_approval {
-        request::check_approval(&new, class, checks.verifier, checks.now).map_err(|d| d.to_string())?;
+        request::check_approval(&new, class, checks.verifier, checks.now, false).map_err(|d| d.to_string())?;
     }
     if req.operation == Operation::Create {
         check_budget(&new, tenant, index).map_err(|d| d.to_string())?;

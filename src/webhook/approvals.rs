@@ -23,6 +23,7 @@ use crate::{
     auth::Caller,
     policy::{
         approval::{ApproverRefusal, may_approve},
+        request::spec_changed,
         stage_approval,
     },
 };
@@ -126,34 +127,85 @@ pub async fn create(State(state): State<WebhookState>, headers: HeaderMap, body:
     };
     let request = RequestRef { namespace: asked.namespace.clone(), name: asked.name.clone(), uid };
     let digest = spec_digest(&asked.spec);
+    // Berth adds it to the request when asked: only for the spec the cluster holds (a
+    // token for another spec would be refused there), and only with a client to do so.
+    let attach = match (asked.apply, &state.client) {
+        (false, _) => None,
+        (true, None) => {
+            let message =
+                "this Berth does not add approvals to requests; put the token in spec.approval.token yourself";
+            return refused(StatusCode::SERVICE_UNAVAILABLE, "NotConfigured", message.to_owned());
+        }
+        (true, Some(_)) if existing.as_ref().is_some_and(|e| spec_changed(&e.spec, &asked.spec)) => {
+            let message = format!(
+                "request {target} in the cluster has another spec than the one sent; approve it as it is (berth approve -n {} {}) to have it added",
+                asked.namespace, asked.name
+            );
+            return refused(StatusCode::CONFLICT, "SpecDiffers", message);
+        }
+        (true, Some(client)) => Some(Attach { client, namespace: &asked.namespace, name: &asked.name }),
+    };
     match issuer.claims(&approver, &request, &asked.spec, now) {
-        Ok(claims) => grant(issuer, &claims, &caller, &target, "approval issued", digest),
+        Ok(claims) => grant(issuer, &claims, &caller, &target, "approval issued", digest, attach).await,
         Err(e) => refused(StatusCode::INTERNAL_SERVER_ERROR, "SigningFailed", e.to_string()),
     }
 }
 
-/// Signs `claims` and answers with the token and its id (audited with the id, never the token).
-fn grant(
+/// Where Berth adds a request approval it issued.
+struct Attach<'a> {
+    client: &'a kube::Client,
+    namespace: &'a str,
+    name: &'a str,
+}
+
+impl Attach<'_> {
+    /// Puts `token` into the request's `spec.approval.token` (a merge patch, as Berth).
+    /// Admission checks it as any other update: a spec changed meanwhile refuses it.
+    async fn apply(&self, token: &str) -> Result<(), String> {
+        let api = kube::Api::<crate::api::EnvironmentRequest>::namespaced(self.client.clone(), self.namespace);
+        let patch = serde_json::json!({ "spec": { "approval": { "token": token } } });
+        let target = format!("{}/{}", self.namespace, self.name);
+        match api.patch(self.name, &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&patch)).await {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(status)) => {
+                Err(format!("the apiserver refused to add the approval to request {target}: {}", status.message))
+            }
+            Err(other) => Err(format!("cannot add the approval to request {target}: {other}")),
+        }
+    }
+}
+
+/// Signs `claims`, adds the token to its request when asked, and answers with the
+/// token and its id (audited with the id, never the token).
+async fn grant(
     issuer: &Issuer,
     claims: &crate::approval::ApprovalClaims,
     caller: &Caller,
     target: &str,
     what: &str,
     digest: String,
+    attach: Option<Attach<'_>>,
 ) -> Response {
-    match issuer.sign(claims) {
-        Ok(token) => {
-            let token_id = claims.jti.clone();
-            let message = format!("{what} (token id {})", token_id.as_deref().unwrap_or("-"));
-            audit(Some(caller), target, true, "Approved", &message);
-            let granted = ApprovalGranted { token, approver: caller.subject.clone(), digest, token_id };
-            (StatusCode::OK, Json(granted)).into_response()
-        }
+    let token = match issuer.sign(claims) {
+        Ok(token) => token,
         Err(e) => {
             audit(Some(caller), target, false, "SigningFailed", &e.to_string());
-            refuse(StatusCode::INTERNAL_SERVER_ERROR, "SigningFailed", e.to_string())
+            return refuse(StatusCode::INTERNAL_SERVER_ERROR, "SigningFailed", e.to_string());
         }
+    };
+    let token_id = claims.jti.clone();
+    let id = token_id.as_deref().unwrap_or("-");
+    if let Some(attach) = attach {
+        if let Err(message) = attach.apply(&token).await {
+            audit(Some(caller), target, false, "ApplyFailed", &format!("{message} (token id {id})"));
+            return refuse(StatusCode::CONFLICT, "ApplyFailed", message);
+        }
+        audit(Some(caller), target, true, "Approved", &format!("{what} and added to the request (token id {id})"));
+    } else {
+        audit(Some(caller), target, true, "Approved", &format!("{what} (token id {id})"));
     }
+    let granted = ApprovalGranted { token, approver: caller.subject.clone(), digest, token_id };
+    (StatusCode::OK, Json(granted)).into_response()
 }
 
 /// A rollout stage's approval: the stage's approvers (its classes' as the plan in
@@ -245,7 +297,7 @@ async fn approve_stage(
     };
     let what = if asked.freeze_override { "stage approval issued (freeze override)" } else { "stage approval issued" };
     match issuer.stage_claims(&approver, &stage, &asked.spec, now) {
-        Ok(claims) => grant(issuer, &claims, caller, &target, what, rollout_digest(&asked.spec)),
+        Ok(claims) => grant(issuer, &claims, caller, &target, what, rollout_digest(&asked.spec), None).await,
         Err(e) => refused(StatusCode::INTERNAL_SERVER_ERROR, "SigningFailed", e.to_string()),
     }
 }
@@ -278,6 +330,7 @@ mod tests {
             kubernetes: None,
             metrics: None,
             approval_limit: NonZeroU32::new(per_minute).map(|n| Arc::new(ApprovalRateLimit::per_minute(n))),
+            client: None,
         }
     }
 
@@ -358,6 +411,7 @@ mod tests {
             kubernetes: Some(crate::auth::KubernetesReviewer::new(client)),
             metrics: None,
             approval_limit: None,
+            client: None,
         };
         (state, server)
     }
@@ -407,6 +461,52 @@ mod tests {
         assert_eq!(claims["berth.dev/uid"], "uid-production");
         assert_eq!(claims["jti"].as_str(), granted.token_id.as_deref());
         assert!(granted.token_id.is_some());
+        server.assert_done();
+    }
+
+    /// bob (RBAC lets him approve) asks for an approval of the production request,
+    /// changed by `change`, for Berth to add it (`apply`); the handler, once his
+    /// reviews are answered.
+    async fn bob_asks_to_apply(
+        change: impl FnOnce(&mut serde_json::Value),
+    ) -> (tokio::task::JoinHandle<Response>, crate::testing::apiserver::ScriptedApiServer) {
+        let (mut state, mut server) = kubernetes_state();
+        state.client = Some(state.kubernetes.as_ref().expect("a reviewer").client());
+        let mut asked: serde_json::Value = serde_json::from_slice(&production_request()).expect("json");
+        asked["apply"] = true.into();
+        change(&mut asked);
+        let body = Bytes::from(serde_json::to_vec(&asked).expect("json"));
+        let answer = tokio::spawn(create(State(state), bearer("bobs-kube-token"), body));
+        server.expect("POST", TOKEN_REVIEWS, 201, bob_is_authenticated()).await;
+        server.expect("POST", ACCESS_REVIEWS, 201, serde_json::json!({"status": {"allowed": true}})).await;
+        (answer, server)
+    }
+
+    #[tokio::test]
+    async fn asked_to_apply_berth_adds_the_approval_to_the_request_itself() {
+        let (answer, mut server) = bob_asks_to_apply(|_| {}).await;
+        let patched = server
+            .expect(
+                "PATCH",
+                "/apis/berth.dev/v1alpha1/namespaces/payments/environmentrequests/checkout-prod",
+                200,
+                serde_json::to_value(crate::testing::request("production")).expect("json"),
+            )
+            .await;
+        let answer = answer.await.expect("handler");
+        assert_eq!(answer.status(), StatusCode::OK);
+        let body = axum::body::to_bytes(answer.into_body(), 8192).await.expect("a body");
+        let granted: ApprovalGranted = serde_json::from_slice(&body).expect("granted");
+        assert_eq!(patched.body, serde_json::json!({"spec": {"approval": {"token": granted.token}}}));
+        server.assert_done();
+    }
+
+    #[tokio::test]
+    async fn asked_to_apply_an_approval_of_another_spec_than_the_cluster_holds_is_refused() {
+        let (answer, mut server) = bob_asks_to_apply(|asked| asked["spec"]["app"]["revision"] = "v9.9.9".into()).await;
+        let (status, refusal) = refusal_of(answer.await.expect("handler")).await;
+        assert_eq!((status, refusal.reason.as_str()), (StatusCode::CONFLICT, "SpecDiffers"));
+        assert!(refusal.message.contains("berth approve -n payments checkout-prod"), "{}", refusal.message);
         server.assert_done();
     }
 

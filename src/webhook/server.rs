@@ -140,6 +140,7 @@ mod tests {
             kubernetes: None,
             metrics: None,
             approval_limit: None,
+            client: None,
         }
     }
 

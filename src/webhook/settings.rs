@@ -298,9 +298,10 @@ pub async fn start(
         verifier: start.verifier,
         issuer: args.issuer()?.map(Arc::new),
         bearer: args.bearer()?.map(Arc::new),
-        kubernetes: args.auth_kubernetes.then(|| KubernetesReviewer::new(start.client)),
+        kubernetes: args.auth_kubernetes.then(|| KubernetesReviewer::new(start.client.clone())),
         metrics: Some(WebhookMetrics::register(&start.registry)?),
         approval_limit: Some(Arc::new(ApprovalRateLimit::per_minute(args.approval_rate_per_minute))),
+        client: Some(start.client),
     };
     // Half-configured approvals: a signing key nobody can use, or JWT keys without one.
     if (state.issuer.is_some() && !super::approvers::configured(&state))

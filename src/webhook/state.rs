@@ -29,4 +29,7 @@ pub struct WebhookState {
     pub metrics: Option<WebhookMetrics>,
     /// How often each caller may ask `POST /v1/approvals`; `None`: no limit.
     pub approval_limit: Option<Arc<ApprovalRateLimit>>,
+    /// Adds an approval to the request it approves when the approver asks (`apply`),
+    /// as Berth's own ServiceAccount; `None`: approvals are only handed back.
+    pub client: Option<kube::Client>,
 }

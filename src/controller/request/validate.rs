@@ -37,7 +37,10 @@ pub fn validate<'a>(
         crate::policy::request::check(request, refs.tenant.as_deref(), refs.class.as_deref(), &refs.claimants)?;
     let folder = folder(request).map_err(Denial::Invalid)?;
     let class = environment.class;
-    let approval = match crate::policy::request::check_approval(request, class, verifier, now) {
+    // Provisioned with a token from before approvals were bound to UIDs: that
+    // approval was for creating it, and it keeps running (README "Approvals").
+    let keep_unbound = is_provisioned(request);
+    let approval = match crate::policy::request::check_approval(request, class, verifier, now, keep_unbound) {
         // A provisioned environment keeps running when its token later expires: the
         // approval was for creating it. Every other check still holds: the token is
         // judged again as of just before it expired (this request, this spec, …).
@@ -45,7 +48,7 @@ pub fn validate<'a>(
             if is_provisioned(request) =>
         {
             let before = expired_at - SignedDuration::from_secs(1);
-            crate::policy::request::check_approval(request, class, verifier, before)?
+            crate::policy::request::check_approval(request, class, verifier, before, keep_unbound)?
         }
         decided => decided?,
     };

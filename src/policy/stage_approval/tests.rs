@@ -184,7 +184,7 @@ fn a_request_token_is_no_stage_approval_and_a_stage_token_is_no_request_approval
     let stage_token = stage_token(&keys, &rollout, "production", "bob", &[crate::testing::APPROVER_GROUP]);
     request.spec.approval = Some(crate::api::environment_request::Approval { token: stage_token });
     let class = crate::testing::class("production");
-    let denial = crate::policy::request::check_approval(&request, &class, Some(&keys.verifier), now())
+    let denial = crate::policy::request::check_approval(&request, &class, Some(&keys.verifier), now(), false)
         .expect_err("a stage approval approves no request");
     assert!(denial.to_string().contains("it approves a rollout stage, not a request"), "{denial}");
 }

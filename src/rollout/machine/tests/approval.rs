@@ -307,7 +307,7 @@ fn revoking_the_token_of_an_accepted_approval_holds_the_batches_still_to_come() 
     let keys = approval_keys();
     let (mut rollout, world, mut status) = past_production_batch_one(&keys);
     let token_id = status.stages[1].approval.as_ref().and_then(|a| a.token_id.clone()).expect("the token id recorded");
-    let list = crate::approval::Revocations::parse(&token_id).expect("a list");
+    let list = crate::approval::Revocations::parse(&token_id);
     let revoking = |world: &World| {
         let mut obs = obs(world, &keys, Calendar::default());
         let verifier = keys.verifier.clone().with_revocations(crate::reload::Reloading::fixed(list.clone()));
