@@ -44,12 +44,13 @@ crds:
     cargo run -q --bin berth -- crdgen --out crds
     cargo run -q --bin berth -- crdgen --out charts/berth/crds
 
-# Build kube-apiserver, kube-controller-manager, kubectl, etcd, helm, Argo CD and Prometheus from their Go modules (cached)
+# Build kube-apiserver, kube-controller-manager, kubectl, etcd, helm, Argo CD, Prometheus and git-ssh from their Go modules (cached)
 controlplane:
     e2e/controlplane/build.sh > /dev/null
     e2e/controlplane/build-helm.sh > /dev/null
     e2e/controlplane/build-argocd.sh > /dev/null
     e2e/controlplane/build-prometheus.sh > /dev/null
+    e2e/controlplane/build-git-ssh.sh > /dev/null
 
 # The pinned helm, e.g. `just helm template berth charts/berth --set gitops.remote=…`
 helm *args:

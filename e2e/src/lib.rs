@@ -16,6 +16,7 @@ pub mod policy;
 pub mod prometheus;
 pub mod remote;
 pub mod rollout;
+pub mod ssh_remote;
 pub mod suite;
 pub mod users;
 pub mod webhook;

@@ -191,3 +191,24 @@ pub async fn wait_tenant_members(tenant: &str) {
     })
     .await;
 }
+
+/// Writes `content` beside `path` and renames it over `path`: the atomic swap a
+/// kubelet makes when a Secret volume changes.
+pub fn swap_file(path: &Path, content: &[u8]) {
+    let staged = path.with_extension("staged");
+    std::fs::write(&staged, content).expect("write the new file");
+    std::fs::rename(&staged, path).expect("swap it in");
+}
+
+/// A fresh folder for a suite that runs its own operator (`berth-<name>-e2e-<pid>`
+/// under the temporary folder), with an empty bare GitOps remote `remote.git` in it
+/// (branch `main`), once the CRDs are installed: the folder and the remote.
+pub async fn own_remote(name: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+    cluster().install_crds().await;
+    let dir = std::env::temp_dir().join(format!("berth-{name}-e2e-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("a folder");
+    let remote = dir.join("remote.git");
+    git2::Repository::init_opts(&remote, git2::RepositoryInitOptions::new().bare(true).initial_head("main"))
+        .expect("the bare remote");
+    (dir, remote)
+}

@@ -8,7 +8,6 @@
 mod server;
 
 use std::{
-    path::Path,
     sync::{Mutex, OnceLock},
     time::Duration,
 };
@@ -23,23 +22,10 @@ const SECOND: &str = "second-token-e2e-8b2d7e";
 
 static HOST: OnceLock<TokenGitHost> = OnceLock::new();
 
-/// Writes `content` beside `path` and renames it over `path`: the atomic swap a
-/// kubelet makes when a Secret volume changes.
-fn swap(path: &Path, content: &str) {
-    let staged = path.with_extension("staged");
-    std::fs::write(&staged, content).expect("write the new file");
-    std::fs::rename(&staged, path).expect("swap it in");
-}
-
 #[tokio::test]
 async fn a_rotated_gitops_token_is_used_from_the_next_push_without_a_restart() {
     let cluster = cluster();
-    cluster.install_crds().await;
-    let dir = std::env::temp_dir().join(format!("berth-gitops-token-e2e-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("a folder");
-    let remote = dir.join("remote.git");
-    git2::Repository::init_opts(&remote, git2::RepositoryInitOptions::new().bare(true).initial_head("main"))
-        .expect("the bare remote");
+    let (dir, remote) = own_remote("gitops-token").await;
     let (accepted, berths) = (dir.join("accepted.token"), dir.join("berth.token"));
     std::fs::write(&accepted, FIRST).expect("the host's token");
     std::fs::write(&berths, format!("{FIRST}\n")).expect("Berth's token file");
@@ -63,7 +49,7 @@ async fn a_rotated_gitops_token_is_used_from_the_next_push_without_a_restart() {
     assert_eq!(host.refused(), 0, "the first token was accepted");
 
     // The host's owner rotates the token: Berth's push with the old one is refused.
-    swap(&accepted, SECOND);
+    swap_file(&accepted, SECOND.as_bytes());
     kubectl_apply(&request_yaml(&tenant, "second", &tenant, &class, "")).await;
     wait_for(Duration::from_secs(90), "the host to refuse Berth's old token", || async {
         (host.refused() > 0).then_some(())
@@ -74,7 +60,7 @@ async fn a_rotated_gitops_token_is_used_from_the_next_push_without_a_restart() {
 
     // Berth's Secret is updated: the next attempt (a refused credential is retried
     // within 30 s) pushes with the new token.
-    swap(&berths, &format!("{SECOND}\n"));
+    swap_file(&berths, format!("{SECOND}\n").as_bytes());
     wait_phase(&tenant, "second", Phase::Ready, Duration::from_secs(120)).await;
     let log = operator_log();
     assert!(!log.contains(FIRST) && !log.contains(SECOND), "a token reached the log:\n{log}");

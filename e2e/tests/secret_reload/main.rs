@@ -11,9 +11,7 @@ use berth_e2e::{suite::*, webhook};
 
 /// Replaces `path`'s content in one step, as a Secret volume update does.
 fn swap(path: &Path, content: &str) {
-    let staged = path.with_extension("staged");
-    std::fs::write(&staged, content).expect("write the new file");
-    std::fs::rename(&staged, path).expect("swap it in");
+    swap_file(path, content.as_bytes());
 }
 
 async fn apply_as(user: &str, yaml: &str) -> Result<(), String> {
