@@ -78,6 +78,10 @@ pub struct ApprovalGranted {
     /// The token's id: what revoking it names (absent from older Berths' answers).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_id: Option<String>,
+    /// Whether Berth added the approval to the request (asked with `apply`); an older
+    /// Berth, which ignores `apply`, never says so.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub applied: bool,
 }
 
 impl std::fmt::Debug for ApprovalGranted {
@@ -88,6 +92,7 @@ impl std::fmt::Debug for ApprovalGranted {
             .field("approver", &self.approver)
             .field("digest", &self.digest)
             .field("token_id", &self.token_id)
+            .field("applied", &self.applied)
             .finish()
     }
 }

@@ -147,6 +147,13 @@ pub fn approve(args: &ApproveArgs) -> Result<(), String> {
             revoke_hint(&granted)
         );
         if args.apply {
+            // An older Berth ignores `apply`: say so rather than drop the token.
+            if !granted.applied {
+                println!("{}", granted.token);
+                return Err(format!(
+                    "this Berth did not add the approval to {namespace}/{name} (it predates --apply): the token is printed above; put it in spec.approval.token"
+                ));
+            }
             eprintln!("Berth added it to spec.approval of request {namespace}/{name}");
         } else if args.output == "yaml" {
             let approved = with_approval(&request, &granted.token);

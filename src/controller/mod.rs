@@ -48,9 +48,12 @@ pub(crate) const RESYNC: Duration = Duration::from_secs(300);
 /// Requeue after a permanent error: only a change will help, but look again later.
 const PERMANENT_RETRY: Duration = RESYNC;
 /// Requeue after the git remote refused Berth's credentials: the fix is a rotated
-/// Secret, which Berth reads without a restart, so look again soon (a batch of
-/// requests shares one push, so this does not hammer the remote).
-const CREDENTIALS_RETRY: Duration = Duration::from_secs(30);
+/// Secret, which Berth reads without a restart, so look again within a minute
+/// rather than at the resync. Longer than the writer's own retry of the changes it
+/// kept (30 s), which publishes them first: the reconcile then finds them committed
+/// instead of sending a second batch, so the remote sees one failed login per
+/// writer retry, not two.
+const CREDENTIALS_RETRY: Duration = Duration::from_secs(60);
 
 fn error_policy<K>(_object: Arc<K>, error: &Error, _ctx: Arc<Context>) -> Action {
     if error.is_transient() {

@@ -22,8 +22,10 @@ pub enum ApproverRefusal {
         "{subject} is in groups {groups:?}, none of which approves class {class:?} (approver groups: {approver_groups:?})"
     )]
     NotInApproverGroups { subject: String, groups: Vec<String>, class: String, approver_groups: Vec<String> },
-    /// The caller created the request (four eyes).
-    #[error("{subject} created {request} and cannot approve it; someone else in {approver_groups:?} must")]
+    /// The caller created the request or wrote its spec (four eyes).
+    #[error(
+        "{subject} created {request} or wrote its current spec and cannot approve it; someone else in {approver_groups:?} must"
+    )]
     SelfApproval { subject: String, request: String, approver_groups: Vec<String> },
 }
 
@@ -48,6 +50,12 @@ pub fn is_creator(subject: &str, request: &EnvironmentRequest) -> bool {
     creator(request) == Some(subject)
 }
 
+/// Whether `subject` created `request` or wrote its current spec: admission refuses
+/// either's approval (four eyes), so the auth API does not sign one.
+pub fn is_author(subject: &str, request: &EnvironmentRequest) -> bool {
+    is_creator(subject, request) || super::request::spec_author(request) == Some(subject)
+}
+
 /// Whether `subject`, in `groups`, may be handed an approval for the request `target`
 /// (`namespace/name`) of `class`. `existing` is that request as the cluster holds it,
 /// if it exists.
@@ -70,7 +78,7 @@ pub fn may_approve(
             approver_groups: policy.approver_groups.clone(),
         });
     }
-    if existing.is_some_and(|request| is_creator(subject, request)) {
+    if existing.is_some_and(|request| is_author(subject, request)) {
         return Err(ApproverRefusal::SelfApproval {
             subject: subject.to_owned(),
             request: target.to_owned(),
@@ -135,8 +143,18 @@ mod tests {
         assert_eq!(refusal.reason(), "SelfApproval");
         assert_eq!(
             refusal.to_string(),
-            "alice created payments/checkout-prod and cannot approve it; someone else in [\"platform-approvers\"] must"
+            "alice created payments/checkout-prod or wrote its current spec and cannot approve it; someone else in [\"platform-approvers\"] must"
         );
+    }
+
+    #[test]
+    fn whoever_wrote_the_current_spec_may_not_approve_it_either() {
+        let mut existing = created_by("alice");
+        existing.annotations_mut().insert(labels::SPEC_AUTHOR_ANNOTATION.to_owned(), "carol".to_owned());
+        let refusal =
+            may_approve("carol", &approvers(), &class("production"), TARGET, Some(&existing)).expect_err("four eyes");
+        assert_eq!(refusal.reason(), "SelfApproval");
+        assert!(is_author("alice", &existing) && !is_author("bob", &existing));
     }
 
     #[test]

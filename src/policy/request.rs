@@ -35,7 +35,7 @@ pub enum Denial {
     #[error("{0}")]
     Invalid(String),
     #[error(
-        "class {class:?} needs an approval from a member of {groups:?}: ask one of them to run `berth approve -f <this file>` (or `berth approve -n {namespace} {name}`) and put the token in spec.approval.token"
+        "class {class:?} needs an approval from a member of {groups:?}: ask one of them to run `berth approve -n {namespace} {name} --apply` (Berth then adds it to spec.approval.token)"
     )]
     ApprovalMissing { class: String, groups: Vec<String>, namespace: String, name: String },
     #[error(

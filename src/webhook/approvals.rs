@@ -143,6 +143,10 @@ pub async fn create(State(state): State<WebhookState>, headers: HeaderMap, body:
             );
             return refused(StatusCode::CONFLICT, "SpecDiffers", message);
         }
+        (true, Some(_)) if existing.as_ref().is_some_and(|e| e.metadata.deletion_timestamp.is_some()) => {
+            let message = format!("request {target} is being deleted; there is nothing to add an approval to");
+            return refused(StatusCode::CONFLICT, "RequestDeleting", message);
+        }
         (true, Some(client)) => Some(Attach { client, namespace: &asked.namespace, name: &asked.name }),
     };
     match issuer.claims(&approver, &request, &asked.spec, now) {
@@ -195,6 +199,7 @@ async fn grant(
     };
     let token_id = claims.jti.clone();
     let id = token_id.as_deref().unwrap_or("-");
+    let applied = attach.is_some();
     if let Some(attach) = attach {
         if let Err(message) = attach.apply(&token).await {
             audit(Some(caller), target, false, "ApplyFailed", &format!("{message} (token id {id})"));
@@ -204,7 +209,7 @@ async fn grant(
     } else {
         audit(Some(caller), target, true, "Approved", &format!("{what} (token id {id})"));
     }
-    let granted = ApprovalGranted { token, approver: caller.subject.clone(), digest, token_id };
+    let granted = ApprovalGranted { token, approver: caller.subject.clone(), digest, token_id, applied };
     (StatusCode::OK, Json(granted)).into_response()
 }
 
@@ -498,6 +503,7 @@ mod tests {
         let body = axum::body::to_bytes(answer.into_body(), 8192).await.expect("a body");
         let granted: ApprovalGranted = serde_json::from_slice(&body).expect("granted");
         assert_eq!(patched.body, serde_json::json!({"spec": {"approval": {"token": granted.token}}}));
+        assert!(granted.applied, "the answer says Berth added it");
         server.assert_done();
     }
 

@@ -69,8 +69,8 @@ async fn a_rotated_gitops_ssh_key_is_used_from_the_next_push_without_a_restart()
     let request = berth_e2e::rollout::request(&tenant, "second").await;
     assert_ne!(request.status.and_then(|s| s.phase), Some(Phase::Ready), "nothing is committed with the old key");
 
-    // Berth's Secret is updated: the next attempt (a refused credential is retried
-    // within 30 s) connects with the new key.
+    // Berth's Secret is updated: the next attempt (the writer retries what it kept
+    // within 30 s, the request within a minute) connects with the new key.
     swap(&second, &berths);
     wait_phase(&tenant, "second", Phase::Ready, Duration::from_secs(120)).await;
     let log = operator_log();

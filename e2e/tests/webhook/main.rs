@@ -244,7 +244,10 @@ async fn the_creator_cannot_approve_their_own_request() {
     let refused = webhook::approve(setup, &bob, &["-f", &file.display().to_string(), "-o", "yaml"])
         .expect_err("self-approval must be refused");
     assert!(refused.contains("403 SelfApproval"), "{refused}");
-    assert!(refused.contains(&format!("bob created {name}/self and cannot approve it")), "{refused}");
+    assert!(
+        refused.contains(&format!("bob created {name}/self or wrote its current spec and cannot approve it")),
+        "{refused}"
+    );
     let waiting = wait_phase(&name, "self", Phase::AwaitingApproval, Duration::from_secs(60)).await;
     assert!(waiting.status.and_then(|s| s.gitops).is_none(), "nothing was committed");
 }
