@@ -16,13 +16,13 @@ use std::{
 use berth::api::{EnvironmentRequest, environment_request::Phase};
 use berth_e2e::{
     fixture::Cluster,
-    measure::{all_requests, apiserver_requests, count, ms, percentile, status_mib},
+    measure::{all_requests, all_requests_labelled, apiserver_requests, count, ms, percentile, status_mib},
     operator::Operator,
 };
 use futures::{StreamExt, stream};
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::{
-    Api,
+    Api, ResourceExt,
     api::{ListParams, PostParams},
 };
 
@@ -412,6 +412,26 @@ async fn status_writes_until_quiet(client: &kube::Client, since: f64) -> f64 {
     }
 }
 
+/// The label that marks a burst's requests.
+const BURST_LABEL: &str = "bench.berth.dev/burst";
+
+/// Waits until the operator ran no request reconcile for 3 s.
+async fn settle(operator: &Operator) {
+    let mut last = request_reconciles(operator).await;
+    let mut quiet = 0;
+    while quiet < 3 {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let now = request_reconciles(operator).await;
+        quiet = if now == last { quiet + 1 } else { 0 };
+        last = now;
+    }
+}
+
+/// EnvironmentRequest reconciles the operator has run so far, whatever their outcome.
+async fn request_reconciles(operator: &Operator) -> f64 {
+    operator.metric_sum("berth_reconciles_total", "controller=\"environment_request\"").await.unwrap_or(0.0)
+}
+
 /// A burst's figures beside its report rows.
 struct Burst {
     rows: String,
@@ -449,30 +469,39 @@ async fn burst_into(
 ) -> Burst {
     let api: Api<EnvironmentRequest> = Api::namespaced(client.clone(), tenant);
     let n = sizes().burst;
+    // What came before has settled: a tenant's new budget re-renders its 10,000
+    // environments first (a spec change reaches every one of them).
+    settle(operator).await;
     let before = api.list_metadata(&ListParams::default()).await.expect("list").items.len();
+    // The burst's own requests carry a label, so that waiting for them reads them alone.
+    let label = (BURST_LABEL, format!("{tenant}-{before}"));
+    let selector = format!("{}={}", label.0, label.1);
     let supervisor = cluster.info.supervisor_pid;
     let commits_before = commits(remote);
     let cpu_before = cpu_seconds(supervisor, operator.berth_pid());
     let calls_before = apiserver_requests(client).await;
+    let reconciles_before = request_reconciles(operator).await;
     let started = Instant::now();
     stream::iter(0..n)
         .for_each_concurrent(CONCURRENCY, |i| {
-            let api = api.clone();
+            let (api, label) = (api.clone(), &label);
             async move {
-                api.create(&PostParams::default(), &request(tenant, &format!("b{i:04}"), tenant, tenant))
-                    .await
-                    .expect("create");
+                let mut request = request(tenant, &format!("b{i:04}"), tenant, tenant);
+                request.labels_mut().insert(label.0.to_owned(), label.1.clone());
+                api.create(&PostParams::default(), &request).await.expect("create");
             }
         })
         .await;
     let created = started.elapsed();
-    all_ready(&api, before + n).await;
+    all_requests_labelled(&api, Some(&selector), n, |r| r.status.as_ref().and_then(|s| s.phase) == Some(Phase::Ready))
+        .await;
     let ready = started.elapsed();
     let cpu_after = cpu_seconds(supervisor, operator.berth_pid());
     let cpu = cpu_used(&cpu_before, &cpu_after);
     let berth_ms = |readings: &[(&str, f64)]| readings.iter().find(|(p, _)| *p == "berth").map_or(0.0, |(_, s)| *s);
     let berth_per_request = (berth_ms(&cpu_after) - berth_ms(&cpu_before)) * 1000.0 / n as f64;
     let calls = calls_per(&calls_before, &apiserver_requests(client).await, n as f64);
+    let reconciles = (request_reconciles(operator).await - reconciles_before) / n as f64;
     let commits = commits(remote) - commits_before;
     let rate = n as f64 / ready.as_secs_f64();
     let count_n = count(n);
@@ -483,6 +512,7 @@ async fn burst_into(
          | … CPU used meanwhile | {cpu} |\n\
          | … Berth's CPU per request | {berth_per_request:.2} ms (target ≤ 1.5 ms) |\n\
          | … apiserver calls per request | {calls} |\n\
+         | … EnvironmentRequest reconciles per request | {reconciles:.2} |\n\
          | commits for the {count_n} | {commits} (requests / {:.0}) |\n",
         ms(created),
         ms(ready),

@@ -156,6 +156,17 @@ impl Operator {
         metric_at(&self.telemetry, name).await
     }
 
+    /// The sum over every series of the metric `name` whose labels include `label`
+    /// (e.g. `controller="environment_request"`), `None` while it does not answer.
+    pub async fn metric_sum(&self, name: &str, label: &str) -> Option<f64> {
+        let text = metrics_text(&self.telemetry).await?;
+        let values = text.lines().filter_map(|line| {
+            let (labels, value) = line.strip_prefix(name)?.strip_prefix('{')?.split_once("} ")?;
+            labels.contains(label).then(|| value.trim().parse::<f64>().ok())?
+        });
+        Some(values.sum())
+    }
+
     /// The operator's log so far, for failure messages.
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
@@ -165,13 +176,19 @@ impl Operator {
 /// The value of the un-labelled metric `name` on the /metrics of the operator whose
 /// telemetry address is `telemetry` (see [`Operator::telemetry`]).
 pub async fn metric_at(telemetry: &str, name: &str) -> Option<f64> {
+    let response = metrics_text(telemetry).await?;
+    response.lines().find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+/// `GET /metrics` on the operator whose telemetry address is `telemetry`.
+async fn metrics_text(telemetry: &str) -> Option<String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let address = telemetry.strip_prefix("http://")?;
     let mut stream = tokio::net::TcpStream::connect(address).await.ok()?;
     stream.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").await.ok()?;
     let mut response = String::new();
     stream.read_to_string(&mut response).await.ok()?;
-    response.lines().find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+    Some(response)
 }
 
 /// `GET /readyz` on the operator whose telemetry address is `telemetry`: the status

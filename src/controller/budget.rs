@@ -19,7 +19,8 @@
 //!
 //! An admission holds for the generation it was made for; the controller forgets it
 //! when the request is then refused for another reason, expires, goes away, or shows
-//! provisioned (its status write brings it back to the reconcile, [`BudgetGuard::settle`]).
+//! provisioned (once its status write says so, or when a reconcile finds it so,
+//! [`BudgetGuard::settle`]).
 //! A remembered request that shows provisioned counts by its status whatever the memory
 //! says, so forgetting it then is housekeeping, kept off the decision: a decision in a
 //! tenant of 10,000 requests does not look each of them up. The memory is this

@@ -71,6 +71,8 @@ pub struct Context {
     pub prometheus: Option<std::sync::Arc<crate::promql::Prometheus>>,
     /// Pull-request mode: when each rollout batch commit was last found not merged.
     pub merge_checks: super::rollout::MergeChecks,
+    /// Request status writes whose watch events need no second reconcile.
+    pub echoes: super::echoes::Echoes,
 }
 
 impl Context {

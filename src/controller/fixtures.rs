@@ -35,6 +35,7 @@ pub async fn context(index: Index) -> (Arc<Context>, ScriptedApiServer, tempfile
         render: RenderOptions::default(),
         committed: Default::default(),
         merge_checks: Default::default(),
+        echoes: Default::default(),
         budget: Default::default(),
         inventory: Default::default(),
         approvals: None,

@@ -6,6 +6,7 @@
 pub mod budget;
 mod class;
 mod context;
+pub mod echoes;
 mod error;
 pub mod events;
 #[cfg(test)]
@@ -105,16 +106,18 @@ where
 
 /// Writes `status` of `object` with server-side apply under Berth's field manager.
 /// Callers skip the call when the status did not change (no write, no watch event).
-async fn apply_status<K>(api: &Api<K>, object: &K, status: &impl serde::Serialize) -> Result<(), Error>
+/// Returns the resource version the write produced (see [`echoes`]).
+async fn apply_status<K>(api: &Api<K>, object: &K, status: &impl serde::Serialize) -> Result<Option<String>, Error>
 where
     K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
 {
     let name = object.meta().name.clone().unwrap_or_default();
     let patch = serde_json::json!({ "apiVersion": K::api_version(&()), "kind": K::kind(&()), "status": status });
-    api.patch_status(&name, &kube::api::PatchParams::apply(FIELD_MANAGER).force(), &kube::api::Patch::Apply(&patch))
+    let written = api
+        .patch_status(&name, &kube::api::PatchParams::apply(FIELD_MANAGER).force(), &kube::api::Patch::Apply(&patch))
         .await
         .map_err(|source| Error::Status { what: format!("{} {name}", K::kind(&())), source })?;
-    Ok(())
+    Ok(written.meta().resource_version.clone())
 }
 
 /// Generations seen per object name: a watch event passes only when the object is
@@ -219,11 +222,16 @@ pub async fn run(
     // tells their controllers which ones, so the requests are watched (and held) once.
     let (tenant_totals, changed_tenants) = futures::channel::mpsc::unbounded();
     let (class_totals, changed_classes) = futures::channel::mpsc::unbounded();
-    let request_feed = feeds.requests.inspect(move |request| {
-        // A send fails only once that controller has stopped (shutdown).
-        let _ = tenant_totals.unbounded_send(ObjectRef::<Tenant>::new(&request.spec.tenant));
-        let _ = class_totals.unbounded_send(ObjectRef::<EnvironmentClass>::new(&request.spec.class));
-    });
+    let echoes = ctx.clone();
+    let request_feed = feeds
+        .requests
+        .inspect(move |request| {
+            // A send fails only once that controller has stopped (shutdown).
+            let _ = tenant_totals.unbounded_send(ObjectRef::<Tenant>::new(&request.spec.tenant));
+            let _ = class_totals.unbounded_send(ObjectRef::<EnvironmentClass>::new(&request.spec.class));
+        })
+        // The totals above count its new status; the request itself has nothing new.
+        .filter(move |request| futures::future::ready(!echoes.echoes.is_echo(request)));
     // Unbounded, a burst of 10,000 requests held 10,000 renderings and as many
     // apiserver connections at once.
     let requests = Controller::for_shared_stream(request_feed, store.clone())

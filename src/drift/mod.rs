@@ -20,7 +20,7 @@ use serde_json::Value;
 use crate::api::environment_request::{Difference, DriftState, DriftStatus};
 use crate::api::quantity::Quantity;
 pub use diff::{MISSING_OBJECT_FIELD, diff};
-pub use objects::{DesiredObject, ObjectKey, desired_objects};
+pub use objects::{DesiredObject, ObjectKey, desired_objects, rendered_objects};
 
 /// At most this many differences go into status: the CRD's `maxItems`.
 pub const MAX_DIFFERENCES: usize = 100;

@@ -6,6 +6,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::DriftError;
+use crate::render::RenderedObject;
 
 /// Identity of a Kubernetes object, as drift matches desired to live objects.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -77,6 +78,19 @@ pub struct DesiredObject {
     pub body: Value,
 }
 
+/// The objects rendering kept as JSON ([`crate::render::Environment::objects`]), with
+/// the same checks as [`desired_objects`] makes of the files: what a reconcile compares,
+/// without parsing its own YAML back.
+pub fn rendered_objects(objects: Vec<RenderedObject>) -> Result<Vec<DesiredObject>, DriftError> {
+    let mut desired = Vec::with_capacity(objects.len());
+    for RenderedObject { file, document, body } in objects {
+        if let Some(object) = desired_object(file.to_owned(), document, body)? {
+            desired.push(object);
+        }
+    }
+    Ok(desired)
+}
+
 /// Parses rendered files (file name → YAML, one or more `---`-separated documents
 /// each) into objects, in file order then document order. Empty documents are
 /// skipped; anything that is not an object with `apiVersion`, `kind` and
@@ -91,16 +105,22 @@ pub fn desired_objects(files: &BTreeMap<String, String>) -> Result<Vec<DesiredOb
                 document: position,
                 source,
             })?;
-            if body.is_null() {
-                continue;
-            }
-            if !body.is_object() {
-                return Err(DriftError::NotAnObject { file: file.clone(), document: position });
-            }
-            let key = ObjectKey::of(&body)
-                .ok_or_else(|| DriftError::MissingIdentity { file: file.clone(), document: position })?;
-            objects.push(DesiredObject { key, file: file.clone(), document: position, body });
+            objects.extend(desired_object(file.clone(), position, body)?);
         }
     }
     Ok(objects)
+}
+
+/// One document as a desired object; `None` for an empty document.
+fn desired_object(file: String, document: usize, body: Value) -> Result<Option<DesiredObject>, DriftError> {
+    if body.is_null() {
+        return Ok(None);
+    }
+    if !body.is_object() {
+        return Err(DriftError::NotAnObject { file, document });
+    }
+    match ObjectKey::of(&body) {
+        Some(key) => Ok(Some(DesiredObject { key, file, document, body })),
+        None => Err(DriftError::MissingIdentity { file, document }),
+    }
 }

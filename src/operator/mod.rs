@@ -154,6 +154,7 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         render: RenderOptions { argocd_namespace: args.argocd_namespace.clone() },
         committed: Default::default(),
         merge_checks: Default::default(),
+        echoes: Default::default(),
         budget: Default::default(),
         inventory: Default::default(),
         approvals: approvals.clone(),

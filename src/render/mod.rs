@@ -47,6 +47,20 @@ pub struct Environment {
     pub estimated_monthly_cost_usd: u32,
     /// File name → YAML, in the order they are listed (a `BTreeMap`, so stable).
     pub files: BTreeMap<String, String>,
+    /// The same objects as JSON, in file then document order: what drift compares
+    /// with the live objects, so no reconcile parses its own YAML back.
+    pub objects: Vec<RenderedObject>,
+}
+
+/// One object of [`Environment::files`], serialized from the same typed value as its YAML.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RenderedObject {
+    /// File it is rendered into, e.g. `resourcequota.yaml`.
+    pub file: &'static str,
+    /// 1-based position of the document within the file.
+    pub document: usize,
+    /// The whole object as JSON.
+    pub body: serde_json::Value,
 }
 
 /// Why a request cannot be rendered as asked. Each message says what to change.
@@ -114,23 +128,25 @@ pub fn render(
 /// Renders a validated request's files. Fails only if a file cannot be serialized.
 pub fn build(checked: &Validated<'_>, options: &RenderOptions) -> Result<Environment, RenderError> {
     let (class, tenant, request) = (checked.class, checked.tenant, checked.request);
-    let mut files = BTreeMap::new();
-    files.insert(NAMESPACE_FILE.to_owned(), to_yaml(NAMESPACE_FILE, &[objects::namespace(checked)])?);
-    files.insert("resourcequota.yaml".to_owned(), to_yaml("resourcequota.yaml", &[objects::resource_quota(checked)])?);
+    let mut out = Output::default();
+    out.add(NAMESPACE_FILE, &[objects::namespace(checked)])?;
+    out.add("resourcequota.yaml", &[objects::resource_quota(checked)])?;
     if let Some(limits) = objects::limit_range(checked) {
-        files.insert("limitrange.yaml".to_owned(), to_yaml("limitrange.yaml", &[limits])?);
+        out.add("limitrange.yaml", &[limits])?;
     }
-    files.insert("networkpolicy.yaml".to_owned(), to_yaml("networkpolicy.yaml", &[objects::network_policy(checked)])?);
-    files.insert("rolebindings.yaml".to_owned(), to_yaml("rolebindings.yaml", &objects::role_bindings(checked))?);
-    let app = application::application(checked, options);
-    files.insert("application.yaml".to_owned(), to_yaml("application.yaml", &[app])?);
+    out.add("networkpolicy.yaml", &[objects::network_policy(checked)])?;
+    out.add("rolebindings.yaml", &objects::role_bindings(checked))?;
+    out.add("application.yaml", &[application::application(checked, options)])?;
+    // File order, as the files map lists them (and as parsing the files back would).
+    out.objects.sort_by(|a, b| (a.file, a.document).cmp(&(b.file, b.document)));
     Ok(Environment {
         namespace: checked.namespace.clone(),
         cluster: request.spec.cluster.clone(),
         tenant: tenant.name_any(),
         ttl: checked.ttl,
         estimated_monthly_cost_usd: class.spec.estimated_monthly_cost_usd,
-        files,
+        files: out.files,
+        objects: out.objects,
     })
 }
 
@@ -206,11 +222,27 @@ fn effective_ttl(class: &EnvironmentClass, request: &EnvironmentRequest) -> Resu
     Ok(Some(ttl))
 }
 
-/// YAML documents joined by `---`, each serialized from its typed object.
-fn to_yaml<T: Serialize>(file: &'static str, documents: &[T]) -> Result<String, RenderError> {
-    let rendered: Result<Vec<String>, _> = documents.iter().map(serde_yaml::to_string).collect();
-    let rendered = rendered.map_err(|e| RenderError::Serialize { file, message: e.to_string() })?;
-    Ok(rendered.join("---\n"))
+/// The files being rendered, and their objects as JSON.
+#[derive(Default)]
+struct Output {
+    files: BTreeMap<String, String>,
+    objects: Vec<RenderedObject>,
+}
+
+impl Output {
+    /// One file: YAML documents joined by `---`, each serialized from its typed object,
+    /// which is also kept as JSON.
+    fn add<T: Serialize>(&mut self, file: &'static str, documents: &[T]) -> Result<(), RenderError> {
+        let serialize = |message: String| RenderError::Serialize { file, message };
+        let mut yaml = Vec::with_capacity(documents.len());
+        for (index, document) in documents.iter().enumerate() {
+            yaml.push(serde_yaml::to_string(document).map_err(|e| serialize(e.to_string()))?);
+            let body = serde_json::to_value(document).map_err(|e| serialize(e.to_string()))?;
+            self.objects.push(RenderedObject { file, document: index + 1, body });
+        }
+        self.files.insert(file.to_owned(), yaml.join("---\n"));
+        Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -15,9 +15,20 @@ fn repo_file(relative: &str) -> PathBuf {
 
 use crate::testing::{class, payments, request};
 
+/// The objects kept as JSON are exactly what parsing the YAML files back gives, in the
+/// same order: drift reads them instead of the files.
+fn assert_objects_are_the_files(env: &Environment) {
+    let parsed = crate::drift::desired_objects(&env.files).expect("rendered files parse");
+    let parsed: Vec<_> = parsed.iter().map(|o| (o.file.as_str(), o.document, &o.body)).collect();
+    let kept: Vec<_> = env.objects.iter().map(|o| (o.file, o.document, &o.body)).collect();
+    assert_eq!(kept, parsed);
+    assert!(env.objects.len() >= env.files.len(), "every file has an object");
+}
+
 /// Compares with `tests/golden/render/<case>/`; `BERTH_UPDATE_GOLDEN=1` rewrites them.
 fn assert_golden(case: &str, env: &Environment) {
     assert_golden_files(case, &env.files);
+    assert_objects_are_the_files(env);
 }
 
 fn assert_golden_files(case: &str, files: &BTreeMap<String, String>) {
@@ -46,18 +57,11 @@ fn assert_golden_files(case: &str, files: &BTreeMap<String, String>) {
 fn golden_tenant_objects() {
     let mut tenant = payments();
     tenant.metadata.uid = Some("6f1c2a9e-0000-4000-8000-000000000001".to_owned());
-    let files = BTreeMap::from([
-        (
-            "namespace.yaml".to_owned(),
-            to_yaml("namespace.yaml", &[tenant::namespace(&tenant, "payments")]).expect("yaml"),
-        ),
-        ("roles.yaml".to_owned(), to_yaml("roles.yaml", &tenant::roles(&tenant, "payments")).expect("yaml")),
-        (
-            "rolebindings.yaml".to_owned(),
-            to_yaml("rolebindings.yaml", &tenant::role_bindings(&tenant, "payments")).expect("yaml"),
-        ),
-    ]);
-    assert_golden_files("tenant-payments", &files);
+    let mut files = Output::default();
+    files.add("namespace.yaml", &[tenant::namespace(&tenant, "payments")]).expect("yaml");
+    files.add("roles.yaml", &tenant::roles(&tenant, "payments")).expect("yaml");
+    files.add("rolebindings.yaml", &tenant::role_bindings(&tenant, "payments")).expect("yaml");
+    assert_golden_files("tenant-payments", &files.files);
     // The namespace outlives the Tenant (no owner reference); roles and bindings do not.
     assert!(tenant::namespace(&tenant, "payments").metadata.owner_references.is_none());
     assert!(tenant::roles(&tenant, "payments").iter().all(|r| r.metadata.owner_references.is_some()));

@@ -194,12 +194,12 @@ async fn assess(request: &EnvironmentRequest, refs: &Dereferenced, ctx: &Context
         Err(e) => return Ok(Finding::Denied(Denial::Invalid(e.to_string()))),
     };
     let Folder { commit, path, digest } = apply::commit(request, &built, &class_label(&validated), ctx).await?;
-    let environment = &built.environment;
+    let mut environment = built.environment;
     let sync = live::sync_status(&environment.namespace, ctx).await?;
     let source = request.deployed_source();
     let old_drift = request.status.as_ref().and_then(|s| s.drift.as_ref());
-    // Parsed once: drift and remediation read the same objects.
-    let desired = crate::drift::desired_objects(&environment.files);
+    // Rendering kept them as JSON: drift and remediation read the same objects.
+    let desired = crate::drift::rendered_objects(std::mem::take(&mut environment.objects));
     let mut drift = live::drift(&request.spec.cluster, &desired, old_drift, ctx).await?;
     // Until Argo CD has looked at the rendered source (a new revision on its way),
     // differences from the commit are that change, not drift: nothing to put right.
@@ -294,7 +294,10 @@ pub(crate) async fn rerender<'r>(
     let claimants = index.claimants(&request.namespace().unwrap_or_default());
     let refs = Dereferenced { tenant: index.tenant(&request.spec.tenant), class: Some(class), claimants };
     let validated = validate::validate(request, &refs, ctx.approvals.as_deref(), Timestamp::now()).ok()?;
-    let built = build::build(&validated, &ctx.render).ok()?;
+    let mut built = build::build(&validated, &ctx.render).ok()?;
+    // The class's environments are all held until their one commit; drift does not
+    // read these (the request's own reconcile does), so only the files are kept.
+    built.environment.objects = Vec::new();
     Some(Rerendered { request, class_label: class_label(&validated), built })
 }
 
@@ -404,6 +407,11 @@ async fn write_status(request: &EnvironmentRequest, ctx: &Context, finding: &Fin
     }
     // Status first: it is what people and tools read; the event only narrates it.
     patch_status(request, ctx, &new).await?;
+    if request.metadata.deletion_timestamp.is_none() && budget::shows_provisioned(&new) {
+        // Its status holds its budget now (this write's watch event, which would have
+        // settled it, reconciles nothing: see `echoes`).
+        ctx.budget.forget(request);
+    }
     if new.phase != old.phase {
         let (type_, reason) = match new.phase {
             Some(Phase::Failed) => (EventType::Warning, "Failed"),
@@ -441,7 +449,10 @@ async fn patch_status(
     let api: Api<EnvironmentRequest> = Api::namespaced(ctx.client.clone(), &request.namespace().unwrap_or_default());
     // `promotion` is the Rollout controller's field: never sent from here, whoever calls.
     let status = EnvironmentRequestStatus { promotion: None, ..status.clone() };
-    super::apply_status(&api, request, &status).await
+    let written = super::apply_status(&api, request, &status).await?;
+    // Its watch event brings nothing this reconcile has not seen.
+    ctx.echoes.wrote(request, written);
+    Ok(())
 }
 
 /// Events are best effort: a failed event never fails a reconcile.

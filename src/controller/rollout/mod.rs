@@ -216,7 +216,7 @@ pub(super) fn freezes(index: &Index) -> crate::freeze::Calendar {
 
 async fn write_status(rollout: &Rollout, status: &RolloutStatus, ctx: &Context) -> Result<(), Error> {
     let api: Api<Rollout> = Api::namespaced(ctx.client.clone(), &rollout.namespace().unwrap_or_default());
-    super::apply_status(&api, rollout, status).await
+    super::apply_status(&api, rollout, status).await.map(drop)
 }
 
 /// Events are best effort: a failed event never fails a reconcile.
