@@ -19,8 +19,10 @@
 //!
 //! An admission holds for the generation it was made for; the controller forgets it
 //! when the request is then refused for another reason, expires, goes away, or shows
-//! provisioned (once its status write says so, or when a reconcile finds it so,
-//! [`BudgetGuard::settle`]).
+//! provisioned ([`BudgetGuard::settle`], at its next reconcile: not on the watch event
+//! of its own status write, which reconciles nothing, see `echoes`. Forgetting it on
+//! the write's answer would leave a moment where the store does not show it
+//! provisioned yet and the memory no longer holds it).
 //! A remembered request that shows provisioned counts by its status whatever the memory
 //! says, so forgetting it then is housekeeping, kept off the decision: a decision in a
 //! tenant of 10,000 requests does not look each of them up. The memory is this

@@ -122,14 +122,13 @@ pub fn class_terms<'a>(classes: impl IntoIterator<Item = &'a EnvironmentClass>) 
 
 /// Whether the request holds a committed environment (and so its budget).
 pub fn is_provisioned(request: &EnvironmentRequest) -> bool {
-    request.meta().deletion_timestamp.is_none() && request.status.as_ref().is_some_and(shows_provisioned)
-}
-
-/// Whether a request with this status (and not being deleted) is provisioned: see
-/// [`is_provisioned`].
-pub fn shows_provisioned(status: &crate::api::environment_request::EnvironmentRequestStatus) -> bool {
-    matches!(status.phase, Some(Phase::Provisioning | Phase::Ready))
-        && status.gitops.as_ref().is_some_and(|g| g.commit.is_some())
+    if request.meta().deletion_timestamp.is_some() {
+        return false;
+    }
+    request.status.as_ref().is_some_and(|s| {
+        matches!(s.phase, Some(Phase::Provisioning | Phase::Ready))
+            && s.gitops.as_ref().is_some_and(|g| g.commit.is_some())
+    })
 }
 
 /// Whether the request's last status said it did not fit the budget.

@@ -407,11 +407,6 @@ async fn write_status(request: &EnvironmentRequest, ctx: &Context, finding: &Fin
     }
     // Status first: it is what people and tools read; the event only narrates it.
     patch_status(request, ctx, &new).await?;
-    if request.metadata.deletion_timestamp.is_none() && budget::shows_provisioned(&new) {
-        // Its status holds its budget now (this write's watch event, which would have
-        // settled it, reconciles nothing: see `echoes`).
-        ctx.budget.forget(request);
-    }
     if new.phase != old.phase {
         let (type_, reason) = match new.phase {
             Some(Phase::Failed) => (EventType::Warning, "Failed"),
