@@ -222,7 +222,7 @@ pub async fn run(
     // tells their controllers which ones, so the requests are watched (and held) once.
     let (tenant_totals, changed_tenants) = futures::channel::mpsc::unbounded();
     let (class_totals, changed_classes) = futures::channel::mpsc::unbounded();
-    let echoes = ctx.clone();
+    let own_writes = ctx.clone();
     let request_feed = feeds
         .requests
         .inspect(move |request| {
@@ -231,7 +231,7 @@ pub async fn run(
             let _ = class_totals.unbounded_send(ObjectRef::<EnvironmentClass>::new(&request.spec.class));
         })
         // The totals above count its new status; the request itself has nothing new.
-        .filter(move |request| futures::future::ready(!echoes.echoes.is_echo(request)));
+        .filter(move |request| futures::future::ready(!own_writes.echoes.is_echo(request)));
     // Unbounded, a burst of 10,000 requests held 10,000 renderings and as many
     // apiserver connections at once.
     let requests = Controller::for_shared_stream(request_feed, store.clone())
