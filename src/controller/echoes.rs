@@ -107,8 +107,9 @@ impl Echoes {
         echo
     }
 
-    /// How many echoes are awaited (for tests and the entries' bound).
-    pub fn awaited(&self) -> usize {
+    /// How many echoes are awaited.
+    #[cfg(test)]
+    fn awaited(&self) -> usize {
         self.pending.lock().unwrap_or_else(PoisonError::into_inner).len()
     }
 }
