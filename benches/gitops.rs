@@ -1,11 +1,13 @@
 //! GitOps writer benchmark: how long committing and pushing one environment takes
 //! as the repository grows (100 / 1,000 / 10,000 environments already in it), a batch
-//! of 100 environments at once, and 200 environments on a branch another client keeps
-//! pushing to, against the same without it. Writes a Markdown report.
+//! of 100 environments at once, the writer's CPU per environment in a burst shaped like
+//! the operator bench's, and 200 environments on a branch another client keeps pushing
+//! to, against the same without it. Writes a Markdown report.
 //!
 //! `just bench-gitops` (or `cargo bench --bench gitops -- <report path>`;
 //! `BERTH_BENCH_BUSY_ONLY=1` runs the busy-branch section alone, `BERTH_BENCH_BUSY_RUNS`
-//! sets its runs, 5 by default). `cargo test`
+//! sets its runs, 5 by default; `BERTH_BENCH_BURST_ONLY=1` runs the operator-burst
+//! section alone and writes no report). `cargo test`
 //! runs it too, in a smoke mode with tiny sizes and the same assertions (cargo passes
 //! `--bench` only to real runs), so a change that breaks the benchmark cannot land.
 
@@ -290,6 +292,102 @@ async fn growth_and_batch(files: &BTreeMap<String, Vec<u8>>, smoke: bool, report
     report.push_str(&line);
 }
 
+/// Environments in the repository before [`operator_burst`], and how many it puts.
+const BURST_EXISTING: usize = 1_000;
+const BURST: usize = 1_000;
+/// Gap between two environments reaching the writer in [`operator_burst`]: about the
+/// rate at which the operator bench's 1,000-request burst gets Ready (130–150/s).
+const BURST_ARRIVAL: Duration = Duration::from_millis(7);
+
+/// The writer thread's name as the kernel keeps it (15 bytes of `berth-gitops-writer`).
+const WRITER_THREAD: &str = "berth-gitops-wr";
+
+/// CPU time the writer threads of this process have used so far.
+fn writer_thread_cpu() -> Duration {
+    berth::testing::cpu::named_threads_cpu(WRITER_THREAD).expect("a running writer thread and /proc/self/task")
+}
+
+/// The writer's share of the operator bench's burst: [`BURST`] environments, each with
+/// its own rendered files (as each request's namespace and name differ), reaching the
+/// writer one every [`BURST_ARRIVAL`] with the operator's 200 ms batch window, into a
+/// repository that already holds [`BURST_EXISTING`]. Reports the writer thread's CPU
+/// per environment, the part of Berth's CPU per request that is git, with the
+/// repositories in the temp folder and on tmpfs: a disk's file system can cost more
+/// than the writer (see the operator bench's `git_dir`).
+async fn operator_burst(smoke: bool, report: &mut String) {
+    report.push_str("\n| burst into | until the last commit (ms) | commits | writer thread CPU per environment (ms) |\n|---|---|---|---|\n");
+    let mut places = vec![("the temp folder", std::env::temp_dir())];
+    if Path::new("/dev/shm").is_dir() {
+        places.push(("tmpfs (`/dev/shm`)", "/dev/shm".into()));
+    }
+    for (place, base) in places {
+        operator_burst_in(&base, place, smoke, report).await;
+    }
+    report.push('\n');
+}
+
+async fn operator_burst_in(base: &Path, place: &str, smoke: bool, report: &mut String) {
+    let (existing, count) = if smoke { (10, 20) } else { (BURST_EXISTING, BURST) };
+    let (class, tenant) = (class("preview"), payments());
+    let environments: Vec<BTreeMap<String, Vec<u8>>> = (0..existing + count)
+        .map(|i| {
+            let mut request = request("preview");
+            request.metadata.name = Some(format!("env-{i:05}"));
+            let env = render(&class, &tenant, &request, &RenderOptions::default()).expect("renders");
+            env.files.into_iter().map(|(name, yaml)| (name, yaml.into_bytes())).collect()
+        })
+        .collect();
+    let dir = tempfile::tempdir_in(base).expect("tempdir");
+    let remote = dir.path().join("remote.git");
+    git2::Repository::init_bare(&remote).expect("bare remote");
+    let writer = writer(dir.path(), &remote, Duration::from_millis(200)).await;
+    let put = |i: usize, tenant: &'static str| {
+        let (writer, files) = (writer.clone(), environments[i].clone());
+        async move {
+            let path = environment_path("in-cluster", tenant, &format!("env-{i:05}")).expect("path");
+            writer
+                .put(path, files, ChangeReason::new(format!("bench/env-{i:05}"), Some(1), "bench"))
+                .await
+                .expect("put")
+        }
+    };
+    futures::future::join_all((0..existing).map(|i| put(i, "settled"))).await;
+
+    let (cpu_before, started) = (writer_thread_cpu(), tokio::time::Instant::now());
+    let outcomes = futures::stream::iter(existing..existing + count)
+        .map(|i| {
+            let put = put(i, "burst");
+            async move {
+                tokio::time::sleep_until(started + BURST_ARRIVAL * u32::try_from(i - existing).expect("small")).await;
+                put.await
+            }
+        })
+        .buffer_unordered(IN_FLIGHT)
+        .collect::<Vec<_>>()
+        .await;
+    let (elapsed, cpu) = (started.elapsed(), writer_thread_cpu() - cpu_before);
+    writer.shutdown().await.expect("writer stops");
+    let mut commits: Vec<&str> = outcomes.iter().map(|o| o.commit.as_str()).collect();
+    commits.sort_unstable();
+    commits.dedup();
+    let repo = git2::Repository::open_bare(&remote).expect("remote");
+    let tree =
+        repo.find_commit(repo.refname_to_id("refs/heads/main").expect("main")).expect("head").tree().expect("tree");
+    let burst = tree.get_path(Path::new("clusters/in-cluster/tenants/burst")).expect("the burst landed");
+    let landed = repo.find_tree(burst.id()).expect("tenant folder").len();
+    assert_eq!(landed, count, "every environment of the burst is in the remote");
+    assert!(cpu > Duration::ZERO, "the writer thread's CPU is readable");
+    let line = format!(
+        "| {count} environments, each with its own files, one every {} ms, 200 ms batch window, into a repo of {existing}, in {place} | {} | {} | {:.2} |\n",
+        BURST_ARRIVAL.as_millis(),
+        ms(elapsed),
+        commits.len(),
+        cpu.as_secs_f64() * 1000.0 / count as f64,
+    );
+    eprint!("{line}");
+    report.push_str(&line);
+}
+
 /// The batch moving environments `range` (of `tenants` tenants, as [`put_many`] names
 /// them) to `revision`: the rendered files plus a marker of the revision.
 fn rollout_batch(
@@ -379,8 +477,15 @@ async fn main() {
         files.len(),
         files.values().map(Vec::len).sum::<usize>()
     ));
+    // `BERTH_BENCH_BURST_ONLY=1` runs the operator-burst section alone.
+    if std::env::var_os("BERTH_BENCH_BURST_ONLY").is_some() {
+        operator_burst(smoke, &mut report).await;
+        eprintln!("burst section only, no report written");
+        return;
+    }
     // `BERTH_BENCH_BUSY_ONLY=1` runs the busy-branch section alone.
     if std::env::var_os("BERTH_BENCH_BUSY_ONLY").is_none() {
+        operator_burst(smoke, &mut report).await;
         growth_and_batch(&files, smoke, &mut report).await;
         rollout_batches(&files, smoke, &mut report).await;
     }

@@ -538,6 +538,29 @@ async fn burst_into(
     Burst { rows, rate, ready }
 }
 
+/// Where the operator's GitOps clone and its bare remote live, and how the report says it.
+///
+/// tmpfs (`/dev/shm`) unless `BERTH_BENCH_GIT_DIR` names a folder: the disk of the
+/// machines this runs on is ext4 without a journal, where the kernel allocates an inode
+/// by stepping over every inode deleted in the last 5 s (5 min while their table is not
+/// yet written back). The writer creates a file per loose object, so its CPU there
+/// depends on what the machine deleted lately: the same writer measured 1.0 ms and
+/// 5.7 ms per environment in back-to-back runs on disk, 0.7 ms on tmpfs every time
+/// (`BERTH_BENCH_BURST_ONLY=1 cargo bench --bench gitops -- --bench`, which reports both).
+fn git_dir() -> (std::path::PathBuf, String) {
+    match std::env::var_os("BERTH_BENCH_GIT_DIR") {
+        Some(dir) => {
+            let dir = std::path::PathBuf::from(dir);
+            let place = format!("under `{}` (`BERTH_BENCH_GIT_DIR`)", dir.display());
+            (dir, place)
+        }
+        None if std::path::Path::new("/dev/shm").is_dir() => {
+            ("/dev/shm".into(), "on tmpfs (`/dev/shm`; `BERTH_BENCH_GIT_DIR` moves them)".to_owned())
+        }
+        None => (std::env::temp_dir(), "in the temp folder (no `/dev/shm` here)".to_owned()),
+    }
+}
+
 #[tokio::main]
 async fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -550,13 +573,14 @@ async fn main() {
     let window_ms: u64 = std::env::var("BERTH_BENCH_WINDOW_MS").ok().and_then(|v| v.parse().ok()).unwrap_or(200);
     let cluster = Cluster::shared(env!("CARGO_BIN_EXE_berth-controlplane"));
     cluster.install_crds().await;
-    let dir = std::env::temp_dir().join(format!("berth-bench-operator-{}", std::process::id()));
+    let (git_base, git_place) = git_dir();
+    let dir = git_base.join(format!("berth-bench-operator-{}", std::process::id()));
     let remote = dir.join("remote.git");
     let mut operator = Operator::start_with_window(&cluster.info, &dir, &remote, window_ms).expect("operator starts");
     let client = cluster.client("admin").await;
     let mut report = format!(
         "# Operator benchmark\n\nLoopback kube-apiserver + etcd (2 cores, shared with the operator), release `berth run`, \
-         GitOps batch window {window_ms} ms, bare `file://` remote.\n\n"
+         GitOps batch window {window_ms} ms, bare `file://` remote; the clone and the remote {git_place}.\n\n"
     );
 
     // 1. Create -> Ready latency, one request at a time.
@@ -733,6 +757,7 @@ async fn main() {
     if smoke {
         eprintln!("smoke run: sizes too small to mean anything, no report written");
         drop(hooked);
+        let _ = std::fs::remove_dir_all(&dir);
         return;
     }
     if let Some(parent) = std::path::Path::new(&report_path).parent() {
@@ -741,4 +766,6 @@ async fn main() {
     std::fs::write(&report_path, &report).expect("write report");
     eprintln!("report written to {report_path}");
     drop(hooked);
+    // On tmpfs the clones and remotes hold memory until removed.
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -1,4 +1,7 @@
 //! EnvironmentRequest: a team asks for an environment of a class for an app.
+//!
+//! One file per custom resource: the spec and status types stay together, and most
+//! lines are the field docs and schema attributes that become the CRD's schema.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, KubeSchema};

@@ -90,6 +90,7 @@ pub(crate) fn spawn(
 ) -> Result<(mpsc::Sender<Request>, Ready), Error> {
     let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
     let (ready_tx, ready_rx) = oneshot::channel();
+    super::repo::configure_libgit2();
     std::thread::Builder::new()
         .name("berth-gitops-writer".to_owned())
         .spawn(move || thread_main(config, metrics, activity, rx, ready_tx))

@@ -2,6 +2,10 @@
 //! race fetch again and re-apply on top of what others pushed.
 //!
 //! Runs on the writer thread only; every call here may block on disk or network.
+//!
+//! A little over the project's ~400 lines: one publish attempt is a sequence of
+//! fallible steps (fetch, load, apply, commit, push, the race retry) over one
+//! `Engine`, and reading it top to bottom in one place is the point.
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant};

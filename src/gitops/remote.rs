@@ -299,33 +299,53 @@ mod tests {
         repo.commit(None, &sig, &sig, "m", &tree, &parents).expect("commit")
     }
 
+    /// A clone and a bare `file://` remote beside it, and what pushing between them needs.
+    struct LocalRemote {
+        source: Repository,
+        target: Repository,
+        url: String,
+        credentials: Credentials,
+        ctx: ErrorContext,
+        activity: RemoteActivity,
+    }
+
+    impl LocalRemote {
+        fn new(dir: &Path) -> Self {
+            let source = Repository::init_bare(dir.join("source")).expect("init");
+            let target_path = dir.join("target");
+            let target = Repository::init_bare(&target_path).expect("init");
+            let url = format!("file://{}", target_path.display());
+            let ctx = ErrorContext {
+                remote: url.clone(),
+                branch: "main".into(),
+                redactor: crate::gitops::redact::Redactor::default(),
+                clone_dir: String::new(),
+            };
+            Self { source, target, url, credentials: Credentials::None, ctx, activity: RemoteActivity::default() }
+        }
+
+        fn access(&self) -> RemoteAccess<'_> {
+            RemoteAccess { url: &self.url, credentials: &self.credentials, ctx: &self.ctx, activity: &self.activity }
+        }
+    }
+
     #[test]
     fn local_push_is_a_compare_and_swap() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let source = Repository::init_bare(dir.path().join("source")).expect("init");
-        let target_path = dir.path().join("target");
-        let target = Repository::init_bare(&target_path).expect("init");
-        let url = format!("file://{}", target_path.display());
-        let ctx = ErrorContext {
-            remote: url.clone(),
-            branch: "main".into(),
-            redactor: crate::gitops::redact::Redactor::default(),
-            clone_dir: String::new(),
-        };
-        let activity = RemoteActivity::default();
-        let access = RemoteAccess { url: &url, credentials: &Credentials::None, ctx: &ctx, activity: &activity };
-        let first = commit_in(&source, b"1", None);
-        access.push(&source, "refs/heads/main", first, None).expect("create");
+        let local = LocalRemote::new(dir.path());
+        let (source, target, access) = (&local.source, &local.target, local.access());
+        let first = commit_in(source, b"1", None);
+        access.push(source, "refs/heads/main", first, None).expect("create");
         assert_eq!(target.refname_to_id("refs/heads/main").expect("ref"), first);
-        let again = access.push(&source, "refs/heads/main", first, None).expect_err("exists");
+        let again = access.push(source, "refs/heads/main", first, None).expect_err("exists");
         assert_eq!(again.kind, FailureKind::NonFastForward);
 
-        let second = commit_in(&source, b"2", Some(first));
-        let stale = commit_in(&source, b"other", None);
-        let lost = access.push(&source, "refs/heads/main", second, Some(stale)).expect_err("stale");
+        let second = commit_in(source, b"2", Some(first));
+        let stale = commit_in(source, b"other", None);
+        let lost = access.push(source, "refs/heads/main", second, Some(stale)).expect_err("stale");
         assert_eq!(lost.kind, FailureKind::NonFastForward);
         assert_eq!(target.refname_to_id("refs/heads/main").expect("ref"), first);
-        access.push(&source, "refs/heads/main", second, Some(first)).expect("fast-forward");
+        access.push(source, "refs/heads/main", second, Some(first)).expect("fast-forward");
         assert_eq!(target.refname_to_id("refs/heads/main").expect("ref"), second);
         assert!(target.find_commit(second).expect("copied").tree().is_ok());
     }
@@ -385,6 +405,29 @@ mod tests {
         assert!(inode(&loose(&target, blob)).is_some(), "copied as a loose object of the remote's own");
         // Copying again is harmless: every object is already there.
         copy_missing_objects(&source, &target, second).expect("again");
+    }
+
+    #[test]
+    fn a_commit_that_refers_to_a_missing_object_is_not_pushed() {
+        // The writer's settings: trees are written without checking that their entries exist.
+        crate::gitops::repo::configure_libgit2();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let local = LocalRemote::new(dir.path());
+        let (source, target, access) = (&local.source, &local.target, local.access());
+        let first = commit_in(source, b"1", None);
+        access.push(source, "refs/heads/main", first, None).expect("create");
+
+        let missing = Oid::hash_object(ObjectType::Blob, b"never written").expect("id");
+        let mut builder = source.treebuilder(None).expect("treebuilder");
+        builder.insert("f.yaml", missing, git2::FileMode::Blob.into()).expect("libgit2 does not check");
+        let tree = source.find_tree(builder.write().expect("tree")).expect("tree");
+        let sig = git2::Signature::now("t", "t@example.com").expect("sig");
+        let parent = source.find_commit(first).expect("parent");
+        let broken = source.commit(None, &sig, &sig, "m", &tree, &[&parent]).expect("commit");
+
+        let refused = access.push(source, "refs/heads/main", broken, Some(first)).expect_err("missing object");
+        assert_ne!(refused.kind, FailureKind::NonFastForward, "{}", refused.message);
+        assert_eq!(target.refname_to_id("refs/heads/main").expect("ref"), first, "the remote did not move");
     }
 
     #[test]

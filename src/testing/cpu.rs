@@ -1,20 +1,39 @@
 //! The calling thread's CPU clock, for benchmarks that report CPU per operation
 //! (wall time on these shared machines says more about the neighbours).
 
-use std::time::Duration;
+use std::{path::Path, time::Duration};
 
 /// CPU time the calling thread has used: `/proc/thread-self/schedstat` (ns), else the
 /// utime+stime ticks of `/proc/thread-self/stat`; `None` off Linux.
 pub fn thread_cpu() -> Option<Duration> {
-    if let Ok(text) = std::fs::read_to_string("/proc/thread-self/schedstat")
-        && let Some(ns) = text.split_whitespace().next().and_then(|n| n.parse::<u64>().ok())
-    {
-        return Some(Duration::from_nanos(ns));
+    if let Some(cpu) = schedstat_cpu(Path::new("/proc/thread-self/schedstat")) {
+        return Some(cpu);
     }
     let text = std::fs::read_to_string("/proc/thread-self/stat").ok()?;
     let fields: Vec<&str> = text.rsplit_once(')')?.1.split_whitespace().collect();
     let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
     Some(Duration::from_millis(ticks * 10))
+}
+
+/// CPU time the threads of this process whose name starts with `prefix` have used,
+/// together (the kernel keeps 15 bytes of a thread's name); `None` if none is running.
+pub fn named_threads_cpu(prefix: &str) -> Option<Duration> {
+    let mut found = None;
+    for task in std::fs::read_dir("/proc/self/task").ok()?.flatten() {
+        let name = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        if name.starts_with(prefix)
+            && let Some(cpu) = schedstat_cpu(&task.path().join("schedstat"))
+        {
+            found = Some(found.unwrap_or(Duration::ZERO) + cpu);
+        }
+    }
+    found
+}
+
+/// The first field of a task's `schedstat`: nanoseconds on a CPU.
+fn schedstat_cpu(path: &Path) -> Option<Duration> {
+    let text = std::fs::read_to_string(path).ok()?;
+    text.split_whitespace().next()?.parse().ok().map(Duration::from_nanos)
 }
 
 /// The median CPU time of one call of `f`, over `runs` samples of `per_sample` calls
