@@ -365,7 +365,7 @@ async fn operator_burst_in(base: &Path, place: &str, smoke: bool, report: &mut S
         .buffer_unordered(IN_FLIGHT)
         .collect::<Vec<_>>()
         .await;
-    let (elapsed, cpu) = (started.elapsed(), writer_thread_cpu() - cpu_before);
+    let (elapsed, cpu) = (started.elapsed(), writer_thread_cpu().saturating_sub(cpu_before));
     writer.shutdown().await.expect("writer stops");
     let mut commits: Vec<&str> = outcomes.iter().map(|o| o.commit.as_str()).collect();
     commits.sort_unstable();

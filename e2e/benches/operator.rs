@@ -545,7 +545,7 @@ async fn burst_into(
 /// by stepping over every inode deleted in the last 5 s (5 min while their table is not
 /// yet written back). The writer creates a file per loose object, so its CPU there
 /// depends on what the machine deleted lately: the same writer measured 1.0 ms and
-/// 5.7 ms per environment in back-to-back runs on disk, 0.7 ms on tmpfs every time
+/// 5.7 ms per environment in back-to-back runs on disk, 0.6–0.7 ms on tmpfs every time
 /// (`BERTH_BENCH_BURST_ONLY=1 cargo bench --bench gitops -- --bench`, which reports both).
 fn git_dir() -> (std::path::PathBuf, String) {
     match std::env::var_os("BERTH_BENCH_GIT_DIR") {
@@ -575,6 +575,8 @@ async fn main() {
     cluster.install_crds().await;
     let (git_base, git_place) = git_dir();
     let dir = git_base.join(format!("berth-bench-operator-{}", std::process::id()));
+    // Declared before the operators, so it is dropped after them, on a panic too.
+    let _remove_dir = RemoveOnDrop(dir.clone());
     let remote = dir.join("remote.git");
     let mut operator = Operator::start_with_window(&cluster.info, &dir, &remote, window_ms).expect("operator starts");
     let client = cluster.client("admin").await;
@@ -693,11 +695,12 @@ async fn main() {
                 .unwrap_or_else(|| "n/a".to_owned())
         };
         let line = format!(
-            "| operator peak RSS (VmHWM) with {total} requests in the cluster, {rss_requests} of them created at once | {} (all Ready after {} s; now {} anonymous + {} file-backed) |\n",
+            "| operator peak RSS (VmHWM) with {total} requests in the cluster, {rss_requests} of them created at once | {} (all Ready after {} s; now {} anonymous + {} file-backed + {} shared memory, e.g. pack files mapped from tmpfs) |\n",
             mib("VmHWM"),
             started.elapsed().as_secs(),
             mib("RssAnon"),
             mib("RssFile"),
+            mib("RssShmem"),
         );
         eprint!("{line}");
         report.push_str(&line);
@@ -757,7 +760,6 @@ async fn main() {
     if smoke {
         eprintln!("smoke run: sizes too small to mean anything, no report written");
         drop(hooked);
-        let _ = std::fs::remove_dir_all(&dir);
         return;
     }
     if let Some(parent) = std::path::Path::new(&report_path).parent() {
@@ -766,6 +768,14 @@ async fn main() {
     std::fs::write(&report_path, &report).expect("write report");
     eprintln!("report written to {report_path}");
     drop(hooked);
-    // On tmpfs the clones and remotes hold memory until removed.
-    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Removes a folder when dropped: on tmpfs the clones and remotes hold memory until
+/// removed, so a failed run must not leave them behind either.
+struct RemoveOnDrop(std::path::PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }

@@ -6,8 +6,8 @@
 //! [`super::environment_request::Promotion`]), so `kubectl get envreq -l app=x` shows it.
 //!
 //! One file per custom resource, as for the others: the spec and status types stay
-//! together. It runs past the project's ~400 lines because most lines are the field
-//! docs and schema attributes that become the CRD's published schema.
+//! together. It runs past the project's ~400 lines because about half its lines are
+//! the field docs and schema attributes that become the CRD's published schema.
 
 use k8s_openapi::apimachinery::pkg::{
     apis::meta::v1::{Condition, LabelSelector, Time},

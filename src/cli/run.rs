@@ -12,6 +12,8 @@ pub fn run(args: RunArgs) -> Result<(), String> {
     // that starts a thread) exists: no other thread can be using libgit2.
     #[allow(unsafe_code)]
     unsafe { args.network_timeouts().apply() }.map_err(|e| e.to_string())?;
+    // libgit2's globals, like the timeouts: set before any other thread exists.
+    crate::gitops::configure_libgit2();
     super::runtime()?.block_on(async {
         let config = TracingConfig::from_env().map_err(|e| e.to_string())?;
         let _guard = init_tracing(config).map_err(|e| e.to_string())?;

@@ -109,6 +109,7 @@ mod publish;
 pub(crate) mod redact;
 mod remote;
 mod repo;
+pub use repo::configure_libgit2;
 mod tree;
 
 use std::collections::BTreeMap;

@@ -29,17 +29,20 @@ const REMOTE_KEY: &str = "berth.remote";
 /// Config key recording the boot the clone was last opened in.
 const BOOT_KEY: &str = "berth.bootId";
 
-/// Process-wide libgit2 settings for the writer; the first call sets them.
+/// Process-wide libgit2 settings for the writer; the first call sets them. `berth run`
+/// calls it before any other thread exists (libgit2 writes its globals unsynchronized);
+/// spawning a writer calls it too, for tests and benches.
 ///
 /// Strict object creation is off: with it, libgit2 reads the header of every object a
 /// tree or commit refers to before writing it, which for a loose object means opening
 /// and inflating a file per tree entry (14 % of the writer's CPU in the burst bench,
 /// `BERTH_BENCH_BURST_ONLY=1 cargo bench --bench gitops -- --bench`). Every id the
-/// writer puts in a tree is an object it has just written to this clone or an entry of
-/// a tree it read from it, and a commit that still referred to a missing object could
+/// writer puts in a tree is an object it has just written to this clone, an entry of
+/// a tree it read from it, or a folder it wrote in an earlier try (that cache is
+/// cleared whenever the clone is replaced), and a commit that still referred to a missing object could
 /// not be pushed: both the local copy and the pack sent to a remote read every new
 /// object. Hash verification of objects read stays on.
-pub(crate) fn configure_libgit2() {
+pub fn configure_libgit2() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| git2::opts::strict_object_creation(false));
 }
