@@ -414,7 +414,8 @@ pub enum DriftState {
 pub struct Difference {
     /// The object, as `Kind/namespace/name`.
     pub resource: String,
-    /// JSON path of the field, e.g. `spec.hard.cpu`.
+    /// JSON path of the field, e.g. `spec.hard.cpu`; empty when the whole object is
+    /// missing (then neither `desired` nor `live` is set).
     pub field: String,
     /// Committed value, as JSON; absent when the field should not exist.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -4,6 +4,7 @@
 pub mod conditions;
 mod duration;
 pub mod git_url;
+mod kind;
 pub mod labels;
 pub mod quantity;
 // clippy reads `#[kube(printcolumn(type_ = "string", ...))]` repeated across
@@ -26,6 +27,7 @@ pub use duration::{GoDuration, InvalidDuration};
 pub use environment_class::{EnvironmentClass, EnvironmentClassSpec};
 pub use environment_request::{EnvironmentRequest, EnvironmentRequestSpec};
 pub use freeze::{Freeze, FreezeSpec, FreezeWindow};
+pub use kind::Kind;
 pub use rollout::{Rollout, RolloutSpec};
 pub use tenant::{Tenant, TenantSpec};
 

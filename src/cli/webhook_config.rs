@@ -1,13 +1,13 @@
 //! `berth webhook-config`: the Validating- and MutatingWebhookConfiguration that
 //! register Berth's webhook, for `kubectl apply -f -`. What they hold is the webhook's
-//! own business ([`crate::webhook::configuration`]); this only reads the flags.
+//! own business ([`crate::render::webhook_configuration`]); this only reads the flags.
 
 use std::path::PathBuf;
 
 use clap::Args;
 
 use super::read_file;
-use crate::webhook::configuration::{Endpoint, Registration, to_yaml};
+use crate::render::webhook_configuration::{Endpoint, Registration, to_yaml};
 
 /// Flags of `berth webhook-config`.
 #[derive(Args)]

@@ -302,13 +302,7 @@ fn missing_object_is_one_difference() {
     let missing = &status.differences[0];
     assert_eq!(missing.resource, format!("ResourceQuota/{NS}/berth-quota"));
     assert_eq!(missing.field, MISSING_OBJECT_FIELD);
-    assert_eq!(missing.live, None);
-    let summary: Value = serde_json::from_str(missing.desired.as_deref().expect("summary")).expect("json");
-    assert_eq!(
-        summary,
-        json!({"apiVersion": "v1", "kind": "ResourceQuota",
-               "metadata": {"name": "berth-quota", "namespace": NS}})
-    );
+    assert_eq!((missing.desired.as_deref(), missing.live.as_deref()), (None, None), "the resource names it: no copy");
 }
 
 #[test]

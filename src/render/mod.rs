@@ -1,11 +1,16 @@
 //! Rendering (pure): an EnvironmentClass, a Tenant and an EnvironmentRequest in,
 //! the environment's manifests out — exactly what Berth commits to the GitOps
 //! repository for Argo CD to apply. Same input, byte-identical output.
+//!
+//! Beside it, the other objects Berth builds without I/O: a tenant's namespace and
+//! RBAC ([`tenant`]) and the webhook configurations that register the admission
+//! webhook ([`webhook_configuration`]).
 
 mod application;
 pub mod naming;
 mod objects;
 pub mod tenant;
+pub mod webhook_configuration;
 pub use application::application_resource;
 
 use std::{collections::BTreeMap, time::Duration};

@@ -11,6 +11,7 @@ use kube::{
 };
 use serde::de::DeserializeOwned;
 
+pub use crate::api::Kind;
 use crate::{
     api::labels,
     api::{EnvironmentRequest, Rollout, Tenant},
@@ -28,41 +29,6 @@ use crate::{
 pub struct Checks<'a> {
     pub verifier: Option<&'a Verifier>,
     pub now: Timestamp,
-}
-
-/// The kinds Berth admits, by the resource (plural) in the webhook's path.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Kind {
-    EnvironmentRequest,
-    Tenant,
-    EnvironmentClass,
-    Rollout,
-    Freeze,
-}
-
-impl Kind {
-    /// From the plural resource name, as in `/validate/environmentrequests`.
-    pub fn from_plural(plural: &str) -> Option<Kind> {
-        match plural {
-            "environmentrequests" => Some(Kind::EnvironmentRequest),
-            "tenants" => Some(Kind::Tenant),
-            "environmentclasses" => Some(Kind::EnvironmentClass),
-            "rollouts" => Some(Kind::Rollout),
-            "freezes" => Some(Kind::Freeze),
-            _ => None,
-        }
-    }
-
-    /// The plural resource name.
-    pub fn plural(self) -> &'static str {
-        match self {
-            Kind::EnvironmentRequest => "environmentrequests",
-            Kind::Tenant => "tenants",
-            Kind::EnvironmentClass => "environmentclasses",
-            Kind::Rollout => "rollouts",
-            Kind::Freeze => "freezes",
-        }
-    }
 }
 
 /// An object of the review as Berth's type. `Err` carries the message for a denial:

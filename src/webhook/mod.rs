@@ -3,12 +3,10 @@
 //! - [`admission`]: pure decisions (review + view of the cluster → response)
 //! - [`server`] and [`approvals`]: the HTTP surface (admission and the auth API, on
 //!   listeners of their own), sharing [`state::WebhookState`]
-//! - [`configuration`]: the Validating/MutatingWebhookConfiguration that register it
 //! - [`tls`]: HTTPS with certificates reloaded when they change on disk
 pub mod admission;
 pub mod approvals;
 pub mod approvers;
-pub mod configuration;
 pub mod metrics;
 pub mod rate_limit;
 pub mod server;

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeSet;
 
-use berth::webhook::configuration::{self, Endpoint, Registration};
+use berth::render::webhook_configuration::{self as configuration, Endpoint, Registration};
 use berth_e2e::install::{self, key, the};
 use serde_json::Value;
 

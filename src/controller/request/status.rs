@@ -7,7 +7,7 @@ use crate::{
     api::{
         conditions::{ConditionStatus, Observation, reasons, set_condition, types},
         environment_request::{
-            DriftState, DriftStatus, EnvironmentRequestStatus, GitOpsStatus, Phase, SyncSource, SyncStatus,
+            Difference, DriftState, DriftStatus, EnvironmentRequestStatus, GitOpsStatus, Phase, SyncSource, SyncStatus,
         },
     },
     argocd::{self, Verdict},
@@ -142,8 +142,7 @@ pub fn next_status(
                 let (state, reason, message) = match drift.state {
                     DriftState::InSync => (True, reasons::IN_SYNC, "live objects match the commit".to_owned()),
                     DriftState::Drifted => {
-                        let fields: Vec<String> =
-                            drift.differences.iter().take(3).map(|d| format!("{} {}", d.resource, d.field)).collect();
+                        let fields: Vec<String> = drift.differences.iter().take(3).map(describe_difference).collect();
                         let count = drift.differences.len();
                         if committed.sync.as_ref().is_some_and(|sync| argocd::applying(sync, &committed.source)) {
                             // The change on its way (a new revision Argo CD has not
@@ -220,6 +219,16 @@ pub fn next_status(
     }
     status.phase = Some(phase);
     status
+}
+
+/// One difference as the `InSync` message names it: `ResourceQuota/ns/q spec.hard.pods`,
+/// or `Namespace/ns missing` for an object that is not live at all.
+fn describe_difference(difference: &Difference) -> String {
+    if difference.field == crate::drift::MISSING_OBJECT_FIELD {
+        format!("{} missing", difference.resource)
+    } else {
+        format!("{} {}", difference.resource, difference.field)
+    }
 }
 
 /// A commit waiting on a busy branch: `Committed` says so, a request that never had a
@@ -415,6 +424,22 @@ mod tests {
         assert_eq!((in_sync.status.as_str(), in_sync.reason.as_str()), ("False", reasons::DRIFTED));
         assert!(in_sync.message.contains("ResourceQuota/ns/berth-quota spec.hard.pods"), "{}", in_sync.message);
         assert!(is_true(&status.conditions, types::READY), "drift is reported, it does not unready the environment");
+
+        let missing = Difference {
+            resource: "Namespace/ns".into(),
+            field: crate::drift::MISSING_OBJECT_FIELD.into(),
+            desired: None,
+            live: None,
+        };
+        let mut with_missing = facts.clone();
+        with_missing.drift.as_mut().expect("drift set above").differences.insert(0, missing);
+        let status = next_status(&status, Some(1), &Finding::Committed(with_missing), &at(12));
+        let in_sync = find(&status.conditions, types::IN_SYNC).expect("InSync");
+        assert!(
+            in_sync.message.ends_with(": Namespace/ns missing, ResourceQuota/ns/berth-quota spec.hard.pods"),
+            "{}",
+            in_sync.message
+        );
 
         facts.drift = Some(DriftStatus {
             state: DriftState::InSync,

@@ -17,7 +17,7 @@ use k8s_openapi::{
     apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement, ObjectMeta},
 };
 
-use super::admission::Kind;
+use crate::api::Kind;
 use crate::policy::references::RESERVED_NAMESPACES;
 
 /// Name of both configurations.
