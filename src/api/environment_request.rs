@@ -170,8 +170,11 @@ pub struct EnvironmentRequestStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gitops: Option<GitOpsStatus>,
     /// Sync and health of the environment's Argo CD Application.
+    // Boxed, as is `promotion`: every cached request carries this struct, and inline
+    // the two made a third of each copy's size (360 and 200 of 1,392 bytes) whether
+    // set or not. The schema and YAML are the same.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sync: Option<SyncStatus>,
+    pub sync: Option<Box<SyncStatus>>,
     /// Whether the live objects still match what Berth committed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub drift: Option<DriftStatus>,
@@ -185,7 +188,7 @@ pub struct EnvironmentRequestStatus {
     /// It is deployed instead of `spec.app.revision` while the spec is unchanged
     /// since (`specGeneration`): a person's later spec edit wins.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub promotion: Option<Promotion>,
+    pub promotion: Option<Box<Promotion>>,
 }
 
 /// A Rollout's record on one of its environments. The Rollout never edits the

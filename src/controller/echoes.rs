@@ -43,7 +43,7 @@ impl Read {
             annotations: meta.annotations.clone().unwrap_or_default(),
             finalizers: meta.finalizers.clone(),
             deletion: meta.deletion_timestamp.clone(),
-            promotion: request.status.as_ref().and_then(|s| s.promotion.clone()),
+            promotion: request.status.as_ref().and_then(|s| s.promotion.as_deref().cloned()),
         }
     }
 }
@@ -185,7 +185,7 @@ mod tests {
                 r.metadata.deletion_timestamp = Some(Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH));
             }),
             ("the rollout's promotion", |r| {
-                r.status.get_or_insert_default().promotion = Some(Promotion {
+                r.status.get_or_insert_default().promotion = Some(Box::new(Promotion {
                     rollout: "web".into(),
                     rollout_uid: String::new(),
                     revision: "v2".into(),
@@ -197,7 +197,7 @@ mod tests {
                     rendered_digest: None,
                     spec_generation: 1,
                     since: Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH),
-                });
+                }));
             }),
         ];
         for (what, change) in changes {

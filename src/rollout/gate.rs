@@ -82,7 +82,7 @@ pub fn judge(request: Option<&EnvironmentRequest>, cx: Context<'_>) -> Signal {
                 request.spec.class
             ));
         }
-        let sync = status.and_then(|s| s.sync.clone()).unwrap_or_else(argocd::missing);
+        let sync = status.and_then(|s| s.sync.as_deref().cloned()).unwrap_or_else(argocd::missing);
         match argocd::verdict(&sync, &request.deployed_source()) {
             Verdict::Synced => synced = true,
             Verdict::Pending(message) => return Signal::Waiting(message),
@@ -146,7 +146,7 @@ mod tests {
                 differences: Vec::new(),
                 remediation: None,
             }),
-            promotion: Some(Promotion {
+            promotion: Some(Box::new(Promotion {
                 rollout: "r".into(),
                 rollout_uid: String::new(),
                 revision: "v2".into(),
@@ -158,7 +158,7 @@ mod tests {
                 rendered_digest: Some("d2".into()),
                 spec_generation: 3,
                 since: Time(Timestamp::UNIX_EPOCH),
-            }),
+            })),
             ..Default::default()
         });
         request
@@ -174,7 +174,7 @@ mod tests {
             operation: None,
             ..SyncStatus::default()
         };
-        request.status.as_mut().expect("a status").sync = Some(sync);
+        request.status.as_mut().expect("a status").sync = Some(Box::new(sync));
         request
     }
 

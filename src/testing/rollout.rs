@@ -25,7 +25,7 @@ pub fn promoted(request: &EnvironmentRequest, commit: &str, health: &str) -> Env
     let digest = format!("digest-{commit}");
     provision(&mut r);
     let status = r.status.get_or_insert_with(EnvironmentRequestStatus::default);
-    status.promotion = Some(Promotion {
+    status.promotion = Some(Box::new(Promotion {
         rollout: "checkout-v2".into(),
         rollout_uid: String::new(),
         revision: "v2".into(),
@@ -37,20 +37,20 @@ pub fn promoted(request: &EnvironmentRequest, commit: &str, health: &str) -> Env
         rendered_digest: Some(digest.clone()),
         spec_generation: r.metadata.generation.unwrap_or(1),
         since: Time(Timestamp::UNIX_EPOCH),
-    });
+    }));
     if let Some(gitops) = status.gitops.as_mut() {
         gitops.rendered_digest = Some(digest);
         gitops.commit = Some(commit.into());
     }
     let source = r.deployed_source();
     let status = r.status.get_or_insert_with(EnvironmentRequestStatus::default);
-    status.sync = Some(SyncStatus {
+    status.sync = Some(Box::new(SyncStatus {
         status: Some("Synced".into()),
         health: Some(health.into()),
         revision: Some("abc".into()),
         compared_to: Some(source),
         ..SyncStatus::default()
-    });
+    }));
     status.drift =
         Some(DriftStatus { state: DriftState::InSync, checked_at: None, differences: Vec::new(), remediation: None });
     r

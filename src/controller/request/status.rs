@@ -122,7 +122,7 @@ pub fn next_status(
             });
             status.estimated_monthly_cost_usd = Some(committed.monthly_cost_usd);
             status.expires_at = committed.expires_at.clone();
-            status.sync = committed.sync.clone();
+            status.sync = committed.sync.clone().map(Box::new);
             let verdict = committed.verdict();
             let pending = verdict.as_ref().is_some_and(|verdict| committed.pending(verdict));
             if let Some(sync) = status.sync.as_mut() {

@@ -83,7 +83,7 @@ pub(super) async fn run(rollout: &Rollout, work: &Work, ctx: &Context) -> Result
             // then, so it finds the batch's commit and makes none of its own.
             let mut with = (*request).clone();
             let landed = Promotion { state: done, ..promotion.clone() };
-            with.status.get_or_insert_with(EnvironmentRequestStatus::default).promotion = Some(landed);
+            with.status.get_or_insert_with(EnvironmentRequestStatus::default).promotion = Some(Box::new(landed));
             (with, promotion)
         })
         .collect();
@@ -324,7 +324,7 @@ mod tests {
         request.metadata.generation = Some(1);
         request.spec.app.revision = "v1".into();
         request.status = Some(EnvironmentRequestStatus {
-            promotion: Some(Promotion {
+            promotion: Some(Box::new(Promotion {
                 rollout: "checkout-v2".into(),
                 rollout_uid: uid.into(),
                 revision: "v2".into(),
@@ -336,7 +336,7 @@ mod tests {
                 rendered_digest: None,
                 spec_generation: 1,
                 since: Time(Timestamp::UNIX_EPOCH),
-            }),
+            })),
             ..Default::default()
         });
         request
