@@ -8,7 +8,8 @@ use std::{
     sync::{Arc, PoisonError, RwLock},
 };
 
-/// The key an object is grouped under, if it has one.
+/// The key an object is grouped under, if it has one. A pure function of the object:
+/// it is asked again, of the copy held, when the object moves or goes.
 pub type GroupKey<K> = fn(&K) -> Option<&str>;
 
 /// The pair of names an object is counted under, and the group it is counted in, if it
@@ -27,24 +28,27 @@ pub struct Groups<K> {
     state: RwLock<State<K>>,
 }
 
+/// An object's id (`namespace/name`), allocated once and shared by every map it is in.
+type Id = Arc<str>;
+
 struct State<K> {
-    /// One map per key: group → object key → object.
-    by_key: Vec<HashMap<String, HashMap<String, Arc<K>>>>,
-    /// The groups each object is in now, so an update can move it.
-    placed: HashMap<String, Vec<Option<String>>>,
+    /// One map per key: group → object id → object.
+    by_key: Vec<HashMap<String, HashMap<Id, Arc<K>>>>,
+    /// Every object held, by id. Where an object was grouped and counted is computed
+    /// again from this copy when it moves or goes (the keys are pure functions of the
+    /// object), rather than kept beside it: at 10,000 requests those copies of names
+    /// were a tenth of the index.
+    objects: HashMap<Id, Arc<K>>,
     /// Tallied objects: group → pair of names → how many.
     counts: HashMap<String, HashMap<(String, String), u32>>,
-    /// Where each tallied object is counted now, so an update can move it.
-    tallied: HashMap<String, (String, (String, String))>,
 }
 
 impl<K> Groups<K> {
     pub fn new(keys: Vec<GroupKey<K>>) -> Self {
         let state = State {
             by_key: keys.iter().map(|_| HashMap::new()).collect(),
-            placed: HashMap::new(),
+            objects: HashMap::new(),
             counts: HashMap::new(),
-            tallied: HashMap::new(),
         };
         Self { keys, tally: None, state: RwLock::new(state) }
     }
@@ -58,24 +62,23 @@ impl<K> Groups<K> {
     /// Puts `object` (stored under `id`) in its groups, out of those it was in before.
     pub fn put(&self, id: &str, object: Arc<K>) {
         let mut state = self.state.write().unwrap_or_else(PoisonError::into_inner);
-        state.remove(id);
-        state.insert(&self.keys, self.tally, id, object);
+        state.remove(&self.keys, self.tally, id);
+        state.insert(&self.keys, self.tally, id.into(), object);
     }
 
     /// Takes the object stored under `id` out of every group.
     pub fn remove(&self, id: &str) {
-        self.state.write().unwrap_or_else(PoisonError::into_inner).remove(id);
+        self.state.write().unwrap_or_else(PoisonError::into_inner).remove(&self.keys, self.tally, id);
     }
 
     /// Starts over from `objects` (after a re-list), each with its id.
     pub fn replace(&self, objects: impl IntoIterator<Item = (String, Arc<K>)>) {
         let mut state = self.state.write().unwrap_or_else(PoisonError::into_inner);
         state.by_key.iter_mut().for_each(HashMap::clear);
-        state.placed.clear();
+        state.objects.clear();
         state.counts.clear();
-        state.tallied.clear();
         for (id, object) in objects {
-            state.insert(&self.keys, self.tally, &id, object);
+            state.insert(&self.keys, self.tally, id.into(), object);
         }
     }
 
@@ -98,16 +101,24 @@ impl<K> Groups<K> {
             .by_key
             .get(key)
             .and_then(|groups| groups.get(group))
-            .map(|g| g.iter().filter(|(id, _)| id.as_str() != excluding).map(|(_, o)| o.clone()).collect())
+            .map(|g| g.iter().filter(|(id, _)| id.as_ref() != excluding).map(|(_, o)| o.clone()).collect())
             .unwrap_or_default();
-        let left_out = state.tallied.get(excluding).filter(|(of, _)| of == group).map(|(_, names)| names);
+        let left_out = state
+            .objects
+            .get(excluding)
+            .and_then(|object| self.tally.and_then(|tally| tally(object)))
+            .filter(|(of, _)| *of == group)
+            .map(|(_, names)| names);
         let counts = state
             .counts
             .get(group)
             .map(|counts| {
                 counts
                     .iter()
-                    .map(|(names, count)| (names.clone(), count - u32::from(Some(names) == left_out)))
+                    .map(|(names, count)| {
+                        let left_out = left_out.is_some_and(|(a, b)| names.0 == a && names.1 == b);
+                        (names.clone(), count - u32::from(left_out))
+                    })
                     .filter(|(_, count)| *count > 0)
                     .collect()
             })
@@ -123,25 +134,27 @@ impl<K> Groups<K> {
 }
 
 impl<K> State<K> {
-    fn insert(&mut self, keys: &[GroupKey<K>], tally: Option<TallyKey<K>>, id: &str, object: Arc<K>) {
+    fn insert(&mut self, keys: &[GroupKey<K>], tally: Option<TallyKey<K>>, id: Id, object: Arc<K>) {
         if let Some((group, (first, second))) = tally.and_then(|tally| tally(&object)) {
-            let names = (first.to_owned(), second.to_owned());
-            *self.counts.entry(group.to_owned()).or_default().entry(names.clone()).or_default() += 1;
-            self.tallied.insert(id.to_owned(), (group.to_owned(), names));
+            let counts = self.counts.entry(group.to_owned()).or_default();
+            *counts.entry((first.to_owned(), second.to_owned())).or_default() += 1;
         }
-        let placed: Vec<Option<String>> = keys.iter().map(|key| key(&object).map(str::to_owned)).collect();
-        for (groups, group) in self.by_key.iter_mut().zip(&placed) {
-            if let Some(group) = group {
-                groups.entry(group.clone()).or_default().insert(id.to_owned(), object.clone());
+        for (groups, key) in self.by_key.iter_mut().zip(keys) {
+            if let Some(group) = key(&object) {
+                groups.entry(group.to_owned()).or_default().insert(id.clone(), object.clone());
             }
         }
-        self.placed.insert(id.to_owned(), placed);
+        self.objects.insert(id, object);
     }
 
-    fn remove(&mut self, id: &str) {
-        if let Some((group, names)) = self.tallied.remove(id)
-            && let Some(counts) = self.counts.get_mut(&group)
+    fn remove(&mut self, keys: &[GroupKey<K>], tally: Option<TallyKey<K>>, id: &str) {
+        let Some(old) = self.objects.remove(id) else {
+            return;
+        };
+        if let Some((group, (first, second))) = tally.and_then(|tally| tally(&old))
+            && let Some(counts) = self.counts.get_mut(group)
         {
+            let names = (first.to_owned(), second.to_owned());
             if let Some(count) = counts.get_mut(&names) {
                 *count -= 1;
                 if *count == 0 {
@@ -149,18 +162,15 @@ impl<K> State<K> {
                 }
             }
             if counts.is_empty() {
-                self.counts.remove(&group);
+                self.counts.remove(group);
             }
         }
-        let Some(placed) = self.placed.remove(id) else {
-            return;
-        };
-        for (groups, group) in self.by_key.iter_mut().zip(placed) {
-            let Some(group) = group else { continue };
-            if let Some(members) = groups.get_mut(&group) {
+        for (groups, key) in self.by_key.iter_mut().zip(keys) {
+            let Some(group) = key(&old) else { continue };
+            if let Some(members) = groups.get_mut(group) {
                 members.remove(id);
                 if members.is_empty() {
-                    groups.remove(&group);
+                    groups.remove(group);
                 }
             }
         }
