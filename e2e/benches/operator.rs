@@ -776,6 +776,21 @@ struct RemoveOnDrop(std::path::PathBuf);
 
 impl Drop for RemoveOnDrop {
     fn drop(&mut self) {
+        // A failed run keeps its logs (the operator's among them): copied out of tmpfs
+        // into the temp folder before the rest goes.
+        if std::thread::panicking() {
+            let logs = std::fs::read_dir(&self.0).into_iter().flatten().flatten();
+            for log in logs.filter(|entry| entry.path().extension().is_some_and(|ext| ext == "log")) {
+                let kept = std::env::temp_dir().join(format!(
+                    "berth-bench-operator-{}-{}",
+                    std::process::id(),
+                    log.file_name().to_string_lossy()
+                ));
+                if std::fs::copy(log.path(), &kept).is_ok() {
+                    eprintln!("kept {}", kept.display());
+                }
+            }
+        }
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }

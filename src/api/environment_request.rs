@@ -420,7 +420,8 @@ pub struct Difference {
     /// JSON path of the field, e.g. `spec.hard.cpu`; empty when the whole object is
     /// missing (then neither `desired` nor `live` is set).
     pub field: String,
-    /// Committed value, as JSON; absent when the field should not exist.
+    /// Committed value, as JSON; absent when the field should not exist or the whole
+    /// object is missing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub desired: Option<String>,
     /// Live value, as JSON; absent when the field or object is missing.

@@ -1,6 +1,6 @@
 //! `berth webhook-config`: the Validating- and MutatingWebhookConfiguration that
-//! register Berth's webhook, for `kubectl apply -f -`. What they hold is the webhook's
-//! own business ([`crate::render::webhook_configuration`]); this only reads the flags.
+//! register Berth's webhook, for `kubectl apply -f -`. They are rendered in
+//! [`crate::render::webhook_configuration`]; this only reads the flags.
 
 use std::path::PathBuf;
 
