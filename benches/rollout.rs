@@ -25,8 +25,8 @@ use berth::{
 };
 use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
 
-/// Calls per CPU sample: the per-thread clock advances only at scheduler ticks, so
-/// one fast call reads as zero; a sample times a batch of calls and divides.
+/// Calls per CPU sample: a sample times a batch of calls and divides, so reading the
+/// clock is not what is measured.
 const PER_SAMPLE: u32 = 20;
 
 fn rollout(batch_size: &str) -> Rollout {
