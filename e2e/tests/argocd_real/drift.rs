@@ -34,13 +34,23 @@ async fn a_live_edit_is_put_right_by_argo_cd_with_remediate_and_stays_with_repor
     let (fixed_ns, kept_ns) = (fixed_status.namespace.unwrap_or_default(), kept_status.namespace.unwrap_or_default());
     let quota = get("resourcequota", Some(&fixed_ns), "berth-quota").await.unwrap_or_default();
     assert_eq!(quota["spec"]["hard"]["pods"], "10", "the committed quota: {quota}");
-    edit_quota(&fixed_ns, "99").await;
-    edit_quota(&kept_ns, "99").await;
-
     let drift = |tenant: String, name: &'static str| async move {
         let api: Api<EnvironmentRequest> = Api::namespaced(cluster().client("admin").await, &tenant);
         api.get_opt(name).await.ok().flatten().and_then(|r| r.status)
     };
+    // Ready needs Argo CD's Synced and Healthy; Berth compares the live objects on
+    // their own watch events. The Drifted warning marks in sync → drifted, so edit
+    // only once both environments were seen in sync (else the edit can come first).
+    for (tenant, name) in [(&fixed, "fixed"), (&kept, "kept")] {
+        wait_for(ARGOCD_PATIENCE, &format!("{name} in sync before the edit"), || async {
+            let status = drift(tenant.clone(), name).await?;
+            is_true(&status.conditions, types::IN_SYNC).then_some(())
+        })
+        .await;
+    }
+    edit_quota(&fixed_ns, "99").await;
+    edit_quota(&kept_ns, "99").await;
+
     // Remediate: reported, then Argo CD syncs the quota back, and it is in sync again.
     wait_for(ARGOCD_PATIENCE, "the Remediated event", || async {
         (events(&fixed, "fixed", "Remediated").await == 1).then_some(())
