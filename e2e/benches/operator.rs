@@ -173,14 +173,32 @@ where
     F: Fn(usize) -> Fut,
     Fut: std::future::Future<Output = ()>,
 {
-    let apiserver = || {
-        cpu_seconds(supervisor, None).into_iter().find(|(name, _)| *name == "kube-apiserver").map_or(0.0, |(_, s)| s)
-    };
-    let cpu = apiserver();
+    let (rate, per_step) = measured_beside(supervisor, None, n, step).await;
+    (rate, per_step.apiserver)
+}
+
+/// CPU per step of a [`measured_beside`] run, in milliseconds.
+struct StepCpu {
+    apiserver: f64,
+    /// The operator's, when one ran beside the steps.
+    berth: f64,
+}
+
+/// [`measured`] with an operator (`operator`, its process id) running beside the steps:
+/// its CPU per step is read too.
+async fn measured_beside<F, Fut>(supervisor: u32, operator: Option<u32>, n: usize, step: F) -> (f64, StepCpu)
+where
+    F: Fn(usize) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let read = |name: &str, readings: &[(&str, f64)]| readings.iter().find(|(p, _)| *p == name).map_or(0.0, |r| r.1);
+    let before = cpu_seconds(supervisor, operator);
     let started = Instant::now();
     stream::iter(0..n).for_each_concurrent(CONCURRENCY, step).await;
     let rate = n as f64 / started.elapsed().as_secs_f64();
-    (rate, (apiserver() - cpu) * 1000.0 / n as f64)
+    let after = cpu_seconds(supervisor, operator);
+    let per_step = |name: &str| (read(name, &after) - read(name, &before)) * 1000.0 / n as f64;
+    (rate, StepCpu { apiserver: per_step("kube-apiserver"), berth: per_step("berth") })
 }
 
 /// An Event about the request `name`, as Berth publishes one per transition.
@@ -204,7 +222,7 @@ async fn call_costs(
     client: &kube::Client,
     namespace: &str,
     ready_status: &serde_json::Value,
-) -> (String, f64) {
+) -> CallCosts {
     use kube::api::{DeleteParams, Patch, PatchParams};
     let n = sizes().calls;
     let supervisor = cluster.info.supervisor_pid;
@@ -356,27 +374,37 @@ async fn call_costs(
     rows.push((
         "**ceiling**: create + Ready status + event per request, no operator",
         3,
-        measured(supervisor, n, |i| {
-            let (requests, events) = (requests.clone(), events.clone());
-            async move {
-                let name = format!("d{i:04}");
-                requests
-                    .create(&PostParams::default(), &request(namespace, &name, "costs", "costs"))
-                    .await
-                    .expect("create");
-                let patch = serde_json::json!({
-                    "apiVersion": "berth.dev/v1alpha1", "kind": "EnvironmentRequest", "status": ready_status
-                });
-                let params = PatchParams::apply("berth").force();
-                requests.patch_status(&name, &params, &Patch::Apply(&patch)).await.expect("status");
-                events.create(&PostParams::default(), &bench_event(namespace, &name)).await.expect("create event");
-            }
-        })
-        .await,
+        measured(supervisor, n, |i| ceiling_step(&requests, &events, format!("d{i:04}"), "costs", ready_status)).await,
     ));
+    // The same with one watch of requests open, as every controller of a kind holds:
+    // each write is then also encoded into a watch event.
+    // Its first list is over before the measurement starts.
+    let (listed, list_over) = tokio::sync::oneshot::channel();
+    let watch = tokio::spawn({
+        let requests = requests.clone();
+        async move {
+            use kube::runtime::watcher;
+            let mut events = std::pin::pin!(watcher(requests, watcher::Config::default()));
+            let mut listed = Some(listed);
+            while let Some(event) = events.next().await {
+                if matches!(event, Ok(watcher::Event::InitDone)) {
+                    listed.take().map(|listed| listed.send(()));
+                }
+            }
+        }
+    });
+    list_over.await.expect("the watch lists the requests");
+    rows.push((
+        "the ceiling with one watch of EnvironmentRequests open (all a controller needs)",
+        3,
+        measured(supervisor, n, |i| ceiling_step(&requests, &events, format!("w{i:04}"), "costs", ready_status)).await,
+    ));
+    watch.abort();
     let _ = requests.delete_collection(&DeleteParams::default(), &ListParams::default()).await;
     let configmap_rate = rows[0].2.0;
-    let ceiling = rows.last().map_or(0.0, |row| row.2.0);
+    let create_cpu = rows[1].2.1;
+    let (ceiling, ceiling_cpu) =
+        rows.iter().find(|row| row.0.starts_with("**ceiling**")).map_or((0.0, 0.0), |row| row.2);
     let mut table = format!(
         "| call (operator stopped, {} each) | per second | of the ConfigMap create rate | apiserver CPU per call |\n\
          |---|---|---|---|\n",
@@ -391,7 +419,111 @@ async fn call_costs(
         };
         table.push_str(&format!("| {call} | {rate:.0}/s | {share:.0} % | {cpu} |\n"));
     }
-    (table + "\n", ceiling)
+    CallCosts { table: table + "\n", ceiling, create_cpu, ceiling_cpu }
+}
+
+/// What [`call_costs`] measured.
+struct CallCosts {
+    /// The report's table.
+    table: String,
+    /// Requests per second of the no-operator ceiling.
+    ceiling: f64,
+    /// Apiserver CPU of one EnvironmentRequest create, in milliseconds.
+    create_cpu: f64,
+    /// Apiserver CPU of one request of the ceiling (its three calls), in milliseconds.
+    ceiling_cpu: f64,
+}
+
+/// The ceiling beside a standby Berth, and a create alone: rate and CPU per step.
+struct Standby {
+    create: (f64, StepCpu),
+    ceiling: (f64, StepCpu),
+}
+
+/// The no-operator ceiling again, beside a standby Berth: the webhook registered and
+/// served, every watch of its index open, but no controller running (a holder that
+/// never lets go has the leader Lease). What this webhook and these watches cost the
+/// apiserver before an operator does any work: the burst with the webhook cannot beat
+/// it. The webhook operator must be gone; the standby takes over its ports.
+async fn standby_ceiling(
+    cluster: &Cluster,
+    client: &kube::Client,
+    dir: &std::path::Path,
+    setup: &berth_e2e::webhook::WebhookSetup,
+    ready_status: &serde_json::Value,
+) -> Standby {
+    use k8s_openapi::{
+        api::coordination::v1::{Lease, LeaseSpec},
+        apimachinery::pkg::apis::meta::v1::MicroTime,
+    };
+    let lease_namespace = cluster.namespace("bench-lease").await;
+    let now = MicroTime(k8s_openapi::jiff::Timestamp::now());
+    let lease = Lease {
+        metadata: kube::api::ObjectMeta {
+            name: Some(berth::operator::leader::LEASE_NAME.to_owned()),
+            ..Default::default()
+        },
+        spec: Some(LeaseSpec {
+            holder_identity: Some("bench-holder".to_owned()),
+            lease_duration_seconds: Some(3600),
+            acquire_time: Some(now.clone()),
+            renew_time: Some(now),
+            ..Default::default()
+        }),
+    };
+    Api::<Lease>::namespaced(client.clone(), &lease_namespace)
+        .create(&PostParams::default(), &lease)
+        .await
+        .expect("the held Lease");
+    let mut env = setup.env();
+    env.push(("BERTH_LEADER_ELECTION_NAMESPACE".to_owned(), lease_namespace));
+    let standby =
+        Operator::start_with_env(&cluster.info, dir, &dir.join("remote.git"), 200, env).expect("standby operator");
+    berth_e2e::webhook::wait_until_answering(cluster, &standby).await.expect("the standby's webhook answers");
+    assert!(
+        standby.log_text().contains("standing by until elected leader"),
+        "the standby did not stand by:\n{}",
+        standby.log_text()
+    );
+    let (supervisor, pid, n) = (cluster.info.supervisor_pid, standby.berth_pid(), sizes().calls);
+    let requests: Api<EnvironmentRequest> = Api::namespaced(client.clone(), "hooked");
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), "hooked");
+    let create = measured_beside(supervisor, pid, n, |i| {
+        let requests = requests.clone();
+        async move {
+            let request = request("hooked", &format!("s{i:04}"), "hooked", "hooked");
+            requests.create(&PostParams::default(), &request).await.expect("create through the webhook");
+        }
+    })
+    .await;
+    let ceiling = measured_beside(supervisor, pid, n, |i| {
+        ceiling_step(&requests, &events, format!("t{i:04}"), "hooked", ready_status)
+    })
+    .await;
+    // Nothing reconciled them: the standby wrote no status.
+    let reconciled = standby.metric_sum(RECONCILES, REQUEST_CONTROLLER).await.unwrap_or(0.0);
+    assert_eq!(reconciled, 0.0, "the standby reconciled requests");
+    Standby { create, ceiling }
+}
+
+/// One request of the ceiling: the client's create, then the writes one Ready request
+/// needs from any operator (its status, one event), in `tenant`'s namespace.
+async fn ceiling_step(
+    requests: &Api<EnvironmentRequest>,
+    events: &Api<k8s_openapi::api::events::v1::Event>,
+    name: String,
+    tenant: &str,
+    ready_status: &serde_json::Value,
+) {
+    use kube::api::{Patch, PatchParams};
+    let namespace = requests.namespace().unwrap_or_default();
+    requests.create(&PostParams::default(), &request(namespace, &name, tenant, tenant)).await.expect("create");
+    let patch = serde_json::json!({
+        "apiVersion": "berth.dev/v1alpha1", "kind": "EnvironmentRequest", "status": ready_status
+    });
+    let params = PatchParams::apply("berth").force();
+    requests.patch_status(&name, &params, &Patch::Apply(&patch)).await.expect("status");
+    events.create(&PostParams::default(), &bench_event(namespace, &name)).await.expect("create event");
 }
 
 /// EnvironmentRequest status writes the apiserver has served so far.
@@ -617,9 +749,10 @@ async fn main() {
     let ready_status = serde_json::to_value(&ready.status).expect("status");
     operator.kill();
     let costs_ns = cluster.namespace("costs").await;
-    let (costs, ceiling) = call_costs(cluster, &client, &costs_ns, &ready_status).await;
-    eprint!("{costs}");
-    report.push_str(&costs);
+    let costs = call_costs(cluster, &client, &costs_ns, &ready_status).await;
+    let ceiling = costs.ceiling;
+    eprint!("{}", costs.table);
+    report.push_str(&costs.table);
     // With the operator stopped, nothing else writes a request's status now.
     let before_restart = status_writes(&client).await;
     operator.restart().expect("operator restarts");
@@ -734,7 +867,7 @@ async fn main() {
     // it adds Berth's finalizer at creation (no finalizer patch) and checks each create.
     drop(operator);
     let hooked_dir = dir.join("with-webhook");
-    let (hooked, _setup) = berth_e2e::webhook::start_operator(cluster, &hooked_dir).await.expect("webhook operator");
+    let (hooked, setup) = berth_e2e::webhook::start_operator(cluster, &hooked_dir).await.expect("webhook operator");
     // A new operator with a new remote commits every existing request again: let that
     // finish (no commit for 3 s) before the burst is measured.
     let hooked_remote = hooked_dir.join("remote.git");
@@ -757,9 +890,36 @@ async fn main() {
     eprint!("{line}");
     report.push_str(&line);
 
+    // 7. The ceiling again beside a standby Berth: what the webhook and the watches
+    // cost before any operator work, and so what share of the ceiling is Berth's to win.
+    drop(hooked);
+    let standby = standby_ceiling(cluster, &client, &dir.join("standby"), &setup, &ready_status).await;
+    let line = format!(
+        "\nBeside a standby Berth (webhook registered and served, every watch of its index open, no controller: \
+         another holder has the leader Lease), {} requests of the ceiling in tenant `hooked`:\n\n\
+         | measurement | value |\n|---|---|\n\
+         | create through the webhook (mutating + validating) | {:.0}/s, apiserver CPU {:.2} ms per create \
+         (without the webhook: {:.2} ms), Berth's {:.2} ms |\n\
+         | **ceiling beside a standby Berth**: create + Ready status + event | {:.0}/s = {:.0} % of the no-operator \
+         ceiling, apiserver CPU {:.2} ms per request (without: {:.2} ms), Berth's {:.2} ms |\n\
+         | the burst with the webhook, of this ceiling | {:.0} % |\n",
+        count(sizes().calls),
+        standby.create.0,
+        standby.create.1.apiserver,
+        costs.create_cpu,
+        standby.create.1.berth,
+        standby.ceiling.0,
+        100.0 * standby.ceiling.0 / ceiling,
+        standby.ceiling.1.apiserver,
+        costs.ceiling_cpu,
+        standby.ceiling.1.berth,
+        100.0 * hooked_burst.rate / standby.ceiling.0,
+    );
+    eprint!("{line}");
+    report.push_str(&line);
+
     if smoke {
         eprintln!("smoke run: sizes too small to mean anything, no report written");
-        drop(hooked);
         return;
     }
     if let Some(parent) = std::path::Path::new(&report_path).parent() {
@@ -767,7 +927,6 @@ async fn main() {
     }
     std::fs::write(&report_path, &report).expect("write report");
     eprintln!("report written to {report_path}");
-    drop(hooked);
 }
 
 /// Removes a folder when dropped: on tmpfs the clones and remotes hold memory until
