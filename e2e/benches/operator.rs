@@ -182,6 +182,8 @@ struct StepCpu {
     apiserver: f64,
     /// The operator's, when one ran beside the steps.
     berth: f64,
+    /// Every process's: the apiserver, etcd, the operator and this client.
+    total: f64,
 }
 
 /// [`measured`] with an operator (`operator`, its process id) running beside the steps:
@@ -198,7 +200,8 @@ where
     let rate = n as f64 / started.elapsed().as_secs_f64();
     let after = cpu_seconds(supervisor, operator);
     let per_step = |name: &str| (read(name, &after) - read(name, &before)) * 1000.0 / n as f64;
-    (rate, StepCpu { apiserver: per_step("kube-apiserver"), berth: per_step("berth") })
+    let total = ["kube-apiserver", "etcd", "berth", "client"].into_iter().map(per_step).sum();
+    (rate, StepCpu { apiserver: per_step("kube-apiserver"), berth: per_step("berth"), total })
 }
 
 /// An Event about the request `name`, as Berth publishes one per transition.
@@ -587,6 +590,9 @@ struct Burst {
     rate: f64,
     /// Creation of the first to the last Ready.
     ready: Duration,
+    /// Every process's CPU per request in milliseconds: the apiserver, etcd, the
+    /// operator and this client.
+    cpu_per_request: f64,
 }
 
 /// The burst's requests created at once in a new tenant `name` with `budget`, until
@@ -646,8 +652,12 @@ async fn burst_into(
     let ready = started.elapsed();
     let cpu_after = cpu_seconds(supervisor, operator.berth_pid());
     let cpu = cpu_used(&cpu_before, &cpu_after);
-    let berth_ms = |readings: &[(&str, f64)]| readings.iter().find(|(p, _)| *p == "berth").map_or(0.0, |(_, s)| *s);
-    let berth_per_request = (berth_ms(&cpu_after) - berth_ms(&cpu_before)) * 1000.0 / n as f64;
+    let per_request = |name: &str| {
+        let read = |readings: &[(&str, f64)]| readings.iter().find(|(p, _)| *p == name).map_or(0.0, |(_, s)| *s);
+        (read(&cpu_after) - read(&cpu_before)) * 1000.0 / n as f64
+    };
+    let (berth_per_request, apiserver_per_request) = (per_request("berth"), per_request("kube-apiserver"));
+    let cpu_per_request = ["kube-apiserver", "etcd", "berth", "client"].into_iter().map(per_request).sum();
     let calls = calls_per(&calls_before, &apiserver_requests(client).await, n as f64);
     let reconciles = (request_reconciles(operator).await - reconciles_before) / n as f64;
     let commits = commits(remote) - commits_before;
@@ -659,15 +669,17 @@ async fn burst_into(
          | … all {count_n} Ready | {} ms → {rate:.0}/s = {:.0} % of the no-operator ceiling ({ceiling:.0}/s) |\n\
          | … CPU used meanwhile | {cpu} |\n\
          | … Berth's CPU per request | {berth_per_request:.2} ms (target ≤ 1.5 ms) |\n\
+         | … of the apiserver's CPU per request in the same burst ({apiserver_per_request:.2} ms) | {:.0} % |\n\
          | … apiserver calls per request | {calls} |\n\
          | … EnvironmentRequest reconciles per request | {reconciles:.2} |\n\
          | commits for the {count_n} | {commits} (requests / {:.0}) |\n",
         ms(created),
         ms(ready),
         100.0 * rate / ceiling,
+        100.0 * berth_per_request / apiserver_per_request.max(f64::EPSILON),
         n as f64 / commits.max(1) as f64
     );
-    Burst { rows, rate, ready }
+    Burst { rows, rate, ready, cpu_per_request }
 }
 
 /// Where the operator's GitOps clone and its bare remote live, and how the report says it.
@@ -902,7 +914,8 @@ async fn main() {
          (without the webhook: {:.2} ms), Berth's {:.2} ms |\n\
          | **ceiling beside a standby Berth**: create + Ready status + event | {:.0}/s = {:.0} % of the no-operator \
          ceiling, apiserver CPU {:.2} ms per request (without: {:.2} ms), Berth's {:.2} ms |\n\
-         | the burst with the webhook, of this ceiling | {:.0} % |\n",
+         | the burst with the webhook, of this ceiling | {:.0} % of its rate; {:.0} % of its CPU per request in all \
+         (this ceiling's {:.2} ms against the burst's {:.2} ms, the apiserver, etcd, Berth and this client together) |\n",
         count(sizes().calls),
         standby.create.0,
         standby.create.1.apiserver,
@@ -914,6 +927,9 @@ async fn main() {
         costs.ceiling_cpu,
         standby.ceiling.1.berth,
         100.0 * hooked_burst.rate / standby.ceiling.0,
+        100.0 * standby.ceiling.1.total / hooked_burst.cpu_per_request.max(f64::EPSILON),
+        standby.ceiling.1.total,
+        hooked_burst.cpu_per_request,
     );
     eprint!("{line}");
     report.push_str(&line);

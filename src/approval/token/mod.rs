@@ -27,6 +27,7 @@
 //! live in their own files; this one holds the claims and what a token is checked against.
 
 mod issue;
+mod rejection;
 mod verify;
 
 use std::time::Duration;
@@ -37,7 +38,8 @@ use super::digest::{rollout_digest, spec_digest};
 use crate::api::{EnvironmentRequestSpec, rollout::RolloutSpec};
 
 pub use issue::{IssueError, Issuer};
-pub use verify::{Rejection, VerifiedApproval, Verifier};
+pub use rejection::Rejection;
+pub use verify::{VerifiedApproval, Verifier};
 
 /// How far clocks of the issuing and verifying Berth may disagree before `exp` and `nbf`
 /// count: tokens are accepted this long after they expire and this long before they start.

@@ -1,24 +1,28 @@
 //! EnvironmentRequest controller, one named step per module:
 //! [`dereference`] (tenant, class, claimants from the index) → [`validate`] (pure: one
 //! `ValidatedRequest`) → budget guard → [`build`] (pure: files and digest) → [`apply`]
-//! (commit or remove) → [`status`] (pure: the next status). TTL expiry first, and a
-//! finalizer that removes the folder from git before the request goes.
+//! (commit or remove) → [`status`] (pure: the next status) → [`status_write`]. TTL
+//! expiry first, and a finalizer that removes the folder from git before the request
+//! goes. The class and rollout controllers run the same steps
+//! ([`for_class_and_rollout`]).
 
 mod apply;
 mod build;
 mod dereference;
+mod for_class_and_rollout;
 mod git_record;
 pub(crate) mod live;
 mod prune;
 mod remediate;
 mod status;
+mod status_write;
 mod validate;
 
 use std::{sync::Arc, time::Duration};
 
 use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
 use kube::{
-    Api, Resource, ResourceExt,
+    Api, ResourceExt,
     runtime::{
         controller::Action,
         finalizer::{self, finalizer},
@@ -28,18 +32,18 @@ use kube::{
 pub use apply::Folder;
 use apply::remove;
 use dereference::{Dereferenced, dereference};
-pub use status::{Committed, Finding, next_status};
-
-use super::{
-    Context, Error, RESYNC,
-    context::FINALIZER,
-    events::{Event, EventType},
+pub(crate) use for_class_and_rollout::{
+    ForRollout, commit_rerendered, ensure_class_rendered, render_for_rollout, rerender,
 };
+pub use status::{Committed, Finding, next_status};
+pub(crate) use status_write::publish;
+use status_write::{patch_status, write_status};
+
+use super::{Context, Error, RESYNC, context::FINALIZER, events::EventType};
 use crate::{
     api::{
-        EnvironmentClass, EnvironmentRequest,
-        conditions::{self, reasons, types},
-        environment_request::{EnvironmentRequestStatus, Phase, Remediation},
+        EnvironmentRequest,
+        environment_request::{Phase, Remediation},
     },
     gitops::{RepoPath, environment_path},
     policy::{
@@ -269,99 +273,6 @@ async fn admit(
     Ok(ctx.budget.decide(request, tenant, || index.budget_view(&namespace, &name), &index.classes.state(), in_git))
 }
 
-/// A provisioned request's environment rendered with a changed class, ready to commit
-/// (the class controller's batch after a class change).
-pub(crate) struct Rerendered<'r> {
-    request: &'r EnvironmentRequest,
-    built: build::Built,
-    class_label: String,
-}
-
-/// Renders a provisioned request's environment with `class` through the same validate →
-/// build steps as the request's own reconcile. `None` when the request is no longer
-/// valid (its own reconcile reports why) or a rollout's batch owns its folder (the batch
-/// renders it with the new class; a commit from here could put the previous revision
-/// back under the batch's commit).
-pub(crate) async fn rerender<'r>(
-    request: &'r EnvironmentRequest,
-    class: Arc<EnvironmentClass>,
-    ctx: &Context,
-) -> Option<Rerendered<'r>> {
-    if rollout_commit_in_flight(request, ctx).await {
-        return None;
-    }
-    let index = ctx.index().await;
-    let claimants = index.claimants(&request.namespace().unwrap_or_default());
-    let refs = Dereferenced { tenant: index.tenant(&request.spec.tenant), class: Some(class), claimants };
-    let validated = validate::validate(request, &refs, ctx.approvals.as_deref(), Timestamp::now()).ok()?;
-    let mut built = build::build(&validated, &ctx.render).ok()?;
-    // The class's environments are all held until their one commit; drift does not
-    // read these (the request's own reconcile does), so only the files are kept.
-    built.environment.objects = Vec::new();
-    Some(Rerendered { request, class_label: class_label(&validated), built })
-}
-
-/// Commits a re-rendered environment (the apply step of the request's own reconcile);
-/// `None` when a rollout's batch took its folder since it was rendered (checked on the
-/// index's newest copy: the class's other environments rendered meanwhile).
-pub(crate) async fn commit_rerendered(rerendered: Rerendered<'_>, ctx: &Context) -> Result<Option<Folder>, Error> {
-    let request = rerendered.request;
-    let newest = ctx.index().await.request(&request.namespace().unwrap_or_default(), &request.name_any());
-    if rollout_commit_in_flight(newest.as_deref().unwrap_or(request), ctx).await {
-        return Ok(None);
-    }
-    apply::commit(request, &rerendered.built, &rerendered.class_label, ctx).await.map(Some)
-}
-
-/// What a Rollout's batch commit writes for `request` (which carries the promotion
-/// the batch applies): its folder, files and digest, through the same dereference →
-/// validate → build steps as the request's own reconcile, so the request controller
-/// later renders the very same bytes and makes no second commit. `Err` says why the
-/// environment cannot be rendered now (its own reconcile reports it too).
-pub(crate) async fn render_for_rollout(request: &EnvironmentRequest, ctx: &Context) -> Result<ForRollout, Error> {
-    let refs = dereference(request, ctx).await?;
-    let validated = match validate::validate(request, &refs, ctx.approvals.as_deref(), Timestamp::now()) {
-        Ok(validated) => validated,
-        Err(denial) => return Ok(ForRollout::Refused(denial.to_string())),
-    };
-    let built = match build::build(&validated, &ctx.render) {
-        Ok(built) => built,
-        Err(e) => return Ok(ForRollout::Refused(e.to_string())),
-    };
-    let digest = built.digest_hex();
-    let files = built.environment.files.into_iter().map(|(name, yaml)| (name, yaml.into_bytes())).collect();
-    Ok(ForRollout::Folder { path: built.folder, files, digest })
-}
-
-/// `Err` while the request's class changed and the class controller has not re-rendered
-/// its environments yet: a Rollout batch rendering it now would ship the class's new
-/// generation ahead of that re-render, and through a freeze that holds it. The batch
-/// waits for the class instead (checked before anything is marked).
-pub(crate) async fn ensure_class_rendered(request: &EnvironmentRequest, ctx: &Context) -> Result<(), Error> {
-    let refs = dereference(request, ctx).await?;
-    if !(is_provisioned(request) && refs.class_change_pending()) {
-        return Ok(());
-    }
-    Err(Error::ClassChangeWaits(format!(
-        "{}: its class {} changed and that change is not rendered yet ({}); the batch waits for it",
-        key(request),
-        request.spec.class,
-        refs.class_rendered_message().unwrap_or("its environments are being re-rendered"),
-    )))
-}
-
-/// An environment rendered for a Rollout's batch.
-pub(crate) enum ForRollout {
-    Folder {
-        path: RepoPath,
-        files: std::collections::BTreeMap<String, Vec<u8>>,
-        /// SHA-256 (hex) of the files, as status records it.
-        digest: String,
-    },
-    /// It cannot be rendered as it stands; why.
-    Refused(String),
-}
-
 /// Deletion: the folder leaves git, then Argo CD prunes the environment (see
 /// [`prune`]), before the finalizer goes. An unreachable remote fails the cleanup,
 /// which keeps the finalizer and retries.
@@ -393,70 +304,6 @@ async fn remove_folders(request: &EnvironmentRequest, ctx: &Context) -> Result<(
         publish(ctx, request, EventType::Normal, "Removed", format!("removed {path} from git")).await;
     }
     Ok(())
-}
-
-async fn write_status(request: &EnvironmentRequest, ctx: &Context, finding: &Finding) -> Result<(), Error> {
-    let mut old = request.status.clone().unwrap_or_default();
-    // `promotion` is the Rollout controller's (its own field manager): never sent from
-    // here, so a cached copy cannot overwrite its newer record.
-    old.promotion = None;
-    let now = Time(Timestamp::now());
-    let new = next_status(&old, request.metadata.generation, finding, &now);
-    if new == old {
-        return Ok(());
-    }
-    // Status first: it is what people and tools read; the event only narrates it.
-    patch_status(request, ctx, &new).await?;
-    if new.phase != old.phase {
-        let (type_, reason) = match new.phase {
-            Some(Phase::Failed) => (EventType::Warning, "Failed"),
-            Some(Phase::AwaitingApproval) => (EventType::Warning, "AwaitingApproval"),
-            Some(Phase::Provisioning) => (EventType::Normal, "Provisioning"),
-            Some(Phase::Ready) => (EventType::Normal, "Ready"),
-            Some(Phase::Expired) => (EventType::Normal, "Expired"),
-            None => (EventType::Normal, "Updated"),
-        };
-        let message = crate::api::conditions::find(&new.conditions, crate::api::conditions::types::READY)
-            .map(|c| c.message.clone())
-            .unwrap_or_default();
-        publish(ctx, request, type_, reason, message).await;
-    }
-    if let Some(message) = drift_appeared(&old, &new) {
-        publish(ctx, request, EventType::Warning, reasons::DRIFTED, message).await;
-    }
-    Ok(())
-}
-
-/// The message of a `Drifted` Warning when live objects that matched the commit no
-/// longer do (someone changed them by hand). Not for an environment Argo CD has not
-/// applied yet: its objects are missing from the start, which is no news.
-fn drift_appeared(old: &EnvironmentRequestStatus, new: &EnvironmentRequestStatus) -> Option<String> {
-    let before = conditions::find(&old.conditions, types::IN_SYNC)?;
-    let after = conditions::find(&new.conditions, types::IN_SYNC)?;
-    (before.status == "True" && after.status == "False").then(|| after.message.clone())
-}
-
-async fn patch_status(
-    request: &EnvironmentRequest,
-    ctx: &Context,
-    status: &EnvironmentRequestStatus,
-) -> Result<(), Error> {
-    let api: Api<EnvironmentRequest> = Api::namespaced(ctx.client.clone(), &request.namespace().unwrap_or_default());
-    // `promotion` is the Rollout controller's field: never sent from here, whoever calls.
-    let status = EnvironmentRequestStatus { promotion: None, ..status.clone() };
-    let written = super::apply_status(&api, request, &status).await?;
-    // Its watch event brings nothing this reconcile has not seen.
-    ctx.echoes.wrote(request, written);
-    Ok(())
-}
-
-/// Events are best effort: a failed event never fails a reconcile.
-pub(super) async fn publish(ctx: &Context, request: &EnvironmentRequest, type_: EventType, reason: &str, note: String) {
-    let event =
-        Event { type_, reason: reason.to_owned(), note: Some(note), action: "Reconcile".to_owned(), secondary: None };
-    if let Err(e) = ctx.events.publish(&event, &request.object_ref(&())).await {
-        tracing::warn!(error = %e, request = %key(request), "cannot publish event");
-    }
 }
 
 #[cfg(test)]
@@ -543,30 +390,5 @@ mod tests {
         rollout.status = Some(with(BatchStep::Marked, vec![entry], RolloutPhase::Progressing));
         rollout.metadata.uid = Some("other".into());
         assert!(!holds(&rollout, &promotion));
-    }
-    use crate::api::conditions::{ConditionStatus, Observation, set_condition};
-
-    fn with_in_sync(status: ConditionStatus) -> EnvironmentRequestStatus {
-        let mut s = EnvironmentRequestStatus::default();
-        let observation = Observation {
-            type_: types::IN_SYNC,
-            status,
-            reason: reasons::DRIFTED,
-            message: "1 difference(s) from the commit: ResourceQuota/env/berth-quota spec.hard.pods".to_owned(),
-            observed_generation: Some(1),
-        };
-        set_condition(&mut s.conditions, observation, &Time(Timestamp::now()));
-        s
-    }
-
-    #[test]
-    fn a_drifted_warning_comes_only_when_matching_live_objects_are_changed() {
-        let (in_sync, drifted) = (with_in_sync(ConditionStatus::True), with_in_sync(ConditionStatus::False));
-        let message = drift_appeared(&in_sync, &drifted).expect("a warning");
-        assert!(message.contains("spec.hard.pods"), "{message}");
-        // Missing from the start (Argo CD has not applied it yet), still drifted, or back in sync.
-        assert_eq!(drift_appeared(&EnvironmentRequestStatus::default(), &drifted), None);
-        assert_eq!(drift_appeared(&drifted, &drifted), None);
-        assert_eq!(drift_appeared(&drifted, &in_sync), None);
     }
 }
