@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use super::error::Error;
-use super::redact::{REDACTED, Redactor};
+use super::redact::{KnownValues, REDACTED, Redactor};
 use crate::reload::Reloading;
 
 /// A secret value whose `Debug` prints `[redacted]` and which has no `Display`.
@@ -58,6 +58,12 @@ impl Secret {
     pub(crate) fn known(&self) -> Vec<Arc<String>> {
         let previous = self.previous.lock().unwrap_or_else(PoisonError::into_inner).clone();
         [Some(self.value.current()), previous].into_iter().flatten().collect()
+    }
+
+    /// [`Secret::known`] as a redactor asks for it.
+    fn known_values(&self) -> KnownValues {
+        let secret = self.clone();
+        Arc::new(move || secret.known())
     }
 }
 
@@ -125,8 +131,8 @@ impl Credentials {
     pub(crate) fn redactor(&self) -> Redactor {
         match self {
             Self::None | Self::SshKey { passphrase: None, .. } => Redactor::default(),
-            Self::Token { token, .. } => Redactor::following(token.clone()),
-            Self::SshKey { passphrase: Some(p), .. } => Redactor::following(p.clone()),
+            Self::Token { token, .. } => Redactor::following(token.known_values()),
+            Self::SshKey { passphrase: Some(p), .. } => Redactor::following(p.known_values()),
         }
     }
 

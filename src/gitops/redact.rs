@@ -4,7 +4,7 @@
 //! what the server answered; peers leaked tokens that way (git-sync #851, Argo CD
 //! CVE-2023-25163, CVE-2025-23216). Every git message goes through [`Redactor::redact`].
 
-use super::credentials::Secret;
+use std::sync::Arc;
 
 /// Replacement text for anything secret.
 pub const REDACTED: &str = "[redacted]";
@@ -14,8 +14,14 @@ pub const REDACTED: &str = "[redacted]";
 pub struct Redactor {
     secrets: Vec<String>,
     /// A secret read from a file that may be rotated: redacted as it is at the time.
-    following: Option<Secret>,
+    following: Option<KnownValues>,
 }
+
+/// The values a rotating secret has been known by lately (see
+/// `credentials::Secret::known`), asked at each redaction. A function rather than the
+/// secret itself, so that this module, which every git error goes through, depends
+/// on nothing else in `gitops`.
+pub(crate) type KnownValues = Arc<dyn Fn() -> Vec<Arc<String>> + Send + Sync>;
 
 impl std::fmt::Debug for Redactor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -48,15 +54,15 @@ impl Redactor {
         Self { secrets: all, following: None }
     }
 
-    /// A redactor that knows `secret`'s value whenever it redacts, after rotations too.
-    pub(crate) fn following(secret: Secret) -> Self {
-        Self { following: Some(secret), ..Self::default() }
+    /// A redactor that knows a secret's values whenever it redacts, after rotations too.
+    pub(crate) fn following(known: KnownValues) -> Self {
+        Self { following: Some(known), ..Self::default() }
     }
 
     /// Removes every known secret and every URL userinfo from `text`.
     pub fn redact(&self, text: &str) -> String {
-        if let Some(secret) = &self.following {
-            let known = secret.known();
+        if let Some(known) = &self.following {
+            let known = known();
             let now = Redactor::new(self.secrets.iter().map(String::as_str).chain(known.iter().map(|s| s.as_str())));
             return now.redact(text);
         }
