@@ -23,8 +23,9 @@
 //! token is refused is its own [`Rejection`] and tests are deterministic; jsonwebtoken
 //! only checks the signature, with the algorithm pinned to the key the `kid` names.
 //!
-//! [`Issuer`] (issuing) and [`Verifier`] (every check, each refusal its own [`Rejection`])
-//! live in their own files; this one holds the claims and what a token is checked against.
+//! [`Issuer`] (issuing), [`Verifier`] (every check) and [`Rejection`] (each refusal,
+//! with its message and code) live in their own files; this one holds the claims and
+//! what a token is checked against.
 
 mod issue;
 mod rejection;

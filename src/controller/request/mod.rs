@@ -36,8 +36,7 @@ pub(crate) use for_class_and_rollout::{
     ForRollout, commit_rerendered, ensure_class_rendered, render_for_rollout, rerender,
 };
 pub use status::{Committed, Finding, next_status};
-pub(crate) use status_write::publish;
-use status_write::{patch_status, write_status};
+use status_write::{patch_status, publish, write_status};
 
 use super::{Context, Error, RESYNC, context::FINALIZER, events::EventType};
 use crate::{

@@ -70,7 +70,7 @@ pub(super) async fn patch_status(
 }
 
 /// Events are best effort: a failed event never fails a reconcile.
-pub(crate) async fn publish(ctx: &Context, request: &EnvironmentRequest, type_: EventType, reason: &str, note: String) {
+pub(super) async fn publish(ctx: &Context, request: &EnvironmentRequest, type_: EventType, reason: &str, note: String) {
     let event =
         Event { type_, reason: reason.to_owned(), note: Some(note), action: "Reconcile".to_owned(), secondary: None };
     if let Err(e) = ctx.events.publish(&event, &request.object_ref(&())).await {
