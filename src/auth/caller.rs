@@ -1,8 +1,10 @@
 //! The authenticated caller.
 
+use std::collections::BTreeMap;
+
 use serde::Serialize;
 
-use super::{Role, kubernetes::KubernetesUser};
+use super::Role;
 
 /// Who sent a request, as their verified token (or the apiserver) says.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -20,6 +22,14 @@ pub struct Caller {
     /// `roles`, says what they may do. `None` for a JWT of the auth API's own keys.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub kubernetes: Option<KubernetesUser>,
+}
+
+/// What Kubernetes knows about a caller beyond the name and groups every caller has:
+/// what a SubjectAccessReview must carry to be judged as the apiserver judges them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct KubernetesUser {
+    pub uid: Option<String>,
+    pub extra: BTreeMap<String, Vec<String>>,
 }
 
 impl Caller {

@@ -10,15 +10,13 @@
 //! carries it is logged. Approving class `C` needs verb [`APPROVE_VERB`] on
 //! `environmentclasses.berth.dev` named `C` (see [`approve_class`]).
 
-use std::collections::BTreeMap;
-
 use k8s_openapi::api::{
     authentication::v1::{TokenReview, TokenReviewSpec},
     authorization::v1::{ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec},
 };
 use kube::{Api, Resource, api::PostParams};
 
-use super::Caller;
+use super::{Caller, KubernetesUser};
 use crate::api::EnvironmentClass;
 
 /// The custom RBAC verb that lets a subject approve an EnvironmentClass's requests
@@ -47,14 +45,6 @@ pub fn read_rollout(namespace: &str, name: &str) -> ResourceAttributes {
         name: Some(name.to_owned()),
         ..Default::default()
     }
-}
-
-/// What Kubernetes knows about a caller beyond the name and groups every caller has:
-/// what a SubjectAccessReview must carry to be judged as the apiserver judges them.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
-pub struct KubernetesUser {
-    pub uid: Option<String>,
-    pub extra: BTreeMap<String, Vec<String>>,
 }
 
 /// What the apiserver said about a token.
@@ -175,6 +165,8 @@ fn verdict_of(review: TokenReview) -> TokenVerdict {
 #[cfg(test)]
 mod tests {
     use serde_json::json;
+
+    use std::collections::BTreeMap;
 
     use super::*;
     use crate::testing::apiserver::scripted_client;

@@ -45,7 +45,7 @@ mod role;
 mod tests;
 
 pub use bearer::{BearerConfig, BearerVerifier, bearer_token};
-pub use caller::Caller;
+pub use caller::{Caller, KubernetesUser};
 pub use claims::{CLOCK_LEEWAY_SECONDS, ClaimMapping};
 pub use dev::dev_token;
 pub use error::{AuthConfigError, AuthError, DevTokenError};

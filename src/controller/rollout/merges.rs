@@ -1,12 +1,9 @@
 //! Pull-request mode: which batch commits reached the watched branch. A merge is not
-//! a Kubernetes event, so the remote is asked, at most every [`MERGE_RECHECK`] per
+//! a Kubernetes event, so the remote is asked, at most every
+//! [`MERGE_RECHECK`](crate::rollout::machine::MERGE_RECHECK) per
 //! commit however often the rollout is woken, and never for a finished rollout.
 
-use std::{
-    collections::{BTreeSet, HashMap},
-    sync::Mutex,
-    time::Instant,
-};
+use std::collections::BTreeSet;
 
 use super::batch;
 use crate::{
@@ -15,32 +12,8 @@ use crate::{
         rollout::{BatchStep, HistoryAction},
     },
     controller::Context,
-    rollout::{
-        Work,
-        machine::{MERGE_RECHECK, NO_COMMIT},
-    },
+    rollout::{Work, machine::NO_COMMIT},
 };
-
-/// When each commit was last found not merged.
-#[derive(Default)]
-pub struct MergeChecks {
-    unmerged_at: Mutex<HashMap<String, Instant>>,
-}
-
-impl MergeChecks {
-    /// Whether `commit` was found not merged less than [`MERGE_RECHECK`] ago; forgets
-    /// older answers (so the map holds only commits asked about lately).
-    fn recently_unmerged(&self, commit: &str) -> bool {
-        let mut asked = self.unmerged_at.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        asked.retain(|_, at| at.elapsed() < MERGE_RECHECK);
-        asked.contains_key(commit)
-    }
-
-    fn unmerged(&self, commit: &str) {
-        let mut asked = self.unmerged_at.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        asked.insert(commit.to_owned(), Instant::now());
-    }
-}
 
 /// The commits of `rollout`'s batches awaiting their merge that are on the watched
 /// branch now. A remote that cannot be asked counts as "not merged yet" (logged): the

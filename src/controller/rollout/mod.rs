@@ -8,10 +8,11 @@
 //! next measurement ([`metrics`]).
 
 mod batch;
+mod merge_checks;
 mod merges;
 mod metrics;
 
-pub use merges::MergeChecks;
+pub use merge_checks::MergeChecks;
 
 use std::{sync::Arc, time::Duration};
 
