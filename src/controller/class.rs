@@ -50,6 +50,8 @@ async fn rerender(
 }
 
 pub async fn reconcile(class: Arc<EnvironmentClass>, ctx: Arc<Context>) -> Result<Action, Error> {
+    // Judged against the status last written, even before the index shows it.
+    let class = ctx.class_writes.as_last_written(class, |c, written| c.status = Some(written));
     let index = ctx.index().await;
     let requests = index.requests_of_class(&class.name_any());
     let now = Timestamp::now();
@@ -76,7 +78,8 @@ pub async fn reconcile(class: Arc<EnvironmentClass>, ctx: Arc<Context>) -> Resul
         .count();
     let status = next_status(&class, environments, &rerendered, &Time(now));
     if class.status.as_ref() != Some(&status) {
-        super::apply_status(&Api::<EnvironmentClass>::all(ctx.client.clone()), class.as_ref(), &status).await?;
+        let api = Api::<EnvironmentClass>::all(ctx.client.clone());
+        super::apply_status_recorded(&api, class.as_ref(), &status, &ctx.class_writes, ()).await?;
         announce(&class, &status, &ctx).await;
     }
     // A failed re-render is retried as its error says; the status above told it once.

@@ -2,8 +2,16 @@
 
 use kube::Client;
 
-use super::events::EventPublisher;
-use crate::{gitops::WriterHandle, index::Index, render::RenderOptions, telemetry::Metrics};
+use super::{echoes::Echoes, events::EventPublisher};
+use crate::{
+    api::{
+        environment_class::EnvironmentClassStatus, environment_request::EnvironmentRequestStatus, tenant::TenantStatus,
+    },
+    gitops::WriterHandle,
+    index::Index,
+    render::RenderOptions,
+    telemetry::Metrics,
+};
 
 /// Field manager for everything Berth writes with server-side apply.
 pub const FIELD_MANAGER: &str = "berth";
@@ -46,6 +54,9 @@ impl CommittedFolders {
     }
 }
 
+/// The request controller's status writes (see [`super::echoes`]).
+pub type RequestEchoes = Echoes<EnvironmentRequestStatus, super::echoes::ReadBesidesStatus>;
+
 /// Shared by all reconciles; no globals.
 pub struct Context {
     pub client: Client,
@@ -71,8 +82,12 @@ pub struct Context {
     pub prometheus: Option<std::sync::Arc<crate::promql::Prometheus>>,
     /// Pull-request mode: when each rollout batch commit was last found not merged.
     pub merge_checks: super::rollout::MergeChecks,
-    /// Request status writes whose watch events need no second reconcile.
-    pub echoes: super::echoes::Echoes,
+    /// Request status writes: their echoes need no second reconcile, and a reconcile
+    /// that runs before the index shows one decides on the status written.
+    pub echoes: RequestEchoes,
+    /// Tenant and class status writes, until the index shows them (as above).
+    pub tenant_writes: Echoes<TenantStatus>,
+    pub class_writes: Echoes<EnvironmentClassStatus>,
 }
 
 impl Context {

@@ -36,6 +36,8 @@ pub async fn context(index: Index) -> (Arc<Context>, ScriptedApiServer, tempfile
         committed: Default::default(),
         merge_checks: Default::default(),
         echoes: Default::default(),
+        tenant_writes: Default::default(),
+        class_writes: Default::default(),
         budget: Default::default(),
         inventory: Default::default(),
         approvals: None,

@@ -120,6 +120,26 @@ where
     Ok(written.meta().resource_version.clone())
 }
 
+/// [`apply_status`], recorded in `writes` (see [`echoes`]): what was written, or, when
+/// the write failed (it may have landed or not), nothing, so that no older write
+/// stands in for the apiserver's status.
+async fn apply_status_recorded<K, S, R>(
+    api: &Api<K>,
+    object: &K,
+    status: &S,
+    writes: &echoes::Echoes<S, R>,
+    read: R,
+) -> Result<(), Error>
+where
+    K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+    S: serde::Serialize + Clone,
+    R: PartialEq,
+{
+    let written = apply_status(api, object, status).await;
+    writes.wrote(object, read, status, written.as_ref().ok().cloned().flatten());
+    written.map(drop)
+}
+
 /// Generations seen per object name: a watch event passes only when the object is
 /// new or its spec changed (`metadata.generation` moved), not on status updates.
 #[derive(Default)]
@@ -231,7 +251,9 @@ pub async fn run(
             let _ = class_totals.unbounded_send(ObjectRef::<EnvironmentClass>::new(&request.spec.class));
         })
         // The totals above count its new status; the request itself has nothing new.
-        .filter(move |request| futures::future::ready(!own_writes.echoes.is_echo(request)));
+        .filter(move |request| {
+            futures::future::ready(!own_writes.echoes.is_echo(request.as_ref(), echoes::ReadBesidesStatus::of(request)))
+        });
     // Unbounded, a burst of 10,000 requests held 10,000 renderings and as many
     // apiserver connections at once.
     let requests = Controller::for_shared_stream(request_feed, store.clone())

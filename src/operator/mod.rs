@@ -155,6 +155,8 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         committed: Default::default(),
         merge_checks: Default::default(),
         echoes: Default::default(),
+        tenant_writes: Default::default(),
+        class_writes: Default::default(),
         budget: Default::default(),
         inventory: Default::default(),
         approvals: approvals.clone(),

@@ -18,6 +18,24 @@ pub fn provision(request: &mut EnvironmentRequest) {
     gitops.commit.get_or_insert_with(|| "c0".to_owned());
 }
 
+/// Rollout `checkout-v2`'s promotion (v1 → v2, canary batch 1) at `state`, its
+/// commit not recorded yet.
+pub fn promotion(state: PromotionState) -> Promotion {
+    Promotion {
+        rollout: "checkout-v2".into(),
+        rollout_uid: String::new(),
+        revision: "v2".into(),
+        previous_revision: "v1".into(),
+        stage: "canary".into(),
+        batch: 1,
+        state,
+        commit: None,
+        rendered_digest: None,
+        spec_generation: 1,
+        since: Time(Timestamp::UNIX_EPOCH),
+    }
+}
+
 /// `request` once rollout `checkout-v2`'s batch commit `commit` (promoting v1 → v2)
 /// is confirmed, Berth recorded the rendering and Argo CD reports `health` at v2.
 pub fn promoted(request: &EnvironmentRequest, commit: &str, health: &str) -> EnvironmentRequest {
@@ -26,17 +44,10 @@ pub fn promoted(request: &EnvironmentRequest, commit: &str, health: &str) -> Env
     provision(&mut r);
     let status = r.status.get_or_insert_with(EnvironmentRequestStatus::default);
     status.promotion = Some(Box::new(Promotion {
-        rollout: "checkout-v2".into(),
-        rollout_uid: String::new(),
-        revision: "v2".into(),
-        previous_revision: "v1".into(),
-        stage: "canary".into(),
-        batch: 1,
-        state: PromotionState::Committed,
         commit: Some(commit.into()),
         rendered_digest: Some(digest.clone()),
         spec_generation: r.metadata.generation.unwrap_or(1),
-        since: Time(Timestamp::UNIX_EPOCH),
+        ..promotion(PromotionState::Committed)
     }));
     if let Some(gitops) = status.gitops.as_mut() {
         gitops.rendered_digest = Some(digest);

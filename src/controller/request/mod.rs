@@ -38,7 +38,7 @@ pub(crate) use for_class_and_rollout::{
 pub use status::{Committed, Finding, next_status};
 use status_write::{patch_status, publish, write_status};
 
-use super::{Context, Error, RESYNC, context::FINALIZER, events::EventType};
+use super::{Context, Error, RESYNC, context::FINALIZER, context::RequestEchoes, events::EventType};
 use crate::{
     api::{
         EnvironmentRequest,
@@ -58,6 +58,7 @@ pub(crate) fn key(request: &EnvironmentRequest) -> String {
 
 /// Reconciles one request (entry point for the kube-runtime Controller).
 pub async fn reconcile(request: Arc<EnvironmentRequest>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let request = as_last_written(request, &ctx.echoes);
     let namespace = request.namespace().ok_or(Error::Incomplete("namespace"))?;
     let api: Api<EnvironmentRequest> = Api::namespaced(ctx.client.clone(), &namespace);
     finalizer(&api, FINALIZER, request, |event| async {
@@ -68,6 +69,17 @@ pub async fn reconcile(request: Arc<EnvironmentRequest>, ctx: Arc<Context>) -> R
     })
     .await
     .map_err(|e| Error::Finalizer(Box::new(e)))
+}
+
+/// The request with the status Berth last wrote, when the index's copy may be from
+/// before that write (see [`crate::controller::echoes`]): transitions, the events that
+/// narrate them and "nothing changed" are all judged against what was written. The
+/// Rollout controller's `promotion` stays the copy's (never written from here).
+fn as_last_written(request: Arc<EnvironmentRequest>, echoes: &RequestEchoes) -> Arc<EnvironmentRequest> {
+    echoes.as_last_written(request, |request, mut written| {
+        written.promotion = request.status.as_mut().and_then(|s| s.promotion.take());
+        request.status = Some(written);
+    })
 }
 
 /// The folder Berth committed for this request, as recorded in its status.
@@ -310,6 +322,32 @@ mod tests {
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
     use super::*;
+
+    #[test]
+    fn a_copy_from_before_berth_s_status_write_is_reconciled_with_that_status_and_its_own_promotion() {
+        use crate::{
+            api::environment_request::{EnvironmentRequestStatus, PromotionState},
+            controller::echoes::ReadBesidesStatus,
+        };
+        let promotion = crate::testing::rollout::promotion(PromotionState::Committing);
+        let mut cached = crate::testing::request("preview");
+        cached.metadata.resource_version = Some("10".into());
+        cached.status = Some(EnvironmentRequestStatus {
+            phase: Some(Phase::Provisioning),
+            promotion: Some(Box::new(promotion.clone())),
+            ..Default::default()
+        });
+        let echoes = RequestEchoes::default();
+        let unchanged = as_last_written(Arc::new(cached.clone()), &echoes);
+        assert_eq!(unchanged.status, cached.status, "nothing written: the copy as it is");
+        // Written without `promotion` (the Rollout controller's field), answered with 11.
+        let written = EnvironmentRequestStatus { phase: Some(Phase::Ready), ..Default::default() };
+        echoes.wrote(&cached, ReadBesidesStatus::of(&cached), &written, Some("11".into()));
+        let newest = as_last_written(Arc::new(cached), &echoes);
+        let status = newest.status.clone().unwrap_or_default();
+        assert_eq!(status.phase, Some(Phase::Ready), "the status written");
+        assert_eq!(status.promotion.as_deref(), Some(&promotion), "the copy's promotion");
+    }
 
     #[test]
     fn a_request_copy_older_than_its_confirmation_stays_held_once_the_batch_commit_is_recorded() {

@@ -11,7 +11,10 @@ use crate::{
         conditions::{self, reasons, types},
         environment_request::{EnvironmentRequestStatus, Phase},
     },
-    controller::events::{Event, EventType},
+    controller::{
+        echoes::ReadBesidesStatus,
+        events::{Event, EventType},
+    },
 };
 
 pub(super) async fn write_status(request: &EnvironmentRequest, ctx: &Context, finding: &Finding) -> Result<(), Error> {
@@ -63,10 +66,9 @@ pub(super) async fn patch_status(
     let api: Api<EnvironmentRequest> = Api::namespaced(ctx.client.clone(), &request.namespace().unwrap_or_default());
     // `promotion` is the Rollout controller's field: never sent from here, whoever calls.
     let status = EnvironmentRequestStatus { promotion: None, ..status.clone() };
-    let written = crate::controller::apply_status(&api, request, &status).await?;
     // Its watch event brings nothing this reconcile has not seen.
-    ctx.echoes.wrote(request, written);
-    Ok(())
+    let read = ReadBesidesStatus::of(request);
+    crate::controller::apply_status_recorded(&api, request, &status, &ctx.echoes, read).await
 }
 
 /// Events are best effort: a failed event never fails a reconcile.
@@ -80,8 +82,19 @@ pub(super) async fn publish(ctx: &Context, request: &EnvironmentRequest, type_: 
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
+    use serde_json::json;
+
     use super::*;
-    use crate::api::conditions::{ConditionStatus, Observation, set_condition};
+    use crate::{
+        api::{
+            conditions::{ConditionStatus, Observation, set_condition},
+            environment_request::{Difference, DriftState, DriftStatus},
+        },
+        controller::request::Committed,
+        index::Index,
+    };
 
     fn with_in_sync(status: ConditionStatus) -> EnvironmentRequestStatus {
         let mut s = EnvironmentRequestStatus::default();
@@ -94,6 +107,69 @@ mod tests {
         };
         set_condition(&mut s.conditions, observation, &Time(Timestamp::now()));
         s
+    }
+
+    /// A commit Argo CD reports synced and healthy, its live objects compared: `drift`.
+    fn committed(drift: DriftState) -> Finding {
+        let difference = Difference {
+            resource: "ResourceQuota/payments-preview/berth-quota".into(),
+            field: "spec.hard.pods".into(),
+            desired: Some("\"10\"".into()),
+            live: Some("\"99\"".into()),
+        };
+        let differences = if drift == DriftState::Drifted { vec![difference] } else { vec![] };
+        Finding::Committed(Box::new(Committed {
+            namespace: "payments-preview".into(),
+            commit: "abc123".into(),
+            path: "clusters/in-cluster/tenants/payments/preview".into(),
+            digest: "d1".into(),
+            monthly_cost_usd: 40,
+            expires_at: None,
+            approved_by: None,
+            sync: None,
+            source: Default::default(),
+            drift: Some(DriftStatus { state: drift, checked_at: None, differences, remediation: None }),
+        }))
+    }
+
+    #[tokio::test]
+    async fn drift_found_on_a_copy_from_before_the_in_sync_write_is_still_warned() {
+        const STATUS: &str = "/apis/berth.dev/v1alpha1/namespaces/payments/environmentrequests/checkout-pr-1234/status";
+        const EVENTS: &str = "/apis/events.k8s.io/v1/namespaces/payments/events";
+        let (ctx, mut server, _remote) = crate::controller::fixtures::context(Index::with_objects([], [], [])).await;
+        // The copy the index holds: from before any status write.
+        let mut cached = crate::testing::request("preview");
+        cached.metadata.resource_version = Some("10".into());
+        let mut answered = cached.clone();
+        answered.metadata.resource_version = Some("11".into());
+        // Committed, live objects in sync: written (version 11), and Ready told.
+        let in_sync = async {
+            let status = server.status(STATUS, &answered).await;
+            let event = server.echo("POST", EVENTS).await;
+            (status, event)
+        };
+        let (in_sync_finding, drifted_finding) = (committed(DriftState::InSync), committed(DriftState::Drifted));
+        let (written, (status, event)) = tokio::join!(write_status(&cached, &ctx, &in_sync_finding), in_sync);
+        written.expect("written");
+        assert_eq!(status.body["status"]["phase"], "Ready");
+        assert_eq!(event.body["reason"], "Ready");
+        // A quota edited by hand wakes the request before the index shows that write.
+        let newest = super::super::as_last_written(Arc::new(cached), &ctx.echoes);
+        let drifted = async {
+            let status = server.status(STATUS, &answered).await;
+            let event = server.echo("POST", EVENTS).await;
+            server.assert_done();
+            (status, event)
+        };
+        let work = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+            tokio::join!(write_status(&newest, &ctx, &drifted_finding), drifted)
+        });
+        let (written, (status, event)) = work.await.expect("a status write and a Drifted warning");
+        written.expect("written");
+        assert_eq!(status.body["status"]["drift"]["state"], "Drifted");
+        assert_eq!((&event.body["type"], &event.body["reason"]), (&json!("Warning"), &json!("Drifted")));
+        let note = event.body["note"].as_str().unwrap_or_default();
+        assert!(note.contains("spec.hard.pods"), "{note}");
     }
 
     #[test]

@@ -27,6 +27,8 @@ pub use crate::policy::request::request_namespace;
 use setup::{SetupFailed, SetupFailure};
 
 pub async fn reconcile(tenant: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action, Error> {
+    // Judged against the status last written, even before the index shows it.
+    let tenant = ctx.tenant_writes.as_last_written(tenant, |t, written| t.status = Some(written));
     let namespace = request_namespace(&tenant);
     let setup = setup::set_up(&tenant, &namespace, &ctx).await;
 
@@ -39,7 +41,8 @@ pub async fn reconcile(tenant: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action,
     let now = Time(Timestamp::now());
     let status = next_status(&tenant, &namespace, failure, &usage, &now);
     if tenant.status.as_ref() != Some(&status) {
-        super::apply_status(&Api::<Tenant>::all(ctx.client.clone()), tenant.as_ref(), &status).await?;
+        let api = Api::<Tenant>::all(ctx.client.clone());
+        super::apply_status_recorded(&api, tenant.as_ref(), &status, &ctx.tenant_writes, ()).await?;
         announce(&tenant, &status, &ctx).await;
     }
     match setup {
@@ -276,6 +279,47 @@ mod tests {
             let (action, ()) = tokio::join!(reconciled, set_up(&mut server));
             assert!(action.is_ok_and(|a| a.is_ok()), "the reconcile made a call nobody answered, or failed");
             server.assert_done();
+        }
+
+        #[tokio::test]
+        async fn a_reconcile_on_a_copy_from_before_its_status_write_still_puts_that_status_right() {
+            // The copy reconciled: Ready, as computed from what the tenant has.
+            let mut tenant = tenant();
+            tenant.metadata.resource_version = Some("1".to_owned());
+            let index = Index::with_objects([tenant.clone()], [class("preview")], []);
+            let usage = budget::usage("payments", std::iter::empty(), &budget::class_terms([class("preview")].iter()));
+            tenant.status = Some(next_status(&tenant, "payments", None, &usage, &Time(Timestamp::now())));
+            let (ctx, mut server, _remote) = context(index).await;
+            let mut answered = tenant.clone();
+            answered.metadata.resource_version = Some("2".to_owned());
+            // A refused namespace: Ready False is written (resource version 2), with a Warning.
+            let denied = ScriptedApiServer::refusal(403, "Forbidden", "denied by policy deny-ns");
+            let refused = async {
+                server.expect("PATCH", NAMESPACE, 403, denied).await;
+                let status = server.status(STATUS, &answered).await;
+                server.echo("POST", "/apis/events.k8s.io/v1/namespaces/default/events").await;
+                status
+            };
+            let (result, status) = tokio::join!(reconcile(Arc::new(tenant.clone()), ctx.clone()), refused);
+            assert!(result.is_err());
+            assert_eq!(status.body["status"]["conditions"][0]["status"], json!("False"));
+            // The retry runs before the index shows that write: on the copy that says
+            // Ready. The namespace is accepted now, and the status it computes equals
+            // that copy's; the apiserver holds Ready False, so it is written, and the
+            // recovery told.
+            let accepted = async {
+                set_up(&mut server).await;
+                let status = server.status(STATUS, &answered).await;
+                let event = server.echo("POST", "/apis/events.k8s.io/v1/namespaces/default/events").await;
+                server.assert_done();
+                (status, event)
+            };
+            let both = async { tokio::join!(reconcile(Arc::new(tenant), ctx), accepted) };
+            let (result, (status, event)) =
+                tokio::time::timeout(std::time::Duration::from_secs(5), both).await.expect("the write and the event");
+            assert!(result.is_ok(), "reconciled");
+            assert_eq!(status.body["status"]["conditions"][0]["status"], json!("True"));
+            assert_eq!((&event.body["type"], &event.body["reason"]), (&json!("Normal"), &json!("NamespaceReady")));
         }
 
         #[tokio::test]
