@@ -258,10 +258,8 @@ pub async fn patch_rollout(tenant: &str, name: &str, patch: &str) -> (bool, Stri
 
 /// Reasons of the events about rollout `name`, oldest first.
 pub async fn rollout_events(tenant: &str, name: &str) -> Vec<String> {
-    let args = ["events", "-n", tenant, "--for", &format!("rollout/{name}"), "-o", "json"];
-    let out = cluster().kubectl("admin", &args, None).await;
-    let list: serde_json::Value = serde_json::from_str(&out.stdout).unwrap_or_default();
-    list["items"].as_array().into_iter().flatten().filter_map(|e| e["reason"].as_str().map(str::to_owned)).collect()
+    let events = events_about(tenant, &format!("rollout/{name}")).await;
+    events.iter().filter_map(|e| e["reason"].as_str().map(str::to_owned)).collect()
 }
 
 /// The steps (`Berth-Rollout-Step`) of rollout `name`'s commits since `since`, oldest first.

@@ -67,6 +67,19 @@ where
     }
 }
 
+/// The events about `object` (`kind/name`) in `namespace` as kubectl lists them:
+/// core/v1 Events, so Berth's events.k8s.io `note` is their `message`. A failed kubectl
+/// call (a slow apiserver) is tried again, never read as no events.
+pub async fn events_about(namespace: &str, object: &str) -> Vec<serde_json::Value> {
+    let args = ["events", "-n", namespace, "--for", object, "-o", "json"];
+    wait_for(Duration::from_secs(30), &format!("kubectl events --for {object} to answer"), || async {
+        let out = cluster().kubectl("admin", &args, None).await;
+        let list: serde_json::Value = serde_json::from_str(&out.stdout).ok().filter(|_| out.success)?;
+        Some(list["items"].as_array().cloned().unwrap_or_default())
+    })
+    .await
+}
+
 /// Waits until the request reaches `phase` and returns it.
 pub async fn wait_phase(namespace: &str, name: &str, phase: Phase, timeout: Duration) -> EnvironmentRequest {
     let api: Api<EnvironmentRequest> = Api::namespaced(cluster().client("admin").await, namespace);

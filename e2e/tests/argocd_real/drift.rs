@@ -18,14 +18,10 @@ async fn edit_quota(env_ns: &str, pods: &str) {
     assert!(out.success, "{}", out.stderr);
 }
 
-/// The time and message of each event of `reason` about the request (kubectl lists
-/// them as core/v1 Events: Berth's `note` is their `message`).
+/// The time and message of each event of `reason` about the request.
 async fn notes(tenant: &str, name: &str, reason: &str) -> Vec<String> {
-    let args = ["events", "-n", tenant, "--for", &format!("environmentrequest/{name}"), "-o", "json"];
-    let out = cluster().kubectl("admin", &args, None).await;
-    let list: Value = serde_json::from_str(&out.stdout).unwrap_or_default();
-    let items = list["items"].as_array().into_iter().flatten().filter(|e| e["reason"] == reason);
-    items.map(|e| format!("{} {}", e["eventTime"], e["message"])).collect()
+    let events = events_about(tenant, &format!("environmentrequest/{name}")).await;
+    events.iter().filter(|e| e["reason"] == reason).map(|e| format!("{} {}", e["eventTime"], e["message"])).collect()
 }
 
 /// How many events of `reason` are about the request.

@@ -13,9 +13,15 @@ use super::*;
 #[tokio::test]
 async fn at_expiry_argo_cd_prunes_the_environment() {
     let _turn = turn().await;
-    let (tenant, status) = provisioned("ttl: {default: 20s, max: 1h}", "brief").await;
+    // Ready first, however long Argo CD takes here; then its owner cuts its life short
+    // (a TTL counts from creation, so it is over at once).
+    let (tenant, status) = provisioned("ttl: {default: 1h, max: 1h}", "brief").await;
     let env_ns = status.namespace.unwrap_or_default();
     assert!(get("namespace", None, &env_ns).await.is_some(), "Argo CD applied {env_ns}");
+    let args =
+        ["patch", "environmentrequest", "brief", "-n", &tenant, "--type", "merge", "-p", r#"{"spec":{"ttl":"1s"}}"#];
+    let out = cluster().kubectl("admin", &args, None).await;
+    assert!(out.success, "{}", out.stderr);
     wait_phase(&tenant, "brief", Phase::Expired, ARGOCD_PATIENCE).await;
     wait_for(ARGOCD_PATIENCE, "Argo CD to prune the expired environment", || async {
         let gone = get("namespace", None, &env_ns).await.is_none()

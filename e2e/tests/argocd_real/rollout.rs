@@ -73,7 +73,13 @@ async fn a_revision_argo_cd_reports_degraded_is_rolled_back_and_argo_cd_runs_the
         let app = get("applications.argoproj.io", Some(ARGOCD), &env_ns).await?;
         let compared = app["status"]["sync"]["comparedTo"]["source"]["targetRevision"].as_str() == Some("v1");
         let healthy = reported(&app) == ("Synced".into(), "Healthy".into(), commits[0].clone());
-        (compared && healthy).then_some(app)
+        // Its history gains the sync once the operation is over, which can come a
+        // refresh after the comparison says Synced.
+        let operation = &app["status"]["operationState"];
+        let finished = app["operation"].is_null()
+            && operation["phase"] == "Succeeded"
+            && operation["syncResult"]["revision"].as_str() == Some(commits[0].as_str());
+        (compared && healthy && finished).then_some(app)
     })
     .await;
     let history = application["status"]["history"].as_array().cloned().unwrap_or_default();

@@ -14,7 +14,7 @@ use crate::*;
 
 async fn wait_drift(namespace: &str, name: &str, state: DriftState) -> DriftStatus {
     let api: Api<EnvironmentRequest> = Api::namespaced(cluster().client("admin").await, namespace);
-    wait_for(Duration::from_secs(20), &format!("drift state {state:?}"), || {
+    wait_for(Duration::from_secs(60), &format!("drift state {state:?}"), || {
         let api = api.clone();
         async move {
             let drift = api.get(name).await.ok()?.status?.drift?;

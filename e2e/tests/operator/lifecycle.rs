@@ -117,7 +117,9 @@ async fn a_preview_request_becomes_ready_with_its_folder_committed_and_deleting_
 async fn an_expired_environment_leaves_git_and_stays_expired() {
     operator().await;
     let (tenant, class) = (format!("tn-{}", suffix()), format!("short-{}", suffix()));
-    kubectl_apply(&class_yaml(&class, 10, "ttl: {default: 4s, max: 1h}")).await;
+    // The class's default TTL, counted from creation: long enough that a loaded machine
+    // still shows Ready (the commit) before the expiry takes it away.
+    kubectl_apply(&class_yaml(&class, 10, "ttl: {default: 15s, max: 1h}")).await;
     kubectl_apply(&tenant_yaml(&tenant, &[&class], "{}")).await;
     wait_tenant_namespace(&tenant).await;
     kubectl_apply(&request_yaml(&tenant, "brief", &tenant, &class, "")).await;
