@@ -69,11 +69,15 @@ where
 
 /// The events about `object` (`kind/name`) in `namespace` as kubectl lists them:
 /// core/v1 Events, so Berth's events.k8s.io `note` is their `message`. A failed kubectl
-/// call (a slow apiserver) is tried again, never read as no events.
+/// call (a slow apiserver) is tried again, never read as no events; kubectl says "no
+/// events" by succeeding with nothing on stdout.
 pub async fn events_about(namespace: &str, object: &str) -> Vec<serde_json::Value> {
     let args = ["events", "-n", namespace, "--for", object, "-o", "json"];
     wait_for(Duration::from_secs(30), &format!("kubectl events --for {object} to answer"), || async {
         let out = cluster().kubectl("admin", &args, None).await;
+        if out.success && out.stdout.trim().is_empty() {
+            return Some(Vec::new());
+        }
         let list: serde_json::Value = serde_json::from_str(&out.stdout).ok().filter(|_| out.success)?;
         Some(list["items"].as_array().cloned().unwrap_or_default())
     })

@@ -14,7 +14,8 @@ use super::*;
 async fn at_expiry_argo_cd_prunes_the_environment() {
     let _turn = turn().await;
     // Ready first, however long Argo CD takes here; then its owner cuts its life short
-    // (a TTL counts from creation, so it is over at once).
+    // (a TTL counts from creation, so it is over at once). The timer that fires at a
+    // future expiry is tier 2's (operator lifecycle).
     let (tenant, status) = provisioned("ttl: {default: 1h, max: 1h}", "brief").await;
     let env_ns = status.namespace.unwrap_or_default();
     assert!(get("namespace", None, &env_ns).await.is_some(), "Argo CD applied {env_ns}");
