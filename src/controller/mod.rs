@@ -252,7 +252,7 @@ pub async fn run(
         })
         // The totals above count its new status; the request itself has nothing new.
         .filter(move |request| {
-            futures::future::ready(!own_writes.echoes.is_echo(request.as_ref(), echoes::ReadBesidesStatus::of(request)))
+            futures::future::ready(!own_writes.echoes.is_echo(request.as_ref(), echoes::ReadBesidesStatus::of))
         });
     // Unbounded, a burst of 10,000 requests held 10,000 renderings and as many
     // apiserver connections at once.
